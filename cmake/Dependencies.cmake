@@ -1,0 +1,28 @@
+# Every dependency is a Debian 12 package (scripts/install-deps.sh installs them).
+# Imported targets make their headers system includes, so DPDK's and gRPC's
+# warnings do not trip our -Werror.
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+
+pkg_check_modules(DPDK REQUIRED IMPORTED_TARGET libdpdk)
+pkg_check_modules(LIBVIRT REQUIRED IMPORTED_TARGET libvirt)
+pkg_check_modules(ROCKSDB REQUIRED IMPORTED_TARGET rocksdb)
+
+find_package(Protobuf REQUIRED)
+pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
+find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+
+find_package(absl REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(GTest REQUIRED)
+include(GoogleTest)
+find_package(benchmark REQUIRED)
+
+# cpp-httplib is header-only (libcpp-httplib-dev ships the header and a shared
+# library build); we use the header with OpenSSL off.
+find_path(HTTPLIB_INCLUDE_DIR httplib.h REQUIRED)
+add_library(dfw_httplib INTERFACE)
+target_include_directories(dfw_httplib SYSTEM INTERFACE ${HTTPLIB_INCLUDE_DIR})
+target_link_libraries(dfw_httplib INTERFACE Threads::Threads)
+add_library(dfw::httplib ALIAS dfw_httplib)

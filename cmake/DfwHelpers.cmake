@@ -1,0 +1,60 @@
+# One helper per kind of target, so that each component's CMakeLists.txt only
+# declares what it is made of (in the manner of Abseil's AbseilHelpers.cmake).
+#
+#   dfw_library(NAME <name> SRCS ... [HDRS ...] [DEPS ...] [PUBLIC_INCLUDE <dir>])
+#       -> static library dfw_<name>, alias dfw::<name>. Public headers live in
+#          <component>/include/dfw/<component>/ and are included as
+#          <dfw/<component>/x.h>.
+#   dfw_executable(NAME <name> SRCS ... [DEPS ...])
+#   dfw_test(NAME <name> SRCS ... [DEPS ...] [LABELS ...] [TIMEOUT s])
+#       -> GoogleTest binary registered with ctest (one ctest entry per TEST).
+#   dfw_benchmark(NAME <name> SRCS ... [DEPS ...])
+#
+# Project code builds with -Wall -Wextra -Werror; third-party headers come in as
+# system includes so their warnings are not ours.
+
+set(DFW_WARNINGS -Wall -Wextra -Werror -Wno-missing-field-initializers)
+
+function(dfw_library)
+  cmake_parse_arguments(L "" "NAME;PUBLIC_INCLUDE" "SRCS;HDRS;DEPS;PRIVATE_DEPS" ${ARGN})
+  set(target dfw_${L_NAME})
+  add_library(${target} STATIC ${L_SRCS} ${L_HDRS})
+  add_library(dfw::${L_NAME} ALIAS ${target})
+  if(NOT L_PUBLIC_INCLUDE)
+    set(L_PUBLIC_INCLUDE ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  endif()
+  target_include_directories(${target} PUBLIC ${L_PUBLIC_INCLUDE}
+                                       PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(${target} PUBLIC ${L_DEPS} PRIVATE ${L_PRIVATE_DEPS})
+  target_compile_options(${target} PRIVATE ${DFW_WARNINGS})
+  set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+endfunction()
+
+function(dfw_executable)
+  cmake_parse_arguments(E "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(${E_NAME} ${E_SRCS})
+  target_link_libraries(${E_NAME} PRIVATE ${E_DEPS})
+  target_compile_options(${E_NAME} PRIVATE ${DFW_WARNINGS})
+endfunction()
+
+function(dfw_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  set(target test_${T_NAME})
+  add_executable(${target} ${T_SRCS})
+  target_link_libraries(${target} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_compile_options(${target} PRIVATE ${DFW_WARNINGS})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  gtest_discover_tests(${target}
+    TEST_PREFIX "${T_NAME}."
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}")
+endfunction()
+
+function(dfw_benchmark)
+  cmake_parse_arguments(B "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(bench_${B_NAME} ${B_SRCS})
+  target_link_libraries(bench_${B_NAME} PRIVATE ${B_DEPS})
+  target_compile_options(bench_${B_NAME} PRIVATE ${DFW_WARNINGS})
+endfunction()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every build, test and run dependency from Debian 12's packages.
+# Safe to run again: apt-get skips what is there. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git ca-certificates python3 clang
+  # dataplane
+  libdpdk-dev dpdk-dev libpcap-dev libnuma-dev
+  # OVS: source to build libopenvswitch, and the switch itself for host tests
+  openvswitch-source openvswitch-switch-dpdk libssl-dev libcap-ng-dev libunbound-dev
+  # libvirt
+  libvirt-dev
+  # control plane
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # scripts
+  iproute2 procps
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
