@@ -1,0 +1,62 @@
+// RulesetCompiler: turns a vNIC's ordered rules and the address sets they
+// reference into an immutable Ruleset (classifier.h), and applies address-set
+// changes incrementally.
+//
+// Control thread only: a RulesetCompiler is not thread-safe. It keeps the
+// state needed for incremental updates (intervals per address-set combination)
+// beside the published Rulesets; each Compile/UpdateAddressSet produces a new
+// Ruleset that shares unchanged tables with the previous one. Errors name the
+// rule (index and rule_num) or the address set, and the field.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dfw/dataplane/classifier.h"
+#include "dfw/dataplane/rule_model.h"
+
+namespace dfw::dataplane {
+
+class Status {
+ public:
+  static Status Ok() { return Status(); }
+  static Status Error(std::string message) { return Status(std::move(message)); }
+  bool ok() const { return message_.empty(); }
+  const std::string& message() const { return message_; }
+
+ private:
+  Status() = default;
+  explicit Status(std::string m) : message_(m.empty() ? "error" : std::move(m)) {}
+  std::string message_;
+};
+
+class RulesetCompiler {
+ public:
+  RulesetCompiler();
+  ~RulesetCompiler();
+  RulesetCompiler(const RulesetCompiler&) = delete;
+  RulesetCompiler& operator=(const RulesetCompiler&) = delete;
+
+  // Full compile. On error the previous ruleset() stays.
+  Status Compile(const RulesetSpec& spec);
+
+  // Replaces the prefixes of an address set (new ids are added). Only the
+  // address fields that reference the set are touched.
+  Status UpdateAddressSet(std::string_view id, const std::vector<IpPrefix>& prefixes);
+  Status ApplyAddressSetDelta(std::string_view id, const std::vector<IpPrefix>& added,
+                              const std::vector<IpPrefix>& removed);
+
+  // The current Ruleset (nullptr before the first successful Compile).
+  std::shared_ptr<const Ruleset> ruleset() const { return current_; }
+
+  struct State;  // src/ruleset_compiler.cc
+
+ private:
+  void Publish();
+  std::unique_ptr<State> state_;
+  std::shared_ptr<const Ruleset> current_;
+};
+
+}  // namespace dfw::dataplane

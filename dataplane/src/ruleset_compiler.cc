@@ -1,0 +1,641 @@
+// Compile side of the classifier (control thread): validates a RulesetSpec,
+// builds the per-field equivalence classes and applies address-set changes
+// incrementally. See classifier.h for the scheme.
+#include "dfw/dataplane/ruleset_compiler.h"
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "ruleset_impl.h"
+
+namespace dfw::dataplane {
+namespace {
+
+constexpr uint32_t kMaxEntries = 1u << 20;
+
+template <class T>
+struct Space;
+template <>
+struct Space<uint32_t> {
+  static constexpr uint32_t kMax = 0xffffffffu;
+  static uint32_t Next(uint32_t x) { return x + 1; }
+  static uint32_t From(const Ip128& a) { return static_cast<uint32_t>(a.lo); }
+};
+template <>
+struct Space<Ip128> {
+  static constexpr Ip128 kMax{~0ull, ~0ull};
+  static Ip128 Next(Ip128 x) {
+    if (++x.lo == 0) ++x.hi;
+    return x;
+  }
+  static Ip128 From(const Ip128& a) { return a; }
+};
+
+template <class T>
+using Ranges = std::vector<std::pair<T, T>>;  // sorted, disjoint, not adjacent
+
+template <class T>
+Ranges<T> Normalize(Ranges<T> r) {
+  std::sort(r.begin(), r.end());
+  Ranges<T> out;
+  for (const auto& x : r) {
+    if (!out.empty() &&
+        (out.back().second == Space<T>::kMax || x.first <= Space<T>::Next(out.back().second))) {
+      out.back().second = std::max(out.back().second, x.second);
+    } else {
+      out.push_back(x);
+    }
+  }
+  return out;
+}
+
+// Pieces where membership differs between two normalized range lists:
+// (lo, hi, now_member).
+template <class T>
+struct Piece {
+  T lo, hi;
+  bool add;
+};
+
+template <class T>
+bool Member(const Ranges<T>& r, const T& x) {
+  auto it = std::upper_bound(r.begin(), r.end(), std::make_pair(x, Space<T>::kMax));
+  if (it == r.begin()) return false;
+  --it;
+  return it->first <= x && x <= it->second;
+}
+
+template <class T>
+T Prev(T x);
+template <>
+uint32_t Prev<uint32_t>(uint32_t x) {
+  return x - 1;
+}
+template <>
+Ip128 Prev<Ip128>(Ip128 x) {
+  if (x.lo-- == 0) --x.hi;
+  return x;
+}
+
+template <class T>
+std::vector<Piece<T>> DiffRanges(const Ranges<T>& before, const Ranges<T>& after) {
+  std::vector<T> cuts{T{}};
+  for (const Ranges<T>* r : {&before, &after}) {
+    for (const auto& x : *r) {
+      cuts.push_back(x.first);
+      if (x.second != Space<T>::kMax) cuts.push_back(Space<T>::Next(x.second));
+    }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  std::vector<Piece<T>> out;
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const T lo = cuts[i];
+    const T hi = i + 1 < cuts.size() ? Prev(cuts[i + 1]) : Space<T>::kMax;
+    const bool b = Member(before, lo);
+    const bool a = Member(after, lo);
+    if (a == b) continue;
+    if (!out.empty() && out.back().add == a && Space<T>::Next(out.back().hi) == lo) {
+      out.back().hi = hi;
+    } else {
+      out.push_back(Piece<T>{lo, hi, a});
+    }
+  }
+  return out;
+}
+
+struct VecHash {
+  template <class V>
+  size_t operator()(const V& v) const {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ v.size();
+    for (auto x : v) {
+      h ^= static_cast<uint64_t>(x) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+      h *= 0xff51afd7ed558ccdull;
+    }
+    return static_cast<size_t>(h ^ (h >> 33));
+  }
+};
+
+template <class T>
+struct Intervals {
+  std::vector<T> bounds;        // bounds[0] = 0
+  std::vector<uint32_t> combo;  // per interval
+  size_t Find(const T& x) const {
+    return static_cast<size_t>(std::upper_bound(bounds.begin(), bounds.end(), x) - bounds.begin()) -
+           1;
+  }
+  // Makes x the start of an interval; returns its index.
+  size_t SplitAt(const T& x) {
+    const size_t j = Find(x);
+    if (bounds[j] == x) return j;
+    bounds.insert(bounds.begin() + static_cast<ptrdiff_t>(j + 1), x);
+    combo.insert(combo.begin() + static_cast<ptrdiff_t>(j + 1), combo[j]);
+    return j + 1;
+  }
+};
+
+void SetBit(std::vector<uint64_t>& v, uint32_t e) { v[e >> 6] |= 1ull << (e & 63); }
+
+struct AddressSetState {
+  std::string id;
+  std::vector<IpPrefix> prefixes;
+  Ranges<uint32_t> r4;
+  Ranges<Ip128> r6;
+};
+
+void ComputeRanges(AddressSetState& s) {
+  Ranges<uint32_t> r4;
+  Ranges<Ip128> r6;
+  for (const IpPrefix& p : s.prefixes) {
+    if (p.family == Family::kV4) {
+      r4.emplace_back(static_cast<uint32_t>(p.First().lo), static_cast<uint32_t>(p.Last().lo));
+    } else {
+      r6.emplace_back(p.First(), p.Last());
+    }
+  }
+  s.r4 = Normalize(std::move(r4));
+  s.r6 = Normalize(std::move(r6));
+}
+
+std::string RuleName(size_t i, const RuleSpec& r) {
+  return "rule " + std::to_string(i) + " (rule_num " + std::to_string(r.rule_num) + ")";
+}
+
+}  // namespace
+
+// One address field (source or destination).
+struct AddrField {
+  std::vector<std::vector<uint32_t>> pos, neg;  // set -> entries (positive / negated refs)
+  std::vector<uint64_t> any_bits, neg_all;
+  std::vector<std::vector<uint32_t>> combos;  // combo id -> sorted sets containing the interval
+  std::unordered_map<std::vector<uint32_t>, uint32_t, VecHash> combo_ids;
+  std::vector<const uint64_t*> combo_cls;  // filled by MaterializeClasses
+  Intervals<uint32_t> iv4;
+  Intervals<Ip128> iv6;
+  std::shared_ptr<const AddrTable4> t4;
+  std::shared_ptr<const AddrTable6> t6;
+
+  bool Uses(uint32_t s) const { return !pos[s].empty() || !neg[s].empty(); }
+  uint32_t ComboId(const std::vector<uint32_t>& sets) {
+    auto [it, fresh] = combo_ids.emplace(sets, static_cast<uint32_t>(combos.size()));
+    if (fresh) combos.push_back(sets);
+    return it->second;
+  }
+};
+
+struct RulesetCompiler::State {
+  RulesetSpec spec;  // rules and default, kept for full recompiles
+  uint32_t entries = 0, words = 0, agg_words = 0, stride = 0;
+  std::vector<AddressSetState> sets;
+  std::unordered_map<std::string, uint32_t> set_ids;
+  AddrField field[2];
+  std::vector<std::shared_ptr<const ClassArena>> arenas;  // address classes
+  size_t compiled_arena_words = 0, update_arena_words = 0;
+  std::shared_ptr<const SmallTables> small;
+  std::shared_ptr<const RuleTables> rules;
+  uint64_t generation = 0;
+
+  // Fills combo_cls for combos that have no class yet, in one new arena.
+  void MaterializeClasses(AddrField& f, bool update) {
+    const size_t first = f.combo_cls.size();
+    const size_t n = f.combos.size() - first;
+    if (n == 0) return;
+    auto arena = std::make_shared<ClassArena>(n * stride, 0);
+    std::vector<uint64_t> negated(words);
+    for (size_t c = 0; c < n; ++c) {
+      uint64_t* cls = arena->data() + c * stride;
+      uint64_t* bits = cls + agg_words;
+      std::fill(negated.begin(), negated.end(), 0);
+      for (uint32_t s : f.combos[first + c]) {
+        for (uint32_t e : f.pos[s]) bits[e >> 6] |= 1ull << (e & 63);
+        for (uint32_t e : f.neg[s]) negated[e >> 6] |= 1ull << (e & 63);
+      }
+      for (uint32_t w = 0; w < words; ++w) {
+        bits[w] |= f.any_bits[w] | (f.neg_all[w] & ~negated[w]);
+        if (bits[w] != 0) cls[w >> 6] |= 1ull << (w & 63);
+      }
+    }
+    for (size_t c = 0; c < n; ++c) f.combo_cls.push_back(arena->data() + c * stride);
+    (update ? update_arena_words : compiled_arena_words) += arena->size();
+    arenas.push_back(std::move(arena));
+  }
+
+  template <class T>
+  void BuildIntervals(AddrField& f, Intervals<T>& iv) {
+    struct Event {
+      T at;
+      uint32_t set;
+      bool add;
+    };
+    std::vector<Event> ev;
+    for (uint32_t s = 0; s < sets.size(); ++s) {
+      if (!f.Uses(s)) continue;
+      const Ranges<T>* r;
+      if constexpr (std::is_same_v<T, uint32_t>) {
+        r = &sets[s].r4;
+      } else {
+        r = &sets[s].r6;
+      }
+      for (const auto& x : *r) {
+        ev.push_back(Event{x.first, s, true});
+        if (x.second != Space<T>::kMax) ev.push_back(Event{Space<T>::Next(x.second), s, false});
+      }
+    }
+    std::sort(ev.begin(), ev.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
+    iv.bounds.assign(1, T{});
+    iv.combo.assign(1, f.ComboId({}));
+    std::vector<uint32_t> active;
+    size_t i = 0;
+    while (i < ev.size()) {
+      const T at = ev[i].at;
+      for (; i < ev.size() && ev[i].at == at; ++i) {
+        auto it = std::lower_bound(active.begin(), active.end(), ev[i].set);
+        if (ev[i].add) {
+          active.insert(it, ev[i].set);
+        } else {
+          active.erase(it);
+        }
+      }
+      const uint32_t cid = f.ComboId(active);
+      if (at == T{}) {
+        iv.combo[0] = cid;
+      } else if (cid != iv.combo.back()) {
+        iv.bounds.push_back(at);
+        iv.combo.push_back(cid);
+      }
+    }
+  }
+
+  std::shared_ptr<const AddrTable4> Table4(const AddrField& f) const {
+    auto t = std::make_shared<AddrTable4>();
+    const auto& iv = f.iv4;
+    const size_t n = iv.bounds.size();
+    t->bounds = iv.bounds;
+    t->cls.resize(n);
+    for (size_t i = 0; i < n; ++i) t->cls[i] = f.combo_cls[iv.combo[i]];
+    t->first.resize(65537);
+    size_t j = 0;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const uint32_t x = h << 16;
+      while (j + 1 < n && iv.bounds[j + 1] <= x) ++j;
+      t->first[h] = static_cast<uint32_t>(j);
+    }
+    t->first[65536] = static_cast<uint32_t>(n - 1);
+    return t;
+  }
+
+  std::shared_ptr<const AddrTable6> Table6(const AddrField& f) const {
+    auto t = std::make_shared<AddrTable6>();
+    t->bounds = f.iv6.bounds;
+    t->cls.resize(t->bounds.size());
+    for (size_t i = 0; i < t->cls.size(); ++i) t->cls[i] = f.combo_cls[f.iv6.combo[i]];
+    return t;
+  }
+
+  // Ports and protocol x direction, from the entries.
+  struct EntryInfo {
+    uint32_t rule;
+    const ServiceSpec* svc;  // nullptr: any
+    RuleDirection dir;
+  };
+
+  void BuildSmall(const std::vector<EntryInfo>& ent) {
+    auto st = std::make_shared<SmallTables>();
+    ClassArena arena;
+    std::unordered_map<std::vector<uint64_t>, uint32_t, VecHash> seen;
+    std::vector<uint64_t> bits(words);
+    auto intern = [&](const std::vector<uint64_t>& b, size_t base_class) -> uint32_t {
+      auto [it, fresh] = seen.emplace(b, static_cast<uint32_t>(arena.size() / stride - base_class));
+      if (fresh) {
+        const size_t at = arena.size();
+        arena.resize(at + stride, 0);
+        for (uint32_t w = 0; w < words; ++w) {
+          arena[at + agg_words + w] = b[w];
+          if (b[w] != 0) arena[at + (w >> 6)] |= 1ull << (w & 63);
+        }
+      }
+      return it->second;
+    };
+    // Ports: sweep over range starts/ends.
+    std::vector<uint16_t>* tables[2] = {&st->sport, &st->dport};
+    size_t base_class[2] = {0, 0};
+    for (int pf = 0; pf < 2; ++pf) {
+      seen.clear();
+      base_class[pf] = arena.size() / stride;
+      std::vector<std::pair<uint32_t, uint32_t>> ev;  // (position, entry*2 + is_end)
+      for (uint32_t e = 0; e < ent.size(); ++e) {
+        Ranges<uint32_t> r;
+        const std::vector<PortRange>* pr =
+            ent[e].svc == nullptr ? nullptr : (pf == 0 ? &ent[e].svc->sports : &ent[e].svc->dports);
+        if (pr == nullptr || pr->empty()) {
+          r.emplace_back(0, 65535);
+        } else {
+          for (const PortRange& x : *pr) r.emplace_back(x.lo, x.hi);
+          r = Normalize(std::move(r));
+        }
+        for (const auto& x : r) {
+          ev.emplace_back(x.first, e * 2);
+          ev.emplace_back(x.second + 1, e * 2 + 1);
+        }
+      }
+      std::sort(ev.begin(), ev.end());
+      std::fill(bits.begin(), bits.end(), 0);
+      auto& table = *tables[pf];
+      table.assign(65536, 0);
+      size_t i = 0;
+      uint32_t at = 0;
+      while (at < 65536) {
+        for (; i < ev.size() && ev[i].first == at; ++i) {
+          const uint32_t e = ev[i].second >> 1;
+          if (ev[i].second & 1) {
+            bits[e >> 6] &= ~(1ull << (e & 63));
+          } else {
+            bits[e >> 6] |= 1ull << (e & 63);
+          }
+        }
+        const uint32_t next = i < ev.size() ? std::min<uint32_t>(ev[i].first, 65536) : 65536;
+        const uint32_t c = intern(bits, base_class[pf]);
+        std::fill(table.begin() + at, table.begin() + next, static_cast<uint16_t>(c));
+        at = next;
+      }
+    }
+    // Protocol x direction.
+    seen.clear();
+    const size_t proto_base = arena.size() / stride;
+    std::vector<uint32_t> proto_cls(512);
+    for (uint32_t d = 0; d < 2; ++d) {
+      std::vector<uint64_t> any(words);
+      std::vector<std::vector<uint32_t>> by_proto(256);
+      for (uint32_t e = 0; e < ent.size(); ++e) {
+        if (ent[e].dir != RuleDirection::kBoth && static_cast<uint32_t>(ent[e].dir) != d) continue;
+        if (ent[e].svc == nullptr || !ent[e].svc->proto) {
+          SetBit(any, e);
+        } else {
+          by_proto[*ent[e].svc->proto].push_back(e);
+        }
+      }
+      for (uint32_t p = 0; p < 256; ++p) {
+        bits = any;
+        for (uint32_t e : by_proto[p]) SetBit(bits, e);
+        proto_cls[d * 256 + p] = intern(bits, proto_base);
+      }
+    }
+    auto shared_arena = std::make_shared<const ClassArena>(std::move(arena));
+    st->arena = shared_arena;
+    const uint64_t* base = shared_arena->data();
+    st->proto.resize(512);
+    for (uint32_t i = 0; i < 512; ++i) {
+      st->proto[i] = base + (proto_base + proto_cls[i]) * stride;
+    }
+    st->sport_base = base + base_class[0] * stride;
+    st->dport_base = base + base_class[1] * stride;
+    small = std::move(st);
+  }
+};
+
+RulesetCompiler::RulesetCompiler() : state_(std::make_unique<State>()) {}
+RulesetCompiler::~RulesetCompiler() = default;
+
+namespace {
+
+Status ValidateEndpoint(const EndpointSpec& ep, const std::string& where,
+                        const std::unordered_map<std::string, uint32_t>& set_ids) {
+  if (ep.any && !ep.address_sets.empty()) {
+    return Status::Error(where + ": 'any' together with address sets");
+  }
+  if (ep.any && ep.negate) return Status::Error(where + ": negated 'any' matches nothing");
+  if (!ep.any && ep.address_sets.empty()) {
+    return Status::Error(where + ": neither 'any' nor an address set");
+  }
+  for (const std::string& id : ep.address_sets) {
+    if (!set_ids.contains(id)) {
+      return Status::Error(where + ": unknown address set '" + id + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateService(const ServiceSpec& s, const std::string& where) {
+  for (const auto* list : {&s.sports, &s.dports}) {
+    for (const PortRange& r : *list) {
+      if (r.lo > r.hi) {
+        return Status::Error(where + ": port range " + std::to_string(r.lo) + "-" +
+                             std::to_string(r.hi) + " is empty");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RulesetCompiler::Compile(const RulesetSpec& spec) {
+  auto st = std::make_unique<State>();
+  st->spec.rules = spec.rules;
+  st->spec.default_action = spec.default_action;
+  st->generation = state_->generation + 1;
+
+  for (const AddressSetSpec& as : spec.address_sets) {
+    if (st->set_ids.contains(as.id)) {
+      return Status::Error("address set '" + as.id + "': defined twice");
+    }
+    st->set_ids.emplace(as.id, static_cast<uint32_t>(st->sets.size()));
+    AddressSetState s{as.id, as.prefixes, {}, {}};
+    ComputeRanges(s);
+    st->sets.push_back(std::move(s));
+  }
+
+  // Entries: one per (rule, service).
+  std::vector<State::EntryInfo> ent;
+  for (size_t i = 0; i < spec.rules.size(); ++i) {
+    const RuleSpec& r = spec.rules[i];
+    const std::string name = RuleName(i, r);
+    if (Status s = ValidateEndpoint(r.src, name + ": source", st->set_ids); !s.ok()) return s;
+    if (Status s = ValidateEndpoint(r.dst, name + ": destination", st->set_ids); !s.ok()) return s;
+    if (r.services.empty()) {
+      ent.push_back(State::EntryInfo{static_cast<uint32_t>(i), nullptr, r.direction});
+    }
+    for (size_t k = 0; k < r.services.size(); ++k) {
+      if (Status s = ValidateService(r.services[k], name + ": service " + std::to_string(k));
+          !s.ok()) {
+        return s;
+      }
+      ent.push_back(State::EntryInfo{static_cast<uint32_t>(i), &r.services[k], r.direction});
+    }
+    if (ent.size() > kMaxEntries) {
+      return Status::Error(name + ": more than " + std::to_string(kMaxEntries) +
+                           " rule x service entries");
+    }
+  }
+  st->entries = static_cast<uint32_t>(ent.size());
+  st->words = std::max<uint32_t>(1, (st->entries + 63) / 64);
+  st->agg_words = (st->words + 63) / 64;
+  st->stride = st->words + st->agg_words;
+
+  auto rules = std::make_shared<RuleTables>();
+  rules->entry_rule.reserve(ent.size());
+  for (const auto& e : ent) rules->entry_rule.push_back(e.rule);
+  for (const RuleSpec& r : spec.rules) {
+    rules->rule_num.push_back(r.rule_num);
+    rules->action.push_back(r.action);
+  }
+  st->rules = std::move(rules);
+
+  // Address fields.
+  for (int fi = 0; fi < 2; ++fi) {
+    AddrField& f = st->field[fi];
+    f.pos.assign(st->sets.size(), {});
+    f.neg.assign(st->sets.size(), {});
+    f.any_bits.assign(st->words, 0);
+    f.neg_all.assign(st->words, 0);
+    for (uint32_t e = 0; e < ent.size(); ++e) {
+      const RuleSpec& r = spec.rules[ent[e].rule];
+      const EndpointSpec& ep = fi == 0 ? r.src : r.dst;
+      if (ep.any) {
+        SetBit(f.any_bits, e);
+        continue;
+      }
+      if (ep.negate) SetBit(f.neg_all, e);
+      for (const std::string& id : ep.address_sets) {
+        auto& list = (ep.negate ? f.neg : f.pos)[st->set_ids.at(id)];
+        if (list.empty() || list.back() != e) list.push_back(e);
+      }
+    }
+    st->BuildIntervals(f, f.iv4);
+    st->BuildIntervals(f, f.iv6);
+    st->MaterializeClasses(f, false);
+    f.t4 = st->Table4(f);
+    f.t6 = st->Table6(f);
+  }
+  st->BuildSmall(ent);
+
+  state_ = std::move(st);
+  Publish();
+  return Status::Ok();
+}
+
+void RulesetCompiler::Publish() {
+  State& st = *state_;
+  auto impl = std::make_unique<Ruleset::Impl>();
+  impl->words = st.words;
+  impl->agg_words = st.agg_words;
+  impl->stride = st.stride;
+  impl->num_entries = st.entries;
+  impl->default_action = st.spec.default_action;
+  impl->generation = st.generation;
+  impl->own_src4 = st.field[0].t4;
+  impl->own_dst4 = st.field[1].t4;
+  impl->own_src6 = st.field[0].t6;
+  impl->own_dst6 = st.field[1].t6;
+  impl->own_small = st.small;
+  impl->own_rules = st.rules;
+  impl->arenas = st.arenas;
+  impl->src4 = impl->own_src4.get();
+  impl->dst4 = impl->own_dst4.get();
+  impl->src6 = impl->own_src6.get();
+  impl->dst6 = impl->own_dst6.get();
+  impl->small = impl->own_small.get();
+  impl->rules = impl->own_rules.get();
+  size_t bytes = sizeof(Ruleset::Impl) + impl->src4->bytes() + impl->dst4->bytes() +
+                 impl->src6->bytes() + impl->dst6->bytes() + impl->small->bytes() +
+                 impl->rules->bytes();
+  for (const auto& a : impl->arenas) bytes += a->capacity() * 8;
+  impl->memory_bytes = bytes;
+  current_ = std::shared_ptr<const Ruleset>(new Ruleset(std::move(impl)));
+}
+
+Status RulesetCompiler::ApplyAddressSetDelta(std::string_view id,
+                                             const std::vector<IpPrefix>& added,
+                                             const std::vector<IpPrefix>& removed) {
+  std::vector<IpPrefix> now;
+  auto it = state_->set_ids.find(std::string(id));
+  if (it != state_->set_ids.end()) now = state_->sets[it->second].prefixes;
+  auto same = [](const IpPrefix& a, const IpPrefix& b) {
+    return a.family == b.family && a.len == b.len && a.addr == b.addr;
+  };
+  for (const IpPrefix& r : removed) {
+    std::erase_if(now, [&](const IpPrefix& p) { return same(p, r); });
+  }
+  for (const IpPrefix& a : added) {
+    if (std::none_of(now.begin(), now.end(), [&](const IpPrefix& p) { return same(p, a); })) {
+      now.push_back(a);
+    }
+  }
+  return UpdateAddressSet(id, now);
+}
+
+Status RulesetCompiler::UpdateAddressSet(std::string_view id,
+                                         const std::vector<IpPrefix>& prefixes) {
+  State& st = *state_;
+  auto it = st.set_ids.find(std::string(id));
+  if (it == st.set_ids.end()) {
+    // Not referenced by any rule yet: just remember it for later compiles.
+    const uint32_t s = static_cast<uint32_t>(st.sets.size());
+    st.set_ids.emplace(std::string(id), s);
+    AddressSetState as{std::string(id), prefixes, {}, {}};
+    ComputeRanges(as);
+    st.sets.push_back(std::move(as));
+    for (AddrField& f : st.field) {
+      f.pos.emplace_back();
+      f.neg.emplace_back();
+    }
+    return Status::Ok();
+  }
+  const uint32_t s = it->second;
+  AddressSetState next{std::string(id), prefixes, {}, {}};
+  ComputeRanges(next);
+  const auto d4 = DiffRanges(st.sets[s].r4, next.r4);
+  const auto d6 = DiffRanges(st.sets[s].r6, next.r6);
+  st.sets[s] = std::move(next);
+  if (!current_ || (d4.empty() && d6.empty())) return Status::Ok();
+
+  bool changed = false;
+  for (AddrField& f : st.field) {
+    if (!f.Uses(s)) continue;
+    // Old combo -> combo with s toggled, cached for this update.
+    std::unordered_map<uint64_t, uint32_t> toggled;
+    auto toggle = [&](uint32_t cid, bool add) {
+      const uint64_t key = (static_cast<uint64_t>(cid) << 1) | (add ? 1 : 0);
+      auto t = toggled.find(key);
+      if (t != toggled.end()) return t->second;
+      std::vector<uint32_t> c = f.combos[cid];
+      auto pos = std::lower_bound(c.begin(), c.end(), s);
+      const bool has = pos != c.end() && *pos == s;
+      if (add && !has) c.insert(pos, s);
+      if (!add && has) c.erase(pos);
+      const uint32_t out = f.ComboId(c);
+      toggled.emplace(key, out);
+      return out;
+    };
+    auto apply = [&](auto& iv, const auto& pieces) {
+      using T = typename std::decay_t<decltype(iv.bounds)>::value_type;
+      for (const auto& p : pieces) {
+        const size_t i0 = iv.SplitAt(p.lo);
+        size_t i1 = iv.bounds.size();
+        if (p.hi != Space<T>::kMax) i1 = iv.SplitAt(Space<T>::Next(p.hi));
+        for (size_t i = i0; i < i1; ++i) iv.combo[i] = toggle(iv.combo[i], p.add);
+      }
+    };
+    apply(f.iv4, d4);
+    apply(f.iv6, d6);
+    st.MaterializeClasses(f, true);
+    if (!d4.empty()) f.t4 = st.Table4(f);
+    if (!d6.empty()) f.t6 = st.Table6(f);
+    changed = true;
+  }
+  if (!changed) return Status::Ok();
+  // Classes orphaned by updates pile up in arenas; once they outweigh the
+  // compiled ones, start over from the spec (bounded memory).
+  if (st.update_arena_words > st.compiled_arena_words + 65536) {
+    RulesetSpec spec = st.spec;
+    for (const AddressSetState& as : st.sets) spec.address_sets.push_back({as.id, as.prefixes});
+    return Compile(spec);
+  }
+  ++st.generation;
+  Publish();
+  return Status::Ok();
+}
+
+}  // namespace dfw::dataplane
