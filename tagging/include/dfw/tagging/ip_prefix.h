@@ -13,6 +13,7 @@
 #include <array>
 #include <compare>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -41,8 +42,14 @@ class IpPrefix {
   // Canonical text: always with the length, "198.18.0.5/32".
   std::string ToString() const;
 
-  auto operator<=>(const IpPrefix&) const = default;
+  // IPv4 before IPv6, then by address, then shorter first.
+  std::strong_ordering operator<=>(const IpPrefix& o) const {
+    if (v4_ != o.v4_) return v4_ ? std::strong_ordering::less : std::strong_ordering::greater;
+    if (auto c = addr_ <=> o.addr_; c != 0) return c;
+    return len_ <=> o.len_;
+  }
   bool operator==(const IpPrefix&) const = default;
+  friend void PrintTo(const IpPrefix& p, std::ostream* os) { *os << p.ToString(); }
 
   template <typename H>
   friend H AbslHashValue(H h, const IpPrefix& p) {
