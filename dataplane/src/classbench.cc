@@ -5,6 +5,7 @@
 #include <charconv>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 
 namespace dfw::dataplane::classbench {
@@ -174,6 +175,62 @@ bool ReadFile(const std::string& path, std::string* out, std::string* error) {
   ss << in.rdbuf();
   *out = ss.str();
   return true;
+}
+
+std::vector<FlowKey> TraceInsideFilters(const std::vector<Filter>& filters, size_t n,
+                                        uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<FlowKey> out;
+  if (filters.empty()) return out;
+  out.reserve(n);
+  auto in_prefix = [&](uint32_t a, uint8_t len) {
+    const uint32_t host = len == 0 ? ~0u : (len == 32 ? 0u : (~0u >> len));
+    return a | (static_cast<uint32_t>(rng()) & host);
+  };
+  auto in_range = [&](uint16_t lo, uint16_t hi) {
+    return static_cast<uint16_t>(lo + rng() % (uint32_t{hi} - lo + 1));
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const Filter& f = filters[rng() % filters.size()];
+    const uint8_t proto = f.proto_any ? static_cast<uint8_t>(rng()) : f.proto;
+    out.push_back(FlowKey::V4(in_prefix(f.src, f.src_len), in_prefix(f.dst, f.dst_len),
+                              in_range(f.sport_lo, f.sport_hi), in_range(f.dport_lo, f.dport_hi),
+                              proto));
+  }
+  return out;
+}
+
+std::vector<FlowKey> RandomTrace(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<FlowKey> out;
+  out.reserve(n);
+  static constexpr uint8_t kProtos[] = {6, 17, 1, 0};
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t r = rng();
+    const uint8_t proto = (r & 3) == 3 ? static_cast<uint8_t>(r >> 8) : kProtos[r & 3];
+    out.push_back(FlowKey::V4(static_cast<uint32_t>(rng()), static_cast<uint32_t>(rng()),
+                              static_cast<uint16_t>(r >> 16), static_cast<uint16_t>(r >> 32),
+                              proto));
+  }
+  return out;
+}
+
+std::string FormatTrace(const std::vector<FlowKey>& keys) {
+  std::string out;
+  out.reserve(keys.size() * 32);
+  for (const FlowKey& k : keys) {
+    out += std::to_string(static_cast<uint32_t>(k.src.lo));
+    out += ' ';
+    out += std::to_string(static_cast<uint32_t>(k.dst.lo));
+    out += ' ';
+    out += std::to_string(k.sport);
+    out += ' ';
+    out += std::to_string(k.dport);
+    out += ' ';
+    out += std::to_string(k.proto);
+    out += '\n';
+  }
+  return out;
 }
 
 RulesetSpec ToRulesetSpec(const std::vector<Filter>& filters) {

@@ -21,6 +21,21 @@ bool ServiceMatches(const ServiceSpec& s, const FlowKey& k) {
 
 LinearClassifier::LinearClassifier(RulesetSpec spec) : spec_(std::move(spec)) {
   for (size_t i = 0; i < spec_.address_sets.size(); ++i) set_index_[spec_.address_sets[i].id] = i;
+  Resolve();
+}
+
+void LinearClassifier::Resolve() {
+  resolved_.clear();
+  auto resolve = [&](const EndpointSpec& ep) {
+    std::vector<size_t> out;
+    for (const std::string& id : ep.address_sets) {
+      auto it = set_index_.find(id);
+      if (it != set_index_.end()) out.push_back(it->second);
+    }
+    return out;
+  };
+  for (const RuleSpec& r : spec_.rules)
+    resolved_.push_back(Resolved{resolve(r.src), resolve(r.dst)});
 }
 
 void LinearClassifier::SetAddressSet(const std::string& id, std::vector<IpPrefix> prefixes) {
@@ -28,18 +43,18 @@ void LinearClassifier::SetAddressSet(const std::string& id, std::vector<IpPrefix
   if (it == set_index_.end()) {
     set_index_[id] = spec_.address_sets.size();
     spec_.address_sets.push_back(AddressSetSpec{id, std::move(prefixes)});
+    Resolve();
   } else {
     spec_.address_sets[it->second].prefixes = std::move(prefixes);
   }
 }
 
-bool LinearClassifier::EndpointMatches(const EndpointSpec& ep, Family f, const Ip128& a) const {
+bool LinearClassifier::EndpointMatches(const EndpointSpec& ep, const std::vector<size_t>& sets,
+                                       Family f, const Ip128& a) const {
   if (ep.any) return !ep.negate;
   bool in = false;
-  for (const std::string& id : ep.address_sets) {
-    auto it = set_index_.find(id);
-    if (it == set_index_.end()) continue;
-    for (const IpPrefix& p : spec_.address_sets[it->second].prefixes) {
+  for (size_t set : sets) {
+    for (const IpPrefix& p : spec_.address_sets[set].prefixes) {
       if (p.Contains(f, a)) {
         in = true;
         break;
@@ -57,7 +72,8 @@ uint32_t LinearClassifier::Classify(const FlowKey& k) const {
         static_cast<uint8_t>(r.direction) != static_cast<uint8_t>(k.dir)) {
       continue;
     }
-    if (!EndpointMatches(r.src, k.family, k.src) || !EndpointMatches(r.dst, k.family, k.dst)) {
+    if (!EndpointMatches(r.src, resolved_[i].src, k.family, k.src) ||
+        !EndpointMatches(r.dst, resolved_[i].dst, k.family, k.dst)) {
       continue;
     }
     bool svc = r.services.empty();

@@ -31,6 +31,14 @@ bool ParseTrace(const std::string& text, const std::string& name, std::vector<Fl
                 std::string* error);
 bool ReadFile(const std::string& path, std::string* out, std::string* error);
 
+// Traces, seeded and reproducible: points inside random filters (the
+// dpdk-test-acl / DESIGN.md anchor workload), or uniformly random points.
+std::vector<FlowKey> TraceInsideFilters(const std::vector<Filter>& filters, size_t n,
+                                        uint64_t seed);
+std::vector<FlowKey> RandomTrace(size_t n, uint64_t seed);
+// dpdk-test-acl trace text for keys (IPv4 only).
+std::string FormatTrace(const std::vector<FlowKey>& keys);
+
 // Rule i of the result is filter i; rule_num = i + 1; addresses become one
 // address set per distinct prefix, named by its text.
 RulesetSpec ToRulesetSpec(const std::vector<Filter>& filters);

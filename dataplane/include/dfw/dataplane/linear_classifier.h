@@ -22,9 +22,16 @@ class LinearClassifier {
   const RulesetSpec& spec() const { return spec_; }
 
  private:
-  bool EndpointMatches(const EndpointSpec& ep, Family f, const Ip128& a) const;
+  // Set ids resolved to indices into spec_.address_sets (unknown ids dropped).
+  struct Resolved {
+    std::vector<size_t> src, dst;
+  };
+  bool EndpointMatches(const EndpointSpec& ep, const std::vector<size_t>& sets, Family f,
+                       const Ip128& a) const;
+  void Resolve();
   RulesetSpec spec_;
   std::unordered_map<std::string, size_t> set_index_;
+  std::vector<Resolved> resolved_;
 };
 
 }  // namespace dfw::dataplane
