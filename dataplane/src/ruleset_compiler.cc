@@ -638,4 +638,29 @@ Status RulesetCompiler::UpdateAddressSet(std::string_view id,
   return Status::Ok();
 }
 
+size_t RulesetCompiler::state_bytes() const {
+  const State& st = *state_;
+  auto vec = [](const auto& v) { return sizeof(v) + v.capacity() * sizeof(v[0]); };
+  size_t b = sizeof(State);
+  for (const AddrField& f : st.field) {
+    for (const auto& v : f.pos) b += vec(v);
+    for (const auto& v : f.neg) b += vec(v);
+    // Each combo is held twice (vector and hash key) plus a hash node.
+    for (const auto& v : f.combos) b += 2 * vec(v) + 32;
+    b += vec(f.any_bits) + vec(f.neg_all) + vec(f.combo_cls);
+    b += vec(f.iv4.bounds) + vec(f.iv4.combo) + vec(f.iv6.bounds) + vec(f.iv6.combo);
+  }
+  for (const AddressSetState& s : st.sets) {
+    b += sizeof(s) + s.id.capacity() + vec(s.prefixes) + vec(s.r4) + vec(s.r6) + 48;
+  }
+  for (const RuleSpec& r : st.spec.rules) {
+    b += sizeof(r) + vec(r.services);
+    for (const ServiceSpec& s : r.services) b += vec(s.sports) + vec(s.dports);
+    for (const auto* ep : {&r.src, &r.dst}) {
+      for (const std::string& id : ep->address_sets) b += sizeof(id) + id.capacity();
+    }
+  }
+  return b;
+}
+
 }  // namespace dfw::dataplane

@@ -48,6 +48,10 @@ class RulesetCompiler {
   Status ApplyAddressSetDelta(std::string_view id, const std::vector<IpPrefix>& added,
                               const std::vector<IpPrefix>& removed);
 
+  // Approximate bytes of the control-side state kept for incremental updates
+  // (not shared with the data path; Ruleset::memory_bytes counts that).
+  size_t state_bytes() const;
+
   // The current Ruleset (nullptr before the first successful Compile).
   std::shared_ptr<const Ruleset> ruleset() const { return current_; }
 
