@@ -10,23 +10,25 @@ namespace dfw::dataplane {
 namespace {
 
 constexpr uint32_t kFields = 5;
-constexpr uint32_t kChunk = 16;  // keys whose classes are fetched ahead of the AND pass
+// Keys processed together, stage by stage, so that the cache misses of one
+// stage overlap across keys (the table walks are latency-bound).
+constexpr uint32_t kChunk = 32;
 
-inline const uint64_t* Lookup4(const AddrTable4& t, uint32_t x) {
+inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+
+// Interval of x in an IPv4 table (see AddrTable4). The search runs the
+// table's fixed number of steps so that its loop branch always predicts.
+inline uint32_t Interval4(const AddrTable4& t, uint32_t x) {
   const uint32_t h = x >> 16;
-  uint32_t lo = t.first[h];
-  uint32_t hi = t.first[h + 1];
+  uint32_t base = t.first[h];
+  uint32_t n = t.first[h + 1] - base + 1;
   const uint32_t* b = t.bounds.data();
-  // The interval holding x is in [lo, hi]: the last one whose start is <= x.
-  while (lo < hi) {
-    const uint32_t mid = (lo + hi + 1) >> 1;
-    if (b[mid] <= x) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
+  for (uint32_t s = 0; s < t.search_steps; ++s) {
+    const uint32_t half = n >> 1;
+    base = b[base + half] <= x ? base + half : base;
+    n -= half;
   }
-  return t.cls[lo];
+  return base;
 }
 
 inline const uint64_t* Lookup6(const AddrTable6& t, const Ip128& x) {
@@ -34,59 +36,130 @@ inline const uint64_t* Lookup6(const AddrTable6& t, const Ip128& x) {
   return t.cls[static_cast<size_t>(it - t.bounds.begin()) - 1];
 }
 
-inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+struct Slot {
+  const uint64_t* c[kFields];
+  uint32_t src_iv, dst_iv;  // IPv4 interval numbers
+  uint32_t agg;             // aggregate word being walked
+  uint64_t cand;            // its remaining candidate bits
+};
 
-inline uint32_t FirstEntry(const Ruleset::Impl& m, const uint64_t* const* c) {
+// AND of word w over the first K classes.
+template <uint32_t K>
+inline uint64_t And(const uint64_t* const* c, uint32_t w) {
+  uint64_t x = c[0][w] & c[1][w] & c[2][w];
+  if constexpr (K == 5) x &= c[3][w] & c[4][w];
+  return x;
+}
+
+// Continues the walk from slot.agg / slot.cand; returns the first entry.
+template <uint32_t K>
+inline uint32_t FirstEntry(const Ruleset::Impl& m, const Slot& slot) {
   const uint32_t aw = m.agg_words;
-  const uint64_t* c0 = c[0];
-  const uint64_t* c1 = c[1];
-  const uint64_t* c2 = c[2];
-  const uint64_t* c3 = c[3];
-  const uint64_t* c4 = c[4];
-  for (uint32_t a = 0; a < aw; ++a) {
-    uint64_t g = c0[a] & c1[a] & c2[a] & c3[a] & c4[a];
+  uint32_t a = slot.agg;
+  uint64_t g = slot.cand;
+  while (true) {
     while (g != 0) {
       const uint32_t w = aw + a * 64 + static_cast<uint32_t>(__builtin_ctzll(g));
-      const uint64_t x = c0[w] & c1[w] & c2[w] & c3[w] & c4[w];
-      if (x != 0) {
-        return (w - aw) * 64 + static_cast<uint32_t>(__builtin_ctzll(x));
-      }
+      const uint64_t x = And<K>(slot.c, w);
+      if (x != 0) return (w - aw) * 64 + static_cast<uint32_t>(__builtin_ctzll(x));
       g &= g - 1;
     }
+    if (++a >= aw) return Ruleset::kNoMatch;
+    g = And<K>(slot.c, a);
   }
-  return Ruleset::kNoMatch;
+}
+
+template <uint32_t K>
+void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint32_t n) {
+  constexpr uint32_t kNoMatch = Ruleset::kNoMatch;
+  const SmallTables& s = *m.small;
+  const AddrTable4& src4 = *m.src4;
+  const AddrTable4& dst4 = *m.dst4;
+  const uint32_t stride = m.stride;
+  const uint32_t aw = m.agg_words;
+  const uint32_t* entry_rule = m.rules->entry_rule.data();
+  Slot slot[kChunk];
+
+  for (uint32_t done = 0; done < n; done += kChunk) {
+    const FlowKey* k = keys + done;
+    const uint32_t cnt = std::min(kChunk, n - done);
+    // 1. First-level address tables and port tables.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      if (k[i].family == Family::kV4) {
+        Prefetch(&src4.first[static_cast<uint32_t>(k[i].src.lo) >> 16]);
+        Prefetch(&dst4.first[static_cast<uint32_t>(k[i].dst.lo) >> 16]);
+      }
+      Prefetch(&s.sport[k[i].sport]);
+      Prefetch(&s.dport[k[i].dport]);
+    }
+    // 2. Interval search (IPv4), whole lookup (IPv6); port classes.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      Slot& sl = slot[i];
+      if (k[i].family == Family::kV4) {
+        const uint32_t xs = static_cast<uint32_t>(k[i].src.lo);
+        const uint32_t xd = static_cast<uint32_t>(k[i].dst.lo);
+        sl.src_iv = Interval4(src4, xs);
+        sl.dst_iv = Interval4(dst4, xd);
+        Prefetch(&src4.cls[sl.src_iv]);
+        Prefetch(&dst4.cls[sl.dst_iv]);
+      } else {
+        sl.c[0] = Lookup6(*m.src6, k[i].src);
+        sl.c[1] = Lookup6(*m.dst6, k[i].dst);
+        Prefetch(sl.c[0]);
+        Prefetch(sl.c[1]);
+      }
+      const uint32_t pd = static_cast<uint32_t>(k[i].dir) * 256 + k[i].proto;
+      if constexpr (K == 3) {
+        const size_t svc =
+            (static_cast<size_t>(s.sport[k[i].sport]) * s.n_dport + s.dport[k[i].dport]) *
+                s.n_proto +
+            s.proto_num[pd];
+        sl.c[2] = s.merged_base + static_cast<size_t>(s.merged_cls[svc]) * stride;
+        Prefetch(sl.c[2]);
+      } else {
+        sl.c[2] = s.sport_base + static_cast<size_t>(s.sport[k[i].sport]) * stride;
+        sl.c[3] = s.dport_base + static_cast<size_t>(s.dport[k[i].dport]) * stride;
+        sl.c[4] = s.proto[pd];
+        Prefetch(sl.c[2]);
+        Prefetch(sl.c[3]);
+        Prefetch(sl.c[4]);
+      }
+    }
+    // 3. Address classes.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      Slot& sl = slot[i];
+      if (k[i].family == Family::kV4) {
+        sl.c[0] = src4.cls[sl.src_iv];
+        sl.c[1] = dst4.cls[sl.dst_iv];
+        Prefetch(sl.c[0]);
+        Prefetch(sl.c[1]);
+      }
+    }
+    // 4. First aggregate word; fetch the bit-vector words it points at.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      Slot& sl = slot[i];
+      sl.agg = 0;
+      sl.cand = And<K>(sl.c, 0);
+      if (sl.cand != 0) {
+        const uint32_t w = aw + static_cast<uint32_t>(__builtin_ctzll(sl.cand));
+        for (uint32_t f = 0; f < K; ++f) Prefetch(sl.c[f] + w);
+      }
+    }
+    // 5. Walk.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      const uint32_t e = FirstEntry<K>(m, slot[i]);
+      out[done + i] = e == kNoMatch ? kNoMatch : entry_rule[e];
+    }
+  }
 }
 
 }  // namespace
 
 void Ruleset::Classify(const FlowKey* keys, uint32_t* out, uint32_t n) const noexcept {
-  const Impl& m = *impl_;
-  const SmallTables& s = *m.small;
-  const uint32_t stride = m.stride;
-  const uint32_t* entry_rule = m.rules->entry_rule.data();
-  const uint64_t* cls[kChunk][kFields];
-
-  for (uint32_t done = 0; done < n; done += kChunk) {
-    const uint32_t cnt = std::min(kChunk, n - done);
-    for (uint32_t i = 0; i < cnt; ++i) {
-      const FlowKey& k = keys[done + i];
-      const uint64_t** c = cls[i];
-      if (k.family == Family::kV4) {
-        c[0] = Lookup4(*m.src4, static_cast<uint32_t>(k.src.lo));
-        c[1] = Lookup4(*m.dst4, static_cast<uint32_t>(k.dst.lo));
-      } else {
-        c[0] = Lookup6(*m.src6, k.src);
-        c[1] = Lookup6(*m.dst6, k.dst);
-      }
-      c[2] = s.sport_base + static_cast<size_t>(s.sport[k.sport]) * stride;
-      c[3] = s.dport_base + static_cast<size_t>(s.dport[k.dport]) * stride;
-      c[4] = s.proto[static_cast<uint32_t>(k.dir) * 256 + k.proto];
-      for (uint32_t f = 0; f < kFields; ++f) Prefetch(c[f]);
-    }
-    for (uint32_t i = 0; i < cnt; ++i) {
-      const uint32_t e = FirstEntry(m, cls[i]);
-      out[done + i] = e == kNoMatch ? kNoMatch : entry_rule[e];
-    }
+  if (impl_->small->merged) {
+    ClassifyK<3>(*impl_, keys, out, n);
+  } else {
+    ClassifyK<5>(*impl_, keys, out, n);
   }
 }
 

@@ -14,6 +14,7 @@ namespace dfw::dataplane {
 namespace {
 
 constexpr uint32_t kMaxEntries = 1u << 20;
+constexpr size_t kMaxMergedClasses = 4096;
 
 template <class T>
 struct Space;
@@ -283,6 +284,11 @@ struct RulesetCompiler::State {
       t->first[h] = static_cast<uint32_t>(j);
     }
     t->first[65536] = static_cast<uint32_t>(n - 1);
+    uint32_t widest = 1;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      widest = std::max(widest, t->first[h + 1] - t->first[h] + 1);
+    }
+    while ((1u << t->search_steps) < widest) ++t->search_steps;
     return t;
   }
 
@@ -391,7 +397,57 @@ struct RulesetCompiler::State {
     }
     st->sport_base = base + base_class[0] * stride;
     st->dport_base = base + base_class[1] * stride;
+    MergeServices(*st, base_class[1] - base_class[0], proto_base - base_class[1],
+                  shared_arena->size() / stride - proto_base, base + proto_base * stride,
+                  proto_cls);
     small = std::move(st);
+  }
+
+  // Precomputes sport & dport & proto for every combination of their classes
+  // when that stays small (bounded by kMaxMergedClasses distinct vectors).
+  void MergeServices(SmallTables& st, size_t n_sport, size_t n_dport, size_t n_proto,
+                     const uint64_t* proto_base, const std::vector<uint32_t>& proto_cls) {
+    constexpr size_t kMaxCombos = 1u << 18;
+    const size_t combos = n_sport * n_dport * n_proto;
+    if (combos > kMaxCombos) return;
+    // Budget: no more merged classes than address classes (memory stays in
+    // proportion), and at least a few hundred.
+    const size_t budget = std::max<size_t>(
+        512,
+        std::min<size_t>(kMaxMergedClasses, (field[0].combos.size() + field[1].combos.size())));
+    ClassArena arena;
+    std::unordered_map<std::vector<uint64_t>, uint16_t, VecHash> seen;
+    std::vector<uint16_t> table(combos);
+    std::vector<uint64_t> bits(words);
+    for (size_t sp = 0; sp < n_sport; ++sp) {
+      const uint64_t* a = st.sport_base + sp * stride + agg_words;
+      for (size_t dp = 0; dp < n_dport; ++dp) {
+        const uint64_t* b = st.dport_base + dp * stride + agg_words;
+        for (size_t pr = 0; pr < n_proto; ++pr) {
+          const uint64_t* c = proto_base + pr * stride + agg_words;
+          for (uint32_t w = 0; w < words; ++w) bits[w] = a[w] & b[w] & c[w];
+          auto [it, fresh] = seen.emplace(bits, static_cast<uint16_t>(seen.size()));
+          if (fresh) {
+            if (seen.size() > budget) return;
+            const size_t at = arena.size();
+            arena.resize(at + stride, 0);
+            for (uint32_t w = 0; w < words; ++w) {
+              arena[at + agg_words + w] = bits[w];
+              if (bits[w] != 0) arena[at + (w >> 6)] |= 1ull << (w & 63);
+            }
+          }
+          table[(sp * n_dport + dp) * n_proto + pr] = it->second;
+        }
+      }
+    }
+    st.merged = true;
+    st.n_dport = static_cast<uint32_t>(n_dport);
+    st.n_proto = static_cast<uint32_t>(n_proto);
+    st.proto_num.assign(proto_cls.begin(), proto_cls.end());
+    st.merged_cls = std::move(table);
+    auto shared = std::make_shared<const ClassArena>(std::move(arena));
+    st.merged_base = shared->data();
+    st.merged_arena = std::move(shared);
   }
 };
 

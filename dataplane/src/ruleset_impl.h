@@ -15,11 +15,14 @@ namespace dfw::dataplane {
 using ClassArena = std::vector<uint64_t>;
 
 // IPv4 address table: intervals [bounds[i], bounds[i+1]) -> cls[i]. first[h]
-// is the interval holding h << 16; first[65536] = last interval.
+// is the interval holding h << 16; first[65536] = the last interval. A lookup
+// searches [first[h], first[h + 1]] in search_steps halvings (enough for the
+// widest /16).
 struct AddrTable4 {
   std::vector<uint32_t> bounds;
   std::vector<const uint64_t*> cls;
   std::vector<uint32_t> first;
+  uint32_t search_steps = 0;
   size_t bytes() const { return bounds.capacity() * 4 + cls.capacity() * 8 + first.capacity() * 4; }
 };
 
@@ -37,9 +40,22 @@ struct SmallTables {
   std::vector<uint16_t> sport;         // 65536 class numbers
   std::vector<uint16_t> dport;         // 65536 class numbers
   std::vector<const uint64_t*> proto;  // 512: dir * 256 + proto
+
+  // Merged service field, when the compiler found it small: the three
+  // service classes ANDed ahead of time, so a lookup ANDs three vectors
+  // (source, destination, service) instead of five. The class of a key is
+  // merged_base + merged[(sport[] * n_dport + dport[]) * n_proto + proto_num[]].
+  bool merged = false;
+  uint32_t n_dport = 0, n_proto = 0;
+  std::vector<uint16_t> proto_num;  // 512: dir * 256 + proto -> class number
+  std::vector<uint16_t> merged_cls;
+  std::shared_ptr<const ClassArena> merged_arena;
+  const uint64_t* merged_base = nullptr;
+
   size_t bytes() const {
     return arena->capacity() * 8 + sport.capacity() * 2 + dport.capacity() * 2 +
-           proto.capacity() * 8;
+           proto.capacity() * 8 + proto_num.capacity() * 2 + merged_cls.capacity() * 2 +
+           (merged_arena ? merged_arena->capacity() * 8 : 0);
   }
 };
 
