@@ -42,8 +42,7 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(std::string_view text) {
   unsigned max = addr->v4_ ? 32 : 128;
   if (len_text.empty() || ec != std::errc() || ptr != len_text.data() + len_text.size() ||
       len > max) {
-    return absl::InvalidArgumentError(
-        Cat("'", text, "': prefix length must be a number 0..", max));
+    return absl::InvalidArgumentError(Cat("'", text, "': prefix length must be a number 0..", max));
   }
   IpPrefix p = *addr;
   p.len_ = static_cast<uint8_t>(len);
@@ -51,8 +50,8 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(std::string_view text) {
     if (p.addr_[bit / 8] & (0x80 >> (bit % 8))) {
       IpPrefix net = p;
       for (unsigned b = len; b < max; ++b) net.addr_[b / 8] &= ~(0x80 >> (b % 8));
-      return absl::InvalidArgumentError(Cat("'", text, "' has host bits set; did you mean ",
-                                                     net.ToString(), "?"));
+      return absl::InvalidArgumentError(
+          Cat("'", text, "' has host bits set; did you mean ", net.ToString(), "?"));
     }
   }
   return p;

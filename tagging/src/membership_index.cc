@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "str_cat.h"
 
 namespace dfw::tagging {
@@ -19,20 +20,38 @@ using VmIdx = uint32_t;
 using GroupIdx = uint32_t;
 using TagId = uint32_t;
 using ScopeId = uint32_t;
+using VnicId = uint32_t;  // interned vNIC id: one row per vNIC a VM owns or a group names
+constexpr uint32_t kNoVm = UINT32_MAX;
 
 struct CompiledCond {
   Condition::Kind kind;
   uint32_t id = 0;  // TagId, ScopeId or GroupIdx (member_of)
   StringMatch match;
+  // kGuestOs: the verdict for each interned OS string (few distinct ones),
+  // kept complete by every mutation so evaluation is a lookup.
+  std::vector<uint8_t> os_verdict;
 };
 
 struct VmRec {
   VmSpec spec;
   bool live = false;
   std::string name_lower, os_lower;
-  std::vector<TagId> tags;      // sorted
-  std::vector<ScopeId> scopes;  // sorted, unique
-  absl::flat_hash_set<GroupIdx> groups;
+  uint32_t os_id = 0;
+  // Inline so that evaluating a condition touches one cache line, not two.
+  absl::InlinedVector<TagId, 12> tags;      // sorted
+  absl::InlinedVector<ScopeId, 12> scopes;  // sorted, unique
+  std::vector<GroupIdx> groups;             // sorted; a VM is in tens of groups, not thousands
+  std::vector<VnicId> vnic_ids;             // parallel to spec.vnics
+};
+
+// A vNIC row lives while a VM owns it or a group's static closure names it.
+struct VnicRow {
+  std::string id;
+  VmIdx owner = kNoVm;                     // VM that owns it (its addresses are known), or none
+  uint32_t slot = 0;                       // index into the owner's spec.vnics
+  uint32_t holds = 0;                      // owner (1) + groups whose static closure names it
+  absl::InlinedVector<IpPrefix, 2> addrs;  // the owner's bound addresses
+  std::vector<GroupIdx> closure_groups;
 };
 
 struct GroupRec {
@@ -47,7 +66,7 @@ struct GroupRec {
   bool name_cond = false, os_cond = false;
   uint32_t rank = 0;
   absl::flat_hash_set<VmIdx> members;
-  absl::flat_hash_map<std::string, uint32_t> vnic_refs;
+  absl::flat_hash_map<VnicId, uint32_t> vnic_refs;
   absl::flat_hash_map<IpPrefix, uint32_t> addr_refs;
   std::vector<std::string> vnic_closure;  // static vNICs of this and included groups
   std::vector<IpPrefix> prefix_closure;   // static prefixes of this and included groups
@@ -62,7 +81,7 @@ void EraseValue(std::vector<T>& v, const T& x) {
 }
 
 template <typename T>
-void SortUnique(std::vector<T>& v) {
+void SortUnique(T& v) {
   std::sort(v.begin(), v.end());
   v.erase(std::unique(v.begin(), v.end()), v.end());
 }
@@ -119,8 +138,9 @@ class DeltaBuilder {
 }  // namespace
 
 const GroupDelta* MembershipDelta::Find(std::string_view group_id) const {
-  auto it = std::lower_bound(groups.begin(), groups.end(), group_id,
-                             [](const GroupDelta& d, std::string_view id) { return d.group_id < id; });
+  auto it =
+      std::lower_bound(groups.begin(), groups.end(), group_id,
+                       [](const GroupDelta& d, std::string_view id) { return d.group_id < id; });
   return (it != groups.end() && it->group_id == group_id) ? &*it : nullptr;
 }
 
@@ -138,12 +158,17 @@ struct MembershipIndex::State {
   absl::flat_hash_map<std::string, ScopeId> scope_ids;
   std::vector<absl::flat_hash_set<VmIdx>> scope_vms;
   std::vector<std::vector<GroupIdx>> scope_groups;
-  absl::flat_hash_map<std::string, absl::flat_hash_set<VmIdx>> name_vms;  // lower-case name
-  absl::flat_hash_map<std::string, absl::flat_hash_set<VmIdx>> os_vms;    // lower-case OS
+  // Lower-case name -> VMs, ordered so that a prefix is a range.
+  std::map<std::string, absl::flat_hash_set<VmIdx>, std::less<>> name_vms;
+  absl::flat_hash_map<std::string, absl::flat_hash_set<VmIdx>> os_vms;  // lower-case OS
   absl::flat_hash_set<GroupIdx> name_groups, os_groups;
+  absl::flat_hash_map<std::string, uint32_t> os_ids;  // lower-case OS -> id, never shrinks
+  std::vector<std::string> os_names;
+  std::vector<uint32_t> vm_os_id;  // VmRec::os_id again, compact, for candidate filtering
   absl::flat_hash_map<std::string, std::vector<GroupIdx>> static_vm_groups;
-  absl::flat_hash_map<std::string, std::vector<GroupIdx>> vnic_closure_groups;
-  absl::flat_hash_map<std::string, std::pair<VmIdx, uint32_t>> vnic_owner;  // -> (vm, vnic index)
+  std::vector<VnicRow> vnics;
+  std::vector<VnicId> free_vnics;
+  absl::flat_hash_map<std::string, VnicId> vnic_by_id;
 
   DeltaBuilder* delta = nullptr;  // null while loading
 
@@ -165,6 +190,22 @@ struct MembershipIndex::State {
     return it->second;
   }
 
+  // A new OS string extends every OS condition's verdict table.
+  uint32_t InternOs(const std::string& os) {
+    auto [it, fresh] = os_ids.try_emplace(os, static_cast<uint32_t>(os_names.size()));
+    if (fresh) {
+      os_names.push_back(os);
+      for (GroupIdx gi : os_groups) {
+        for (auto& conj : groups[gi].conj) {
+          for (auto& c : conj) {
+            if (c.kind == Condition::Kind::kGuestOs) c.os_verdict.push_back(c.match.Matches(os));
+          }
+        }
+      }
+    }
+    return it->second;
+  }
+
   // --------------------------------------------------------------- evaluation
   bool CondHolds(const CompiledCond& c, const VmRec& vm, VmIdx v) const {
     switch (c.kind) {
@@ -175,7 +216,7 @@ struct MembershipIndex::State {
       case Condition::Kind::kVmName:
         return c.match.Matches(vm.name_lower);
       case Condition::Kind::kGuestOs:
-        return c.match.Matches(vm.os_lower);
+        return c.os_verdict[vm.os_id];
       case Condition::Kind::kMemberOf:
         return groups[c.id].members.contains(v);
     }
@@ -187,7 +228,8 @@ struct MembershipIndex::State {
   int Reason(const GroupRec& g, VmIdx v, GroupIdx* through = nullptr) const {
     const VmRec& vm = vms[v];
     if (!vm.live) return -1;
-    if (std::binary_search(g.spec.static_vms.begin(), g.spec.static_vms.end(), vm.spec.id)) {
+    if (!g.spec.static_vms.empty() &&
+        std::binary_search(g.spec.static_vms.begin(), g.spec.static_vms.end(), vm.spec.id)) {
       return -3;
     }
     for (GroupIdx inc : g.includes) {
@@ -217,17 +259,27 @@ struct MembershipIndex::State {
     }
   }
 
-  // Every VM that could be a member of `g`: for each conjunction, the smallest
-  // posting list among its conditions; plus static and included members.
-  void Candidates(const GroupRec& g, absl::flat_hash_set<VmIdx>* out) const {
-    for (const auto& id : g.spec.static_vms) {
-      if (auto it = vm_by_id.find(Key(id)); it != vm_by_id.end()) out->insert(it->second);
-    }
-    for (GroupIdx inc : g.includes) out->insert(groups[inc].members.begin(), groups[inc].members.end());
+  // Calls f(v) for every VM that could be a member of `g` (some more than
+  // once): for each conjunction, the smallest posting list among its
+  // conditions; plus static and included members. A conjunction with no
+  // indexed condition makes every VM a candidate (f is then called once per
+  // live VM and nothing else).
+  template <typename F>
+  void ForEachCandidate(const GroupRec& g, F&& f) const {
+    static const absl::flat_hash_set<VmIdx> kEmpty;
+    // Per conjunction: the smallest posting list, filtered by the others
+    // (hash probes into posting lists stay in cache; touching a VM does not).
+    struct Source {
+      std::vector<const absl::flat_hash_set<VmIdx>*> sets;  // smallest first
+      std::vector<const CompiledCond*> os;                  // OS conditions, by verdict table
+    };
+    std::vector<Source> sources;
+    std::vector<const CompiledCond*> os_only, name_only;
     for (const auto& conj : g.conj) {
-      const absl::flat_hash_set<VmIdx>* best = nullptr;
-      static const absl::flat_hash_set<VmIdx> kEmpty;
-      bool scan = true;
+      std::vector<const absl::flat_hash_set<VmIdx>*> indexed;
+      std::vector<const CompiledCond*> os_conds;
+      const CompiledCond* os = nullptr;
+      const CompiledCond* name = nullptr;
       for (const auto& c : conj) {
         const absl::flat_hash_set<VmIdx>* src = nullptr;
         switch (c.kind) {
@@ -244,41 +296,94 @@ struct MembershipIndex::State {
             if (c.match.op == StringOp::kEquals) {
               auto it = name_vms.find(c.match.value);
               src = it == name_vms.end() ? &kEmpty : &it->second;
+            } else {
+              name = &c;
             }
             break;
           case Condition::Kind::kGuestOs:
+            os = &c;
+            os_conds.push_back(&c);
             break;
         }
-        if (src && (scan || src->size() < best->size())) {
-          best = src;
-          scan = false;
-        }
+        if (src) indexed.push_back(src);
       }
-      if (!scan) {
-        out->insert(best->begin(), best->end());
-        continue;
+      if (!indexed.empty()) {
+        std::sort(indexed.begin(), indexed.end(),
+                  [](const auto* a, const auto* b) { return a->size() < b->size(); });
+        sources.push_back({std::move(indexed), std::move(os_conds)});
+      } else if (os) {
+        os_only.push_back(os);  // through the (small) set of distinct OS strings
+      } else if (name) {
+        name_only.push_back(name);  // through the name index: a range for prefixes
+      } else {
+        ForEachLiveVm(f);
+        return;
       }
-      // No indexed condition: guest OS conditions go through the (small) set
-      // of distinct OS strings; anything else scans every VM.
-      const CompiledCond* os = nullptr;
-      for (const auto& c : conj) {
-        if (c.kind == Condition::Kind::kGuestOs) os = &c;
+    }
+    for (const auto& id : g.spec.static_vms) {
+      if (auto it = vm_by_id.find(id); it != vm_by_id.end()) f(it->second);
+    }
+    for (GroupIdx inc : g.includes) {
+      for (VmIdx v : groups[inc].members) f(v);
+    }
+    for (const auto& src : sources) {
+      for (VmIdx v : *src.sets[0]) {
+        bool all = true;
+        for (size_t k = 1; k < src.sets.size() && all; ++k) all = src.sets[k]->contains(v);
+        for (size_t k = 0; k < src.os.size() && all; ++k) all = src.os[k]->os_verdict[vm_os_id[v]];
+        if (all) f(v);
       }
-      if (os) {
-        for (const auto& [os_name, set] : os_vms) {
-          if (os->match.Matches(os_name)) out->insert(set.begin(), set.end());
+    }
+    for (const CompiledCond* c : name_only) {
+      if (c->match.op == StringOp::kStartsWith) {
+        for (auto it = name_vms.lower_bound(c->match.value);
+             it != name_vms.end() && std::string_view(it->first).starts_with(c->match.value);
+             ++it) {
+          for (VmIdx v : it->second) f(v);
         }
       } else {
-        ForEachLiveVm([&](VmIdx v) { out->insert(v); });
+        for (const auto& [vm_name, set] : name_vms) {
+          if (c->match.Matches(vm_name)) {
+            for (VmIdx v : set) f(v);
+          }
+        }
+      }
+    }
+    for (const CompiledCond* os : os_only) {
+      for (const auto& [os_name, set] : os_vms) {
+        if (os->match.Matches(os_name)) {
+          for (VmIdx v : set) f(v);
+        }
       }
     }
   }
 
   // ------------------------------------------------------- vNICs and addresses
-  const VNicSpec* KnownVnic(const std::string& id) const {
-    auto it = vnic_owner.find(Key(id));
-    if (it == vnic_owner.end()) return nullptr;
-    return &vms[it->second.first].spec.vnics[it->second.second];
+  VnicId HoldVnic(const std::string& id) {
+    auto [it, fresh] = vnic_by_id.try_emplace(id, 0);
+    if (fresh) {
+      if (!free_vnics.empty()) {
+        it->second = free_vnics.back();
+        free_vnics.pop_back();
+      } else {
+        it->second = static_cast<VnicId>(vnics.size());
+        vnics.emplace_back();
+      }
+      vnics[it->second] = VnicRow{id};
+    }
+    ++vnics[it->second].holds;
+    return it->second;
+  }
+  void ReleaseVnic(VnicId n) {
+    if (--vnics[n].holds != 0) return;
+    vnic_by_id.erase(vnics[n].id);
+    vnics[n] = VnicRow{};
+    free_vnics.push_back(n);
+  }
+  // The addresses of a vNIC whose owner is known, else null.
+  const absl::InlinedVector<IpPrefix, 2>* KnownVnic(VnicId n) const {
+    const VnicRow& r = vnics[n];
+    return r.owner == kNoVm ? nullptr : &r.addrs;
   }
   void AddAddr(GroupRec& g, const IpPrefix& a) {
     if (++g.addr_refs[a] == 1 && delta) delta->Addr(g.spec.id, a, +1);
@@ -290,37 +395,35 @@ struct MembershipIndex::State {
       if (delta) delta->Addr(g.spec.id, a, -1);
     }
   }
-  void IncVnic(GroupRec& g, const std::string& id) {
+  void IncVnic(GroupRec& g, VnicId id) {
     if (++g.vnic_refs[id] != 1) return;
-    if (delta) delta->Vnic(g.spec.id, id, +1);
-    if (const VNicSpec* n = KnownVnic(id)) {
-      for (const auto& a : n->addresses) AddAddr(g, a);
+    if (delta) delta->Vnic(g.spec.id, vnics[id].id, +1);
+    if (const auto* addrs = KnownVnic(id)) {
+      for (const auto& a : *addrs) AddAddr(g, a);
     }
   }
-  void DecVnic(GroupRec& g, const std::string& id) {
-    auto it = g.vnic_refs.find(Key(id));
+  void DecVnic(GroupRec& g, VnicId id) {
+    auto it = g.vnic_refs.find(id);
     if (--it->second != 0) return;
     g.vnic_refs.erase(it);
-    if (delta) delta->Vnic(g.spec.id, id, -1);
-    if (const VNicSpec* n = KnownVnic(id)) {
-      for (const auto& a : n->addresses) RemoveAddr(g, a);
+    if (delta) delta->Vnic(g.spec.id, vnics[id].id, -1);
+    if (const auto* addrs = KnownVnic(id)) {
+      for (const auto& a : *addrs) RemoveAddr(g, a);
     }
   }
-  bool VnicPresent(const GroupRec& g, const std::string& id) const {
-    return g.vnic_refs.contains(Key(id));
-  }
+  bool VnicPresent(const GroupRec& g, VnicId id) const { return g.vnic_refs.contains(id); }
 
   void SetMember(GroupIdx gi, VmIdx v, bool member) {
     GroupRec& g = groups[gi];
     VmRec& vm = vms[v];
     if (member) {
       g.members.insert(v);
-      vm.groups.insert(gi);
-      for (const auto& n : vm.spec.vnics) IncVnic(g, n.id);
+      vm.groups.insert(std::upper_bound(vm.groups.begin(), vm.groups.end(), gi), gi);
+      for (VnicId n : vm.vnic_ids) IncVnic(g, n);
     } else {
       g.members.erase(v);
-      vm.groups.erase(gi);
-      for (const auto& n : vm.spec.vnics) DecVnic(g, n.id);
+      vm.groups.erase(std::lower_bound(vm.groups.begin(), vm.groups.end(), gi));
+      for (VnicId n : vm.vnic_ids) DecVnic(g, n);
     }
     if (delta) delta->Vm(g.spec.id, vm.spec.id, member ? +1 : -1);
   }
@@ -329,33 +432,39 @@ struct MembershipIndex::State {
   // vNICs change. Attach is the mirror image. See the header for the counts.
   void DetachVnics(VmIdx v) {
     VmRec& vm = vms[v];
-    for (const auto& n : vm.spec.vnics) {
-      for (GroupIdx gi : vm.groups) DecVnic(groups[gi], n.id);
-      if (auto it = vnic_closure_groups.find(n.id); it != vnic_closure_groups.end()) {
-        for (GroupIdx gi : it->second) {
-          if (VnicPresent(groups[gi], n.id)) {
-            for (const auto& a : n.addresses) RemoveAddr(groups[gi], a);
-          }
+    for (size_t i = 0; i < vm.vnic_ids.size(); ++i) {
+      VnicId id = vm.vnic_ids[i];
+      const VNicSpec& n = vm.spec.vnics[i];
+      for (GroupIdx gi : vm.groups) DecVnic(groups[gi], id);
+      for (GroupIdx gi : vnics[id].closure_groups) {
+        if (VnicPresent(groups[gi], id)) {
+          for (const auto& a : n.addresses) RemoveAddr(groups[gi], a);
         }
       }
-      vnic_owner.erase(n.id);
+      vnics[id].owner = kNoVm;
+      vnics[id].addrs.clear();
+      ReleaseVnic(id);
     }
     vm.spec.vnics.clear();
+    vm.vnic_ids.clear();
   }
-  void AttachVnics(VmIdx v, std::vector<VNicSpec> vnics) {
+  void AttachVnics(VmIdx v, std::vector<VNicSpec> specs) {
     VmRec& vm = vms[v];
-    vm.spec.vnics = std::move(vnics);
+    vm.spec.vnics = std::move(specs);
+    vm.vnic_ids.clear();
     for (uint32_t i = 0; i < vm.spec.vnics.size(); ++i) {
       const auto& n = vm.spec.vnics[i];
-      if (auto it = vnic_closure_groups.find(n.id); it != vnic_closure_groups.end()) {
-        for (GroupIdx gi : it->second) {
-          if (VnicPresent(groups[gi], n.id)) {
-            for (const auto& a : n.addresses) AddAddr(groups[gi], a);
-          }
+      VnicId id = HoldVnic(n.id);
+      vm.vnic_ids.push_back(id);
+      for (GroupIdx gi : vnics[id].closure_groups) {
+        if (VnicPresent(groups[gi], id)) {
+          for (const auto& a : n.addresses) AddAddr(groups[gi], a);
         }
       }
-      vnic_owner[n.id] = {v, i};
-      for (GroupIdx gi : vm.groups) IncVnic(groups[gi], n.id);
+      vnics[id].owner = v;
+      vnics[id].slot = i;
+      vnics[id].addrs.assign(n.addresses.begin(), n.addresses.end());
+      for (GroupIdx gi : vm.groups) IncVnic(groups[gi], id);
     }
   }
 
@@ -399,7 +508,8 @@ struct MembershipIndex::State {
   }
 
   // Would `g` (with the given references) close a cycle? Returns the cycle.
-  std::vector<std::string> FindCycle(const std::string& id, const std::vector<std::string>& refs) const {
+  std::vector<std::string> FindCycle(const std::string& id,
+                                     const std::vector<std::string>& refs) const {
     // DFS from each reference over existing children, looking for `id`.
     absl::flat_hash_set<GroupIdx> seen;
     std::vector<std::string> path{id};
@@ -426,17 +536,16 @@ struct MembershipIndex::State {
     for (size_t i = 0; i < spec.included_groups.size(); ++i) {
       if (!group_by_id.contains(spec.included_groups[i])) {
         return absl::InvalidArgumentError(
-            Cat("static_members.group_ids: group '", spec.included_groups[i],
-                         "' does not exist"));
+            Cat("static_members.group_ids: group '", spec.included_groups[i], "' does not exist"));
       }
     }
     for (size_t i = 0; i < spec.criteria.size(); ++i) {
       for (size_t j = 0; j < spec.criteria[i].size(); ++j) {
         const auto& c = spec.criteria[i][j];
         if (c.kind == Condition::Kind::kMemberOf && !group_by_id.contains(c.group)) {
-          return absl::InvalidArgumentError(
-              Cat("criteria[", i, "].conditions[", j, "].member_of_group: group '",
-                           c.group, "' does not exist"));
+          return absl::InvalidArgumentError(Cat("criteria[", i, "].conditions[", j,
+                                                "].member_of_group: group '", c.group,
+                                                "' does not exist"));
         }
       }
     }
@@ -474,6 +583,7 @@ struct MembershipIndex::State {
             break;
           case Condition::Kind::kGuestOs:
             g.os_cond = true;
+            for (const auto& os : os_names) x.os_verdict.push_back(c.match.Matches(os));
             break;
           case Condition::Kind::kMemberOf:
             x.id = group_by_id.at(c.group);
@@ -482,6 +592,15 @@ struct MembershipIndex::State {
         }
         cc.push_back(std::move(x));
       }
+      // Cheapest tests first: tag lookups, then membership, then strings.
+      std::stable_sort(cc.begin(), cc.end(), [](const CompiledCond& a, const CompiledCond& b) {
+        auto cost = [](Condition::Kind k) {
+          return k == Condition::Kind::kTag || k == Condition::Kind::kTagScope ? 0
+                 : k == Condition::Kind::kMemberOf                             ? 1
+                                                                               : 2;
+        };
+        return cost(a.kind) < cost(b.kind);
+      });
       g.conj.push_back(std::move(cc));
     }
     SortUnique(g.children);
@@ -538,15 +657,16 @@ struct MembershipIndex::State {
                           std::back_inserter(px_add));
       std::set_difference(g.prefix_closure.begin(), g.prefix_closure.end(), px.begin(), px.end(),
                           std::back_inserter(px_del));
-      for (const auto& id : vn_add) {
-        vnic_closure_groups[id].push_back(gi);
+      for (const auto& name : vn_add) {
+        VnicId id = HoldVnic(name);
+        vnics[id].closure_groups.push_back(gi);
         IncVnic(g, id);
       }
-      for (const auto& id : vn_del) {
-        auto it = vnic_closure_groups.find(Key(id));
-        EraseValue(it->second, gi);
-        if (it->second.empty()) vnic_closure_groups.erase(it);
+      for (const auto& name : vn_del) {
+        VnicId id = vnic_by_id.at(name);
+        EraseValue(vnics[id].closure_groups, gi);
         DecVnic(g, id);
+        ReleaseVnic(id);
       }
       for (const auto& a : px_add) AddAddr(g, a);
       for (const auto& a : px_del) RemoveAddr(g, a);
@@ -591,6 +711,9 @@ struct MembershipIndex::State {
     vm.spec.tags = spec.tags;
     vm.name_lower = AsciiLower(spec.name);
     vm.os_lower = AsciiLower(spec.guest_os);
+    vm.os_id = InternOs(vm.os_lower);
+    if (vm_os_id.size() <= v) vm_os_id.resize(vms.size());
+    vm_os_id[v] = vm.os_id;
     vm.tags.clear();
     vm.scopes.clear();
     for (const auto& t : spec.tags) {
@@ -603,11 +726,12 @@ struct MembershipIndex::State {
 
   absl::Status CheckVnicOwnership(const VmSpec& spec) const {
     for (size_t i = 0; i < spec.vnics.size(); ++i) {
-      auto it = vnic_owner.find(spec.vnics[i].id);
-      if (it != vnic_owner.end() && vms[it->second.first].spec.id != spec.id) {
+      auto it = vnic_by_id.find(spec.vnics[i].id);
+      if (it == vnic_by_id.end()) continue;
+      VmIdx owner = vnics[it->second].owner;
+      if (owner != kNoVm && vms[owner].spec.id != spec.id) {
         return absl::InvalidArgumentError(Cat("vnics[", i, "].id: vNIC '", spec.vnics[i].id,
-                                                       "' belongs to VM '",
-                                                       vms[it->second.first].spec.id, "'"));
+                                              "' belongs to VM '", vms[owner].spec.id, "'"));
       }
     }
     return absl::OkStatus();
@@ -630,22 +754,23 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
     }
     for (size_t j = 0; j < vms[i].vnics.size(); ++j) {
       if (!vnic_ids.insert(vms[i].vnics[j].id).second) {
-        return absl::InvalidArgumentError(Cat("vms[", i, "].vnics[", j, "].id: vNIC '",
-                                                       vms[i].vnics[j].id, "' appears twice"));
+        return absl::InvalidArgumentError(
+            Cat("vms[", i, "].vnics[", j, "].id: vNIC '", vms[i].vnics[j].id, "' appears twice"));
       }
     }
   }
   absl::flat_hash_map<std::string, size_t> pos;
   for (size_t i = 0; i < groups.size(); ++i) {
     if (!pos.emplace(groups[i].id, i).second) {
-      return absl::InvalidArgumentError(Cat("groups[", i, "].id: '", groups[i].id, "' appears twice"));
+      return absl::InvalidArgumentError(
+          Cat("groups[", i, "].id: '", groups[i].id, "' appears twice"));
     }
   }
   for (size_t i = 0; i < groups.size(); ++i) {
     for (const auto& r : groups[i].References()) {
       if (!pos.contains(r)) {
-        return absl::InvalidArgumentError(Cat("group '", groups[i].id,
-                                                       "': references group '", r, "' which does not exist"));
+        return absl::InvalidArgumentError(
+            Cat("group '", groups[i].id, "': references group '", r, "' which does not exist"));
       }
     }
   }
@@ -688,13 +813,20 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
     std::vector<std::string> names;
     for (size_t k = where[at]; k < path.size(); ++k) names.push_back(groups[path[k]].id);
     names.push_back(groups[at].id);
-    return absl::InvalidArgumentError(
-        Cat("group references form a cycle: ", Join(names, " -> ")));
+    return absl::InvalidArgumentError(Cat("group references form a cycle: ", Join(names, " -> ")));
   }
 
   auto fresh = std::make_unique<State>();
   State& s = *fresh;
   s.vms.resize(vms.size());
+  {
+    // Size the posting lists once instead of growing them 1M times.
+    absl::flat_hash_map<std::pair<std::string, std::string>, uint32_t> counts;
+    for (const auto& vm : vms) {
+      for (const auto& t : vm.tags) ++counts[{t.scope, t.value}];
+    }
+    for (const auto& [tag, n] : counts) s.tag_vms[s.InternTag({tag.first, tag.second})].reserve(n);
+  }
   for (VmIdx v = 0; v < vms.size(); ++v) {
     s.SetVmFacts(v, vms[v]);
     s.vms[v].live = true;
@@ -709,11 +841,16 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
     s.groups[k].rank = k;
   }
   for (GroupIdx gi = 0; gi < s.groups.size(); ++gi) {
-    absl::flat_hash_set<VmIdx> cand;
-    s.Candidates(s.groups[gi], &cand);
-    for (VmIdx v : cand) {
-      if (s.Eval(s.groups[gi], v)) s.SetMember(gi, v, true);
-    }
+    GroupRec& g = s.groups[gi];
+    std::vector<VmIdx> in;
+    s.ForEachCandidate(g, [&](VmIdx v) {
+      if (s.Eval(g, v)) in.push_back(v);
+    });
+    SortUnique(in);
+    g.members.reserve(in.size());
+    g.vnic_refs.reserve(in.size());
+    g.addr_refs.reserve(in.size());
+    for (VmIdx v : in) s.SetMember(gi, v, true);
     s.RefreshClosures(gi);
   }
   s_ = std::move(fresh);
@@ -744,7 +881,8 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertVm(VmSpec spec) {
     s.vms[v].live = true;
     s.IndexVm(v, true);
     for (TagId t : s.vms[v].tags) seeds.insert(s.tag_groups[t].begin(), s.tag_groups[t].end());
-    for (ScopeId sc : s.vms[v].scopes) seeds.insert(s.scope_groups[sc].begin(), s.scope_groups[sc].end());
+    for (ScopeId sc : s.vms[v].scopes)
+      seeds.insert(s.scope_groups[sc].begin(), s.scope_groups[sc].end());
     seeds.insert(s.name_groups.begin(), s.name_groups.end());
     seeds.insert(s.os_groups.begin(), s.os_groups.end());
     if (auto sv = s.static_vm_groups.find(spec.id); sv != s.static_vm_groups.end()) {
@@ -753,8 +891,8 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertVm(VmSpec spec) {
   } else {
     v = it->second;
     VmRec& vm = s.vms[v];
-    std::vector<TagId> old_tags = vm.tags;
-    std::vector<ScopeId> old_scopes = vm.scopes;
+    auto old_tags = vm.tags;
+    auto old_scopes = vm.scopes;
     std::string old_name = vm.name_lower, old_os = vm.os_lower;
     s.IndexVm(v, false);
     s.SetVmFacts(v, spec);
@@ -774,11 +912,12 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertVm(VmSpec spec) {
   // vNICs: when they change, detach the old ones first so memberships flip
   // without them, then attach the new ones to the final memberships.
   VmRec& vm = s.vms[v];
-  bool vnics_same = !fresh && vm.spec.vnics.size() == spec.vnics.size() &&
-                    std::equal(vm.spec.vnics.begin(), vm.spec.vnics.end(), spec.vnics.begin(),
-                               [](const VNicSpec& a, const VNicSpec& b) {
-                                 return a.id == b.id && a.mac == b.mac && a.addresses == b.addresses;
-                               });
+  bool vnics_same =
+      !fresh && vm.spec.vnics.size() == spec.vnics.size() &&
+      std::equal(vm.spec.vnics.begin(), vm.spec.vnics.end(), spec.vnics.begin(),
+                 [](const VNicSpec& a, const VNicSpec& b) {
+                   return a.id == b.id && a.mac == b.mac && a.addresses == b.addresses;
+                 });
   if (!vnics_same) s.DetachVnics(v);
   std::map<std::pair<uint32_t, GroupIdx>, absl::flat_hash_set<VmIdx>> pending;
   for (GroupIdx gi : seeds) pending[{s.groups[gi].rank, gi}].insert(v);
@@ -862,7 +1001,7 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertGroup(GroupSpec spec) {
   s.Rerank();
   s.RefreshClosures(gi);
   absl::flat_hash_set<VmIdx> cand(s.groups[gi].members.begin(), s.groups[gi].members.end());
-  s.Candidates(s.groups[gi], &cand);
+  s.ForEachCandidate(s.groups[gi], [&](VmIdx v) { cand.insert(v); });
   std::map<std::pair<uint32_t, GroupIdx>, absl::flat_hash_set<VmIdx>> pending;
   pending[{s.groups[gi].rank, gi}] = std::move(cand);
   s.Propagate(std::move(pending));
@@ -879,9 +1018,8 @@ absl::StatusOr<MembershipDelta> MembershipIndex::RemoveGroup(std::string_view gr
   GroupIdx gi = it->second;
   auto referrers = Referrers(group_id);
   if (!referrers.empty()) {
-    return absl::FailedPreconditionError(Cat("group '", group_id,
-                                                      "' is referenced by group(s) ",
-                                                      Join(referrers, ", ")));
+    return absl::FailedPreconditionError(
+        Cat("group '", group_id, "' is referenced by group(s) ", Join(referrers, ", ")));
   }
   DeltaBuilder delta;
   s.delta = &delta;
@@ -899,7 +1037,9 @@ absl::StatusOr<MembershipDelta> MembershipIndex::RemoveGroup(std::string_view gr
   return delta.Finish();
 }
 
-bool MembershipIndex::HasGroup(std::string_view id) const { return s_->group_by_id.contains(Key(id)); }
+bool MembershipIndex::HasGroup(std::string_view id) const {
+  return s_->group_by_id.contains(Key(id));
+}
 bool MembershipIndex::HasVm(std::string_view id) const { return s_->vm_by_id.contains(Key(id)); }
 
 const VmSpec* MembershipIndex::FindVm(std::string_view id) const {
@@ -921,7 +1061,7 @@ absl::StatusOr<GroupMembers> MembershipIndex::Members(std::string_view id) const
   GroupMembers out;
   out.group_id = g.spec.id;
   for (VmIdx v : g.members) out.vm_ids.push_back(s_->vms[v].spec.id);
-  for (const auto& [n, c] : g.vnic_refs) out.vnic_ids.push_back(n);
+  for (const auto& [n, c] : g.vnic_refs) out.vnic_ids.push_back(s_->vnics[n].id);
   for (const auto& [a, c] : g.addr_refs) out.addresses.push_back(a);
   std::sort(out.vm_ids.begin(), out.vm_ids.end());
   std::sort(out.vnic_ids.begin(), out.vnic_ids.end());
@@ -929,7 +1069,8 @@ absl::StatusOr<GroupMembers> MembershipIndex::Members(std::string_view id) const
   return out;
 }
 
-absl::StatusOr<std::vector<MembershipReason>> MembershipIndex::GroupsOf(std::string_view vm_id) const {
+absl::StatusOr<std::vector<MembershipReason>> MembershipIndex::GroupsOf(
+    std::string_view vm_id) const {
   auto it = s_->vm_by_id.find(Key(vm_id));
   if (it == s_->vm_by_id.end()) {
     return absl::NotFoundError(Cat("VM '", vm_id, "' does not exist"));
@@ -952,8 +1093,9 @@ absl::StatusOr<std::vector<MembershipReason>> MembershipIndex::GroupsOf(std::str
     }
     out.push_back(std::move(m));
   }
-  std::sort(out.begin(), out.end(),
-            [](const MembershipReason& a, const MembershipReason& b) { return a.group_id < b.group_id; });
+  std::sort(out.begin(), out.end(), [](const MembershipReason& a, const MembershipReason& b) {
+    return a.group_id < b.group_id;
+  });
   return out;
 }
 
@@ -985,7 +1127,7 @@ size_t MembershipIndex::State::ApproxBytes() const {
   auto set_bytes = [](const auto& c, size_t slot) { return c.capacity() * (slot + 1); };
   size_t b = vms.capacity() * sizeof(VmRec) + groups.capacity() * sizeof(GroupRec);
   for (const auto& vm : vms) {
-    b += set_bytes(vm.groups, sizeof(GroupIdx)) + vm.tags.capacity() * sizeof(TagId) +
+    b += vm.groups.capacity() * sizeof(GroupIdx) + vm.tags.capacity() * sizeof(TagId) +
          vm.scopes.capacity() * sizeof(ScopeId) + vm.spec.tags.capacity() * sizeof(Tag);
     for (const auto& t : vm.spec.tags) b += t.scope.capacity() + t.value.capacity();
     b += vm.spec.vnics.capacity() * sizeof(VNicSpec);
@@ -993,13 +1135,14 @@ size_t MembershipIndex::State::ApproxBytes() const {
   }
   for (const auto& g : groups) {
     b += set_bytes(g.members, sizeof(VmIdx)) +
-         set_bytes(g.vnic_refs, sizeof(std::pair<std::string, uint32_t>)) +
+         set_bytes(g.vnic_refs, sizeof(std::pair<VnicId, uint32_t>)) +
          set_bytes(g.addr_refs, sizeof(std::pair<IpPrefix, uint32_t>));
   }
   for (const auto& t : tag_vms) b += set_bytes(t, sizeof(VmIdx));
   for (const auto& t : scope_vms) b += set_bytes(t, sizeof(VmIdx));
   b += set_bytes(vm_by_id, sizeof(std::pair<std::string, VmIdx>)) +
-       set_bytes(vnic_owner, sizeof(std::pair<std::string, std::pair<VmIdx, uint32_t>>)) +
+       set_bytes(vnic_by_id, sizeof(std::pair<std::string, VnicId>)) +
+       vnics.capacity() * sizeof(VnicRow) +
        set_bytes(tag_ids, sizeof(std::pair<std::pair<std::string, std::string>, TagId>));
   return b;
 }

@@ -29,7 +29,7 @@ absl::Status ValidateId(std::string_view id, std::string_view field) {
   for (char c : id) {
     if (!IsIdChar(c)) {
       return FieldError(field, Cat("'", id, "' has character '", std::string(1, c),
-                                            "'; use letters, digits, '-', '_', '.', ':'"));
+                                   "'; use letters, digits, '-', '_', '.', ':'"));
     }
   }
   return absl::OkStatus();
@@ -80,11 +80,9 @@ absl::StatusOr<StringMatch> MatchFromProto(const dfw::v1::StringMatch& m, std::s
       out.op = StringOp::kContains;
       break;
     default:
-      return FieldError(Cat(field, ".op"),
-                        "must be EQUALS, STARTS_WITH, ENDS_WITH or CONTAINS");
+      return FieldError(Cat(field, ".op"), "must be EQUALS, STARTS_WITH, ENDS_WITH or CONTAINS");
   }
-  if (auto s = ValidatePrintable(m.value(), kMaxNameLen, Cat(field, ".value"), false);
-      !s.ok()) {
+  if (auto s = ValidatePrintable(m.value(), kMaxNameLen, Cat(field, ".value"), false); !s.ok()) {
     return s;
   }
   out.value = AsciiLower(m.value());
@@ -104,7 +102,7 @@ absl::Status ValidateTag(const dfw::v1::Tag& tag, std::string_view field) {
     if (!IsIdChar(c) || c == ':') {
       return FieldError(Cat(field, ".scope"),
                         Cat("'", tag.scope(), "' has character '", std::string(1, c),
-                                     "'; use letters, digits, '-', '_', '.'"));
+                            "'; use letters, digits, '-', '_', '.'"));
     }
   }
   return ValidatePrintable(tag.value(), kMaxValueLen, Cat(field, ".value"), true);
@@ -185,15 +183,13 @@ absl::StatusOr<GroupSpec> GroupFromProto(const dfw::v1::SecurityGroup& g) {
   out.display_name = g.display_name();
   const auto& sm = g.static_members();
   for (int i = 0; i < sm.vm_ids_size(); ++i) {
-    if (auto s = ValidateId(sm.vm_ids(i), Cat("static_members.vm_ids[", i, "]"));
-        !s.ok()) {
+    if (auto s = ValidateId(sm.vm_ids(i), Cat("static_members.vm_ids[", i, "]")); !s.ok()) {
       return s;
     }
     out.static_vms.push_back(sm.vm_ids(i));
   }
   for (int i = 0; i < sm.vnic_ids_size(); ++i) {
-    if (auto s = ValidateId(sm.vnic_ids(i), Cat("static_members.vnic_ids[", i, "]"));
-        !s.ok()) {
+    if (auto s = ValidateId(sm.vnic_ids(i), Cat("static_members.vnic_ids[", i, "]")); !s.ok()) {
       return s;
     }
     out.static_vnics.push_back(sm.vnic_ids(i));
@@ -201,7 +197,8 @@ absl::StatusOr<GroupSpec> GroupFromProto(const dfw::v1::SecurityGroup& g) {
   for (int i = 0; i < sm.ip_prefixes_size(); ++i) {
     auto p = IpPrefix::Parse(sm.ip_prefixes(i));
     if (!p.ok()) {
-      return FieldError(Cat("static_members.ip_prefixes[", i, "]"), std::string(p.status().message()));
+      return FieldError(Cat("static_members.ip_prefixes[", i, "]"),
+                        std::string(p.status().message()));
     }
     out.static_prefixes.push_back(*p);
   }
@@ -261,7 +258,8 @@ absl::StatusOr<GroupSpec> GroupFromProto(const dfw::v1::SecurityGroup& g) {
           break;
         }
         default:
-          return FieldError(f, "empty condition: set one of tag, vm_name, guest_os, member_of_group");
+          return FieldError(f,
+                            "empty condition: set one of tag, vm_name, guest_os, member_of_group");
       }
       c.push_back(std::move(cond));
     }

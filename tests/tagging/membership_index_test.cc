@@ -97,12 +97,12 @@ TEST_F(MembershipIndexTest, TagEqualsSelectsTaggedVmsAndTheirAddresses) {
 TEST_F(MembershipIndexTest, TagScopeMatchesAnyValueAndConjunctionsAnd) {
   ASSERT_TRUE(index_.UpsertGroup(Group("has-env", {{TagIs("env", "")}})).ok());
   EXPECT_EQ(VmsOf("has-env"), (Strings{"db-1", "web-1", "web-2"}));
-  ASSERT_TRUE(index_.UpsertGroup(Group("prod-web", {{TagIs("app", "web"), TagIs("env", "prod")}})).ok());
+  ASSERT_TRUE(
+      index_.UpsertGroup(Group("prod-web", {{TagIs("app", "web"), TagIs("env", "prod")}})).ok());
   EXPECT_EQ(VmsOf("prod-web"), (Strings{"web-1"}));
   // OR of conjunctions.
-  ASSERT_TRUE(index_
-                  .UpsertGroup(Group("db-or-dev", {{TagIs("app", "db")}, {TagIs("env", "dev")}}))
-                  .ok());
+  ASSERT_TRUE(
+      index_.UpsertGroup(Group("db-or-dev", {{TagIs("app", "db")}, {TagIs("env", "dev")}})).ok());
   EXPECT_EQ(VmsOf("db-or-dev"), (Strings{"db-1", "web-2"}));
 }
 
@@ -166,8 +166,9 @@ TEST_F(MembershipIndexTest, StaticMembersAndIncludedGroupsCarryVnicsAndPrefixes)
 }
 
 TEST_F(MembershipIndexTest, SharedAddressLeavesOnlyWithItsLastVnic) {
-  ASSERT_TRUE(index_.UpsertVm(Vm("web-3", "web-3", {{"app", "web"}}, "",
-                                 {Nic("web-3-eth0", {"198.18.0.11"})}))
+  ASSERT_TRUE(index_
+                  .UpsertVm(Vm("web-3", "web-3", {{"app", "web"}}, "",
+                               {Nic("web-3-eth0", {"198.18.0.11"})}))
                   .ok());
   ASSERT_TRUE(index_.UpsertGroup(Group("web", {{TagIs("app", "web")}})).ok());
   auto d = index_.ChangeTags("web-1", {}, {{"app", ""}});

@@ -35,8 +35,9 @@ class Generator {
     return std::string(kStems[Pick(6)]) + "-" + std::to_string(Pick(12));
   }
   std::string RandomOs() {
-    static const char* kOs[] = {"Debian GNU/Linux 12", "Ubuntu 22.04", "ubuntu 24.04",
-                                "Windows Server 2022", "", "FreeBSD 14"};
+    static const char* kOs[] = {
+        "Debian GNU/Linux 12", "Ubuntu 22.04", "ubuntu 24.04", "Windows Server 2022", "",
+        "FreeBSD 14"};
     return kOs[Pick(6)];
   }
   IpPrefix RandomHostAddress() {
@@ -266,7 +267,8 @@ void RunRandom(uint64_t seed, int initial_vms, int initial_groups, int steps) {
       case 5:
       case 6: {  // add or replace a group; replacing may close a cycle
         std::string gid = gen.Chance(0.3) ? "g" + std::to_string(gids.size() + gen.Pick(3))
-                                          : gids.empty() ? "g0" : gids[gen.Pick(gids.size())];
+                          : gids.empty()  ? "g0"
+                                          : gids[gen.Pick(gids.size())];
         std::vector<std::string> existing;
         for (const auto& [id, g] : ref.groups) existing.push_back(id);
         GroupSpec g = gen.RandomGroup(gid, existing);

@@ -27,11 +27,15 @@ TEST(ProtoConvert, ValidGroupConverts) {
   auto g = GroupFromProto(Parse<dfw::v1::SecurityGroup>(R"pb(
     id: "web"
     static_members { ip_prefixes: "198.18.0.0/24" group_ids: "base" vm_ids: "vm-9" }
-    criteria { conditions { tag { scope: "app" value: "web" } }
-               conditions { vm_name { op: STRING_OP_STARTS_WITH value: "Web" } } }
+    criteria {
+      conditions { tag { scope: "app" value: "web" } }
+      conditions { vm_name { op: STRING_OP_STARTS_WITH value: "Web" } }
+    }
     criteria { conditions { tag { scope: "env" } } }
-    criteria { conditions { guest_os { op: STRING_OP_CONTAINS value: "Ubuntu" } }
-               conditions { member_of_group: "base" } }
+    criteria {
+      conditions { guest_os { op: STRING_OP_CONTAINS value: "Ubuntu" } }
+      conditions { member_of_group: "base" }
+    }
   )pb"));
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->criteria.size(), 3u);
@@ -44,26 +48,36 @@ TEST(ProtoConvert, ValidGroupConverts) {
 TEST(ProtoConvert, GroupErrorsNameTheField) {
   EXPECT_EQ(GroupError(R"pb(id: "")pb"), "id: must not be empty");
   EXPECT_NE(GroupError(R"pb(id: "a b")pb").find("id: 'a b' has character ' '"), std::string::npos);
-  EXPECT_EQ(GroupError(R"pb(id: "g" criteria {})pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            criteria {})pb"),
             "criteria[0].conditions: a conjunction needs at least one condition");
-  EXPECT_EQ(GroupError(R"pb(id: "g" criteria { conditions {} })pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            criteria { conditions {} })pb"),
             "criteria[0].conditions[0]: empty condition: set one of tag, vm_name, guest_os, "
             "member_of_group");
-  EXPECT_NE(GroupError(R"pb(id: "g" criteria { conditions { tag { scope: "app" value: "x" } }
-                                               conditions { tag { scope: "a=b" value: "x" } } })pb")
+  EXPECT_NE(GroupError(R"pb(id: "g"
+                            criteria {
+                              conditions { tag { scope: "app" value: "x" } }
+                              conditions { tag { scope: "a=b" value: "x" } }
+                            })pb")
                 .find("criteria[0].conditions[1].tag.scope"),
             std::string::npos);
-  EXPECT_EQ(GroupError(R"pb(id: "g" criteria { conditions { vm_name { value: "x" } } })pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            criteria { conditions { vm_name { value: "x" } } })pb"),
             "criteria[0].conditions[0].vm_name.op: must be EQUALS, STARTS_WITH, ENDS_WITH or "
             "CONTAINS");
-  EXPECT_EQ(GroupError(R"pb(id: "g" criteria { conditions { guest_os { op: STRING_OP_CONTAINS } } })pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            criteria { conditions { guest_os { op: STRING_OP_CONTAINS } } })pb"),
             "criteria[0].conditions[0].guest_os.value: must not be empty");
-  EXPECT_NE(GroupError(R"pb(id: "g" static_members { ip_prefixes: "198.18.0.1/24" })pb")
+  EXPECT_NE(GroupError(R"pb(id: "g"
+                            static_members { ip_prefixes: "198.18.0.1/24" })pb")
                 .find("static_members.ip_prefixes[0]: '198.18.0.1/24' has host bits set"),
             std::string::npos);
-  EXPECT_EQ(GroupError(R"pb(id: "g" static_members { group_ids: "g" })pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            static_members { group_ids: "g" })pb"),
             "static_members.group_ids[0]: a group cannot include itself");
-  EXPECT_EQ(GroupError(R"pb(id: "g" criteria { conditions { member_of_group: "g" } })pb"),
+  EXPECT_EQ(GroupError(R"pb(id: "g"
+                            criteria { conditions { member_of_group: "g" } })pb"),
             "criteria[0].conditions[0].member_of_group: a group cannot test membership of itself");
 }
 
@@ -81,23 +95,37 @@ TEST(ProtoConvert, UnknownFieldsAreRejected) {
 
 TEST(ProtoConvert, VmConvertsAndErrorsNameTheField) {
   auto vm = VmFromProto(Parse<dfw::v1::Vm>(R"pb(
-    id: "4f6c0a3e-1111-2222-3333-444455556666" name: "web-1"
-    tags { scope: "app" value: "web" } tags { scope: "app" value: "web" }
-    vnics { id: "vnic-1" mac: "52:54:00:AA:bb:01"
-            addresses { ip: "198.18.0.11" } addresses { ip: "2001:db8::b" } }
+    id: "4f6c0a3e-1111-2222-3333-444455556666"
+    name: "web-1"
+    tags { scope: "app" value: "web" }
+    tags { scope: "app" value: "web" }
+    vnics {
+      id: "vnic-1"
+      mac: "52:54:00:AA:bb:01"
+      addresses { ip: "198.18.0.11" }
+      addresses { ip: "2001:db8::b" }
+    }
   )pb"));
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ(vm->tags.size(), 1u) << "duplicate tags collapse";
   EXPECT_EQ(vm->vnics[0].mac, "52:54:00:aa:bb:01");
   EXPECT_EQ(vm->vnics[0].addresses.size(), 2u);
 
-  EXPECT_EQ(VmError(R"pb(id: "v" vnics { id: "n" mac: "52:54:00" })pb"),
+  EXPECT_EQ(VmError(R"pb(id: "v"
+                         vnics { id: "n" mac: "52:54:00" })pb"),
             "vnics[0].mac: '52:54:00' is not a MAC like 52:54:00:ab:cd:ef");
-  EXPECT_EQ(VmError(R"pb(id: "v" vnics { id: "n" addresses { ip: "198.18.0.300" } })pb"),
+  EXPECT_EQ(VmError(R"pb(id: "v"
+                         vnics {
+                           id: "n"
+                           addresses { ip: "198.18.0.300" }
+                         })pb"),
             "vnics[0].addresses[0].ip: '198.18.0.300' is not an IPv4 address");
-  EXPECT_EQ(VmError(R"pb(id: "v" vnics { id: "n" } vnics { id: "n" })pb"),
+  EXPECT_EQ(VmError(R"pb(id: "v"
+                         vnics { id: "n" }
+                         vnics { id: "n" })pb"),
             "vnics[1].id: 'n' appears twice in this VM");
-  EXPECT_EQ(VmError(R"pb(id: "v" tags {})pb"), "tags[0]: a tag needs a scope or a value");
+  EXPECT_EQ(VmError(R"pb(id: "v"
+                         tags {})pb"), "tags[0]: a tag needs a scope or a value");
 }
 
 TEST(ProtoConvert, TagText) {

@@ -89,10 +89,10 @@ struct MembershipReason {
 struct IndexStats {
   size_t vms = 0;
   size_t groups = 0;
-  size_t memberships = 0;      // (group, VM) pairs
-  size_t vnic_refs = 0;        // (group, vNIC) pairs
-  size_t address_refs = 0;     // (group, address) pairs
-  size_t approx_bytes = 0;     // estimate of the index's heap use
+  size_t memberships = 0;   // (group, VM) pairs
+  size_t vnic_refs = 0;     // (group, vNIC) pairs
+  size_t address_refs = 0;  // (group, address) pairs
+  size_t approx_bytes = 0;  // estimate of the index's heap use
 };
 
 class MembershipIndex {

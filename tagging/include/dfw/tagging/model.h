@@ -23,8 +23,8 @@ struct Tag {
 };
 
 struct VNicSpec {
-  std::string id;   // OVS iface-id, unique across the inventory
-  std::string mac;  // lower case "52:54:00:12:34:56"
+  std::string id;                   // OVS iface-id, unique across the inventory
+  std::string mac;                  // lower case "52:54:00:12:34:56"
   std::vector<IpPrefix> addresses;  // host prefixes, sorted, unique
 };
 
@@ -49,9 +49,9 @@ struct StringMatch {
 struct Condition {
   enum class Kind { kTag, kTagScope, kVmName, kGuestOs, kMemberOf };
   Kind kind = Kind::kTag;
-  Tag tag;             // kTag (scope + value), kTagScope (scope only)
-  StringMatch match;   // kVmName, kGuestOs
-  std::string group;   // kMemberOf
+  Tag tag;            // kTag (scope + value), kTagScope (scope only)
+  StringMatch match;  // kVmName, kGuestOs
+  std::string group;  // kMemberOf
 };
 
 using Conjunction = std::vector<Condition>;  // AND, never empty
