@@ -46,10 +46,12 @@ function(dfw_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+  # PROPERTIES takes one value per property: pass a list of labels as one.
+  string(REPLACE ";" "\\;" T_LABELS_JOINED "${T_LABELS}")
   gtest_discover_tests(${target}
     TEST_PREFIX "${T_NAME}."
     DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}")
+    PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS_JOINED}")
 endfunction()
 
 function(dfw_benchmark)

@@ -125,7 +125,8 @@ TEST(ProtoConvert, VmConvertsAndErrorsNameTheField) {
                          vnics { id: "n" })pb"),
             "vnics[1].id: 'n' appears twice in this VM");
   EXPECT_EQ(VmError(R"pb(id: "v"
-                         tags {})pb"), "tags[0]: a tag needs a scope or a value");
+                         tags {})pb"),
+            "tags[0]: a tag needs a scope or a value");
 }
 
 TEST(ProtoConvert, TagText) {
