@@ -43,29 +43,51 @@ struct Slot {
   uint64_t cand;            // its remaining candidate bits
 };
 
-// AND of word w over the first K classes.
+// The lookup's view of the classes: records, dictionaries, chunking.
+struct View {
+  const uint64_t* dict[kFields];
+  uint32_t aw;
+  uint32_t shift;
+  uint32_t mask;
+};
+
+// Aggregate word a, ANDed over the first K classes.
 template <uint32_t K>
-inline uint64_t And(const uint64_t* const* c, uint32_t w) {
-  uint64_t x = c[0][w] & c[1][w] & c[2][w];
-  if constexpr (K == 5) x &= c[3][w] & c[4][w];
+inline uint64_t AndAgg(const uint64_t* const* c, uint32_t a) {
+  uint64_t x = c[0][a] & c[1][a] & c[2][a];
+  if constexpr (K == 5) x &= c[3][a] & c[4][a];
+  return x;
+}
+
+// Address of bit-vector word w of class record `rec` in dictionary `dict`.
+inline const uint64_t* WordPtr(const View& v, const uint64_t* rec, const uint64_t* dict,
+                               uint32_t w) {
+  return dict + ((static_cast<size_t>(ChunkId(rec, v.aw, w >> v.shift)) << v.shift) | (w & v.mask));
+}
+
+// Bit-vector word w, ANDed over the first K classes.
+template <uint32_t K>
+inline uint64_t AndWord(const View& v, const uint64_t* const* c, uint32_t w) {
+  uint64_t x = *WordPtr(v, c[0], v.dict[0], w) & *WordPtr(v, c[1], v.dict[1], w) &
+               *WordPtr(v, c[2], v.dict[2], w);
+  if constexpr (K == 5) x &= *WordPtr(v, c[3], v.dict[3], w) & *WordPtr(v, c[4], v.dict[4], w);
   return x;
 }
 
 // Continues the walk from slot.agg / slot.cand; returns the first entry.
 template <uint32_t K>
-inline uint32_t FirstEntry(const Ruleset::Impl& m, const Slot& slot) {
-  const uint32_t aw = m.agg_words;
+inline uint32_t FirstEntry(const View& v, const Slot& slot) {
   uint32_t a = slot.agg;
   uint64_t g = slot.cand;
   while (true) {
     while (g != 0) {
-      const uint32_t w = aw + a * 64 + static_cast<uint32_t>(__builtin_ctzll(g));
-      const uint64_t x = And<K>(slot.c, w);
-      if (x != 0) return (w - aw) * 64 + static_cast<uint32_t>(__builtin_ctzll(x));
+      const uint32_t w = a * 64 + static_cast<uint32_t>(__builtin_ctzll(g));
+      const uint64_t x = AndWord<K>(v, slot.c, w);
+      if (x != 0) return w * 64 + static_cast<uint32_t>(__builtin_ctzll(x));
       g &= g - 1;
     }
-    if (++a >= aw) return Ruleset::kNoMatch;
-    g = And<K>(slot.c, a);
+    if (++a >= v.aw) return Ruleset::kNoMatch;
+    g = AndAgg<K>(slot.c, a);
   }
 }
 
@@ -76,7 +98,11 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
   const AddrTable4& src4 = *m.src4;
   const AddrTable4& dst4 = *m.dst4;
   const uint32_t stride = m.stride;
-  const uint32_t aw = m.agg_words;
+  View v;
+  for (uint32_t f = 0; f < kFields; ++f) v.dict[f] = m.dict[f];
+  v.aw = m.agg_words;
+  v.shift = m.chunk_shift;
+  v.mask = (1u << m.chunk_shift) - 1;
   const uint32_t* entry_rule = m.rules->entry_rule.data();
   Slot slot[kChunk];
 
@@ -139,15 +165,15 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
     for (uint32_t i = 0; i < cnt; ++i) {
       Slot& sl = slot[i];
       sl.agg = 0;
-      sl.cand = And<K>(sl.c, 0);
+      sl.cand = AndAgg<K>(sl.c, 0);
       if (sl.cand != 0) {
-        const uint32_t w = aw + static_cast<uint32_t>(__builtin_ctzll(sl.cand));
-        for (uint32_t f = 0; f < K; ++f) Prefetch(sl.c[f] + w);
+        const uint32_t w = static_cast<uint32_t>(__builtin_ctzll(sl.cand));
+        for (uint32_t f = 0; f < K; ++f) Prefetch(WordPtr(v, sl.c[f], v.dict[f], w));
       }
     }
     // 5. Walk.
     for (uint32_t i = 0; i < cnt; ++i) {
-      const uint32_t e = FirstEntry<K>(m, slot[i]);
+      const uint32_t e = FirstEntry<K>(v, slot[i]);
       out[done + i] = e == kNoMatch ? kNoMatch : entry_rule[e];
     }
   }

@@ -166,8 +166,22 @@ std::string RuleName(size_t i, const RuleSpec& r) {
 
 }  // namespace
 
+// A field's chunk dictionary while compiling: chunk words -> id.
+struct ChunkTable {
+  ChunkDict words;
+  std::unordered_map<std::vector<uint64_t>, uint32_t, VecHash> ids;
+  std::shared_ptr<const ChunkDict> published;
+  const std::shared_ptr<const ChunkDict>& Publish() {
+    if (!published || published->size() != words.size()) {
+      published = std::make_shared<const ChunkDict>(words);
+    }
+    return published;
+  }
+};
+
 // One address field (source or destination).
 struct AddrField {
+  ChunkTable dict;
   std::vector<std::vector<uint32_t>> pos, neg;  // set -> entries (positive / negated refs)
   std::vector<uint64_t> any_bits, neg_all;
   std::vector<std::vector<uint32_t>> combos;  // combo id -> sorted sets containing the interval
@@ -189,6 +203,37 @@ struct AddrField {
 struct RulesetCompiler::State {
   RulesetSpec spec;  // rules and default, kept for full recompiles
   uint32_t entries = 0, words = 0, agg_words = 0, stride = 0;
+  uint32_t chunk_shift = 3, chunks = 0;
+  bool overflow = false;  // a dictionary outgrew uint16 chunk ids
+
+  void SetLayout(uint32_t n_entries, uint32_t shift) {
+    entries = n_entries;
+    words = std::max<uint32_t>(1, (entries + 63) / 64);
+    agg_words = (words + 63) / 64;
+    chunk_shift = shift;
+    chunks = (words + (1u << shift) - 1) >> shift;
+    stride = (agg_words + (chunks + 3) / 4 + 7) / 8 * 8;
+  }
+
+  // Writes the record of the class with bit vector `bits` (words long).
+  void Encode(const uint64_t* bits, uint64_t* rec, ChunkTable& t) {
+    for (uint32_t w = 0; w < words; ++w) {
+      if (bits[w] != 0) rec[w >> 6] |= 1ull << (w & 63);
+    }
+    const uint32_t c_words = 1u << chunk_shift;
+    std::vector<uint64_t> key(c_words);
+    for (uint32_t c = 0; c < chunks; ++c) {
+      for (uint32_t j = 0; j < c_words; ++j) {
+        const uint32_t w = (c << chunk_shift) + j;
+        key[j] = w < words ? bits[w] : 0;
+      }
+      auto [it, fresh] =
+          t.ids.try_emplace(key, static_cast<uint32_t>(t.words.size() >> chunk_shift));
+      if (fresh) t.words.insert(t.words.end(), key.begin(), key.end());
+      if (it->second > 0xffff) overflow = true;
+      SetChunkId(rec, agg_words, c, static_cast<uint16_t>(it->second));
+    }
+  }
   std::vector<AddressSetState> sets;
   std::unordered_map<std::string, uint32_t> set_ids;
   AddrField field[2];
@@ -203,11 +248,10 @@ struct RulesetCompiler::State {
     const size_t first = f.combo_cls.size();
     const size_t n = f.combos.size() - first;
     if (n == 0) return;
-    auto arena = std::make_shared<ClassArena>(n * stride, 0);
-    std::vector<uint64_t> negated(words);
+    auto arena = std::make_shared<ClassArena>(n * stride);
+    std::vector<uint64_t> bits(words), negated(words);
     for (size_t c = 0; c < n; ++c) {
-      uint64_t* cls = arena->data() + c * stride;
-      uint64_t* bits = cls + agg_words;
+      std::fill(bits.begin(), bits.end(), 0);
       std::fill(negated.begin(), negated.end(), 0);
       for (uint32_t s : f.combos[first + c]) {
         for (uint32_t e : f.pos[s]) bits[e >> 6] |= 1ull << (e & 63);
@@ -215,11 +259,11 @@ struct RulesetCompiler::State {
       }
       for (uint32_t w = 0; w < words; ++w) {
         bits[w] |= f.any_bits[w] | (f.neg_all[w] & ~negated[w]);
-        if (bits[w] != 0) cls[w >> 6] |= 1ull << (w & 63);
       }
+      Encode(bits.data(), arena->data() + c * stride, f.dict);
     }
     for (size_t c = 0; c < n; ++c) f.combo_cls.push_back(arena->data() + c * stride);
-    (update ? update_arena_words : compiled_arena_words) += arena->size();
+    (update ? update_arena_words : compiled_arena_words) += n * stride;
     arenas.push_back(std::move(arena));
   }
 
@@ -309,27 +353,19 @@ struct RulesetCompiler::State {
 
   void BuildSmall(const std::vector<EntryInfo>& ent) {
     auto st = std::make_shared<SmallTables>();
-    ClassArena arena;
+    // Dense bit vectors of the classes of sport (0), dport (1), proto x dir (2).
+    std::vector<std::vector<uint64_t>> dense[3];
     std::unordered_map<std::vector<uint64_t>, uint32_t, VecHash> seen;
     std::vector<uint64_t> bits(words);
-    auto intern = [&](const std::vector<uint64_t>& b, size_t base_class) -> uint32_t {
-      auto [it, fresh] = seen.emplace(b, static_cast<uint32_t>(arena.size() / stride - base_class));
-      if (fresh) {
-        const size_t at = arena.size();
-        arena.resize(at + stride, 0);
-        for (uint32_t w = 0; w < words; ++w) {
-          arena[at + agg_words + w] = b[w];
-          if (b[w] != 0) arena[at + (w >> 6)] |= 1ull << (w & 63);
-        }
-      }
+    auto intern = [&](int sub) -> uint32_t {
+      auto [it, fresh] = seen.try_emplace(bits, static_cast<uint32_t>(dense[sub].size()));
+      if (fresh) dense[sub].push_back(bits);
       return it->second;
     };
     // Ports: sweep over range starts/ends.
     std::vector<uint16_t>* tables[2] = {&st->sport, &st->dport};
-    size_t base_class[2] = {0, 0};
     for (int pf = 0; pf < 2; ++pf) {
       seen.clear();
-      base_class[pf] = arena.size() / stride;
       std::vector<std::pair<uint32_t, uint32_t>> ev;  // (position, entry*2 + is_end)
       for (uint32_t e = 0; e < ent.size(); ++e) {
         Ranges<uint32_t> r;
@@ -362,14 +398,13 @@ struct RulesetCompiler::State {
           }
         }
         const uint32_t next = i < ev.size() ? std::min<uint32_t>(ev[i].first, 65536) : 65536;
-        const uint32_t c = intern(bits, base_class[pf]);
+        const uint32_t c = intern(pf);
         std::fill(table.begin() + at, table.begin() + next, static_cast<uint16_t>(c));
         at = next;
       }
     }
     // Protocol x direction.
     seen.clear();
-    const size_t proto_base = arena.size() / stride;
     std::vector<uint32_t> proto_cls(512);
     for (uint32_t d = 0; d < 2; ++d) {
       std::vector<uint64_t> any(words);
@@ -385,29 +420,38 @@ struct RulesetCompiler::State {
       for (uint32_t p = 0; p < 256; ++p) {
         bits = any;
         for (uint32_t e : by_proto[p]) SetBit(bits, e);
-        proto_cls[d * 256 + p] = intern(bits, proto_base);
+        proto_cls[d * 256 + p] = intern(2);
       }
     }
-    auto shared_arena = std::make_shared<const ClassArena>(std::move(arena));
-    st->arena = shared_arena;
-    const uint64_t* base = shared_arena->data();
-    st->proto.resize(512);
-    for (uint32_t i = 0; i < 512; ++i) {
-      st->proto[i] = base + (proto_base + proto_cls[i]) * stride;
+    // Records: sport classes, then dport, then proto x direction.
+    const size_t n0 = dense[0].size(), n1 = dense[1].size(), n2 = dense[2].size();
+    auto arena = std::make_shared<ClassArena>((n0 + n1 + n2) * stride);
+    ChunkTable dicts[3];
+    size_t at = 0;
+    for (int sub = 0; sub < 3; ++sub) {
+      for (const auto& v : dense[sub])
+        Encode(v.data(), arena->data() + (at++) * stride, dicts[sub]);
     }
-    st->sport_base = base + base_class[0] * stride;
-    st->dport_base = base + base_class[1] * stride;
-    MergeServices(*st, base_class[1] - base_class[0], proto_base - base_class[1],
-                  shared_arena->size() / stride - proto_base, base + proto_base * stride,
-                  proto_cls);
+    const uint64_t* base = arena->data();
+    st->sport_base = base;
+    st->dport_base = base + n0 * stride;
+    const uint64_t* proto_base = base + (n0 + n1) * stride;
+    st->proto.resize(512);
+    for (uint32_t i = 0; i < 512; ++i) st->proto[i] = proto_base + proto_cls[i] * stride;
+    st->sport_dict = dicts[0].Publish();
+    st->dport_dict = dicts[1].Publish();
+    st->proto_dict = dicts[2].Publish();
+    st->arena = std::move(arena);
+    MergeServices(*st, dense, proto_cls);
     small = std::move(st);
   }
 
   // Precomputes sport & dport & proto for every combination of their classes
   // when that stays small (bounded by kMaxMergedClasses distinct vectors).
-  void MergeServices(SmallTables& st, size_t n_sport, size_t n_dport, size_t n_proto,
-                     const uint64_t* proto_base, const std::vector<uint32_t>& proto_cls) {
+  void MergeServices(SmallTables& st, const std::vector<std::vector<uint64_t>> (&dense)[3],
+                     const std::vector<uint32_t>& proto_cls) {
     constexpr size_t kMaxCombos = 1u << 18;
+    const size_t n_sport = dense[0].size(), n_dport = dense[1].size(), n_proto = dense[2].size();
     const size_t combos = n_sport * n_dport * n_proto;
     if (combos > kMaxCombos) return;
     // Budget: no more merged classes than address classes (memory stays in
@@ -415,39 +459,39 @@ struct RulesetCompiler::State {
     const size_t budget = std::max<size_t>(
         512,
         std::min<size_t>(kMaxMergedClasses, (field[0].combos.size() + field[1].combos.size())));
-    ClassArena arena;
-    std::unordered_map<std::vector<uint64_t>, uint16_t, VecHash> seen;
+    std::vector<std::vector<uint64_t>> merged;
+    std::unordered_map<std::vector<uint64_t>, uint32_t, VecHash> seen;
     std::vector<uint16_t> table(combos);
     std::vector<uint64_t> bits(words);
     for (size_t sp = 0; sp < n_sport; ++sp) {
-      const uint64_t* a = st.sport_base + sp * stride + agg_words;
       for (size_t dp = 0; dp < n_dport; ++dp) {
-        const uint64_t* b = st.dport_base + dp * stride + agg_words;
         for (size_t pr = 0; pr < n_proto; ++pr) {
-          const uint64_t* c = proto_base + pr * stride + agg_words;
+          const uint64_t* a = dense[0][sp].data();
+          const uint64_t* b = dense[1][dp].data();
+          const uint64_t* c = dense[2][pr].data();
           for (uint32_t w = 0; w < words; ++w) bits[w] = a[w] & b[w] & c[w];
-          auto [it, fresh] = seen.emplace(bits, static_cast<uint16_t>(seen.size()));
+          auto [it, fresh] = seen.try_emplace(bits, static_cast<uint32_t>(merged.size()));
           if (fresh) {
-            if (seen.size() > budget) return;
-            const size_t at = arena.size();
-            arena.resize(at + stride, 0);
-            for (uint32_t w = 0; w < words; ++w) {
-              arena[at + agg_words + w] = bits[w];
-              if (bits[w] != 0) arena[at + (w >> 6)] |= 1ull << (w & 63);
-            }
+            if (merged.size() >= budget) return;
+            merged.push_back(bits);
           }
-          table[(sp * n_dport + dp) * n_proto + pr] = it->second;
+          table[(sp * n_dport + dp) * n_proto + pr] = static_cast<uint16_t>(it->second);
         }
       }
+    }
+    auto arena = std::make_shared<ClassArena>(merged.size() * stride);
+    ChunkTable dict;
+    for (size_t i = 0; i < merged.size(); ++i) {
+      Encode(merged[i].data(), arena->data() + i * stride, dict);
     }
     st.merged = true;
     st.n_dport = static_cast<uint32_t>(n_dport);
     st.n_proto = static_cast<uint32_t>(n_proto);
     st.proto_num.assign(proto_cls.begin(), proto_cls.end());
     st.merged_cls = std::move(table);
-    auto shared = std::make_shared<const ClassArena>(std::move(arena));
-    st.merged_base = shared->data();
-    st.merged_arena = std::move(shared);
+    st.merged_base = arena->data();
+    st.merged_arena = std::move(arena);
+    st.merged_dict = dict.Publish();
   }
 };
 
@@ -488,6 +532,19 @@ Status ValidateService(const ServiceSpec& s, const std::string& where) {
 }  // namespace
 
 Status RulesetCompiler::Compile(const RulesetSpec& spec) {
+  // Chunks of 8 words (one cache line); wider when a dictionary would outgrow
+  // 16-bit chunk ids.
+  for (uint32_t shift = 3;; ++shift) {
+    bool overflow = false;
+    Status st = CompileAt(spec, shift, &overflow);
+    if (!overflow) return st;
+    if ((1u << shift) >= kMaxEntries / 64) {
+      return Status::Error("too many distinct classes in one field");
+    }
+  }
+}
+
+Status RulesetCompiler::CompileAt(const RulesetSpec& spec, uint32_t chunk_shift, bool* overflow) {
   auto st = std::make_unique<State>();
   st->spec.rules = spec.rules;
   st->spec.default_action = spec.default_action;
@@ -525,10 +582,7 @@ Status RulesetCompiler::Compile(const RulesetSpec& spec) {
                            " rule x service entries");
     }
   }
-  st->entries = static_cast<uint32_t>(ent.size());
-  st->words = std::max<uint32_t>(1, (st->entries + 63) / 64);
-  st->agg_words = (st->words + 63) / 64;
-  st->stride = st->words + st->agg_words;
+  st->SetLayout(static_cast<uint32_t>(ent.size()), chunk_shift);
 
   auto rules = std::make_shared<RuleTables>();
   rules->entry_rule.reserve(ent.size());
@@ -566,6 +620,10 @@ Status RulesetCompiler::Compile(const RulesetSpec& spec) {
     f.t6 = st->Table6(f);
   }
   st->BuildSmall(ent);
+  if (st->overflow) {
+    *overflow = true;
+    return Status::Ok();
+  }
 
   state_ = std::move(st);
   Publish();
@@ -578,6 +636,18 @@ void RulesetCompiler::Publish() {
   impl->words = st.words;
   impl->agg_words = st.agg_words;
   impl->stride = st.stride;
+  impl->chunk_shift = st.chunk_shift;
+  impl->own_src_dict = st.field[0].dict.Publish();
+  impl->own_dst_dict = st.field[1].dict.Publish();
+  impl->dict[0] = impl->own_src_dict->data();
+  impl->dict[1] = impl->own_dst_dict->data();
+  if (st.small->merged) {
+    impl->dict[2] = st.small->merged_dict->data();
+  } else {
+    impl->dict[2] = st.small->sport_dict->data();
+    impl->dict[3] = st.small->dport_dict->data();
+    impl->dict[4] = st.small->proto_dict->data();
+  }
   impl->num_entries = st.entries;
   impl->default_action = st.spec.default_action;
   impl->generation = st.generation;
@@ -597,7 +667,8 @@ void RulesetCompiler::Publish() {
   size_t bytes = sizeof(Ruleset::Impl) + impl->src4->bytes() + impl->dst4->bytes() +
                  impl->src6->bytes() + impl->dst6->bytes() + impl->small->bytes() +
                  impl->rules->bytes();
-  for (const auto& a : impl->arenas) bytes += a->capacity() * 8;
+  for (const auto& a : impl->arenas) bytes += a->bytes();
+  bytes += impl->own_src_dict->capacity() * 8 + impl->own_dst_dict->capacity() * 8;
   impl->memory_bytes = bytes;
   current_ = std::shared_ptr<const Ruleset>(new Ruleset(std::move(impl)));
 }
@@ -684,7 +755,7 @@ Status RulesetCompiler::UpdateAddressSet(std::string_view id,
   if (!changed) return Status::Ok();
   // Classes orphaned by updates pile up in arenas; once they outweigh the
   // compiled ones, start over from the spec (bounded memory).
-  if (st.update_arena_words > st.compiled_arena_words + 65536) {
+  if (st.overflow || st.update_arena_words > st.compiled_arena_words + 65536) {
     RulesetSpec spec = st.spec;
     for (const AddressSetState& as : st.sets) spec.address_sets.push_back({as.id, as.prefixes});
     return Compile(spec);
@@ -705,6 +776,7 @@ size_t RulesetCompiler::state_bytes() const {
     for (const auto& v : f.combos) b += 2 * vec(v) + 32;
     b += vec(f.any_bits) + vec(f.neg_all) + vec(f.combo_cls);
     b += vec(f.iv4.bounds) + vec(f.iv4.combo) + vec(f.iv6.bounds) + vec(f.iv6.combo);
+    b += vec(f.dict.words) + f.dict.ids.size() * ((8u << st.chunk_shift) + 64);
   }
   for (const AddressSetState& s : st.sets) {
     b += sizeof(s) + s.id.capacity() + vec(s.prefixes) + vec(s.r4) + vec(s.r6) + 48;

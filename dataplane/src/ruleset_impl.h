@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -10,9 +11,41 @@
 
 namespace dfw::dataplane {
 
-// A class is `stride` uint64 words: `agg_words` aggregate words, then `words`
-// bit-vector words. Class storage lives in arenas shared between Rulesets.
-using ClassArena = std::vector<uint64_t>;
+// Equivalence classes. A class is a record of `stride` words (a multiple of 8:
+// whole, aligned cache lines): `agg_words` aggregate words (bit w set when
+// bit-vector word w is non-zero), then one uint16 chunk id per 2^chunk_shift
+// bit-vector words. Chunk id c stands for words [c << chunk_shift, ...) of the
+// field's dictionary. The classes of one field share most of their words (the
+// same wildcard rules appear in all of them), so the dictionary is small and
+// a whole class is one cache line for ~10k rules.
+class ClassArena {
+ public:
+  explicit ClassArena(size_t words) : storage_(words + 8, 0) {
+    const auto p = reinterpret_cast<uintptr_t>(storage_.data());
+    base_ = storage_.data() + ((64 - p % 64) % 64) / 8;
+  }
+  ClassArena(const ClassArena&) = delete;
+  ClassArena& operator=(const ClassArena&) = delete;
+  uint64_t* data() { return base_; }
+  const uint64_t* data() const { return base_; }
+  size_t bytes() const { return storage_.capacity() * 8; }
+
+ private:
+  std::vector<uint64_t> storage_;
+  uint64_t* base_;
+};
+
+using ChunkDict = std::vector<uint64_t>;
+
+inline uint16_t ChunkId(const uint64_t* rec, uint32_t agg_words, uint32_t i) {
+  uint16_t v;
+  std::memcpy(&v, reinterpret_cast<const char*>(rec + agg_words) + 2 * static_cast<size_t>(i), 2);
+  return v;
+}
+
+inline void SetChunkId(uint64_t* rec, uint32_t agg_words, uint32_t i, uint16_t v) {
+  std::memcpy(reinterpret_cast<char*>(rec + agg_words) + 2 * static_cast<size_t>(i), &v, 2);
+}
 
 // IPv4 address table: intervals [bounds[i], bounds[i+1]) -> cls[i]. first[h]
 // is the interval holding h << 16; first[65536] = the last interval. A lookup
@@ -32,7 +65,7 @@ struct AddrTable6 {
   size_t bytes() const { return bounds.capacity() * 16 + cls.capacity() * 8; }
 };
 
-// Ports (direct, by class number into `arena`) and protocol x direction.
+// Ports (direct, by class number) and protocol x direction.
 struct SmallTables {
   std::shared_ptr<const ClassArena> arena;
   const uint64_t* sport_base = nullptr;  // class n of sport is sport_base + n * stride
@@ -40,22 +73,28 @@ struct SmallTables {
   std::vector<uint16_t> sport;         // 65536 class numbers
   std::vector<uint16_t> dport;         // 65536 class numbers
   std::vector<const uint64_t*> proto;  // 512: dir * 256 + proto
+  std::shared_ptr<const ChunkDict> sport_dict, dport_dict, proto_dict;
 
   // Merged service field, when the compiler found it small: the three
   // service classes ANDed ahead of time, so a lookup ANDs three vectors
   // (source, destination, service) instead of five. The class of a key is
-  // merged_base + merged[(sport[] * n_dport + dport[]) * n_proto + proto_num[]].
+  // merged_base + merged[(sport[] * n_dport + dport[]) * n_proto + proto_num[]] * stride.
   bool merged = false;
   uint32_t n_dport = 0, n_proto = 0;
   std::vector<uint16_t> proto_num;  // 512: dir * 256 + proto -> class number
   std::vector<uint16_t> merged_cls;
   std::shared_ptr<const ClassArena> merged_arena;
   const uint64_t* merged_base = nullptr;
+  std::shared_ptr<const ChunkDict> merged_dict;
 
   size_t bytes() const {
-    return arena->capacity() * 8 + sport.capacity() * 2 + dport.capacity() * 2 +
-           proto.capacity() * 8 + proto_num.capacity() * 2 + merged_cls.capacity() * 2 +
-           (merged_arena ? merged_arena->capacity() * 8 : 0);
+    size_t b = arena->bytes() + sport.capacity() * 2 + dport.capacity() * 2 + proto.capacity() * 8 +
+               proto_num.capacity() * 2 + merged_cls.capacity() * 2;
+    for (const auto* d : {&sport_dict, &dport_dict, &proto_dict, &merged_dict}) {
+      if (*d) b += (*d)->capacity() * 8;
+    }
+    if (merged_arena) b += merged_arena->bytes();
+    return b;
   }
 };
 
@@ -71,7 +110,8 @@ struct RuleTables {
 struct Ruleset::Impl {
   uint32_t words = 0;      // bit-vector words per class
   uint32_t agg_words = 0;  // aggregate words per class
-  uint32_t stride = 0;     // words + agg_words
+  uint32_t stride = 0;     // record words per class
+  uint32_t chunk_shift = 0;
   uint32_t num_entries = 0;
   Action default_action = Action::kDrop;
   uint64_t generation = 0;
@@ -83,9 +123,13 @@ struct Ruleset::Impl {
   const AddrTable6* dst6 = nullptr;
   const SmallTables* small = nullptr;
   const RuleTables* rules = nullptr;
+  // Dictionaries in lookup field order: source, destination, then the merged
+  // service field, or sport, dport, proto x direction.
+  const uint64_t* dict[5] = {};
 
   std::shared_ptr<const AddrTable4> own_src4, own_dst4;
   std::shared_ptr<const AddrTable6> own_src6, own_dst6;
+  std::shared_ptr<const ChunkDict> own_src_dict, own_dst_dict;
   std::shared_ptr<const SmallTables> own_small;
   std::shared_ptr<const RuleTables> own_rules;
   std::vector<std::shared_ptr<const ClassArena>> arenas;  // address classes

@@ -59,6 +59,7 @@ class RulesetCompiler {
 
  private:
   void Publish();
+  Status CompileAt(const RulesetSpec& spec, uint32_t chunk_shift, bool* overflow);
   std::unique_ptr<State> state_;
   std::shared_ptr<const Ruleset> current_;
 };
