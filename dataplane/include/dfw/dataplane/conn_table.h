@@ -1,0 +1,182 @@
+// ConnTable: stateful connection tracking for the dataplane, per vNIC zone.
+//
+// What. One entry per connection (TCP, UDP, ICMP echo, other IP protocols by
+// address pair), keyed by (zone = vNIC local id, protocol, addresses, ports /
+// ICMP id) and found from either direction. TCP is tracked with window
+// checks (Guido van Rooij, "Real Stateful TCP Packet Filtering in IP Filter",
+// as pf and OVS's conntrack-tcp.c do): strict by default — a connection starts
+// only with a SYN, and every segment's SEQ, ACK and RST must fall inside the
+// windows seen — or loose pickup of mid-stream connections as an option.
+// Each state has its timeout. ICMP errors are RELATED when their inner header
+// names a tracked connection.
+//
+// How. Entries live in one preallocated array (the global limit) with a free
+// list; the hot part of an entry is one 64-byte cache line (IPv6 addresses sit
+// in a parallel array, touched only for IPv6). A bucketised hash table of
+// (signature, entry|direction) slots indexes each entry twice, once per
+// direction, with two candidate buckets per key (no cuckoo moves). The hash
+// seed is random per start (a table built by an attacker's choice of ports
+// cannot be predicted). Limits: global (the array) and per zone; a new
+// connection over a limit first evicts an unestablished entry (early drop)
+// from its candidate buckets, and is dropped only if there is none. Aging is
+// a clock sweep over the entry array, a few entries per call, run by the
+// owning thread between bursts, never per packet.
+//
+// Thread safety. A ConnTable belongs to one thread (the worker lcore that owns
+// the vNICs' traffic): Lookup/Track/Sweep from that thread only. Readers on
+// other threads get copies through the owning thread (Snapshot is called by
+// the owner when it serves a request). No locks, no allocation after
+// construction, no exceptions on the packet path.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "dfw/dataplane/drop_reason.h"
+#include "dfw/dataplane/packet_parser.h"
+
+namespace dfw::dataplane {
+
+enum class ConnState : uint8_t {
+  kNone = 0,
+  // TCP
+  kSynSent,      // orig sent SYN
+  kSynSent2,     // simultaneous open: both sides sent SYN
+  kSynRecv,      // reply sent SYN+ACK
+  kEstablished,
+  kFinWait,      // one side sent FIN
+  kClosing,      // both sides sent FIN
+  kTimeWait,     // both FINs acknowledged
+  kClosed,       // RST seen
+  // UDP and others
+  kUnreplied,    // packets in the orig direction only
+  kReplied,      // seen both ways
+  kCount,
+};
+const char* ConnStateName(ConnState s);
+
+struct ConnTimeouts {  // milliseconds
+  uint32_t tcp_syn = 30'000;
+  uint32_t tcp_established = 24 * 3600'000u;
+  uint32_t tcp_fin = 120'000;
+  uint32_t tcp_time_wait = 30'000;
+  uint32_t tcp_closed = 10'000;
+  uint32_t udp_unreplied = 30'000;
+  uint32_t udp_replied = 120'000;
+  uint32_t icmp = 30'000;
+  uint32_t other_unreplied = 30'000;
+  uint32_t other_replied = 600'000;
+};
+
+struct ConnTableConfig {
+  uint32_t max_connections = 1u << 20;  // global limit, rounded up to a power of two
+  uint32_t max_per_zone = 1u << 18;     // per vNIC
+  uint32_t zones = 2048;                // local ids 0..zones-1
+  bool tcp_loose = false;               // pick up mid-stream TCP connections
+  ConnTimeouts timeouts;
+  uint64_t seed = 0;                    // 0: random per start
+};
+
+// What the admitting policy decided, stored with the connection.
+struct ConnPolicy {
+  uint32_t rule_num = 0;     // rule that admitted it
+  uint32_t generation = 0;   // ruleset generation that admitted it
+  bool revalidate = false;   // re-check against newer rulesets (policy on-change)
+};
+
+// Result of tracking one packet.
+struct ConnVerdict {
+  enum class Kind : uint8_t {
+    kNew,          // no connection: caller classifies, then calls Commit to create one
+    kEstablished,  // part of a tracked connection (either direction), valid
+    kRelated,      // ICMP error about a tracked connection
+    kInvalid,      // tracked, but not valid now: drop with `reason`
+  };
+  Kind kind = Kind::kNew;
+  DropReason reason = DropReason::kNone;
+  bool reply = false;        // packet travels in the reply direction
+  uint32_t entry = 0;        // valid for kEstablished / kRelated / after Commit
+  ConnPolicy policy;         // of the entry, for kEstablished / kRelated
+};
+
+// A copy of one entry for read-outs (local API), made by the owning thread.
+struct ConnInfo {
+  uint16_t zone = 0;
+  Family family = Family::kV4;
+  uint8_t proto = 0;
+  Ip128 src, dst;  // orig direction
+  uint16_t sport = 0, dport = 0;
+  ConnState state = ConnState::kNone;
+  ConnPolicy policy;
+  uint64_t packets = 0, bytes = 0;
+  uint32_t expires_in_ms = 0;
+};
+
+class ConnTable {
+ public:
+  explicit ConnTable(const ConnTableConfig& config);
+  ~ConnTable();
+  ConnTable(const ConnTable&) = delete;
+  ConnTable& operator=(const ConnTable&) = delete;
+
+  // Looks the packet up in `zone` and, when it belongs to a connection,
+  // advances its state (TCP window and flags, UDP replied, timeouts, counters).
+  // `now_ms` is a monotonic clock. Non-first fragments must not come here.
+  ConnVerdict Track(uint16_t zone, const ParsedPacket& p, uint64_t now_ms) noexcept;
+
+  // Creates the connection for a packet that Track returned kNew for and the
+  // policy allowed. Fails (returns false, `*reason` set) when the packet may
+  // not open a connection (strict TCP: not a SYN; ICMP: not an echo request)
+  // or a limit is reached and nothing could be evicted.
+  bool Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& policy, uint64_t now_ms,
+              uint32_t* entry, DropReason* reason) noexcept;
+
+  // Re-stamps an entry after revalidation, or removes it.
+  void SetPolicy(uint32_t entry, const ConnPolicy& policy) noexcept;
+  void Remove(uint32_t entry) noexcept;
+
+  // Ages out expired entries, visiting at most `budget` entry slots. Calls
+  // `on_end(info)` for each removed connection (flow record "ended").
+  template <typename F>
+  uint32_t Sweep(uint64_t now_ms, uint32_t budget, F&& on_end);
+  // Removes every entry of a zone (or all with zone < 0). Returns how many.
+  uint32_t Flush(int zone) noexcept;
+
+  uint32_t size() const noexcept;
+  uint32_t zone_size(uint16_t zone) const noexcept;
+  uint32_t capacity() const noexcept;
+  bool Info(uint32_t entry, uint64_t now_ms, ConnInfo* out) const noexcept;
+  // Visits live entries in index order (for read-outs).
+  template <typename F>
+  void ForEach(uint64_t now_ms, F&& f) const;
+
+  struct Impl;
+
+ private:
+  uint32_t SweepOne(uint32_t slot, uint64_t now_ms, ConnInfo* ended) noexcept;  // 1 if removed
+  uint32_t SweepCursor() noexcept;
+  std::unique_ptr<Impl> impl_;
+};
+
+template <typename F>
+uint32_t ConnTable::Sweep(uint64_t now_ms, uint32_t budget, F&& on_end) {
+  uint32_t removed = 0;
+  ConnInfo info;
+  for (uint32_t i = 0; i < budget; ++i) {
+    if (SweepOne(SweepCursor(), now_ms, &info)) {
+      ++removed;
+      on_end(info);
+    }
+  }
+  return removed;
+}
+
+template <typename F>
+void ConnTable::ForEach(uint64_t now_ms, F&& f) const {
+  ConnInfo info;
+  for (uint32_t e = 0; e < capacity(); ++e) {
+    if (Info(e, now_ms, &info)) f(e, info);
+  }
+}
+
+}  // namespace dfw::dataplane
