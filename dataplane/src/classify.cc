@@ -75,6 +75,8 @@ inline uint64_t AndWord(const View& v, const uint64_t* const* c, uint32_t w) {
 }
 
 // Continues the walk from slot.agg / slot.cand; returns the first entry.
+// (Settling candidates four at a time, or a whole 8-word chunk at a time,
+// measured slower than this plain loop.)
 template <uint32_t K>
 inline uint32_t FirstEntry(const View& v, const Slot& slot) {
   uint32_t a = slot.agg;
