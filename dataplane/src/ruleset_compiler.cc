@@ -205,6 +205,7 @@ struct RulesetCompiler::State {
   uint32_t entries = 0, words = 0, agg_words = 0, stride = 0;
   uint32_t chunk_shift = 3, chunks = 0;
   bool overflow = false;  // a dictionary outgrew uint16 chunk ids
+  bool merge_services = true;
 
   void SetLayout(uint32_t n_entries, uint32_t shift) {
     entries = n_entries;
@@ -450,6 +451,7 @@ struct RulesetCompiler::State {
   // when that stays small (bounded by kMaxMergedClasses distinct vectors).
   void MergeServices(SmallTables& st, const std::vector<std::vector<uint64_t>> (&dense)[3],
                      const std::vector<uint32_t>& proto_cls) {
+    if (!merge_services) return;
     constexpr size_t kMaxCombos = 1u << 18;
     const size_t n_sport = dense[0].size(), n_dport = dense[1].size(), n_proto = dense[2].size();
     const size_t combos = n_sport * n_dport * n_proto;
@@ -495,7 +497,8 @@ struct RulesetCompiler::State {
   }
 };
 
-RulesetCompiler::RulesetCompiler() : state_(std::make_unique<State>()) {}
+RulesetCompiler::RulesetCompiler(CompileOptions options)
+    : options_(options), state_(std::make_unique<State>()) {}
 RulesetCompiler::~RulesetCompiler() = default;
 
 namespace {
@@ -534,7 +537,7 @@ Status ValidateService(const ServiceSpec& s, const std::string& where) {
 Status RulesetCompiler::Compile(const RulesetSpec& spec) {
   // Chunks of 8 words (one cache line); wider when a dictionary would outgrow
   // 16-bit chunk ids.
-  for (uint32_t shift = 3;; ++shift) {
+  for (uint32_t shift = std::min<uint32_t>(options_.chunk_shift, 14);; ++shift) {
     bool overflow = false;
     Status st = CompileAt(spec, shift, &overflow);
     if (!overflow) return st;
@@ -546,6 +549,7 @@ Status RulesetCompiler::Compile(const RulesetSpec& spec) {
 
 Status RulesetCompiler::CompileAt(const RulesetSpec& spec, uint32_t chunk_shift, bool* overflow) {
   auto st = std::make_unique<State>();
+  st->merge_services = options_.merge_services;
   st->spec.rules = spec.rules;
   st->spec.default_action = spec.default_action;
   st->generation = state_->generation + 1;
@@ -755,7 +759,8 @@ Status RulesetCompiler::UpdateAddressSet(std::string_view id,
   if (!changed) return Status::Ok();
   // Classes orphaned by updates pile up in arenas; once they outweigh the
   // compiled ones, start over from the spec (bounded memory).
-  if (st.overflow || st.update_arena_words > st.compiled_arena_words + 65536) {
+  if (st.overflow ||
+      st.update_arena_words > st.compiled_arena_words + options_.garbage_limit_words) {
     RulesetSpec spec = st.spec;
     for (const AddressSetState& as : st.sets) spec.address_sets.push_back({as.id, as.prefixes});
     return Compile(spec);

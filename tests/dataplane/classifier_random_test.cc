@@ -62,18 +62,34 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class RandomRulesetTest : public ::testing::TestWithParam<Case> {};
 
+// Every lookup path: merged service field or five fields; one-word,
+// one-line and 64-word dictionary chunks.
+// The last one recompiles after nearly every address-set update.
+const CompileOptions kLayouts[] = {{true, 3, 1u << 16},
+                                   {false, 3, 1u << 16},
+                                   {true, 0, 1u << 16},
+                                   {false, 6, 1u << 16},
+                                   {true, 3, 16}};
+
 TEST_P(RandomRulesetTest, MatchesLinearReference) {
   const Case& c = GetParam();
   RandomRules gen(c.seed, c.opt);
   const RulesetSpec spec = gen.MakeSpec();
   LinearClassifier ref(spec);
-  RulesetCompiler compiler;
-  const Status st = compiler.Compile(spec);
-  ASSERT_TRUE(st.ok()) << st.message();
-  const auto rs = compiler.ruleset();
-  ASSERT_NE(rs, nullptr);
-  EXPECT_EQ(rs->num_rules(), spec.rules.size());
-  EXPECT_EQ(CompareRandom(gen, spec, ref, *rs, 100000), 0);
+  for (const CompileOptions& layout : kLayouts) {
+    SCOPED_TRACE("merge_services " + std::to_string(layout.merge_services) + " chunk_shift " +
+                 std::to_string(layout.chunk_shift));
+    RulesetCompiler compiler(layout);
+    const Status st = compiler.Compile(spec);
+    ASSERT_TRUE(st.ok()) << st.message();
+    const auto rs = compiler.ruleset();
+    ASSERT_NE(rs, nullptr);
+    EXPECT_EQ(rs->num_rules(), spec.rules.size());
+    // >= 100k packets per rule set with the default layout.
+    const bool dflt = layout.merge_services && layout.chunk_shift == 3 &&
+                      layout.garbage_limit_words == CompileOptions().garbage_limit_words;
+    EXPECT_EQ(CompareRandom(gen, spec, ref, *rs, dflt ? 100000 : 30000), 0);
+  }
 }
 
 RandomRulesOptions Opt(uint32_t rules, uint32_t sets, bool v6, double any, double neg,
@@ -100,11 +116,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ManyEntries", 7, Opt(2500, 150, true, 0.3, 0.1, 4)}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
-TEST(AddressSetUpdateTest, RandomDeltasMatchReference) {
+class AddressSetUpdateTest : public ::testing::TestWithParam<CompileOptions> {};
+
+TEST_P(AddressSetUpdateTest, RandomDeltasMatchReference) {
   RandomRules gen(11, Opt(600, 25, true, 0.3, 0.15));
   RulesetSpec spec = gen.MakeSpec();
   LinearClassifier ref(spec);
-  RulesetCompiler compiler;
+  RulesetCompiler compiler(GetParam());
   ASSERT_TRUE(compiler.Compile(spec).ok());
   for (int round = 0; round < 60; ++round) {
     const uint32_t s = static_cast<uint32_t>(gen.rng()() % spec.address_sets.size());
@@ -139,7 +157,14 @@ TEST(AddressSetUpdateTest, RandomDeltasMatchReference) {
   EXPECT_EQ(CompareRandom(gen, spec, ref, *compiler.ruleset(), 100000), 0);
 }
 
-TEST(AddressSetUpdateTest, OldRulesetStaysValidAfterUpdate) {
+INSTANTIATE_TEST_SUITE_P(Layouts, AddressSetUpdateTest, ::testing::ValuesIn(kLayouts),
+                         [](const ::testing::TestParamInfo<CompileOptions>& i) {
+                           return std::string(i.param.merge_services ? "Merged" : "FiveFields") +
+                                  "Chunk" + std::to_string(1u << i.param.chunk_shift) +
+                                  (i.param.garbage_limit_words < 1000 ? "Recompiling" : "");
+                         });
+
+TEST(AddressSetUpdateOnceTest, OldRulesetStaysValidAfterUpdate) {
   RandomRules gen(12, Opt(200, 10, false, 0.2, 0.0));
   RulesetSpec spec = gen.MakeSpec();
   RulesetCompiler compiler;

@@ -32,9 +32,25 @@ class Status {
   std::string message_;
 };
 
+// Layout knobs; the defaults are what the dataplane uses. Tests vary them to
+// cover every lookup path.
+struct CompileOptions {
+  // Precompute sport & dport & protocol classes into one field when the
+  // number of distinct results stays small (three vectors ANDed per lookup
+  // instead of five).
+  bool merge_services = true;
+  // log2 of the words per dictionary chunk (3: one cache line). Raised
+  // automatically when a field has more than 65536 distinct chunks.
+  uint32_t chunk_shift = 3;
+  // Address-set updates add classes and orphan old ones; once the words they
+  // added exceed the compiled ones by this much, the next update recompiles
+  // in full (memory stays bounded).
+  size_t garbage_limit_words = 1u << 16;
+};
+
 class RulesetCompiler {
  public:
-  RulesetCompiler();
+  explicit RulesetCompiler(CompileOptions options = CompileOptions());
   ~RulesetCompiler();
   RulesetCompiler(const RulesetCompiler&) = delete;
   RulesetCompiler& operator=(const RulesetCompiler&) = delete;
@@ -60,6 +76,7 @@ class RulesetCompiler {
  private:
   void Publish();
   Status CompileAt(const RulesetSpec& spec, uint32_t chunk_shift, bool* overflow);
+  CompileOptions options_;
   std::unique_ptr<State> state_;
   std::shared_ptr<const Ruleset> current_;
 };
