@@ -205,11 +205,11 @@ DropReason ParseIpv6(const uint8_t* frame, uint32_t len, ParsedPacket* p) {
   for (int n = 0;; ++n) {
     if (n > kMaxExtHeaders) return DropReason::kIpv6ExtChain;
     switch (next) {
-      case 0:    // hop-by-hop: only first
+      case 0:  // hop-by-hop: only first
         if (n != 0) return DropReason::kIpv6ExtChain;
         [[fallthrough]];
-      case 60:   // destination options
-      case 43: { // routing
+      case 60:    // destination options
+      case 43: {  // routing
         if (at + 8 > end) return DropReason::kIpv6ExtChain;
         uint32_t hlen = (frame[at + 1] + 1u) * 8u;
         if (at + hlen > end) return DropReason::kIpv6ExtChain;

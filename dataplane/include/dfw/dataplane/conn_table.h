@@ -40,17 +40,17 @@ namespace dfw::dataplane {
 enum class ConnState : uint8_t {
   kNone = 0,
   // TCP
-  kSynSent,      // orig sent SYN
-  kSynSent2,     // simultaneous open: both sides sent SYN
-  kSynRecv,      // reply sent SYN+ACK
+  kSynSent,   // orig sent SYN
+  kSynSent2,  // simultaneous open: both sides sent SYN
+  kSynRecv,   // reply sent SYN+ACK
   kEstablished,
-  kFinWait,      // one side sent FIN
-  kClosing,      // both sides sent FIN
-  kTimeWait,     // both FINs acknowledged
-  kClosed,       // RST seen
+  kFinWait,   // one side sent FIN
+  kClosing,   // both sides sent FIN
+  kTimeWait,  // both FINs acknowledged
+  kClosed,    // RST seen
   // UDP and others
-  kUnreplied,    // packets in the orig direction only
-  kReplied,      // seen both ways
+  kUnreplied,  // packets in the orig direction only
+  kReplied,    // seen both ways
   kCount,
 };
 const char* ConnStateName(ConnState s);
@@ -74,14 +74,14 @@ struct ConnTableConfig {
   uint32_t zones = 2048;                // local ids 0..zones-1
   bool tcp_loose = false;               // pick up mid-stream TCP connections
   ConnTimeouts timeouts;
-  uint64_t seed = 0;                    // 0: random per start
+  uint64_t seed = 0;  // 0: random per start
 };
 
 // What the admitting policy decided, stored with the connection.
 struct ConnPolicy {
-  uint32_t rule_num = 0;     // rule that admitted it
-  uint32_t generation = 0;   // ruleset generation that admitted it
-  bool revalidate = false;   // re-check against newer rulesets (policy on-change)
+  uint32_t rule_num = 0;    // rule that admitted it
+  uint32_t generation = 0;  // ruleset generation that admitted it
+  bool revalidate = false;  // re-check against newer rulesets (policy on-change)
 };
 
 // Result of tracking one packet.
@@ -94,9 +94,9 @@ struct ConnVerdict {
   };
   Kind kind = Kind::kNew;
   DropReason reason = DropReason::kNone;
-  bool reply = false;        // packet travels in the reply direction
-  uint32_t entry = 0;        // valid for kEstablished / kRelated / after Commit
-  ConnPolicy policy;         // of the entry, for kEstablished / kRelated
+  bool reply = false;  // packet travels in the reply direction
+  uint32_t entry = 0;  // valid for kEstablished / kRelated / after Commit
+  ConnPolicy policy;   // of the entry, for kEstablished / kRelated
 };
 
 // A copy of one entry for read-outs (local API), made by the owning thread.

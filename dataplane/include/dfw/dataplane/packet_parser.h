@@ -54,30 +54,30 @@ struct ParsedPacket {
 
   // IP.
   Family family = Family::kV4;
-  Ip128 src, dst;             // host order; IPv4 in the low 32 bits of lo
-  uint8_t proto = 0;          // L4 protocol after the extension headers
-  uint16_t l4_offset = 0;     // from the frame start
-  uint16_t l4_len = 0;        // L4 bytes present in this packet
-  uint32_t ip_len = 0;        // L3 length (header + payload) per the IP header
+  Ip128 src, dst;          // host order; IPv4 in the low 32 bits of lo
+  uint8_t proto = 0;       // L4 protocol after the extension headers
+  uint16_t l4_offset = 0;  // from the frame start
+  uint16_t l4_len = 0;     // L4 bytes present in this packet
+  uint32_t ip_len = 0;     // L3 length (header + payload) per the IP header
 
   // Fragments. Non-first fragments carry no L4 fields.
   bool fragment = false;
   bool first_fragment = false;
   bool more_fragments = false;
-  uint16_t frag_offset = 0;   // bytes
+  uint16_t frag_offset = 0;  // bytes
   uint32_t frag_id = 0;
 
   // L4 (valid unless a non-first fragment).
   uint16_t sport = 0, dport = 0;  // ICMP: type and code, as the classifier takes them
   uint8_t icmp_type = 0, icmp_code = 0;
-  uint16_t icmp_id = 0;           // echo request/reply identifier
-  bool icmp_error = false;        // destination unreachable, time exceeded, ...
-  InnerTuple inner;               // valid when icmp_error
+  uint16_t icmp_id = 0;     // echo request/reply identifier
+  bool icmp_error = false;  // destination unreachable, time exceeded, ...
+  InnerTuple inner;         // valid when icmp_error
   uint8_t tcp_flags = 0;
   uint32_t tcp_seq = 0, tcp_ack = 0;
   uint16_t tcp_win = 0;
-  uint8_t tcp_wscale = 0xff;      // 0xff: no window-scale option
-  uint16_t tcp_payload = 0;       // TCP payload bytes (SEG.LEN without SYN/FIN)
+  uint8_t tcp_wscale = 0xff;  // 0xff: no window-scale option
+  uint16_t tcp_payload = 0;   // TCP payload bytes (SEG.LEN without SYN/FIN)
 
   // ARP (l3 == kArp).
   uint16_t arp_op = 0;
@@ -86,8 +86,8 @@ struct ParsedPacket {
 
   // ICMPv6 neighbour discovery (proto 58, type 133..137).
   bool nd = false;
-  Ip128 nd_target;            // NS/NA target
-  bool nd_has_lladdr = false; // a source/target link-layer address option
+  Ip128 nd_target;             // NS/NA target
+  bool nd_has_lladdr = false;  // a source/target link-layer address option
   uint8_t nd_lladdr[6] = {};
 };
 
