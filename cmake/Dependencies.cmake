@@ -26,3 +26,8 @@ add_library(dfw_httplib INTERFACE)
 target_include_directories(dfw_httplib SYSTEM INTERFACE ${HTTPLIB_INCLUDE_DIR})
 target_link_libraries(dfw_httplib INTERFACE Threads::Threads)
 add_library(dfw::httplib ALIAS dfw_httplib)
+# Debian's httplib.h is the split (declarations-only) header: the code is in
+# libcpp-httplib.so, built with OpenSSL, zlib and brotli, whose defines the
+# header needs too (they change class layouts). Take both from pkg-config.
+pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+target_link_libraries(dfw_httplib INTERFACE PkgConfig::CPPHTTPLIB)

@@ -1,0 +1,136 @@
+// ModelService: the controller's one model layer. The gRPC ControllerService,
+// the REST handlers and the host sessions all call these methods, so the two
+// APIs cannot drift.
+//
+// What. VMs (and the tag workflow), security groups, policies and hosts;
+// the computed views (group members, a VM's groups and why, effective
+// rules); revisions with optimistic concurrency; the change log; host
+// sessions (inventory in, desired state out, acks); realization status.
+//
+// How. One writer at a time (writer lock). A change is: validate every field
+// (INVALID_ARGUMENT naming the field) -> check expected_revision
+// (FAILED_PRECONDITION) -> apply to the MembershipIndex (which validates
+// references and cycles and returns the membership delta) -> one Store
+// WriteBatch with a synced WAL (on failure the index change is undone) ->
+// PolicyCompiler recomputes only what the delta touches -> each affected
+// host's delta goes into its HostOutbox -> realization tracking records the
+// revision and which hosts must ack it. Readers share the lock.
+//
+// Status codes: INVALID_ARGUMENT (400), NOT_FOUND (404), ALREADY_EXISTS
+// (409, create of an existing id), FAILED_PRECONDITION (409: revision
+// conflict, or a referenced object), INTERNAL (500: store failure).
+//
+// Thread safety: every public method is safe from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "dfw/controller/host_outbox.h"
+#include "dfw/controller/policy_compiler.h"
+#include "dfw/controller/store.h"
+#include "dfw/tagging/membership_index.h"
+#include "dfw/v1/controller.pb.h"
+#include "dfw/v1/host.pb.h"
+
+namespace dfw::controller {
+
+struct ModelStats {
+  uint64_t revision = 0;
+  size_t vms = 0, groups = 0, policies = 0, hosts = 0, connected_hosts = 0;
+  tagging::IndexStats index;
+  CompilerStats compiler;
+};
+
+class ModelService {
+ public:
+  // Opens the store in data_dir and rebuilds memberships and rulesets.
+  static absl::StatusOr<std::unique_ptr<ModelService>> Open(const std::string& data_dir);
+  ~ModelService();
+
+  // create_only: fail with ALREADY_EXISTS when the id exists (REST POST).
+  absl::StatusOr<dfw::v1::Vm> PutVm(const dfw::v1::PutVmRequest& req, bool create_only = false);
+  absl::StatusOr<dfw::v1::Vm> GetVm(const std::string& id) const;
+  absl::StatusOr<dfw::v1::ListVmsResponse> ListVms(const dfw::v1::ListRequest& req) const;
+  absl::StatusOr<dfw::v1::DeleteResponse> DeleteVm(const dfw::v1::DeleteRequest& req);
+  absl::StatusOr<dfw::v1::TagResponse> Tag(const dfw::v1::TagRequest& req);
+  absl::StatusOr<dfw::v1::VmGroupsResponse> VmGroups(const std::string& vm_id) const;
+  absl::StatusOr<dfw::v1::EffectiveRulesResponse> EffectiveRules(
+      const dfw::v1::EffectiveRulesRequest& req) const;
+
+  absl::StatusOr<dfw::v1::SecurityGroup> PutGroup(const dfw::v1::PutGroupRequest& req,
+                                                  bool create_only = false);
+  absl::StatusOr<dfw::v1::SecurityGroup> GetGroup(const std::string& id) const;
+  absl::StatusOr<dfw::v1::ListGroupsResponse> ListGroups(const dfw::v1::ListRequest& req) const;
+  absl::StatusOr<dfw::v1::DeleteResponse> DeleteGroup(const dfw::v1::DeleteRequest& req);
+  absl::StatusOr<dfw::v1::GroupMembership> GroupMembers(const std::string& id) const;
+
+  absl::StatusOr<dfw::v1::Policy> PutPolicy(const dfw::v1::PutPolicyRequest& req,
+                                            bool create_only = false);
+  absl::StatusOr<dfw::v1::Policy> GetPolicy(const std::string& id) const;
+  absl::StatusOr<dfw::v1::ListPoliciesResponse> ListPolicies(const dfw::v1::ListRequest& req) const;
+  absl::StatusOr<dfw::v1::DeleteResponse> DeletePolicy(const dfw::v1::DeleteRequest& req);
+
+  absl::StatusOr<dfw::v1::ListHostsResponse> ListHosts() const;
+  absl::StatusOr<dfw::v1::RealizationResponse> Realization(
+      const dfw::v1::RealizationRequest& req) const;
+
+  // Change log after from_revision (at most limit events).
+  absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> Changes(uint64_t from_revision,
+                                                            size_t limit) const;
+  // Blocks until the revision exceeds `revision` or the timeout passes.
+  uint64_t WaitForRevisionAbove(uint64_t revision, std::chrono::milliseconds timeout) const;
+  uint64_t revision() const;
+
+  // Host sessions. AttachHost applies the hello's inventory as one change,
+  // binds the outbox (replacing an older session of the same host) and
+  // queues the host's full desired state on it.
+  absl::Status AttachHost(const dfw::v1::HostHello& hello, std::shared_ptr<HostOutbox> outbox);
+  absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
+  void Ack(const std::string& host_id, const dfw::v1::Ack& ack);
+  void DetachHost(const std::string& host_id, const HostOutbox* outbox);
+  dfw::v1::HostDesiredState FullState(const std::string& host_id) const;
+
+  ModelStats Stats() const;
+
+ private:
+  ModelService();
+  struct HostState;
+  struct RevisionRecord;
+
+  // Writer-path helpers (writer lock held).
+  absl::Status ApplyInventory(const std::string& host_id, const std::vector<dfw::v1::Vm>& vms_set,
+                              const std::vector<std::string>& vms_removed, bool replace_host,
+                              const dfw::v1::Host* host_record, uint64_t* revision_out);
+  void Publish(ChangeFanout& fanout, uint64_t revision);
+  void Committed(uint64_t revision);
+
+  std::unique_ptr<Store> store_;
+  mutable std::shared_mutex mu_;  // writer lock / readers
+  uint64_t revision_ = 0;
+  std::unique_ptr<tagging::MembershipIndex> index_;
+  std::unique_ptr<PolicyCompiler> compiler_;
+  std::map<std::string, dfw::v1::Vm> vms_;
+  std::map<std::string, dfw::v1::SecurityGroup> groups_;
+  std::map<std::string, dfw::v1::Policy> policies_;
+  std::map<std::string, dfw::v1::Host> host_records_;
+
+  // Sessions and realization (own lock; taken after mu_ when both are held).
+  mutable std::mutex rmu_;
+  std::map<std::string, std::unique_ptr<HostState>> hosts_;
+  std::map<uint64_t, std::unique_ptr<RevisionRecord>> revisions_;
+
+  std::atomic<uint64_t> watch_revision_{0};
+  mutable std::mutex watch_mu_;
+  mutable std::condition_variable watch_cv_;
+};
+
+}  // namespace dfw::controller

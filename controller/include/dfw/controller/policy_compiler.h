@@ -1,0 +1,140 @@
+// PolicyCompiler: policies + group memberships -> each vNIC's ordered rule
+// list (VNicRuleset) and each host's share of it (span), kept incrementally.
+//
+// What. A rule applies to the vNICs in its applied-to groups: the rule's own
+// applied_to_group_ids, else the policy's, else the groups named in the rule's
+// sources and destinations, else (no group at all) every vNIC. A vNIC's
+// ruleset is every enabled rule that applies to it, ordered by category, then
+// policy priority, then policy id, then rule order. Endpoints compile to
+// address sets: "g:<group>" (the group's effective addresses, shared by every
+// rule naming the group) and "r:<policy>/<rule>/<src|dst>" (a rule's literal
+// prefixes). A host needs the rulesets of its vNICs and every address set
+// those rulesets name, nothing else.
+//
+// How. The compiler keeps vNIC -> groups (fed by MembershipDelta), group ->
+// rules applying to it, vNIC -> host, vNIC -> current ruleset (shared
+// immutable rule entries, so an unchanged ruleset is detected by pointer),
+// and per host a reference count of each address set. A change marks the
+// vNICs whose applied-to membership or host changed, and collects the
+// address changes of groups; Flush() recomputes only the marked vNICs, then
+// turns group address changes into AddressSetDeltas for exactly the hosts
+// that reference the group (a host that starts referencing a set gets it
+// whole instead). The result is a ChangeFanout: per host, what changed.
+//
+// Thread safety: none inside. The controller calls mutators under its writer
+// lock and const methods under its reader lock. It reads the MembershipIndex
+// it was given, which must outlive it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "dfw/tagging/membership_index.h"
+#include "dfw/v1/compiled.pb.h"
+#include "dfw/v1/model.pb.h"
+
+namespace dfw::controller {
+
+// What one change did to one host. Turned into a HostDelta by BuildDelta.
+struct HostChanges {
+  std::set<std::string> rulesets_set;      // vNICs whose ruleset to send whole
+  std::set<std::string> rulesets_removed;  // vNICs no longer enforced on the host
+  std::set<std::string> sets_full;         // address sets to send whole
+  std::set<std::string> sets_removed;
+  struct SetDelta {
+    std::set<tagging::IpPrefix> added, removed;
+  };
+  std::map<std::string, SetDelta> set_deltas;
+  bool empty() const {
+    return rulesets_set.empty() && rulesets_removed.empty() && sets_full.empty() &&
+           sets_removed.empty() && set_deltas.empty();
+  }
+};
+using ChangeFanout = std::map<std::string, HostChanges>;  // by host id
+
+struct CompilerStats {
+  size_t policies = 0, rules = 0, vnics_with_rules = 0, compiled_rule_refs = 0;
+  size_t hosts = 0, host_set_refs = 0;
+};
+
+class PolicyCompiler {
+ public:
+  explicit PolicyCompiler(const tagging::MembershipIndex* index);
+  ~PolicyCompiler();
+
+  // Start: policies (validated) and rule numbers from the store; computes
+  // every vNIC's ruleset from the index's current memberships.
+  void Load(const std::vector<dfw::v1::Policy>& policies,
+            const std::vector<std::pair<std::string, uint32_t>>& rule_nums,  // "p\0r" -> num
+            uint32_t next_rule_num, const std::vector<tagging::VmSpec>& vms, uint64_t revision);
+
+  // Rule numbers for rules of `p` that have none yet; returns the new ones
+  // ("policy\0rule", num) so the caller persists them with the change.
+  std::vector<std::pair<std::string, uint32_t>> AllocateRuleNums(const dfw::v1::Policy& p);
+  uint32_t next_rule_num() const { return next_rule_num_; }
+
+  // Change inputs. Call in the order the index applied them, then Flush once.
+  void OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after, ChangeFanout* out);
+  void OnMembershipDelta(const tagging::MembershipDelta& delta);
+  void UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out);
+  void RemovePolicy(const std::string& policy_id, ChangeFanout* out);
+  void Flush(uint64_t revision, ChangeFanout* out);
+
+  // Read side.
+  dfw::v1::HostDesiredState FullState(const std::string& host, uint64_t revision) const;
+  dfw::v1::HostDelta BuildDelta(const HostChanges& c, uint64_t to_revision) const;
+  // Rulesets of these vNICs (those known) and the address sets they name.
+  void EffectiveRules(const std::vector<std::string>& vnic_ids,
+                      google::protobuf::RepeatedPtrField<dfw::v1::VNicRuleset>* rulesets,
+                      google::protobuf::RepeatedPtrField<dfw::v1::AddressSet>* sets) const;
+  // Policies whose rules or applied-to name the group, sorted.
+  std::vector<std::string> PoliciesReferencing(const std::string& group_id) const;
+  CompilerStats Stats() const;
+
+ private:
+  struct RuleEntry;
+  struct VNicRules;
+  struct PolicyEntry;
+
+  std::vector<std::string> AffectedVnics(const PolicyEntry& pe) const;
+  void MarkVnicsOfGroup(const std::string& group);
+  void Detach(const std::string& vnic, ChangeFanout* out);
+  void Recompute(const std::string& vnic, uint64_t revision, ChangeFanout* out);
+  void AddRefs(const std::string& host, const VNicRules& r, ChangeFanout* out);
+  void DropRefs(const std::string& host, const VNicRules& r, ChangeFanout* out);
+  std::shared_ptr<const std::vector<std::string>> SetContents(const std::string& set_id) const;
+  void FillRuleset(const std::string& vnic, const VNicRules& r, dfw::v1::VNicRuleset* out) const;
+
+  const tagging::MembershipIndex* index_;
+  dfw::v1::DefaultRule default_rule_;
+  std::map<std::string, std::unique_ptr<PolicyEntry>> policies_;
+  absl::flat_hash_map<std::string, std::vector<std::shared_ptr<const RuleEntry>>> by_group_;
+  std::vector<std::shared_ptr<const RuleEntry>> all_vnics_rules_;
+  std::unordered_map<std::string, uint32_t> rule_nums_;
+  uint32_t next_rule_num_ = 1;
+
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> vnic_groups_;
+  absl::flat_hash_map<std::string, std::string> vnic_host_;
+  absl::flat_hash_map<std::string, std::set<std::string>> host_vnics_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const VNicRules>> vnic_rules_;
+  absl::flat_hash_map<std::string, std::string> vnic_attached_host_;  // host holding its ruleset
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, uint32_t>> host_set_refs_;
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> set_hosts_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<std::string>>> literal_sets_;
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<std::string>>>
+      group_addr_cache_;
+
+  // Pending work of the current change.
+  absl::flat_hash_set<std::string> dirty_vnics_;
+  std::map<std::string, HostChanges::SetDelta> pending_set_deltas_;  // by set id
+  std::set<std::string> changed_literal_sets_;
+};
+
+}  // namespace dfw::controller

@@ -1,0 +1,97 @@
+// dfw-controller: the controller daemon.
+//
+//   dfw-controller --data-dir DIR [--grpc-listen 127.0.0.1:9090]
+//                  [--http-listen 127.0.0.1:8080] [--port-file FILE]
+//
+// Listens on loopback by default (port 0 picks a free port). Prints
+//   listening grpc=127.0.0.1:PORT http=127.0.0.1:PORT
+// once both are bound (and writes the same line to --port-file), then serves
+// until SIGINT or SIGTERM.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "dfw/controller/controller_server.h"
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: dfw-controller --data-dir DIR [--grpc-listen HOST:PORT]\n"
+               "                      [--http-listen HOST:PORT] [--port-file FILE]\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dfw::controller::ControllerOptions o;
+  o.grpc_listen = "127.0.0.1:9090";
+  o.http_listen = "127.0.0.1:8080";
+  std::string port_file;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "dfw-controller: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data-dir") {
+      o.data_dir = value();
+    } else if (a == "--grpc-listen") {
+      o.grpc_listen = value();
+    } else if (a == "--http-listen") {
+      o.http_listen = value();
+    } else if (a == "--port-file") {
+      port_file = value();
+    } else if (a == "-h" || a == "--help") {
+      Usage();
+      return 0;
+    } else {
+      std::fprintf(stderr, "dfw-controller: unknown argument '%s'\n", a.c_str());
+      Usage();
+      return 2;
+    }
+  }
+  if (o.data_dir.empty()) {
+    std::fprintf(stderr, "dfw-controller: --data-dir is required\n");
+    Usage();
+    return 2;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // every thread inherits the mask
+
+  dfw::controller::ControllerServer server;
+  if (auto s = server.Start(o); !s.ok()) {
+    std::fprintf(stderr, "dfw-controller: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  auto host_of = [](const std::string& listen) { return listen.substr(0, listen.rfind(':')); };
+  std::string line = "listening grpc=" + host_of(o.grpc_listen) + ":" +
+                     std::to_string(server.grpc_port());
+  if (server.http_port() != 0) {
+    line += " http=" + host_of(o.http_listen) + ":" + std::to_string(server.http_port());
+  }
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+  if (!port_file.empty()) {
+    std::string tmp = port_file + ".tmp";
+    std::ofstream(tmp) << line << "\n";
+    std::rename(tmp.c_str(), port_file.c_str());
+  }
+  spdlog::info("dfw-controller: data dir {}, revision {}", o.data_dir, server.model()->revision());
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("dfw-controller: signal {}, stopping", sig);
+  server.Stop();
+  return 0;
+}

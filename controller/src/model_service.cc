@@ -1,0 +1,914 @@
+#include "dfw/controller/model_service.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include "dfw/controller/policy_validator.h"
+#include "dfw/tagging/proto_convert.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/util/time_util.h"
+#include "str_util.h"
+
+namespace dfw::controller {
+
+using dfw::v1::ChangeEvent;
+using google::protobuf::util::TimeUtil;
+using Clock = std::chrono::steady_clock;
+
+struct ModelService::HostState {
+  std::shared_ptr<HostOutbox> outbox;
+  uint64_t last_sent = 0;
+  uint64_t acked = 0;
+  bool error = false;
+  std::string error_text;
+  google::protobuf::Timestamp last_ack;
+  bool connected = false;
+};
+
+struct ModelService::RevisionRecord {
+  Clock::time_point accepted;
+  std::optional<Clock::time_point> done;
+  std::vector<std::string> affected;
+  std::set<std::string> pending;
+};
+
+namespace {
+
+constexpr size_t kRevisionRecordsKept = 8192;
+constexpr uint32_t kDefaultPageSize = 1000;
+constexpr uint32_t kMaxPageSize = 10000;
+
+absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
+  if (s.ok() || prefix.empty()) return s;
+  return absl::Status(s.code(), Cat(prefix, s.message()));
+}
+
+absl::Status CheckExpected(uint64_t expected, const char* what, const std::string& id,
+                           const uint64_t* current) {
+  if (expected == 0) return absl::OkStatus();
+  if (current == nullptr) {
+    return absl::FailedPreconditionError(
+        Cat("expected_revision: ", expected, " but ", what, " '", id, "' does not exist"));
+  }
+  if (*current != expected) {
+    return absl::FailedPreconditionError(Cat("expected_revision: ", expected, " but ", what, " '",
+                                             id, "' is at revision ", *current));
+  }
+  return absl::OkStatus();
+}
+
+template <typename M, typename Resp, typename AddFn>
+absl::StatusOr<Resp> Page(const std::map<std::string, M>& all, const dfw::v1::ListRequest& req,
+                          AddFn add) {
+  uint32_t size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
+  if (size > kMaxPageSize) {
+    return absl::InvalidArgumentError(Cat("page_size: ", size, " is above ", kMaxPageSize));
+  }
+  Resp resp;
+  auto it = req.page_token().empty() ? all.begin() : all.upper_bound(req.page_token());
+  uint32_t n = 0;
+  for (; it != all.end() && n < size; ++it, ++n) add(&resp, it->second);
+  if (it != all.end() && n > 0) resp.set_next_page_token(std::prev(it)->first);
+  return resp;
+}
+
+void SpecTagsToProto(const tagging::VmSpec& spec, dfw::v1::Vm* vm) {
+  vm->clear_tags();
+  for (const auto& t : spec.tags) {
+    auto* pt = vm->add_tags();
+    pt->set_scope(t.scope);
+    pt->set_value(t.value);
+  }
+}
+
+}  // namespace
+
+ModelService::ModelService() = default;
+ModelService::~ModelService() {
+  std::lock_guard<std::mutex> l(rmu_);
+  for (auto& [id, hs] : hosts_) {
+    if (hs->outbox) hs->outbox->ClearWake();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir) {
+  std::unique_ptr<ModelService> m(new ModelService());
+  auto store = Store::Open(data_dir);
+  if (!store.ok()) return store.status();
+  m->store_ = std::move(*store);
+  auto st = m->store_->Load();
+  if (!st.ok()) return st.status();
+  m->revision_ = st->revision;
+  m->watch_revision_ = st->revision;
+  std::vector<tagging::VmSpec> vms;
+  std::vector<tagging::GroupSpec> groups;
+  for (auto& vm : st->vms) {
+    auto spec = tagging::VmFromProto(vm);
+    if (!spec.ok()) return Prefixed(spec.status(), Cat("stored VM '", vm.id(), "': "));
+    vms.push_back(std::move(*spec));
+    m->vms_[vm.id()] = std::move(vm);
+  }
+  for (auto& g : st->groups) {
+    auto spec = tagging::GroupFromProto(g);
+    if (!spec.ok()) return Prefixed(spec.status(), Cat("stored group '", g.id(), "': "));
+    groups.push_back(std::move(*spec));
+    m->groups_[g.id()] = std::move(g);
+  }
+  m->index_ = std::make_unique<tagging::MembershipIndex>();
+  if (auto s = m->index_->Load(vms, std::move(groups)); !s.ok()) return s;
+  std::vector<std::pair<std::string, uint32_t>> nums;
+  for (const auto& rn : st->rule_nums) {
+    std::string k = rn.policy_id;
+    k.push_back('\0');
+    k.append(rn.rule_id);
+    nums.emplace_back(std::move(k), rn.num);
+  }
+  m->compiler_ = std::make_unique<PolicyCompiler>(m->index_.get());
+  m->compiler_->Load(st->policies, nums, st->next_rule_num, vms, m->revision_);
+  for (auto& p : st->policies) m->policies_[p.id()] = std::move(p);
+  for (auto& h : st->hosts) {
+    h.set_connected(false);
+    auto hs = std::make_unique<HostState>();
+    m->hosts_[h.id()] = std::move(hs);
+    m->host_records_[h.id()] = std::move(h);
+  }
+  return m;
+}
+
+uint64_t ModelService::revision() const {
+  std::shared_lock l(mu_);
+  return revision_;
+}
+
+void ModelService::Committed(uint64_t revision) {
+  revision_ = revision;
+  watch_revision_.store(revision);
+  std::lock_guard<std::mutex> l(watch_mu_);
+  watch_cv_.notify_all();
+}
+
+uint64_t ModelService::WaitForRevisionAbove(uint64_t revision,
+                                            std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> l(watch_mu_);
+  watch_cv_.wait_for(l, timeout, [&] { return watch_revision_.load() > revision; });
+  return watch_revision_.load();
+}
+
+void ModelService::Publish(ChangeFanout& fanout, uint64_t revision) {
+  auto rec = std::make_unique<RevisionRecord>();
+  rec->accepted = Clock::now();
+  std::vector<std::pair<std::shared_ptr<HostOutbox>, dfw::v1::HostDelta>> sends;
+  {
+    std::lock_guard<std::mutex> l(rmu_);
+    for (auto& [host, changes] : fanout) {
+      auto& hs = hosts_[host];
+      if (!hs) hs = std::make_unique<HostState>();
+      hs->last_sent = revision;
+      rec->affected.push_back(host);
+      rec->pending.insert(host);
+      if (hs->outbox) sends.emplace_back(hs->outbox, compiler_->BuildDelta(changes, revision));
+    }
+    if (rec->pending.empty()) rec->done = rec->accepted;
+    revisions_[revision] = std::move(rec);
+    while (revisions_.size() > kRevisionRecordsKept) revisions_.erase(revisions_.begin());
+  }
+  for (auto& [ob, d] : sends) ob->PushDelta(std::move(d));
+}
+
+// ------------------------------------------------------------------- VMs
+
+namespace {
+struct VmChange {
+  std::string id;
+  std::optional<tagging::VmSpec> before, after;
+  tagging::MembershipDelta delta;
+  std::optional<dfw::v1::Vm> proto_after;  // nullopt: deleted
+};
+
+void UndoVmChanges(tagging::MembershipIndex* index, std::vector<VmChange>& changes) {
+  for (auto it = changes.rbegin(); it != changes.rend(); ++it) {
+    if (it->before) {
+      (void)index->UpsertVm(*it->before);
+    } else {
+      (void)index->RemoveVm(it->id);
+    }
+  }
+}
+}  // namespace
+
+#define DFW_COMMIT_VM_CHANGES(changes, cs)                                      \
+  do {                                                                          \
+    if (auto s = store_->Commit(cs); !s.ok()) {                                 \
+      UndoVmChanges(index_.get(), changes);                                     \
+      return s;                                                                 \
+    }                                                                           \
+    ChangeFanout fanout;                                                        \
+    for (auto& c : changes) {                                                   \
+      compiler_->OnVmChanged(c.before ? &*c.before : nullptr,                   \
+                             c.after ? &*c.after : nullptr, &fanout);           \
+      compiler_->OnMembershipDelta(c.delta);                                    \
+      if (c.proto_after) {                                                      \
+        vms_[c.id] = *c.proto_after;                                            \
+      } else {                                                                  \
+        vms_.erase(c.id);                                                       \
+      }                                                                         \
+    }                                                                           \
+    compiler_->Flush(cs.revision(), &fanout);                                   \
+    Committed(cs.revision());                                                   \
+    Publish(fanout, cs.revision());                                             \
+  } while (0)
+
+absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req,
+                                                bool create_only) {
+  if (!req.has_vm()) return absl::InvalidArgumentError("vm: required");
+  auto spec = tagging::VmFromProto(req.vm());
+  if (!spec.ok()) return Prefixed(spec.status(), "vm.");
+  if (!req.vm().host().empty()) {
+    if (auto s = ValidateObjectId(req.vm().host(), "vm.host"); !s.ok()) return s;
+  }
+  std::unique_lock l(mu_);
+  auto old = vms_.find(req.vm().id());
+  if (create_only && old != vms_.end()) {
+    return absl::AlreadyExistsError(Cat("vm.id: VM '", req.vm().id(), "' already exists"));
+  }
+  uint64_t cur = old == vms_.end() ? 0 : old->second.revision();
+  if (auto s = CheckExpected(req.expected_revision(), "VM", req.vm().id(),
+                             old == vms_.end() ? nullptr : &cur);
+      !s.ok()) {
+    return s;
+  }
+  uint64_t rev = revision_ + 1;
+  std::vector<VmChange> changes(1);
+  VmChange& c = changes[0];
+  c.id = req.vm().id();
+  if (const auto* b = index_->FindVm(c.id)) c.before = *b;
+  auto delta = index_->UpsertVm(*spec);
+  if (!delta.ok()) return Prefixed(delta.status(), "vm.");
+  c.delta = std::move(*delta);
+  c.after = *index_->FindVm(c.id);
+  dfw::v1::Vm out = req.vm();
+  out.set_revision(rev);
+  SpecTagsToProto(*c.after, &out);
+  c.proto_after = out;
+  ChangeSet cs(rev);
+  cs.Put(Kind::kVm, c.id, out);
+  cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+  DFW_COMMIT_VM_CHANGES(changes, cs);
+  return out;
+}
+
+absl::StatusOr<dfw::v1::Vm> ModelService::GetVm(const std::string& id) const {
+  std::shared_lock l(mu_);
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return absl::NotFoundError(Cat("id: VM '", id, "' does not exist"));
+  return it->second;
+}
+
+absl::StatusOr<dfw::v1::ListVmsResponse> ModelService::ListVms(
+    const dfw::v1::ListRequest& req) const {
+  std::shared_lock l(mu_);
+  return Page<dfw::v1::Vm, dfw::v1::ListVmsResponse>(
+      vms_, req, [](dfw::v1::ListVmsResponse* r, const dfw::v1::Vm& v) { *r->add_vms() = v; });
+}
+
+absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteVm(const dfw::v1::DeleteRequest& req) {
+  std::unique_lock l(mu_);
+  auto old = vms_.find(req.id());
+  if (old == vms_.end()) return absl::NotFoundError(Cat("id: VM '", req.id(), "' does not exist"));
+  uint64_t cur = old->second.revision();
+  if (auto s = CheckExpected(req.expected_revision(), "VM", req.id(), &cur); !s.ok()) return s;
+  uint64_t rev = revision_ + 1;
+  std::vector<VmChange> changes(1);
+  VmChange& c = changes[0];
+  c.id = req.id();
+  c.before = *index_->FindVm(c.id);
+  auto delta = index_->RemoveVm(c.id);
+  if (!delta.ok()) return delta.status();
+  c.delta = std::move(*delta);
+  ChangeSet cs(rev);
+  cs.Delete(Kind::kVm, c.id);
+  cs.AddEvent(ChangeEvent::KIND_VM, c.id, true);
+  DFW_COMMIT_VM_CHANGES(changes, cs);
+  dfw::v1::DeleteResponse resp;
+  resp.set_revision(rev);
+  return resp;
+}
+
+absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest& req) {
+  if (req.vm_ids_size() == 0) return absl::InvalidArgumentError("vm_ids: list at least one VM");
+  if (req.set_size() == 0 && req.remove_size() == 0) {
+    return absl::InvalidArgumentError("set: give tags to set or to remove");
+  }
+  if (req.expected_revision() != 0 && req.vm_ids_size() != 1) {
+    return absl::InvalidArgumentError("expected_revision: only with a single VM");
+  }
+  std::vector<tagging::Tag> set, unset;
+  for (int i = 0; i < req.set_size(); ++i) {
+    if (auto s = tagging::ValidateTag(req.set(i), Cat("set[", i, "]")); !s.ok()) return s;
+    set.push_back({req.set(i).scope(), req.set(i).value()});
+  }
+  for (int i = 0; i < req.remove_size(); ++i) {
+    if (auto s = tagging::ValidateTag(req.remove(i), Cat("remove[", i, "]")); !s.ok()) return s;
+    unset.push_back({req.remove(i).scope(), req.remove(i).value()});
+  }
+  std::unique_lock l(mu_);
+  std::set<std::string> seen;
+  for (int i = 0; i < req.vm_ids_size(); ++i) {
+    if (!vms_.count(req.vm_ids(i))) {
+      return absl::NotFoundError(Cat("vm_ids[", i, "]: VM '", req.vm_ids(i), "' does not exist"));
+    }
+    if (!seen.insert(req.vm_ids(i)).second) {
+      return absl::InvalidArgumentError(Cat("vm_ids[", i, "]: '", req.vm_ids(i), "' is listed twice"));
+    }
+  }
+  if (req.expected_revision() != 0) {
+    uint64_t cur = vms_[req.vm_ids(0)].revision();
+    if (auto s = CheckExpected(req.expected_revision(), "VM", req.vm_ids(0), &cur); !s.ok()) {
+      return s;
+    }
+  }
+  uint64_t rev = revision_ + 1;
+  std::vector<VmChange> changes;
+  ChangeSet cs(rev);
+  dfw::v1::TagResponse resp;
+  resp.set_revision(rev);
+  for (const auto& id : req.vm_ids()) {
+    VmChange c;
+    c.id = id;
+    c.before = *index_->FindVm(id);
+    auto delta = index_->ChangeTags(id, set, unset);
+    if (!delta.ok()) {
+      UndoVmChanges(index_.get(), changes);
+      return delta.status();
+    }
+    c.delta = std::move(*delta);
+    c.after = *index_->FindVm(id);
+    dfw::v1::Vm out = vms_[id];
+    out.set_revision(rev);
+    SpecTagsToProto(*c.after, &out);
+    cs.Put(Kind::kVm, id, out);
+    cs.AddEvent(ChangeEvent::KIND_VM, id, false);
+    *resp.add_vms() = out;
+    c.proto_after = std::move(out);
+    changes.push_back(std::move(c));
+  }
+  DFW_COMMIT_VM_CHANGES(changes, cs);
+  return resp;
+}
+
+absl::StatusOr<dfw::v1::VmGroupsResponse> ModelService::VmGroups(const std::string& vm_id) const {
+  std::shared_lock l(mu_);
+  auto reasons = index_->GroupsOf(vm_id);
+  if (!reasons.ok()) return absl::NotFoundError(Cat("id: VM '", vm_id, "' does not exist"));
+  dfw::v1::VmGroupsResponse resp;
+  resp.set_vm_id(vm_id);
+  for (const auto& r : *reasons) {
+    auto* g = resp.add_groups();
+    g->set_group_id(r.group_id);
+    switch (r.via) {
+      case tagging::MembershipReason::Via::kStaticVm:
+        g->set_via(dfw::v1::GroupReason::VIA_STATIC_VM);
+        break;
+      case tagging::MembershipReason::Via::kIncludedGroup:
+        g->set_via(dfw::v1::GroupReason::VIA_INCLUDED_GROUP);
+        g->set_through_group(r.through_group);
+        break;
+      case tagging::MembershipReason::Via::kCriteria:
+        g->set_via(dfw::v1::GroupReason::VIA_CRITERIA);
+        g->set_conjunction(r.conjunction);
+        break;
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<dfw::v1::EffectiveRulesResponse> ModelService::EffectiveRules(
+    const dfw::v1::EffectiveRulesRequest& req) const {
+  if (req.vm_id().empty() == req.vnic_id().empty()) {
+    return absl::InvalidArgumentError("vm_id: give exactly one of vm_id and vnic_id");
+  }
+  std::shared_lock l(mu_);
+  std::vector<std::string> vnics;
+  if (!req.vm_id().empty()) {
+    const auto* vm = index_->FindVm(req.vm_id());
+    if (!vm) return absl::NotFoundError(Cat("vm_id: VM '", req.vm_id(), "' does not exist"));
+    for (const auto& n : vm->vnics) vnics.push_back(n.id);
+  } else {
+    vnics.push_back(req.vnic_id());
+  }
+  dfw::v1::EffectiveRulesResponse resp;
+  compiler_->EffectiveRules(vnics, resp.mutable_rulesets(), resp.mutable_address_sets());
+  return resp;
+}
+
+// ----------------------------------------------------------------- groups
+
+absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::PutGroupRequest& req,
+                                                              bool create_only) {
+  if (!req.has_group()) return absl::InvalidArgumentError("group: required");
+  auto spec = tagging::GroupFromProto(req.group());
+  if (!spec.ok()) return Prefixed(spec.status(), "group.");
+  if (auto s = ValidateObjectId(req.group().id(), "group.id"); !s.ok()) return s;
+  std::unique_lock l(mu_);
+  const std::string& id = req.group().id();
+  auto old = groups_.find(id);
+  if (create_only && old != groups_.end()) {
+    return absl::AlreadyExistsError(Cat("group.id: group '", id, "' already exists"));
+  }
+  uint64_t cur = old == groups_.end() ? 0 : old->second.revision();
+  if (auto s = CheckExpected(req.expected_revision(), "group", id,
+                             old == groups_.end() ? nullptr : &cur);
+      !s.ok()) {
+    return s;
+  }
+  // References to missing groups are reported on the field that names them.
+  for (const auto& [field, ids] :
+       {std::pair{"group.static_members.group_ids", &req.group().static_members().group_ids()}}) {
+    for (int i = 0; i < ids->size(); ++i) {
+      if (!groups_.count((*ids)[i])) {
+        return absl::InvalidArgumentError(
+            Cat(field, "[", i, "]: group '", (*ids)[i], "' does not exist"));
+      }
+    }
+  }
+  for (int i = 0; i < req.group().criteria_size(); ++i) {
+    const auto& conj = req.group().criteria(i);
+    for (int j = 0; j < conj.conditions_size(); ++j) {
+      const auto& c = conj.conditions(j);
+      if (c.has_member_of_group() && !groups_.count(c.member_of_group())) {
+        return absl::InvalidArgumentError(Cat("group.criteria[", i, "].conditions[", j,
+                                              "].member_of_group: group '", c.member_of_group(),
+                                              "' does not exist"));
+      }
+    }
+  }
+  std::optional<tagging::GroupSpec> before;
+  if (const auto* b = index_->FindGroup(id)) before = *b;
+  auto delta = index_->UpsertGroup(*spec);
+  if (!delta.ok()) {
+    auto st = delta.status();
+    if (st.code() == absl::StatusCode::kNotFound) {
+      return absl::InvalidArgumentError(Cat("group: ", st.message()));
+    }
+    return Prefixed(st, "group.");
+  }
+  uint64_t rev = revision_ + 1;
+  dfw::v1::SecurityGroup out = req.group();
+  out.set_revision(rev);
+  ChangeSet cs(rev);
+  cs.Put(Kind::kGroup, id, out);
+  cs.AddEvent(ChangeEvent::KIND_GROUP, id, false);
+  if (auto s = store_->Commit(cs); !s.ok()) {
+    if (before) {
+      (void)index_->UpsertGroup(*before);
+    } else {
+      (void)index_->RemoveGroup(id);
+    }
+    return s;
+  }
+  groups_[id] = out;
+  ChangeFanout fanout;
+  compiler_->OnMembershipDelta(*delta);
+  compiler_->Flush(rev, &fanout);
+  Committed(rev);
+  Publish(fanout, rev);
+  return out;
+}
+
+absl::StatusOr<dfw::v1::SecurityGroup> ModelService::GetGroup(const std::string& id) const {
+  std::shared_lock l(mu_);
+  auto it = groups_.find(id);
+  if (it == groups_.end()) return absl::NotFoundError(Cat("id: group '", id, "' does not exist"));
+  return it->second;
+}
+
+absl::StatusOr<dfw::v1::ListGroupsResponse> ModelService::ListGroups(
+    const dfw::v1::ListRequest& req) const {
+  std::shared_lock l(mu_);
+  return Page<dfw::v1::SecurityGroup, dfw::v1::ListGroupsResponse>(
+      groups_, req, [](dfw::v1::ListGroupsResponse* r, const dfw::v1::SecurityGroup& g) {
+        *r->add_groups() = g;
+      });
+}
+
+absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteGroup(
+    const dfw::v1::DeleteRequest& req) {
+  std::unique_lock l(mu_);
+  auto old = groups_.find(req.id());
+  if (old == groups_.end()) {
+    return absl::NotFoundError(Cat("id: group '", req.id(), "' does not exist"));
+  }
+  uint64_t cur = old->second.revision();
+  if (auto s = CheckExpected(req.expected_revision(), "group", req.id(), &cur); !s.ok()) return s;
+  auto users = compiler_->PoliciesReferencing(req.id());
+  auto groups = index_->Referrers(req.id());
+  if (!users.empty() || !groups.empty()) {
+    std::vector<std::string> who;
+    for (const auto& p : users) who.push_back("policy '" + p + "'");
+    for (const auto& g : groups) who.push_back("group '" + g + "'");
+    return absl::FailedPreconditionError(
+        Cat("id: group '", req.id(), "' is referenced by ", Join(who, ", ")));
+  }
+  tagging::GroupSpec before = *index_->FindGroup(req.id());
+  auto delta = index_->RemoveGroup(req.id());
+  if (!delta.ok()) return delta.status();
+  uint64_t rev = revision_ + 1;
+  ChangeSet cs(rev);
+  cs.Delete(Kind::kGroup, req.id());
+  cs.AddEvent(ChangeEvent::KIND_GROUP, req.id(), true);
+  if (auto s = store_->Commit(cs); !s.ok()) {
+    (void)index_->UpsertGroup(before);
+    return s;
+  }
+  groups_.erase(req.id());
+  ChangeFanout fanout;
+  compiler_->OnMembershipDelta(*delta);
+  compiler_->Flush(rev, &fanout);
+  Committed(rev);
+  Publish(fanout, rev);
+  dfw::v1::DeleteResponse resp;
+  resp.set_revision(rev);
+  return resp;
+}
+
+absl::StatusOr<dfw::v1::GroupMembership> ModelService::GroupMembers(const std::string& id) const {
+  std::shared_lock l(mu_);
+  auto m = index_->Members(id);
+  if (!m.ok()) return absl::NotFoundError(Cat("id: group '", id, "' does not exist"));
+  dfw::v1::GroupMembership out;
+  tagging::MembersToProto(*m, &out);
+  out.set_revision(revision_);
+  return out;
+}
+
+// --------------------------------------------------------------- policies
+
+absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicyRequest& req,
+                                                        bool create_only) {
+  if (!req.has_policy()) return absl::InvalidArgumentError("policy: required");
+  std::unique_lock l(mu_);
+  auto s = ValidatePolicy(req.policy(), [&](std::string_view g) {
+    return groups_.count(std::string(g)) > 0;
+  });
+  if (!s.ok()) return Prefixed(s, "policy.");
+  const std::string& id = req.policy().id();
+  auto old = policies_.find(id);
+  if (create_only && old != policies_.end()) {
+    return absl::AlreadyExistsError(Cat("policy.id: policy '", id, "' already exists"));
+  }
+  uint64_t cur = old == policies_.end() ? 0 : old->second.revision();
+  if (auto e = CheckExpected(req.expected_revision(), "policy", id,
+                             old == policies_.end() ? nullptr : &cur);
+      !e.ok()) {
+    return e;
+  }
+  uint64_t rev = revision_ + 1;
+  dfw::v1::Policy out = req.policy();
+  out.set_revision(rev);
+  ChangeSet cs(rev);
+  cs.Put(Kind::kPolicy, id, out);
+  cs.AddEvent(ChangeEvent::KIND_POLICY, id, false);
+  auto fresh = compiler_->AllocateRuleNums(out);
+  for (const auto& [k, n] : fresh) {
+    size_t z = k.find('\0');
+    cs.PutRuleNum(k.substr(0, z), k.substr(z + 1), n);
+  }
+  if (!fresh.empty()) cs.SetNextRuleNum(compiler_->next_rule_num());
+  if (auto e = store_->Commit(cs); !e.ok()) return e;
+  policies_[id] = out;
+  ChangeFanout fanout;
+  compiler_->UpsertPolicy(out, &fanout);
+  compiler_->Flush(rev, &fanout);
+  Committed(rev);
+  Publish(fanout, rev);
+  return out;
+}
+
+absl::StatusOr<dfw::v1::Policy> ModelService::GetPolicy(const std::string& id) const {
+  std::shared_lock l(mu_);
+  auto it = policies_.find(id);
+  if (it == policies_.end()) return absl::NotFoundError(Cat("id: policy '", id, "' does not exist"));
+  return it->second;
+}
+
+absl::StatusOr<dfw::v1::ListPoliciesResponse> ModelService::ListPolicies(
+    const dfw::v1::ListRequest& req) const {
+  std::shared_lock l(mu_);
+  return Page<dfw::v1::Policy, dfw::v1::ListPoliciesResponse>(
+      policies_, req,
+      [](dfw::v1::ListPoliciesResponse* r, const dfw::v1::Policy& p) { *r->add_policies() = p; });
+}
+
+absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeletePolicy(
+    const dfw::v1::DeleteRequest& req) {
+  std::unique_lock l(mu_);
+  auto old = policies_.find(req.id());
+  if (old == policies_.end()) {
+    return absl::NotFoundError(Cat("id: policy '", req.id(), "' does not exist"));
+  }
+  uint64_t cur = old->second.revision();
+  if (auto s = CheckExpected(req.expected_revision(), "policy", req.id(), &cur); !s.ok()) return s;
+  uint64_t rev = revision_ + 1;
+  ChangeSet cs(rev);
+  cs.Delete(Kind::kPolicy, req.id());
+  cs.AddEvent(ChangeEvent::KIND_POLICY, req.id(), true);
+  if (auto s = store_->Commit(cs); !s.ok()) return s;
+  policies_.erase(req.id());
+  ChangeFanout fanout;
+  compiler_->RemovePolicy(req.id(), &fanout);
+  compiler_->Flush(rev, &fanout);
+  Committed(rev);
+  Publish(fanout, rev);
+  dfw::v1::DeleteResponse resp;
+  resp.set_revision(rev);
+  return resp;
+}
+
+// ------------------------------------------------------ hosts, realization
+
+namespace {
+dfw::v1::RealizationState HostStateFor(bool connected, bool error, uint64_t acked, uint64_t want) {
+  if (acked >= want) return dfw::v1::REALIZATION_STATE_REALIZED;
+  if (!connected) return dfw::v1::REALIZATION_STATE_DISCONNECTED;
+  if (error) return dfw::v1::REALIZATION_STATE_ERROR;
+  return dfw::v1::REALIZATION_STATE_PENDING;
+}
+}  // namespace
+
+absl::StatusOr<dfw::v1::ListHostsResponse> ModelService::ListHosts() const {
+  std::shared_lock l(mu_);
+  std::lock_guard<std::mutex> r(rmu_);
+  dfw::v1::ListHostsResponse resp;
+  for (const auto& [id, rec] : host_records_) {
+    auto* h = resp.add_hosts();
+    *h = rec;
+    auto it = hosts_.find(id);
+    if (it != hosts_.end()) {
+      h->set_realized_revision(it->second->acked);
+      h->set_connected(it->second->connected);
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
+    const dfw::v1::RealizationRequest& req) const {
+  std::shared_lock l(mu_);
+  std::lock_guard<std::mutex> r(rmu_);
+  dfw::v1::RealizationResponse resp;
+  resp.set_current_revision(revision_);
+  auto fill_host = [&](const std::string& id, const HostState& hs, uint64_t want,
+                       dfw::v1::HostRealization* out) {
+    out->set_host_id(id);
+    out->set_state(HostStateFor(hs.connected, hs.error, hs.acked, want));
+    out->set_realized_revision(hs.acked);
+    if (hs.error) out->set_error(hs.error_text);
+    if (hs.last_ack.seconds() != 0) *out->mutable_last_ack() = hs.last_ack;
+  };
+  for (const auto& [id, hs] : hosts_) fill_host(id, *hs, hs->last_sent, resp.add_hosts());
+  std::vector<const dfw::v1::Policy*> ps;
+  if (!req.policy_id().empty()) {
+    auto it = policies_.find(req.policy_id());
+    if (it == policies_.end()) {
+      return absl::NotFoundError(Cat("policy_id: policy '", req.policy_id(), "' does not exist"));
+    }
+    ps.push_back(&it->second);
+  } else {
+    for (const auto& [id, p] : policies_) ps.push_back(&p);
+  }
+  for (const auto* p : ps) {
+    auto* pr = resp.add_policies();
+    pr->set_policy_id(p->id());
+    pr->set_revision(p->revision());
+    auto rec = revisions_.find(p->revision());
+    if (rec == revisions_.end()) {
+      // Older than the records kept (or from before a restart): judge by hosts.
+      bool all = true;
+      for (const auto& [id, hs] : hosts_) {
+        if (hs->acked < std::min(p->revision(), hs->last_sent)) all = false;
+      }
+      pr->set_state(all ? dfw::v1::REALIZATION_STATE_REALIZED : dfw::v1::REALIZATION_STATE_PENDING);
+      continue;
+    }
+    bool any_error = false, any_connected_pending = false;
+    for (const auto& h : rec->second->affected) {
+      auto it = hosts_.find(h);
+      if (it == hosts_.end()) continue;
+      auto* hr = pr->add_hosts();
+      fill_host(h, *it->second, p->revision(), hr);
+      if (hr->state() == dfw::v1::REALIZATION_STATE_ERROR) any_error = true;
+      if (hr->state() == dfw::v1::REALIZATION_STATE_PENDING) any_connected_pending = true;
+    }
+    if (rec->second->pending.empty()) {
+      pr->set_state(dfw::v1::REALIZATION_STATE_REALIZED);
+      if (rec->second->done) {
+        pr->set_realization_micros(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(*rec->second->done -
+                                                                  rec->second->accepted)
+                .count()));
+      }
+    } else if (any_error) {
+      pr->set_state(dfw::v1::REALIZATION_STATE_ERROR);
+    } else if (any_connected_pending) {
+      pr->set_state(dfw::v1::REALIZATION_STATE_PENDING);
+    } else {
+      pr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ModelService::Changes(uint64_t from_revision,
+                                                                        size_t limit) const {
+  return store_->ChangesSince(from_revision, limit);
+}
+
+// ----------------------------------------------------------- host sessions
+
+absl::Status ModelService::ApplyInventory(const std::string& host_id,
+                                          const std::vector<dfw::v1::Vm>& vms_set,
+                                          const std::vector<std::string>& vms_removed,
+                                          bool replace_host, const dfw::v1::Host* host_record,
+                                          uint64_t* revision_out) {
+  *revision_out = revision_;
+  // Validate every VM first: nothing is applied when one is wrong.
+  std::vector<tagging::VmSpec> specs;
+  std::vector<dfw::v1::Vm> protos;
+  std::set<std::string> listed;
+  for (size_t i = 0; i < vms_set.size(); ++i) {
+    dfw::v1::Vm vm = vms_set[i];
+    vm.set_host(host_id);
+    vm.set_revision(0);
+    auto spec = tagging::VmFromProto(vm);
+    if (!spec.ok()) return Prefixed(spec.status(), Cat("vms[", i, "]."));
+    if (!listed.insert(vm.id()).second) {
+      return absl::InvalidArgumentError(Cat("vms[", i, "].id: '", vm.id(), "' is listed twice"));
+    }
+    auto old = vms_.find(vm.id());
+    if (old != vms_.end()) {
+      // The API owns the tags of a known VM; libvirt metadata only seeds new ones.
+      *vm.mutable_tags() = old->second.tags();
+      spec->tags = index_->FindVm(vm.id())->tags;
+      dfw::v1::Vm cmp = old->second;
+      cmp.set_revision(0);
+      if (google::protobuf::util::MessageDifferencer::Equals(cmp, vm)) continue;
+    }
+    specs.push_back(std::move(*spec));
+    protos.push_back(std::move(vm));
+  }
+  std::vector<std::string> removals;
+  if (replace_host) {
+    for (const auto& [id, vm] : vms_) {
+      if (vm.host() == host_id && !listed.count(id)) removals.push_back(id);
+    }
+  }
+  for (const auto& id : vms_removed) {
+    if (vms_.count(id) && !listed.count(id)) removals.push_back(id);
+  }
+  bool host_changed = false;
+  if (host_record != nullptr) {
+    auto it = host_records_.find(host_id);
+    host_changed = it == host_records_.end() || it->second.hostname() != host_record->hostname();
+  }
+  if (specs.empty() && removals.empty() && !host_changed) return absl::OkStatus();
+
+  uint64_t rev = revision_ + 1;
+  std::vector<VmChange> changes;
+  ChangeSet cs(rev);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    VmChange c;
+    c.id = specs[i].id;
+    if (const auto* b = index_->FindVm(c.id)) c.before = *b;
+    auto delta = index_->UpsertVm(specs[i]);
+    if (!delta.ok()) {
+      UndoVmChanges(index_.get(), changes);
+      return Prefixed(delta.status(), Cat("vms[", i, "]."));
+    }
+    c.delta = std::move(*delta);
+    c.after = *index_->FindVm(c.id);
+    protos[i].set_revision(rev);
+    cs.Put(Kind::kVm, c.id, protos[i]);
+    cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+    c.proto_after = std::move(protos[i]);
+    changes.push_back(std::move(c));
+  }
+  for (const auto& id : removals) {
+    VmChange c;
+    c.id = id;
+    c.before = *index_->FindVm(id);
+    auto delta = index_->RemoveVm(id);
+    if (!delta.ok()) {
+      UndoVmChanges(index_.get(), changes);
+      return delta.status();
+    }
+    c.delta = std::move(*delta);
+    cs.Delete(Kind::kVm, id);
+    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
+    changes.push_back(std::move(c));
+  }
+  if (host_changed) {
+    dfw::v1::Host h;
+    h.set_id(host_id);
+    h.set_hostname(host_record->hostname());
+    cs.Put(Kind::kHost, host_id, h);
+    cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
+    host_records_[host_id] = h;
+  }
+  DFW_COMMIT_VM_CHANGES(changes, cs);
+  *revision_out = rev;
+  return absl::OkStatus();
+}
+
+absl::Status ModelService::AttachHost(const dfw::v1::HostHello& hello,
+                                      std::shared_ptr<HostOutbox> outbox) {
+  const std::string& host_id = hello.host().id();
+  if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) return s;
+  std::unique_lock l(mu_);
+  std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
+  uint64_t rev = 0;
+  if (auto s = ApplyInventory(host_id, vms, {}, true, &hello.host(), &rev); !s.ok()) return s;
+  std::shared_ptr<HostOutbox> previous;
+  {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto& hs = hosts_[host_id];
+    if (!hs) hs = std::make_unique<HostState>();
+    previous = hs->outbox;
+    hs->outbox = outbox;
+    hs->connected = true;
+    hs->last_sent = revision_;
+    if (hello.held_revision() > hs->acked) hs->acked = hello.held_revision();
+  }
+  if (previous && previous != outbox) previous->ClearWake();
+  outbox->PushFull(compiler_->FullState(host_id, revision_));
+  return absl::OkStatus();
+}
+
+absl::Status ModelService::UpdateInventory(const std::string& host_id,
+                                           const dfw::v1::InventoryUpdate& update) {
+  std::unique_lock l(mu_);
+  std::vector<dfw::v1::Vm> vms(update.vms_set().begin(), update.vms_set().end());
+  std::vector<std::string> removed(update.vms_removed().begin(), update.vms_removed().end());
+  uint64_t rev = 0;
+  return ApplyInventory(host_id, vms, removed, false, nullptr, &rev);
+}
+
+void ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
+  std::lock_guard<std::mutex> r(rmu_);
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end()) return;
+  HostState& hs = *it->second;
+  hs.last_ack = TimeUtil::GetCurrentTime();
+  if (!ack.ok()) {
+    hs.error = true;
+    hs.error_text = ack.error();
+    return;
+  }
+  hs.error = false;
+  hs.error_text.clear();
+  if (ack.revision() <= hs.acked) return;
+  uint64_t prev = hs.acked;
+  hs.acked = ack.revision();
+  auto now = Clock::now();
+  for (auto rit = revisions_.upper_bound(prev);
+       rit != revisions_.end() && rit->first <= ack.revision(); ++rit) {
+    auto& rec = *rit->second;
+    if (rec.pending.erase(host_id) && rec.pending.empty()) rec.done = now;
+  }
+}
+
+void ModelService::DetachHost(const std::string& host_id, const HostOutbox* outbox) {
+  std::lock_guard<std::mutex> r(rmu_);
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end() || it->second->outbox.get() != outbox) return;
+  it->second->outbox->ClearWake();
+  it->second->outbox.reset();
+  it->second->connected = false;
+}
+
+dfw::v1::HostDesiredState ModelService::FullState(const std::string& host_id) const {
+  std::shared_lock l(mu_);
+  {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto it = hosts_.find(host_id);
+    if (it != hosts_.end()) it->second->last_sent = std::max(it->second->last_sent, revision_);
+  }
+  return compiler_->FullState(host_id, revision_);
+}
+
+ModelStats ModelService::Stats() const {
+  std::shared_lock l(mu_);
+  ModelStats s;
+  s.revision = revision_;
+  s.vms = vms_.size();
+  s.groups = groups_.size();
+  s.policies = policies_.size();
+  s.index = index_->Stats();
+  s.compiler = compiler_->Stats();
+  std::lock_guard<std::mutex> r(rmu_);
+  s.hosts = hosts_.size();
+  for (const auto& [id, hs] : hosts_) s.connected_hosts += hs->connected ? 1 : 0;
+  return s;
+}
+
+}  // namespace dfw::controller

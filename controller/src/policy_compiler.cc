@@ -1,0 +1,544 @@
+#include "dfw/controller/policy_compiler.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "str_util.h"
+
+namespace dfw::controller {
+
+struct PolicyCompiler::RuleEntry {
+  std::tuple<int, int, std::string, int> order;  // category, priority, policy, index
+  dfw::v1::CompiledRule compiled;
+  std::vector<std::string> set_ids;     // address sets the rule names
+  std::vector<std::string> applied_to;  // groups; empty with all == true: every vNIC
+  bool all = false;
+};
+
+struct PolicyCompiler::VNicRules {
+  std::vector<std::shared_ptr<const RuleEntry>> rules;  // evaluation order
+  uint64_t revision = 0;
+};
+
+struct PolicyCompiler::PolicyEntry {
+  dfw::v1::Policy policy;
+  std::vector<std::shared_ptr<const RuleEntry>> rules;
+  std::vector<std::string> literal_set_ids;
+};
+
+namespace {
+
+std::string NumKey(const std::string& policy, const std::string& rule) {
+  std::string k = policy;
+  k.push_back('\0');
+  k.append(rule);
+  return k;
+}
+
+void Insert(std::vector<std::string>* v, const std::string& s) {
+  if (std::find(v->begin(), v->end(), s) == v->end()) v->push_back(s);
+}
+
+}  // namespace
+
+PolicyCompiler::PolicyCompiler(const tagging::MembershipIndex* index) : index_(index) {
+  default_rule_.set_action(dfw::v1::ACTION_DROP);
+}
+PolicyCompiler::~PolicyCompiler() = default;
+
+void PolicyCompiler::Load(const std::vector<dfw::v1::Policy>& policies,
+                          const std::vector<std::pair<std::string, uint32_t>>& rule_nums,
+                          uint32_t next_rule_num, const std::vector<tagging::VmSpec>& vms,
+                          uint64_t revision) {
+  for (const auto& [k, n] : rule_nums) rule_nums_[k] = n;
+  next_rule_num_ = std::max<uint32_t>(next_rule_num, 1);
+  for (const auto& g : index_->GroupIds()) {
+    auto m = index_->Members(g);
+    if (!m.ok()) continue;
+    for (const auto& v : m->vnic_ids) vnic_groups_[v].insert(g);
+  }
+  ChangeFanout ignored;
+  for (const auto& vm : vms) OnVmChanged(nullptr, &vm, &ignored);
+  for (const auto& p : policies) {
+    AllocateRuleNums(p);
+    UpsertPolicy(p, &ignored);
+  }
+  dirty_vnics_.clear();
+  for (const auto& [v, h] : vnic_host_) dirty_vnics_.insert(v);
+  Flush(revision, &ignored);
+}
+
+std::vector<std::pair<std::string, uint32_t>> PolicyCompiler::AllocateRuleNums(
+    const dfw::v1::Policy& p) {
+  std::vector<std::pair<std::string, uint32_t>> fresh;
+  for (const auto& r : p.rules()) {
+    std::string k = NumKey(p.id(), r.id());
+    if (rule_nums_.count(k)) continue;
+    rule_nums_[k] = next_rule_num_;
+    fresh.emplace_back(k, next_rule_num_);
+    ++next_rule_num_;
+  }
+  return fresh;
+}
+
+void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after,
+                                 ChangeFanout* out) {
+  auto host_of = [](const tagging::VmSpec* vm, const std::string& vnic) -> const std::string* {
+    if (!vm) return nullptr;
+    for (const auto& n : vm->vnics) {
+      if (n.id == vnic) return &vm->host;
+    }
+    return nullptr;
+  };
+  if (before) {
+    for (const auto& n : before->vnics) {
+      const std::string* nh = host_of(after, n.id);
+      if (nh && *nh == before->host) continue;
+      auto it = host_vnics_.find(before->host);
+      if (it != host_vnics_.end()) {
+        it->second.erase(n.id);
+        if (it->second.empty()) host_vnics_.erase(it);
+      }
+      vnic_host_.erase(n.id);
+      Detach(n.id, out);
+    }
+  }
+  if (after && !after->host.empty()) {
+    for (const auto& n : after->vnics) {
+      vnic_host_[n.id] = after->host;
+      host_vnics_[after->host].insert(n.id);
+      dirty_vnics_.insert(n.id);
+    }
+  }
+}
+
+void PolicyCompiler::OnMembershipDelta(const tagging::MembershipDelta& delta) {
+  for (const auto& gd : delta.groups) {
+    bool applied = by_group_.contains(gd.group_id);
+    for (const auto& v : gd.vnics_added) {
+      vnic_groups_[v].insert(gd.group_id);
+      if (applied) dirty_vnics_.insert(v);
+    }
+    for (const auto& v : gd.vnics_removed) {
+      auto it = vnic_groups_.find(v);
+      if (it != vnic_groups_.end()) {
+        it->second.erase(gd.group_id);
+        if (it->second.empty()) vnic_groups_.erase(it);
+      }
+      if (applied) dirty_vnics_.insert(v);
+    }
+    if (!gd.addresses_added.empty() || !gd.addresses_removed.empty() || gd.group_deleted) {
+      group_addr_cache_.erase(gd.group_id);
+    }
+    if (gd.addresses_added.empty() && gd.addresses_removed.empty()) continue;
+    auto& pd = pending_set_deltas_["g:" + gd.group_id];
+    for (const auto& a : gd.addresses_added) {
+      if (!pd.removed.erase(a)) pd.added.insert(a);
+    }
+    for (const auto& a : gd.addresses_removed) {
+      if (!pd.added.erase(a)) pd.removed.insert(a);
+    }
+  }
+}
+
+std::vector<std::string> PolicyCompiler::AffectedVnics(const PolicyEntry& pe) const {
+  std::vector<std::string> out;
+  std::set<std::string> groups;
+  for (const auto& r : pe.rules) {
+    if (r->all) {
+      for (const auto& [v, h] : vnic_host_) out.push_back(v);
+      return out;
+    }
+    groups.insert(r->applied_to.begin(), r->applied_to.end());
+  }
+  for (const auto& g : groups) {
+    auto m = index_->Members(g);
+    if (!m.ok()) continue;
+    out.insert(out.end(), m->vnic_ids.begin(), m->vnic_ids.end());
+  }
+  return out;
+}
+
+void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
+  (void)out;
+  auto pe = std::make_unique<PolicyEntry>();
+  pe->policy = p;
+  for (int i = 0; i < p.rules_size(); ++i) {
+    const auto& r = p.rules(i);
+    if (r.disabled()) continue;
+    auto e = std::make_shared<RuleEntry>();
+    e->order = {static_cast<int>(p.category()), p.priority(), p.id(), i};
+    auto& c = e->compiled;
+    auto num = rule_nums_.find(NumKey(p.id(), r.id()));
+    c.set_rule_num(num == rule_nums_.end() ? 0 : num->second);
+    c.set_policy_id(p.id());
+    c.set_rule_id(r.id());
+    auto compile_ep = [&](const dfw::v1::Endpoints& ep, const char* side,
+                          dfw::v1::CompiledEndpoints* ce) {
+      ce->set_any(ep.any());
+      ce->set_negate(ep.negate());
+      for (const auto& g : ep.group_ids()) {
+        std::string id = "g:" + g;
+        ce->add_address_set_ids(id);
+        Insert(&e->set_ids, id);
+      }
+      if (ep.ip_prefixes_size() > 0) {
+        std::vector<tagging::IpPrefix> pre;
+        for (const auto& s : ep.ip_prefixes()) {
+          auto parsed = tagging::IpPrefix::Parse(s);
+          if (parsed.ok()) pre.push_back(*parsed);
+        }
+        std::sort(pre.begin(), pre.end());
+        pre.erase(std::unique(pre.begin(), pre.end()), pre.end());
+        auto text = std::make_shared<std::vector<std::string>>();
+        for (const auto& x : pre) text->push_back(x.ToString());
+        std::string id = Cat("r:", p.id(), "/", r.id(), "/", side);
+        ce->add_address_set_ids(id);
+        Insert(&e->set_ids, id);
+        auto old = literal_sets_.find(id);
+        if (old == literal_sets_.end() || *old->second != *text) changed_literal_sets_.insert(id);
+        literal_sets_[id] = text;
+        pe->literal_set_ids.push_back(id);
+      }
+    };
+    compile_ep(r.sources(), "src", c.mutable_sources());
+    compile_ep(r.destinations(), "dst", c.mutable_destinations());
+    *c.mutable_services() = r.services();
+    c.set_direction(r.direction() == dfw::v1::DIRECTION_UNSPECIFIED ? dfw::v1::DIRECTION_BOTH
+                                                                    : r.direction());
+    c.set_action(r.action());
+    c.set_log(r.log());
+    c.set_stateful(p.stateful());
+    c.set_mode(p.mode() == dfw::v1::POLICY_MODE_UNSPECIFIED ? dfw::v1::POLICY_MODE_ENFORCE
+                                                            : p.mode());
+    c.set_on_change(p.on_change() == dfw::v1::ON_CHANGE_UNSPECIFIED ? dfw::v1::ON_CHANGE_KEEP
+                                                                    : p.on_change());
+    if (r.applied_to_group_ids_size() > 0) {
+      for (const auto& g : r.applied_to_group_ids()) Insert(&e->applied_to, g);
+    } else if (p.applied_to_group_ids_size() > 0) {
+      for (const auto& g : p.applied_to_group_ids()) Insert(&e->applied_to, g);
+    } else {
+      for (const auto& g : r.sources().group_ids()) Insert(&e->applied_to, g);
+      for (const auto& g : r.destinations().group_ids()) Insert(&e->applied_to, g);
+    }
+    e->all = e->applied_to.empty();
+    pe->rules.push_back(std::move(e));
+  }
+
+  auto old = policies_.find(p.id());
+  std::vector<std::string> affected = AffectedVnics(*pe);
+  if (old != policies_.end()) {
+    auto more = AffectedVnics(*old->second);
+    affected.insert(affected.end(), more.begin(), more.end());
+    for (const auto& id : old->second->literal_set_ids) {
+      if (std::find(pe->literal_set_ids.begin(), pe->literal_set_ids.end(), id) ==
+          pe->literal_set_ids.end()) {
+        literal_sets_.erase(id);
+      }
+    }
+  }
+  RemovePolicy(p.id(), nullptr);  // unindexes the old entries (no literal cleanup needed now)
+  for (const auto& e : pe->rules) {
+    if (e->all) {
+      all_vnics_rules_.push_back(e);
+    } else {
+      for (const auto& g : e->applied_to) by_group_[g].push_back(e);
+    }
+  }
+  policies_[p.id()] = std::move(pe);
+  for (auto& v : affected) dirty_vnics_.insert(std::move(v));
+}
+
+void PolicyCompiler::RemovePolicy(const std::string& policy_id, ChangeFanout* out) {
+  (void)out;
+  auto it = policies_.find(policy_id);
+  if (it == policies_.end()) return;
+  const PolicyEntry& pe = *it->second;
+  if (out != nullptr) {  // a real removal: mark its vNICs, drop its literal sets
+    for (auto& v : AffectedVnics(pe)) dirty_vnics_.insert(std::move(v));
+    for (const auto& id : pe.literal_set_ids) literal_sets_.erase(id);
+  }
+  auto owned = [&](const std::shared_ptr<const RuleEntry>& e) {
+    return std::get<2>(e->order) == policy_id;
+  };
+  for (const auto& e : pe.rules) {
+    if (e->all) {
+      std::erase_if(all_vnics_rules_, owned);
+      continue;
+    }
+    for (const auto& g : e->applied_to) {
+      auto bg = by_group_.find(g);
+      if (bg == by_group_.end()) continue;
+      std::erase_if(bg->second, owned);
+      if (bg->second.empty()) by_group_.erase(bg);
+    }
+  }
+  if (out != nullptr) {
+    for (const auto& r : pe.policy.rules()) rule_nums_.erase(NumKey(policy_id, r.id()));
+  }
+  policies_.erase(it);
+}
+
+void PolicyCompiler::Detach(const std::string& vnic, ChangeFanout* out) {
+  auto it = vnic_rules_.find(vnic);
+  if (it == vnic_rules_.end()) return;
+  auto ah = vnic_attached_host_.find(vnic);
+  std::string host = ah->second;
+  DropRefs(host, *it->second, out);
+  auto& hc = (*out)[host];
+  hc.rulesets_set.erase(vnic);
+  hc.rulesets_removed.insert(vnic);
+  vnic_rules_.erase(it);
+  vnic_attached_host_.erase(ah);
+}
+
+void PolicyCompiler::AddRefs(const std::string& host, const VNicRules& r, ChangeFanout* out) {
+  auto& refs = host_set_refs_[host];
+  for (const auto& e : r.rules) {
+    for (const auto& id : e->set_ids) {
+      if (++refs[id] != 1) continue;
+      set_hosts_[id].insert(host);
+      auto& hc = (*out)[host];
+      hc.sets_removed.erase(id);
+      hc.set_deltas.erase(id);
+      hc.sets_full.insert(id);
+    }
+  }
+}
+
+void PolicyCompiler::DropRefs(const std::string& host, const VNicRules& r, ChangeFanout* out) {
+  auto hr = host_set_refs_.find(host);
+  if (hr == host_set_refs_.end()) return;
+  for (const auto& e : r.rules) {
+    for (const auto& id : e->set_ids) {
+      auto it = hr->second.find(id);
+      if (it == hr->second.end() || --it->second != 0) continue;
+      hr->second.erase(it);
+      auto sh = set_hosts_.find(id);
+      if (sh != set_hosts_.end()) {
+        sh->second.erase(host);
+        if (sh->second.empty()) set_hosts_.erase(sh);
+      }
+      auto& hc = (*out)[host];
+      hc.sets_full.erase(id);
+      hc.set_deltas.erase(id);
+      hc.sets_removed.insert(id);
+    }
+  }
+  if (hr->second.empty()) host_set_refs_.erase(hr);
+}
+
+void PolicyCompiler::Recompute(const std::string& vnic, uint64_t revision, ChangeFanout* out) {
+  auto hit = vnic_host_.find(vnic);
+  if (hit == vnic_host_.end() || hit->second.empty()) {
+    Detach(vnic, out);
+    return;
+  }
+  const std::string& host = hit->second;
+  std::vector<std::shared_ptr<const RuleEntry>> rules = all_vnics_rules_;
+  auto gi = vnic_groups_.find(vnic);
+  if (gi != vnic_groups_.end()) {
+    for (const auto& g : gi->second) {
+      auto bg = by_group_.find(g);
+      if (bg != by_group_.end()) rules.insert(rules.end(), bg->second.begin(), bg->second.end());
+    }
+  }
+  std::sort(rules.begin(), rules.end(),
+            [](const auto& a, const auto& b) { return a->order < b->order; });
+  rules.erase(std::unique(rules.begin(), rules.end()), rules.end());
+
+  auto old = vnic_rules_.find(vnic);
+  if (old != vnic_rules_.end()) {
+    const std::string& ah = vnic_attached_host_[vnic];
+    if (ah == host && old->second->rules == rules) return;
+    Detach(vnic, out);
+  }
+  auto nr = std::make_shared<VNicRules>();
+  nr->rules = std::move(rules);
+  nr->revision = revision;
+  AddRefs(host, *nr, out);
+  vnic_rules_[vnic] = nr;
+  vnic_attached_host_[vnic] = host;
+  auto& hc = (*out)[host];
+  hc.rulesets_removed.erase(vnic);
+  hc.rulesets_set.insert(vnic);
+}
+
+void PolicyCompiler::Flush(uint64_t revision, ChangeFanout* out) {
+  for (const auto& v : dirty_vnics_) Recompute(v, revision, out);
+  dirty_vnics_.clear();
+  for (auto& [id, d] : pending_set_deltas_) {
+    if (d.added.empty() && d.removed.empty()) continue;
+    auto sh = set_hosts_.find(id);
+    if (sh == set_hosts_.end()) continue;
+    for (const auto& h : sh->second) {
+      auto& hc = (*out)[h];
+      if (hc.sets_full.count(id)) continue;
+      auto& sd = hc.set_deltas[id];
+      for (const auto& a : d.added) {
+        if (!sd.removed.erase(a)) sd.added.insert(a);
+      }
+      for (const auto& a : d.removed) {
+        if (!sd.added.erase(a)) sd.removed.insert(a);
+      }
+    }
+  }
+  pending_set_deltas_.clear();
+  for (const auto& id : changed_literal_sets_) {
+    auto sh = set_hosts_.find(id);
+    if (sh == set_hosts_.end()) continue;
+    for (const auto& h : sh->second) {
+      auto& hc = (*out)[h];
+      hc.set_deltas.erase(id);
+      hc.sets_full.insert(id);
+    }
+  }
+  changed_literal_sets_.clear();
+  std::erase_if(*out, [](const auto& kv) { return kv.second.empty(); });
+}
+
+std::shared_ptr<const std::vector<std::string>> PolicyCompiler::SetContents(
+    const std::string& set_id) const {
+  if (set_id.rfind("g:", 0) == 0) {
+    std::string g = set_id.substr(2);
+    auto c = group_addr_cache_.find(g);
+    if (c != group_addr_cache_.end()) return c->second;
+    auto v = std::make_shared<std::vector<std::string>>();
+    auto m = index_->Members(g);
+    if (m.ok()) {
+      v->reserve(m->addresses.size());
+      for (const auto& a : m->addresses) v->push_back(a.ToString());
+    }
+    group_addr_cache_[g] = v;
+    return v;
+  }
+  auto it = literal_sets_.find(set_id);
+  if (it != literal_sets_.end()) return it->second;
+  return std::make_shared<std::vector<std::string>>();
+}
+
+void PolicyCompiler::FillRuleset(const std::string& vnic, const VNicRules& r,
+                                 dfw::v1::VNicRuleset* out) const {
+  out->set_vnic_id(vnic);
+  out->mutable_rules()->Reserve(static_cast<int>(r.rules.size()));
+  for (const auto& e : r.rules) *out->add_rules() = e->compiled;
+  *out->mutable_default_rule() = default_rule_;
+  out->set_revision(r.revision);
+}
+
+dfw::v1::HostDesiredState PolicyCompiler::FullState(const std::string& host,
+                                                    uint64_t revision) const {
+  dfw::v1::HostDesiredState st;
+  st.set_revision(revision);
+  auto hv = host_vnics_.find(host);
+  if (hv != host_vnics_.end()) {
+    for (const auto& v : hv->second) {
+      auto r = vnic_rules_.find(v);
+      if (r == vnic_rules_.end()) continue;
+      FillRuleset(v, *r->second, st.add_rulesets());
+    }
+  }
+  auto refs = host_set_refs_.find(host);
+  if (refs != host_set_refs_.end()) {
+    std::vector<std::string> ids;
+    for (const auto& [id, n] : refs->second) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    for (const auto& id : ids) {
+      auto* s = st.add_address_sets();
+      s->set_id(id);
+      auto c = SetContents(id);
+      s->mutable_prefixes()->Add(c->begin(), c->end());
+    }
+  }
+  return st;
+}
+
+dfw::v1::HostDelta PolicyCompiler::BuildDelta(const HostChanges& c, uint64_t to_revision) const {
+  dfw::v1::HostDelta d;
+  d.set_to_revision(to_revision);
+  for (const auto& v : c.rulesets_set) {
+    auto r = vnic_rules_.find(v);
+    if (r != vnic_rules_.end()) FillRuleset(v, *r->second, d.add_rulesets_set());
+  }
+  for (const auto& v : c.rulesets_removed) d.add_rulesets_removed(v);
+  for (const auto& id : c.sets_full) {
+    auto* s = d.add_address_sets_set();
+    s->set_id(id);
+    auto cont = SetContents(id);
+    s->mutable_prefixes()->Add(cont->begin(), cont->end());
+  }
+  for (const auto& [id, sd] : c.set_deltas) {
+    if (sd.added.empty() && sd.removed.empty()) continue;
+    auto* x = d.add_address_set_deltas();
+    x->set_id(id);
+    for (const auto& a : sd.added) x->add_added(a.ToString());
+    for (const auto& a : sd.removed) x->add_removed(a.ToString());
+  }
+  for (const auto& id : c.sets_removed) d.add_address_sets_removed(id);
+  return d;
+}
+
+void PolicyCompiler::EffectiveRules(
+    const std::vector<std::string>& vnic_ids,
+    google::protobuf::RepeatedPtrField<dfw::v1::VNicRuleset>* rulesets,
+    google::protobuf::RepeatedPtrField<dfw::v1::AddressSet>* sets) const {
+  std::set<std::string> set_ids;
+  for (const auto& v : vnic_ids) {
+    VNicRules r;
+    auto cached = vnic_rules_.find(v);
+    if (cached != vnic_rules_.end()) {
+      r = *cached->second;
+    } else {  // a vNIC on no host: computed on the spot
+      r.rules = all_vnics_rules_;
+      auto gi = vnic_groups_.find(v);
+      if (gi != vnic_groups_.end()) {
+        for (const auto& g : gi->second) {
+          auto bg = by_group_.find(g);
+          if (bg != by_group_.end()) r.rules.insert(r.rules.end(), bg->second.begin(), bg->second.end());
+        }
+      }
+      std::sort(r.rules.begin(), r.rules.end(),
+                [](const auto& a, const auto& b) { return a->order < b->order; });
+      r.rules.erase(std::unique(r.rules.begin(), r.rules.end()), r.rules.end());
+    }
+    FillRuleset(v, r, rulesets->Add());
+    for (const auto& e : r.rules) set_ids.insert(e->set_ids.begin(), e->set_ids.end());
+  }
+  for (const auto& id : set_ids) {
+    auto* s = sets->Add();
+    s->set_id(id);
+    auto c = SetContents(id);
+    s->mutable_prefixes()->Add(c->begin(), c->end());
+  }
+}
+
+std::vector<std::string> PolicyCompiler::PoliciesReferencing(const std::string& group_id) const {
+  std::vector<std::string> out;
+  auto names = [&](const google::protobuf::RepeatedPtrField<std::string>& ids) {
+    return std::find(ids.begin(), ids.end(), group_id) != ids.end();
+  };
+  for (const auto& [id, pe] : policies_) {
+    const auto& p = pe->policy;
+    bool hit = names(p.applied_to_group_ids());
+    for (const auto& r : p.rules()) {
+      if (hit) break;
+      hit = names(r.sources().group_ids()) || names(r.destinations().group_ids()) ||
+            names(r.applied_to_group_ids());
+    }
+    if (hit) out.push_back(id);
+  }
+  return out;
+}
+
+CompilerStats PolicyCompiler::Stats() const {
+  CompilerStats s;
+  s.policies = policies_.size();
+  for (const auto& [id, pe] : policies_) s.rules += pe->rules.size();
+  s.vnics_with_rules = vnic_rules_.size();
+  for (const auto& [v, r] : vnic_rules_) s.compiled_rule_refs += r->rules.size();
+  s.hosts = host_vnics_.size();
+  for (const auto& [h, refs] : host_set_refs_) s.host_set_refs += refs.size();
+  return s;
+}
+
+}  // namespace dfw::controller
