@@ -19,14 +19,13 @@ inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 // Interval of x in an IPv4 table (see AddrTable4). The search runs the
 // table's fixed number of steps so that its loop branch always predicts.
 inline uint32_t Interval4(const AddrTable4& t, uint32_t x) {
-  const uint32_t h = x >> 16;
-  uint32_t base = t.first[h];
-  uint32_t n = t.first[h + 1] - base + 1;
+  const uint32_t e = t.first[x >> 16];
+  const uint32_t k = e & 31;
+  uint32_t base = e >> 5;
+  if (k != 0) base = t.second[base + ((x & 0xffff) >> (16 - k))];
   const uint32_t* b = t.bounds.data();
-  for (uint32_t s = 0; s < t.search_steps; ++s) {
-    const uint32_t half = n >> 1;
+  for (uint32_t half = (1u << t.search_steps) >> 1; half != 0; half >>= 1) {
     base = b[base + half] <= x ? base + half : base;
-    n -= half;
   }
   return base;
 }

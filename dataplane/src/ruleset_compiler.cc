@@ -321,19 +321,51 @@ struct RulesetCompiler::State {
     t->bounds = iv.bounds;
     t->cls.resize(n);
     for (size_t i = 0; i < n; ++i) t->cls[i] = f.combo_cls[iv.combo[i]];
-    t->first.resize(65537);
+    // Interval holding x.
+    auto holding = [&](uint32_t x) {
+      return static_cast<uint32_t>(std::upper_bound(iv.bounds.begin(), iv.bounds.end(), x) -
+                                   iv.bounds.begin() - 1);
+    };
+    std::vector<uint32_t> plain(65537);
     size_t j = 0;
     for (uint32_t h = 0; h < 65536; ++h) {
-      const uint32_t x = h << 16;
-      while (j + 1 < n && iv.bounds[j + 1] <= x) ++j;
-      t->first[h] = static_cast<uint32_t>(j);
+      while (j + 1 < n && iv.bounds[j + 1] <= (h << 16)) ++j;
+      plain[h] = static_cast<uint32_t>(j);
     }
-    t->first[65536] = static_cast<uint32_t>(n - 1);
+    plain[65536] = static_cast<uint32_t>(n - 1);
+    // Per /16: the fewest extra bits k (at most kMaxK) that leave at most
+    // kTarget candidate intervals per slice.
+    constexpr uint32_t kTarget = 4, kMaxK = 12;
+    t->first.resize(65536);
     uint32_t widest = 1;
+    std::vector<uint32_t> starts;
     for (uint32_t h = 0; h < 65536; ++h) {
-      widest = std::max(widest, t->first[h + 1] - t->first[h] + 1);
+      const uint32_t range = plain[h + 1] - plain[h] + 1;
+      if (range <= kTarget) {
+        t->first[h] = plain[h] << 5;
+        widest = std::max(widest, range);
+        continue;
+      }
+      uint32_t k = 1, worst = 0;
+      for (;; ++k) {
+        starts.clear();
+        for (uint32_t s = 0; s < (1u << k); ++s)
+          starts.push_back(holding((h << 16) | (s << (16 - k))));
+        starts.push_back(plain[h + 1]);
+        worst = 0;
+        for (uint32_t s = 0; s < (1u << k); ++s)
+          worst = std::max(worst, starts[s + 1] - starts[s] + 1);
+        if (worst <= kTarget || k == kMaxK) break;
+      }
+      widest = std::max(widest, worst);
+      t->first[h] = (static_cast<uint32_t>(t->second.size()) << 5) | k;
+      t->second.insert(t->second.end(), starts.begin(), starts.end() - 1);
     }
     while ((1u << t->search_steps) < widest) ++t->search_steps;
+    // Padding for the fixed search window.
+    const uint32_t pad = 1u << t->search_steps;
+    t->bounds.insert(t->bounds.end(), pad, t->bounds.back());
+    t->cls.insert(t->cls.end(), pad, t->cls.back());
     return t;
   }
 

@@ -47,16 +47,24 @@ inline void SetChunkId(uint64_t* rec, uint32_t agg_words, uint32_t i, uint16_t v
   std::memcpy(reinterpret_cast<char*>(rec + agg_words) + 2 * static_cast<size_t>(i), &v, 2);
 }
 
-// IPv4 address table: intervals [bounds[i], bounds[i+1]) -> cls[i]. first[h]
-// is the interval holding h << 16; first[65536] = the last interval. A lookup
-// searches [first[h], first[h + 1]] in search_steps halvings (enough for the
-// widest /16).
+// IPv4 address table: intervals [bounds[i], bounds[i+1]) -> cls[i].
+// first[h] describes the /16 h: low 5 bits k, high bits v. k = 0: v is the
+// interval holding h << 16. k > 0 (a /16 with many boundaries): the next k
+// bits of the address pick second[v + j], the interval holding the start of
+// that 2^-k slice. From there a branch-free search of exactly search_steps
+// halvings over a power-of-two window finds the interval; bounds and cls are
+// padded with 2^search_steps copies of the last entry so the window never
+// leaves the arrays.
 struct AddrTable4 {
   std::vector<uint32_t> bounds;
   std::vector<const uint64_t*> cls;
   std::vector<uint32_t> first;
+  std::vector<uint32_t> second;
   uint32_t search_steps = 0;
-  size_t bytes() const { return bounds.capacity() * 4 + cls.capacity() * 8 + first.capacity() * 4; }
+  size_t bytes() const {
+    return bounds.capacity() * 4 + cls.capacity() * 8 + first.capacity() * 4 +
+           second.capacity() * 4;
+  }
 };
 
 struct AddrTable6 {
