@@ -1,0 +1,86 @@
+// Helpers shared by the controller tests: a temporary directory, an
+// in-process controller on 127.0.0.1 port 0, JSON over a real HTTP socket.
+#pragma once
+
+#include <httplib.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "dfw/controller/controller_server.h"
+#include "gtest/gtest.h"
+
+namespace dfw::controller::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "dfw-ctl-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct HttpResult {
+  int status = 0;
+  nlohmann::json body;
+  std::string etag;
+};
+
+class Rest {
+ public:
+  explicit Rest(int port) : cli_("127.0.0.1", port) { cli_.set_read_timeout(10, 0); }
+  HttpResult Call(const std::string& method, const std::string& path, const std::string& body = "",
+                  const httplib::Headers& headers = {}) {
+    auto call = [&]() -> httplib::Result {
+      if (method == "GET") return cli_.Get(path.c_str(), headers);
+      if (method == "POST") return cli_.Post(path.c_str(), headers, body, "application/json");
+      if (method == "PUT") return cli_.Put(path.c_str(), headers, body, "application/json");
+      return cli_.Delete(path.c_str(), headers);
+    };
+    httplib::Result r = call();
+    HttpResult out;
+    if (!r) return out;
+    out.status = r->status;
+    out.body = nlohmann::json::parse(r->body, nullptr, false);
+    out.etag = r->get_header_value("ETag");
+    return out;
+  }
+  HttpResult Get(const std::string& p) { return Call("GET", p); }
+  HttpResult Post(const std::string& p, const nlohmann::json& b) { return Call("POST", p, b.dump()); }
+  HttpResult Put(const std::string& p, const nlohmann::json& b, const httplib::Headers& h = {}) {
+    return Call("PUT", p, b.dump(), h);
+  }
+  HttpResult Delete(const std::string& p, const httplib::Headers& h = {}) {
+    return Call("DELETE", p, "", h);
+  }
+
+ private:
+  httplib::Client cli_;
+};
+
+inline nlohmann::json VmJson(const std::string& id, const std::string& host,
+                             const std::vector<std::pair<std::string, std::string>>& tags,
+                             const std::string& ip) {
+  nlohmann::json vm = {{"id", id}, {"name", id}, {"host", host}};
+  vm["tags"] = nlohmann::json::array();
+  for (const auto& [s, v] : tags) vm["tags"].push_back({{"scope", s}, {"value", v}});
+  vm["vnics"] = {{{"id", id + "-nic0"}, {"mac", "52:54:00:00:00:01"}, {"addresses", {{{"ip", ip}}}}}};
+  return vm;
+}
+
+inline nlohmann::json TagGroupJson(const std::string& id, const std::string& scope,
+                                   const std::string& value) {
+  return {{"id", id},
+          {"criteria", {{{"conditions", {{{"tag", {{"scope", scope}, {"value", value}}}}}}}}}};
+}
+
+}  // namespace dfw::controller::testing
