@@ -16,13 +16,19 @@ constexpr uint32_t kChunk = 32;
 
 inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
-// Interval of x in an IPv4 table (see AddrTable4). The search runs the
-// table's fixed number of steps so that its loop branch always predicts.
-inline uint32_t Interval4(const AddrTable4& t, uint32_t x) {
+// IPv4 table walk (see AddrTable4), split in steps so that a burst can
+// interleave them. Step 1: the first-level entry gives the start interval, or
+// where in `second` to read it.
+inline uint32_t Start4(const AddrTable4& t, uint32_t x, const uint32_t** second) {
   const uint32_t e = t.first[x >> 16];
   const uint32_t k = e & 31;
-  uint32_t base = e >> 5;
-  if (k != 0) base = t.second[base + ((x & 0xffff) >> (16 - k))];
+  *second = k != 0 ? &t.second[(e >> 5) + ((x & 0xffff) >> (16 - k))] : nullptr;
+  return e >> 5;
+}
+
+// Step 2: from the start interval, exactly search_steps branch-free halvings
+// over a power-of-two window (bounds is padded so the window fits).
+inline uint32_t Search4(const AddrTable4& t, uint32_t base, uint32_t x) {
   const uint32_t* b = t.bounds.data();
   for (uint32_t half = (1u << t.search_steps) >> 1; half != 0; half >>= 1) {
     base = b[base + half] <= x ? base + half : base;
@@ -37,7 +43,10 @@ inline const uint64_t* Lookup6(const AddrTable6& t, const Ip128& x) {
 
 struct Slot {
   const uint64_t* c[kFields];
-  uint32_t src_iv, dst_iv;  // IPv4 interval numbers
+  const uint32_t* src_second;  // IPv4: where the start interval is, if not in src_iv
+  const uint32_t* dst_second;
+  uint32_t src_iv, dst_iv;  // IPv4 start interval, then interval
+  uint32_t svc;             // merged service: index into merged_cls
   uint32_t agg;             // aggregate word being walked
   uint64_t cand;            // its remaining candidate bits
 };
@@ -119,16 +128,14 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
       Prefetch(&s.sport[k[i].sport]);
       Prefetch(&s.dport[k[i].dport]);
     }
-    // 2. Interval search (IPv4), whole lookup (IPv6); port classes.
+    // 2. IPv4 first level, whole IPv6 lookup; service class numbers.
     for (uint32_t i = 0; i < cnt; ++i) {
       Slot& sl = slot[i];
       if (k[i].family == Family::kV4) {
-        const uint32_t xs = static_cast<uint32_t>(k[i].src.lo);
-        const uint32_t xd = static_cast<uint32_t>(k[i].dst.lo);
-        sl.src_iv = Interval4(src4, xs);
-        sl.dst_iv = Interval4(dst4, xd);
-        Prefetch(&src4.cls[sl.src_iv]);
-        Prefetch(&dst4.cls[sl.dst_iv]);
+        sl.src_iv = Start4(src4, static_cast<uint32_t>(k[i].src.lo), &sl.src_second);
+        sl.dst_iv = Start4(dst4, static_cast<uint32_t>(k[i].dst.lo), &sl.dst_second);
+        if (sl.src_second != nullptr) Prefetch(sl.src_second);
+        if (sl.dst_second != nullptr) Prefetch(sl.dst_second);
       } else {
         sl.c[0] = Lookup6(*m.src6, k[i].src);
         sl.c[1] = Lookup6(*m.dst6, k[i].dst);
@@ -137,12 +144,9 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
       }
       const uint32_t pd = static_cast<uint32_t>(k[i].dir) * 256 + k[i].proto;
       if constexpr (K == 3) {
-        const size_t svc =
-            (static_cast<size_t>(s.sport[k[i].sport]) * s.n_dport + s.dport[k[i].dport]) *
-                s.n_proto +
-            s.proto_num[pd];
-        sl.c[2] = s.merged_base + static_cast<size_t>(s.merged_cls[svc]) * stride;
-        Prefetch(sl.c[2]);
+        sl.svc =
+            (s.sport[k[i].sport] * s.n_dport + s.dport[k[i].dport]) * s.n_proto + s.proto_num[pd];
+        Prefetch(&s.merged_cls[sl.svc]);
       } else {
         sl.c[2] = s.sport_base + static_cast<size_t>(s.sport[k[i].sport]) * stride;
         sl.c[3] = s.dport_base + static_cast<size_t>(s.dport[k[i].dport]) * stride;
@@ -152,7 +156,31 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
         Prefetch(sl.c[4]);
       }
     }
-    // 3. Address classes.
+    // 3. IPv4 start intervals; service classes.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      Slot& sl = slot[i];
+      if (k[i].family == Family::kV4) {
+        if (sl.src_second != nullptr) sl.src_iv = *sl.src_second;
+        if (sl.dst_second != nullptr) sl.dst_iv = *sl.dst_second;
+        Prefetch(&src4.bounds[sl.src_iv]);
+        Prefetch(&dst4.bounds[sl.dst_iv]);
+      }
+      if constexpr (K == 3) {
+        sl.c[2] = s.merged_base + static_cast<size_t>(s.merged_cls[sl.svc]) * stride;
+        Prefetch(sl.c[2]);
+      }
+    }
+    // 4. IPv4 interval search.
+    for (uint32_t i = 0; i < cnt; ++i) {
+      Slot& sl = slot[i];
+      if (k[i].family == Family::kV4) {
+        sl.src_iv = Search4(src4, sl.src_iv, static_cast<uint32_t>(k[i].src.lo));
+        sl.dst_iv = Search4(dst4, sl.dst_iv, static_cast<uint32_t>(k[i].dst.lo));
+        Prefetch(&src4.cls[sl.src_iv]);
+        Prefetch(&dst4.cls[sl.dst_iv]);
+      }
+    }
+    // 5. Address classes.
     for (uint32_t i = 0; i < cnt; ++i) {
       Slot& sl = slot[i];
       if (k[i].family == Family::kV4) {
@@ -162,7 +190,7 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
         Prefetch(sl.c[1]);
       }
     }
-    // 4. First aggregate word; fetch the bit-vector words it points at.
+    // 6. First aggregate word; fetch the bit-vector words it points at.
     for (uint32_t i = 0; i < cnt; ++i) {
       Slot& sl = slot[i];
       sl.agg = 0;
@@ -172,7 +200,7 @@ void ClassifyK(const Ruleset::Impl& m, const FlowKey* keys, uint32_t* out, uint3
         for (uint32_t f = 0; f < K; ++f) Prefetch(WordPtr(v, sl.c[f], v.dict[f], w));
       }
     }
-    // 5. Walk.
+    // 7. Walk.
     for (uint32_t i = 0; i < cnt; ++i) {
       const uint32_t e = FirstEntry<K>(v, slot[i]);
       out[done + i] = e == kNoMatch ? kNoMatch : entry_rule[e];
