@@ -570,6 +570,16 @@ ConnVerdict ConnTable::Track(uint16_t zone, const ParsedPacket& p, uint64_t now_
   return t.Verdict(ConnVerdict::Kind::kEstablished, i, dir, DropReason::kNone);
 }
 
+void ConnTable::Prefetch(uint16_t zone, const ParsedPacket& p) const noexcept {
+  const Impl& t = *impl_;
+  Key k;
+  const KeyKind kind = p.icmp_error ? MakeInnerKey(zone, p, &k) : MakeKey(zone, p, &k);
+  if (kind != KeyKind::kOk) return;
+  const uint64_t h = t.Hash(k);
+  __builtin_prefetch(&t.b[t.B1(h)]);
+  __builtin_prefetch(&t.b[t.B2(h)]);
+}
+
 bool ConnTable::Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& policy,
                        uint64_t now_ms, uint32_t* entry, DropReason* reason) noexcept {
   Impl& t = *impl_;

@@ -431,6 +431,20 @@ TEST(ConntrackTable, InfoForEachSetPolicyRemove) {
   EXPECT_EQ(ct.size(), 0u);
 }
 
+TEST(ConntrackTable, PrefetchChangesNothing) {
+  ConnTable ct(SmallConfig());
+  ParsedPacket out = Udp(kA, kB, 5000, 53);
+  ct.Prefetch(1, out);
+  ct.Prefetch(1, IcmpError(kB, kA, Inner(kA, kB, 17, 5000, 53)));
+  ct.Prefetch(1, Echo(kA, kB, 13, 1));  // no key: ignored
+  EXPECT_EQ(ct.size(), 0u);
+  ASSERT_TRUE(Commit(ct, 1, out, 0));
+  ct.Prefetch(1, Udp(kB, kA, 53, 5000));
+  EXPECT_EQ(ct.Track(1, out, 0).kind, Kind::kEstablished);
+  uint32_t e = ct.Track(1, out, 0).entry;
+  EXPECT_EQ(StateOf(ct, e, 0), ConnState::kUnreplied);
+}
+
 TEST(ConntrackTable, StateNames) {
   EXPECT_STREQ(ConnStateName(ConnState::kEstablished), "ESTABLISHED");
   EXPECT_STREQ(ConnStateName(ConnState::kSynSent2), "SYN_SENT2");

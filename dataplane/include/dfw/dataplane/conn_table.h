@@ -124,10 +124,22 @@ class ConnTable {
   // `now_ms` is a monotonic clock. Non-first fragments must not come here.
   ConnVerdict Track(uint16_t zone, const ParsedPacket& p, uint64_t now_ms) noexcept;
 
+  // Optional, for bursts: hashes the packet's key and prefetches its two
+  // candidate buckets (and, for an ICMP error, the quoted packet's). Calling
+  // it for every packet of a burst before tracking any of them overlaps the
+  // bucket cache misses. No effect on state.
+  void Prefetch(uint16_t zone, const ParsedPacket& p) const noexcept;
+
   // Creates the connection for a packet that Track returned kNew for and the
   // policy allowed. Fails (returns false, `*reason` set) when the packet may
-  // not open a connection (strict TCP: not a SYN; ICMP: not an echo request)
-  // or a limit is reached and nothing could be evicted.
+  // not open a connection (kCtNoConnection: strict TCP not a SYN, loose TCP
+  // not a SYN or plain ACK segment, ICMP not an echo request; kCtInvalid: bad
+  // TCP flags; kIcmpErrorUnrelated: an ICMP error) or a limit is reached and
+  // nothing could be evicted (kCtLimitVnic, kCtLimitGlobal; also a zone out
+  // of range). Early drop order: an expired or unestablished/closed entry
+  // referenced from the new key's candidate buckets, else the zone's oldest
+  // unestablished/closed entry, else (global limit) one found by a short
+  // scan of the array. Expired established entries elsewhere wait for Sweep.
   bool Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& policy, uint64_t now_ms,
               uint32_t* entry, DropReason* reason) noexcept;
 
@@ -142,6 +154,7 @@ class ConnTable {
   // Removes every entry of a zone (or all with zone < 0). Returns how many.
   uint32_t Flush(int zone) noexcept;
 
+  // Entries held, including expired ones Sweep has not removed yet.
   uint32_t size() const noexcept;
   uint32_t zone_size(uint16_t zone) const noexcept;
   uint32_t capacity() const noexcept;
