@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -133,6 +136,66 @@ INSTANTIATE_TEST_SUITE_P(Shared, ClassifyToolTest, ::testing::ValuesIn(kSets),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            return std::string(i.param);
                          });
+
+// ClassBench files the tool has never seen: random filters around a few
+// anchors (nested and overlapping prefixes, wildcards, port ranges, any or
+// one protocol), written out as text, classified by the tool both ways.
+TEST_F(ToolDir, RandomRuleFilesAgreeWithLinearScan) {
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    std::mt19937_64 rng(seed);
+    uint32_t anchors[4];
+    for (uint32_t& a : anchors) a = static_cast<uint32_t>(rng());
+    auto prefix = [&](std::string* out) {
+      const uint32_t len = static_cast<uint32_t>(rng() % 16 == 0 ? rng() % 8 : 8 + rng() % 25);
+      uint32_t a = anchors[rng() % 4] ^ static_cast<uint32_t>(rng() >> (32 + rng() % 33));
+      a &= len == 0 ? 0 : ~0u << (32 - len);
+      *out += std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 255) + "." +
+              std::to_string((a >> 8) & 255) + "." + std::to_string(a & 255) + "/" +
+              std::to_string(len);
+    };
+    auto range = [&](std::string* out) {
+      static constexpr uint16_t kPorts[] = {0, 53, 80, 443, 1023, 1024, 65535};
+      uint16_t lo = kPorts[rng() % 7], hi = kPorts[rng() % 7];
+      if (rng() % 5 == 0) lo = 0, hi = 65535;
+      if (lo > hi) std::swap(lo, hi);
+      *out += std::to_string(lo) + " : " + std::to_string(hi);
+    };
+    std::string rules;
+    for (int i = 0; i < 1500; ++i) {
+      rules += "@";
+      prefix(&rules);
+      rules += "\t";
+      prefix(&rules);
+      rules += "\t";
+      range(&rules);
+      rules += "\t";
+      range(&rules);
+      static constexpr const char* kProtos[] = {"0x06/0xFF", "0x11/0xFF", "0x01/0xFF", "0x00/0x00"};
+      rules += std::string("\t") + kProtos[rng() % 4] + "\t0x0000/0x0000\n";
+    }
+    Write("rules", rules);
+    std::vector<classbench::Filter> filters;
+    std::string error;
+    ASSERT_TRUE(classbench::ParseFilters(rules, "rules", &filters, &error)) << error;
+    auto keys = classbench::TraceInsideFilters(filters, 15000, seed);
+    const auto random = classbench::RandomTrace(5000, seed + 100);
+    keys.insert(keys.end(), random.begin(), random.end());
+    Write("trace", classbench::FormatTrace(keys));
+    const std::string args = (dir_ / "rules").string() + " " + (dir_ / "trace").string();
+    const RunResult fast = RunTool(args, dir_);
+    const RunResult slow = RunTool("--linear " + args, dir_);
+    ASSERT_EQ(fast.status, 0) << fast.err;
+    ASSERT_EQ(slow.status, 0) << slow.err;
+    EXPECT_EQ(std::count(fast.out.begin(), fast.out.end(), '\n'), static_cast<long>(keys.size()));
+    EXPECT_TRUE(fast.out == slow.out) << "seed " << seed;
+    // Not a degenerate trace: many different rules (and "none") are hit.
+    std::set<std::string> distinct;
+    std::istringstream lines(fast.out);
+    for (std::string l; std::getline(lines, l);) distinct.insert(l);
+    EXPECT_GT(distinct.size(), 200u) << "seed " << seed;
+    EXPECT_TRUE(distinct.contains("0")) << "seed " << seed;
+  }
+}
 
 TEST_F(ToolDir, HandWrittenRulesAndTrace) {
   Write("rules",

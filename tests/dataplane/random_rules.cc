@@ -23,7 +23,7 @@ Ip128 RandomRules::Around(Family f) {
   const auto& anchors = f == Family::kV4 ? anchors4_ : anchors6_;
   Ip128 a = anchors[rng_() % anchors.size()];
   const int width = f == Family::kV4 ? 32 : 128;
-  const int scramble = static_cast<int>(rng_() % (width + 1));
+  const int scramble = static_cast<int>(rng_() % (width - 7));
   for (int b = 0; b < scramble; ++b) {
     if (rng_() & 1) {
       if (b < 64) {
@@ -39,16 +39,19 @@ Ip128 RandomRules::Around(Family f) {
 
 IpPrefix RandomRules::MakePrefix(Family f) {
   const Ip128 a = Around(f);
+  // Favour the interesting lengths; short prefixes are rare (as in real
+  // groups), else most packets would stop at the first few rules.
   if (f == Family::kV4) {
-    // Favour the interesting lengths.
-    static constexpr uint8_t kLens[] = {0, 1, 8, 16, 20, 24, 28, 30, 31, 32, 32};
-    const uint8_t len =
-        (rng_() & 1) ? kLens[rng_() % std::size(kLens)] : static_cast<uint8_t>(rng_() % 33);
+    static constexpr uint8_t kLens[] = {16, 20, 24, 24, 28, 30, 31, 32, 32, 32};
+    uint8_t len = static_cast<uint8_t>(12 + rng_() % 21);
+    if (rng_() & 1) len = kLens[rng_() % std::size(kLens)];
+    if (rng_() % 50 == 0) len = static_cast<uint8_t>(rng_() % 9);
     return IpPrefix::V4(static_cast<uint32_t>(a.lo), len);
   }
-  static constexpr uint8_t kLens6[] = {0, 16, 32, 48, 56, 63, 64, 65, 96, 120, 127, 128, 128};
-  const uint8_t len =
-      (rng_() & 1) ? kLens6[rng_() % std::size(kLens6)] : static_cast<uint8_t>(rng_() % 129);
+  static constexpr uint8_t kLens6[] = {48, 56, 63, 64, 65, 96, 120, 127, 128, 128};
+  uint8_t len = static_cast<uint8_t>(40 + rng_() % 89);
+  if (rng_() & 1) len = kLens6[rng_() % std::size(kLens6)];
+  if (rng_() % 50 == 0) len = static_cast<uint8_t>(rng_() % 33);
   return IpPrefix::V6(a, len);
 }
 
@@ -73,8 +76,12 @@ uint8_t RandomRules::Proto() {
 }
 
 PortRange RandomRules::Range() {
-  uint16_t a = Port(), b = Port();
-  if (rng_() % 3 == 0) b = a;
+  // Mostly one port or a narrow range; sometimes a wide one between two
+  // interesting ports.
+  uint16_t a = Port(), b = a;
+  const uint32_t kind = rng_() % 10;
+  if (kind >= 4 && kind < 8) b = static_cast<uint16_t>(std::min<uint32_t>(65535, a + rng_() % 200));
+  if (kind >= 8) b = Port();
   if (a > b) std::swap(a, b);
   return PortRange{a, b};
 }
@@ -101,13 +108,13 @@ RulesetSpec RandomRules::MakeSpec() {
     r.rule_num = 1000 + i;
     r.src = endpoint();
     r.dst = endpoint();
-    const uint32_t ns = rng_() % (opt_.max_services + 1);
+    const uint32_t ns = rng_() % 20 == 0 ? 0 : 1 + rng_() % opt_.max_services;
     for (uint32_t k = 0; k < ns; ++k) {
       ServiceSpec s;
-      const uint32_t kind = rng_() % 6;
+      const uint32_t kind = rng_() % 12;
       if (kind == 0) {
         // any protocol
-      } else if (kind == 1) {
+      } else if (kind <= 2) {
         const uint8_t p = (rng_() & 1) ? 1 : 58;
         std::optional<uint8_t> type, code;
         if (rng_() % 3 != 0) type = static_cast<uint8_t>(rng_() % 4 == 0 ? 0 : 8 + rng_() % 3);
@@ -116,7 +123,7 @@ RulesetSpec RandomRules::MakeSpec() {
       } else {
         s.proto = Proto();
         const uint32_t nsp = rng_() % 4 == 0 ? 1 + rng_() % 2 : 0;
-        const uint32_t ndp = rng_() % 4 != 0 ? 1 + rng_() % 3 : 0;
+        const uint32_t ndp = rng_() % 8 != 0 ? 1 + rng_() % 3 : 0;
         for (uint32_t j = 0; j < nsp; ++j) s.sports.push_back(Range());
         for (uint32_t j = 0; j < ndp; ++j) s.dports.push_back(Range());
       }
