@@ -54,8 +54,13 @@ Ip128 IpPrefix::Last() const {
 
 bool IpPrefix::Contains(Family f, const Ip128& a) const {
   if (f != family) return false;
-  const Ip128 last = Last();
-  return addr <= a && a <= last;
+  if (family == Family::kV4) {
+    const uint32_t m = len == 0 ? 0 : ~0u << (32 - len);
+    return (static_cast<uint32_t>(a.lo) & m) == static_cast<uint32_t>(addr.lo);
+  }
+  const uint64_t mhi = len == 0 ? 0 : (len >= 64 ? ~0ull : ~0ull << (64 - len));
+  const uint64_t mlo = len <= 64 ? 0 : (len == 128 ? ~0ull : ~0ull << (128 - len));
+  return (a.hi & mhi) == addr.hi && (a.lo & mlo) == addr.lo;
 }
 
 std::optional<IpPrefix> IpPrefix::Parse(std::string_view text) {
