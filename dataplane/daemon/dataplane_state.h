@@ -1,0 +1,77 @@
+// DataplaneState: the dataplane's control side. It holds what the host agent
+// told it — each vNIC (steering id, MAC, bound addresses) and the desired
+// state (per-vNIC rulesets, address sets) at a controller revision —
+// validates and compiles it, publishes each vNIC's immutable VnicState to the
+// workers, and persists it so a restarted dataplane enforces the last state
+// before any agent reconnects.
+//
+// Every change is validated and compiled completely before anything is
+// published: a bad ruleset or a delta from the wrong revision is refused with
+// an error naming the vNIC, rule or field, and what was in force stays in
+// force. A vNIC with no ruleset is published without a policy: it drops
+// everything (fail closed).
+//
+// Thread safety: one control thread (the local API serialises calls with a
+// mutex); the workers only see published VnicStates.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "dfw/dataplane/ruleset_compiler.h"
+#include "dfw/dataplane/vnic_table.h"
+#include "dfw/v1/dataplane.pb.h"
+
+namespace dfw::dataplane {
+
+class DataplaneState {
+ public:
+  // `state_path` empty: nothing persisted.
+  DataplaneState(VnicTable* vnics, std::string state_path);
+  ~DataplaneState();
+
+  // Loads and enforces the persisted state, if any. A missing file is not an
+  // error; an unreadable one is (the caller decides to start empty or not).
+  Status Load();
+
+  Status SetVnic(const v1::DataplaneVNic& vnic);
+  Status RemoveVnic(const std::string& id);
+  Status ApplyFull(const v1::HostDesiredState& state);
+  Status ApplyDelta(const v1::HostDelta& delta);
+
+  uint64_t applied_revision() const;
+  // vNIC id by local id ("" if none), and the list of vNICs.
+  std::string VnicIdOf(uint16_t local_id) const;
+  std::vector<v1::DataplaneVNic> Vnics() const;
+  // rule_num -> (policy id, rule id) of the current rulesets.
+  std::pair<std::string, std::string> RuleOf(uint32_t rule_num) const;
+
+ private:
+  struct Compiled;
+  Status Persist() const;
+  // Compiles `ruleset` for a vNIC against `sets`; no publication.
+  Status Compile(const v1::VNicRuleset& ruleset, const std::map<std::string, v1::AddressSet>& sets,
+                 std::unique_ptr<Compiled>* out) const;
+  void Publish(const std::string& vnic_id);
+
+  VnicTable* table_;
+  std::string path_;
+  mutable std::mutex mu_;
+  uint64_t revision_ = 0;
+  uint32_t next_generation_ = 1;
+  std::map<std::string, v1::DataplaneVNic> vnics_;
+  std::map<std::string, v1::VNicRuleset> rulesets_;
+  std::map<std::string, v1::AddressSet> sets_;
+  std::map<std::string, std::unique_ptr<Compiled>> compiled_;  // by vNIC id
+  std::map<uint32_t, std::pair<std::string, std::string>> rule_names_;
+};
+
+// The classifier's view of one CompiledRule list (exposed for tests).
+Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
+                            const std::map<std::string, v1::AddressSet>& sets, RulesetSpec* spec,
+                            std::vector<RuleMeta>* meta);
+
+}  // namespace dfw::dataplane

@@ -1,0 +1,177 @@
+// dfw-dataplane: the DPDK poll-mode process that touches every packet.
+//
+//   dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]
+//                 [--max-connections N] [--tcp-loose] [--exit-after-ms N]
+//                 -- <DPDK EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK>
+//
+// The firewall port is ethdev port 0 (a vdev: net_virtio_user on OVS's
+// vhost-user socket in production; net_ring, net_pcap or net_null in tests).
+// --no-pci is always added: this process never touches the host's devices.
+// At start the persisted state (DIR/state.pb) is loaded and enforced before
+// the API opens; vNICs without rules drop everything.
+#include <grpcpp/grpcpp.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane_state.h"
+#include "local_api.h"
+#include "port_worker.h"
+
+using namespace dfw::dataplane;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]\n"
+               "                     [--max-connections N] [--tcp-loose] [--exit-after-ms N]\n"
+               "                     -- <EAL args>\n");
+  return 2;
+}
+
+bool SetupPort(uint16_t port, rte_mempool* pool) {
+  rte_eth_conf conf;
+  std::memset(&conf, 0, sizeof(conf));
+  if (rte_eth_dev_configure(port, 1, 1, &conf) != 0) return false;
+  uint16_t rxd = 1024, txd = 1024;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
+  int socket = rte_eth_dev_socket_id(port);
+  if (socket < 0) socket = 0;
+  if (rte_eth_rx_queue_setup(port, 0, rxd, static_cast<unsigned>(socket), nullptr, pool) != 0)
+    return false;
+  if (rte_eth_tx_queue_setup(port, 0, txd, static_cast<unsigned>(socket), nullptr) != 0)
+    return false;
+  if (rte_eth_dev_start(port) != 0) return false;
+  rte_eth_promiscuous_enable(port);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string api = "unix:/run/dfw/dataplane.sock", state_dir, flow_log;
+  uint64_t exit_after_ms = 0;
+  PipelineConfig pc;
+  int i = 1;
+  for (; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--") {
+      ++i;
+      break;
+    } else if (a == "--api") {
+      const char* v = next();
+      if (!v) return Usage();
+      api = v;
+    } else if (a == "--state-dir") {
+      const char* v = next();
+      if (!v) return Usage();
+      state_dir = v;
+    } else if (a == "--flow-log") {
+      const char* v = next();
+      if (!v) return Usage();
+      flow_log = v;
+    } else if (a == "--max-connections") {
+      const char* v = next();
+      if (!v) return Usage();
+      pc.conntrack.max_connections = static_cast<uint32_t>(std::stoul(v));
+    } else if (a == "--tcp-loose") {
+      pc.conntrack.tcp_loose = true;
+    } else if (a == "--exit-after-ms") {
+      const char* v = next();
+      if (!v) return Usage();
+      exit_after_ms = std::stoull(v);
+    } else {
+      return Usage();
+    }
+  }
+  std::vector<std::string> eal_args = {"dfw-dataplane"};
+  bool no_pci = false;
+  for (; i < argc; ++i) {
+    eal_args.push_back(argv[i]);
+    no_pci = no_pci || eal_args.back() == "--no-pci";
+  }
+  if (!no_pci) eal_args.push_back("--no-pci");
+  std::vector<char*> eal_argv;
+  for (auto& s : eal_args) eal_argv.push_back(s.data());
+  if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
+    std::fprintf(stderr, "dfw-dataplane: EAL init failed: %s\n", rte_strerror(rte_errno));
+    return 1;
+  }
+  if (rte_eth_dev_count_avail() < 1) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: no port; give one vdev, e.g. --vdev net_virtio_user0,path=SOCK\n");
+    return 1;
+  }
+  rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", 8191, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                              static_cast<int>(rte_socket_id()));
+  if (!pool || !SetupPort(0, pool)) {
+    std::fprintf(stderr, "dfw-dataplane: port 0 setup failed: %s\n", rte_strerror(rte_errno));
+    return 1;
+  }
+
+  VnicTable vnics(1);
+  Pipeline pipeline(&vnics, pc, 0);
+  DataplaneState state(&vnics, state_dir.empty() ? "" : state_dir + "/state.pb");
+  if (auto st = state.Load(); !st.ok()) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: persisted state refused, starting with none (every vNIC "
+                 "drops until its rules arrive): %s\n",
+                 st.message().c_str());
+  }
+  PortWorker worker(&pipeline, pool, PortWorkerConfig{});
+  std::thread worker_thread([&] { worker.Run(); });
+
+  std::FILE* sink = flow_log.empty() ? nullptr : std::fopen(flow_log.c_str(), "a");
+  if (!flow_log.empty() && !sink)
+    std::fprintf(stderr, "dfw-dataplane: cannot open %s\n", flow_log.c_str());
+  LocalApi service(&state, &pipeline, &worker);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(api, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    std::fprintf(stderr, "dfw-dataplane: cannot listen on %s\n", api.c_str());
+    worker.Stop();
+    worker_thread.join();
+    return 1;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu\n", api.c_str(),
+              state.Vnics().size(), static_cast<unsigned long long>(state.applied_revision()));
+  std::fflush(stdout);
+  uint64_t start = MonotonicMs();
+  while (!g_stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    service.DrainFlows(sink);
+    if (exit_after_ms && MonotonicMs() - start > exit_after_ms) break;
+  }
+  server->Shutdown();
+  worker.Stop();
+  worker_thread.join();
+  service.DrainFlows(sink);
+  PipelineCounters& c = pipeline.counters();
+  std::printf("dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu\n",
+              static_cast<unsigned long long>(worker.rx_packets()),
+              static_cast<unsigned long long>(worker.tx_packets()),
+              static_cast<unsigned long long>(c.forwarded.Get()),
+              static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()));
+  if (sink) std::fclose(sink);
+  rte_eth_dev_stop(0);
+  rte_eth_dev_close(0);
+  rte_eal_cleanup();
+  return 0;
+}

@@ -1,0 +1,151 @@
+#include "port_worker.h"
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_pause.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace dfw::dataplane {
+
+uint64_t MonotonicMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+struct PortWorker::Request {
+  enum class Kind { kConnections, kFlush } kind;
+  int zone = -1;
+  uint32_t limit = 0;
+  std::vector<ConnInfo>* conns = nullptr;
+  uint64_t flushed = 0;
+  std::atomic<bool> done{false};
+};
+
+PortWorker::PortWorker(Pipeline* pipeline, rte_mempool* pool, const PortWorkerConfig& config)
+    : pipeline_(pipeline), pool_(pool), config_(config) {
+  if (config_.burst > 64) config_.burst = 64;
+}
+PortWorker::~PortWorker() = default;
+
+bool PortWorker::Submit(Request* r, uint32_t timeout_ms) {
+  Request* expected = nullptr;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!mailbox_.compare_exchange_weak(expected, r, std::memory_order_acq_rel)) {
+    expected = nullptr;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  while (!r->done.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      // Take the request back if the worker has not started it.
+      Request* mine = r;
+      if (mailbox_.compare_exchange_strong(mine, nullptr)) return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
+bool PortWorker::RequestConnections(int zone, uint32_t limit, std::vector<ConnInfo>* out,
+                                    uint32_t timeout_ms) {
+  Request r{Request::Kind::kConnections, zone, limit, out};
+  return Submit(&r, timeout_ms);
+}
+
+bool PortWorker::RequestFlush(int zone, uint64_t* flushed, uint32_t timeout_ms) {
+  Request r{Request::Kind::kFlush, zone};
+  bool ok = Submit(&r, timeout_ms);
+  if (ok) *flushed = r.flushed;
+  return ok;
+}
+
+void PortWorker::Serve(uint64_t now_ms) {
+  Request* r = mailbox_.load(std::memory_order_acquire);
+  if (!r) return;
+  if (!mailbox_.compare_exchange_strong(r, nullptr, std::memory_order_acq_rel)) return;
+  ConnTable& ct = pipeline_->conntrack();
+  if (r->kind == Request::Kind::kConnections) {
+    ct.ForEach(now_ms, [&](uint32_t, const ConnInfo& c) {
+      if (r->conns->size() >= r->limit) return;
+      if (r->zone < 0 || c.zone == r->zone) r->conns->push_back(c);
+    });
+  } else {
+    r->flushed = ct.Flush(r->zone);
+  }
+  r->done.store(true, std::memory_order_release);
+}
+
+void PortWorker::Run() {
+  constexpr uint32_t kMax = 64;
+  rte_mbuf* rx[kMax];
+  rte_mbuf* tx[2 * kMax];
+  const uint8_t* frames[kMax];
+  uint16_t lens[kMax];
+  Verdict verdicts[kMax];
+  alignas(64) static thread_local uint8_t replies[kMax][kMaxReplyLen];
+  uint32_t idle = 0, bursts = 0;
+  while (!stop_.load(std::memory_order_acquire)) {
+    uint16_t n = rte_eth_rx_burst(config_.port, 0, rx, static_cast<uint16_t>(config_.burst));
+    uint64_t now = MonotonicMs();
+    if (n == 0) {
+      pipeline_->Maintain(now, config_.sweep_budget);
+      Serve(now);
+      if (++idle > 64) {
+        // Back off: the longer the silence, the longer the nap (capped).
+        uint32_t us = std::min<uint32_t>(config_.max_idle_sleep_us, (idle - 64) * 10);
+        sleeps_.fetch_add(1, std::memory_order_relaxed);
+        std::this_thread::sleep_for(std::chrono::microseconds(us));
+      } else {
+        rte_pause();
+      }
+      continue;
+    }
+    idle = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+      rte_mbuf* m = rx[i];
+      frames[i] = rte_pktmbuf_mtod(m, const uint8_t*);
+      // Multi-segment frames are judged on their first segment's bytes; the
+      // parser treats what is missing as truncated and drops it by name.
+      lens[i] = rte_pktmbuf_data_len(m);
+    }
+    pipeline_->Process(frames, lens, n, now, verdicts, replies);
+    uint16_t out = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+      if (verdicts[i].forward) {
+        tx[out++] = rx[i];
+      } else {
+        rte_pktmbuf_free(rx[i]);
+      }
+      if (verdicts[i].reply_len) {
+        rte_mbuf* r = rte_pktmbuf_alloc(pool_);
+        if (r) {
+          char* d = rte_pktmbuf_append(r, verdicts[i].reply_len);
+          if (d) {
+            std::memcpy(d, replies[i], verdicts[i].reply_len);
+            tx[out++] = r;
+          } else {
+            rte_pktmbuf_free(r);
+          }
+        }
+      }
+    }
+    uint16_t sent = out ? rte_eth_tx_burst(config_.port, 0, tx, out) : 0;
+    for (uint16_t i = sent; i < out; ++i) rte_pktmbuf_free(tx[i]);
+    rx_.store(rx_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    tx_.store(tx_.load(std::memory_order_relaxed) + sent, std::memory_order_relaxed);
+    if (sent < out) {
+      tx_dropped_.store(tx_dropped_.load(std::memory_order_relaxed) + (out - sent),
+                        std::memory_order_relaxed);
+    }
+    if ((++bursts & 63) == 0) {
+      pipeline_->Maintain(now, config_.sweep_budget);
+      Serve(now);
+    }
+  }
+}
+
+}  // namespace dfw::dataplane

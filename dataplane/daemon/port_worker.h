@@ -1,0 +1,72 @@
+// PortWorker: the DPDK poll loop of dfw-dataplane. It owns one Pipeline and
+// one ethdev port (the firewall port: net_virtio_user on OVS's vhost-user
+// socket in production; net_ring / net_pcap / net_null in tests and
+// benchmarks), and runs to completion on bursts of 32:
+//
+//   rx burst -> Pipeline::Process -> tx the allowed frames back to the same
+//   port (OVS forwards them on), plus reject replies -> free the rest.
+//
+// When the port is idle it ages connections and backs off (pause, then short
+// sleeps up to `max_idle_sleep_us`), so a 2-core host stays usable.
+// Requests from the control thread that need the worker's own state (the
+// connection table) travel through a mailbox checked once per loop.
+//
+// Thread safety: Run() on the worker lcore; RequestConnections / RequestFlush
+// / Stop from one control thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "dfw/dataplane/pipeline.h"
+
+struct rte_mempool;
+
+namespace dfw::dataplane {
+
+struct PortWorkerConfig {
+  uint16_t port = 0;
+  uint32_t burst = 32;
+  uint32_t max_idle_sleep_us = 1000;
+  uint32_t sweep_budget = 256;  // connection slots aged per idle turn (and every 64 bursts)
+};
+
+class PortWorker {
+ public:
+  PortWorker(Pipeline* pipeline, rte_mempool* pool, const PortWorkerConfig& config);
+  ~PortWorker();
+
+  // The loop; returns after Stop().
+  void Run();
+  void Stop() { stop_.store(true, std::memory_order_release); }
+
+  // Control thread: served by the worker between bursts; blocks until then
+  // (or `timeout_ms`). False on timeout.
+  bool RequestConnections(int zone, uint32_t limit, std::vector<ConnInfo>* out,
+                          uint32_t timeout_ms = 2000);
+  bool RequestFlush(int zone, uint64_t* flushed, uint32_t timeout_ms = 2000);
+
+  uint64_t rx_packets() const { return rx_.load(std::memory_order_relaxed); }
+  uint64_t tx_packets() const { return tx_.load(std::memory_order_relaxed); }
+  uint64_t tx_dropped() const { return tx_dropped_.load(std::memory_order_relaxed); }
+  uint64_t idle_sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Request;
+  bool Submit(Request* r, uint32_t timeout_ms);
+  void Serve(uint64_t now_ms);
+
+  Pipeline* pipeline_;
+  rte_mempool* pool_;
+  PortWorkerConfig config_;
+  std::atomic<bool> stop_{false};
+  std::atomic<Request*> mailbox_{nullptr};
+  std::atomic<uint64_t> rx_{0}, tx_{0}, tx_dropped_{0}, sleeps_{0};
+};
+
+uint64_t MonotonicMs();
+
+}  // namespace dfw::dataplane

@@ -1,0 +1,106 @@
+// VnicTable: what the dataplane knows about each local vNIC — its MAC and
+// bound addresses (for spoofguard) and its compiled policy — indexed by the
+// steering id, read lock-free by the worker and replaced whole by the control
+// thread.
+//
+// How. Each slot holds an atomic pointer to an immutable VnicState. The
+// control thread builds a new state, publishes it with one release store, and
+// frees the old one once every worker has passed a quiescent point after the
+// store: each burst is a read-side section (Enter ... Leave), and the control
+// thread waits only for workers inside a section that began before its store
+// (epoch-based reclamation, like rte_rcu_qsbr with a thread going offline
+// between bursts). A state
+// without a policy drops everything: a vNIC fails closed until its rules
+// arrive.
+//
+// Thread safety. Publish/Remove/Synchronize: control thread only (one).
+// Enter/Get/Leave: any number of workers (distinct worker numbers).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dfw/dataplane/classifier.h"
+#include "dfw/dataplane/packet_parser.h"
+
+namespace dfw::dataplane {
+
+// Per compiled rule (index = classifier rule index): what the pipeline does.
+struct RuleMeta {
+  uint32_t rule_num = 0;  // dataplane-wide number (counters, flow records)
+  Action action = Action::kDrop;
+  bool stateful = true;     // track connections it admits
+  bool audit = false;       // would-be drops are recorded and let through
+  bool revalidate = false;  // connections it admitted are re-checked on policy change
+  bool log = false;         // flow record for each hit
+};
+
+struct VnicPolicy {
+  std::shared_ptr<const Ruleset> ruleset;
+  std::vector<RuleMeta> rules;  // parallel to the ruleset's rules
+  Action default_action = Action::kDrop;
+  bool default_log = true;
+  uint32_t generation = 0;  // changes with every new policy of this vNIC
+  uint64_t revision = 0;    // controller revision it reflects
+};
+
+struct VnicState {
+  std::string id;
+  uint16_t local_id = 0;
+  uint8_t mac[6] = {};
+  std::vector<uint32_t> bound_v4;            // sorted
+  std::vector<Ip128> bound_v6;               // sorted
+  std::shared_ptr<const VnicPolicy> policy;  // null: no rules yet, drop everything
+
+  bool BindsV4(uint32_t a) const;
+  bool BindsV6(const Ip128& a) const;
+};
+
+class VnicTable {
+ public:
+  static constexpr uint32_t kSlots = kMaxLocalId + 1;
+  static constexpr uint32_t kMaxWorkers = 16;
+  static constexpr uint64_t kOutside = ~uint64_t{0};
+
+  explicit VnicTable(uint32_t workers = 1);
+  ~VnicTable();
+
+  // Worker side. A worker reads slots only between Enter and Leave (one
+  // burst); outside it is quiescent and never waited for.
+  void Enter(uint32_t worker) noexcept {
+    seen_[worker].value.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
+    // Orders the store above before the slot loads that follow (and pairs
+    // with the fence in Synchronize): the control thread either sees this
+    // worker inside, or the worker sees the new pointer.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  void Leave(uint32_t worker) noexcept {
+    seen_[worker].value.store(kOutside, std::memory_order_release);
+  }
+  const VnicState* Get(uint16_t local_id) const noexcept {
+    return slots_[local_id & kMaxLocalId].load(std::memory_order_acquire);
+  }
+
+  // Control side. Publishes `state` into its local_id slot and frees the
+  // state it replaced after the workers quiesce.
+  void Publish(std::unique_ptr<VnicState> state);
+  void Remove(uint16_t local_id);
+  const VnicState* Current(uint16_t local_id) const { return Get(local_id); }
+  // Blocks until no worker is inside a section that began before this call.
+  void Synchronize();
+
+ private:
+  void Retire(const VnicState* old);
+  struct alignas(64) Seen {
+    std::atomic<uint64_t> value{0};
+  };
+  std::atomic<const VnicState*> slots_[kSlots];
+  std::atomic<uint64_t> epoch_{1};
+  Seen seen_[kMaxWorkers];
+  uint32_t workers_;
+};
+
+}  // namespace dfw::dataplane

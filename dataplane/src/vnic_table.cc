@@ -1,0 +1,52 @@
+#include "dfw/dataplane/vnic_table.h"
+
+#include <algorithm>
+#include <thread>
+
+namespace dfw::dataplane {
+
+bool VnicState::BindsV4(uint32_t a) const {
+  return std::binary_search(bound_v4.begin(), bound_v4.end(), a);
+}
+bool VnicState::BindsV6(const Ip128& a) const {
+  return std::binary_search(bound_v6.begin(), bound_v6.end(), a);
+}
+
+VnicTable::VnicTable(uint32_t workers) : workers_(std::min(workers, kMaxWorkers)) {
+  for (auto& s : slots_) s.store(nullptr, std::memory_order_relaxed);
+  for (uint32_t w = 0; w < kMaxWorkers; ++w) seen_[w].value.store(kOutside);
+}
+
+VnicTable::~VnicTable() {
+  for (auto& s : slots_) delete s.load();
+}
+
+void VnicTable::Publish(std::unique_ptr<VnicState> state) {
+  uint16_t id = state->local_id & kMaxLocalId;
+  const VnicState* old = slots_[id].exchange(state.release(), std::memory_order_acq_rel);
+  Retire(old);
+}
+
+void VnicTable::Remove(uint16_t local_id) {
+  Retire(slots_[local_id & kMaxLocalId].exchange(nullptr, std::memory_order_acq_rel));
+}
+
+void VnicTable::Synchronize() {
+  uint64_t target = epoch_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (uint32_t w = 0; w < workers_; ++w) {
+    for (;;) {
+      uint64_t v = seen_[w].value.load(std::memory_order_acquire);
+      if (v == kOutside || v >= target) break;
+      std::this_thread::yield();
+    }
+  }
+}
+
+void VnicTable::Retire(const VnicState* old) {
+  if (!old) return;
+  Synchronize();
+  delete old;
+}
+
+}  // namespace dfw::dataplane

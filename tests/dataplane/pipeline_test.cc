@@ -1,0 +1,461 @@
+// The dataplane's conformance suite, run through the Pipeline directly with
+// crafted frames: the same frames the daemon test sends through a real DPDK
+// port. Two vNICs: web (local id 1) and db (local id 2); policy in the spirit
+// of the product: web may reach db on TCP 5432, everything else is denied.
+#include "dfw/dataplane/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include "dfw/dataplane/ruleset_compiler.h"
+#include "frame_builder.h"
+
+namespace dfw::dataplane {
+namespace {
+
+using namespace testing;
+
+constexpr uint32_t kWebIp = Ip4(198, 18, 1, 11), kDbIp = Ip4(198, 18, 2, 21),
+                   kOtherIp = Ip4(198, 18, 9, 9);
+constexpr uint16_t kWeb = 1, kDb = 2;
+const Mac kWebMac = MacOf(0x11), kDbMac = MacOf(0x21), kRouterMac = MacOf(0xfe);
+const Ip128 kWeb6{0x20010db800000001ull, 0x11}, kDb6{0x20010db800000002ull, 0x21};
+
+IpPrefix Host4(uint32_t a) { return IpPrefix::V4(a, 32); }
+
+struct RuleOpts {
+  Action action = Action::kAllow;
+  bool audit = false, revalidate = false, stateful = true;
+};
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  PipelineTest() : pipeline_(&vnics_, Config()) {}
+
+  static PipelineConfig Config() {
+    PipelineConfig c;
+    c.conntrack.max_connections = 1024;
+    c.conntrack.max_per_zone = 256;
+    c.max_rule_num = 1024;
+    return c;
+  }
+
+  // web: out tcp -> db:5432 allow (rule 10); db: in tcp from web :5432 allow
+  // (rule 20); both: icmp echo out allow (rule 30); web: udp 53 out reject
+  // (rule 40); web: out tcp 8443 reject (rule 50); default drop.
+  void SetUp() override {
+    RulesetSpec web;
+    web.address_sets = {{"web", {Host4(kWebIp), IpPrefix::V6(kWeb6, 128)}},
+                        {"db", {Host4(kDbIp), IpPrefix::V6(kDb6, 128)}}};
+    web.rules.push_back(Rule(10, "web", "db", 6, 5432, RuleDirection::kOut));
+    web.rules.push_back(IcmpEcho(30));
+    web.rules.push_back(Rule(40, "", "", 17, 53, RuleDirection::kOut, Action::kReject));
+    web.rules.push_back(Rule(50, "", "", 6, 8443, RuleDirection::kOut, Action::kReject));
+    web.rules.push_back(Rule(60, "", "", 17, 9999, RuleDirection::kOut));  // for fragments
+    RulesetSpec db = web;
+    db.rules = {Rule(20, "web", "db", 6, 5432, RuleDirection::kIn), IcmpEcho(30)};
+    Install(kWeb, kWebMac, {kWebIp}, {kWeb6}, web, {10, 30, 40, 50, 60});
+    Install(kDb, kDbMac, {kDbIp}, {kDb6}, db, {20, 30});
+  }
+
+  static RuleSpec Rule(uint32_t num, std::string src, std::string dst, uint8_t proto,
+                       uint16_t dport, RuleDirection dir, Action a = Action::kAllow) {
+    RuleSpec r;
+    r.rule_num = num;
+    if (!src.empty()) r.src = EndpointSpec{false, {src}, false};
+    if (!dst.empty()) r.dst = EndpointSpec{false, {dst}, false};
+    ServiceSpec s;
+    s.proto = proto;
+    s.dports = {PortRange{dport, dport}};
+    r.services = {s};
+    r.direction = dir;
+    r.action = a;
+    return r;
+  }
+  static RuleSpec IcmpEcho(uint32_t num) {
+    RuleSpec r;
+    r.rule_num = num;
+    r.services = {ServiceSpec::Icmp(1, 8, std::nullopt), ServiceSpec::Icmp(58, 128, std::nullopt)};
+    r.direction = RuleDirection::kOut;
+    return r;
+  }
+
+  void Install(uint16_t id, const Mac& mac, std::vector<uint32_t> v4, std::vector<Ip128> v6,
+               const RulesetSpec& spec, const std::vector<uint32_t>& nums,
+               std::vector<RuleOpts> opts = {}, bool with_policy = true) {
+    auto st = std::make_unique<VnicState>();
+    st->id = id == kWeb ? "web-1-eth0" : "db-1-eth0";
+    st->local_id = id;
+    std::memcpy(st->mac, mac.data(), 6);
+    std::sort(v4.begin(), v4.end());
+    std::sort(v6.begin(), v6.end());
+    st->bound_v4 = v4;
+    st->bound_v6 = v6;
+    if (with_policy) {
+      RulesetCompiler compiler;
+      auto s = compiler.Compile(spec);
+      ASSERT_TRUE(s.ok()) << s.message();
+      auto pol = std::make_shared<VnicPolicy>();
+      pol->ruleset = compiler.ruleset();
+      for (size_t i = 0; i < spec.rules.size(); ++i) {
+        RuleMeta m;
+        m.rule_num = nums[i];
+        m.action = spec.rules[i].action;
+        if (i < opts.size()) {
+          m.audit = opts[i].audit;
+          m.revalidate = opts[i].revalidate;
+          m.stateful = opts[i].stateful;
+        }
+        pol->rules.push_back(m);
+      }
+      pol->generation = ++generation_;
+      st->policy = pol;
+    }
+    vnics_.Publish(std::move(st));
+  }
+
+  Verdict Send(const Bytes& f) {
+    const uint8_t* frames[1] = {f.data()};
+    uint16_t lens[1] = {static_cast<uint16_t>(f.size())};
+    Verdict v;
+    pipeline_.Process(frames, lens, 1, now_ms_, &v, replies_);
+    return v;
+  }
+  Bytes LastReply(const Verdict& v) { return Bytes(replies_[0], replies_[0] + v.reply_len); }
+
+  // Frames seen on the firewall port.
+  Bytes WebOut(uint32_t dst, uint8_t proto, const Bytes& l4) {
+    return Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800), Ipv4(kWebIp, dst, proto, l4));
+  }
+  Bytes WebIn(uint32_t src, uint8_t proto, const Bytes& l4) {
+    return Cat(Eth(kWeb, true, kDbMac, kWebMac, 0x0800), Ipv4(src, kWebIp, proto, l4));
+  }
+  Bytes DbIn(uint32_t src, uint8_t proto, const Bytes& l4) {
+    return Cat(Eth(kDb, true, kWebMac, kDbMac, 0x0800), Ipv4(src, kDbIp, proto, l4));
+  }
+  Bytes DbOut(uint32_t dst, uint8_t proto, const Bytes& l4) {
+    return Cat(Eth(kDb, false, kDbMac, kWebMac, 0x0800), Ipv4(kDbIp, dst, proto, l4));
+  }
+  static Tcp Seg(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+                 uint16_t payload = 0) {
+    Tcp t;
+    t.sport = sport;
+    t.dport = dport;
+    t.seq = seq;
+    t.ack = ack;
+    t.flags = flags;
+    t.payload = payload;
+    return t;
+  }
+  uint64_t Drops(DropReason r) { return pipeline_.counters().drops[static_cast<int>(r)].Get(); }
+
+  // The handshake web:40000 -> db:5432 crosses web's egress, then db's
+  // ingress; the SYN-ACK crosses db's egress, then web's ingress.
+  void Handshake(uint16_t sport = 40000) {
+    using namespace tcpflag;
+    ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(sport, 5432, 1000, 0, kSyn)))).forward);
+    ASSERT_TRUE(Send(DbIn(kWebIp, 6, TcpHeader(Seg(sport, 5432, 1000, 0, kSyn)))).forward);
+    ASSERT_TRUE(
+        Send(DbOut(kWebIp, 6, TcpHeader(Seg(5432, sport, 5000, 1001, kSyn | kAck)))).forward);
+    ASSERT_TRUE(
+        Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, sport, 5000, 1001, kSyn | kAck)))).forward);
+    ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(sport, 5432, 1001, 5001, kAck)))).forward);
+    ASSERT_TRUE(Send(DbIn(kWebIp, 6, TcpHeader(Seg(sport, 5432, 1001, 5001, kAck)))).forward);
+  }
+
+  VnicTable vnics_;
+  Pipeline pipeline_;
+  uint8_t replies_[1][kMaxReplyLen];
+  uint64_t now_ms_ = 1000;
+  uint32_t generation_ = 0;
+};
+
+TEST_F(PipelineTest, UnknownVnicAndVnicWithoutRulesFailClosed) {
+  EXPECT_EQ(
+      Send(Cat(Eth(77, false, kWebMac, kDbMac, 0x0800), Ipv4(kWebIp, kDbIp, 17, UdpHeader(1, 2))))
+          .reason,
+      DropReason::kUnknownVnic);
+  Install(3, MacOf(0x33), {Ip4(198, 18, 3, 3)}, {}, {}, {}, {}, /*with_policy=*/false);
+  Verdict v = Send(Cat(Eth(3, false, MacOf(0x33), kDbMac, 0x0800),
+                       Ipv4(Ip4(198, 18, 3, 3), kDbIp, 6, TcpHeader({}))));
+  EXPECT_FALSE(v.forward);
+  EXPECT_EQ(v.reason, DropReason::kNoRuleset);
+  EXPECT_EQ(Drops(DropReason::kNoRuleset), 1u);
+}
+
+TEST_F(PipelineTest, TcpHandshakeDataAndFinTeardown) {
+  using namespace tcpflag;
+  Handshake();
+  EXPECT_TRUE(
+      Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1001, 5001, kAck | kPsh, 100)))).forward);
+  EXPECT_TRUE(
+      Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, 5001, 1101, kAck | kPsh, 200)))).forward);
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1101, 5201, kAck | kFin)))).forward);
+  EXPECT_TRUE(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, 5201, 1102, kAck | kFin)))).forward);
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1102, 5202, kAck)))).forward);
+  EXPECT_EQ(pipeline_.counters().rule_packets[10].Get(), 1u) << "only the SYN is classified";
+  EXPECT_EQ(pipeline_.counters().rule_packets[20].Get(), 1u);
+  EXPECT_EQ(pipeline_.counters().vnics[kWeb].from_vm_packets.Get(), 5u);
+}
+
+TEST_F(PipelineTest, RstTeardownAndOutOfWindowSegmentsInStrictMode) {
+  using namespace tcpflag;
+  Handshake();
+  // SEQ far outside the window, ACK of unsent data, RST outside the window.
+  EXPECT_EQ(
+      Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1001 + 0x40000000, 5001, kAck, 10)))).reason,
+      DropReason::kCtInvalid);
+  EXPECT_EQ(
+      Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, 5001, 1001 + 0x10000000, kAck)))).reason,
+      DropReason::kCtInvalid);
+  EXPECT_EQ(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, 5001 + 0x20000000, 0, kRst)))).reason,
+            DropReason::kCtInvalid);
+  // The connection survived all three.
+  EXPECT_TRUE(
+      Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1001, 5001, kAck | kPsh, 10)))).forward);
+  // An in-window RST ends it; after that, data is no longer established.
+  EXPECT_TRUE(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, 5001, 0, kRst)))).forward);
+  Verdict after = Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, 1011, 5001, kAck | kPsh, 10))));
+  EXPECT_FALSE(after.forward);
+}
+
+TEST_F(PipelineTest, MidStreamSegmentWithoutConnectionIsRefusedInStrictMode) {
+  using namespace tcpflag;
+  Verdict v = Send(WebOut(kDbIp, 6, TcpHeader(Seg(40001, 5432, 777, 888, kAck, 10))));
+  EXPECT_FALSE(v.forward);
+  EXPECT_EQ(v.reason, DropReason::kCtNoConnection);
+}
+
+TEST_F(PipelineTest, SynRetransmissionAndSimultaneousOpen) {
+  using namespace tcpflag;
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40002, 5432, 1000, 0, kSyn)))).forward);
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40002, 5432, 1000, 0, kSyn)))).forward)
+      << "a retransmitted SYN is part of the same connection";
+  // Simultaneous open on web's zone: both ends send SYN, then SYN-ACKs.
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40003, 5432, 100, 0, kSyn)))).forward);
+  EXPECT_TRUE(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40003, 900, 0, kSyn)))).forward);
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40003, 5432, 100, 901, kSyn | kAck)))).forward);
+  EXPECT_TRUE(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40003, 900, 101, kSyn | kAck)))).forward);
+  EXPECT_TRUE(
+      Send(WebOut(kDbIp, 6, TcpHeader(Seg(40003, 5432, 101, 901, kAck | kPsh, 5)))).forward);
+}
+
+TEST_F(PipelineTest, DefaultDenyAndReplyOnlyForTrackedConnections) {
+  using namespace tcpflag;
+  // db may not open connections; web may not reach db on other ports.
+  EXPECT_EQ(Send(DbOut(kWebIp, 6, TcpHeader(Seg(5432, 40000, 1, 0, kSyn)))).reason,
+            DropReason::kDefaultRule);
+  EXPECT_EQ(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 22, 1, 0, kSyn)))).reason,
+            DropReason::kDefaultRule);
+  EXPECT_EQ(Send(DbIn(kWebIp, 6, TcpHeader(Seg(40000, 22, 1, 0, kSyn)))).reason,
+            DropReason::kDefaultRule);
+  FlowEvent e;
+  int denied = 0;
+  while (pipeline_.flows().Pop(&e)) denied += e.kind == FlowEvent::Kind::kDenied;
+  EXPECT_EQ(denied, 3);
+}
+
+TEST_F(PipelineTest, RejectSendsRstToTheVm) {
+  using namespace tcpflag;
+  Verdict v = Send(WebOut(kOtherIp, 6, TcpHeader(Seg(41000, 8443, 7000, 0, kSyn))));
+  EXPECT_FALSE(v.forward);
+  EXPECT_EQ(v.reason, DropReason::kPolicyReject);
+  ASSERT_GT(v.reply_len, 0);
+  Bytes r = LastReply(v);
+  ParsedPacket p;
+  ASSERT_EQ(ParseFrame(r.data(), static_cast<uint32_t>(r.size()), &p), DropReason::kNone);
+  EXPECT_EQ(p.local_id, kWeb);
+  EXPECT_EQ(p.dir, Direction::kIn) << "back toward the VM that sent the SYN";
+  EXPECT_EQ(0, std::memcmp(p.dst_mac, kWebMac.data(), 6));
+  EXPECT_EQ(p.src.lo, kOtherIp);
+  EXPECT_EQ(p.dst.lo, kWebIp);
+  EXPECT_EQ(p.sport, 8443);
+  EXPECT_EQ(p.dport, 41000);
+  EXPECT_EQ(p.tcp_flags, kRst | kAck);
+  EXPECT_EQ(p.tcp_ack, 7001u);
+  EXPECT_EQ(pipeline_.counters().rejects_sent.Get(), 1u);
+}
+
+TEST_F(PipelineTest, RejectSendsIcmpUnreachableForUdp) {
+  Verdict v = Send(WebOut(kOtherIp, 17, UdpHeader(5555, 53)));
+  ASSERT_GT(v.reply_len, 0);
+  Bytes r = LastReply(v);
+  ParsedPacket p;
+  ASSERT_EQ(ParseFrame(r.data(), static_cast<uint32_t>(r.size()), &p), DropReason::kNone);
+  EXPECT_EQ(p.proto, 1);
+  EXPECT_EQ(p.icmp_type, 3);
+  EXPECT_EQ(p.icmp_code, 13);
+  EXPECT_TRUE(p.icmp_error);
+  EXPECT_EQ(p.inner.src.lo, kWebIp);
+  EXPECT_EQ(p.inner.dport, 53);
+}
+
+TEST_F(PipelineTest, IcmpEchoAndRelatedErrors) {
+  ASSERT_TRUE(Send(WebOut(kDbIp, 1, IcmpHeader(8, 0, 77))).forward);
+  EXPECT_TRUE(Send(WebIn(kDbIp, 1, IcmpHeader(0, 0, 77))).forward) << "echo reply matches";
+  EXPECT_FALSE(Send(WebIn(kDbIp, 1, IcmpHeader(0, 0, 78))).forward) << "unsolicited echo reply";
+  // A UDP flow web -> other:9999 (allowed), then an ICMP error about it.
+  ASSERT_TRUE(Send(WebOut(kOtherIp, 17, UdpHeader(6000, 9999))).forward);
+  Bytes inner = Ipv4(kWebIp, kOtherIp, 17, UdpHeader(6000, 9999));
+  Bytes icmp{3, 3, 0, 0, 0, 0, 0, 0};
+  icmp.insert(icmp.end(), inner.begin(), inner.begin() + 28);
+  EXPECT_TRUE(Send(WebIn(kOtherIp, 1, icmp)).forward) << "related to the UDP flow";
+  Bytes unrelated_inner = Ipv4(kWebIp, kOtherIp, 17, UdpHeader(6001, 9999));
+  Bytes icmp2{3, 3, 0, 0, 0, 0, 0, 0};
+  icmp2.insert(icmp2.end(), unrelated_inner.begin(), unrelated_inner.begin() + 28);
+  Verdict v = Send(WebIn(kOtherIp, 1, icmp2));
+  EXPECT_FALSE(v.forward);
+  EXPECT_EQ(v.reason, DropReason::kIcmpErrorUnrelated);
+}
+
+TEST_F(PipelineTest, UdpRepliesPassOnlyForTheFlow) {
+  ASSERT_TRUE(Send(WebOut(kOtherIp, 17, UdpHeader(6100, 9999))).forward);
+  EXPECT_TRUE(Send(WebIn(kOtherIp, 17, UdpHeader(9999, 6100))).forward);
+  EXPECT_EQ(Send(WebIn(kOtherIp, 17, UdpHeader(9999, 6101))).reason, DropReason::kDefaultRule);
+}
+
+TEST_F(PipelineTest, FragmentsFollowTheirFirst) {
+  // Allowed datagram web -> other:9999 in two fragments.
+  Bytes first_l4{0x17, 0x70, 0x27, 0x0f, 0, 40, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+  Bytes first = Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                    Ipv4(kWebIp, kOtherIp, 17, first_l4, 0, true, 500));
+  Bytes second = Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                     Ipv4(kWebIp, kOtherIp, 17, Bytes(24, 0), 16, false, 500));
+  ASSERT_TRUE(Send(first).forward);
+  EXPECT_TRUE(Send(second).forward);
+  EXPECT_EQ(Send(second).reason, DropReason::kOverlappingFragment) << "the same bytes again";
+  // A fragment whose first never came.
+  Bytes orphan = Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                     Ipv4(kWebIp, kOtherIp, 17, Bytes(24, 0), 16, false, 501));
+  EXPECT_EQ(Send(orphan).reason, DropReason::kFragmentNoFirst);
+  // A denied datagram's later fragments are denied too.
+  Bytes denied_l4{0x17, 0x70, 0x00, 0x16, 0, 40, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_FALSE(Send(Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                        Ipv4(kWebIp, kOtherIp, 17, denied_l4, 0, true, 502)))
+                   .forward);
+  EXPECT_EQ(Send(Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                     Ipv4(kWebIp, kOtherIp, 17, Bytes(24, 0), 16, false, 502)))
+                .reason,
+            DropReason::kDefaultRule);
+  // Tiny TCP first fragment.
+  EXPECT_EQ(Send(Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                     Ipv4(kWebIp, kDbIp, 6, Bytes(8, 0), 0, true, 503)))
+                .reason,
+            DropReason::kTinyFragment);
+}
+
+TEST_F(PipelineTest, Ipv6WithExtensionHeadersIsClassifiedOnItsL4) {
+  using namespace tcpflag;
+  Bytes chain = Cat(Ext8(60), Cat(Ext8(6), TcpHeader(Seg(40010, 5432, 1, 0, kSyn))));
+  Bytes f = Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x86dd), Ipv6(kWeb6, kDb6, 0, chain));
+  EXPECT_TRUE(Send(f).forward);
+  Bytes chain22 = Cat(Ext8(60), Cat(Ext8(6), TcpHeader(Seg(40011, 22, 1, 0, kSyn))));
+  EXPECT_EQ(
+      Send(Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x86dd), Ipv6(kWeb6, kDb6, 0, chain22))).reason,
+      DropReason::kDefaultRule);
+}
+
+TEST_F(PipelineTest, SpoofguardOnEgress) {
+  using namespace tcpflag;
+  Bytes bad_mac = Cat(Eth(kWeb, false, MacOf(0x99), kDbMac, 0x0800),
+                      Ipv4(kWebIp, kDbIp, 6, TcpHeader(Seg(1, 5432, 1, 0, kSyn))));
+  EXPECT_EQ(Send(bad_mac).reason, DropReason::kSpoofSrcMac);
+  Bytes bad_ip = Cat(Eth(kWeb, false, kWebMac, kDbMac, 0x0800),
+                     Ipv4(kOtherIp, kDbIp, 6, TcpHeader(Seg(1, 5432, 1, 0, kSyn))));
+  EXPECT_EQ(Send(bad_ip).reason, DropReason::kSpoofSrcIp);
+  // ARP: claiming db's address, or another MAC inside the ARP body.
+  EXPECT_EQ(Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x0806),
+                     Arp(2, kWebMac, kDbIp, kDbMac, kDbIp)))
+                .reason,
+            DropReason::kSpoofArp);
+  EXPECT_EQ(Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x0806),
+                     Arp(1, kDbMac, kWebIp, Mac{}, kDbIp)))
+                .reason,
+            DropReason::kSpoofArp);
+  EXPECT_TRUE(Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x0806),
+                       Arp(1, kWebMac, kWebIp, Mac{}, kDbIp)))
+                  .forward);
+  EXPECT_TRUE(
+      Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x0806), Arp(1, kWebMac, 0, Mac{}, kWebIp)))
+          .forward)
+      << "ARP probe from 0.0.0.0";
+  // ND: advertising db's address; a router advertisement from a VM.
+  EXPECT_EQ(Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x86dd),
+                     Ipv6(kWeb6, kDb6, 58, NdMessage(136, kDb6, kWebMac))))
+                .reason,
+            DropReason::kSpoofNd);
+  Bytes ra{134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(
+      Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x86dd), Ipv6(kWeb6, kDb6, 58, ra))).reason,
+      DropReason::kSpoofNd);
+  EXPECT_TRUE(Send(Cat(Eth(kWeb, false, kWebMac, MacOf(0xff), 0x86dd),
+                       Ipv6(kWeb6, kDb6, 58, NdMessage(136, kWeb6, kWebMac))))
+                  .forward);
+  // Ingress is not spoof-checked: it is the sender's vNIC's job.
+  EXPECT_TRUE(Send(Cat(Eth(kDb, true, MacOf(0x99), kDbMac, 0x0806),
+                       Arp(1, MacOf(0x99), kOtherIp, Mac{}, kDbIp)))
+                  .forward);
+}
+
+TEST_F(PipelineTest, DoubleTaggedFramesAreDropped) {
+  Bytes dbl = Eth(kWeb, false, kWebMac, kDbMac, 0x8100);
+  Put16(dbl, 42);
+  Put16(dbl, 0x0800);
+  EXPECT_EQ(Send(Cat(dbl, Ipv4(kWebIp, kDbIp, 17, UdpHeader(1, 2)))).reason,
+            DropReason::kInnerVlan);
+  EXPECT_EQ(Drops(DropReason::kInnerVlan), 1u);
+}
+
+TEST_F(PipelineTest, AuditModeRecordsAndLetsThrough) {
+  RulesetSpec web;
+  web.rules.push_back(Rule(70, "", "", 6, 22, RuleDirection::kOut, Action::kDrop));
+  Install(kWeb, kWebMac, {kWebIp}, {kWeb6}, web, {70}, {RuleOpts{Action::kDrop, /*audit=*/true}});
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40100, 22, 1, 0, tcpflag::kSyn)))).forward);
+  EXPECT_EQ(pipeline_.counters().audited.Get(), 1u);
+  FlowEvent e;
+  bool audit = false;
+  while (pipeline_.flows().Pop(&e))
+    audit = audit || (e.kind == FlowEvent::Kind::kAudit && e.rule_num == 70);
+  EXPECT_TRUE(audit);
+}
+
+TEST_F(PipelineTest, PolicyChangeRevalidatesOrKeepsEstablishedConnections) {
+  using namespace tcpflag;
+  // Two connections admitted by rules of different on-change modes.
+  RulesetSpec web;
+  web.address_sets = {{"db", {Host4(kDbIp)}}};
+  web.rules = {Rule(80, "", "db", 6, 5432, RuleDirection::kOut),
+               Rule(81, "", "db", 6, 6432, RuleDirection::kOut)};
+  Install(kWeb, kWebMac, {kWebIp}, {}, web, {80, 81},
+          {RuleOpts{Action::kAllow, false, /*revalidate=*/true},
+           RuleOpts{Action::kAllow, false, false}});
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42000, 5432, 1, 0, kSyn)))).forward);
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42001, 6432, 1, 0, kSyn)))).forward);
+  // The new policy allows neither port.
+  RulesetSpec none;
+  Install(kWeb, kWebMac, {kWebIp}, {}, none, {});
+  EXPECT_EQ(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42000, 5432, 1, 0, kSyn)))).reason,
+            DropReason::kDefaultRule)
+      << "revalidated and cut";
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42001, 6432, 1, 0, kSyn)))).forward) << "kept";
+}
+
+TEST_F(PipelineTest, CountersAndFlowRecordsNameEveryDrop) {
+  using namespace tcpflag;
+  Send(Bytes(5, 0));
+  Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 22, 1, 0, kSyn))));
+  EXPECT_EQ(Drops(DropReason::kRunt), 1u);
+  EXPECT_EQ(Drops(DropReason::kDefaultRule), 1u);
+  uint64_t total = 0;
+  for (const auto& c : pipeline_.counters().drops) total += c.Get();
+  EXPECT_EQ(total, 2u);
+  FlowEvent e;
+  ASSERT_TRUE(pipeline_.flows().Pop(&e));
+  std::string json = FlowEventJson(e, "web-1-eth0");
+  EXPECT_NE(json.find("\"kind\":\"denied\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"dport\":22"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"reason\":\"default-rule\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"src\":\"198.18.1.11\""), std::string::npos) << json;
+}
+
+}  // namespace
+}  // namespace dfw::dataplane
