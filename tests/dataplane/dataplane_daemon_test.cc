@@ -123,7 +123,14 @@ class DataplaneDaemonTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    fs::remove_all(dir_);
+    // EAL's runtime directories of both runs.
+    std::error_code ec;
+    for (const char* p : {"dpa", "dpb"}) {
+      fs::remove_all("/var/run/dpdk/" + std::string(p) + std::to_string(getpid()), ec);
+    }
+  }
 
   std::vector<std::string> Args(const std::string& api, const std::string& vdev,
                                 const std::string& prefix, uint64_t exit_after_ms = 0) {

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -47,6 +48,9 @@ class Eal : public ::testing::Environment {
   }
   void TearDown() override {
     if (up) rte_eal_cleanup();
+    // EAL leaves its runtime directory behind even with --no-shconf.
+    std::error_code ec;
+    std::filesystem::remove_all("/var/run/dpdk/dfwtest" + std::to_string(getpid()), ec);
   }
   static inline bool up = false;
 };
