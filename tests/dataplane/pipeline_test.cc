@@ -1,13 +1,21 @@
-// The dataplane's conformance suite, run through the Pipeline directly with
-// crafted frames: the same frames the daemon test sends through a real DPDK
-// port. Two vNICs: web (local id 1) and db (local id 2); policy in the spirit
-// of the product: web may reach db on TCP 5432, everything else is denied.
+// The dataplane's conformance suite: crafted frames, two vNICs — web (local
+// id 1) and db (local id 2) — and a policy in the spirit of the product: web
+// may reach db on TCP 5432, everything else is denied.
+//
+// This file builds twice: test_pipeline sends each frame through
+// Pipeline::Process directly; test_pipeline_dpdk (DFW_CONFORMANCE_DPDK) sends
+// it as an mbuf through a DPDK ethdev port (net_ring) to a PortWorker on its
+// own thread, and reads the verdict back from what left the port and from
+// the counters — the same suite on the real packet path.
 #include "dfw/dataplane/pipeline.h"
 
 #include <gtest/gtest.h>
 
 #include "dfw/dataplane/ruleset_compiler.h"
 #include "frame_builder.h"
+#ifdef DFW_CONFORMANCE_DPDK
+#include "dpdk_harness.h"
+#endif
 
 namespace dfw::dataplane {
 namespace {
@@ -29,7 +37,11 @@ struct RuleOpts {
 
 class PipelineTest : public ::testing::Test {
  protected:
-  PipelineTest() : pipeline_(&vnics_, Config()) {}
+  PipelineTest() : pipeline_(&vnics_, Config()) {
+#ifdef DFW_CONFORMANCE_DPDK
+    harness_ = std::make_unique<DpdkHarness>(&pipeline_);
+#endif
+  }
 
   static PipelineConfig Config() {
     PipelineConfig c;
@@ -114,11 +126,15 @@ class PipelineTest : public ::testing::Test {
   }
 
   Verdict Send(const Bytes& f) {
+#ifdef DFW_CONFORMANCE_DPDK
+    return harness_->Send(f, replies_[0]);
+#else
     const uint8_t* frames[1] = {f.data()};
     uint16_t lens[1] = {static_cast<uint16_t>(f.size())};
     Verdict v;
     pipeline_.Process(frames, lens, 1, now_ms_, &v, replies_);
     return v;
+#endif
   }
   Bytes LastReply(const Verdict& v) { return Bytes(replies_[0], replies_[0] + v.reply_len); }
 
@@ -165,6 +181,9 @@ class PipelineTest : public ::testing::Test {
   VnicTable vnics_;
   Pipeline pipeline_;
   uint8_t replies_[1][kMaxReplyLen];
+#ifdef DFW_CONFORMANCE_DPDK
+  std::unique_ptr<DpdkHarness> harness_;  // declared last: stops the worker first
+#endif
   uint64_t now_ms_ = 1000;
   uint32_t generation_ = 0;
 };

@@ -18,6 +18,7 @@
 
 #include "dataplane_state.h"
 #include "dataplane_test_policy.h"
+#include "dpdk_harness.h"
 #include "frame_builder.h"
 #include "port_worker.h"
 
@@ -29,37 +30,10 @@ using namespace testing;
 constexpr uint32_t kWebIp = Ip4(198, 18, 1, 11), kDbIp = Ip4(198, 18, 2, 21);
 const Mac kWebMac = MacOf(0x11), kDbMac = MacOf(0x21);
 
-class Eal : public ::testing::Environment {
- public:
-  void SetUp() override {
-    std::string prefix = "--file-prefix=dfwtest" + std::to_string(getpid());
-    const char* args[] = {"test",
-                          "--no-pci",
-                          "--no-huge",
-                          "--no-shconf",
-                          "-m",
-                          "256",
-                          "--log-level=lib.eal:error",
-                          prefix.c_str()};
-    std::vector<char*> argv;
-    for (const char* a : args) argv.push_back(const_cast<char*>(a));
-    up = rte_eal_init(static_cast<int>(argv.size()), argv.data()) >= 0;
-    ASSERT_TRUE(up) << rte_strerror(rte_errno);
-  }
-  void TearDown() override {
-    if (up) rte_eal_cleanup();
-    // EAL leaves its runtime directory behind even with --no-shconf.
-    std::error_code ec;
-    std::filesystem::remove_all("/var/run/dpdk/dfwtest" + std::to_string(getpid()), ec);
-  }
-  static inline bool up = false;
-};
-[[maybe_unused]] auto* const kEal = ::testing::AddGlobalTestEnvironment(new Eal);
-
 class PortWorkerDpdkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(Eal::up) << "EAL did not start; see the EAL error above";
+    ASSERT_TRUE(EalEnvironment::up) << "EAL did not start; see the EAL error above";
     static int n = 0;
     std::string name = "t" + std::to_string(n++);
     rx_ = rte_ring_create((name + "rx").c_str(), 1024, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
