@@ -10,6 +10,7 @@
 //   answered it is invalid.
 // - An RST must carry the exact expected sequence number (±1) also in the
 //   loose ("funky") branch: an in-window guess does not reset a connection.
+// - After an accepted RST every segment but a new SYN is invalid.
 // - Loose pickup seeds both peers from the picked-up segment: the sender's
 //   sequence and window, the receiver's sequence from the ACK field.
 #include "conn_table_impl.h"
@@ -115,6 +116,9 @@ TcpResult TcpUpdate(ConnEntry& e, bool reply, const ParsedPacket& p) {
     }
     // First SYN from the reply side (simultaneous open): checked below.
   }
+  // Reset: only a new SYN (above) may follow. pf and OVS would still pass
+  // in-window segments here; nothing valid can follow an RST, so drop them.
+  if (e.flags & kEntryRst) return TcpResult::kInvalid;
 
   uint8_t sws = 0, dws = 0;
   if ((e.tcp_wscale[si] & kWscaleFlag) && (e.tcp_wscale[di] & kWscaleFlag) && !(flags & kSyn)) {

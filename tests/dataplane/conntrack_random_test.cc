@@ -113,6 +113,7 @@ class Model {
     EXPECT_GT(stats_[0], 10000u);  // new
     EXPECT_GT(stats_[1], 10000u);  // established, orig
     EXPECT_GT(stats_[2], 10000u);  // established, reply
+    EXPECT_GT(stats_[3], 100u);    // invalid (segments after an RST)
   }
 
  private:
@@ -252,11 +253,19 @@ class Model {
     Ref* r = Live({fi, 0});
     if (r == nullptr || r->state == ConnState::kTimeWait || r->state == ConnState::kClosed) {
       if (r && Rand(3) == 0) {
-        // A late ACK after the close: valid, keeps the closing state.
+        // A late ACK after the close: valid after FINs (keeps TIME_WAIT),
+        // invalid after an RST.
         const int s = static_cast<int>(Rand(2));
         ParsedPacket p = TcpFrom(f, *r, s, kAck);
-        Expect(f, p, r, s != r->orig);
-        r->expires = now_ + Timeout(6, r->state);
+        if (r->state == ConnState::kClosed) {
+          ConnVerdict v = ct_->Track(f.zone, p, now_);
+          EXPECT_EQ(v.kind, Kind::kInvalid) << Where(f);
+          EXPECT_EQ(v.reason, DropReason::kCtInvalid) << Where(f);
+          ++stats_[3];
+        } else {
+          Expect(f, p, r, s != r->orig);
+          r->expires = now_ + Timeout(6, r->state);
+        }
         CheckState(f, *r);
         return;
       }
@@ -364,7 +373,7 @@ class Model {
   std::map<std::tuple<int, int>, Ref> refs_;  // (flow = zone x tuple, 0 or echo initiator + 1)
   uint64_t now_ = 0;
   uint64_t ended_ = 0;
-  uint64_t stats_[3] = {};
+  uint64_t stats_[4] = {};  // new, established orig, established reply, invalid
 };
 
 TEST(ConntrackRandom, AgreesWithReferenceModel) {

@@ -161,6 +161,13 @@ TEST_F(ConntrackTcp, RstTeardown) {
   ExpectValid(c_.Send(true, kRst | kAck), true);
   EXPECT_EQ(State(), ConnState::kClosed);
   EXPECT_EQ(ExpiresIn(), ConnTimeouts{}.tcp_closed);
+  // Nothing but a new SYN follows an RST: data in flight is dropped.
+  now_ += 100;
+  ExpectInvalid(c_.Send(false, kAck | kPsh, 100));
+  ExpectInvalid(c_.Send(true, kAck));
+  ExpectInvalid(c_.Send(true, kRst | kAck));
+  EXPECT_EQ(State(), ConnState::kClosed);
+  EXPECT_EQ(ExpiresIn(), ConnTimeouts{}.tcp_closed - 100);  // not refreshed
 }
 
 TEST_F(ConntrackTcp, RstRefusesSyn) {
