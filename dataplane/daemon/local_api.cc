@@ -39,6 +39,17 @@ v1::Action ProtoAction(Action a) {
 
 }  // namespace
 
+grpc::Status LocalApi::ZoneOf(const std::string& vnic_id, int* zone) const {
+  if (vnic_id.empty()) return grpc::Status::OK;  // all zones
+  for (const auto& v : state_->Vnics()) {
+    if (v.id() == vnic_id) {
+      *zone = static_cast<int>(v.local_id());
+      return grpc::Status::OK;
+    }
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, "vnic '" + vnic_id + "' is not known here");
+}
+
 LocalApi::LocalApi(DataplaneState* state, Pipeline* pipeline, PortWorker* worker)
     : state_(state), pipeline_(pipeline), worker_(worker) {}
 
@@ -105,15 +116,7 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
 grpc::Status LocalApi::Connections(grpc::ServerContext*, const v1::ConnectionsRequest* req,
                                    v1::ConnectionsResponse* resp) {
   int zone = -1;
-  if (!req->vnic_id().empty()) {
-    for (const auto& v : state_->Vnics()) {
-      if (v.id() == req->vnic_id()) zone = static_cast<int>(v.local_id());
-    }
-    if (zone < 0) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "vnic '" + req->vnic_id() + "' is not known here");
-    }
-  }
+  if (grpc::Status st = ZoneOf(req->vnic_id(), &zone); !st.ok()) return st;
   std::vector<ConnInfo> conns;
   uint32_t limit = req->limit() ? req->limit() : 1000;
   if (!worker_->RequestConnections(zone, limit, &conns)) {
@@ -137,15 +140,7 @@ grpc::Status LocalApi::Connections(grpc::ServerContext*, const v1::ConnectionsRe
 grpc::Status LocalApi::Flush(grpc::ServerContext*, const v1::FlushRequest* req,
                              v1::FlushResponse* resp) {
   int zone = -1;
-  if (!req->vnic_id().empty()) {
-    for (const auto& v : state_->Vnics()) {
-      if (v.id() == req->vnic_id()) zone = static_cast<int>(v.local_id());
-    }
-    if (zone < 0) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "vnic '" + req->vnic_id() + "' is not known here");
-    }
-  }
+  if (grpc::Status st = ZoneOf(req->vnic_id(), &zone); !st.ok()) return st;
   uint64_t n = 0;
   if (!worker_->RequestFlush(zone, &n)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");

@@ -41,6 +41,9 @@ class LocalApi final : public v1::DataplaneService::Service {
                            v1::FlowRecordsResponse*) override;
 
  private:
+  // The zone (local id) of a vNIC id; "" means all zones (-1).
+  grpc::Status ZoneOf(const std::string& vnic_id, int* zone) const;
+
   DataplaneState* state_;
   Pipeline* pipeline_;
   PortWorker* worker_;

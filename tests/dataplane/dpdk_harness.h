@@ -89,6 +89,8 @@ class DpdkHarness {
     rte_mempool_free(pool_);
   }
 
+  PortWorker& worker() { return *worker_; }
+
   Verdict Send(const Bytes& f, uint8_t* reply) {
     uint64_t drops[static_cast<int>(DropReason::kCount)];
     for (int r = 0; r < static_cast<int>(DropReason::kCount); ++r) {
