@@ -321,45 +321,48 @@ struct RulesetCompiler::State {
     t->bounds = iv.bounds;
     t->cls.resize(n);
     for (size_t i = 0; i < n; ++i) t->cls[i] = f.combo_cls[iv.combo[i]];
-    // Interval holding x.
-    auto holding = [&](uint32_t x) {
-      return static_cast<uint32_t>(std::upper_bound(iv.bounds.begin(), iv.bounds.end(), x) -
-                                   iv.bounds.begin() - 1);
-    };
-    std::vector<uint32_t> plain(65537);
+    // plain(h): the interval holding h << 16, by a pointer moving forward.
     size_t j = 0;
-    for (uint32_t h = 0; h < 65536; ++h) {
+    auto plain = [&](uint32_t h) {
+      if (h == 65536) return static_cast<uint32_t>(n - 1);
       while (j + 1 < n && iv.bounds[j + 1] <= (h << 16)) ++j;
-      plain[h] = static_cast<uint32_t>(j);
-    }
-    plain[65536] = static_cast<uint32_t>(n - 1);
-    // Per /16: the fewest extra bits k (at most kMaxK) that leave at most
-    // kTarget candidate intervals per slice.
-    constexpr uint32_t kTarget = 4, kMaxK = 12;
+      return static_cast<uint32_t>(j);
+    };
+    // Per /16: the fewest extra bits k (at most 8) that leave at most kTarget
+    // candidate intervals per slice. The slice starts for k = 8 come from one
+    // sweep over the /16's boundaries; coarser k take every 2^(8-k)th.
+    constexpr uint32_t kTarget = 4;
     t->first.resize(65536);
     uint32_t widest = 1;
-    std::vector<uint32_t> starts;
+    uint32_t s8[257];
+    uint32_t lo = plain(0);
     for (uint32_t h = 0; h < 65536; ++h) {
-      const uint32_t range = plain[h + 1] - plain[h] + 1;
+      const uint32_t hi = plain(h + 1);
+      const uint32_t start = lo;
+      lo = hi;
+      const uint32_t range = hi - start + 1;
       if (range <= kTarget) {
-        t->first[h] = plain[h] << 5;
+        t->first[h] = start << 5;
         widest = std::max(widest, range);
         continue;
       }
+      size_t q = start;
+      for (uint32_t s = 0; s < 256; ++s) {
+        const uint32_t x = (h << 16) | (s << 8);
+        while (q + 1 < n && iv.bounds[q + 1] <= x) ++q;
+        s8[s] = static_cast<uint32_t>(q);
+      }
+      s8[256] = hi;
       uint32_t k = 1, worst = 0;
       for (;; ++k) {
-        starts.clear();
-        for (uint32_t s = 0; s < (1u << k); ++s)
-          starts.push_back(holding((h << 16) | (s << (16 - k))));
-        starts.push_back(plain[h + 1]);
+        const uint32_t step = 1u << (8 - k);
         worst = 0;
-        for (uint32_t s = 0; s < (1u << k); ++s)
-          worst = std::max(worst, starts[s + 1] - starts[s] + 1);
-        if (worst <= kTarget || k == kMaxK) break;
+        for (uint32_t s = 0; s < 256; s += step) worst = std::max(worst, s8[s + step] - s8[s] + 1);
+        if (worst <= kTarget || k == 8) break;
       }
       widest = std::max(widest, worst);
       t->first[h] = (static_cast<uint32_t>(t->second.size()) << 5) | k;
-      t->second.insert(t->second.end(), starts.begin(), starts.end() - 1);
+      for (uint32_t s = 0; s < 256; s += 1u << (8 - k)) t->second.push_back(s8[s]);
     }
     while ((1u << t->search_steps) < widest) ++t->search_steps;
     // Padding for the fixed search window.

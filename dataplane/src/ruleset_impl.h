@@ -49,7 +49,7 @@ inline void SetChunkId(uint64_t* rec, uint32_t agg_words, uint32_t i, uint16_t v
 
 // IPv4 address table: intervals [bounds[i], bounds[i+1]) -> cls[i].
 // first[h] describes the /16 h: low 5 bits k, high bits v. k = 0: v is the
-// interval holding h << 16. k > 0 (a /16 with many boundaries): the next k
+// interval holding h << 16. k > 0 (a /16 with many boundaries; k <= 8): the next k
 // bits of the address pick second[v + j], the interval holding the start of
 // that 2^-k slice. From there a branch-free search of exactly search_steps
 // halvings over a power-of-two window finds the interval; bounds and cls are
