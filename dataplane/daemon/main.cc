@@ -2,10 +2,14 @@
 //
 //   dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]
 //                 [--max-connections N] [--tcp-loose] [--exit-after-ms N]
+//                 [--tx-port N] [--mbufs N]
 //                 -- <DPDK EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK>
 //
 // The firewall port is ethdev port 0 (a vdev: net_virtio_user on OVS's
 // vhost-user socket in production; net_ring, net_pcap or net_null in tests).
+// Allowed frames go back out of port 0, or of port N with --tx-port N (for
+// benchmarks: read a pcap, send to net_null). --mbufs sizes the mbuf pool
+// (net_pcap with infinite_rx keeps the whole pcap in it).
 // --no-pci is always added: this process never touches the host's devices.
 // At start the persisted state (DIR/state.pb) is loaded and enforced before
 // the API opens; vNICs without rules drop everything.
@@ -15,6 +19,7 @@
 #include <rte_mbuf.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -37,7 +42,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]\n"
                "                     [--max-connections N] [--tcp-loose] [--exit-after-ms N]\n"
-               "                     -- <EAL args>\n");
+               "                     [--tx-port N] [--mbufs N] -- <EAL args>\n");
   return 2;
 }
 
@@ -63,6 +68,8 @@ bool SetupPort(uint16_t port, rte_mempool* pool) {
 int main(int argc, char** argv) {
   std::string api = "unix:/run/dfw/dataplane.sock", state_dir, flow_log;
   uint64_t exit_after_ms = 0;
+  int tx_port = -1;
+  uint32_t mbufs = 8191;
   PipelineConfig pc;
   int i = 1;
   for (; i < argc; ++i) {
@@ -93,6 +100,15 @@ int main(int argc, char** argv) {
       const char* v = next();
       if (!v) return Usage();
       exit_after_ms = std::stoull(v);
+    } else if (a == "--tx-port") {
+      const char* v = next();
+      if (!v) return Usage();
+      tx_port = std::stoi(v);
+      if (tx_port < 0 || tx_port >= RTE_MAX_ETHPORTS) return Usage();
+    } else if (a == "--mbufs") {
+      const char* v = next();
+      if (!v) return Usage();
+      mbufs = static_cast<uint32_t>(std::stoul(v));
     } else {
       return Usage();
     }
@@ -115,11 +131,20 @@ int main(int argc, char** argv) {
                  "dfw-dataplane: no port; give one vdev, e.g. --vdev net_virtio_user0,path=SOCK\n");
     return 1;
   }
-  rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", 8191, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+  rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0,
+                                              RTE_MBUF_DEFAULT_BUF_SIZE,
                                               static_cast<int>(rte_socket_id()));
   if (!pool || !SetupPort(0, pool)) {
     std::fprintf(stderr, "dfw-dataplane: port 0 setup failed: %s\n", rte_strerror(rte_errno));
     return 1;
+  }
+  if (tx_port > 0) {
+    if (!rte_eth_dev_is_valid_port(static_cast<uint16_t>(tx_port)) ||
+        !SetupPort(static_cast<uint16_t>(tx_port), pool)) {
+      std::fprintf(stderr, "dfw-dataplane: tx port %d setup failed (give a second vdev)\n",
+                   tx_port);
+      return 1;
+    }
   }
 
   VnicTable vnics(1);
@@ -131,7 +156,10 @@ int main(int argc, char** argv) {
                  "drops until its rules arrive): %s\n",
                  st.message().c_str());
   }
-  PortWorker worker(&pipeline, pool, PortWorkerConfig{});
+  PortWorkerConfig wc;
+  wc.tx_port = tx_port;
+  PortWorker worker(&pipeline, pool, wc);
+  const auto worker_start = std::chrono::steady_clock::now();
   std::thread worker_thread([&] { worker.Run(); });
 
   std::FILE* sink = flow_log.empty() ? nullptr : std::fopen(flow_log.c_str(), "a");
@@ -162,16 +190,25 @@ int main(int argc, char** argv) {
   server->Shutdown();
   worker.Stop();
   worker_thread.join();
+  const auto worker_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now() - worker_start)
+                             .count();
   service.DrainFlows(sink);
   PipelineCounters& c = pipeline.counters();
-  std::printf("dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu\n",
-              static_cast<unsigned long long>(worker.rx_packets()),
-              static_cast<unsigned long long>(worker.tx_packets()),
-              static_cast<unsigned long long>(c.forwarded.Get()),
-              static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()));
+  std::printf(
+      "dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld\n",
+      static_cast<unsigned long long>(worker.rx_packets()),
+      static_cast<unsigned long long>(worker.tx_packets()),
+      static_cast<unsigned long long>(c.forwarded.Get()),
+      static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()),
+      static_cast<long long>(worker_us));
   if (sink) std::fclose(sink);
   rte_eth_dev_stop(0);
   rte_eth_dev_close(0);
+  if (tx_port > 0) {
+    rte_eth_dev_stop(static_cast<uint16_t>(tx_port));
+    rte_eth_dev_close(static_cast<uint16_t>(tx_port));
+  }
   rte_eal_cleanup();
   return 0;
 }

@@ -4,7 +4,8 @@
 // benchmarks), and runs to completion on bursts of 32:
 //
 //   rx burst -> Pipeline::Process -> tx the allowed frames back to the same
-//   port (OVS forwards them on), plus reject replies -> free the rest.
+//   port (OVS forwards them on; or to `tx_port` when set, e.g. net_null in
+//   benchmarks), plus reject replies -> free the rest.
 //
 // When the port is idle it ages connections and backs off (pause, then short
 // sleeps up to `max_idle_sleep_us`), so a 2-core host stays usable.
@@ -29,6 +30,7 @@ namespace dfw::dataplane {
 
 struct PortWorkerConfig {
   uint16_t port = 0;
+  int32_t tx_port = -1;  // < 0: allowed frames go back out of `port`
   uint32_t burst = 32;
   uint32_t max_idle_sleep_us = 1000;
   uint32_t sweep_budget = 256;  // connection slots aged per idle turn (and every 64 bursts)
