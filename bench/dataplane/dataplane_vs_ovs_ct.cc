@@ -30,9 +30,11 @@
 // drop counter moves; OVS: +est, or +new and committed), and both tables
 // must hold the same number of connections. Exit 1 otherwise.
 //
-// Timing: TSC (__rdtsc) around chunks of 64 bursts; flow records are drained
-// between chunks, outside the timed region (the daemon drains them on its
-// control thread). Each scenario runs R rounds alternating ours / OVS; the
+// Timing: TSC (__rdtsc) around each burst's processing. Before it, the burst's
+// frames are copied into a fixed rx area of 32 frames (not timed, as a NIC's
+// DMA would place them; --in-place 1 judges them where they were built
+// instead). Flow records are drained every 64 bursts, outside the timed region
+// (the daemon drains them on its control thread). Each scenario runs R rounds alternating ours / OVS; the
 // median round is reported. Memory per connection: ours = bytes allocated by
 // a ConnTable of the same configuration / its capacity; OVS = growth of
 // malloc'd bytes (mallinfo2) while (b)'s connections are created / their
@@ -64,7 +66,13 @@ namespace cb = dfw::dataplane::classbench;
 namespace {
 
 constexpr uint32_t kBurst = 32;
-constexpr uint32_t kChunk = 64;  // bursts per timed chunk
+constexpr uint32_t kChunk = 64;  // bursts between flow-record drains
+// false: each burst is first copied into a fixed 32-frame rx area (untimed,
+// as a NIC's DMA places a burst), so the timed work starts, as after an rx,
+// with the frames in a small, reused buffer. true (--in-place): frames are
+// judged where they were built (every packet then also pays a cache and TLB
+// miss on its frame, and OVS one on its dp_packet, in (b) and (c)).
+bool g_in_place = false;
 
 uint64_t NowMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -302,19 +310,25 @@ struct Ours {
     alignas(64) static uint8_t replies[kBurst][dp::kMaxReplyLen];
     dp::FlowEvent ev;
     uint64_t fwd0 = pipe->counters().forwarded.Get();
+    alignas(64) static uint8_t rx[kBurst][FrameSet::kStride];
     for (size_t c0 = 0; c0 < b.size(); c0 += kChunk) {
       const size_t c1 = std::min(b.size(), c0 + kChunk);
       const uint64_t now = NowMs();
-      const uint64_t t0 = __rdtsc();
       for (size_t k = c0; k < c1; ++k) {
         const uint32_t* ix = &b.idx[k * kBurst];
         for (uint32_t i = 0; i < kBurst; ++i) {
-          frames[i] = fs.ours[ix[i]];
           lens[i] = fs.ours_len[ix[i]];
+          if (g_in_place) {
+            frames[i] = fs.ours[ix[i]];
+          } else {
+            std::memcpy(rx[i], fs.ours[ix[i]], FrameSet::kStride);
+            frames[i] = rx[i];
+          }
         }
+        const uint64_t t0 = __rdtsc();
         pipe->Process(frames, lens, kBurst, now, v, replies);
+        res.cycles += __rdtsc() - t0;
       }
-      res.cycles += __rdtsc() - t0;
       while (pipe->flows().Pop(&ev)) {
       }
     }
@@ -345,14 +359,21 @@ struct Ovs {
       const size_t c1 = std::min(b.size(), c0 + kChunk);
       const long long now = static_cast<long long>(NowMs());
       uint64_t out = 0, fresh = 0;
-      const uint64_t t0 = __rdtsc();
       for (size_t k = c0; k < c1; ++k) {
         uint32_t nn;
-        out += dfw_ovs_ct_firewall(ct, pkts, &b.idx[k * kBurst], kBurst, b.zone[k], now,
-                                   extract, &nn);
+        if (g_in_place) {
+          const uint64_t t0 = __rdtsc();
+          out += dfw_ovs_ct_firewall(ct, pkts, &b.idx[k * kBurst], kBurst, b.zone[k], now,
+                                     extract, &nn);
+          res.cycles += __rdtsc() - t0;
+        } else {
+          dfw_ovs_rx(pkts, &b.idx[k * kBurst], kBurst);
+          const uint64_t t0 = __rdtsc();
+          out += dfw_ovs_ct_firewall_rx(ct, pkts, kBurst, b.zone[k], now, extract, &nn);
+          res.cycles += __rdtsc() - t0;
+        }
         fresh += nn;
       }
-      res.cycles += __rdtsc() - t0;
       res.forwarded += out;
       res.fresh += fresh;
     }
@@ -679,7 +700,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: bench_dataplane_vs_ovs_ct [--rounds R] [--a-packets N] [--b-flows N]\n"
                "         [--b-packets N] [--c-conns N] [--vnics N] [--cpu N] [--classbench FILE]\n"
-               "         [--only a|b|c]\n"
+               "         [--only a|b|c] [--in-place 0|1]\n"
                "       bench_dataplane_vs_ovs_ct --tsc-hz\n");
   return 2;
 }
@@ -705,6 +726,7 @@ int main(int argc, char** argv) {
     else if (a == "--cpu") o.cpu = std::stoi(v);
     else if (a == "--classbench") o.classbench = v;
     else if (a == "--only") o.only = v;
+    else if (a == "--in-place") g_in_place = std::string(v) == "1";
     else return Usage();
   }
   if (o.rounds < 1 || o.vnics < 1 || o.vnics > 2047) return Usage();
@@ -719,7 +741,9 @@ int main(int argc, char** argv) {
               "cycles; median of %u rounds (min-max shown)\n",
               g_hz / 1e9, o.cpu, o.rounds);
   std::printf("ours: tagged 64-byte frames through Pipeline::Process (bursts of 32); OVS: the "
-              "same packets untagged (60 bytes) as dp_packets through conntrack_execute\n");
+              "same packets untagged (60 bytes) as dp_packets through conntrack_execute; %s\n",
+              g_in_place ? "frames judged in place"
+                         : "each burst copied to a 32-frame rx area first (untimed)");
   if (o.only.empty() || o.only == "a")
     Established(o, "(a) established fast path, 32 hot flows", 32, 1, o.a_packets, false, 0, 1);
   if (o.only.empty() || o.only == "b")

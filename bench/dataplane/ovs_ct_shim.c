@@ -19,6 +19,10 @@ struct dfw_ovs_ct {
 struct dfw_ovs_pkts {
     size_t n;
     struct dp_packet *p; /* n packets */
+    const uint8_t *const *frames;
+    uint16_t len;
+    struct dp_packet rx[NETDEV_MAX_BURST];
+    uint8_t rx_buf[NETDEV_MAX_BURST][128] __attribute__((aligned(64)));
 };
 
 struct dfw_ovs_ct *
@@ -72,10 +76,22 @@ dfw_ovs_pkts_create(const uint8_t *const *frames, const uint16_t *lens, size_t n
         dp_packet_use_const(pkt, frames[i], lens[i]);
         pkt_metadata_init(&pkt->md, 1);
         flow_extract(pkt, &flow);
-        if (flow.dl_type != htons(ETH_TYPE_IP)) {
+        if (flow.dl_type != htons(ETH_TYPE_IP) || lens[i] != lens[0] || lens[i] > 128
+            || pkt->l3_ofs != s->p[0].l3_ofs || pkt->l4_ofs != s->p[0].l4_ofs) {
             dfw_ovs_pkts_destroy(s);
             return NULL;
         }
+    }
+    s->frames = frames;
+    s->len = n ? lens[0] : 0;
+    for (size_t i = 0; i < NETDEV_MAX_BURST && n; i++) {
+        struct dp_packet *pkt = &s->rx[i];
+        struct flow flow;
+
+        memcpy(s->rx_buf[i], frames[0], s->len);
+        dp_packet_use_const(pkt, s->rx_buf[i], s->len);
+        pkt_metadata_init(&pkt->md, 1);
+        flow_extract(pkt, &flow);
     }
     return s;
 }
@@ -89,10 +105,17 @@ dfw_ovs_pkts_destroy(struct dfw_ovs_pkts *s)
     }
 }
 
-uint32_t
-dfw_ovs_ct_firewall(struct dfw_ovs_ct *c, struct dfw_ovs_pkts *s, const uint32_t *idx,
-                    uint32_t n, uint16_t zone, long long now_ms, int extract,
-                    uint32_t *n_new)
+void
+dfw_ovs_rx(struct dfw_ovs_pkts *s, const uint32_t *idx, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(s->rx_buf[i], s->frames[idx[i]], s->len);
+    }
+}
+
+static uint32_t
+firewall(struct dfw_ovs_ct *c, struct dp_packet **pkts, uint32_t n, uint16_t zone,
+         long long now_ms, int extract, uint32_t *n_new)
 {
     struct dp_packet_batch batch, fresh;
     struct {
@@ -103,7 +126,7 @@ dfw_ovs_ct_firewall(struct dfw_ovs_ct *c, struct dfw_ovs_pkts *s, const uint32_t
 
     dp_packet_batch_init(&batch);
     for (uint32_t i = 0; i < n; i++) {
-        struct dp_packet *pkt = &s->p[idx[i]];
+        struct dp_packet *pkt = pkts[i];
 
         conntrack_clear(pkt);
         if (extract) {
@@ -141,4 +164,29 @@ dfw_ovs_ct_firewall(struct dfw_ovs_ct *c, struct dfw_ovs_pkts *s, const uint32_t
     }
     *n_new = new;
     return out;
+}
+
+uint32_t
+dfw_ovs_ct_firewall(struct dfw_ovs_ct *c, struct dfw_ovs_pkts *s, const uint32_t *idx,
+                    uint32_t n, uint16_t zone, long long now_ms, int extract,
+                    uint32_t *n_new)
+{
+    struct dp_packet *pkts[NETDEV_MAX_BURST];
+
+    for (uint32_t i = 0; i < n; i++) {
+        pkts[i] = &s->p[idx[i]];
+    }
+    return firewall(c, pkts, n, zone, now_ms, extract, n_new);
+}
+
+uint32_t
+dfw_ovs_ct_firewall_rx(struct dfw_ovs_ct *c, struct dfw_ovs_pkts *s, uint32_t n,
+                       uint16_t zone, long long now_ms, int extract, uint32_t *n_new)
+{
+    struct dp_packet *pkts[NETDEV_MAX_BURST];
+
+    for (uint32_t i = 0; i < n; i++) {
+        pkts[i] = &s->rx[i];
+    }
+    return firewall(c, pkts, n, zone, now_ms, extract, n_new);
 }

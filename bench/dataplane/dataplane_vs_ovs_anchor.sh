@@ -1,0 +1,124 @@
+#!/bin/bash
+# The whole process, as a user runs it, beside the OVS anchor (DESIGN.md section 7): dfw-dataplane
+# on one core reading 64-byte frames from a pcap through net_pcap (infinite_rx) and sending the
+# allowed ones to net_null, vs OVS-DPDK running an OpenFlow conntrack firewall on the same packets
+# (../shared/bench/ovs_ct_anchor.sh: one PMD, net_pcap in, net_null out). Both on cpu 1.
+#
+# usage: dataplane_vs_ovs_anchor.sh [BUILD_DIR]     (default: <repo>/build-dpb)
+#   env: FLOWS="32 10000"  SECS=10 (per measurement)  REPEAT=3  VNICS=64  ANCHOR=<ovs_ct_anchor.sh>
+#
+# Pcaps: ../shared/bench/mkpcap.py makes OVS's (N flows, max(N, 1024) packets, 60-byte frames +
+# FCS = 64 bytes on the wire); mkdfwpcap.py makes ours from it: the same frames with the steering
+# tag of the vNIC that sent them (64 bytes; vNIC by source IP, VNICS of them) and the persisted
+# state that allows them (each vNIC: its MAC and source IPs bound; one rule: out UDP to
+# 198.19.0.0/16 on 53/80/443/5432 allow, stateful; default drop). dfw-dataplane loads it at start
+# (--state-dir), enforces it on every frame, and prints rx and the worker's run time at exit:
+# cycles/packet = TSC Hz x worker seconds / rx packets (the worker spins under infinite_rx; the
+# TSC rate comes from bench_dataplane_vs_ovs_ct --tsc-hz). OVS's side prints its PMD's cycles
+# per packet (pmd-stats-show).
+#
+# Needs root, openvswitch-switch-dpdk, protoc, python3. Sets up 2 MiB hugepages (512, mounted on
+# /dev/hugepages) if there are fewer, and restores the count and the mount on exit, also on
+# failure. Every process it starts it stops (by pid); the anchor script stops its own OVS.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BUILD=$(readlink -f "${1:-$ROOT/build-dpb}")
+ANCHOR=${ANCHOR:-$(readlink -f "$ROOT/../shared/bench/ovs_ct_anchor.sh")}
+MKPCAP=$(dirname "$ANCHOR")/mkpcap.py
+DP=$BUILD/dataplane/dfw-dataplane
+BENCH=$BUILD/bench/dataplane/bench_dataplane_vs_ovs_ct
+FLOWS=${FLOWS:-"32 10000"}
+SECS=${SECS:-10}
+REPEAT=${REPEAT:-3}
+VNICS=${VNICS:-64}
+for f in "$DP" "$BENCH" "$ANCHOR" "$MKPCAP"; do
+  [ -e "$f" ] || { echo "missing $f (build: cmake --build $BUILD --target dfw-dataplane bench_dataplane_vs_ovs_ct)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "needs root (hugepages, OVS)" >&2; exit 1; }
+
+W=$(mktemp -d /tmp/dfw-dp-anchor.XXXXXX)
+OLD_NR=$(cat /proc/sys/vm/nr_hugepages)
+SET_NR=""
+MOUNTED=0
+DP_PID=""
+cleanup() {
+  set +e
+  if [ -n "$DP_PID" ] && kill -0 "$DP_PID" 2>/dev/null; then
+    kill "$DP_PID"; sleep 1; kill -9 "$DP_PID" 2>/dev/null
+  fi
+  [ "$MOUNTED" = 1 ] && umount /dev/hugepages
+  # Give back the pages we added (unless someone changed the count since).
+  if [ -n "$SET_NR" ] && [ "$(cat /proc/sys/vm/nr_hugepages)" = "$SET_NR" ]; then
+    echo "$OLD_NR" > /proc/sys/vm/nr_hugepages
+  fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$OLD_NR" -lt 512 ]; then
+  echo 512 > /proc/sys/vm/nr_hugepages
+  SET_NR=$(cat /proc/sys/vm/nr_hugepages)
+fi
+if ! grep -q " hugetlbfs " /proc/mounts; then
+  mkdir -p /dev/hugepages
+  mount -t hugetlbfs none /dev/hugepages
+  MOUNTED=1
+fi
+FREE=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+[ "$FREE" -ge 300 ] || { echo "only $FREE free 2 MiB hugepages; need about 300" >&2; exit 1; }
+
+TSC_HZ=$("$BENCH" --tsc-hz)
+echo "TSC $(awk -v h="$TSC_HZ" 'BEGIN {printf "%.3f", h/1e9}') GHz; $SECS s per measurement, $REPEAT repeats, cpu 1; medians"
+
+# One run of ours: prints cycles per packet and Mpps.
+run_ours() {  # PCAP STATE_DIR MBUFS LOG
+  local pcap=$1 st=$2 mbufs=$3 log=$4
+  "$DP" --api "unix:$W/api.sock" --state-dir "$st" --tx-port 1 --mbufs "$mbufs" \
+    --exit-after-ms $((SECS * 1000)) -- -l 1 --no-pci --in-memory -m 256 \
+    --file-prefix "dfwanchor$$" --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" \
+    --vdev net_null0 > "$log" 2>&1 &
+  DP_PID=$!
+  wait "$DP_PID" || { echo "dfw-dataplane failed:" >&2; tail -20 "$log" >&2; DP_PID=""; return 1; }
+  DP_PID=""
+  grep -q "ready api=.* vnics=$VNICS revision=1" "$log" || { echo "state not loaded:" >&2; cat "$log" >&2; return 1; }
+  awk -v hz="$TSC_HZ" '/dfw-dataplane: stopped/ {
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      if (v["dropped"] != 0 || v["rx"] != v["tx"]) { print "drops: " $0 > "/dev/stderr"; exit 1 }
+      s = v["worker_us"] / 1e6; printf "%.0f %.2f\n", hz * s / v["rx"], v["rx"] / s / 1e6 }' "$log"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+SUMMARY=$W/summary
+for n in $FLOWS; do
+  pk=$(( n > 1024 ? n : 1024 ))
+  python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"
+  mkdir -p "$W/state-$n"
+  python3 "$HERE/mkdfwpcap.py" "$W/ovs-$n.pcap" "$W/dfw-$n.pcap" "$W/state-$n.txtpb" "$VNICS"
+  protoc -I"$ROOT/proto" --encode=dfw.v1.DataplanePersistedState dfw/v1/dataplane.proto \
+    < "$W/state-$n.txtpb" > "$W/state-$n/state.pb"
+  mbufs=$(( pk + 8192 ))
+  : > "$W/ours-$n" ; : > "$W/ovs-$n"
+  for r in $(seq "$REPEAT"); do
+    o=$("$ANCHOR" "$W/ovs-$n.pcap" ct "$SECS" 2> "$W/anchor-$n-$r.err" | tail -1) ||
+      { echo "ovs_ct_anchor.sh failed:" >&2; tail -20 "$W/anchor-$n-$r.err" >&2; exit 1; }
+    echo "  [$n flows, run $r] $o"
+    echo "$o" | awk '{print $3, $7}' >> "$W/ovs-$n"
+    d=$(run_ours "$W/dfw-$n.pcap" "$W/state-$n" "$mbufs" "$W/dp-$n-$r.log")
+    echo "  [$n flows, run $r] dfw-dataplane: $d (cycles/packet, Mpps)"
+    echo "$d" >> "$W/ours-$n"
+  done
+  oc=$(awk '{print $1}' "$W/ovs-$n" | median); om=$(awk '{print $2}' "$W/ovs-$n" | median)
+  dc=$(awk '{print $1}' "$W/ours-$n" | median); dm=$(awk '{print $2}' "$W/ours-$n" | median)
+  ospread=$(awk '{print $1}' "$W/ovs-$n" | sort -n | awk 'NR==1{lo=$1} {hi=$1} END{print lo "-" hi}')
+  dspread=$(awk '{print $1}' "$W/ours-$n" | sort -n | awk 'NR==1{lo=$1} {hi=$1} END{print lo "-" hi}')
+  awk -v n="$n" -v oc="$oc" -v om="$om" -v dc="$dc" -v dm="$dm" -v os="$ospread" -v ds="$dspread" 'BEGIN {
+      r = oc / dc
+      printf "%6d flows | OVS-DPDK ct firewall %5d cycles/pkt (%s) %5.2f Mpps | dfw-dataplane %4d cycles/pkt (%s) %5.2f Mpps | %.2fx fewer cycles | goal 5x: %s\n",
+             n, oc, os, om, dc, ds, dm, r, (r >= 5 ? "MET" : "MISSED") }' >> "$SUMMARY"
+done
+echo
+echo "whole process, one core, 64-byte UDP frames, net_pcap (infinite_rx) -> net_null; median of $REPEAT x $SECS s:"
+cat "$SUMMARY"
