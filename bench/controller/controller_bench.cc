@@ -363,6 +363,7 @@ double Pct(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Flags f;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];

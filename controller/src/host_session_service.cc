@@ -5,11 +5,15 @@
 namespace dfw::controller {
 namespace {
 
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
 class SessionReactor final
     : public grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost> {
  public:
   SessionReactor(ModelService* model, HostSessionService* service)
-      : model_(model), service_(service), outbox_(std::make_shared<HostOutbox>()) {
+      : model_(model), service_(service) {
     StartRead(&in_);
   }
 
@@ -27,74 +31,59 @@ class SessionReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      writing_ = false;
-      if (!ok) write_failed_ = true;
-    }
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
     }
-    TryWrite();
+    feed_->WriteDone();
   }
 
   void OnCancel() override { FinishOnce(grpc::Status::CANCELLED); }
 
   void OnDone() override {
-    outbox_->ClearWake();
-    if (!host_id_.empty()) model_->DetachHost(host_id_, outbox_.get());
+    if (feed_) {
+      feed_->Detach();
+      model_->DetachHost(feed_->host_id(), feed_.get());
+    }
     delete this;
   }
 
-  void TryWrite() {
+ private:
+  void Send(dfw::v1::ControllerToHost msg) {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (writing_ || finished_ || write_failed_) return;
-      HostOutbox::Next n = outbox_->Pop();
-      if (n.need_full) {
-        service_->RequestResync(host_id_, outbox_);
-        return;
-      }
-      if (!n.msg) return;
-      out_ = std::move(*n.msg);
-      writing_ = true;
+      if (finished_) return;
+      out_ = std::move(msg);
     }
     StartWrite(&out_);
   }
 
- private:
   grpc::Status Handle() {
     switch (in_.msg_case()) {
       case dfw::v1::HostToController::kHello: {
-        if (!host_id_.empty()) {
-          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
-        }
-        outbox_->SetWake([this] { TryWrite(); });
-        absl::Status s = model_->AttachHost(in_.hello(), outbox_);
+        if (feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
+        auto feed = std::make_shared<HostFeed>(in_.hello().host().id());
+        std::weak_ptr<HostFeed> weak = feed;
+        HostSessionService* svc = service_;
+        feed->Attach([svc, weak] { svc->Schedule(weak); },
+                     [this](dfw::v1::ControllerToHost m) { Send(std::move(m)); });
+        feed_ = feed;  // before AttachHost: the first write may complete before it returns
+        absl::Status s = model_->AttachHost(in_.hello(), feed);
         if (!s.ok()) {
-          outbox_->ClearWake();
-          return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+          feed->Detach();
+          return ToGrpc(s);
         }
-        host_id_ = in_.hello().host().id();
-        spdlog::info("host {} connected with {} VMs", host_id_, in_.hello().vms_size());
+        spdlog::debug("host {} connected with {} VMs", feed_->host_id(), in_.hello().vms_size());
         return grpc::Status::OK;
       }
       case dfw::v1::HostToController::kInventory: {
-        if (host_id_.empty()) {
-          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
-        }
-        absl::Status s = model_->UpdateInventory(host_id_, in_.inventory());
-        if (!s.ok()) {
-          return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-        }
-        return grpc::Status::OK;
+        if (!feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
+        absl::Status s = model_->UpdateInventory(feed_->host_id(), in_.inventory());
+        return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
       case dfw::v1::HostToController::kAck:
-        if (host_id_.empty()) {
-          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ack: send hello first");
-        }
-        model_->Ack(host_id_, in_.ack());
+        if (!feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ack: send hello first");
+        model_->Ack(feed_->host_id(), in_.ack());
         return grpc::Status::OK;
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
@@ -107,26 +96,24 @@ class SessionReactor final
       if (finished_) return;
       finished_ = true;
     }
-    outbox_->ClearWake();
+    if (feed_) feed_->Detach();
     Finish(s);
   }
 
   ModelService* model_;
   HostSessionService* service_;
-  std::shared_ptr<HostOutbox> outbox_;
-  std::string host_id_;
+  std::shared_ptr<HostFeed> feed_;  // set by the hello (reads are sequential)
   dfw::v1::HostToController in_;
   dfw::v1::ControllerToHost out_;
   std::mutex mu_;
-  bool writing_ = false;
   bool finished_ = false;
-  bool write_failed_ = false;
 };
 
 }  // namespace
 
-HostSessionService::HostSessionService(ModelService* model)
-    : model_(model), resync_thread_([this] { ResyncLoop(); }) {}
+HostSessionService::HostSessionService(ModelService* model, int sender_threads) : model_(model) {
+  for (int i = 0; i < sender_threads; ++i) senders_.emplace_back([this] { SenderLoop(); });
+}
 
 HostSessionService::~HostSessionService() {
   {
@@ -134,7 +121,7 @@ HostSessionService::~HostSessionService() {
     stop_ = true;
   }
   cv_.notify_all();
-  resync_thread_.join();
+  for (auto& t : senders_) t.join();
 }
 
 grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost>*
@@ -142,25 +129,28 @@ HostSessionService::Session(grpc::CallbackServerContext* /*context*/) {
   return new SessionReactor(model_, this);
 }
 
-void HostSessionService::RequestResync(std::string host_id, std::weak_ptr<HostOutbox> outbox) {
+void HostSessionService::Schedule(std::weak_ptr<HostFeed> feed) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    resync_.emplace_back(std::move(host_id), std::move(outbox));
+    ready_.push_back(std::move(feed));
   }
   cv_.notify_one();
 }
 
-void HostSessionService::ResyncLoop() {
+void HostSessionService::SenderLoop() {
   for (;;) {
-    std::pair<std::string, std::weak_ptr<HostOutbox>> job;
+    std::weak_ptr<HostFeed> job;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stop_ || !resync_.empty(); });
+      cv_.wait(l, [&] { return stop_ || !ready_.empty(); });
       if (stop_) return;
-      job = std::move(resync_.front());
-      resync_.pop_front();
+      job = std::move(ready_.front());
+      ready_.pop_front();
     }
-    if (auto ob = job.second.lock()) ob->PushFull(model_->FullState(job.first));
+    auto feed = job.lock();
+    if (!feed) continue;
+    auto msg = model_->NextMessage(feed.get());
+    if (msg) feed->Deliver(std::move(*msg));
   }
 }
 

@@ -17,7 +17,7 @@ using google::protobuf::util::TimeUtil;
 using Clock = std::chrono::steady_clock;
 
 struct ModelService::HostState {
-  std::shared_ptr<HostOutbox> outbox;
+  std::shared_ptr<HostFeed> feed;
   uint64_t last_sent = 0;
   uint64_t acked = 0;
   bool error = false;
@@ -88,7 +88,7 @@ ModelService::ModelService() = default;
 ModelService::~ModelService() {
   std::lock_guard<std::mutex> l(rmu_);
   for (auto& [id, hs] : hosts_) {
-    if (hs->outbox) hs->outbox->ClearWake();
+    if (hs->feed) hs->feed->Detach();
   }
 }
 
@@ -158,22 +158,18 @@ uint64_t ModelService::WaitForRevisionAbove(uint64_t revision,
 void ModelService::Publish(ChangeFanout& fanout, uint64_t revision) {
   auto rec = std::make_unique<RevisionRecord>();
   rec->accepted = Clock::now();
-  std::vector<std::pair<std::shared_ptr<HostOutbox>, dfw::v1::HostDelta>> sends;
-  {
-    std::lock_guard<std::mutex> l(rmu_);
-    for (auto& [host, changes] : fanout) {
-      auto& hs = hosts_[host];
-      if (!hs) hs = std::make_unique<HostState>();
-      hs->last_sent = revision;
-      rec->affected.push_back(host);
-      rec->pending.insert(host);
-      if (hs->outbox) sends.emplace_back(hs->outbox, compiler_->BuildDelta(changes, revision));
-    }
-    if (rec->pending.empty()) rec->done = rec->accepted;
-    revisions_[revision] = std::move(rec);
-    while (revisions_.size() > kRevisionRecordsKept) revisions_.erase(revisions_.begin());
+  std::lock_guard<std::mutex> l(rmu_);
+  for (auto& [host, changes] : fanout) {
+    auto& hs = hosts_[host];
+    if (!hs) hs = std::make_unique<HostState>();
+    hs->last_sent = revision;
+    rec->affected.push_back(host);
+    rec->pending.insert(host);
+    if (hs->feed) hs->feed->Merge(changes);  // the message is built by a sender thread
   }
-  for (auto& [ob, d] : sends) ob->PushDelta(std::move(d));
+  if (rec->pending.empty()) rec->done = rec->accepted;
+  revisions_[revision] = std::move(rec);
+  while (revisions_.size() > kRevisionRecordsKept) revisions_.erase(revisions_.begin());
 }
 
 // ------------------------------------------------------------------- VMs
@@ -821,26 +817,26 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
 }
 
 absl::Status ModelService::AttachHost(const dfw::v1::HostHello& hello,
-                                      std::shared_ptr<HostOutbox> outbox) {
+                                      std::shared_ptr<HostFeed> feed) {
   const std::string& host_id = hello.host().id();
   if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) return s;
   std::unique_lock l(mu_);
   std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
   uint64_t rev = 0;
   if (auto s = ApplyInventory(host_id, vms, {}, true, &hello.host(), &rev); !s.ok()) return s;
-  std::shared_ptr<HostOutbox> previous;
+  std::shared_ptr<HostFeed> previous;
   {
     std::lock_guard<std::mutex> r(rmu_);
     auto& hs = hosts_[host_id];
     if (!hs) hs = std::make_unique<HostState>();
-    previous = hs->outbox;
-    hs->outbox = outbox;
+    previous = hs->feed;
+    hs->feed = feed;
     hs->connected = true;
     hs->last_sent = revision_;
     if (hello.held_revision() > hs->acked) hs->acked = hello.held_revision();
   }
-  if (previous && previous != outbox) previous->ClearWake();
-  outbox->PushFull(compiler_->FullState(host_id, revision_));
+  if (previous && previous != feed) previous->Detach();
+  feed->RequestFull();
   return absl::OkStatus();
 }
 
@@ -877,23 +873,18 @@ void ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
   }
 }
 
-void ModelService::DetachHost(const std::string& host_id, const HostOutbox* outbox) {
+void ModelService::DetachHost(const std::string& host_id, const HostFeed* feed) {
   std::lock_guard<std::mutex> r(rmu_);
   auto it = hosts_.find(host_id);
-  if (it == hosts_.end() || it->second->outbox.get() != outbox) return;
-  it->second->outbox->ClearWake();
-  it->second->outbox.reset();
+  if (it == hosts_.end() || it->second->feed.get() != feed) return;
+  it->second->feed->Detach();
+  it->second->feed.reset();
   it->second->connected = false;
 }
 
-dfw::v1::HostDesiredState ModelService::FullState(const std::string& host_id) const {
+std::optional<dfw::v1::ControllerToHost> ModelService::NextMessage(HostFeed* feed) const {
   std::shared_lock l(mu_);
-  {
-    std::lock_guard<std::mutex> r(rmu_);
-    auto it = hosts_.find(host_id);
-    if (it != hosts_.end()) it->second->last_sent = std::max(it->second->last_sent, revision_);
-  }
-  return compiler_->FullState(host_id, revision_);
+  return feed->Take(*compiler_, revision_);
 }
 
 ModelStats ModelService::Stats() const {

@@ -128,8 +128,10 @@ void PolicyCompiler::OnMembershipDelta(const tagging::MembershipDelta& delta) {
       if (applied) dirty_vnics_.insert(v);
     }
     if (!gd.addresses_added.empty() || !gd.addresses_removed.empty() || gd.group_deleted) {
+      std::lock_guard<std::mutex> l(cache_mu_);
       group_addr_cache_.erase(gd.group_id);
     }
+    if (gd.group_deleted) journals_.erase("g:" + gd.group_id);
     if (gd.addresses_added.empty() && gd.addresses_removed.empty()) continue;
     auto& pd = pending_set_deltas_["g:" + gd.group_id];
     for (const auto& a : gd.addresses_added) {
@@ -300,7 +302,6 @@ void PolicyCompiler::AddRefs(const std::string& host, const VNicRules& r, Change
       set_hosts_[id].insert(host);
       auto& hc = (*out)[host];
       hc.sets_removed.erase(id);
-      hc.set_deltas.erase(id);
       hc.sets_full.insert(id);
     }
   }
@@ -321,7 +322,6 @@ void PolicyCompiler::DropRefs(const std::string& host, const VNicRules& r, Chang
       }
       auto& hc = (*out)[host];
       hc.sets_full.erase(id);
-      hc.set_deltas.erase(id);
       hc.sets_removed.insert(id);
     }
   }
@@ -369,29 +369,22 @@ void PolicyCompiler::Flush(uint64_t revision, ChangeFanout* out) {
   dirty_vnics_.clear();
   for (auto& [id, d] : pending_set_deltas_) {
     if (d.added.empty() && d.removed.empty()) continue;
+    auto& j = journals_[id];
+    j.entries.emplace_back(revision, std::make_shared<const HostChanges::SetDelta>(std::move(d)));
+    j.last_change = revision;
+    while (j.entries.size() > kJournalEntries) {
+      j.complete_after = j.entries.front().first;
+      j.entries.pop_front();
+    }
     auto sh = set_hosts_.find(id);
     if (sh == set_hosts_.end()) continue;
-    for (const auto& h : sh->second) {
-      auto& hc = (*out)[h];
-      if (hc.sets_full.count(id)) continue;
-      auto& sd = hc.set_deltas[id];
-      for (const auto& a : d.added) {
-        if (!sd.removed.erase(a)) sd.added.insert(a);
-      }
-      for (const auto& a : d.removed) {
-        if (!sd.added.erase(a)) sd.removed.insert(a);
-      }
-    }
+    for (const auto& h : sh->second) (*out)[h].sets_changed = true;
   }
   pending_set_deltas_.clear();
   for (const auto& id : changed_literal_sets_) {
     auto sh = set_hosts_.find(id);
     if (sh == set_hosts_.end()) continue;
-    for (const auto& h : sh->second) {
-      auto& hc = (*out)[h];
-      hc.set_deltas.erase(id);
-      hc.sets_full.insert(id);
-    }
+    for (const auto& h : sh->second) (*out)[h].sets_full.insert(id);
   }
   changed_literal_sets_.clear();
   std::erase_if(*out, [](const auto& kv) { return kv.second.empty(); });
@@ -401,14 +394,18 @@ std::shared_ptr<const std::vector<std::string>> PolicyCompiler::SetContents(
     const std::string& set_id) const {
   if (set_id.rfind("g:", 0) == 0) {
     std::string g = set_id.substr(2);
-    auto c = group_addr_cache_.find(g);
-    if (c != group_addr_cache_.end()) return c->second;
+    {
+      std::lock_guard<std::mutex> l(cache_mu_);
+      auto c = group_addr_cache_.find(g);
+      if (c != group_addr_cache_.end()) return c->second;
+    }
     auto v = std::make_shared<std::vector<std::string>>();
     auto m = index_->Members(g);
     if (m.ok()) {
       v->reserve(m->addresses.size());
       for (const auto& a : m->addresses) v->push_back(a.ToString());
     }
+    std::lock_guard<std::mutex> l(cache_mu_);
     group_addr_cache_[g] = v;
     return v;
   }
@@ -453,26 +450,58 @@ dfw::v1::HostDesiredState PolicyCompiler::FullState(const std::string& host,
   return st;
 }
 
-dfw::v1::HostDelta PolicyCompiler::BuildDelta(const HostChanges& c, uint64_t to_revision) const {
+dfw::v1::HostDelta PolicyCompiler::BuildDelta(const std::string& host, const HostChanges& c,
+                                              uint64_t from_revision, uint64_t to_revision) const {
   dfw::v1::HostDelta d;
+  d.set_from_revision(from_revision);
   d.set_to_revision(to_revision);
   for (const auto& v : c.rulesets_set) {
     auto r = vnic_rules_.find(v);
     if (r != vnic_rules_.end()) FillRuleset(v, *r->second, d.add_rulesets_set());
   }
   for (const auto& v : c.rulesets_removed) d.add_rulesets_removed(v);
-  for (const auto& id : c.sets_full) {
+  std::vector<std::string> whole(c.sets_full.begin(), c.sets_full.end());
+  if (c.sets_changed) {
+    auto refs = host_set_refs_.find(host);
+    std::vector<std::string> ids;
+    if (refs != host_set_refs_.end()) {
+      for (const auto& [id, n] : refs->second) {
+        if (c.sets_full.count(id)) continue;
+        auto j = journals_.find(id);
+        if (j == journals_.end() || j->second.last_change <= from_revision) continue;
+        ids.push_back(id);
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    for (const auto& id : ids) {
+      const SetJournal& j = journals_.find(id)->second;
+      if (j.complete_after > from_revision) {  // the journal no longer reaches back
+        whole.push_back(id);
+        continue;
+      }
+      HostChanges::SetDelta net;
+      for (const auto& [rev, e] : j.entries) {
+        if (rev <= from_revision || rev > to_revision) continue;
+        for (const auto& a : e->added) {
+          if (!net.removed.erase(a)) net.added.insert(a);
+        }
+        for (const auto& a : e->removed) {
+          if (!net.added.erase(a)) net.removed.insert(a);
+        }
+      }
+      if (net.added.empty() && net.removed.empty()) continue;
+      auto* x = d.add_address_set_deltas();
+      x->set_id(id);
+      for (const auto& a : net.added) x->add_added(a.ToString());
+      for (const auto& a : net.removed) x->add_removed(a.ToString());
+    }
+  }
+  std::sort(whole.begin(), whole.end());
+  for (const auto& id : whole) {
     auto* s = d.add_address_sets_set();
     s->set_id(id);
     auto cont = SetContents(id);
     s->mutable_prefixes()->Add(cont->begin(), cont->end());
-  }
-  for (const auto& [id, sd] : c.set_deltas) {
-    if (sd.added.empty() && sd.removed.empty()) continue;
-    auto* x = d.add_address_set_deltas();
-    x->set_id(id);
-    for (const auto& a : sd.added) x->add_added(a.ToString());
-    for (const auto& a : sd.removed) x->add_removed(a.ToString());
   }
   for (const auto& id : c.sets_removed) d.add_address_sets_removed(id);
   return d;

@@ -3,13 +3,13 @@
 // sessions cost no thread each.
 //
 // A session: the first message must be a Hello (host id and inventory); the
-// controller applies the inventory as one change and queues the host's full
-// desired state; from then on deltas arrive through the host's HostOutbox
-// as changes land, inventory updates go up as InventoryUpdate and acks
-// record the host's realized revision. One write in flight per stream; a
-// slow host's outbox coalesces to a full state (host_outbox.h). Full states
-// requested by an overflowing outbox are computed on a small resync thread,
-// never on the writer's path.
+// controller applies the inventory as one change and requests the host's
+// full desired state; from then on the host's HostFeed collects what changes
+// for it, inventory updates go up as InventoryUpdate and acks record the
+// host's realized revision. Messages are built by a small pool of sender
+// threads (never on the writer's path and never on gRPC's threads), one
+// write in flight per stream; a host that reads slowly gets coalesced deltas
+// (host_feed.h).
 //
 // Thread safety: gRPC calls the reactors on its own threads; everything they
 // touch is locked.
@@ -20,8 +20,9 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
-#include "dfw/controller/host_outbox.h"
+#include "dfw/controller/host_feed.h"
 #include "dfw/controller/model_service.h"
 #include "dfw/v1/host.grpc.pb.h"
 
@@ -29,23 +30,23 @@ namespace dfw::controller {
 
 class HostSessionService final : public dfw::v1::HostSessionService::CallbackService {
  public:
-  explicit HostSessionService(ModelService* model);
+  explicit HostSessionService(ModelService* model, int sender_threads = 2);
   ~HostSessionService() override;
 
   grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost>* Session(
       grpc::CallbackServerContext* context) override;
 
-  // Queues a full-state computation for an outbox that overflowed.
-  void RequestResync(std::string host_id, std::weak_ptr<HostOutbox> outbox);
+  // Queues a feed for a sender thread (non-blocking).
+  void Schedule(std::weak_ptr<HostFeed> feed);
 
  private:
-  void ResyncLoop();
+  void SenderLoop();
   ModelService* model_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<std::string, std::weak_ptr<HostOutbox>>> resync_;
+  std::deque<std::weak_ptr<HostFeed>> ready_;
   bool stop_ = false;
-  std::thread resync_thread_;
+  std::vector<std::thread> senders_;
 };
 
 }  // namespace dfw::controller

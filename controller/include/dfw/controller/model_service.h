@@ -13,7 +13,7 @@
 // references and cycles and returns the membership delta) -> one Store
 // WriteBatch with a synced WAL (on failure the index change is undone) ->
 // PolicyCompiler recomputes only what the delta touches -> each affected
-// host's delta goes into its HostOutbox -> realization tracking records the
+// host's changes are merged into its HostFeed -> realization records the
 // revision and which hosts must ack it. Readers share the lock.
 //
 // Status codes: INVALID_ARGUMENT (400), NOT_FOUND (404), ALREADY_EXISTS
@@ -30,11 +30,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "dfw/controller/host_outbox.h"
+#include "dfw/controller/host_feed.h"
 #include "dfw/controller/policy_compiler.h"
 #include "dfw/controller/store.h"
 #include "dfw/tagging/membership_index.h"
@@ -91,13 +92,14 @@ class ModelService {
   uint64_t revision() const;
 
   // Host sessions. AttachHost applies the hello's inventory as one change,
-  // binds the outbox (replacing an older session of the same host) and
-  // queues the host's full desired state on it.
-  absl::Status AttachHost(const dfw::v1::HostHello& hello, std::shared_ptr<HostOutbox> outbox);
+  // binds the feed (replacing an older session of the same host) and
+  // requests the host's full desired state on it.
+  absl::Status AttachHost(const dfw::v1::HostHello& hello, std::shared_ptr<HostFeed> feed);
   absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
   void Ack(const std::string& host_id, const dfw::v1::Ack& ack);
-  void DetachHost(const std::string& host_id, const HostOutbox* outbox);
-  dfw::v1::HostDesiredState FullState(const std::string& host_id) const;
+  void DetachHost(const std::string& host_id, const HostFeed* feed);
+  // The feed's next message, built under the reader lock (sender threads).
+  std::optional<dfw::v1::ControllerToHost> NextMessage(HostFeed* feed) const;
 
   ModelStats Stats() const;
 

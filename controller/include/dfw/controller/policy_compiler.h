@@ -21,14 +21,17 @@
 // that reference the group (a host that starts referencing a set gets it
 // whole instead). The result is a ChangeFanout: per host, what changed.
 //
-// Thread safety: none inside. The controller calls mutators under its writer
-// lock and const methods under its reader lock. It reads the MembershipIndex
+// Thread safety: the controller calls mutators under its writer lock and
+// const methods under its reader lock; const methods may run concurrently
+// (the one cache they fill has its own mutex). It reads the MembershipIndex
 // it was given, which must outlive it.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -43,21 +46,27 @@
 namespace dfw::controller {
 
 // What one change did to one host. Turned into a HostDelta by BuildDelta.
+// Address-set content changes are not copied per host: each set keeps a
+// short journal of its deltas, and `sets_changed` tells BuildDelta to look
+// at the journals of the sets the host references.
 struct HostChanges {
   std::set<std::string> rulesets_set;      // vNICs whose ruleset to send whole
   std::set<std::string> rulesets_removed;  // vNICs no longer enforced on the host
   std::set<std::string> sets_full;         // address sets to send whole
   std::set<std::string> sets_removed;
+  bool sets_changed = false;               // some referenced set's content changed
   struct SetDelta {
     std::set<tagging::IpPrefix> added, removed;
   };
-  std::map<std::string, SetDelta> set_deltas;
   bool empty() const {
     return rulesets_set.empty() && rulesets_removed.empty() && sets_full.empty() &&
-           sets_removed.empty() && set_deltas.empty();
+           sets_removed.empty() && !sets_changed;
   }
 };
 using ChangeFanout = std::map<std::string, HostChanges>;  // by host id
+
+// Folds `c` (a later change) into `acc`, netting what cancels out.
+void MergeChanges(HostChanges* acc, const HostChanges& c);
 
 struct CompilerStats {
   size_t policies = 0, rules = 0, vnics_with_rules = 0, compiled_rule_refs = 0;
@@ -89,7 +98,10 @@ class PolicyCompiler {
 
   // Read side.
   dfw::v1::HostDesiredState FullState(const std::string& host, uint64_t revision) const;
-  dfw::v1::HostDelta BuildDelta(const HostChanges& c, uint64_t to_revision) const;
+  // The delta for `host` from from_revision (what it holds) to to_revision
+  // (the current revision).
+  dfw::v1::HostDelta BuildDelta(const std::string& host, const HostChanges& c,
+                                uint64_t from_revision, uint64_t to_revision) const;
   // Rulesets of these vNICs (those known) and the address sets they name.
   void EffectiveRules(const std::vector<std::string>& vnic_ids,
                       google::protobuf::RepeatedPtrField<dfw::v1::VNicRuleset>* rulesets,
@@ -128,8 +140,20 @@ class PolicyCompiler {
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, uint32_t>> host_set_refs_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> set_hosts_;
   absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<std::string>>> literal_sets_;
+  // Canonical text of group address sets, filled by readers (several sender
+  // threads at once), hence its own lock; writers invalidate entries.
+  mutable std::mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<std::string>>>
       group_addr_cache_;
+  // Per address set: its recent content deltas by revision. A host whose
+  // last revision is older than the journal reaches gets the set whole.
+  struct SetJournal {
+    std::deque<std::pair<uint64_t, std::shared_ptr<const HostChanges::SetDelta>>> entries;
+    uint64_t last_change = 0;
+    uint64_t complete_after = 0;  // entries cover every change after this revision
+  };
+  absl::flat_hash_map<std::string, SetJournal> journals_;
+  static constexpr size_t kJournalEntries = 64;
 
   // Pending work of the current change.
   absl::flat_hash_set<std::string> dirty_vnics_;

@@ -1,0 +1,75 @@
+// HostFeed: what one host's stream still has to receive, kept as merged
+// changes rather than a queue of messages.
+//
+// The controller's writer merges each change's HostChanges into the feed
+// (cheap, never blocks, never builds a message). A sender thread turns the
+// pending changes into one message when the stream can take it: a full
+// state if one was requested, else one HostDelta from the last revision
+// sent to the current one, built against the current state. A slow host
+// therefore receives fewer, larger, coalesced deltas; memory per host is
+// bounded by the host's own state, never by how far behind it is.
+//
+// Thread safety: Merge/RequestFull run under the controller's writer lock;
+// Take runs under its reader lock (so it sees a state consistent with the
+// merged changes); WriteDone and Detach from the stream's threads. An
+// internal mutex guards the feed; the wake callback (which only queues the
+// feed for a sender) runs outside it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "dfw/controller/policy_compiler.h"
+#include "dfw/v1/host.pb.h"
+
+namespace dfw::controller {
+
+class HostFeed {
+ public:
+  explicit HostFeed(std::string host_id) : host_id_(std::move(host_id)) {}
+  const std::string& host_id() const { return host_id_; }
+
+  // The stream side: `wake` asks a sender thread to call Take (it must not
+  // block); `deliver` hands a built message to the stream.
+  void Attach(std::function<void()> wake, std::function<void(dfw::v1::ControllerToHost)> deliver);
+  // After Detach returns no callback runs and none starts.
+  void Detach();
+
+  // Writer side.
+  void Merge(const HostChanges& changes);
+  void RequestFull();
+
+  // Sender side (reader lock held): the next message, or nullopt when
+  // nothing is pending or a write is in flight.
+  std::optional<dfw::v1::ControllerToHost> Take(const PolicyCompiler& compiler, uint64_t revision);
+  void Deliver(dfw::v1::ControllerToHost msg);
+  // Stream side: the last delivered message is written.
+  void WriteDone();
+
+  struct Stats {
+    uint64_t messages = 0, fulls = 0, merged_changes = 0;
+  };
+  Stats stats() const;
+
+ private:
+  bool PendingLocked() const { return full_ || !pending_.empty(); }
+  void WakeIfIdleLocked(bool* wake);
+  void CallWake();
+
+  const std::string host_id_;
+  mutable std::mutex mu_;
+  HostChanges pending_;
+  bool full_ = false;
+  bool scheduled_ = false;
+  bool in_flight_ = false;
+  uint64_t last_sent_ = 0;
+  Stats stats_;
+  std::recursive_mutex cb_mu_;  // guards the callbacks
+  std::function<void()> wake_;
+  std::function<void(dfw::v1::ControllerToHost)> deliver_;
+};
+
+}  // namespace dfw::controller

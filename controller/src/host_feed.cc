@@ -1,0 +1,112 @@
+#include "dfw/controller/host_feed.h"
+
+namespace dfw::controller {
+
+void MergeChanges(HostChanges* acc, const HostChanges& c) {
+  for (const auto& v : c.rulesets_removed) {
+    acc->rulesets_set.erase(v);
+    acc->rulesets_removed.insert(v);
+  }
+  for (const auto& v : c.rulesets_set) {
+    acc->rulesets_removed.erase(v);
+    acc->rulesets_set.insert(v);
+  }
+  for (const auto& id : c.sets_removed) {
+    acc->sets_full.erase(id);
+    acc->sets_removed.insert(id);
+  }
+  for (const auto& id : c.sets_full) {
+    acc->sets_removed.erase(id);
+    acc->sets_full.insert(id);
+  }
+  acc->sets_changed |= c.sets_changed;
+}
+
+void HostFeed::Attach(std::function<void()> wake,
+                      std::function<void(dfw::v1::ControllerToHost)> deliver) {
+  std::lock_guard<std::recursive_mutex> l(cb_mu_);
+  wake_ = std::move(wake);
+  deliver_ = std::move(deliver);
+}
+
+void HostFeed::Detach() {
+  std::lock_guard<std::recursive_mutex> l(cb_mu_);
+  wake_ = nullptr;
+  deliver_ = nullptr;
+}
+
+void HostFeed::CallWake() {
+  std::lock_guard<std::recursive_mutex> l(cb_mu_);
+  if (wake_) wake_();
+}
+
+void HostFeed::WakeIfIdleLocked(bool* wake) {
+  if (!scheduled_ && !in_flight_ && PendingLocked()) {
+    scheduled_ = true;
+    *wake = true;
+  }
+}
+
+void HostFeed::Merge(const HostChanges& changes) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ++stats_.merged_changes;
+    if (!full_) MergeChanges(&pending_, changes);
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
+void HostFeed::RequestFull() {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    full_ = true;
+    pending_ = HostChanges();
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
+std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& compiler,
+                                                        uint64_t revision) {
+  std::lock_guard<std::mutex> l(mu_);
+  scheduled_ = false;
+  if (in_flight_ || !PendingLocked()) return std::nullopt;
+  dfw::v1::ControllerToHost msg;
+  if (full_) {
+    *msg.mutable_full() = compiler.FullState(host_id_, revision);
+    ++stats_.fulls;
+  } else {
+    *msg.mutable_delta() = compiler.BuildDelta(host_id_, pending_, last_sent_, revision);
+  }
+  full_ = false;
+  pending_ = HostChanges();
+  last_sent_ = revision;
+  in_flight_ = true;
+  ++stats_.messages;
+  return msg;
+}
+
+void HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
+  std::lock_guard<std::recursive_mutex> l(cb_mu_);
+  if (deliver_) deliver_(std::move(msg));
+}
+
+void HostFeed::WriteDone() {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    in_flight_ = false;
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
+HostFeed::Stats HostFeed::stats() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return stats_;
+}
+
+}  // namespace dfw::controller
