@@ -82,7 +82,9 @@ run_ours() {  # PCAP STATE_DIR MBUFS LOG
   DP_PID=$!
   wait "$DP_PID" || { echo "dfw-dataplane failed:" >&2; tail -20 "$log" >&2; DP_PID=""; return 1; }
   DP_PID=""
-  grep -q "ready api=.* vnics=$VNICS revision=1" "$log" || { echo "state not loaded:" >&2; cat "$log" >&2; return 1; }
+  local nv
+  nv=$(grep -c '^vnics ' "$st.txtpb")
+  grep -q "ready api=.* vnics=$nv revision=1" "$log" || { echo "state not loaded:" >&2; cat "$log" >&2; return 1; }
   awk -v hz="$TSC_HZ" '/dfw-dataplane: stopped/ {
       for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       if (v["dropped"] != 0 || v["rx"] != v["tx"]) { print "drops: " $0 > "/dev/stderr"; exit 1 }
