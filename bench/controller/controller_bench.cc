@@ -1,7 +1,7 @@
 // Controller benchmark: host sessions at scale over real gRPC streams.
 //
 //   bench_controller [--hosts 1000] [--vms 100000] [--groups 10000]
-//                    [--rules 20000] [--changes 200] [--settle-ms 250]
+//                    [--rules 20000] [--changes 100] [--settle-ms 500]
 //                    [--data-dir DIR]
 //
 // Spawns the real dfw-controller (its own process, so its memory is its
@@ -46,7 +46,7 @@ using namespace dfw::v1;
 namespace {
 
 struct Flags {
-  int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 200, settle_ms = 250;
+  int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 100, settle_ms = 500;
   std::string data_dir;
 };
 
@@ -435,7 +435,20 @@ int main(int argc, char** argv) {
   std::printf("cold registration (hello with inventory -> full state, all hosts): %.0f ms; "
               "avg per host %zu compiled rules, %zu address-set prefixes\n",
               cold_ms, fleet->rec.full_rules / f.hosts, fleet->rec.full_prefixes / f.hosts);
-  std::this_thread::sleep_for(std::chrono::seconds(2));  // let registration deltas drain
+  // Let the registration deltas drain: wait until no delta arrived for 1 s.
+  auto drain_start = Clock::now();
+  for (size_t seen = SIZE_MAX;;) {
+    size_t now_seen = 0;
+    {
+      std::lock_guard<std::mutex> l(fleet->rec.mu);
+      for (const auto& [rev, d] : fleet->rec.deltas) now_seen += d.first;
+    }
+    if (now_seen == seen || Ms(Clock::now() - drain_start) > 300000) break;
+    seen = now_seen;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  std::printf("registration deltas drained %.0f ms after the last full state\n",
+              Ms(Clock::now() - fleet->rec.last_full));
   long rss_loaded = RssKiB(ctl.pid);
 
   // ---- tag changes, one at a time: accepted -> last affected host has its delta.

@@ -89,9 +89,16 @@ std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& co
   return msg;
 }
 
-void HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
+bool HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
   std::lock_guard<std::recursive_mutex> l(cb_mu_);
-  if (deliver_) deliver_(std::move(msg));
+  if (!deliver_) return false;
+  deliver_(std::move(msg));
+  return true;
+}
+
+bool HostFeed::WantsFull() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return full_ && !in_flight_;
 }
 
 void HostFeed::WriteDone() {

@@ -31,6 +31,7 @@ class SessionReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    if (out_.has_full()) service_->FullDone();
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
@@ -149,9 +150,37 @@ void HostSessionService::SenderLoop() {
     }
     auto feed = job.lock();
     if (!feed) continue;
+    bool reserved = false;
+    if (feed->WantsFull()) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (fulls_in_flight_ >= kMaxFullsInFlight) {
+        waiting_full_.push_back(std::move(job));
+        continue;
+      }
+      ++fulls_in_flight_;
+      reserved = true;
+    }
     auto msg = model_->NextMessage(feed.get());
-    if (msg) feed->Deliver(std::move(*msg));
+    bool full = msg && msg->has_full();
+    if (full && !reserved) {
+      std::lock_guard<std::mutex> l(mu_);
+      ++fulls_in_flight_;
+    } else if (!full && reserved) {
+      FullDone();
+    }
+    if (msg && !feed->Deliver(std::move(*msg)) && full) FullDone();
   }
+}
+
+void HostSessionService::FullDone() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    --fulls_in_flight_;
+    if (waiting_full_.empty()) return;
+    ready_.push_back(std::move(waiting_full_.front()));
+    waiting_full_.pop_front();
+  }
+  cv_.notify_one();
 }
 
 }  // namespace dfw::controller

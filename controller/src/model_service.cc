@@ -17,6 +17,7 @@ using google::protobuf::util::TimeUtil;
 using Clock = std::chrono::steady_clock;
 
 struct ModelService::HostState {
+  std::string id;
   std::shared_ptr<HostFeed> feed;
   uint64_t last_sent = 0;
   uint64_t acked = 0;
@@ -26,16 +27,18 @@ struct ModelService::HostState {
   bool connected = false;
 };
 
+// Hosts as pointers (HostState never moves): 8 bytes per affected host, so
+// a change that touches 1,000 hosts costs 8 KB of bookkeeping.
 struct ModelService::RevisionRecord {
   Clock::time_point accepted;
   std::optional<Clock::time_point> done;
-  std::vector<std::string> affected;
-  std::set<std::string> pending;
+  std::vector<const HostState*> affected;  // sorted
+  size_t pending = 0;
 };
 
 namespace {
 
-constexpr size_t kRevisionRecordsKept = 8192;
+constexpr size_t kRevisionRecordsKept = 4096;
 constexpr uint32_t kDefaultPageSize = 1000;
 constexpr uint32_t kMaxPageSize = 10000;
 
@@ -130,6 +133,7 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::stri
   for (auto& h : st->hosts) {
     h.set_connected(false);
     auto hs = std::make_unique<HostState>();
+    hs->id = h.id();
     m->hosts_[h.id()] = std::move(hs);
     m->host_records_[h.id()] = std::move(h);
   }
@@ -159,15 +163,20 @@ void ModelService::Publish(ChangeFanout& fanout, uint64_t revision) {
   auto rec = std::make_unique<RevisionRecord>();
   rec->accepted = Clock::now();
   std::lock_guard<std::mutex> l(rmu_);
+  rec->affected.reserve(fanout.size());
   for (auto& [host, changes] : fanout) {
     auto& hs = hosts_[host];
-    if (!hs) hs = std::make_unique<HostState>();
+    if (!hs) {
+      hs = std::make_unique<HostState>();
+      hs->id = host;
+    }
     hs->last_sent = revision;
-    rec->affected.push_back(host);
-    rec->pending.insert(host);
+    rec->affected.push_back(hs.get());
     if (hs->feed) hs->feed->Merge(changes);  // the message is built by a sender thread
   }
-  if (rec->pending.empty()) rec->done = rec->accepted;
+  std::sort(rec->affected.begin(), rec->affected.end());
+  rec->pending = rec->affected.size();
+  if (rec->pending == 0) rec->done = rec->accepted;
   revisions_[revision] = std::move(rec);
   while (revisions_.size() > kRevisionRecordsKept) revisions_.erase(revisions_.begin());
 }
@@ -688,15 +697,13 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
       continue;
     }
     bool any_error = false, any_connected_pending = false;
-    for (const auto& h : rec->second->affected) {
-      auto it = hosts_.find(h);
-      if (it == hosts_.end()) continue;
+    for (const HostState* h : rec->second->affected) {
       auto* hr = pr->add_hosts();
-      fill_host(h, *it->second, p->revision(), hr);
+      fill_host(h->id, *h, p->revision(), hr);
       if (hr->state() == dfw::v1::REALIZATION_STATE_ERROR) any_error = true;
       if (hr->state() == dfw::v1::REALIZATION_STATE_PENDING) any_connected_pending = true;
     }
-    if (rec->second->pending.empty()) {
+    if (rec->second->pending == 0) {
       pr->set_state(dfw::v1::REALIZATION_STATE_REALIZED);
       if (rec->second->done) {
         pr->set_realization_micros(static_cast<uint64_t>(
@@ -828,7 +835,10 @@ absl::Status ModelService::AttachHost(const dfw::v1::HostHello& hello,
   {
     std::lock_guard<std::mutex> r(rmu_);
     auto& hs = hosts_[host_id];
-    if (!hs) hs = std::make_unique<HostState>();
+    if (!hs) {
+      hs = std::make_unique<HostState>();
+      hs->id = host_id;
+    }
     previous = hs->feed;
     hs->feed = feed;
     hs->connected = true;
@@ -869,7 +879,10 @@ void ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
   for (auto rit = revisions_.upper_bound(prev);
        rit != revisions_.end() && rit->first <= ack.revision(); ++rit) {
     auto& rec = *rit->second;
-    if (rec.pending.erase(host_id) && rec.pending.empty()) rec.done = now;
+    if (rec.pending > 0 && std::binary_search(rec.affected.begin(), rec.affected.end(), &hs) &&
+        --rec.pending == 0) {
+      rec.done = now;
+    }
   }
 }
 

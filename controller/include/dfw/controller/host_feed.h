@@ -45,7 +45,9 @@ class HostFeed {
   // Sender side (reader lock held): the next message, or nullopt when
   // nothing is pending or a write is in flight.
   std::optional<dfw::v1::ControllerToHost> Take(const PolicyCompiler& compiler, uint64_t revision);
-  void Deliver(dfw::v1::ControllerToHost msg);
+  // False when the stream is gone (the message is dropped).
+  bool Deliver(dfw::v1::ControllerToHost msg);
+  bool WantsFull() const;
   // Stream side: the last delivered message is written.
   void WriteDone();
 

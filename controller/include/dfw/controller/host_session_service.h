@@ -38,6 +38,12 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
 
   // Queues a feed for a sender thread (non-blocking).
   void Schedule(std::weak_ptr<HostFeed> feed);
+  // A full state finished writing (or was dropped): frees its slot.
+  void FullDone();
+
+  // Full states (the big messages, built and buffered whole) in flight at
+  // once; more wait their turn, so a reconnect storm's memory is bounded.
+  static constexpr int kMaxFullsInFlight = 32;
 
  private:
   void SenderLoop();
@@ -45,6 +51,8 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::weak_ptr<HostFeed>> ready_;
+  std::deque<std::weak_ptr<HostFeed>> waiting_full_;
+  int fulls_in_flight_ = 0;
   bool stop_ = false;
   std::vector<std::thread> senders_;
 };
