@@ -159,8 +159,6 @@ int main(int argc, char** argv) {
   PortWorkerConfig wc;
   wc.tx_port = tx_port;
   PortWorker worker(&pipeline, pool, wc);
-  const auto worker_start = std::chrono::steady_clock::now();
-  std::thread worker_thread([&] { worker.Run(); });
 
   std::FILE* sink = flow_log.empty() ? nullptr : std::fopen(flow_log.c_str(), "a");
   if (!flow_log.empty() && !sink)
@@ -172,8 +170,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     std::fprintf(stderr, "dfw-dataplane: cannot listen on %s\n", api.c_str());
-    worker.Stop();
-    worker_thread.join();
     return 1;
   }
   std::signal(SIGINT, OnSignal);
@@ -181,15 +177,22 @@ int main(int argc, char** argv) {
   std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu\n", api.c_str(),
               state.Vnics().size(), static_cast<unsigned long long>(state.applied_revision()));
   std::fflush(stdout);
-  uint64_t start = MonotonicMs();
-  while (!g_stop.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    service.DrainFlows(sink);
-    if (exit_after_ms && MonotonicMs() - start > exit_after_ms) break;
-  }
-  server->Shutdown();
-  worker.Stop();
-  worker_thread.join();
+  // The control loop (flow records, shutdown) on a plain thread; the worker
+  // on this, the EAL main lcore's thread, so its mempool accesses use the
+  // per-lcore cache instead of the pool's shared ring.
+  std::thread control([&] {
+    uint64_t start = MonotonicMs();
+    while (!g_stop.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      service.DrainFlows(sink);
+      if (exit_after_ms && MonotonicMs() - start > exit_after_ms) break;
+    }
+    server->Shutdown();
+    worker.Stop();
+  });
+  const auto worker_start = std::chrono::steady_clock::now();
+  worker.Run();
+  control.join();
   const auto worker_us = std::chrono::duration_cast<std::chrono::microseconds>(
                              std::chrono::steady_clock::now() - worker_start)
                              .count();
