@@ -1,0 +1,128 @@
+#include "dfw/ovs/openflow_bridge.h"
+
+#include <cstdlib>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "openflow_shim.h"
+
+namespace dfw::ovs {
+namespace {
+
+std::string TakeError(char* error) {
+  std::string s = error ? error : "unknown error";
+  std::free(error);
+  return s;
+}
+
+void CollectFlow(void* ctx, uint64_t cookie, const char* key, const char* actions) {
+  static_cast<std::vector<InstalledFlow>*>(ctx)->push_back({cookie, key, actions});
+}
+
+}  // namespace
+
+absl::StatusOr<InstalledFlow> CanonicalFlow(const FlowSpec& flow) {
+  InstalledFlow out;
+  char *key = nullptr, *actions = nullptr, *error = nullptr;
+  if (dfw_of_canonical(flow.ToString().c_str(), &out.cookie, &key, &actions, &error) != 0) {
+    return absl::InvalidArgumentError(TakeError(error));
+  }
+  out.key = key;
+  out.actions = actions;
+  std::free(key);
+  std::free(actions);
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<OpenFlowBridge>> OpenFlowBridge::Connect(
+    const std::string& target, std::chrono::milliseconds timeout) {
+  dfw_of* of = nullptr;
+  char* error = nullptr;
+  if (dfw_of_open(target.c_str(), static_cast<int>(timeout.count()), &of, &error) != 0) {
+    return absl::UnavailableError(TakeError(error));
+  }
+  return std::unique_ptr<OpenFlowBridge>(new OpenFlowBridge(of));
+}
+
+OpenFlowBridge::~OpenFlowBridge() { dfw_of_close(of_); }
+
+absl::StatusOr<std::vector<InstalledFlow>> OpenFlowBridge::DumpFlows(uint64_t cookie,
+                                                                     uint64_t mask) {
+  std::vector<InstalledFlow> flows;
+  char* error = nullptr;
+  if (dfw_of_dump(of_, cookie, mask, &CollectFlow, &flows, &error) != 0) {
+    return absl::UnavailableError(TakeError(error));
+  }
+  return flows;
+}
+
+absl::Status OpenFlowBridge::ApplyBundle(const std::vector<FlowMod>& mods) {
+  std::vector<dfw_of_mod> raw;
+  raw.reserve(mods.size());
+  for (const FlowMod& m : mods) {
+    raw.push_back(
+        {m.kind == FlowModKind::kAdd ? DFW_OF_ADD : DFW_OF_DELETE_STRICT, m.flow.c_str()});
+  }
+  char* error = nullptr;
+  if (dfw_of_bundle(of_, raw.data(), raw.size(), &error) != 0) {
+    return absl::AbortedError(TakeError(error));
+  }
+  ++bundles_committed_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReconcileResult> OpenFlowBridge::Reconcile(const std::vector<FlowSpec>& desired,
+                                                          uint64_t cookie, uint64_t mask) {
+  // Desired, canonical, by key.
+  std::map<std::string, std::pair<InstalledFlow, const FlowSpec*>> want;
+  for (const FlowSpec& f : desired) {
+    if ((f.cookie & mask) != (cookie & mask)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("flow '%s': cookie 0x%x lacks the prefix 0x%x/0x%x", f.ToString(),
+                          f.cookie, cookie, mask));
+    }
+    absl::StatusOr<InstalledFlow> c = CanonicalFlow(f);
+    if (!c.ok()) return c.status();
+    const std::string key = c->key;
+    if (!want.emplace(key, std::make_pair(*std::move(c), &f)).second) {
+      return absl::InvalidArgumentError(
+          "two desired flows with the same table, priority and match: " + key);
+    }
+  }
+  absl::StatusOr<std::vector<InstalledFlow>> have = DumpFlows(cookie, mask);
+  if (!have.ok()) return have.status();
+
+  ReconcileResult r;
+  std::vector<FlowMod> mods;
+  std::map<std::string, bool> seen;
+  for (const InstalledFlow& h : *have) {
+    auto it = want.find(h.key);
+    if (it == want.end() || seen.contains(h.key)) {
+      mods.push_back(
+          {FlowModKind::kDeleteStrict, absl::StrFormat("%s,cookie=0x%x/-1", h.key, h.cookie)});
+      ++r.deleted;
+      continue;
+    }
+    seen[h.key] = true;
+    if (it->second.first == h) {
+      ++r.kept;
+    } else {
+      mods.push_back({FlowModKind::kAdd, it->second.second->ToString()});
+      ++r.modified;
+    }
+  }
+  for (const auto& [key, w] : want) {
+    if (!seen.contains(key)) {
+      mods.push_back({FlowModKind::kAdd, w.second->ToString()});
+      ++r.added;
+    }
+  }
+  if (mods.empty()) return r;
+  absl::Status st = ApplyBundle(mods);
+  if (!st.ok()) return st;
+  r.bundles = 1;
+  return r;
+}
+
+}  // namespace dfw::ovs

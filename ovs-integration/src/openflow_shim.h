@@ -1,0 +1,58 @@
+/* C interface to libopenvswitch's OpenFlow client (vconn, flow mods, flow
+ * stats, bundles), for C++. Only openflow_shim.c includes OVS headers.
+ *
+ * Flows are written in ovs-ofctl syntax. Every call speaks OpenFlow 1.3 with
+ * Nicira extensions. Thread safety: a dfw_of is used by one thread at a time;
+ * distinct dfw_of's may be used by distinct threads. */
+#ifndef DFW_OVS_INTEGRATION_OPENFLOW_SHIM_H
+#define DFW_OVS_INTEGRATION_OPENFLOW_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct dfw_of;
+
+/* Connects to `target` (e.g. "unix:/run/openvswitch/br0.mgmt"), negotiating
+ * OpenFlow 1.3, waiting at most timeout_ms. Returns 0 or -1 (*error set,
+ * free()). */
+int dfw_of_open(const char *target, int timeout_ms, struct dfw_of **,
+                char **error);
+void dfw_of_close(struct dfw_of *);
+
+/* The canonical form of a flow as the switch would report it: `flow` is
+ * parsed as an add, encoded as an OF1.3 flow mod and decoded back, then
+ * printed as key "table=T,priority=P[,match]" and actions. Returns 0 or -1
+ * (*error set). Outputs are malloc()ed. */
+int dfw_of_canonical(const char *flow, uint64_t *cookie, char **key,
+                     char **actions, char **error);
+
+/* Calls cb for each flow of any table whose cookie & mask == cookie & mask,
+ * with the flow in the canonical form above. Returns 0 or -1 (*error set). */
+typedef void (*dfw_of_flow_cb)(void *ctx, uint64_t cookie, const char *key,
+                               const char *actions);
+int dfw_of_dump(struct dfw_of *, uint64_t cookie, uint64_t mask,
+                dfw_of_flow_cb, void *ctx, char **error);
+
+enum dfw_of_command { DFW_OF_ADD = 0, DFW_OF_DELETE_STRICT = 1 };
+struct dfw_of_mod {
+    enum dfw_of_command command;
+    const char *flow; /* ovs-ofctl syntax; for deletes, match + cookie=C/M */
+};
+
+/* Sends all `mods` in one OpenFlow bundle (OFPBCT_OPEN, one OFPT_BUNDLE_ADD
+ * each, barrier, OFPBCT_COMMIT) with OFPBF_ATOMIC | OFPBF_ORDERED: the switch
+ * applies all or none, and packets see the flow table either before or after
+ * the whole bundle. Nothing is sent if a flow does not parse. Returns 0 or -1
+ * (*error set: the parse error or the switch's error replies). */
+int dfw_of_bundle(struct dfw_of *, const struct dfw_of_mod *mods, size_t n,
+                  char **error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

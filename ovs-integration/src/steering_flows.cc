@@ -1,0 +1,114 @@
+#include "dfw/ovs/steering_flows.h"
+
+#include <cctype>
+#include <set>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace dfw::ovs {
+namespace {
+
+constexpr uint32_t kMaxOfport = 0xff00;  // OFPP_MAX: above are reserved ports
+
+// Lower-cases `mac` into *out; false if it is not a unicast MAC
+// "xx:xx:xx:xx:xx:xx".
+bool NormalizeUnicastMac(const std::string& mac, std::string* out) {
+  if (mac.size() != 17) return false;
+  char buf[17];
+  bool all_zero = true;
+  for (size_t i = 0; i < 17; ++i) {
+    const unsigned char ch = static_cast<unsigned char>(mac[i]);
+    if (i % 3 == 2) {
+      if (ch != ':') return false;
+    } else if (!std::isxdigit(ch)) {
+      return false;
+    } else if (ch != '0') {
+      all_zero = false;
+    }
+    buf[i] = static_cast<char>(std::tolower(ch));
+  }
+  const int first_low_nibble =
+      std::isdigit(static_cast<unsigned char>(buf[1])) ? buf[1] - '0' : buf[1] - 'a' + 10;
+  if ((first_low_nibble & 1) || all_zero) return false;  // group bit / zero MAC
+  out->assign(buf, sizeof buf);
+  return true;
+}
+
+uint64_t Cookie(uint32_t vnic_ofport) { return kSteeringCookieBase | vnic_ofport; }
+
+}  // namespace
+
+std::string FlowSpec::ToString() const {
+  std::string s = absl::StrFormat("table=%u,priority=%u,cookie=0x%x", table, priority, cookie);
+  if (!match.empty()) absl::StrAppend(&s, ",", match);
+  absl::StrAppend(&s, " actions=", actions);
+  return s;
+}
+
+absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig& config) {
+  const uint32_t fw = config.firewall_ofport;
+  if (fw == 0 || fw >= kMaxOfport) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("firewall_ofport ", fw, " is not a port number (1..", kMaxOfport - 1, ")"));
+  }
+  std::set<uint32_t> ports;
+  std::set<uint16_t> ids;
+  std::set<std::string> macs;
+  std::vector<std::string> norm_macs;
+  for (const VnicSteering& v : config.vnics) {
+    const std::string what =
+        absl::StrCat("vNIC ofport ", v.ofport, " (local id ", v.local_id, ", mac '", v.mac, "'): ");
+    if (v.ofport == 0 || v.ofport >= kMaxOfport) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "ofport is not a port number"));
+    }
+    if (v.ofport == fw) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "ofport is the firewall port's"));
+    }
+    if (v.local_id == 0 || v.local_id > kMaxLocalId) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "local id must be in 1..2047"));
+    }
+    std::string mac;
+    if (!NormalizeUnicastMac(v.mac, &mac)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "mac is not a unicast MAC xx:xx:xx:xx:xx:xx"));
+    }
+    if (!ports.insert(v.ofport).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "ofport listed twice"));
+    }
+    if (!ids.insert(v.local_id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "local id used by another vNIC"));
+    }
+    if (!macs.insert(mac).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "mac used by another vNIC"));
+    }
+    norm_macs.push_back(mac);
+  }
+
+  std::vector<FlowSpec> flows;
+  flows.reserve(config.vnics.size() * 5 + 3);
+  for (size_t i = 0; i < config.vnics.size(); ++i) {
+    const VnicSteering& v = config.vnics[i];
+    const uint64_t c = Cookie(v.ofport);
+    const unsigned id = v.local_id, in_id = v.local_id | kIngressVlanBit;
+    flows.push_back({0, kPriorityVmTagged, c,
+                     absl::StrFormat("in_port=%u,vlan_tci=0x1000/0x1000", v.ofport), "drop"});
+    flows.push_back({0, kPrioritySteer, c, absl::StrFormat("in_port=%u", v.ofport),
+                     absl::StrFormat("mod_vlan_vid:%u,output:%u", id, fw)});
+    flows.push_back(
+        {0, kPrioritySteer, c, absl::StrFormat("in_port=%u,dl_vlan=%u", fw, id),
+         absl::StrFormat("strip_vlan,load:%u->NXM_OF_IN_PORT[],resubmit(,1)", v.ofport)});
+    flows.push_back({0, kPrioritySteer, c, absl::StrFormat("in_port=%u,dl_vlan=%u", fw, in_id),
+                     absl::StrFormat("strip_vlan,output:%u", v.ofport)});
+    flows.push_back({1, kPrioritySteer, c, absl::StrCat("dl_dst=", norm_macs[i]),
+                     absl::StrFormat("mod_vlan_vid:%u,output:%u", in_id, fw)});
+  }
+  flows.push_back(
+      {0, kPriorityFirewallDefault, Cookie(0), absl::StrFormat("in_port=%u", fw), "drop"});
+  flows.push_back({0, kPriorityDefault, Cookie(0), "", "resubmit(,1)"});
+  flows.push_back({1, kPriorityDefault, Cookie(0), "", "NORMAL"});
+  return flows;
+}
+
+}  // namespace dfw::ovs
