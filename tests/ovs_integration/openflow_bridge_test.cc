@@ -1,0 +1,234 @@
+// OpenFlowBridge: steering flows installed, reconciled and changed in one
+// bundle on a private ovs-vswitchd (ovs_sandbox.h).
+#include "dfw/ovs/openflow_bridge.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "dfw/ovs/ovsdb_monitor.h"
+#include "ovs_sandbox.h"
+
+namespace dfw::ovs {
+namespace {
+
+using testing::OvsSandbox;
+
+using FlowSet = std::set<std::string>;  // "cookie key actions=..."
+
+std::string Line(const InstalledFlow& f) {
+  std::ostringstream s;
+  s << std::hex << "0x" << f.cookie << " " << f.key << " actions=" << f.actions;
+  return s.str();
+}
+
+FlowSet Canonical(const std::vector<FlowSpec>& flows) {
+  FlowSet out;
+  for (const FlowSpec& f : flows) {
+    absl::StatusOr<InstalledFlow> c = CanonicalFlow(f);
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (c.ok()) out.insert(Line(*c));
+  }
+  return out;
+}
+
+FlowSet AsSet(const std::vector<InstalledFlow>& flows) {
+  FlowSet out;
+  for (const InstalledFlow& f : flows) out.insert(Line(f));
+  return out;
+}
+
+// `ovs-ofctl -O OpenFlow13 --no-stats dump-flows` lines with our cookie
+// prefix, in the same "cookie key actions=" form ("table=0," added where
+// ovs-ofctl leaves it out).
+FlowSet OfctlDump(OvsSandbox& ovs) {
+  std::string out;
+  EXPECT_EQ(ovs.Ofctl("--no-stats dump-flows", "", &out), 0) << ovs.error();
+  FlowSet flows;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    line.erase(0, line.find_first_not_of(' '));
+    if (line.rfind("cookie=0xdf305ee0", 0) != 0) continue;
+    const size_t comma = line.find(", ");
+    std::string cookie = line.substr(7, comma - 7);
+    std::string rest = line.substr(comma + 2);
+    if (rest.rfind("table=", 0) != 0) {
+      rest = "table=0," + rest;
+    } else {
+      rest.erase(rest.find(", ") + 1, 1);  // "table=1, priority=" -> "table=1,priority="
+    }
+    const size_t sp = rest.find(" actions=");
+    flows.insert(cookie + " " + rest.substr(0, sp) + rest.substr(sp));
+  }
+  return flows;
+}
+
+class OpenFlowBridgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(ovs_.Start()) << ovs_.error();
+    ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw", "internal", 1).ok());
+    ASSERT_EQ(ovs_.Vsctl("add-port br0 vnet5 -- set Interface vnet5 type=internal "
+                         "ofport_request=5 -- add-port br0 vnet6 -- set Interface vnet6 "
+                         "type=internal ofport_request=6"),
+              0)
+        << ovs_.error();
+    auto br = OpenFlowBridge::Connect(ovs_.mgmt_target());
+    ASSERT_TRUE(br.ok()) << br.status();
+    bridge_ = *std::move(br);
+  }
+
+  static SteeringConfig TwoVnics() {
+    return {1, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:06"}}};
+  }
+  static std::vector<FlowSpec> Flows(const SteeringConfig& c) {
+    auto f = ComputeSteeringFlows(c);
+    EXPECT_TRUE(f.ok()) << f.status();
+    return f.ok() ? *f : std::vector<FlowSpec>{};
+  }
+
+  OvsSandbox ovs_;
+  std::unique_ptr<OpenFlowBridge> bridge_;
+};
+
+TEST_F(OpenFlowBridgeTest, InstallsExactlyTheSteeringSetInOneBundle) {
+  const std::vector<FlowSpec> desired = Flows(TwoVnics());
+  absl::StatusOr<ReconcileResult> r = bridge_->Reconcile(desired);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->added, desired.size());
+  EXPECT_EQ(r->kept + r->modified + r->deleted, 0u);
+  EXPECT_EQ(r->bundles, 1u);
+  EXPECT_EQ(bridge_->bundles_committed(), 1u);
+
+  auto dumped = bridge_->DumpFlows();
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(AsSet(*dumped), Canonical(desired));
+  // The same, as ovs-ofctl sees it.
+  EXPECT_EQ(OfctlDump(ovs_), Canonical(desired));
+  // Our table-0 default replaced the bridge's own "priority=0 actions=NORMAL".
+  std::string out;
+  ASSERT_EQ(ovs_.Ofctl("--no-stats dump-flows", "", &out), 0) << ovs_.error();
+  EXPECT_EQ(out.find("cookie=0x0,"), std::string::npos) << out;
+}
+
+TEST_F(OpenFlowBridgeTest, ReconcileFixesOursAndLeavesForeignFlowsAlone) {
+  const std::vector<FlowSpec> desired = Flows(TwoVnics());
+  ASSERT_TRUE(bridge_->Reconcile(desired).ok());
+
+  // A foreign flow, a stale flow of ours, one of ours deleted, one altered.
+  ASSERT_EQ(ovs_.Ofctl("add-flow", "'cookie=0x1234,table=0,priority=50,in_port=9,actions=drop'"), 0)
+      << ovs_.error();
+  ASSERT_EQ(ovs_.Ofctl("add-flow",
+                       "'cookie=0xdf305ee000000063,table=0,priority=100,in_port=99,actions=drop'"),
+            0)
+      << ovs_.error();
+  ASSERT_EQ(ovs_.Ofctl("--strict del-flows", "'table=1,priority=100,dl_dst=52:54:00:00:00:06'"), 0)
+      << ovs_.error();
+  ASSERT_EQ(ovs_.Ofctl("add-flow",
+                       "'cookie=0xdf305ee000000005,table=0,priority=100,in_port=1,dl_vlan=2055,"
+                       "actions=drop'"),
+            0)
+      << ovs_.error();
+
+  // A new connection, as after a restart of the agent.
+  auto again = OpenFlowBridge::Connect(ovs_.mgmt_target());
+  ASSERT_TRUE(again.ok()) << again.status();
+  absl::StatusOr<ReconcileResult> r = (*again)->Reconcile(desired);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->deleted, 1u);
+  EXPECT_EQ(r->added, 1u);
+  EXPECT_EQ(r->modified, 1u);
+  EXPECT_EQ(r->kept, desired.size() - 2);
+  EXPECT_EQ(r->bundles, 1u);
+  EXPECT_EQ((*again)->bundles_committed(), 1u);
+
+  auto dumped = (*again)->DumpFlows();
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(AsSet(*dumped), Canonical(desired));
+  auto foreign = (*again)->DumpFlows(0x1234, ~0ULL);
+  ASSERT_TRUE(foreign.ok()) << foreign.status();
+  ASSERT_EQ(foreign->size(), 1u);
+  EXPECT_EQ(foreign->front().key, "table=0,priority=50,in_port=9");
+
+  // Nothing differs any more: nothing is sent.
+  r = (*again)->Reconcile(desired);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->kept, desired.size());
+  EXPECT_EQ(r->bundles, 0u);
+  EXPECT_EQ((*again)->bundles_committed(), 1u);
+}
+
+TEST_F(OpenFlowBridgeTest, FlowSetChangeIsAtomicForConcurrentReaders) {
+  const std::vector<FlowSpec> both = Flows(TwoVnics());
+  const std::vector<FlowSpec> one = Flows({1, {{5, 7, "52:54:00:00:00:05"}}});
+  const FlowSet both_set = Canonical(both), one_set = Canonical(one);
+  ASSERT_TRUE(bridge_->Reconcile(both).ok());
+
+  // A reader on its own connection dumps our flows in a loop; every dump must
+  // be one of the two whole sets, never a mix and never without steering.
+  std::atomic<bool> stop{false};
+  std::atomic<int> dumps{0}, bad{0};
+  std::string first_bad;
+  std::thread reader([&] {
+    auto rd = OpenFlowBridge::Connect(ovs_.mgmt_target());
+    if (!rd.ok()) {
+      bad = 1;
+      first_bad = rd.status().ToString();
+      return;
+    }
+    while (!stop.load()) {
+      auto d = (*rd)->DumpFlows();
+      if (!d.ok()) continue;
+      const FlowSet s = AsSet(*d);
+      if (s != both_set && s != one_set && bad++ == 0) {
+        for (const std::string& l : s) first_bad += l + "\n";
+      }
+      ++dumps;
+    }
+  });
+  constexpr int kChanges = 20;
+  for (int i = 0; i < kChanges; ++i) {
+    // vNIC 6 removed, then back.
+    absl::StatusOr<ReconcileResult> r = bridge_->Reconcile(i % 2 == 0 ? one : both);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->bundles, 1u);
+    EXPECT_EQ(i % 2 == 0 ? r->deleted : r->added, 5u);
+    testing::WaitFor([&] { return dumps.load() > i * 3; }, std::chrono::seconds(2));
+  }
+  stop = true;
+  reader.join();
+  EXPECT_EQ(bad.load(), 0) << first_bad;
+  EXPECT_GT(dumps.load(), kChanges);
+  EXPECT_EQ(bridge_->bundles_committed(), kChanges + 1u);
+  auto dumped = bridge_->DumpFlows();
+  ASSERT_TRUE(dumped.ok());
+  EXPECT_EQ(AsSet(*dumped), both_set);
+}
+
+TEST_F(OpenFlowBridgeTest, RejectedBundleChangesNothing) {
+  const std::vector<FlowSpec> desired = Flows(TwoVnics());
+  ASSERT_TRUE(bridge_->Reconcile(desired).ok());
+  // Second mod is valid syntax but the switch refuses it (no table 254 flows
+  // may be added: it is read-only in OVS); the first must not stay either.
+  absl::Status st = bridge_->ApplyBundle(
+      {{FlowModKind::kDeleteStrict, "table=1,priority=0,cookie=0xdf305ee000000000/-1"},
+       {FlowModKind::kAdd, "table=254,priority=1,cookie=0xdf305ee000000000 actions=drop"}});
+  EXPECT_FALSE(st.ok());
+  auto dumped = bridge_->DumpFlows();
+  ASSERT_TRUE(dumped.ok());
+  EXPECT_EQ(AsSet(*dumped), Canonical(desired));
+}
+
+TEST(OpenFlowBridgeNoSwitch, ConnectFailsWithTarget) {
+  auto br = OpenFlowBridge::Connect("unix:/nonexistent/br0.mgmt", std::chrono::milliseconds(200));
+  ASSERT_FALSE(br.ok());
+  EXPECT_NE(br.status().message().find("/nonexistent/br0.mgmt"), std::string::npos) << br.status();
+}
+
+}  // namespace
+}  // namespace dfw::ovs
