@@ -72,6 +72,19 @@ absl::Status OpenFlowBridge::ApplyBundle(const std::vector<FlowMod>& mods) {
   return absl::OkStatus();
 }
 
+absl::Status SetPortNoFlood(const std::string& target, uint32_t ofport, bool no_flood,
+                            std::chrono::milliseconds timeout) {
+  if (ofport == 0 || ofport >= 0xff00) {
+    return absl::InvalidArgumentError(absl::StrCat("SetPortNoFlood: ", ofport, " is not a port"));
+  }
+  char* error = nullptr;
+  if (dfw_of_set_no_flood(target.c_str(), ofport, no_flood ? 1 : 0,
+                          static_cast<int>(timeout.count()), &error) != 0) {
+    return absl::FailedPreconditionError(TakeError(error));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ReconcileResult> OpenFlowBridge::Reconcile(const std::vector<FlowSpec>& desired,
                                                           uint64_t cookie, uint64_t mask) {
   // Desired, canonical, by key.

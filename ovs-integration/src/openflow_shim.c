@@ -8,11 +8,14 @@
 #include <string.h>
 
 #include "byte-order.h"
+#include "flow.h" /* ofp_to_u16, u16_to_ofp */
 #include "openvswitch/dynamic-string.h"
 #include "openvswitch/list.h"
 #include "openvswitch/match.h"
 #include "openvswitch/ofp-actions.h"
 #include "openvswitch/ofp-bundle.h"
+#include "openvswitch/ofp-msgs.h"
+#include "openvswitch/ofp-port.h"
 #include "openvswitch/ofp-flow.h"
 #include "openvswitch/ofp-print.h"
 #include "openvswitch/ofp-protocol.h"
@@ -229,5 +232,83 @@ dfw_of_bundle(struct dfw_of *of, const struct dfw_of_mod *mods, size_t n,
         *error = ds_steal_cstr(&s);
         return -1;
     }
+    return 0;
+}
+
+int
+dfw_of_set_no_flood(const char *target, uint32_t port_no, int no_flood,
+                    int timeout_ms, char **error)
+{
+    struct vconn *vconn;
+    struct ovs_list requests, replies;
+    struct ofputil_phy_port pp;
+    struct ofpbuf *reply;
+    bool found = false;
+    int err;
+
+    dfw_of_quiet_logs();
+    *error = NULL;
+    err = vconn_open_block(target, 1u << OFP10_VERSION, DSCP_DEFAULT,
+                           timeout_ms, &vconn);
+    if (err) {
+        *error = xasprintf("%s: cannot connect with OpenFlow 1.0 (needed for "
+                           "no-flood; the bridge's protocols must include "
+                           "OpenFlow10): %s", target,
+                           ovs_retval_to_string(err));
+        return -1;
+    }
+
+    /* The port mod must name the port's current hardware address. */
+    ovs_list_init(&requests);
+    struct ofpbuf *rq = ofputil_encode_port_desc_stats_request(
+        OFP10_VERSION, u16_to_ofp(port_no));
+    ovs_list_push_back(&requests, &rq->list_node);
+    err = vconn_transact_multipart(vconn, &requests, &replies);
+    if (err) {
+        *error = xasprintf("%s: port description request failed: %s", target,
+                           ovs_retval_to_string(err));
+        vconn_close(vconn);
+        return -1;
+    }
+    LIST_FOR_EACH (reply, list_node, &replies) {
+        enum ofptype type;
+        struct ofpbuf b = *reply;
+        if (ofptype_pull(&type, &b) || type != OFPTYPE_PORT_DESC_STATS_REPLY) {
+            continue;
+        }
+        while (!found && !ofputil_pull_phy_port(OFP10_VERSION, &b, &pp)) {
+            found = ofp_to_u16(pp.port_no) == port_no;
+        }
+    }
+    ofpbuf_list_delete(&replies);
+    if (!found) {
+        *error = xasprintf("%s: no port %u on the bridge", target, port_no);
+        vconn_close(vconn);
+        return -1;
+    }
+
+    struct ofputil_port_mod pm;
+    memset(&pm, 0, sizeof pm);
+    pm.port_no = pp.port_no;
+    pm.hw_addr = pp.hw_addr;
+    pm.mask = OFPUTIL_PC_NO_FLOOD;
+    pm.config = no_flood ? OFPUTIL_PC_NO_FLOOD : 0;
+    pm.advertise = 0;
+    struct ofpbuf *msg = ofputil_encode_port_mod(&pm, OFPUTIL_P_OF10_STD);
+    struct ofpbuf *error_reply = NULL;
+    err = vconn_transact_noreply(vconn, msg, &error_reply);
+    if (err || error_reply) {
+        char *text = error_reply
+                     ? ofp_to_string(error_reply->data, error_reply->size,
+                                     NULL, NULL, 1)
+                     : xstrdup(ovs_retval_to_string(err));
+        *error = xasprintf("%s: port mod of port %u refused: %s", target,
+                           port_no, text);
+        free(text);
+        ofpbuf_delete(error_reply);
+        vconn_close(vconn);
+        return -1;
+    }
+    vconn_close(vconn);
     return 0;
 }

@@ -51,6 +51,14 @@ struct dfw_of_mod {
 int dfw_of_bundle(struct dfw_of *, const struct dfw_of_mod *mods, size_t n,
                   char **error);
 
+/* Sets (no_flood=1) or clears the OFPPC_NO_FLOOD config bit of port
+ * `port_no` through its own OpenFlow 1.0 connection to `target` (OpenFlow
+ * 1.3 has no such bit); NORMAL then never floods to that port. Returns 0 or
+ * -1 (*error set). The bit is not stored in OVSDB: it is lost if
+ * ovs-vswitchd restarts or the port is re-created, so apply it again then. */
+int dfw_of_set_no_flood(const char *target, uint32_t port_no, int no_flood,
+                        int timeout_ms, char **error);
+
 #ifdef __cplusplus
 }
 #endif

@@ -224,6 +224,31 @@ TEST_F(OpenFlowBridgeTest, RejectedBundleChangesNothing) {
   EXPECT_EQ(AsSet(*dumped), Canonical(desired));
 }
 
+std::string PortLineOf(OvsSandbox& ovs, const std::string& name) {
+  std::string out;
+  EXPECT_EQ(ovs.Run("ovs-ofctl -O OpenFlow10 show " + ovs.mgmt_target(), &out), 0) << ovs.error();
+  // " 1(dfw-fw): addr:..\n     config:     NO_FLOOD\n ..."
+  const size_t at = out.find("(" + name + ")");
+  if (at == std::string::npos) return "";
+  const size_t cfg = out.find("config:", at);
+  return out.substr(cfg, out.find('\n', cfg) - cfg);
+}
+
+TEST_F(OpenFlowBridgeTest, FirewallPortGetsNoFlood) {
+  EXPECT_EQ(PortLineOf(ovs_, "dfw-fw").find("NO_FLOOD"), std::string::npos);
+  ASSERT_TRUE(SetPortNoFlood(ovs_.mgmt_target(), 1).ok());
+  EXPECT_NE(PortLineOf(ovs_, "dfw-fw").find("NO_FLOOD"), std::string::npos)
+      << PortLineOf(ovs_, "dfw-fw");
+  EXPECT_EQ(PortLineOf(ovs_, "vnet5").find("NO_FLOOD"), std::string::npos);
+  ASSERT_TRUE(SetPortNoFlood(ovs_.mgmt_target(), 1).ok());  // idempotent
+  ASSERT_TRUE(SetPortNoFlood(ovs_.mgmt_target(), 1, false).ok());
+  EXPECT_EQ(PortLineOf(ovs_, "dfw-fw").find("NO_FLOOD"), std::string::npos);
+
+  absl::Status st = SetPortNoFlood(ovs_.mgmt_target(), 77);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("no port 77"), std::string::npos) << st;
+}
+
 TEST(OpenFlowBridgeNoSwitch, ConnectFailsWithTarget) {
   auto br = OpenFlowBridge::Connect("unix:/nonexistent/br0.mgmt", std::chrono::milliseconds(200));
   ASSERT_FALSE(br.ok());

@@ -98,4 +98,14 @@ class OpenFlowBridge {
   uint64_t bundles_committed_ = 0;
 };
 
+// Sets (or clears) `no-flood` on port `ofport` of the bridge at `target`, as
+// `ovs-ofctl mod-port <br> <port> no-flood` does: NORMAL then never floods to
+// it. The firewall port needs it (steering_flows.h: broadcast). OpenFlow 1.3
+// has no such port flag, so this opens its own OpenFlow 1.0 connection: the
+// bridge's `protocols` must include OpenFlow10. OVS keeps the flag only in
+// ovs-vswitchd's memory: apply it again whenever the port (re)appears or
+// ovs-vswitchd restarts (it is idempotent). Any thread.
+absl::Status SetPortNoFlood(const std::string& target, uint32_t ofport, bool no_flood = true,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 }  // namespace dfw::ovs
