@@ -261,6 +261,9 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
         d.second = now;
       }
     }
+    // Free a full state now: parsing the next delta into in_ would free its
+    // thousands of strings on the latency path of that delta.
+    if (in_.has_full()) in_ = ControllerToHost();
     {
       std::lock_guard<std::mutex> l(mu_);
       pending_ack_ = rev;
@@ -493,6 +496,10 @@ int main(int argc, char** argv) {
     auto it = fleet->rec.deltas.find(out.revision());
     if (it == fleet->rec.deltas.end()) continue;  // touched no host
     lat.push_back(Ms(it->second.second - start));
+    if (std::getenv("DFW_BENCH_VERBOSE")) {
+      std::printf("  change %d rev %lu: api %.2f ms, last host %.2f ms, hosts %d\n", c,
+                  static_cast<unsigned long>(out.revision()), api_lat.back(), lat.back(), it->second.first);
+    }
     fanout.push_back(it->second.first);
     counted.emplace_back(out.revision(), it->second.first);
   }

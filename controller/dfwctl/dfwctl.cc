@@ -294,7 +294,10 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file) {
       return Fail(r);
     }
     if (c.json_out) std::printf("%s\n", r.body.dump(2).c_str());
-    else std::printf("%s %s applied at revision %s\n", kind.c_str(), Str(it["id"]).c_str(), Str(r.body["revision"]).c_str());
+    else {
+      std::string noun = kind == "policies" ? "policy" : kind.substr(0, kind.size() - 1);
+      std::printf("%s %s applied at revision %s\n", noun.c_str(), Str(it["id"]).c_str(), Str(r.body["revision"]).c_str());
+    }
   }
   return kOk;
 }

@@ -23,7 +23,7 @@ void MergeChanges(HostChanges* acc, const HostChanges& c) {
 }
 
 void HostFeed::Attach(std::function<void()> wake,
-                      std::function<void(dfw::v1::ControllerToHost)> deliver) {
+                      std::function<bool(dfw::v1::ControllerToHost)> deliver) {
   std::lock_guard<std::recursive_mutex> l(cb_mu_);
   wake_ = std::move(wake);
   deliver_ = std::move(deliver);
@@ -92,14 +92,9 @@ std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& co
 bool HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
   std::lock_guard<std::recursive_mutex> l(cb_mu_);
   if (!deliver_) return false;
-  deliver_(std::move(msg));
-  return true;
+  return deliver_(std::move(msg));
 }
 
-bool HostFeed::WantsFull() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return full_ && !in_flight_;
-}
 
 void HostFeed::WriteDone() {
   bool wake = false;

@@ -31,7 +31,10 @@ class SessionReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    if (out_.has_full()) service_->FullDone();
+    // Free the written message now (a full state holds thousands of strings);
+    // otherwise the next Send frees it on a sender thread, on the latency path.
+    out_ = dfw::v1::ControllerToHost();
+    service_->WriteSlotDone();
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
@@ -50,13 +53,14 @@ class SessionReactor final
   }
 
  private:
-  void Send(dfw::v1::ControllerToHost msg) {
+  bool Send(dfw::v1::ControllerToHost msg) {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (finished_) return;
+      if (finished_) return false;
       out_ = std::move(msg);
     }
     StartWrite(&out_);
+    return true;
   }
 
   grpc::Status Handle() {
@@ -67,7 +71,7 @@ class SessionReactor final
         std::weak_ptr<HostFeed> weak = feed;
         HostSessionService* svc = service_;
         feed->Attach([svc, weak] { svc->Schedule(weak); },
-                     [this](dfw::v1::ControllerToHost m) { Send(std::move(m)); });
+                     [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
         feed_ = feed;  // before AttachHost: the first write may complete before it returns
         absl::Status s = model_->AttachHost(in_.hello(), feed);
         if (!s.ok()) {
@@ -150,35 +154,26 @@ void HostSessionService::SenderLoop() {
     }
     auto feed = job.lock();
     if (!feed) continue;
-    bool reserved = false;
-    if (feed->WantsFull()) {
+    {
       std::lock_guard<std::mutex> l(mu_);
-      if (fulls_in_flight_ >= kMaxFullsInFlight) {
-        waiting_full_.push_back(std::move(job));
+      if (in_flight_ >= kMaxInFlight) {
+        waiting_.push_back(std::move(job));
         continue;
       }
-      ++fulls_in_flight_;
-      reserved = true;
+      ++in_flight_;
     }
     auto msg = model_->NextMessage(feed.get());
-    bool full = msg && msg->has_full();
-    if (full && !reserved) {
-      std::lock_guard<std::mutex> l(mu_);
-      ++fulls_in_flight_;
-    } else if (!full && reserved) {
-      FullDone();
-    }
-    if (msg && !feed->Deliver(std::move(*msg)) && full) FullDone();
+    if (!msg || !feed->Deliver(std::move(*msg))) WriteSlotDone();
   }
 }
 
-void HostSessionService::FullDone() {
+void HostSessionService::WriteSlotDone() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    --fulls_in_flight_;
-    if (waiting_full_.empty()) return;
-    ready_.push_back(std::move(waiting_full_.front()));
-    waiting_full_.pop_front();
+    --in_flight_;
+    if (waiting_.empty()) return;
+    ready_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
   }
   cv_.notify_one();
 }

@@ -33,8 +33,8 @@ class HostFeed {
   const std::string& host_id() const { return host_id_; }
 
   // The stream side: `wake` asks a sender thread to call Take (it must not
-  // block); `deliver` hands a built message to the stream.
-  void Attach(std::function<void()> wake, std::function<void(dfw::v1::ControllerToHost)> deliver);
+  // block); `deliver` hands a built message to the stream (false: stream over).
+  void Attach(std::function<void()> wake, std::function<bool(dfw::v1::ControllerToHost)> deliver);
   // After Detach returns no callback runs and none starts.
   void Detach();
 
@@ -47,7 +47,6 @@ class HostFeed {
   std::optional<dfw::v1::ControllerToHost> Take(const PolicyCompiler& compiler, uint64_t revision);
   // False when the stream is gone (the message is dropped).
   bool Deliver(dfw::v1::ControllerToHost msg);
-  bool WantsFull() const;
   // Stream side: the last delivered message is written.
   void WriteDone();
 
@@ -71,7 +70,7 @@ class HostFeed {
   Stats stats_;
   std::recursive_mutex cb_mu_;  // guards the callbacks
   std::function<void()> wake_;
-  std::function<void(dfw::v1::ControllerToHost)> deliver_;
+  std::function<bool(dfw::v1::ControllerToHost)> deliver_;
 };
 
 }  // namespace dfw::controller

@@ -38,12 +38,14 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
 
   // Queues a feed for a sender thread (non-blocking).
   void Schedule(std::weak_ptr<HostFeed> feed);
-  // A full state finished writing (or was dropped): frees its slot.
-  void FullDone();
+  // A message finished writing (or was dropped): frees its slot.
+  void WriteSlotDone();
 
-  // Full states (the big messages, built and buffered whole) in flight at
-  // once; more wait their turn, so a reconnect storm's memory is bounded.
-  static constexpr int kMaxFullsInFlight = 32;
+  // Messages built and in flight at once, over all streams. A message is
+  // built only when it has a slot, so a storm (1,000 hosts registering or
+  // reconnecting, hosts far behind getting whole sets) holds at most this
+  // many built messages in memory; the rest wait as merged feed state.
+  static constexpr int kMaxInFlight = 64;
 
  private:
   void SenderLoop();
@@ -51,8 +53,8 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::weak_ptr<HostFeed>> ready_;
-  std::deque<std::weak_ptr<HostFeed>> waiting_full_;
-  int fulls_in_flight_ = 0;
+  std::deque<std::weak_ptr<HostFeed>> waiting_;  // for a slot
+  int in_flight_ = 0;
   bool stop_ = false;
   std::vector<std::thread> senders_;
 };
