@@ -19,7 +19,7 @@ void MergeChanges(HostChanges* acc, const HostChanges& c) {
     acc->sets_removed.erase(id);
     acc->sets_full.insert(id);
   }
-  acc->sets_changed |= c.sets_changed;
+  acc->sets_touched.insert(c.sets_touched.begin(), c.sets_touched.end());
 }
 
 void HostFeed::Attach(std::function<void()> wake,

@@ -378,7 +378,7 @@ void PolicyCompiler::Flush(uint64_t revision, ChangeFanout* out) {
     }
     auto sh = set_hosts_.find(id);
     if (sh == set_hosts_.end()) continue;
-    for (const auto& h : sh->second) (*out)[h].sets_changed = true;
+    for (const auto& h : sh->second) (*out)[h].sets_touched.insert(id);
   }
   pending_set_deltas_.clear();
   for (const auto& id : changed_literal_sets_) {
@@ -461,20 +461,14 @@ dfw::v1::HostDelta PolicyCompiler::BuildDelta(const std::string& host, const Hos
   }
   for (const auto& v : c.rulesets_removed) d.add_rulesets_removed(v);
   std::vector<std::string> whole(c.sets_full.begin(), c.sets_full.end());
-  if (c.sets_changed) {
+  if (!c.sets_touched.empty()) {
     auto refs = host_set_refs_.find(host);
-    std::vector<std::string> ids;
-    if (refs != host_set_refs_.end()) {
-      for (const auto& [id, n] : refs->second) {
-        if (c.sets_full.count(id)) continue;
-        auto j = journals_.find(id);
-        if (j == journals_.end() || j->second.last_change <= from_revision) continue;
-        ids.push_back(id);
-      }
-    }
-    std::sort(ids.begin(), ids.end());
-    for (const auto& id : ids) {
-      const SetJournal& j = journals_.find(id)->second;
+    for (const auto& id : c.sets_touched) {  // sorted
+      if (c.sets_full.count(id)) continue;
+      if (refs == host_set_refs_.end() || !refs->second.contains(id)) continue;
+      auto jt = journals_.find(id);
+      if (jt == journals_.end() || jt->second.last_change <= from_revision) continue;
+      const SetJournal& j = jt->second;
       if (j.complete_after > from_revision) {  // the journal no longer reaches back
         whole.push_back(id);
         continue;

@@ -47,20 +47,20 @@ namespace dfw::controller {
 
 // What one change did to one host. Turned into a HostDelta by BuildDelta.
 // Address-set content changes are not copied per host: each set keeps a
-// short journal of its deltas, and `sets_changed` tells BuildDelta to look
-// at the journals of the sets the host references.
+// short journal of its deltas, and `sets_touched` names the sets whose
+// journals BuildDelta must read for this host.
 struct HostChanges {
   std::set<std::string> rulesets_set;      // vNICs whose ruleset to send whole
   std::set<std::string> rulesets_removed;  // vNICs no longer enforced on the host
   std::set<std::string> sets_full;         // address sets to send whole
   std::set<std::string> sets_removed;
-  bool sets_changed = false;               // some referenced set's content changed
+  std::set<std::string> sets_touched;      // referenced sets whose content changed
   struct SetDelta {
     std::set<tagging::IpPrefix> added, removed;
   };
   bool empty() const {
     return rulesets_set.empty() && rulesets_removed.empty() && sets_full.empty() &&
-           sets_removed.empty() && !sets_changed;
+           sets_removed.empty() && sets_touched.empty();
   }
 };
 using ChangeFanout = std::map<std::string, HostChanges>;  // by host id
