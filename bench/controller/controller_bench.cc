@@ -452,6 +452,9 @@ int main(int argc, char** argv) {
   }
   std::printf("registration deltas drained %.0f ms after the last full state\n",
               Ms(Clock::now() - fleet->rec.last_full));
+  if (const char* w = std::getenv("DFW_BENCH_EXTRA_WAIT_MS")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(w)));
+  }
   long rss_loaded = RssKiB(ctl.pid);
 
   // ---- tag changes, one at a time: accepted -> last affected host has its delta.
