@@ -22,17 +22,44 @@ void MergeChanges(HostChanges* acc, const HostChanges& c) {
   acc->sets_touched.insert(c.sets_touched.begin(), c.sets_touched.end());
 }
 
-void HostFeed::Attach(std::function<void()> wake,
-                      std::function<bool(dfw::v1::ControllerToHost)> deliver) {
+uint64_t HostFeed::Attach(std::function<void()> wake,
+                          std::function<bool(dfw::v1::ControllerToHost)> deliver) {
   std::lock_guard<std::recursive_mutex> l(cb_mu_);
   wake_ = std::move(wake);
   deliver_ = std::move(deliver);
+  std::lock_guard<std::mutex> m(mu_);
+  in_flight_ = false;  // a write of the previous session is not ours to wait for
+  scheduled_ = false;
+  return ++generation_;
 }
 
-void HostFeed::Detach() {
+void HostFeed::Detach(uint64_t generation) {
   std::lock_guard<std::recursive_mutex> l(cb_mu_);
+  std::lock_guard<std::mutex> m(mu_);
+  if (generation != generation_) return;
   wake_ = nullptr;
   deliver_ = nullptr;
+  in_flight_ = false;
+  scheduled_ = false;
+}
+
+void HostFeed::Kick() {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
+uint64_t HostFeed::generation() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return generation_;
+}
+
+uint64_t HostFeed::last_sent() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return last_sent_;
 }
 
 void HostFeed::CallWake() {
@@ -96,10 +123,11 @@ bool HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
 }
 
 
-void HostFeed::WriteDone() {
+void HostFeed::WriteDone(uint64_t generation) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (generation != generation_) return;
     in_flight_ = false;
     WakeIfIdleLocked(&wake);
   }

@@ -39,16 +39,13 @@ class SessionReactor final
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
     }
-    feed_->WriteDone();
+    feed_->WriteDone(generation_);
   }
 
   void OnCancel() override { FinishOnce(grpc::Status::CANCELLED); }
 
   void OnDone() override {
-    if (feed_) {
-      feed_->Detach();
-      model_->DetachHost(feed_->host_id(), feed_.get());
-    }
+    if (feed_) model_->DetachHost(feed_->host_id(), generation_);
     delete this;
   }
 
@@ -67,18 +64,18 @@ class SessionReactor final
     switch (in_.msg_case()) {
       case dfw::v1::HostToController::kHello: {
         if (feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
-        auto feed = std::make_shared<HostFeed>(in_.hello().host().id());
-        std::weak_ptr<HostFeed> weak = feed;
         HostSessionService* svc = service_;
-        feed->Attach([svc, weak] { svc->Schedule(weak); },
-                     [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
-        feed_ = feed;  // before AttachHost: the first write may complete before it returns
-        absl::Status s = model_->AttachHost(in_.hello(), feed);
-        if (!s.ok()) {
-          feed->Detach();
-          return ToGrpc(s);
-        }
-        spdlog::debug("host {} connected with {} VMs", feed_->host_id(), in_.hello().vms_size());
+        auto attached = model_->AttachHost(
+            in_.hello(), [] {}, [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
+        if (!attached.ok()) return ToGrpc(attached.status());
+        // The wake needs the feed itself (weak): set it now, then bind and kick.
+        std::weak_ptr<HostFeed> weak = attached->feed;
+        feed_ = attached->feed;
+        generation_ = feed_->Attach([svc, weak] { svc->Schedule(weak); },
+                                    [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
+        feed_->Kick();
+        spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(), in_.hello().vms_size(),
+                      attached->full ? "full state" : "delta from held revision");
         return grpc::Status::OK;
       }
       case dfw::v1::HostToController::kInventory: {
@@ -101,13 +98,14 @@ class SessionReactor final
       if (finished_) return;
       finished_ = true;
     }
-    if (feed_) feed_->Detach();
+    if (feed_) feed_->Detach(generation_);
     Finish(s);
   }
 
   ModelService* model_;
   HostSessionService* service_;
   std::shared_ptr<HostFeed> feed_;  // set by the hello (reads are sequential)
+  uint64_t generation_ = 0;
   dfw::v1::HostToController in_;
   dfw::v1::ControllerToHost out_;
   std::mutex mu_;

@@ -91,7 +91,7 @@ ModelService::ModelService() = default;
 ModelService::~ModelService() {
   std::lock_guard<std::mutex> l(rmu_);
   for (auto& [id, hs] : hosts_) {
-    if (hs->feed) hs->feed->Detach();
+    if (hs->feed) hs->feed->Detach(hs->feed->generation());
   }
 }
 
@@ -823,31 +823,31 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   return absl::OkStatus();
 }
 
-absl::Status ModelService::AttachHost(const dfw::v1::HostHello& hello,
-                                      std::shared_ptr<HostFeed> feed) {
+absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
+    const dfw::v1::HostHello& hello, std::function<void()> wake,
+    std::function<bool(dfw::v1::ControllerToHost)> deliver) {
   const std::string& host_id = hello.host().id();
   if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) return s;
   std::unique_lock l(mu_);
   std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
   uint64_t rev = 0;
   if (auto s = ApplyInventory(host_id, vms, {}, true, &hello.host(), &rev); !s.ok()) return s;
-  std::shared_ptr<HostFeed> previous;
-  {
-    std::lock_guard<std::mutex> r(rmu_);
-    auto& hs = hosts_[host_id];
-    if (!hs) {
-      hs = std::make_unique<HostState>();
-      hs->id = host_id;
-    }
-    previous = hs->feed;
-    hs->feed = feed;
-    hs->connected = true;
-    hs->last_sent = revision_;
-    if (hello.held_revision() > hs->acked) hs->acked = hello.held_revision();
+  Attached out;
+  std::lock_guard<std::mutex> r(rmu_);
+  auto& hs = hosts_[host_id];
+  if (!hs) {
+    hs = std::make_unique<HostState>();
+    hs->id = host_id;
   }
-  if (previous && previous != feed) previous->Detach();
-  feed->RequestFull();
-  return absl::OkStatus();
+  if (!hs->feed) hs->feed = std::make_shared<HostFeed>(host_id);
+  out.feed = hs->feed;
+  out.full = hello.held_revision() == 0 || hello.held_revision() != hs->feed->last_sent();
+  out.generation = hs->feed->Attach(std::move(wake), std::move(deliver));
+  if (out.full) hs->feed->RequestFull();  // no wake: callers Kick() once bound
+  hs->connected = true;
+  hs->last_sent = revision_;
+  if (hello.held_revision() > hs->acked) hs->acked = hello.held_revision();
+  return out;
 }
 
 absl::Status ModelService::UpdateInventory(const std::string& host_id,
@@ -886,13 +886,13 @@ void ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
   }
 }
 
-void ModelService::DetachHost(const std::string& host_id, const HostFeed* feed) {
+void ModelService::DetachHost(const std::string& host_id, uint64_t generation) {
   std::lock_guard<std::mutex> r(rmu_);
   auto it = hosts_.find(host_id);
-  if (it == hosts_.end() || it->second->feed.get() != feed) return;
-  it->second->feed->Detach();
-  it->second->feed.reset();
-  it->second->connected = false;
+  if (it == hosts_.end() || !it->second->feed) return;
+  // The feed stays (it keeps merging for a reconnect with held_revision).
+  if (it->second->feed->generation_matches(generation)) it->second->connected = false;
+  it->second->feed->Detach(generation);
 }
 
 std::optional<dfw::v1::ControllerToHost> ModelService::NextMessage(HostFeed* feed) const {

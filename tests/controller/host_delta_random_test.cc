@@ -106,19 +106,22 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
   }
   // Hosts register through the session path with feeds we drain by hand.
   std::vector<std::shared_ptr<HostFeed>> feeds;
+  std::vector<uint64_t> gens;
   std::vector<HostView> views(kHosts);
   for (int h = 0; h < kHosts; ++h) {
     dfw::v1::HostHello hello;
     hello.mutable_host()->set_id("h" + std::to_string(h));
     for (int i = h; i < kVms; i += kHosts) *hello.add_vms() = vm_proto(i, h);
-    feeds.push_back(std::make_shared<HostFeed>("h" + std::to_string(h)));
-    ASSERT_TRUE(m.AttachHost(hello, feeds.back()).ok());
+    auto a = m.AttachHost(hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+    ASSERT_TRUE(a.ok());
+    feeds.push_back(a->feed);
+    gens.push_back(a->generation);
   }
   auto drain = [&] {
     for (int h = 0; h < kHosts; ++h) {
       while (auto msg = m.NextMessage(feeds[h].get())) {
         views[h].Apply(*msg);
-        feeds[h]->WriteDone();
+        feeds[h]->WriteDone(gens[h]);
       }
     }
   };
@@ -183,6 +186,29 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
       *r.mutable_vm() = *cur;
       r.mutable_vm()->mutable_vnics(0)->add_addresses()->set_ip("198.18.1." + std::to_string(rng() % 200 + 1));
       ASSERT_TRUE(m.PutVm(r).ok());
+    }
+    if (rng() % 25 == 0) {  // a host reconnects holding what it has: it gets a delta, not a full
+      int h = static_cast<int>(rng() % kHosts);
+      drain();
+      m.DetachHost("h" + std::to_string(h), gens[h]);
+      dfw::v1::TagRequest t;  // a change while it is away
+      t.add_vm_ids("vm" + std::to_string(rng() % kVms));
+      auto* s = t.add_set();
+      s->set_scope("app");
+      s->set_value(std::to_string(rng() % 4));
+      (void)m.Tag(t);
+      dfw::v1::HostHello hello;
+      hello.mutable_host()->set_id("h" + std::to_string(h));
+      auto all = m.ListVms(dfw::v1::ListRequest());
+      ASSERT_TRUE(all.ok());
+      for (const auto& vm : all->vms()) {
+        if (vm.host() == "h" + std::to_string(h)) *hello.add_vms() = vm;
+      }
+      hello.set_held_revision(views[h].revision);
+      auto a = m.AttachHost(hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+      ASSERT_TRUE(a.ok());
+      EXPECT_FALSE(a->full);
+      gens[h] = a->generation;
     }
     if (rng() % 3 == 0 || step == 299) {  // hosts read at random moments: deltas coalesce
       drain();

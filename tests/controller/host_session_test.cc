@@ -42,8 +42,9 @@ class TestHost {
     ctx_.TryCancel();
     reader_.join();
   }
-  void Hello(const std::vector<dfw::v1::Vm>& vms) {
+  void Hello(const std::vector<dfw::v1::Vm>& vms, uint64_t held = 0) {
     dfw::v1::HostToController m;
+    m.mutable_hello()->set_held_revision(held);
     m.mutable_hello()->mutable_host()->set_id(id_);
     m.mutable_hello()->mutable_host()->set_hostname(id_ + ".example");
     for (const auto& vm : vms) *m.mutable_hello()->add_vms() = vm;
@@ -233,12 +234,32 @@ TEST_F(HostSessionTest, ReconnectGetsFullStateAndInventoryIsValidated) {
   }
   // Tags set through the API stay; the host's metadata only seeds new VMs.
   ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}}).status, 200);
-  TestHost h1(server_.grpc_port(), "h1");
-  h1.Hello({Vm("db-1", "db", "198.18.0.10")});
-  auto m = h1.Next();
-  ASSERT_TRUE(m && m->has_full());
-  EXPECT_EQ(m->full().rulesets_size(), 1);
-  EXPECT_EQ(rest_->Get("/api/v1/vms/db-1").body["tags"].size(), 2u);
+  uint64_t held = 0;
+  {
+    TestHost h1(server_.grpc_port(), "h1");
+    h1.Hello({Vm("db-1", "db", "198.18.0.10")});
+    auto m = h1.Next();
+    ASSERT_TRUE(m && m->has_full());
+    EXPECT_EQ(m->full().rulesets_size(), 1);
+    EXPECT_EQ(rest_->Get("/api/v1/vms/db-1").body["tags"].size(), 2u);
+    held = m->full().revision();
+  }
+  for (int i = 0; i < 200 && rest_->Get("/api/v1/hosts").body["hosts"][0]["connected"] == true; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // While h1 is away db-1 also becomes web (h1 references g:web). Coming
+  // back holding the last revision it was sent, h1 gets one delta, not a
+  // full state.
+  ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "app"}, {"value", "web"}}}}}).status, 200);
+  TestHost again(server_.grpc_port(), "h1");
+  again.Hello({Vm("db-1", "db", "198.18.0.10")}, held);
+  auto d = again.Next();
+  ASSERT_TRUE(d.has_value());
+  ASSERT_TRUE(d->has_delta()) << d->DebugString();
+  EXPECT_EQ(d->delta().from_revision(), held);
+  ASSERT_EQ(d->delta().address_set_deltas_size(), 1);
+  EXPECT_EQ(d->delta().address_set_deltas(0).id(), "g:web");
+  EXPECT_EQ(d->delta().address_set_deltas(0).added(0), "198.18.0.10/32");
 
   TestHost bad(server_.grpc_port(), "h3");
   auto vm = Vm("x", "", "198.18.0.99");

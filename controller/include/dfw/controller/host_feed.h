@@ -9,7 +9,7 @@
 // therefore receives fewer, larger, coalesced deltas; memory per host is
 // bounded by the host's own state, never by how far behind it is.
 //
-// Thread safety: Merge/RequestFull run under the controller's writer lock;
+// Thread safety: Merge/RequestFull/Attach run under the controller's writer lock;
 // Take runs under its reader lock (so it sees a state consistent with the
 // merged changes); WriteDone and Detach from the stream's threads. An
 // internal mutex guards the feed; the wake callback (which only queues the
@@ -34,9 +34,18 @@ class HostFeed {
 
   // The stream side: `wake` asks a sender thread to call Take (it must not
   // block); `deliver` hands a built message to the stream (false: stream over).
-  void Attach(std::function<void()> wake, std::function<bool(dfw::v1::ControllerToHost)> deliver);
-  // After Detach returns no callback runs and none starts.
-  void Detach();
+  // A feed outlives its sessions: while the host is away it keeps merging,
+  // so a host that comes back holding last_sent() gets one delta instead of
+  // a full state. Attach returns the session's generation; calls carrying
+  // an older generation (a previous session's late completions) are ignored.
+  uint64_t Attach(std::function<void()> wake, std::function<bool(dfw::v1::ControllerToHost)> deliver);
+  // After Detach returns no callback of that session runs and none starts.
+  void Detach(uint64_t generation);
+  // Wakes a sender if something is pending (after a session attached).
+  void Kick();
+  uint64_t last_sent() const;
+  uint64_t generation() const;
+  bool generation_matches(uint64_t g) const { return generation() == g; }
 
   // Writer side.
   void Merge(const HostChanges& changes);
@@ -48,7 +57,7 @@ class HostFeed {
   // False when the stream is gone (the message is dropped).
   bool Deliver(dfw::v1::ControllerToHost msg);
   // Stream side: the last delivered message is written.
-  void WriteDone();
+  void WriteDone(uint64_t generation);
 
   struct Stats {
     uint64_t messages = 0, fulls = 0, merged_changes = 0;
@@ -67,6 +76,7 @@ class HostFeed {
   bool scheduled_ = false;
   bool in_flight_ = false;
   uint64_t last_sent_ = 0;
+  uint64_t generation_ = 0;
   Stats stats_;
   std::recursive_mutex cb_mu_;  // guards the callbacks
   std::function<void()> wake_;

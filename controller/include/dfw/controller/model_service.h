@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -91,13 +92,22 @@ class ModelService {
   uint64_t WaitForRevisionAbove(uint64_t revision, std::chrono::milliseconds timeout) const;
   uint64_t revision() const;
 
-  // Host sessions. AttachHost applies the hello's inventory as one change,
-  // binds the feed (replacing an older session of the same host) and
-  // requests the host's full desired state on it.
-  absl::Status AttachHost(const dfw::v1::HostHello& hello, std::shared_ptr<HostFeed> feed);
+  // Host sessions. AttachHost applies the hello's inventory as one change
+  // and binds the session to the host's feed (kept across sessions): when
+  // the hello's held_revision is the last revision this controller sent the
+  // host, the host gets one delta with what changed meanwhile, else a full
+  // state. Returns the feed and the session's generation; nothing is sent
+  // until the caller Kick()s the feed.
+  struct Attached {
+    std::shared_ptr<HostFeed> feed;
+    uint64_t generation = 0;
+    bool full = false;
+  };
+  absl::StatusOr<Attached> AttachHost(const dfw::v1::HostHello& hello, std::function<void()> wake,
+                                      std::function<bool(dfw::v1::ControllerToHost)> deliver);
   absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
   void Ack(const std::string& host_id, const dfw::v1::Ack& ack);
-  void DetachHost(const std::string& host_id, const HostFeed* feed);
+  void DetachHost(const std::string& host_id, uint64_t generation);
   // The feed's next message, built under the reader lock (sender threads).
   std::optional<dfw::v1::ControllerToHost> NextMessage(HostFeed* feed) const;
 
