@@ -23,6 +23,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -149,6 +150,15 @@ int main(int argc, char** argv) {
 
   VnicTable vnics(1);
   Pipeline pipeline(&vnics, pc, 0);
+  if (!state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(state_dir, ec);
+    if (ec) {
+      std::fprintf(stderr, "dfw-dataplane: --state-dir %s: %s\n", state_dir.c_str(),
+                   ec.message().c_str());
+      return 1;
+    }
+  }
   DataplaneState state(&vnics, state_dir.empty() ? "" : state_dir + "/state.pb");
   if (auto st = state.Load(); !st.ok()) {
     std::fprintf(stderr,
