@@ -1,53 +1,12 @@
-// String assembly for error messages. Debian's Abseil has its own
-// absl::string_view, so absl::StrCat does not take std::string_view; this
-// stand-in does (same shape as tagging/src/str_cat.h).
+// String assembly for error messages: dfw::Cat / dfw::Join (shared with
+// tagging), and the RocksDB status conversion.
 #pragma once
 
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <vector>
+#include "dfw/tagging/str_cat.h"
 
 namespace rocksdb {
 class Status;
 }
-
-namespace dfw::controller {
-
-namespace str_internal {
-template <typename T>
-void Append(std::string& out, const T& v) {
-  if constexpr (std::is_same_v<T, char>) {
-    out.push_back(v);
-  } else if constexpr (std::is_same_v<T, bool>) {
-    out.append(v ? "true" : "false");
-  } else if constexpr (std::is_integral_v<T>) {
-    out.append(std::to_string(v));
-  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
-    out.append(std::string_view(v));
-  } else {
-    out.append(v.data(), v.size());
-  }
-}
-}  // namespace str_internal
-
-template <typename... Args>
-std::string Cat(const Args&... args) {
-  std::string out;
-  (str_internal::Append(out, args), ...);
-  return out;
-}
-
-inline std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (i) out.append(sep);
-    out.append(parts[i]);
-  }
-  return out;
-}
-
-}  // namespace dfw::controller
 
 #include "absl/status/status.h"
 namespace dfw::controller {

@@ -4,7 +4,7 @@
 
 #include <charconv>
 
-#include "str_cat.h"
+#include "dfw/tagging/str_cat.h"
 
 namespace dfw::tagging {
 

@@ -11,7 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
-#include "str_cat.h"
+#include "dfw/tagging/str_cat.h"
 
 namespace dfw::tagging {
 namespace {

@@ -4,7 +4,7 @@
 #include <cctype>
 #include <set>
 
-#include "str_cat.h"
+#include "dfw/tagging/str_cat.h"
 
 namespace dfw::tagging {
 namespace {

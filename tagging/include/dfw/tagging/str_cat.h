@@ -1,6 +1,8 @@
-// Error-message assembly. Debian's Abseil is built with its own string_view
+// Error-message assembly for the control-plane components (tagging,
+// controller). Debian's Abseil is built with its own string_view
 // (ABSL_OPTION_USE_STD_STRING_VIEW 0), so absl::StrCat does not take
-// std::string_view; this small stand-in does.
+// std::string_view; this small stand-in does. It lives here because every
+// control-plane component depends on tagging.
 #pragma once
 
 #include <string>
@@ -8,13 +10,15 @@
 #include <type_traits>
 #include <vector>
 
-namespace dfw::tagging {
+namespace dfw {
 
 namespace str_cat_internal {
 template <typename T>
 void Append(std::string& out, const T& v) {
   if constexpr (std::is_same_v<T, char>) {
     out.push_back(v);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    out.append(v ? "true" : "false");
   } else if constexpr (std::is_integral_v<T>) {
     out.append(std::to_string(v));
   } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
@@ -41,4 +45,4 @@ inline std::string Join(const std::vector<std::string>& parts, std::string_view 
   return out;
 }
 
-}  // namespace dfw::tagging
+}  // namespace dfw
