@@ -38,6 +38,10 @@ done
 [ "$(id -u)" = 0 ] || { echo "needs root (hugepages, OVS)" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/dfw-dp-anchor.XXXXXX)
+# EAL runtime directories that exist before we start; ours and the anchor's
+# (ovsanchor<pid>) are removed at the end.
+DPDK_RUN=/var/run/dpdk
+BEFORE=$(ls "$DPDK_RUN" 2>/dev/null | sort)
 OLD_NR=$(cat /proc/sys/vm/nr_hugepages)
 SET_NR=""
 MOUNTED=0
@@ -53,6 +57,9 @@ cleanup() {
     echo "$OLD_NR" > /proc/sys/vm/nr_hugepages
   fi
   rm -rf "$W"
+  for d in $(comm -13 <(echo "$BEFORE") <(ls "$DPDK_RUN" 2>/dev/null | sort)); do
+    case "$d" in dfwanchor*|ovsanchor*) rm -rf "${DPDK_RUN:?}/$d" ;; esac
+  done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -4,6 +4,7 @@
 // error messages for malformed input.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <algorithm>
 
 #include <cstdio>
 #include <filesystem>
@@ -94,9 +95,12 @@ RunResult RunTool(const std::string& args, const fs::path& dir) {
 class ToolDir : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Parameterised test names hold a '/': flatten it, or TearDown would
+    // remove only the last path component and leave the rest in /tmp.
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '_');
     dir_ = fs::temp_directory_path() /
-           ("dfw_classify_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+           ("dfw_classify_test_" + std::to_string(::getpid()) + "_" + name);
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
