@@ -11,7 +11,7 @@ PACKAGES=(
   # OVS: source to build libopenvswitch, and the switch itself for host tests
   openvswitch-source openvswitch-switch-dpdk libssl-dev libcap-ng-dev libunbound-dev
   # libvirt
-  libvirt-dev
+  libvirt-dev libxml2-dev
   # control plane
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev

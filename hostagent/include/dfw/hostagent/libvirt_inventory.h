@@ -1,0 +1,112 @@
+// LibvirtInventory: the VMs of this host as libvirt knows them.
+//
+// What. The host agent learns each VM (domain UUID, name), its vNICs (MAC,
+// host-side target, the OVS iface-id) and the operator's tags from libvirt.
+// Tags and the addresses the firewall binds to a vNIC live in the domain's
+// <metadata>, in the project's XML namespace (kMetadataNs):
+//
+//   <metadata>
+//     <dfw:firewall xmlns:dfw="https://dfw.dev/xmlns/firewall/1">
+//       <dfw:tag scope="app" value="web"/>
+//       <dfw:tag value="pci"/>                        (a plain tag: no scope)
+//       <dfw:os>Debian GNU/Linux 12</dfw:os>           (optional)
+//       <dfw:interface mac="52:54:00:00:00:11" id="vnic-web1">
+//         <dfw:address ip="198.18.0.11"/>
+//       </dfw:interface>
+//     </dfw:firewall>
+//   </metadata>
+//
+// set on a running domain with
+//   virsh metadata <dom> https://dfw.dev/xmlns/firewall/1 --key dfw --live \
+//     --set '<firewall><tag scope="app" value="web"/></firewall>'
+//
+// A vNIC's id (the OVS Interface external_ids:iface-id) is the interface's
+// <virtualport><parameters interfaceid=.../>, else the metadata
+// <dfw:interface id=...> for its MAC, else empty (the agent then joins the
+// OVS row by vm-uuid + attached-mac).
+//
+// How. One libvirt connection per URI (qemu:///system by default; a
+// test:///<file>.xml connection describes namespace "VMs" in tests). Domain
+// lifecycle events (defined, started, stopped, undefined) and metadata-change
+// events re-read that domain; a closed connection is reopened with backoff,
+// and its domains stay in the snapshot (marked stale) until it is back.
+// Only active (running or paused) domains are in the snapshot: a stopped VM
+// has no ports on the bridge.
+//
+// Thread safety. Start() runs one thread of ours (libvirt's default event
+// loop); the callback runs on it, never concurrently with itself, and may
+// call Snapshot(). Snapshot() and Stop() may be called from any thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace dfw::hostagent {
+
+inline constexpr char kMetadataNs[] = "https://dfw.dev/xmlns/firewall/1";
+
+struct DomainTag {
+  std::string scope;  // may be empty
+  std::string value;
+  bool operator==(const DomainTag&) const = default;
+};
+
+struct DomainInterface {
+  std::string mac;           // lower case, "52:54:00:00:00:11"
+  std::string type;          // libvirt interface type: "bridge", "vhostuser", ...
+  std::string target;        // <target dev=...> ("" if none)
+  std::string interface_id;  // see the header comment ("" if none)
+  std::vector<std::string> addresses;  // metadata <dfw:address ip=...>, canonical text
+  bool operator==(const DomainInterface&) const = default;
+};
+
+struct Domain {
+  std::string uri;   // the connection it came from
+  std::string uuid;  // lower case, canonical
+  std::string name;
+  std::string os;    // metadata <dfw:os> ("" if none)
+  std::vector<DomainTag> tags;
+  std::vector<DomainInterface> interfaces;
+  bool operator==(const Domain&) const = default;
+};
+
+// Parses a domain's XML (virDomainGetXMLDesc). Errors (InvalidArgument) name
+// what was wrong: not XML, no <uuid>, a metadata tag without value, a bad
+// MAC or IP address in the metadata. Unknown elements are ignored.
+absl::StatusOr<Domain> ParseDomainXml(std::string_view xml, std::string_view uri);
+
+class LibvirtInventory {
+ public:
+  // Called after the snapshot changed (any domain of any URI).
+  using Callback = std::function<void()>;
+
+  explicit LibvirtInventory(std::vector<std::string> uris);
+  ~LibvirtInventory();  // Stop()s
+  LibvirtInventory(const LibvirtInventory&) = delete;
+  LibvirtInventory& operator=(const LibvirtInventory&) = delete;
+
+  void SetCallback(Callback cb);  // before Start()
+
+  // Opens every URI (a URI that fails to open is retried in the background;
+  // the error is logged and reported by Status()), reads the active domains,
+  // registers for events and starts the event thread.
+  absl::Status Start();
+  void Stop();
+
+  // Active domains of every URI, sorted by uuid.
+  std::vector<Domain> Snapshot() const;
+  // True once every URI has been read at least once.
+  bool synced() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dfw::hostagent
