@@ -19,6 +19,12 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # scripts
   iproute2 procps
+  # real guest VMs (scripts/guest, scripts/lib/guest.sh): QEMU/TCG under libvirt,
+  # a Debian cloud kernel + busybox initramfs. libvirt-daemon-system-sysv is named
+  # so apt does not pick the -systemd variant (it pulls systemd-sysv; CI and this
+  # machine have no systemd). policy-rc.d/no init: libvirtd is started by hand.
+  qemu-system-x86 libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
+  linux-image-cloud-amd64 busybox-static cpio gzip xz-utils kmod
 )
 
 SUDO=""
