@@ -17,8 +17,9 @@
 //   </metadata>
 //
 // set on a running domain with
-//   virsh metadata <dom> https://dfw.dev/xmlns/firewall/1 --key dfw --live \
+//   virsh metadata <dom> https://dfw.dev/xmlns/firewall/1 --key dfw --live
 //     --set '<firewall><tag scope="app" value="web"/></firewall>'
+// (one command line)
 //
 // A vNIC's id (the OVS Interface external_ids:iface-id) is the interface's
 // <virtualport><parameters interfaceid=.../>, else the metadata

@@ -1,0 +1,151 @@
+#include "dfw/hostagent/controller_session.h"
+
+#include <google/protobuf/util/message_differencer.h>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace dfw::hostagent {
+
+using std::chrono::milliseconds;
+
+ControllerSession::ControllerSession(std::string target, Hooks hooks)
+    : target_(std::move(target)), hooks_(std::move(hooks)) {}
+
+ControllerSession::~ControllerSession() { Stop(); }
+
+void ControllerSession::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void ControllerSession::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+    if (ctx_ != nullptr) ctx_->TryCancel();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ControllerSession::Restart() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (ctx_ != nullptr) ctx_->TryCancel();
+}
+
+void ControllerSession::SetInventory(std::vector<v1::Vm> vms) {
+  std::lock_guard<std::mutex> l(mu_);
+  inventory_.clear();
+  for (auto& vm : vms) inventory_[vm.id()] = std::move(vm);
+  have_inventory_ = true;
+  if (stream_ != nullptr && !SendInventoryLocked()) ctx_->TryCancel();
+}
+
+bool ControllerSession::SendInventoryLocked() {
+  v1::HostToController msg;
+  auto* up = msg.mutable_inventory();
+  for (const auto& [id, vm] : inventory_) {
+    auto it = sent_.find(id);
+    if (it == sent_.end() || !google::protobuf::util::MessageDifferencer::Equals(it->second, vm)) {
+      *up->add_vms_set() = vm;
+    }
+  }
+  for (const auto& [id, vm] : sent_) {
+    if (!inventory_.count(id)) up->add_vms_removed(id);
+  }
+  if (up->vms_set_size() == 0 && up->vms_removed_size() == 0) return true;
+  if (!stream_->Write(msg)) return false;
+  sent_ = inventory_;
+  spdlog::info("controller: inventory update sent ({} set, {} removed)", up->vms_set_size(),
+               up->vms_removed_size());
+  return true;
+}
+
+void ControllerSession::Run() {
+  milliseconds backoff(500);
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stop_) return;
+    }
+    bool got_message = RunOnce();
+    if (got_message) backoff = milliseconds(500);
+    std::unique_lock<std::mutex> l(mu_);
+    if (stop_) return;
+    cv_.wait_for(l, backoff, [this] { return stop_; });
+    backoff = std::min(backoff * 2, milliseconds(10000));
+  }
+}
+
+bool ControllerSession::RunOnce() {
+  auto channel = grpc::CreateChannel(target_, grpc::InsecureChannelCredentials());
+  auto stub = v1::HostSessionService::NewStub(channel);
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) return false;
+    ctx_ = &ctx;
+  }
+  auto stream = stub->Session(&ctx);
+  v1::HostToController hello_msg;
+  *hello_msg.mutable_hello() = hooks_.hello();
+  bool got_message = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // The Hello carries the inventory as it is now; updates follow from it.
+    if (have_inventory_) {
+      hello_msg.mutable_hello()->clear_vms();
+      for (const auto& [id, vm] : inventory_) *hello_msg.mutable_hello()->add_vms() = vm;
+    }
+    if (stream->Write(hello_msg)) {
+      sent_.clear();
+      for (const auto& vm : hello_msg.hello().vms()) sent_[vm.id()] = vm;
+      stream_ = stream.get();
+    }
+  }
+  if (stream_ != nullptr) {
+    sessions_++;
+    spdlog::info("controller: session open to {} (held revision {}, {} VMs)", target_,
+                 hello_msg.hello().held_revision(), hello_msg.hello().vms_size());
+    v1::ControllerToHost in;
+    while (stream->Read(&in)) {
+      if (!got_message) connected_ = true;
+      got_message = true;
+      auto applied = hooks_.apply(in);
+      v1::HostToController ack_msg;
+      auto* ack = ack_msg.mutable_ack();
+      bool restart = false;
+      if (applied.ok()) {
+        ack->set_revision(*applied);
+        ack->set_ok(true);
+        acked_ = *applied;
+      } else {
+        ack->set_revision(in.has_full() ? in.full().revision() : in.delta().to_revision());
+        ack->set_ok(false);
+        ack->set_error(std::string(applied.status().message()));
+        spdlog::error("controller: revision {} not applied: {}", ack->revision(),
+                      applied.status().ToString());
+        // A delta from another revision, or a dataplane that is not there:
+        // a new session (after the backoff) brings a full state or a delta
+        // from what the dataplane then holds.
+        const absl::Status& s = applied.status();
+        restart = (in.has_delta() && absl::IsFailedPrecondition(s)) || absl::IsUnavailable(s) ||
+                  absl::IsDeadlineExceeded(s);
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      if (!stream->Write(ack_msg) || restart) break;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stream_ = nullptr;
+    ctx_ = nullptr;
+    ctx.TryCancel();
+  }
+  connected_ = false;
+  grpc::Status st = stream->Finish();
+  spdlog::warn("controller: session to {} ended: {}", target_,
+               st.ok() ? std::string("closed") : st.error_message());
+  return got_message;
+}
+
+}  // namespace dfw::hostagent

@@ -1,0 +1,125 @@
+#include "dfw/hostagent/host_view.h"
+
+#include <algorithm>
+#include <map>
+
+#include "dfw/tagging/str_cat.h"
+
+namespace dfw::hostagent {
+namespace {
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+struct IfaceRef {
+  const Domain* domain = nullptr;
+  const DomainInterface* iface = nullptr;
+};
+
+}  // namespace
+
+HostView ComputeHostView(const std::vector<Domain>& domains,
+                         const std::vector<ovs::OvsInterface>& ovs_rows,
+                         const std::string& firewall_port, const std::string& host_id) {
+  HostView view;
+  // Index libvirt's interfaces by interface id and by (vm uuid, mac).
+  std::map<std::string, IfaceRef> by_id;
+  std::map<std::pair<std::string, std::string>, IfaceRef> by_vm_mac;
+  for (const auto& d : domains) {
+    for (const auto& i : d.interfaces) {
+      if (!i.interface_id.empty()) by_id[i.interface_id] = {&d, &i};
+      by_vm_mac[{Lower(d.uuid), Lower(i.mac)}] = {&d, &i};
+    }
+  }
+
+  // OVS side: the firewall port and the vNICs.
+  std::map<const DomainInterface*, const ovs::OvsInterface*> on_bridge;
+  std::map<std::string, v1::DataplaneVNic> vnics;
+  for (const auto& row : ovs_rows) {
+    if (row.name == firewall_port) {
+      view.firewall_ofport = row.ofport;
+      continue;
+    }
+    if (row.iface_id.empty()) continue;  // not a VM port (uplink, internal)
+    if (row.ofport <= 0) continue;       // not plugged yet (or failed)
+    IfaceRef ref;
+    if (auto it = by_id.find(row.iface_id); it != by_id.end()) {
+      ref = it->second;
+    } else if (auto it2 = by_vm_mac.find({Lower(row.vm_uuid), Lower(row.attached_mac)});
+               it2 != by_vm_mac.end()) {
+      ref = it2->second;
+    }
+    if (row.ofport > ovs::kMaxLocalId) {
+      view.errors.push_back(Cat("port '", row.name, "' (iface-id ", row.iface_id, "): ofport ",
+                                row.ofport, " is above ", ovs::kMaxLocalId,
+                                "; it cannot be steered through the firewall"));
+      continue;
+    }
+    std::string mac = Lower(!row.attached_mac.empty() ? row.attached_mac
+                            : ref.iface != nullptr   ? ref.iface->mac
+                                                     : std::string());
+    if (mac.empty()) {
+      view.errors.push_back(Cat("port '", row.name, "' (iface-id ", row.iface_id,
+                                "): no MAC (no attached-mac, not known to libvirt)"));
+      continue;
+    }
+    if (vnics.count(row.iface_id)) {
+      view.errors.push_back(Cat("port '", row.name, "': iface-id ", row.iface_id,
+                                " is used by another port too; steered once"));
+      continue;
+    }
+    v1::DataplaneVNic v;
+    v.set_id(row.iface_id);
+    v.set_local_id(static_cast<uint32_t>(row.ofport));
+    v.set_mac(mac);
+    if (ref.iface != nullptr) {
+      for (const auto& a : ref.iface->addresses) v.add_bound_ips(a);
+      on_bridge[ref.iface] = &row;
+    }
+    vnics[row.iface_id] = v;
+  }
+  for (auto& [id, v] : vnics) {
+    view.steering.vnics.push_back(
+        {v.local_id(), static_cast<uint16_t>(v.local_id()), v.mac()});
+    view.vnics.push_back(std::move(v));
+  }
+  if (view.firewall_ofport > 0) view.steering.firewall_ofport = view.firewall_ofport;
+
+  // libvirt side: the VMs, with each vNIC's id from libvirt or, failing
+  // that, from the OVS row it was joined to.
+  for (const auto& d : domains) {
+    v1::Vm vm;
+    vm.set_id(Lower(d.uuid));
+    vm.set_name(d.name);
+    vm.set_host(host_id);
+    if (!d.os.empty()) vm.mutable_guest()->set_os(d.os);
+    for (const auto& t : d.tags) {
+      auto* pt = vm.add_tags();
+      pt->set_scope(t.scope);
+      pt->set_value(t.value);
+    }
+    for (const auto& i : d.interfaces) {
+      auto ob = on_bridge.find(&i);
+      std::string id = i.interface_id;
+      if (id.empty() && ob != on_bridge.end()) id = ob->second->iface_id;
+      if (id.empty()) continue;  // not on this bridge: nothing to enforce
+      auto* n = vm.add_vnics();
+      n->set_id(id);
+      n->set_mac(Lower(i.mac));
+      if (ob != on_bridge.end()) n->set_ovs_port(ob->second->name);
+      for (const auto& a : i.addresses) {
+        auto* ba = n->add_addresses();
+        ba->set_ip(a);
+        ba->set_source(v1::ADDRESS_SOURCE_LIBVIRT);
+      }
+    }
+    view.vms.push_back(std::move(vm));
+  }
+  std::sort(view.vms.begin(), view.vms.end(),
+            [](const v1::Vm& a, const v1::Vm& b) { return a.id() < b.id(); });
+  return view;
+}
+
+}  // namespace dfw::hostagent

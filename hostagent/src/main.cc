@@ -1,0 +1,121 @@
+// dfw-hostagent: the local control plane of one hypervisor.
+//
+//   dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]
+//                 [--bridge br-dfw] [--firewall-port fw0]
+//                 [--firewall-port-type dpdkvhostuser]
+//                 [--libvirt URI]... [--controller HOST:PORT]
+//                 [--host-id ID] [--hostname NAME] [--resync-ms N]
+//
+// --libvirt may be given several times (default: qemu:///system; "none" for
+// no libvirt). --host-id defaults to /etc/machine-id, --hostname to the
+// system's. The OpenFlow target is unix:<ovs-rundir>/<bridge>.mgmt
+// (--ovs-rundir defaults to /var/run/openvswitch). SIGINT/SIGTERM stop the
+// agent; flows, ports and the dataplane's state are left in place (the agent
+// holds no state: a new one reconciles without disturbing traffic).
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "dfw/hostagent/host_agent.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+int Usage(const char* msg) {
+  std::fprintf(stderr,
+               "dfw-hostagent: %s\n"
+               "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
+               "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
+               "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
+               "         [--hostname NAME] [--resync-ms N]\n",
+               msg);
+  return 2;
+}
+
+std::string ReadFirstLine(const char* path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dfw::hostagent::HostAgentConfig cfg;
+  std::string rundir = "/var/run/openvswitch";
+  bool no_libvirt = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--dataplane" && value(&cfg.dataplane_target)) continue;
+    if (a == "--ovsdb" && value(&cfg.ovsdb_socket)) continue;
+    if (a == "--ovs-rundir" && value(&rundir)) continue;
+    if (a == "--bridge" && value(&cfg.bridge)) continue;
+    if (a == "--firewall-port" && value(&cfg.firewall_port)) continue;
+    if (a == "--firewall-port-type" && value(&cfg.firewall_port_type)) continue;
+    if (a == "--controller" && value(&cfg.controller_target)) continue;
+    if (a == "--host-id" && value(&cfg.host_id)) continue;
+    if (a == "--hostname" && value(&cfg.hostname)) continue;
+    if (a == "--libvirt" && value(&v)) {
+      if (v == "none") {
+        no_libvirt = true;
+      } else {
+        cfg.libvirt_uris.push_back(v);
+      }
+      continue;
+    }
+    if (a == "--resync-ms" && value(&v)) {
+      char* end = nullptr;
+      long ms = std::strtol(v.c_str(), &end, 10);
+      if (*end != '\0' || ms < 100) return Usage("--resync-ms: a number of milliseconds >= 100");
+      cfg.resync_interval = std::chrono::milliseconds(ms);
+      continue;
+    }
+    return Usage(("unknown or incomplete argument '" + a + "'").c_str());
+  }
+  if (cfg.dataplane_target.empty()) return Usage("--dataplane is required");
+  if (cfg.ovsdb_socket.empty()) return Usage("--ovsdb is required");
+  if (cfg.libvirt_uris.empty() && !no_libvirt) cfg.libvirt_uris.push_back("qemu:///system");
+  if (no_libvirt) cfg.libvirt_uris.clear();
+  if (cfg.host_id.empty()) cfg.host_id = ReadFirstLine("/etc/machine-id");
+  if (cfg.host_id.empty()) return Usage("--host-id: none given and /etc/machine-id is empty");
+  if (cfg.hostname.empty()) {
+    char buf[256] = {};
+    gethostname(buf, sizeof(buf) - 1);
+    cfg.hostname = buf;
+  }
+  cfg.openflow_target = "unix:" + rundir + "/" + cfg.bridge + ".mgmt";
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  dfw::hostagent::HostAgent agent(cfg);
+  if (auto s = agent.Start(); !s.ok()) {
+    std::fprintf(stderr, "dfw-hostagent: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::string uris;
+  for (const auto& u : cfg.libvirt_uris) uris += (uris.empty() ? "" : ",") + u;
+  std::printf("dfw-hostagent: started host=%s bridge=%s firewall-port=%s libvirt=%s controller=%s\n",
+              cfg.host_id.c_str(), cfg.bridge.c_str(), cfg.firewall_port.c_str(),
+              uris.empty() ? "none" : uris.c_str(),
+              cfg.controller_target.empty() ? "none" : cfg.controller_target.c_str());
+  std::fflush(stdout);
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  agent.Stop();
+  std::printf("dfw-hostagent: stopped\n");
+  return 0;
+}
