@@ -24,7 +24,7 @@ PACKAGES=(
   # so apt does not pick the -systemd variant (it pulls systemd-sysv; CI and this
   # machine have no systemd). policy-rc.d/no init: libvirtd is started by hand.
   qemu-system-x86 libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
-  linux-image-cloud-amd64 busybox-static cpio gzip xz-utils kmod
+  linux-image-cloud-amd64 busybox-static cpio gzip xz-utils kmod ethtool
 )
 
 SUDO=""
