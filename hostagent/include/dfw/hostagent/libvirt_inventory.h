@@ -29,14 +29,26 @@
 // How. One libvirt connection per URI (qemu:///system by default; a
 // test:///<file>.xml connection describes namespace "VMs" in tests). Domain
 // lifecycle events (defined, started, stopped, undefined) and metadata-change
-// events re-read that domain; a closed connection is reopened with backoff,
-// and its domains stay in the snapshot (marked stale) until it is back.
-// Only active (running or paused) domains are in the snapshot: a stopped VM
-// has no ports on the bridge.
+// events re-read that domain; a closed connection is reopened with backoff
+// (0.5 s doubling to 10 s; keepalive 5 s x 3 on remote connections), and its
+// domains stay in the snapshot until it is back, then are replaced by what it
+// lists. (Not marked stale: Domain has no such field; a caller that needs to
+// know can compare synced() and the log.) Only active (running or paused)
+// domains are in the snapshot: a stopped VM has no ports on the bridge. A
+// domain whose XML does not parse (e.g. a metadata tag without value) is left
+// out and the error logged: fail closed, its vNICs get no rules.
+//
+// libvirt process state: the first Start() calls virInitialize(),
+// virEventRegisterDefaultImpl() and virSetErrorFunc() (libvirt's errors go to
+// spdlog at debug level; failures that matter are logged by us with context).
+// Open no other libvirt connection in the process before that, or it will not
+// see events.
 //
 // Thread safety. Start() runs one thread of ours (libvirt's default event
 // loop); the callback runs on it, never concurrently with itself, and may
-// call Snapshot(). Snapshot() and Stop() may be called from any thread.
+// call Snapshot() (never Stop(): it joins that thread). Snapshot(), synced()
+// and Stop() may be called from any thread. The callback also fires once on
+// that thread right after Start(), for the first read.
 #pragma once
 
 #include <functional>
@@ -79,7 +91,13 @@ struct Domain {
 
 // Parses a domain's XML (virDomainGetXMLDesc). Errors (InvalidArgument) name
 // what was wrong: not XML, no <uuid>, a metadata tag without value, a bad
-// MAC or IP address in the metadata. Unknown elements are ignored.
+// MAC or IP address in the metadata, e.g. "domain XML: metadata tag[2]: value
+// is empty" (indexes count from 1, as in XPath, among elements of that name).
+// Unknown elements are ignored. Inside our metadata element, children may be
+// in kMetadataNs (<dfw:tag>) or unprefixed (<tag>); the metadata element
+// itself is the first child of <metadata> in kMetadataNs, whatever its name.
+// A <dfw:interface> whose MAC matches no <interface> is ignored. Pure: any
+// thread.
 absl::StatusOr<Domain> ParseDomainXml(std::string_view xml, std::string_view uri);
 
 class LibvirtInventory {
@@ -95,8 +113,12 @@ class LibvirtInventory {
   void SetCallback(Callback cb);  // before Start()
 
   // Opens every URI (a URI that fails to open is retried in the background;
-  // the error is logged and reported by Status()), reads the active domains,
-  // registers for events and starts the event thread.
+  // the error is logged and synced() stays false until it is read), reads the
+  // active domains, registers for events and starts the event thread. Returns
+  // OK when some or all URIs failed to open (there is no Status() accessor);
+  // an error only when called twice or libvirt's event loop cannot be set up.
+  // Opening is synchronous: a URI that hangs (e.g. an unreachable remote host)
+  // delays Start().
   absl::Status Start();
   void Stop();
 
