@@ -76,13 +76,140 @@ absl::StatusOr<Resp> Page(const std::map<std::string, M>& all, const dfw::v1::Li
   return resp;
 }
 
-void SpecTagsToProto(const tagging::VmSpec& spec, dfw::v1::Vm* vm) {
-  vm->clear_tags();
-  for (const auto& t : spec.tags) {
-    auto* pt = vm->add_tags();
+// ---- Tag sources (the rule: docs/architecture.md, "Tags: API and libvirt
+// metadata"). A VM's proto keeps host_tags (the host's last report of its
+// libvirt metadata), api_tags (set through the API) and tags, the effective
+// set the index matches on. All three are stored sorted and unique.
+using TagList = std::vector<tagging::Tag>;
+using ProtoTags = google::protobuf::RepeatedPtrField<dfw::v1::Tag>;
+
+void SortUnique(TagList* tags) {
+  std::sort(tags->begin(), tags->end());
+  tags->erase(std::unique(tags->begin(), tags->end()), tags->end());
+}
+
+TagList TagsOf(const ProtoTags& in) {
+  TagList out;
+  for (const auto& t : in) out.push_back({t.scope(), t.value()});
+  SortUnique(&out);
+  return out;
+}
+
+void TagsToProto(const TagList& tags, ProtoTags* out) {
+  out->Clear();
+  for (const auto& t : tags) {
+    auto* pt = out->Add();
     pt->set_scope(t.scope);
     pt->set_value(t.value);
   }
+}
+
+bool Contains(const TagList& tags, const tagging::Tag& t) {
+  return std::binary_search(tags.begin(), tags.end(), t);
+}
+
+// Scopes the API holds a tag of (plain tags claim nothing).
+std::set<std::string> ClaimedScopes(const TagList& api) {
+  std::set<std::string> out;
+  for (const auto& t : api) {
+    if (!t.scope.empty()) out.insert(t.scope);
+  }
+  return out;
+}
+
+// api ∪ host, where the API's values of a scope replace the host's.
+TagList EffectiveTags(const TagList& api, const TagList& host) {
+  auto claimed = ClaimedScopes(api);
+  TagList out = api;
+  for (const auto& t : host) {
+    if (t.scope.empty() || !claimed.count(t.scope)) out.push_back(t);
+  }
+  SortUnique(&out);
+  return out;
+}
+
+// Sets both sources and the effective tags of `vm`; returns the effective tags.
+TagList SetTagSources(const TagList& api, const TagList& host, dfw::v1::Vm* vm) {
+  TagList eff = EffectiveTags(api, host);
+  TagsToProto(api, vm->mutable_api_tags());
+  TagsToProto(host, vm->mutable_host_tags());
+  TagsToProto(eff, vm->mutable_tags());
+  return eff;
+}
+
+std::string TagText(const tagging::Tag& t) {
+  return t.scope.empty() ? t.value : Cat(t.scope, "=", t.value);
+}
+
+absl::Status FromMetadata(const std::string& field, const tagging::Tag& t, const dfw::v1::Vm& vm) {
+  return absl::FailedPreconditionError(
+      Cat(field, ": tag '", TagText(t), "' of VM '", vm.id(),
+          "' comes from the domain's libvirt metadata and the API cannot remove it; change it in "
+          "the domain's libvirt metadata on host '",
+          vm.host(), "'"));
+}
+
+// The tags a whole-VM write (PutVm) gives: `want` is the effective set the
+// caller asks for (a GET -> PUT round trip changes nothing). Tags only the
+// metadata carries stay the host's; a scope with any other requested value
+// becomes the API's, with all its requested values. Leaving out a
+// metadata-only tag the result would still carry is refused.
+absl::StatusOr<TagList> ApiTagsForPut(const TagList& want, const dfw::v1::Vm& old) {
+  TagList api_old = TagsOf(old.api_tags());
+  TagList host = TagsOf(old.host_tags());
+  TagList host_only;
+  for (const auto& t : EffectiveTags(api_old, host)) {
+    if (!Contains(api_old, t)) host_only.push_back(t);
+  }
+  TagList api;
+  for (const auto& t : want) {
+    if (!Contains(host_only, t)) api.push_back(t);
+  }
+  auto claimed = ClaimedScopes(api);
+  for (const auto& t : want) {
+    if (claimed.count(t.scope)) api.push_back(t);
+  }
+  SortUnique(&api);
+  for (const auto& t : host_only) {
+    if (!Contains(want, t) && (t.scope.empty() || !claimed.count(t.scope))) {
+      return FromMetadata("vm.tags", t, old);
+    }
+  }
+  return api;
+}
+
+// The API's tags of `vm` after a Tag request: removals, then additions. A
+// removal that the API's tags do not hold while the metadata keeps the tag
+// (or, for a whole scope, a value of it) effective is refused.
+absl::StatusOr<TagList> ApiTagsAfterTag(const dfw::v1::Vm& vm, const TagList& set,
+                                        const TagList& unset) {
+  TagList api = TagsOf(vm.api_tags());
+  TagList host = TagsOf(vm.host_tags());
+  std::vector<bool> removed_any(unset.size());
+  for (size_t i = 0; i < unset.size(); ++i) {
+    const auto& u = unset[i];
+    removed_any[i] = std::erase_if(api, [&](const tagging::Tag& t) {
+                       return t.scope == u.scope && (u.value.empty() || t.value == u.value);
+                     }) > 0;
+  }
+  api.insert(api.end(), set.begin(), set.end());
+  SortUnique(&api);
+  TagList eff = EffectiveTags(api, host);
+  for (size_t i = 0; i < unset.size(); ++i) {
+    if (removed_any[i]) continue;
+    const auto& u = unset[i];
+    for (const auto& t : host) {
+      if (t.scope == u.scope && (u.value.empty() || t.value == u.value) && Contains(eff, t)) {
+        return FromMetadata(Cat("remove[", i, "]"), t, vm);
+      }
+    }
+  }
+  return api;
+}
+
+// Older stores kept only `tags`, owned by the API.
+void MigrateTagSources(dfw::v1::Vm* vm) {
+  if (vm->host_tags_size() == 0 && vm->api_tags_size() == 0) *vm->mutable_api_tags() = vm->tags();
 }
 
 }  // namespace
@@ -107,6 +234,7 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::stri
   std::vector<tagging::VmSpec> vms;
   std::vector<tagging::GroupSpec> groups;
   for (auto& vm : st->vms) {
+    MigrateTagSources(&vm);
     auto spec = tagging::VmFromProto(vm);
     if (!spec.ok()) return Prefixed(spec.status(), Cat("stored VM '", vm.id(), "': "));
     vms.push_back(std::move(*spec));
@@ -243,6 +371,16 @@ absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req
       !s.ok()) {
     return s;
   }
+  // `tags` is the effective set wanted; the host's metadata tags stay its own.
+  TagList api = spec->tags, host;
+  if (old != vms_.end()) {
+    auto a = ApiTagsForPut(spec->tags, old->second);
+    if (!a.ok()) return a.status();
+    api = std::move(*a);
+    host = TagsOf(old->second.host_tags());
+  }
+  dfw::v1::Vm out = req.vm();
+  spec->tags = SetTagSources(api, host, &out);
   uint64_t rev = revision_ + 1;
   std::vector<VmChange> changes(1);
   VmChange& c = changes[0];
@@ -252,9 +390,7 @@ absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req
   if (!delta.ok()) return Prefixed(delta.status(), "vm.");
   c.delta = std::move(*delta);
   c.after = *index_->FindVm(c.id);
-  dfw::v1::Vm out = req.vm();
   out.set_revision(rev);
-  SpecTagsToProto(*c.after, &out);
   c.proto_after = out;
   ChangeSet cs(rev);
   cs.Put(Kind::kVm, c.id, out);
@@ -342,16 +478,22 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
     VmChange c;
     c.id = id;
     c.before = *index_->FindVm(id);
-    auto delta = index_->ChangeTags(id, set, unset);
+    dfw::v1::Vm out = vms_[id];
+    auto api = ApiTagsAfterTag(out, set, unset);
+    if (!api.ok()) {
+      UndoVmChanges(index_.get(), changes);
+      return api.status();
+    }
+    tagging::VmSpec next = *c.before;
+    next.tags = SetTagSources(*api, TagsOf(out.host_tags()), &out);
+    auto delta = index_->UpsertVm(std::move(next));
     if (!delta.ok()) {
       UndoVmChanges(index_.get(), changes);
       return delta.status();
     }
     c.delta = std::move(*delta);
     c.after = *index_->FindVm(id);
-    dfw::v1::Vm out = vms_[id];
     out.set_revision(rev);
-    SpecTagsToProto(*c.after, &out);
     cs.Put(Kind::kVm, id, out);
     cs.AddEvent(ChangeEvent::KIND_VM, id, false);
     *resp.add_vms() = out;
@@ -738,6 +880,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   // Validate every VM first: nothing is applied when one is wrong.
   std::vector<tagging::VmSpec> specs;
   std::vector<dfw::v1::Vm> protos;
+  std::vector<dfw::v1::Vm> silent;  // changed, but nothing effective
   std::set<std::string> listed;
   for (size_t i = 0; i < vms_set.size(); ++i) {
     dfw::v1::Vm vm = vms_set[i];
@@ -748,14 +891,21 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     if (!listed.insert(vm.id()).second) {
       return absl::InvalidArgumentError(Cat("vms[", i, "].id: '", vm.id(), "' is listed twice"));
     }
+    // The report's tags are the metadata's: they replace host_tags whole.
     auto old = vms_.find(vm.id());
+    TagList api = old == vms_.end() ? TagList{} : TagsOf(old->second.api_tags());
+    spec->tags = SetTagSources(api, spec->tags, &vm);
     if (old != vms_.end()) {
-      // The API owns the tags of a known VM; libvirt metadata only seeds new ones.
-      *vm.mutable_tags() = old->second.tags();
-      spec->tags = index_->FindVm(vm.id())->tags;
       dfw::v1::Vm cmp = old->second;
       cmp.set_revision(0);
       if (google::protobuf::util::MessageDifferencer::Equals(cmp, vm)) continue;
+      *cmp.mutable_host_tags() = vm.host_tags();
+      if (google::protobuf::util::MessageDifferencer::Equals(cmp, vm)) {
+        // Only host values the API overrides changed: stored, no revision.
+        cmp.set_revision(old->second.revision());
+        silent.push_back(std::move(cmp));
+        continue;
+      }
     }
     specs.push_back(std::move(*spec));
     protos.push_back(std::move(vm));
@@ -774,11 +924,25 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     auto it = host_records_.find(host_id);
     host_changed = it == host_records_.end() || it->second.hostname() != host_record->hostname();
   }
-  if (specs.empty() && removals.empty() && !host_changed) return absl::OkStatus();
+  auto put_silent = [&](ChangeSet* cs) {
+    for (const auto& vm : silent) cs->Put(Kind::kVm, vm.id(), vm);
+  };
+  auto keep_silent = [&] {
+    for (auto& vm : silent) vms_[vm.id()] = std::move(vm);
+  };
+  if (specs.empty() && removals.empty() && !host_changed) {
+    if (silent.empty()) return absl::OkStatus();
+    ChangeSet cs(revision_);
+    put_silent(&cs);
+    if (auto s = store_->Commit(cs); !s.ok()) return s;
+    keep_silent();
+    return absl::OkStatus();
+  }
 
   uint64_t rev = revision_ + 1;
   std::vector<VmChange> changes;
   ChangeSet cs(rev);
+  put_silent(&cs);
   for (size_t i = 0; i < specs.size(); ++i) {
     VmChange c;
     c.id = specs[i].id;
@@ -819,6 +983,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     host_records_[host_id] = h;
   }
   DFW_COMMIT_VM_CHANGES(changes, cs);
+  keep_silent();
   *revision_out = rev;
   return absl::OkStatus();
 }

@@ -1,13 +1,9 @@
 // Host sessions over a real gRPC stream: a host registers its inventory,
 // gets its full desired state, then exactly the delta a tag change causes,
 // and its acks show up as realization status.
-#include <grpcpp/grpcpp.h>
-
-#include <condition_variable>
-#include <deque>
 #include <thread>
 
-#include "dfw/v1/host.grpc.pb.h"
+#include "test_host.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
@@ -15,82 +11,8 @@ namespace {
 
 using nlohmann::json;
 
-// A host agent stand-in: one stream, a reader thread, a queue of messages.
-class TestHost {
- public:
-  TestHost(int port, const std::string& id) : id_(id) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    auto ch = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
-                                        grpc::InsecureChannelCredentials(), args);
-    stub_ = dfw::v1::HostSessionService::NewStub(ch);
-    stream_ = stub_->Session(&ctx_);
-    reader_ = std::thread([this] {
-      dfw::v1::ControllerToHost m;
-      while (stream_->Read(&m)) {
-        std::lock_guard<std::mutex> l(mu_);
-        got_.push_back(m);
-        cv_.notify_all();
-      }
-      std::lock_guard<std::mutex> l(mu_);
-      closed_ = true;
-      cv_.notify_all();
-    });
-  }
-  ~TestHost() {
-    stream_->WritesDone();
-    ctx_.TryCancel();
-    reader_.join();
-  }
-  void Hello(const std::vector<dfw::v1::Vm>& vms, uint64_t held = 0) {
-    dfw::v1::HostToController m;
-    m.mutable_hello()->set_held_revision(held);
-    m.mutable_hello()->mutable_host()->set_id(id_);
-    m.mutable_hello()->mutable_host()->set_hostname(id_ + ".example");
-    for (const auto& vm : vms) *m.mutable_hello()->add_vms() = vm;
-    ASSERT_TRUE(stream_->Write(m));
-  }
-  void Ack(uint64_t rev) {
-    dfw::v1::HostToController m;
-    m.mutable_ack()->set_revision(rev);
-    m.mutable_ack()->set_ok(true);
-    ASSERT_TRUE(stream_->Write(m));
-  }
-  std::optional<dfw::v1::ControllerToHost> Next(int ms = 5000) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::milliseconds(ms), [&] { return !got_.empty() || closed_; });
-    if (got_.empty()) return std::nullopt;
-    auto m = got_.front();
-    got_.pop_front();
-    return m;
-  }
-
- private:
-  std::string id_;
-  grpc::ClientContext ctx_;
-  std::unique_ptr<dfw::v1::HostSessionService::Stub> stub_;
-  std::unique_ptr<grpc::ClientReaderWriter<dfw::v1::HostToController, dfw::v1::ControllerToHost>> stream_;
-  std::thread reader_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<dfw::v1::ControllerToHost> got_;
-  bool closed_ = false;
-};
-
 dfw::v1::Vm Vm(const std::string& id, const std::string& tag_app, const std::string& ip) {
-  dfw::v1::Vm vm;
-  vm.set_id(id);
-  vm.set_name(id);
-  if (!tag_app.empty()) {
-    auto* t = vm.add_tags();
-    t->set_scope("app");
-    t->set_value(tag_app);
-  }
-  auto* n = vm.add_vnics();
-  n->set_id(id + "-nic0");
-  n->set_mac("52:54:00:00:00:01");
-  n->add_addresses()->set_ip(ip);
-  return vm;
+  return MetadataVm(id, tag_app.empty() ? Tags{} : Tags{{"app", tag_app}}, ip);
 }
 
 class HostSessionTest : public ::testing::Test {
@@ -232,7 +154,7 @@ TEST_F(HostSessionTest, ReconnectGetsFullStateAndInventoryIsValidated) {
     h1.Hello({Vm("db-1", "db", "198.18.0.10")});
     ASSERT_TRUE(h1.Next().has_value());
   }
-  // Tags set through the API stay; the host's metadata only seeds new VMs.
+  // A tag set through the API joins the metadata's (another scope).
   ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}}).status, 200);
   uint64_t held = 0;
   {
@@ -249,8 +171,10 @@ TEST_F(HostSessionTest, ReconnectGetsFullStateAndInventoryIsValidated) {
   }
   // While h1 is away db-1 also becomes web (h1 references g:web). Coming
   // back holding the last revision it was sent, h1 gets one delta, not a
-  // full state.
-  ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "app"}, {"value", "web"}}}}}).status, 200);
+  // full state. (The API now holds scope app, so it sets both values.)
+  json both = {
+      {"set", {{{"scope", "app"}, {"value", "web"}}, {{"scope", "app"}, {"value", "db"}}}}};
+  ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", both).status, 200);
   TestHost again(server_.grpc_port(), "h1");
   again.Hello({Vm("db-1", "db", "198.18.0.10")}, held);
   auto d = again.Next();
