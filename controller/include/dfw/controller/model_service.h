@@ -6,6 +6,10 @@
 // the computed views (group members, a VM's groups and why, effective
 // rules); revisions with optimistic concurrency; the change log; host
 // sessions (inventory in, desired state out, acks); realization status.
+// A VM's tags have two sources, the host's report of its libvirt metadata
+// (Vm.host_tags) and the API (Vm.api_tags); Vm.tags is the effective set,
+// the API winning per scope (docs/architecture.md, "Tags: API and libvirt
+// metadata"). The API cannot remove a metadata-only tag (FAILED_PRECONDITION).
 //
 // How. One writer at a time (writer lock). A change is: validate every field
 // (INVALID_ARGUMENT naming the field) -> check expected_revision
