@@ -5,8 +5,12 @@
 // connection of the process, whose events reach the inventory's connection.
 // Each test closes all its connections, which resets test:///default.
 
+#include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -470,6 +474,120 @@ TEST(LibvirtInventoryTest, UnopenableUriIsRetriedAndDoesNotBlockTheOthers) {
       watcher.WaitFor([](const auto& s) { return Find(s, "ns-app2"); }, milliseconds(6000)));
   EXPECT_TRUE(inventory.synced());
   EXPECT_EQ(Get(inventory, "ns-app2").value().uri, late);
+}
+
+// A libvirtd of our own: unprivileged (user nobody, session mode), all its
+// files in `dir`, so that a test can cut and restore a remote connection
+// without touching the host's libvirtd. Its test:///default starts empty
+// (only the domain "test") each time it starts.
+class PrivateLibvirtd {
+ public:
+  static constexpr char kBinary[] = "/usr/sbin/libvirtd";
+  static constexpr char kSetpriv[] = "/usr/bin/setpriv";
+  static constexpr uid_t kNobody = 65534;
+
+  explicit PrivateLibvirtd(std::string dir) : dir_(std::move(dir)) {}
+  ~PrivateLibvirtd() { Stop(); }
+
+  static bool Available() {
+    return geteuid() == 0 && access(kBinary, X_OK) == 0 && access(kSetpriv, X_OK) == 0;
+  }
+  std::string uri() const {
+    return "test+unix:///default?socket=" + dir_ + "/run/libvirt/libvirt-sock";
+  }
+
+  // Starts it and waits until it answers.
+  bool Start() {
+    for (const char* sub : {"", "/run", "/config", "/cache"}) {
+      const std::string path = dir_ + sub;
+      std::filesystem::create_directories(path);
+      if (chown(path.c_str(), kNobody, kNobody) != 0) return false;
+    }
+    const std::string home = "HOME=" + dir_, run = "XDG_RUNTIME_DIR=" + dir_ + "/run",
+                      config = "XDG_CONFIG_HOME=" + dir_ + "/config",
+                      cache = "XDG_CACHE_HOME=" + dir_ + "/cache", log = dir_ + "/libvirtd.log";
+    const char* argv[] = {kSetpriv,         "--reuid=65534", "--regid=65534",
+                          "--clear-groups", kBinary,         nullptr};
+    const char* envp[] = {home.c_str(),
+                          run.c_str(),
+                          config.c_str(),
+                          cache.c_str(),
+                          "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                          nullptr};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    const int rc = posix_spawn(&pid_, kSetpriv, &actions, nullptr, const_cast<char**>(argv),
+                               const_cast<char**>(envp));
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      pid_ = -1;
+      return false;
+    }
+    for (auto deadline = steady_clock::now() + std::chrono::seconds(15);
+         steady_clock::now() < deadline; std::this_thread::sleep_for(milliseconds(100))) {
+      if (virConnectPtr conn = virConnectOpen(uri().c_str())) {
+        virConnectClose(conn);
+        return true;
+      }
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+    }
+    return false;
+  }
+
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 100 && waitpid(pid_, nullptr, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    if (kill(pid_, 0) == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    pid_ = -1;
+  }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+TEST(LibvirtInventoryTest, LostConnectionKeepsItsDomainsUntilItIsBack) {
+  if (!PrivateLibvirtd::Available()) GTEST_SKIP() << "needs root, libvirtd and setpriv";
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  PrivateLibvirtd daemon(dir.path());
+  // The inventory registers libvirt's event loop: start it before our own
+  // connections so that they see events too.
+  LibvirtInventory inventory({daemon.uri()});
+  Watcher watcher(inventory);
+  ASSERT_TRUE(inventory.Start().ok());  // not there yet: retried
+  ASSERT_TRUE(daemon.Start());
+  ASSERT_TRUE(watcher.WaitFor([](const auto& s) { return Find(s, "test"); }, milliseconds(15000)));
+  EXPECT_TRUE(inventory.synced());
+
+  virConnectPtr conn = virConnectOpen(daemon.uri().c_str());
+  ASSERT_NE(conn, nullptr);
+  DomainRef dom(virDomainCreateXML(conn, kNewDomain.c_str(), 0));
+  ASSERT_NE(dom.get(), nullptr);
+  ASSERT_TRUE(watcher.WaitFor([](const auto& s) { return Find(s, "ns-new"); }));
+  virConnectClose(conn);
+
+  // The daemon goes away: what it had stays in the snapshot.
+  daemon.Stop();
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_THAT(Names(inventory.Snapshot()), ElementsAre("ns-new", "test"));
+
+  // It is back, with a fresh test driver: its list replaces the old one.
+  ASSERT_TRUE(daemon.Start());
+  EXPECT_TRUE(
+      watcher.WaitFor([](const auto& s) { return Names(s) == std::vector<std::string>{"test"}; },
+                      milliseconds(15000)));
 }
 
 TEST(LibvirtInventoryTest, StopReturnsPromptly) {
