@@ -136,6 +136,14 @@ struct Ref {
 };
 void FreeRef(void* opaque) { delete static_cast<Ref*>(opaque); }
 
+// A libvirt timeout whose opaque is `ref` (freed by libvirt once removed). -1
+// if it could not be added.
+int AddTimer(int ms, virEventTimeoutCallback cb, Ref* ref) {
+  const int timer = virEventAddTimeout(ms, cb, ref, FreeRef);
+  if (timer < 0) delete ref;
+  return timer;
+}
+
 // --- Everything below up to the public class runs with State::mu held. ---
 
 void Notify(State& s) {
@@ -184,11 +192,22 @@ bool ReadAll(State& s, Uri& u) {
     return false;
   }
   std::map<std::string, Domain> domains;
+  bool complete = true;
   for (int i = 0; i < n; ++i) {
-    if (std::optional<Domain> d = Read(u, doms[i])) domains[d->uuid] = *std::move(d);
+    // A domain that went away since the list is skipped (its event follows);
+    // a connection that died meanwhile leaves the old list in place.
+    if (!complete) {
+      // Only free the rest.
+    } else if (std::optional<Domain> d = Read(u, doms[i])) {
+      domains[d->uuid] = *std::move(d);
+    } else if (virConnectIsAlive(u.conn) != 1) {
+      spdlog::warn("libvirt {}: connection died while reading the domains", u.uri);
+      complete = false;
+    }
     virDomainFree(doms[i]);
   }
   free(doms);
+  if (!complete) return false;
   std::lock_guard<std::mutex> lock(s.snap_mu);
   u.domains = std::move(domains);
   u.synced = true;
@@ -276,8 +295,8 @@ void OnRetry(int timer, void* opaque) {
 void ScheduleRetry(State& s, size_t index) {
   Uri& u = s.uris[index];
   if (u.retry_timer >= 0) return;
-  u.retry_timer = virEventAddTimeout(static_cast<int>(u.backoff.count()), OnRetry,
-                                     new Ref{s.shared_from_this(), index, nullptr}, FreeRef);
+  u.retry_timer = AddTimer(static_cast<int>(u.backoff.count()), OnRetry,
+                           new Ref{s.shared_from_this(), index, nullptr});
   if (u.retry_timer < 0) spdlog::error("libvirt {}: cannot schedule a reconnect", u.uri);
 }
 
@@ -327,11 +346,14 @@ int OnLifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, voi
   return 0;
 }
 
-void OnMetadataChange(virConnectPtr conn, virDomainPtr dom, int /*type*/, const char* nsuri,
+void OnMetadataChange(virConnectPtr conn, virDomainPtr dom, int type, const char* nsuri,
                       void* opaque) {
-  // Only our namespace carries what we read (an element without one: the
-  // description or title changed).
-  if (nsuri != nullptr && std::string_view(nsuri) != kMetadataNs) return;
+  // Only our element carries what we read (not the title, the description or
+  // another namespace's element).
+  if (type != VIR_DOMAIN_METADATA_ELEMENT || nsuri == nullptr ||
+      std::string_view(nsuri) != kMetadataNs) {
+    return;
+  }
   HandleDomainEvent(conn, dom, opaque);
 }
 
@@ -350,7 +372,7 @@ void OnClose(virConnectPtr conn, int reason, void* opaque) {
   auto* ref = static_cast<Ref*>(opaque);
   spdlog::debug("libvirt: connection {} closed, reason {}", ref->state->uris[ref->index].uri,
                 reason);
-  if (virEventAddTimeout(0, OnClosedLater, new Ref{ref->state, ref->index, conn}, FreeRef) < 0) {
+  if (AddTimer(0, OnClosedLater, new Ref{ref->state, ref->index, conn}) < 0) {
     spdlog::error("libvirt: cannot schedule the handling of a closed connection");
   }
 }
@@ -395,7 +417,7 @@ absl::Status LibvirtInventory::Start() {
     std::lock_guard<std::mutex> lock(s.mu);
     for (size_t i = 0; i < s.uris.size(); ++i) Open(s, i);
     // The callback runs on the event thread only: tell it about the first read there.
-    virEventAddTimeout(0, OnInitialNotify, new Ref{impl_->state, 0, nullptr}, FreeRef);
+    AddTimer(0, OnInitialNotify, new Ref{impl_->state, 0, nullptr});
   }
   impl_->thread = std::thread([impl = impl_.get()] {
     while (!impl->stop.load()) {
