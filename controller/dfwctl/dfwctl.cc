@@ -44,6 +44,14 @@ const char kUsageText[] = R"(usage: dfwctl [--server URL] [-o table|json] RESOUR
   changes [--from REV]
   status
 
+Tags come from the API (vm tag/untag/put) and from the domain's libvirt
+metadata (reported by the host). A VM has both; for a scope the API holds a
+tag of, the API's values replace the metadata's (the API wins per scope;
+plain tags just add up). Untagging the API's value brings the metadata's
+back; a tag only the metadata carries cannot be untagged here (exit 5):
+change the domain's libvirt metadata on its host. Tables show each tag's
+source, e.g. app=web (libvirt); -o json shows tags, api_tags, host_tags.
+
 VM arguments are ids or names. Server: --server, $DFW_SERVER, or
 http://127.0.0.1:8080. Exit codes: 0 ok, 2 usage, 3 invalid (400),
 4 not found (404), 5 conflict (409), 6 unreachable, 1 other.
@@ -124,12 +132,26 @@ void PrintTable(const std::vector<std::string>& head, const std::vector<std::vec
   for (const auto& r : rows) line(r);
 }
 
+// A VM's effective tags, each with where it comes from: "app=web (libvirt)",
+// "env=prod (api)"; metadata values the API overrides follow, marked so.
 std::string Tags(const json& vm) {
+  auto text = [](const json& t) {
+    return Str(t.value("scope", json(""))) + "=" + Str(t.value("value", json("")));
+  };
+  auto has = [&](const char* list, const std::string& tag) {
+    for (const auto& t : vm.value(list, json::array()))
+      if (text(t) == tag) return true;
+    return false;
+  };
   std::string s;
+  auto add = [&](const std::string& item) { s += (s.empty() ? "" : ",") + item; };
   for (const auto& t : vm.value("tags", json::array())) {
-    if (!s.empty()) s += ",";
-    s += Str(t.value("scope", json(""))) + "=" + Str(t.value("value", json("")));
+    std::string tag = text(t);
+    bool api = has("api_tags", tag), host = has("host_tags", tag);
+    add(tag + (api && host ? " (api,libvirt)" : api ? " (api)" : host ? " (libvirt)" : ""));
   }
+  for (const auto& t : vm.value("host_tags", json::array()))
+    if (!has("tags", text(t))) add(text(t) + " (libvirt, overridden by api)");
   return s;
 }
 

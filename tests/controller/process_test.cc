@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "test_host.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
@@ -43,6 +44,11 @@ class ControllerProcess {
       std::string line;
       if (std::getline(f, line) && line.find("http=") != std::string::npos) {
         http_port_ = std::stoi(line.substr(line.rfind(':') + 1));
+        size_t g = line.find("grpc=");
+        size_t colon = line.find(':', g);
+        if (g != std::string::npos && colon != std::string::npos) {
+          grpc_port_ = std::stoi(line.substr(colon + 1));
+        }
         return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -57,11 +63,13 @@ class ControllerProcess {
     pid_ = -1;
   }
   int http_port() const { return http_port_; }
+  int grpc_port() const { return grpc_port_; }
 
  private:
   std::string dir_;
   pid_t pid_ = -1;
   int http_port_ = 0;
+  int grpc_port_ = 0;
 };
 
 TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
@@ -170,6 +178,7 @@ TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   EXPECT_NE(c.out.find("app=web"), std::string::npos) << c.out;
   c = Dfwctl(port, "vm tag db-1 app=db env=prod");
   EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_NE(c.out.find("app=db (api),env=prod (api)"), std::string::npos) << c.out;
   c = Dfwctl(port, "group members web");
   EXPECT_EQ(c.rc, 0);
   EXPECT_NE(c.out.find("vm-1"), std::string::npos) << c.out;
@@ -197,6 +206,29 @@ TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   EXPECT_NE(c.out.find("web-to-db"), std::string::npos) << c.out;
   c = Dfwctl(port, "policy list");
   EXPECT_NE(c.out.find("APPLICATION"), std::string::npos) << c.out;
+
+  // Tags from libvirt metadata: shown with their source; the API overrides
+  // a scope but cannot remove what only the metadata carries.
+  {
+    TestHost h9(proc.grpc_port(), "h9");
+    h9.Hello({MetadataVm("lv-1", {{"app", "web"}}, "198.18.0.9")});
+    ASSERT_TRUE(h9.Next().has_value());
+  }
+  c = Dfwctl(port, "vm get lv-1");
+  EXPECT_NE(c.out.find("app=web (libvirt)"), std::string::npos) << c.out;
+  c = Dfwctl(port, "vm tag lv-1 app=db");
+  EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_NE(c.out.find("app=db (api),app=web (libvirt, overridden by api)"), std::string::npos)
+      << c.out;
+  c = Dfwctl(port, "vm untag lv-1 app=db");
+  EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_NE(c.out.find("app=web (libvirt)"), std::string::npos) << c.out;
+  c = Dfwctl(port, "vm untag lv-1 app=web");
+  EXPECT_EQ(c.rc, 5) << c.out;
+  EXPECT_NE(c.out.find("libvirt metadata on host 'h9'"), std::string::npos) << c.out;
+  c = Dfwctl(port, "-o json vm get lv-1");
+  j = json::parse(c.out, nullptr, false);
+  EXPECT_EQ(j["host_tags"][0]["value"], "web") << c.out;
 
   // Errors: clear message, distinct exit codes.
   c = Dfwctl(port, "group delete web");
