@@ -26,14 +26,16 @@ MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
 
 KVER=${GUEST_KVER:-}
 if [ -z "$KVER" ]; then
-  KVER=$(ls -1 /lib/modules 2>/dev/null | grep -- '-cloud-amd64$' | sort -V | tail -1 || true)
+  KVER=$(find /lib/modules -mindepth 1 -maxdepth 1 -name '*-cloud-amd64' -printf '%f\n' 2>/dev/null |
+         sort -V | tail -1)
 fi
 if [ -z "$KVER" ] || [ ! -f "/boot/vmlinuz-$KVER" ]; then
   echo "build-guest: no cloud kernel found (install linux-image-cloud-amd64: scripts/install-deps.sh)" >&2
   exit 1
 fi
 BUSYBOX=/bin/busybox
-if ! "$BUSYBOX" --list 2>/dev/null | grep -qx httpd || ldd "$BUSYBOX" >/dev/null 2>&1; then
+applets=$("$BUSYBOX" --list 2>/dev/null || true)   # (no pipe into grep -q: SIGPIPE + pipefail)
+if ! grep -qx httpd <<<"$applets" || ldd "$BUSYBOX" >/dev/null 2>&1; then
   echo "build-guest: $BUSYBOX is not busybox-static (install busybox-static)" >&2
   exit 1
 fi
@@ -54,7 +56,7 @@ root=$work/root
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc,www,lib/modules,root}
 
 cp "$BUSYBOX" "$root/bin/busybox"
-for applet in $("$BUSYBOX" --list); do
+for applet in $applets; do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
 cc -static -Os -o "$work/dfw-probe" "$HERE/dfw-probe.c"

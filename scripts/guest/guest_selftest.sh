@@ -12,7 +12,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../lib/guest.sh
+# shellcheck source=scripts/lib/guest.sh
 . "$HERE/../lib/guest.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "guest_selftest: needs root" >&2; exit 1; }
@@ -34,7 +34,7 @@ OVSDB_PID="" VSWITCHD_PID="" HUGE_MOUNTED=0 FAILED=0
 
 export OVS_RUNDIR=$T/ovs OVS_DBDIR=$T/ovs OVS_LOGDIR=$T/ovs OVS_SYSCONFDIR=$T/ovs
 VSCTL="ovs-vsctl --db=unix:$T/ovs/db.sock --timeout=30"
-GUEST_OVS_VSCTL=$VSCTL
+export GUEST_OVS_VSCTL=$VSCTL
 
 cleanup() {
   local rc=$? p

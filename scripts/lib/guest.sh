@@ -6,14 +6,16 @@
 #   guest_libvirtd_ensure
 #       If nothing answers on qemu:///system, starts virtlogd and libvirtd
 #       daemonised by hand and remembers their pids; guest_libvirtd_stop stops
-#       exactly those (and nothing it did not start).
+#       exactly those (and nothing it did not start), unless domains are still
+#       defined on qemu:///system (someone else's): then it leaves them running.
 #   guest_libvirtd_stop
 #   guest_define_start NAME UUID MAC IFACE_ID IP_CIDR VHOST_SOCK CONSOLE_SOCK [TAG ...]
 #       Builds the image if needed (scripts/guest/build-guest.sh $GUEST_IMAGE_DIR),
 #       writes the domain XML ($GUEST_STATE_DIR/NAME/domain.xml), virsh define +
 #       start. TAG is "scope=value" or "value". QEMU serves VHOST_SOCK
 #       (mode='server'): add the OVS port (guest_ovs_add_port) BEFORE this, since
-#       QEMU waits for the vhost-user client before the guest runs.
+#       virsh start blocks until OVS (the vhost-user client) has connected; on
+#       $GUEST_START_TIMEOUT the domain is destroyed and undefined.
 #   guest_wait_ready CONSOLE_SOCK [TIMEOUT_S=60]
 #       Waits until the guest's shell answers and /run/dfw-ready exists; prints
 #       "ready <guest uptime s>".
@@ -35,6 +37,8 @@
 #                                              first; hugepages if memfd fails)
 #   GUEST_CMDLINE_EXTRA=""                     e.g. "dfw.gw=198.18.0.1"
 #   GUEST_OVS_VSCTL=ovs-vsctl
+#   GUEST_START_TIMEOUT=60                     seconds for virsh start (it blocks
+#                                              until OVS connects to VHOST_SOCK)
 #
 # The domain: type qemu (TCG; KVM does not work on this machine kind), direct
 # kernel boot, <features><acpi/>, QEMU as root:root through a per-domain
@@ -54,6 +58,7 @@ GUEST_SCRIPTS_DIR=$(cd "$GUEST_LIB_DIR/../guest" && pwd)
 : "${GUEST_MEMORY_BACKING:=memfd}"
 : "${GUEST_CMDLINE_EXTRA:=}"
 : "${GUEST_OVS_VSCTL:=ovs-vsctl}"
+: "${GUEST_START_TIMEOUT:=60}"
 GUEST_STARTED_PIDS=${GUEST_STARTED_PIDS:-}   # "libvirtd:<pid> virtlogd:<pid>"
 
 guest_virsh() { virsh -q -c "$GUEST_VIRSH_URI" "$@"; }
@@ -101,7 +106,15 @@ guest_libvirtd_ensure() {
 }
 
 guest_libvirtd_stop() {
-  local e name pid i
+  local e name pid i left
+  [ -n "${GUEST_STARTED_PIDS// /}" ] || return 0
+  # Someone else's domains still run on it: leave libvirtd (and virtlogd) up.
+  left=$(virsh -q -c qemu:///system list --all --name 2>/dev/null | grep -c .)
+  if [ "${left:-0}" -gt 0 ]; then
+    _guest_log "libvirtd left running: $left domain(s) still defined"
+    GUEST_STARTED_PIDS=""
+    return 0
+  fi
   # libvirtd first (it talks to virtlogd), then virtlogd.
   for name in libvirtd virtlogd; do
     for e in $GUEST_STARTED_PIDS; do
@@ -109,7 +122,7 @@ guest_libvirtd_stop() {
       pid=${e#*:}
       _guest_pid_alive "$pid" || continue
       kill -TERM "$pid" 2>/dev/null || true
-      for i in $(seq 50); do _guest_pid_alive "$pid" || break; sleep 0.1; done
+      for ((i = 0; i < 50; i++)); do _guest_pid_alive "$pid" || break; sleep 0.1; done
       if _guest_pid_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     done
   done
@@ -200,20 +213,29 @@ guest_define_start() {
   local name=$1 uuid=$2 mac=$3 ifid=$4 ipc=$5 vhost=$6 con=$7
   shift 7
   "$GUEST_SCRIPTS_DIR/build-guest.sh" "$GUEST_IMAGE_DIR" >&2 || return 1
-  local dir="$GUEST_STATE_DIR/$name" backing
+  local dir="$GUEST_STATE_DIR/$name" backing rc
   mkdir -p "$dir" "$(dirname "$vhost")" "$(dirname "$con")"
   printf '%s\n%s\n' "$vhost" "$con" > "$dir/sockets"
   for backing in "$GUEST_MEMORY_BACKING" hugepages; do
     _guest_domain_xml "$name" "$uuid" "$mac" "$ifid" "$ipc" "$vhost" "$con" "$backing" "$@" \
       > "$dir/domain.xml"
     guest_virsh define "$dir/domain.xml" >/dev/null || return 1
-    if guest_virsh start "$name" >/dev/null 2>"$dir/start.err"; then
+    rc=0
+    timeout "$GUEST_START_TIMEOUT" virsh -q -c "$GUEST_VIRSH_URI" start "$name" \
+      >/dev/null 2>"$dir/start.err" || rc=$?
+    if [ "$rc" -eq 0 ]; then
       [ "$backing" = "$GUEST_MEMORY_BACKING" ] || _guest_log "$name: runs on $backing memory"
       return 0
+    fi
+    if [ "$rc" -eq 124 ]; then
+      _guest_log "$name: virsh start did not return in ${GUEST_START_TIMEOUT}s" \
+        "(QEMU waits for the vhost-user client: is the OVS port on $vhost there?)"
+      break
     fi
     _guest_log "$name: start with $backing memory failed: $(cat "$dir/start.err")"
     [ "$backing" = hugepages ] && break
   done
+  guest_virsh destroy "$name" >/dev/null 2>&1 || true
   guest_virsh undefine "$name" >/dev/null 2>&1 || true
   return 1
 }
