@@ -106,12 +106,23 @@ void InitLibvirtOnce() {
 
 void Noop(int /*timer*/, void* /*opaque*/) {}
 
+struct State;
+
+// The close callback's opaque. Owned by its Uri, not by libvirt: local drivers
+// accept a close callback but never call it nor its free function. Weak: a
+// Uri lives in the State.
+struct CloseRef {
+  std::weak_ptr<State> state;
+  size_t index;
+  virConnectPtr conn;
+};
+
 struct Uri {
   std::string uri;
   virConnectPtr conn = nullptr;
   int lifecycle_id = -1;
   int metadata_id = -1;
-  bool close_registered = false;
+  std::unique_ptr<CloseRef> close_ref;  // set while registered
   int retry_timer = -1;
   milliseconds backoff = kBackoffMin;
   // Under State::snap_mu:
@@ -226,8 +237,10 @@ void Drop(Uri& u) {
   if (u.lifecycle_id >= 0) virConnectDomainEventDeregisterAny(u.conn, u.lifecycle_id);
   if (u.metadata_id >= 0) virConnectDomainEventDeregisterAny(u.conn, u.metadata_id);
   u.lifecycle_id = u.metadata_id = -1;
-  if (u.close_registered) virConnectUnregisterCloseCallback(u.conn, OnClose);
-  u.close_registered = false;
+  // Waits for a close callback that runs right now; fails (harmlessly) if it
+  // has already run, which unregisters it.
+  if (u.close_ref) virConnectUnregisterCloseCallback(u.conn, OnClose);
+  u.close_ref.reset();
   virConnectClose(u.conn);
   u.conn = nullptr;
 }
@@ -251,11 +264,9 @@ bool Open(State& s, size_t index) {
   if (virConnectSetKeepAlive(u.conn, kKeepAliveIntervalS, kKeepAliveCount) < 0) {
     spdlog::debug("libvirt {}: no keepalive: {}", u.uri, LastError());
   }
-  auto* close_ref = new Ref{s.shared_from_this(), index, u.conn};
-  if (virConnectRegisterCloseCallback(u.conn, OnClose, close_ref, FreeRef) == 0) {
-    u.close_registered = true;
-  } else {
-    delete close_ref;
+  u.close_ref = std::make_unique<CloseRef>(CloseRef{s.weak_from_this(), index, u.conn});
+  if (virConnectRegisterCloseCallback(u.conn, OnClose, u.close_ref.get(), nullptr) < 0) {
+    u.close_ref.reset();
     spdlog::debug("libvirt {}: no close callback: {}", u.uri, LastError());
   }
   // Events first, then the list: nothing falls between the two.
@@ -369,10 +380,11 @@ void OnClosedLater(int timer, void* opaque) {
 }
 
 void OnClose(virConnectPtr conn, int reason, void* opaque) {
-  auto* ref = static_cast<Ref*>(opaque);
-  spdlog::debug("libvirt: connection {} closed, reason {}", ref->state->uris[ref->index].uri,
-                reason);
-  if (AddTimer(0, OnClosedLater, new Ref{ref->state, ref->index, conn}) < 0) {
+  auto* ref = static_cast<CloseRef*>(opaque);
+  std::shared_ptr<State> state = ref->state.lock();
+  if (!state) return;
+  spdlog::debug("libvirt: connection {} closed, reason {}", state->uris[ref->index].uri, reason);
+  if (AddTimer(0, OnClosedLater, new Ref{std::move(state), ref->index, conn}) < 0) {
     spdlog::error("libvirt: cannot schedule the handling of a closed connection");
   }
 }
