@@ -4,20 +4,20 @@
 //    runs, so the callback never runs concurrently with itself.
 //  - State::snap_mu guards only the domain maps and sync flags, so Snapshot()
 //    never waits for a slow libvirt call.
-//  - Everything handed to libvirt as an opaque pointer is a heap Ref holding a
+//  - Every event/timer opaque handed to libvirt is a heap Ref holding a
 //    shared_ptr<State>, freed by libvirt's free callback: a late event after
-//    Stop() finds `alive == false` instead of freed memory.
+//    Stop() finds `alive == false` instead of freed memory. (The close
+//    callback's opaque is the exception: see CloseRef.)
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <libxml/xmlerror.h>
 
-#include <cstdarg>
-#include <cstdio>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
