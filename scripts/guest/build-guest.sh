@@ -10,7 +10,8 @@
 # (newest *-cloud-amd64, or $GUEST_KVER), /bin/busybox of busybox-static.
 #
 # Guest kernel command line (see guest.sh): console=ttyS0 dfw.ip=A.B.C.D/NN
-# [dfw.gw=A.B.C.D] [dfw.name=NAME]. The guest then serves:
+# [dfw.gw=A.B.C.D] [dfw.name=NAME] [dfw.ipv6=1 (default: IPv6 off)]. The guest
+# then serves:
 #   TCP 5432  one line "dfw-guest NAME 5432" per connection (busybox nc -ll)
 #   TCP 80    busybox httpd, GET / -> "dfw-guest NAME http"
 #   UDP 7     echo (dfw-probe udp-echo)
@@ -104,12 +105,13 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 dmesg -n 1   # keep printk off the console shell
 
-IP= GW= NAME=dfw-guest
+IP= GW= NAME=dfw-guest IPV6=0
 for w in $(cat /proc/cmdline); do
   case "$w" in
     dfw.ip=*) IP=${w#dfw.ip=} ;;
     dfw.gw=*) GW=${w#dfw.gw=} ;;
     dfw.name=*) NAME=${w#dfw.name=} ;;
+    dfw.ipv6=*) IPV6=${w#dfw.ipv6=} ;;
   esac
 done
 hostname "$NAME"
@@ -118,6 +120,11 @@ while read -r m; do
   insmod "/lib/modules/$m.ko" || echo "dfw-guest: insmod $m failed"
 done < /lib/modules/order
 
+# IPv6 off unless dfw.ipv6=1 (no RS/DAD/MLD noise in firewall tests).
+if [ "$IPV6" != 1 ]; then
+  echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+  echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+fi
 ip link set lo up
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done

@@ -78,12 +78,12 @@ def main():
         print(f"guest_exec: {e}", file=sys.stderr)
         return 125
 
-    # First contact: clear any half-typed line (^U), then poke with newlines
+    # First contact: interrupt/clear what a previous client left, then poke with newlines
     # until a prompt shows up (the shell may still be starting).
     deadline = time.monotonic() + a.connect_timeout
     got = None
     try:
-        con.send(b"\x15\n")
+        con.send(b"\x03\x15\n")  # ^C: a command left running by a killed client; ^U: a half-typed line
         while got is None and time.monotonic() < deadline:
             got = con.read_until(lambda b: PROMPT.search(b) is not None or None,
                                  min(deadline, time.monotonic() + 1.0))

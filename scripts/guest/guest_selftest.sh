@@ -169,6 +169,7 @@ check "ns -> guest HTTP 80" "dfw-guest $NAME http" tcp_get "$GUEST_IP" 80 $'GET 
 check "guest -> ns TCP 9000" "ns-tcp-ok" guest_exec "$CON" "nc $NS_IP 9000" --timeout 15
 check "ns -> guest UDP 7" "hello-udp" ip netns exec "$VMNS" "$GUEST_IMAGE_DIR/dfw-probe" udp "$GUEST_IP" 7 hello-udp 3
 check "guest -> ns UDP 9007" "guest-udp" guest_exec "$CON" "dfw-probe udp $NS_IP 9007 guest-udp 3" --timeout 15
+check "guest IPv6 off" "1" guest_exec "$CON" "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6"
 rc=0; guest_exec "$CON" 'echo out; exit 7' >/dev/null || rc=$?
 if [ "$rc" -eq 7 ]; then step "ok   guest_exec exit code"; else step "FAIL guest_exec exit code: $rc"; FAILED=1; fi
 if [ "$FAILED" -ne 0 ]; then
