@@ -145,8 +145,8 @@ absl::Status FromMetadata(const std::string& field, const tagging::Tag& t, const
   return absl::FailedPreconditionError(
       Cat(field, ": tag '", TagText(t), "' of VM '", vm.id(),
           "' comes from the domain's libvirt metadata and the API cannot remove it; change it in "
-          "the domain's libvirt metadata on host '",
-          vm.host(), "'"));
+          "the domain's libvirt metadata on ",
+          vm.host().empty() ? "the host that reported it" : Cat("host '", vm.host(), "'")));
 }
 
 // The tags a whole-VM write (PutVm) gives: `want` is the effective set the
