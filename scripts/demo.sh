@@ -1,32 +1,137 @@
 #!/usr/bin/env bash
-# The README's main-job command. Installs what is missing, builds, and shows
-# the product's working part to a person.
+# The README's main-job command: installs what is missing, builds, and runs
+# the product on this machine as one hypervisor would:
+#   - dfw-controller with its embedded RocksDB store (REST + gRPC on loopback),
+#   - a private OVS-DPDK bridge (hugepages), dfw-dataplane on its vhost-user
+#     port, dfw-hostagent steering every vNIC through it,
+#   - three namespace VMs (web, db, other) described to libvirt by a
+#     test-driver file, and a real guest booted by libvirt/QEMU (qemu:///system)
+#     on a vhost-user vNIC, tagged in its libvirt metadata,
+#   - the policy "web may reach db on 5432; nothing else",
+# then shows the VMs, groups and policy, probes every pair with real TCP, UDP
+# and ICMP (allowed and blocked), flips a tag and times its enforcement, and
+# shows realization, counters and flow records. Cleans everything up at the
+# end (or on Ctrl-C).
 #
-# Today that is the membership engine: VM tags turning into security-group
-# membership, with the exact delta each change causes, and bad input refused
-# with an error that names the field. The end-to-end sandbox (controller,
-# OVS-DPDK, dataplane, VMs, traffic allowed and blocked) grows here as its
-# issues land.
+#   scripts/demo.sh [--no-guest] [--keep]
+#     --no-guest  namespaces only (faster: no QEMU)
+#     --keep      stay up after the tour until Ctrl-C, to try dfwctl by hand
 set -euo pipefail
 cd "$(dirname "$0")/.."
+NO_GUEST=
+KEEP=0
+for a in "$@"; do
+  case $a in
+    --no-guest) NO_GUEST=--no-guest ;;
+    --keep) KEEP=1 ;;
+    *) echo "usage: scripts/demo.sh [--no-guest] [--keep]" >&2; exit 2 ;;
+  esac
+done
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: run as root (it creates network namespaces, an OVS bridge, hugepages, a VM)" >&2
+  exit 1
+fi
 scripts/install-deps.sh
+echo "demo: building (log: /tmp/dfw-demo-build.log) ..."
 scripts/build.sh >/tmp/dfw-demo-build.log 2>&1 || { tail -50 /tmp/dfw-demo-build.log; exit 1; }
 BUILD_DIR=${DFW_BUILD_DIR:-build}
-
-bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
-bold "1. Tags become membership. Four VMs, six groups (tags, nesting, guest OS, static)."
-bold "2. Then: web-2 is promoted to prod, db-1 loses its env tag; each change prints its exact delta."
-bold "3. Then three bad changes, each refused with the reason, changing nothing."
+WORK=$(mktemp -d /tmp/dfw-demo.XXXXXX)
 set +e
-"$BUILD_DIR/tagging/dfw-membership" examples/demo-snapshot.textproto \
-  tag vm-web-2 env=prod \
-  untag vm-db-1 env \
-  explain vm-web-1 \
-  group 'id: "prod" criteria { conditions { member_of_group: "prod-web" } }' \
-  remove-group prod \
-  group 'id: "pci" criteria { conditions { tag { scope: "pci" value: "yes" } } } static_members { ip_prefixes: "198.18.0.9/24" }'
-rc=$?
-set -e
-# Exit 1 means "some command was rejected", which the demo does on purpose.
-[ "$rc" -le 1 ] || exit "$rc"
-bold "Done. Try: $BUILD_DIR/tagging/dfw-membership examples/demo-snapshot.textproto tag vm-jump app=web"
+# shellcheck source=lib/fleet.sh
+. scripts/lib/fleet.sh
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+finish() {
+  local rc=$?
+  bold "Cleaning up (VMs, agent, dataplane, OVS, controller, namespaces, hugepages)"
+  fleet_cleanup
+  rm -rf "$WORK"
+  exit $rc
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+fleet_init "$BUILD_DIR" "$WORK" || exit 1
+bold "Starting: controller, OVS-DPDK (br-dfw), dfw-dataplane on fw0, dfw-hostagent, VMs"
+t0=$(date +%s%N)
+fleet_start $NO_GUEST || { echo "demo: the sandbox did not come up; logs in $WORK"; KEEP=0; exit 1; }
+echo "up in $((($(date +%s%N) - t0) / 1000000)) ms; work dir $WORK"
+ctl() { echo "\$ dfwctl $*"; fleet_dfwctl "$@"; }
+
+bold "The VMs, as the host agent reported them from libvirt (tags from domain metadata)"
+ctl vm list
+bold "Security groups (by tag) and their members"
+ctl group list
+ctl group members web
+ctl group members db
+bold "The policy"
+echo "\$ cat examples/web-db-policy.json"; cat examples/web-db-policy.json
+
+PROBES=("web db tcp 5432" "web db udp 5432" "web db icmp -" "web db tcp 80"
+  "db web tcp 5432" "db other icmp -" "other db tcp 5432" "other web icmp -"
+  "web other tcp 5432")
+if [ -z "$NO_GUEST" ]; then
+  PROBES+=("guest db tcp 5432" "guest db icmp -" "db guest tcp 5432" "other guest tcp 5432"
+    "web guest tcp 5432")
+fi
+probe_table() {
+  printf '%-7s %-7s %-10s %-8s %s\n' FROM TO SERVICE EXPECTED RESULT
+  local p from to proto port want got mark svc
+  for p in "${PROBES[@]}"; do
+    read -r from to proto port <<<"$p"
+    want=blocked
+    if [ "$to" = db ] && [ "${port}" != 80 ] && { [ "$(tagof "$from")" = web ]; }; then
+      want=allowed
+    fi
+    if fleet_probe "$from" "$to" "$proto" "${port/-/5432}"; then got=allowed; else got=blocked; fi
+    mark=ok; [ "$got" = "$want" ] || mark="UNEXPECTED"
+    svc=$proto; [ "$port" != - ] && svc="$proto/$port"
+    printf '%-7s %-7s %-10s %-8s %-8s %s\n' "$from" "$to" "$svc" "$want" "$got" "$mark"
+  done
+}
+declare -A CUR_TAG
+for n in "${FLEET_VMS[@]}"; do CUR_TAG[$n]=${FLEET_TAG[$n]}; done
+tagof() { echo "${CUR_TAG[$1]}"; }
+
+bold "Probes: real TCP, UDP and ICMP between every pair that matters (same host, same VLAN)"
+probe_table
+
+bold "A tag change through the API: other becomes app=web"
+echo "\$ dfwctl vm tag ns-other app=web"
+fleet_dfwctl vm tag ns-other app=web >/dev/null &
+tag_pid=$!
+ms=$(sb_vm_exec other python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[db]}" 5432 \
+  --timeout 10)
+wait "$tag_pid"
+echo "other -> db tcp/5432 opened $ms ms after the command (controller -> host agent -> dataplane)"
+CUR_TAG[other]=web
+fleet_wait_realized 10 >/dev/null
+probe_table
+
+if [ -z "$NO_GUEST" ]; then
+  bold "A tag change in libvirt metadata: the real guest becomes app=other"
+  echo "\$ virsh metadata $FLEET_GUEST_NAME https://dfw.dev/xmlns/firewall/1 --key dfw --live --set '<firewall><tag scope=\"app\" value=\"other\"/>...</firewall>'"
+  fleet_guest_set_tags app=other
+  sleep 1
+  fleet_wait_realized 10 >/dev/null
+  CUR_TAG[guest]=other
+  ctl vm get "$FLEET_GUEST_NAME" | head -12
+  probe_table
+fi
+
+bold "Realization: every change acknowledged by the host, with its time to realize"
+ctl realization
+ctl host list
+bold "Dataplane counters (dfw-dpctl): rule hits and every drop with its reason"
+echo "\$ dfw-dpctl counters"; sb_dpctl counters
+bold "Flow records (allowed, denied, ended), last 12 of $SB_DP_FLOWS"
+tail -12 "$SB_DP_FLOWS"
+
+if [ "$KEEP" = 1 ]; then
+  bold "Staying up (Ctrl-C to clean up). Try:"
+  echo "  $FLEET_DFWCTL --server http://$FLEET_HTTP vm list"
+  echo "  $SB_DPCTL_BIN --api $SB_DP_API connections"
+  echo "  ip netns exec ${SB_VM_NS[web]} python3 scripts/lib/probe.py tcp ${FLEET_IP[db]} 5432"
+  while true; do sleep 3600; done
+fi
+bold "Done."

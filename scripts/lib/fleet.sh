@@ -1,0 +1,297 @@
+# shellcheck shell=bash
+# The whole product on one hypervisor, for the end-to-end test and the demo:
+# the controller (with its RocksDB store), the host's private OVS-DPDK,
+# dfw-dataplane on its vhost-user port, dfw-hostagent, three namespace VMs
+# described to libvirt by a test-driver file, and optionally a real guest
+# under libvirt/QEMU (qemu:///system) on a vhost-user port.
+#
+#   . scripts/lib/fleet.sh
+#   fleet_init BUILD_DIR WORK_DIR; trap fleet_cleanup EXIT
+#   fleet_start [--no-guest]
+#   fleet_probe web db tcp 5432     # 0 = reached, 1 = blocked
+#
+# VMs (name: kind ip tags):  web: ns 198.18.0.11 app=web
+#   db: ns 198.18.0.12 app=db     other: ns 198.18.0.13 app=other
+#   guest: real guest 198.18.0.21 app=web (tags in its libvirt metadata)
+# Each VM serves TCP 5432 and 80 and UDP 5432 (namespaces: probe.py; the
+# guest: its init's servers).
+#
+# Functions: fleet_init, fleet_start, fleet_cleanup, fleet_controller_start,
+# fleet_controller_stop, fleet_agent_start, fleet_agent_stop, fleet_agent_kill9,
+# fleet_dfwctl ARGS, fleet_probe FROM TO PROTO [PORT], fleet_wait_realized
+# [TIMEOUT_S], fleet_revision, fleet_guest_set_tags TAG...
+
+FLEET_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=sandbox.sh
+. "$FLEET_LIB_DIR/sandbox.sh"
+# shellcheck source=guest.sh
+. "$FLEET_LIB_DIR/guest.sh"
+
+FLEET_VMS=(web db other)
+declare -A FLEET_KIND=([web]=ns [db]=ns [other]=ns [guest]=guest)
+declare -A FLEET_IP=([web]=198.18.0.11 [db]=198.18.0.12 [other]=198.18.0.13 [guest]=198.18.0.21)
+declare -A FLEET_MAC=([web]=52:54:00:18:00:11 [db]=52:54:00:18:00:12 [other]=52:54:00:18:00:13
+  [guest]=52:54:00:18:00:21)
+declare -A FLEET_TAG=([web]=web [db]=db [other]=other [guest]=web)
+declare -A FLEET_UUID=([web]=d1f00000-0000-4000-8000-000000000011
+  [db]=d1f00000-0000-4000-8000-000000000012 [other]=d1f00000-0000-4000-8000-000000000013
+  [guest]=d1f00000-0000-4000-8000-000000000021)
+declare -A FLEET_IFID=([web]=5e1f0000-0000-4000-8000-000000000011
+  [db]=5e1f0000-0000-4000-8000-000000000012 [other]=5e1f0000-0000-4000-8000-000000000013
+  [guest]=5e1f0000-0000-4000-8000-000000000021)
+
+_fleet_log() { echo "fleet: $*" >&2; }
+
+fleet_init() {
+  FLEET_BUILD=$(cd "$1" && pwd) || return 1
+  FLEET_DIR=$2
+  mkdir -p "$FLEET_DIR" || return 1
+  FLEET_DIR=$(cd "$FLEET_DIR" && pwd)
+  FLEET_CONTROLLER=$FLEET_BUILD/controller/dfw-controller
+  FLEET_DFWCTL=$FLEET_BUILD/controller/dfwctl
+  FLEET_AGENT=$FLEET_BUILD/hostagent/dfw-hostagent
+  SB_DATAPLANE_BIN=$FLEET_BUILD/dataplane/dfw-dataplane
+  SB_DPCTL_BIN=$FLEET_BUILD/dataplane/dfw-dpctl
+  local b
+  for b in "$FLEET_CONTROLLER" "$FLEET_DFWCTL" "$FLEET_AGENT" "$SB_DATAPLANE_BIN" \
+    "$SB_DPCTL_BIN"; do
+    if [ ! -x "$b" ]; then
+      _fleet_log "missing $b (build with scripts/build.sh)"
+      return 1
+    fi
+  done
+  sb_init "$FLEET_DIR/host" || return 1
+  FLEET_HOST_ID=dfw-host-$SB_ID
+  FLEET_CTL_PID= FLEET_AGENT_PID= FLEET_GRPC= FLEET_HTTP=
+  FLEET_GUEST=0
+  GUEST_STATE_DIR=$FLEET_DIR/guests
+}
+
+fleet_cleanup() {
+  local rc=$?
+  fleet_agent_stop 2>/dev/null
+  if [ "$FLEET_GUEST" = 1 ]; then
+    guest_destroy "$FLEET_GUEST_NAME" 2>/dev/null
+    guest_libvirtd_stop 2>/dev/null
+  fi
+  fleet_controller_stop 2>/dev/null
+  sb_cleanup
+  return $rc
+}
+
+fleet_dfwctl() { "$FLEET_DFWCTL" --server "http://$FLEET_HTTP" "$@"; }
+
+# --- controller ----------------------------------------------------------
+
+fleet_controller_start() {
+  local grpc=${FLEET_GRPC:-127.0.0.1:0} http=${FLEET_HTTP:-127.0.0.1:0} i
+  rm -f "$FLEET_DIR/controller.ports"
+  "$FLEET_CONTROLLER" --data-dir "$FLEET_DIR/controller-data" --grpc-listen "$grpc" \
+    --http-listen "$http" --port-file "$FLEET_DIR/controller.ports" \
+    >>"$FLEET_DIR/controller.log" 2>&1 &
+  FLEET_CTL_PID=$!
+  for ((i = 0; i < 200; i++)); do
+    if [ -s "$FLEET_DIR/controller.ports" ]; then
+      FLEET_GRPC=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$FLEET_DIR/controller.ports")
+      FLEET_HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$FLEET_DIR/controller.ports")
+      return 0
+    fi
+    if ! kill -0 "$FLEET_CTL_PID" 2>/dev/null; then
+      _fleet_log "dfw-controller exited; see $FLEET_DIR/controller.log"
+      tail -5 "$FLEET_DIR/controller.log" >&2
+      FLEET_CTL_PID=
+      return 1
+    fi
+    sleep 0.1
+  done
+  _fleet_log "dfw-controller did not listen within 20 s"
+  return 1
+}
+
+fleet_controller_stop() {
+  [ -n "$FLEET_CTL_PID" ] || return 0
+  kill "$FLEET_CTL_PID" 2>/dev/null
+  wait "$FLEET_CTL_PID" 2>/dev/null
+  FLEET_CTL_PID=
+}
+
+# --- host agent ----------------------------------------------------------
+
+fleet_agent_start() {
+  local uris=(--libvirt "test://$FLEET_DIR/namespace-vms.xml")
+  [ "$FLEET_GUEST" = 1 ] && uris+=(--libvirt qemu:///system)
+  echo "--- start $(date +%T.%N)" >>"$FLEET_DIR/agent.log"
+  "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
+    --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
+    --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
+    --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &
+  FLEET_AGENT_PID=$!
+}
+
+fleet_agent_stop() {
+  [ -n "$FLEET_AGENT_PID" ] || return 0
+  kill "$FLEET_AGENT_PID" 2>/dev/null
+  wait "$FLEET_AGENT_PID" 2>/dev/null
+  FLEET_AGENT_PID=
+}
+
+fleet_agent_kill9() {
+  [ -n "$FLEET_AGENT_PID" ] || return 0
+  kill -9 "$FLEET_AGENT_PID" 2>/dev/null
+  wait "$FLEET_AGENT_PID" 2>/dev/null
+  FLEET_AGENT_PID=
+}
+
+# --- VMs -----------------------------------------------------------------
+
+# The namespace VMs as libvirt's test driver describes them (format:
+# tests/hostagent/data/namespace_vms.xml).
+_fleet_write_libvirt_file() {
+  local f=$FLEET_DIR/namespace-vms.xml n
+  {
+    echo "<node>"
+    for n in "${FLEET_VMS[@]}"; do
+      cat <<XML
+  <domain type="test">
+    <name>ns-$n</name>
+    <uuid>${FLEET_UUID[$n]}</uuid>
+    <memory>8192</memory>
+    <os><type>hvm</type></os>
+    <metadata>
+      <dfw:firewall xmlns:dfw="https://dfw.dev/xmlns/firewall/1">
+        <dfw:tag scope="app" value="${FLEET_TAG[$n]}"/>
+        <dfw:os>Linux network namespace</dfw:os>
+        <dfw:interface mac="${FLEET_MAC[$n]}">
+          <dfw:address ip="${FLEET_IP[$n]}"/>
+        </dfw:interface>
+      </dfw:firewall>
+    </metadata>
+    <devices>
+      <interface type="bridge">
+        <mac address="${FLEET_MAC[$n]}"/>
+        <source bridge="$SB_BRIDGE"/>
+        <virtualport type="openvswitch">
+          <parameters interfaceid="${FLEET_IFID[$n]}"/>
+        </virtualport>
+        <target dev="${SB_VM_PORT[$n]}"/>
+      </interface>
+    </devices>
+  </domain>
+XML
+    done
+    echo "</node>"
+  } >"$f"
+}
+
+_fleet_guest_start() {
+  local n=guest
+  FLEET_GUEST_NAME=dfw-guest-$SB_ID
+  FLEET_GUEST_SOCK=$SB_OVS_RUN/vhu-guest.sock
+  FLEET_GUEST_CONSOLE=$FLEET_DIR/guest-console.sock
+  guest_libvirtd_ensure || return 1
+  FLEET_GUEST=1
+  guest_ovs_add_port "$SB_BRIDGE" "vhu-$SB_ID" "$FLEET_GUEST_SOCK" "${FLEET_IFID[$n]}" \
+    "${FLEET_MAC[$n]}" "${FLEET_UUID[$n]}" || return 1
+  guest_define_start "$FLEET_GUEST_NAME" "${FLEET_UUID[$n]}" "${FLEET_MAC[$n]}" \
+    "${FLEET_IFID[$n]}" "${FLEET_IP[$n]}/24" "$FLEET_GUEST_SOCK" "$FLEET_GUEST_CONSOLE" \
+    "app=${FLEET_TAG[$n]}" || return 1
+}
+
+# Sets the guest's tags in its libvirt metadata (virsh metadata --live).
+fleet_guest_set_tags() {
+  local xml="<firewall>" t
+  for t in "$@"; do
+    if [[ $t == *=* ]]; then
+      xml+="<tag scope=\"${t%%=*}\" value=\"${t#*=}\"/>"
+    else
+      xml+="<tag value=\"$t\"/>"
+    fi
+  done
+  xml+="<interface mac=\"${FLEET_MAC[guest]}\"><address ip=\"${FLEET_IP[guest]}\"/></interface>"
+  xml+="</firewall>"
+  guest_virsh metadata "$FLEET_GUEST_NAME" https://dfw.dev/xmlns/firewall/1 --key dfw --live \
+    --config --set "$xml" >/dev/null
+}
+
+# --- probes --------------------------------------------------------------
+
+# fleet_probe FROM TO tcp|udp|icmp [PORT=5432]: 0 if TO answered FROM.
+fleet_probe() {
+  local from=$1 to=$2 proto=$3 port=${4:-5432} ip=${FLEET_IP[$2]}
+  if [ "${FLEET_KIND[$from]}" = guest ]; then
+    case $proto in
+      tcp) guest_exec "$FLEET_GUEST_CONSOLE" \
+        "echo | nc -w 2 $ip $port | grep -q hello" --timeout 10 >/dev/null 2>&1 ;;
+      udp) guest_exec "$FLEET_GUEST_CONSOLE" "dfw-probe udp $ip $port probe 2" \
+        --timeout 10 >/dev/null 2>&1 ;;
+      icmp) guest_exec "$FLEET_GUEST_CONSOLE" "ping -c 1 -W 2 $ip" --timeout 10 \
+        >/dev/null 2>&1 ;;
+    esac
+  else
+    case $proto in
+      tcp) sb_vm_exec "$from" python3 "$FLEET_LIB_DIR/probe.py" tcp "$ip" "$port" \
+        --timeout 1.5 ;;
+      udp) sb_vm_exec "$from" python3 "$FLEET_LIB_DIR/probe.py" udp "$ip" "$port" \
+        --timeout 1.5 ;;
+      icmp) sb_vm_exec "$from" ping -c 1 -W 2 "$ip" >/dev/null 2>&1 ;;
+    esac
+  fi
+}
+
+# --- realization ---------------------------------------------------------
+
+# The controller's current revision.
+fleet_revision() {
+  fleet_dfwctl -o json status 2>/dev/null |
+    python3 -c 'import json,sys; print(int(json.load(sys.stdin).get("revision", 0)))'
+}
+
+# Waits until this host is connected and has acknowledged every revision the
+# controller sent it (the controller's realization state REALIZED).
+fleet_wait_realized() {
+  local timeout=${1:-20} i got
+  for ((i = 0; i < timeout * 10; i++)); do
+    got=$(python3 -c '
+import json, sys
+hosts, real = json.loads(sys.argv[1] or "{}"), json.loads(sys.argv[2] or "{}")
+conn = any(h.get("id") == sys.argv[3] and h.get("connected") for h in hosts.get("hosts", []))
+state = [h.get("state") for h in real.get("hosts", []) if h.get("host_id") == sys.argv[3]]
+print("ok" if conn and state == ["REALIZATION_STATE_REALIZED"] else "%s %s" % (conn, state))
+' "$(fleet_dfwctl -o json host list 2>/dev/null)" "$(fleet_dfwctl -o json realization 2>/dev/null)" \
+      "$FLEET_HOST_ID" 2>&1)
+    [ "$got" = ok ] && return 0
+    sleep 0.1
+  done
+  _fleet_log "host $FLEET_HOST_ID not realized within ${timeout}s (connected, state: $got)"
+  return 1
+}
+
+# --- all of it -----------------------------------------------------------
+
+fleet_start() {
+  local want_guest=1 n
+  [ "${1:-}" = --no-guest ] && want_guest=0
+  sb_hugepages || return 1
+  sb_ovs_start || return 1
+  sb_fw_port || return 1
+  sb_dataplane_start || return 1
+  fleet_controller_start || return 1
+  for n in "${FLEET_VMS[@]}"; do
+    sb_ns_vm "$n" "${FLEET_MAC[$n]}" "${FLEET_IP[$n]}" "${FLEET_IFID[$n]}" \
+      "${FLEET_UUID[$n]}" || return 1
+    sb_vm_bg "$n" python3 "$FLEET_LIB_DIR/probe.py" serve --name "$n" --tcp 5432 --tcp 80 \
+      --udp 5432
+  done
+  _fleet_write_libvirt_file
+  if [ "$want_guest" = 1 ]; then
+    FLEET_VMS+=(guest)
+    _fleet_guest_start || return 1
+  fi
+  fleet_agent_start
+  fleet_dfwctl group apply -f "$SB_REPO_DIR/examples/web-db-groups.json" >/dev/null || return 1
+  fleet_dfwctl policy apply -f "$SB_REPO_DIR/examples/web-db-policy.json" >/dev/null || return 1
+  if [ "$want_guest" = 1 ]; then
+    guest_wait_ready "$FLEET_GUEST_CONSOLE" 120 >/dev/null || return 1
+  fi
+  fleet_wait_realized 30
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Traffic probes for the end-to-end test and the demo (run inside a VM's netns).
+
+  probe.py serve --name N [--tcp PORT]... [--udp PORT]...
+      TCP: greets "hello from N", then echoes lines. UDP: echoes datagrams.
+  probe.py tcp IP PORT [--timeout S]      connect and read a greeting; exit 0/1
+  probe.py udp IP PORT [--timeout S]      send a datagram, wait for the echo; exit 0/1
+  probe.py until-tcp IP PORT [--timeout S] [--expect open|closed]
+      polls every 20 ms until a connection succeeds (or, with closed, fails);
+      prints the milliseconds it took; exit 1 if it never happened.
+  probe.py hold IP PORT --seconds S --status FILE
+      one long-lived TCP connection: a line every 0.2 s, each echo awaited
+      (2 s); FILE gets "ok <n>" as it goes; exit 0 if it lasted, 1 if it broke.
+"""
+import argparse
+import socket
+import sys
+import threading
+import time
+
+
+def serve(args):
+    def tcp_server(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=tcp_conn, args=(c,), daemon=True).start()
+
+    def tcp_conn(c):
+        try:
+            c.sendall(("hello from %s\n" % args.name).encode())
+            while True:
+                d = c.recv(4096)
+                if not d:
+                    break
+                c.sendall(d)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def udp_server(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+        while True:
+            d, a = s.recvfrom(65536)
+            s.sendto(d, a)
+
+    threads = [threading.Thread(target=tcp_server, args=(p,), daemon=True) for p in args.tcp]
+    threads += [threading.Thread(target=udp_server, args=(p,), daemon=True) for p in args.udp]
+    for t in threads:
+        t.start()
+    print("serving", args.name, "tcp", args.tcp, "udp", args.udp, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def tcp_once(ip, port, timeout):
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as c:
+            c.settimeout(timeout)
+            return len(c.recv(100)) > 0  # any greeting (the guest's is its own)
+    except OSError:
+        return False
+
+
+def udp_once(ip, port, timeout):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(b"probe", (ip, port))
+        d, _ = s.recvfrom(100)
+        return d == b"probe"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def until_tcp(args):
+    want_open = args.expect == "open"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.timeout:
+        if tcp_once(args.ip, args.port, 0.2) == want_open:
+            print("%.0f" % ((time.monotonic() - t0) * 1000))
+            return 0
+        time.sleep(0.02)
+    print("never")
+    return 1
+
+
+def hold(args):
+    n = 0
+    try:
+        c = socket.create_connection((args.ip, args.port), timeout=2)
+        c.settimeout(2)
+        greeting = c.recv(100)
+        if not greeting.startswith(b"hello"):
+            raise OSError("no greeting")
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            msg = b"line %d\n" % n
+            c.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                d = c.recv(len(msg) - len(got))
+                if not d:
+                    raise OSError("closed by peer")
+                got += d
+            n += 1
+            with open(args.status, "w") as f:
+                f.write("ok %d\n" % n)
+            time.sleep(0.2)
+        c.close()
+    except OSError as e:
+        with open(args.status, "w") as f:
+            f.write("broken %d %s\n" % (n, e))
+        return 1
+    with open(args.status, "w") as f:
+        f.write("done %d\n" % n)
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--name", required=True)
+    s.add_argument("--tcp", type=int, action="append", default=[])
+    s.add_argument("--udp", type=int, action="append", default=[])
+    for name in ("tcp", "udp", "until-tcp"):
+        q = sub.add_parser(name)
+        q.add_argument("ip")
+        q.add_argument("port", type=int)
+        q.add_argument("--timeout", type=float, default=1.0)
+        if name == "until-tcp":
+            q.add_argument("--expect", choices=["open", "closed"], default="open")
+    h = sub.add_parser("hold")
+    h.add_argument("ip")
+    h.add_argument("port", type=int)
+    h.add_argument("--seconds", type=float, required=True)
+    h.add_argument("--status", required=True)
+    a = p.parse_args()
+    if a.cmd == "serve":
+        serve(a)
+    elif a.cmd == "tcp":
+        return 0 if tcp_once(a.ip, a.port, a.timeout) else 1
+    elif a.cmd == "udp":
+        return 0 if udp_once(a.ip, a.port, a.timeout) else 1
+    elif a.cmd == "until-tcp":
+        return until_tcp(a)
+    elif a.cmd == "hold":
+        return hold(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
