@@ -53,7 +53,9 @@
 #   SB_VM_NS[NAME] SB_VM_PORT[NAME] SB_VM_OFPORT[NAME] SB_VM_MAC[NAME] SB_VM_IP[NAME]
 # Settable before the calls (defaults):
 #   SB_OVS_VSWITCHD=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
-#   SB_OVS_SOCKET_MEM=512  SB_PMD_CPU_MASK=0x2  SB_PMD_MAXSLEEP=10000 (µs)
+#   SB_OVS_SOCKET_MEM=512  SB_PMD_CPU_MASK=0x2  SB_PMD_MAXSLEEP=1000 (µs; 0 = busy poll:
+#   a whole core; 1000: ~4% of a core idle; 10000: ~1%, but slower RTT and after a
+#   dataplane restart OVS may take seconds to read fw0 again)
 #   SB_DATAPLANE_BIN=<repo>/build/dataplane/dfw-dataplane  SB_DPCTL_BIN=<same dir>/dfw-dpctl
 #   SB_DP_LCORE=0  SB_DP_MEM=256  SB_DP_EXTRA_ARGS=""  (dataplane options before "--")
 
@@ -63,7 +65,7 @@ SB_REPO_DIR=$(cd "$SB_LIB_DIR/../.." && pwd)
 : "${SB_OVS_SCHEMA:=/usr/share/openvswitch/vswitch.ovsschema}"
 : "${SB_OVS_SOCKET_MEM:=512}"
 : "${SB_PMD_CPU_MASK:=0x2}"
-: "${SB_PMD_MAXSLEEP:=10000}"
+: "${SB_PMD_MAXSLEEP:=1000}"
 : "${SB_DATAPLANE_BIN:=$SB_REPO_DIR/build/dataplane/dfw-dataplane}"
 : "${SB_DP_LCORE:=0}"
 : "${SB_DP_MEM:=256}"

@@ -24,6 +24,7 @@ SB_DPCTL_BIN=$BUILD/dataplane/dfw-dpctl
 
 WORK=$(mktemp -d /tmp/dfw-sandbox-selftest.XXXXXX)
 trap 'sb_cleanup; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM HUP
 sb_init "$WORK"
 
 failures=0
