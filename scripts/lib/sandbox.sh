@@ -21,6 +21,8 @@
 #   sb_ovs_start           private ovsdb-server + ovs-vswitchd-dpdk under DIR/ovs/{run,db,log};
 #                          bridge br-dfw (netdev, OpenFlow10+13, fail-mode=secure: forwards
 #                          nothing until flows are installed)
+#   sb_ovs_restart_vswitchd  ovs-vswitchd alone; afterwards reinstall flows + no-flood and
+#                          restart the dataplane (virtio_user does not reconnect)
 #   sb_vsctl ARGS...       ovs-vsctl on the private DB
 #   sb_ofctl ARGS...       ovs-ofctl with OVS_RUNDIR of the private instance; -O OpenFlow13
 #                          unless ARGS start with -O (mod-port no-flood needs -O OpenFlow10)
@@ -199,6 +201,26 @@ _sb_ovs_stop_ovsdb() {
   _sb_stop_pid "$(cat "$SB_OVS_RUN/ovsdb-server.pid" 2>/dev/null)" 5
 }
 
+_sb_vswitchd_launch() {
+  OVS_RUNDIR=$SB_OVS_RUN OVS_LOGDIR=$SB_OVS_LOG OVS_DBDIR=$SB_OVS_DBDIR \
+    "$SB_OVS_VSWITCHD" "$SB_DB" --pidfile="$SB_OVS_RUN/ovs-vswitchd.pid" \
+    --unixctl="$SB_OVS_RUN/ovs-vswitchd.ctl" --log-file="$SB_OVS_LOG/ovs-vswitchd.log" -vconsole:off \
+    --detach --no-chdir || { _sb_log "ovs-vswitchd failed; see $SB_OVS_LOG"; return 1; }
+}
+
+# Restarts ovs-vswitchd alone (the DB and its config stay). OpenFlow flows and
+# no-flood are gone afterwards (fail-mode=secure: nothing is forwarded until
+# they are reinstalled), and dfw-dataplane's virtio_user, a vhost-user client,
+# does not reconnect: restart the dataplane too (sb_dataplane_stop/start).
+sb_ovs_restart_vswitchd() {
+  _sb_ovs_stop_vswitchd
+  _sb_vswitchd_launch || return 1
+  _sb_wait_socket "$SB_OVS_RUN/$SB_BRIDGE.mgmt" || return 1
+  if [ -n "${SB_FW_SOCK:-}" ]; then
+    _sb_wait_socket "$SB_FW_SOCK" || return 1
+  fi
+}
+
 sb_ovs_start() {
   SB_OVS_RUN=$SB_DIR/ovs/run
   SB_OVS_DBDIR=$SB_DIR/ovs/db
@@ -231,10 +253,7 @@ sb_ovs_start() {
     "other_config:pmd-cpu-mask=$SB_PMD_CPU_MASK" \
     "other_config:pmd-maxsleep=$SB_PMD_MAXSLEEP" || return 1
   sb_on_cleanup _sb_ovs_stop_vswitchd
-  OVS_RUNDIR=$SB_OVS_RUN OVS_LOGDIR=$SB_OVS_LOG OVS_DBDIR=$SB_OVS_DBDIR \
-    "$SB_OVS_VSWITCHD" "$SB_DB" --pidfile="$SB_OVS_RUN/ovs-vswitchd.pid" \
-    --unixctl="$SB_OVS_RUN/ovs-vswitchd.ctl" --log-file="$SB_OVS_LOG/ovs-vswitchd.log" -vconsole:off \
-    --detach --no-chdir || { _sb_log "ovs-vswitchd failed; see $SB_OVS_LOG"; return 1; }
+  _sb_vswitchd_launch || return 1
   local i
   for ((i = 0; i < 600; i++)); do
     [ "$(sb_vsctl get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] && break

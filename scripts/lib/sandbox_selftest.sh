@@ -7,7 +7,9 @@
 #   web -> db TCP 5432 connects, ping web -> db answers, ARP resolves;
 #   db -> web TCP and ping, other -> db TCP 5432 are dropped;
 #   dataplane stopped: nothing crosses (fail closed); restarted (SIGTERM
-#   and SIGKILL) on its persisted state: enforcement as before, no agent.
+#   and SIGKILL) on its persisted state: enforcement as before, no agent;
+#   ovs-vswitchd restarted: flows gone, nothing crosses; flows reinstalled and
+#   the dataplane restarted (its vhost-user client does not reconnect): enforced.
 # Exits non-zero on the first failure; cleans up everything it made.
 #
 #   scripts/lib/sandbox_selftest.sh [BUILD_DIR=<repo>/build]
@@ -222,6 +224,17 @@ expect_tcp deny web db 5432 db-pg
 sb_dataplane_start || die "dataplane restart after SIGKILL"
 w=$(sb_wait_ping web "${SB_VM_IP[db]}" 15) && ok "web -> db answers again after $w" ||
   fail "web -> db: no answer within 15 s of the restart"
+enforcement_checks
+
+step "ovs-vswitchd restarted: flows gone, fail closed; flows + dataplane restart: enforced"
+sb_ovs_restart_vswitchd || die "ovs-vswitchd restart"
+expect_tcp deny web db 5432 db-pg
+sb_ofctl add-flows "$SB_BRIDGE" "$WORK/flows.txt" || die "add-flows"
+sb_fw_no_flood || die "no-flood"
+sb_dataplane_stop
+sb_dataplane_start || die "dataplane restart after the OVS restart"
+w=$(sb_wait_ping web "${SB_VM_IP[db]}" 15) && ok "web -> db answers again after $w" ||
+  fail "web -> db: no answer within 15 s of the restarts"
 enforcement_checks
 
 step "read-outs"
