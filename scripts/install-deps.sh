@@ -18,7 +18,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # scripts
-  iproute2 procps
+  iproute2 procps iputils-ping
   # real guest VMs (scripts/guest, scripts/lib/guest.sh): QEMU/TCG under libvirt,
   # a Debian cloud kernel + busybox initramfs. libvirt-daemon-system-sysv is named
   # so apt does not pick the -systemd variant (it pulls systemd-sysv; CI and this

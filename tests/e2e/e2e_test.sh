@@ -167,7 +167,7 @@ fleet_wait_realized 20 || fail "agent did not come back after the dataplane rest
 
 echo "== 6. controller stopped: enforcement unchanged; restarted: no drift"
 dp_rev=$(sb_dpctl -o json counters | python3 -c \
-  'import json,sys; print(int(json.load(sys.stdin).get("applied_revision", 0)))')
+  'import json,sys; print(int(json.load(sys.stdin).get("appliedRevision", 0)))')
 fleet_controller_stop
 sleep 1
 expect allow web db tcp 5432
@@ -176,7 +176,7 @@ expect block other db tcp 5432
 fleet_controller_start || fail "controller did not restart"
 fleet_wait_realized 30 || fail "host did not re-sync with the restarted controller"
 dp_rev2=$(sb_dpctl -o json counters | python3 -c \
-  'import json,sys; print(int(json.load(sys.stdin).get("applied_revision", 0)))')
+  'import json,sys; print(int(json.load(sys.stdin).get("appliedRevision", 0)))')
 ctl_rev=$(fleet_revision)
 echo "e2e: dataplane revision $dp_rev before, $dp_rev2 after; controller at $ctl_rev"
 [ "$dp_rev2" = "$ctl_rev" ] && pass "dataplane enforces the controller's revision" ||
