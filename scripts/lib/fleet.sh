@@ -249,8 +249,10 @@ fleet_revision() {
 # Waits until this host is connected and has acknowledged every revision the
 # controller sent it (the controller's realization state REALIZED).
 fleet_wait_realized() {
-  local timeout=${1:-20} i got
-  for ((i = 0; i < timeout * 10; i++)); do
+  local timeout=${1:-20} i got tries
+  tries=$((timeout * 10))
+  ((tries < 1)) && tries=1  # 0: check once
+  for ((i = 0; i < tries; i++)); do
     got=$(python3 -c '
 import json, sys
 hosts, real = json.loads(sys.argv[1] or "{}"), json.loads(sys.argv[2] or "{}")
@@ -260,7 +262,7 @@ print("ok" if conn and state == ["REALIZATION_STATE_REALIZED"] else "%s %s" % (c
 ' "$(fleet_dfwctl -o json host list 2>/dev/null)" "$(fleet_dfwctl -o json realization 2>/dev/null)" \
       "$FLEET_HOST_ID" 2>&1)
     [ "$got" = ok ] && return 0
-    sleep 0.1
+    ((i + 1 < tries)) && sleep 0.1
   done
   _fleet_log "host $FLEET_HOST_ID not realized within ${timeout}s (connected, state: $got)"
   return 1

@@ -5,9 +5,11 @@
       TCP: greets "hello from N", then echoes lines. UDP: echoes datagrams.
   probe.py tcp IP PORT [--timeout S]      connect and read a greeting; exit 0/1
   probe.py udp IP PORT [--timeout S]      send a datagram, wait for the echo; exit 0/1
-  probe.py until-tcp IP PORT [--timeout S] [--expect open|closed]
+  probe.py until-tcp IP PORT [--timeout S] [--expect open|closed] [--since-ns T]
       polls every 20 ms until a connection succeeds (or, with closed, fails);
-      prints the milliseconds it took; exit 1 if it never happened.
+      prints the milliseconds it took, counted from wall-clock time T (ns since
+      the epoch, e.g. `date +%s%N` taken before the change) or else from its
+      own start; exit 1 if it never happened.
   probe.py hold IP PORT --seconds S --status FILE
       one long-lived TCP connection: a line every 0.2 s, each echo awaited
       (2 s); FILE gets "ok <n>" as it goes; exit 0 if it lasted, 1 if it broke.
@@ -85,7 +87,10 @@ def until_tcp(args):
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.timeout:
         if tcp_once(args.ip, args.port, 0.2) == want_open:
-            print("%.0f" % ((time.monotonic() - t0) * 1000))
+            if args.since_ns:
+                print("%.0f" % ((time.time_ns() - args.since_ns) / 1e6))
+            else:
+                print("%.0f" % ((time.monotonic() - t0) * 1000))
             return 0
         time.sleep(0.02)
     print("never")
@@ -138,6 +143,7 @@ def main():
         q.add_argument("--timeout", type=float, default=1.0)
         if name == "until-tcp":
             q.add_argument("--expect", choices=["open", "closed"], default="open")
+            q.add_argument("--since-ns", type=int, default=0)
     h = sub.add_parser("hold")
     h.add_argument("ip")
     h.add_argument("port", type=int)
