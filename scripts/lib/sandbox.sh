@@ -18,7 +18,9 @@
 #                          hugetlbfs on /dev/hugepages and a private one on DIR/huge
 #                          (SB_HUGE_DIR, given to both DPDK processes as --huge-dir);
 #                          restored on cleanup
-#   sb_ovs_start           private ovsdb-server + ovs-vswitchd-dpdk under DIR/ovs/{run,db,log};
+#   sb_ovs_start           private ovsdb-server + ovs-vswitchd-dpdk under DIR/ovs/{run,db,log},
+#                          ovs-vswitchd in its own network namespace $SB_OVS_NS (the VMs'
+#                          host-side veth ends live there too);
 #                          bridge br-dfw (netdev, OpenFlow10+13, fail-mode=secure: forwards
 #                          nothing until flows are installed)
 #   sb_ovs_restart_vswitchd  ovs-vswitchd alone; afterwards reinstall flows + no-flood and
@@ -203,7 +205,7 @@ _sb_ovs_stop_ovsdb() {
 
 _sb_vswitchd_launch() {
   OVS_RUNDIR=$SB_OVS_RUN OVS_LOGDIR=$SB_OVS_LOG OVS_DBDIR=$SB_OVS_DBDIR \
-    "$SB_OVS_VSWITCHD" "$SB_DB" --pidfile="$SB_OVS_RUN/ovs-vswitchd.pid" \
+    ip netns exec "$SB_OVS_NS" "$SB_OVS_VSWITCHD" "$SB_DB" --pidfile="$SB_OVS_RUN/ovs-vswitchd.pid" \
     --unixctl="$SB_OVS_RUN/ovs-vswitchd.ctl" --log-file="$SB_OVS_LOG/ovs-vswitchd.log" -vconsole:off \
     --detach --no-chdir || { _sb_log "ovs-vswitchd failed; see $SB_OVS_LOG"; return 1; }
 }
@@ -252,6 +254,12 @@ sb_ovs_start() {
     "other_config:dpdk-socket-limit=$SB_OVS_SOCKET_MEM" \
     "other_config:pmd-cpu-mask=$SB_PMD_CPU_MASK" \
     "other_config:pmd-maxsleep=$SB_PMD_MAXSLEEP" || return 1
+  # ovs-vswitchd lives in a network namespace of its own: the tap devices of
+  # the netdev datapath ("ovs-netdev", "br-dfw") and the VMs' host-side veth
+  # ends then never meet another OVS's (or the host's) interfaces.
+  SB_OVS_NS=$SB_ID-ovs
+  ip netns add "$SB_OVS_NS" || return 1
+  sb_on_cleanup "ip netns del $SB_OVS_NS"
   sb_on_cleanup _sb_ovs_stop_vswitchd
   _sb_vswitchd_launch || return 1
   local i
@@ -363,7 +371,7 @@ sb_dataplane_kill9() {
 
 _sb_ns_vm_remove() {  # NS PORT
   sb_vsctl --if-exists del-port "$SB_BRIDGE" "$2"
-  ip link del "$2" 2>/dev/null
+  ip -n "$SB_OVS_NS" link del "$2" 2>/dev/null
   ip netns pids "$1" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
   ip netns del "$1"
 }
@@ -394,8 +402,8 @@ sb_ns_vm() {
   SB_VM_IP[$name]=$ip
   ip netns add "$ns" || return 1
   sb_on_cleanup "_sb_ns_vm_remove $ns $port"
-  ip link add "$port" type veth peer name "$peer" || return 1
-  ip link set "$peer" netns "$ns" || return 1
+  # The host end lives with ovs-vswitchd (sb_ovs_start), the VM end in $ns.
+  ip -n "$SB_OVS_NS" link add "$port" type veth peer name "$peer" netns "$ns" || return 1
   ip -n "$ns" link set "$peer" name eth0 address "$mac" || return 1
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
     net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.eth0.disable_ipv6=1
@@ -406,10 +414,11 @@ sb_ns_vm() {
   # kernel leaves TCP/UDP checksums to an offload that never happens.
   if command -v ethtool >/dev/null; then
     ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null 2>&1
+    ip netns exec "$SB_OVS_NS" ethtool -K "$port" tx off >/dev/null 2>&1
   else
     _sb_log "no ethtool: TCP from $name may carry bad checksums (apt-get install ethtool)"
   fi
-  ip link set "$port" up || return 1
+  ip -n "$SB_OVS_NS" link set "$port" up || return 1
   sb_vsctl add-port "$SB_BRIDGE" "$port" -- set Interface "$port" \
     "external_ids:iface-id=$ifid" "external_ids:attached-mac=$mac" \
     "external_ids:vm-uuid=$uuid" || return 1
