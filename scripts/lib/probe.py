@@ -9,7 +9,10 @@
       polls every 20 ms until a connection succeeds (or, with closed, fails);
       prints the milliseconds it took, counted from wall-clock time T (ns since
       the epoch, e.g. `date +%s%N` taken before the change) or else from its
-      own start; exit 1 if it never happened.
+      own start; with --epoch it prints the wall-clock time (ns) of the
+      success instead, for a poller started before the change; --connect-timeout
+      (default 0.2 s) bounds each attempt, so "closed" is seen that much late.
+      Exit 1 if it never happened.
   probe.py hold IP PORT --seconds S --status FILE
       one long-lived TCP connection: a line every 0.2 s, each echo awaited
       (2 s); FILE gets "ok <n>" as it goes; exit 0 if it lasted, 1 if it broke.
@@ -86,8 +89,10 @@ def until_tcp(args):
     want_open = args.expect == "open"
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.timeout:
-        if tcp_once(args.ip, args.port, 0.2) == want_open:
-            if args.since_ns:
+        if tcp_once(args.ip, args.port, args.connect_timeout) == want_open:
+            if args.epoch:
+                print(time.time_ns())
+            elif args.since_ns:
                 print("%.0f" % ((time.time_ns() - args.since_ns) / 1e6))
             else:
                 print("%.0f" % ((time.monotonic() - t0) * 1000))
@@ -144,6 +149,8 @@ def main():
         if name == "until-tcp":
             q.add_argument("--expect", choices=["open", "closed"], default="open")
             q.add_argument("--since-ns", type=int, default=0)
+            q.add_argument("--epoch", action="store_true")
+            q.add_argument("--connect-timeout", type=float, default=0.2)
     h = sub.add_parser("hold")
     h.add_argument("ip")
     h.add_argument("port", type=int)
