@@ -432,6 +432,7 @@ struct ConnTable::Impl {
     out->sport = x.sport;
     out->dport = x.dport;
     out->state = static_cast<ConnState>(x.state);
+    out->dir = (x.flags & kEntryIngress) ? Direction::kIn : Direction::kOut;
     out->policy.rule_num = x.rule_num;
     out->policy.generation = x.generation;
     out->policy.revalidate = x.flags & kEntryRevalidate;
@@ -645,6 +646,7 @@ bool ConnTable::Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& p
   x.rule_num = policy.rule_num;
   x.generation = policy.generation;
   if (policy.revalidate) x.flags |= kEntryRevalidate;
+  if (p.dir == Direction::kIn) x.flags |= kEntryIngress;
   if (p.proto == kProtoTcp) {
     TcpInit(x, p);
   } else {

@@ -82,6 +82,7 @@ void Pipeline::Maintain(uint64_t now_ms, uint32_t budget) noexcept {
     FlowEvent e;
     e.kind = FlowEvent::Kind::kEnded;
     e.family = c.family;
+    e.dir = c.dir;
     e.proto = c.proto;
     e.local_id = c.zone;
     e.src = c.src;

@@ -2,6 +2,7 @@
 // Sweep, limits with early drop, read-outs, and a full table.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <vector>
 
@@ -244,6 +245,25 @@ TEST(ConntrackTimeouts, ExpiryRefreshAndSweep) {
   EXPECT_EQ(ended[0].sport, 5000);
   EXPECT_EQ(ct.size(), 0u);
   EXPECT_EQ(ct.zone_size(1), 0u);
+}
+
+TEST(ConntrackTimeouts, SweptConnectionsKeepTheDirectionTheyWereOpenedIn) {
+  // The "ended" flow record says whether the vNIC opened the connection
+  // (out) or received it (in).
+  ConnTable ct(SmallConfig());
+  ParsedPacket to_vnic = Udp(kB, kA, 6000, 53);
+  to_vnic.dir = Direction::kIn;
+  ParsedPacket from_vnic = Udp(kA, kB, 5000, 53);
+  from_vnic.dir = Direction::kOut;
+  uint32_t e;
+  ASSERT_TRUE(Commit(ct, 1, to_vnic, 0, &e));
+  ASSERT_TRUE(Commit(ct, 1, from_vnic, 0, &e));
+  std::map<uint16_t, Direction> dir_by_sport;
+  ct.Sweep(ConnTimeouts{}.udp_unreplied + 1, ct.capacity(),
+           [&](const ConnInfo& i) { dir_by_sport[i.sport] = i.dir; });
+  ASSERT_EQ(dir_by_sport.size(), 2u);
+  EXPECT_EQ(dir_by_sport[6000], Direction::kIn);
+  EXPECT_EQ(dir_by_sport[5000], Direction::kOut);
 }
 
 TEST(ConntrackTimeouts, ExpiredEntryReplacedBeforeSweep) {

@@ -107,6 +107,7 @@ struct ConnInfo {
   Ip128 src, dst;  // orig direction
   uint16_t sport = 0, dport = 0;
   ConnState state = ConnState::kNone;
+  Direction dir = Direction::kOut;  // of the first packet, as seen by the zone's vNIC
   ConnPolicy policy;
   uint64_t packets = 0, bytes = 0;
   uint32_t expires_in_ms = 0;
