@@ -125,8 +125,22 @@ ctl realization
 ctl host list
 bold "Dataplane counters (dfw-dpctl): rule hits and every drop with its reason"
 echo "\$ dfw-dpctl counters"; sb_dpctl counters
-bold "Flow records (allowed, denied, ended), last 12 of $SB_DP_FLOWS"
-tail -12 "$SB_DP_FLOWS"
+bold "Flow records (allowed, denied, ended), the last 14 of $SB_DP_FLOWS"
+names=()
+for n in "${FLEET_VMS[@]}"; do names+=("${FLEET_IFID[$n]}=$n"); done
+tail -14 "$SB_DP_FLOWS" | python3 -c '
+import json, sys
+names = dict(a.split("=", 1) for a in sys.argv[1:])
+proto = {1: "icmp", 6: "tcp", 17: "udp"}
+print("%-8s %-6s %-4s %-5s %-22s %-22s %-5s %-13s %s" % ("KIND", "VNIC", "DIR", "PROTO",
+      "SRC", "DST", "RULE", "REASON", "PKTS"))
+for line in sys.stdin:
+    r = json.loads(line)
+    print("%-8s %-6s %-4s %-5s %-22s %-22s %-5s %-13s %s" % (r["kind"],
+          names.get(r["vnic"], r["vnic"][:6]), r["direction"], proto.get(r["proto"], r["proto"]),
+          "%s:%s" % (r["src"], r["sport"]), "%s:%s" % (r["dst"], r["dport"]), r["rule"],
+          r["reason"], r["packets"]))
+' "${names[@]}"
 
 if [ "$KEEP" = 1 ]; then
   bold "Staying up (Ctrl-C to clean up). Try:"

@@ -290,6 +290,8 @@ fleet_start() {
     _fleet_guest_start || return 1
   fi
   fleet_agent_start
+  # The host registers first, so the policy's realization covers it.
+  fleet_wait_realized 30 || return 1
   fleet_dfwctl group apply -f "$SB_REPO_DIR/examples/web-db-groups.json" >/dev/null || return 1
   fleet_dfwctl policy apply -f "$SB_REPO_DIR/examples/web-db-policy.json" >/dev/null || return 1
   if [ "$want_guest" = 1 ]; then
