@@ -102,7 +102,7 @@ void HostAgent::Reconcile() {
     last_errors_ = view.errors;
   }
   bool inventories_synced = !libvirt_ || libvirt_->synced();
-  SyncDataplane(view);
+  SyncDataplane(view, inventories_synced);
   SyncFlows(view);
   // vNICs that left: their flows are gone now; the dataplane forgets them.
   if (dataplane_up_ && inventories_synced) {
@@ -127,7 +127,7 @@ void HostAgent::Reconcile() {
   last_view_ = std::move(view);
 }
 
-void HostAgent::SyncDataplane(const HostView& view) {
+void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
   auto counters = dataplane_.Counters();
   if (!counters.ok()) {
     if (dataplane_up_) spdlog::warn("dataplane: {}", counters.status().ToString());
@@ -160,6 +160,10 @@ void HostAgent::SyncDataplane(const HostView& view) {
   for (const auto& v : view.vnics) {
     auto it = pushed_.find(v.id());
     if (it != pushed_.end() && MessageDifferencer::Equals(it->second, v)) continue;
+    // Until every libvirt URI has been read, a vNIC's bound addresses may be
+    // missing from the view: new vNICs go to the dataplane (so they are
+    // steered, fail closed), but what it already has is not overwritten.
+    if (it != pushed_.end() && !inventories_synced) continue;
     auto s = dataplane_.SetVnic(v);
     if (!s.ok()) {
       spdlog::error("dataplane: vNIC {}: {}", v.id(), s.ToString());

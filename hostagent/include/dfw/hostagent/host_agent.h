@@ -80,7 +80,7 @@ class HostAgent {
   void MarkDirty();
   void Run();
   void Reconcile();
-  void SyncDataplane(const HostView& view);
+  void SyncDataplane(const HostView& view, bool inventories_synced);
   void SyncFlows(const HostView& view);
   v1::HostHello BuildHello();
   absl::StatusOr<uint64_t> Apply(const v1::ControllerToHost& msg);
