@@ -103,12 +103,14 @@ bool ControllerSession::RunOnce() {
     }
   }
   if (stream_ != nullptr) {
+    // Open from here on, whether or not the controller has anything to send
+    // (a Hello holding what it last sent gets nothing until the next change).
+    connected_ = true;
     sessions_++;
     spdlog::info("controller: session open to {} (held revision {}, {} VMs)", target_,
                  hello_msg.hello().held_revision(), hello_msg.hello().vms_size());
     v1::ControllerToHost in;
     while (stream->Read(&in)) {
-      if (!got_message) connected_ = true;
       got_message = true;
       auto applied = hooks_.apply(in);
       v1::HostToController ack_msg;

@@ -64,6 +64,8 @@ class ControllerSession {
   // Ends the current session (if any) and opens a new one with a new Hello.
   void Restart();
 
+  // True while a session is open: its Hello was sent and the stream has not
+  // ended (the controller may have nothing to send yet).
   bool connected() const { return connected_.load(); }
   uint64_t sessions_opened() const { return sessions_.load(); }
   uint64_t last_acked_revision() const { return acked_.load(); }
