@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <vector>
 
 #include "ovsdb_shim.h"
 
@@ -94,6 +95,7 @@ std::vector<OvsInterface> OvsdbMonitor::Snapshot() const {
 
 absl::Status CreateFirewallPort(const std::string& db_socket, const std::string& bridge,
                                 const std::string& port, const std::string& type,
+                                const std::map<std::string, std::string>& options,
                                 int64_t ofport_request, std::chrono::milliseconds timeout) {
   if (bridge.empty() || port.empty()) {
     return absl::InvalidArgumentError("CreateFirewallPort: bridge and port names must be set");
@@ -110,9 +112,15 @@ absl::Status CreateFirewallPort(const std::string& db_socket, const std::string&
     }
     dfw_ovsdb_poll(db.get(), static_cast<int>(std::min<int64_t>(left.count(), 100)));
   }
+  std::vector<const char*> keys, values;
+  for (const auto& [k, v] : options) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
   char* error = nullptr;
   const int rc = dfw_ovsdb_add_port(db.get(), bridge.c_str(), port.c_str(), type.c_str(),
-                                    ofport_request, &error);
+                                    keys.data(), values.data(), keys.size(), ofport_request,
+                                    &error);
   if (rc < 0) {
     std::string msg = error ? error : "unknown error";
     std::free(error);

@@ -147,6 +147,8 @@ dfw_ovsdb_for_each_interface(struct dfw_ovsdb *db, dfw_ovsdb_iface_cb cb,
 int
 dfw_ovsdb_add_port(struct dfw_ovsdb *db, const char *bridge,
                    const char *port, const char *type,
+                   const char *const *opt_keys,
+                   const char *const *opt_values, size_t n_opts,
                    int64_t ofport_request, char **error)
 {
     const struct ovsrec_bridge *br;
@@ -193,6 +195,16 @@ dfw_ovsdb_add_port(struct dfw_ovsdb *db, const char *bridge,
                                "type than '%s'", port, type);
             return -1;
         }
+        for (i = 0; i < n_opts; i++) {
+            const char *have = smap_get(&p->interfaces[0]->options,
+                                        opt_keys[i]);
+            if (!have || strcmp(have, opt_values[i])) {
+                *error = xasprintf("port '%s' exists with options:%s=%s, "
+                                   "not %s", port, opt_keys[i],
+                                   have ? have : "(unset)", opt_values[i]);
+                return -1;
+            }
+        }
         return 1;
     }
     OVSREC_INTERFACE_FOR_EACH (iface, db->idl) {
@@ -209,6 +221,15 @@ dfw_ovsdb_add_port(struct dfw_ovsdb *db, const char *bridge,
     new_iface = ovsrec_interface_insert(txn);
     ovsrec_interface_set_name(new_iface, port);
     ovsrec_interface_set_type(new_iface, type);
+    if (n_opts > 0) {
+        struct smap options = SMAP_INITIALIZER(&options);
+
+        for (i = 0; i < n_opts; i++) {
+            smap_replace(&options, opt_keys[i], opt_values[i]);
+        }
+        ovsrec_interface_set_options(new_iface, &options);
+        smap_destroy(&options);
+    }
     if (ofport_request > 0) {
         ovsrec_interface_set_ofport_request(new_iface, &ofport_request, 1);
     }

@@ -7,6 +7,7 @@
 #ifndef DFW_OVS_INTEGRATION_OVSDB_SHIM_H
 #define DFW_OVS_INTEGRATION_OVSDB_SHIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -48,12 +49,16 @@ typedef void (*dfw_ovsdb_iface_cb)(void *ctx, const struct dfw_ovsdb_iface *);
 void dfw_ovsdb_for_each_interface(struct dfw_ovsdb *, dfw_ovsdb_iface_cb,
                                   void *ctx);
 
-/* Adds Port+Interface `port` (Interface type `type`, ofport_request if > 0)
- * to bridge `bridge` in one transaction; blocks until the server answers.
- * Needs dfw_ovsdb_is_synced(). Returns 0, 1 if the port already exists with
- * that type (nothing done), or -1 with *error (free()) set. */
+/* Adds Port+Interface `port` (Interface type `type`, options
+ * opt_keys[i]=opt_values[i] for i < n_opts, ofport_request if > 0) to bridge
+ * `bridge` in one transaction; blocks until the server answers. Needs
+ * dfw_ovsdb_is_synced(). Returns 0, 1 if the port already exists with that
+ * type and those option values (nothing done), or -1 with *error (free())
+ * set. */
 int dfw_ovsdb_add_port(struct dfw_ovsdb *, const char *bridge,
                        const char *port, const char *type,
+                       const char *const *opt_keys,
+                       const char *const *opt_values, size_t n_opts,
                        int64_t ofport_request, char **error);
 
 #ifdef __cplusplus

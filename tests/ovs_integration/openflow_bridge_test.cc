@@ -73,7 +73,7 @@ class OpenFlowBridgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(ovs_.Start()) << ovs_.error();
-    ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw", "internal", 1).ok());
+    ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw", "internal", {}, 1).ok());
     ASSERT_EQ(ovs_.Vsctl("add-port br0 vnet5 -- set Interface vnet5 type=internal "
                          "ofport_request=5 -- add-port br0 vnet6 -- set Interface vnet6 "
                          "type=internal ofport_request=6"),

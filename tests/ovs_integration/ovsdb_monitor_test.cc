@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -139,7 +140,7 @@ TEST_F(OvsdbMonitorTest, PollDrivenByCallerDeliversDeltas) {
 TEST_F(OvsdbMonitorTest, CreateFirewallPortAddsPortOnceAndMonitorSeesIt) {
   OvsdbMonitor mon(ovs_.db_socket());
   mon.Start();
-  ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "internal", 1).ok());
+  ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "internal", {}, 1).ok());
   ASSERT_TRUE(WaitFor([&] {
     auto r = Find(mon.Snapshot(), "dfw-fw0");
     return r && r->ofport == 1;
@@ -150,9 +151,9 @@ TEST_F(OvsdbMonitorTest, CreateFirewallPortAddsPortOnceAndMonitorSeesIt) {
   EXPECT_NE(out.find("dfw-fw0"), std::string::npos) << out;
 
   // Idempotent.
-  EXPECT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "internal", 1).ok());
+  EXPECT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "internal", {}, 1).ok());
   // Same name, other type: an error that says so.
-  absl::Status st = CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "dpdkvhostuser");
+  absl::Status st = CreateFirewallPort(ovs_.db_socket(), "br0", "dfw-fw0", "dpdkvhostuserclient");
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("another interface type"), std::string::npos) << st;
   // No such bridge.
@@ -162,9 +163,37 @@ TEST_F(OvsdbMonitorTest, CreateFirewallPortAddsPortOnceAndMonitorSeesIt) {
   mon.Stop();
 }
 
+// The production kind: OVS as the vhost-user client of the dataplane's socket.
+// (ovs-vswitchd runs with --enable-dummy=override: the port gets an ofport
+// without DPDK, and the options land in the database as given.)
+TEST_F(OvsdbMonitorTest, CreateFirewallPortSetsInterfaceOptions) {
+  const std::map<std::string, std::string> opts = {{"vhost-server-path", "/run/dfw/fw0.sock"}};
+  ASSERT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "fw0", "dpdkvhostuserclient", opts).ok());
+  std::string out;
+  ASSERT_EQ(ovs_.Vsctl("get Interface fw0 type options:vhost-server-path", &out), 0);
+  EXPECT_EQ(out, "dpdkvhostuserclient\n\"/run/dfw/fw0.sock\"\n");
+  // Idempotent: same type and option; also without options (none asked for).
+  EXPECT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "fw0", "dpdkvhostuserclient", opts).ok());
+  EXPECT_TRUE(CreateFirewallPort(ovs_.db_socket(), "br0", "fw0", "dpdkvhostuserclient").ok());
+  // Another socket path: an error naming both; the port is not touched.
+  absl::Status st = CreateFirewallPort(ovs_.db_socket(), "br0", "fw0", "dpdkvhostuserclient",
+                                       {{"vhost-server-path", "/elsewhere.sock"}});
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("options:vhost-server-path=/run/dfw/fw0.sock, not /elsewhere.sock"),
+            std::string::npos)
+      << st;
+  ASSERT_EQ(ovs_.Vsctl("get Interface fw0 options:vhost-server-path", &out), 0);
+  EXPECT_EQ(out, "\"/run/dfw/fw0.sock\"\n");
+  // Other type (the deprecated server kind): the type error.
+  st = CreateFirewallPort(ovs_.db_socket(), "br0", "fw0", "dpdkvhostuser");
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("another interface type than 'dpdkvhostuser'"), std::string::npos)
+      << st;
+}
+
 TEST(OvsdbMonitorNoServer, CreateFirewallPortTimesOut) {
-  const absl::Status st = CreateFirewallPort("/nonexistent/db.sock", "br0", "fw", "internal", 0,
-                                             std::chrono::milliseconds(300));
+  const absl::Status st = CreateFirewallPort("/nonexistent/db.sock", "br0", "fw", "internal", {},
+                                             0, std::chrono::milliseconds(300));
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
 }
 

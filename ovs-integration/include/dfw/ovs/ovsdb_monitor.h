@@ -107,17 +107,25 @@ class OvsdbMonitor {
   std::thread thread_;
 };
 
-// Adds the firewall's port `port` (one Interface of type `type`) to bridge
-// `bridge` through an OVSDB transaction of the IDL; in production the type is
-// "dpdkvhostuser" (the dataplane attaches as the virtio side, DESIGN.md §4),
-// tests use "internal". `ofport_request` > 0 asks ovs-vswitchd for that
-// ofport. Idempotent: OK if the port already exists with that type. Blocks:
-// up to `timeout` to connect and read the database, then until the server
-// commits (or rejects) the transaction. The ofport arrives later, through an
-// OvsdbMonitor. Errors name what was wrong (no such bridge, port exists with
-// another type, server error). Any thread (it uses its own connection).
+// Adds the firewall's port `port` (one Interface of type `type`, with the
+// Interface `options`) to bridge `bridge` through an OVSDB transaction of the
+// IDL. In production the type is "dpdkvhostuserclient" with
+// options {"vhost-server-path": <socket>}: the dataplane serves the vhost-user
+// socket and OVS connects to it, again after ovs-vswitchd restarted
+// (DESIGN.md §4; "dpdkvhostuser", OVS as the server, is deprecated by OVS and
+// leaves the dataplane unconnected after a restart). Tests use "internal".
+// `ofport_request` > 0 asks ovs-vswitchd for that ofport. Idempotent: OK if
+// the port already exists with that type and each of `options` has that
+// value (other options are left alone). Blocks: up to `timeout` to connect
+// and read the database, then until the server commits (or rejects) the
+// transaction. The ofport arrives later, through an OvsdbMonitor. Errors name
+// what was wrong (no such bridge, port exists with another type or another
+// option value, server error); an existing port is never modified. Any
+// thread (it uses its own connection).
 absl::Status CreateFirewallPort(const std::string& db_socket, const std::string& bridge,
-                                const std::string& port, const std::string& type = "dpdkvhostuser",
+                                const std::string& port,
+                                const std::string& type = "dpdkvhostuserclient",
+                                const std::map<std::string, std::string>& options = {},
                                 int64_t ofport_request = 0,
                                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
