@@ -3,10 +3,15 @@
 //   dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]
 //                 [--max-connections N] [--tcp-loose] [--exit-after-ms N]
 //                 [--tx-port N] [--mbufs N]
-//                 -- <DPDK EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK>
+//                 -- <EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK,server=1>
 //
-// The firewall port is ethdev port 0 (a vdev: net_virtio_user on OVS's
-// vhost-user socket in production; net_ring, net_pcap or net_null in tests).
+// The firewall port is ethdev port 0 (a vdev: in production net_virtio_user
+// as the vhost-user server, `--vdev net_virtio_user0,path=SOCK,server=1,
+// queues=1`, with OVS's fw0 a dpdkvhostuserclient connecting to SOCK; EAL
+// init waits for OVS's first connection, and after an ovs-vswitchd restart
+// the link goes down and comes back up by itself (link-state interrupt); a
+// stale SOCK left by a killed dataplane is removed at start; net_ring,
+// net_pcap or net_null in tests).
 // Allowed frames go back out of port 0, or of port N with --tx-port N (for
 // benchmarks: read a pcap, send to net_null). --mbufs sizes the mbuf pool
 // (net_pcap with infinite_rx keeps the whole pcap in it).
@@ -17,8 +22,13 @@
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -47,9 +57,58 @@ int Usage() {
   return 2;
 }
 
+// Link changes of a port with link-state interrupts (net_virtio_user): logged
+// on the EAL interrupt thread. In server mode (server=1) it is this interrupt
+// that accepts OVS's (re)connection; the PMD re-initialises the rings itself.
+int OnLinkChange(uint16_t port, rte_eth_event_type, void*, void*) {
+  rte_eth_link link;
+  std::memset(&link, 0, sizeof(link));
+  rte_eth_link_get_nowait(port, &link);
+  std::printf("dfw-dataplane: port %u link %s\n", port,
+              link.link_status == RTE_ETH_LINK_UP ? "up" : "down");
+  std::fflush(stdout);
+  return 0;
+}
+
+// A net_virtio_user vdev in server mode binds its socket path, and bind fails
+// while a file is there: a dataplane that was killed leaves its socket
+// behind. Removes it when nobody listens on it (a running dataplane's socket
+// stays, and EAL init then fails with DPDK's own message).
+void RemoveStaleServerSocket(const std::string& vdev) {
+  if (vdev.rfind("net_virtio_user", 0) != 0 || vdev.find(",server=1") == std::string::npos)
+    return;
+  const size_t at = vdev.find(",path=");
+  if (at == std::string::npos) return;
+  const std::string path = vdev.substr(at + 6, vdev.find(',', at + 6) - (at + 6));
+  struct stat st;
+  if (path.empty() || lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return;
+  const bool refused = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
+                       errno == ECONNREFUSED;
+  close(fd);
+  if (refused && unlink(path.c_str()) == 0)
+    std::fprintf(stderr, "dfw-dataplane: removed the stale vhost-user socket %s\n", path.c_str());
+}
+
 bool SetupPort(uint16_t port, rte_mempool* pool) {
   rte_eth_conf conf;
   std::memset(&conf, 0, sizeof(conf));
+  // Link-state interrupts where the port has them: net_virtio_user as a
+  // vhost-user server (server=1) needs them to accept a reconnecting OVS
+  // (dpdkvhostuserclient) after ovs-vswitchd restarted. The worker polls
+  // regardless of the link: while it is down rx is empty and tx drops.
+  rte_eth_dev_info info;
+  if (rte_eth_dev_info_get(port, &info) != 0) return false;
+  if (info.dev_flags && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC)) {
+    conf.intr_conf.lsc = 1;
+    rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, OnLinkChange, nullptr);
+  }
   if (rte_eth_dev_configure(port, 1, 1, &conf) != 0) return false;
   uint16_t rxd = 1024, txd = 1024;
   rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
@@ -119,6 +178,9 @@ int main(int argc, char** argv) {
   for (; i < argc; ++i) {
     eal_args.push_back(argv[i]);
     no_pci = no_pci || eal_args.back() == "--no-pci";
+    const std::string& e = eal_args.back();
+    if (e.rfind("--vdev=", 0) == 0) RemoveStaleServerSocket(e.substr(7));
+    if (e == "--vdev" && i + 1 < argc) RemoveStaleServerSocket(argv[i + 1]);
   }
   if (!no_pci) eal_args.push_back("--no-pci");
   std::vector<char*> eal_argv;
@@ -129,7 +191,8 @@ int main(int argc, char** argv) {
   }
   if (rte_eth_dev_count_avail() < 1) {
     std::fprintf(stderr,
-                 "dfw-dataplane: no port; give one vdev, e.g. --vdev net_virtio_user0,path=SOCK\n");
+                 "dfw-dataplane: no port; give one vdev, e.g. --vdev "
+                 "net_virtio_user0,path=SOCK,server=1,queues=1\n");
     return 1;
   }
   rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0,

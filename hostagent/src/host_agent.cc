@@ -84,8 +84,11 @@ void HostAgent::Reconcile() {
   passes_++;
   if (!ovsdb_->synced()) return;
   if (!firewall_port_created_) {
+    std::map<std::string, std::string> options;
+    if (config_.firewall_port_type == "dpdkvhostuserclient" && !config_.firewall_socket.empty())
+      options["vhost-server-path"] = config_.firewall_socket;
     auto s = ovs::CreateFirewallPort(config_.ovsdb_socket, config_.bridge, config_.firewall_port,
-                                     config_.firewall_port_type);
+                                     config_.firewall_port_type, options);
     if (!s.ok()) {
       spdlog::error("ovs: firewall port {} on {}: {}", config_.firewall_port, config_.bridge,
                     s.ToString());
@@ -188,7 +191,12 @@ void HostAgent::SyncFlows(const HostView& view) {
   }
   auto now = steady_clock::now();
   bool due = now - last_flow_check_ >= config_.resync_interval;
-  if (have_installed_ && *desired == installed_ && !due && of_) return;
+  // Every `resync_interval` the flows are dumped and compared: after an
+  // ovs-vswitchd restart that fails on the old connection (dropped here), the
+  // next pass reconnects, reinstalls the flows and sets no-flood again.
+  if (have_installed_ && *desired == installed_ && !due && of_ &&
+      no_flood_ofport_ == view.firewall_ofport)
+    return;
   if (!of_) {
     auto of = ovs::OpenFlowBridge::Connect(config_.openflow_target);
     if (!of.ok()) {

@@ -2,16 +2,22 @@
 //
 //   dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]
 //                 [--bridge br-dfw] [--firewall-port fw0]
-//                 [--firewall-port-type dpdkvhostuser]
+//                 [--firewall-port-type dpdkvhostuserclient] [--firewall-socket PATH]
 //                 [--libvirt URI]... [--controller HOST:PORT]
 //                 [--host-id ID] [--hostname NAME] [--resync-ms N]
 //
 // --libvirt may be given several times (default: qemu:///system; "none" for
 // no libvirt). --host-id defaults to /etc/machine-id, --hostname to the
 // system's. The OpenFlow target is unix:<ovs-rundir>/<bridge>.mgmt
-// (--ovs-rundir defaults to /var/run/openvswitch). SIGINT/SIGTERM stop the
-// agent; flows, ports and the dataplane's state are left in place (the agent
-// holds no state: a new one reconciles without disturbing traffic).
+// (--ovs-rundir defaults to /var/run/openvswitch). The firewall port is
+// created if missing: type dpdkvhostuserclient with
+// options:vhost-server-path=<--firewall-socket>, default
+// <ovs-rundir>/<firewall-port>.sock, the socket dfw-dataplane serves
+// (--vdev net_virtio_user0,path=<that socket>,server=1,queues=1); OVS
+// connects to it and reconnects after either side restarted.
+// SIGINT/SIGTERM stop the agent; flows, ports and the dataplane's state are
+// left in place (the agent holds no state: a new one reconciles without
+// disturbing traffic).
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -34,6 +40,7 @@ int Usage(const char* msg) {
                "dfw-hostagent: %s\n"
                "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
                "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
+               "         [--firewall-socket PATH]\n"
                "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
                "         [--hostname NAME] [--resync-ms N]\n",
                msg);
@@ -67,6 +74,7 @@ int main(int argc, char** argv) {
     if (a == "--bridge" && value(&cfg.bridge)) continue;
     if (a == "--firewall-port" && value(&cfg.firewall_port)) continue;
     if (a == "--firewall-port-type" && value(&cfg.firewall_port_type)) continue;
+    if (a == "--firewall-socket" && value(&cfg.firewall_socket)) continue;
     if (a == "--controller" && value(&cfg.controller_target)) continue;
     if (a == "--host-id" && value(&cfg.host_id)) continue;
     if (a == "--hostname" && value(&cfg.hostname)) continue;
@@ -99,9 +107,13 @@ int main(int argc, char** argv) {
     cfg.hostname = buf;
   }
   cfg.openflow_target = "unix:" + rundir + "/" + cfg.bridge + ".mgmt";
+  if (cfg.firewall_socket.empty()) cfg.firewall_socket = rundir + "/" + cfg.firewall_port + ".sock";
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  // A write to the OpenFlow socket of an ovs-vswitchd that just restarted
+  // must fail with EPIPE (the agent reconnects), not end the process.
+  std::signal(SIGPIPE, SIG_IGN);
   dfw::hostagent::HostAgent agent(cfg);
   if (auto s = agent.Start(); !s.ok()) {
     std::fprintf(stderr, "dfw-hostagent: %s\n", s.ToString().c_str());

@@ -2,8 +2,9 @@
 # shellcheck disable=SC2034  # SB_* variables are for the callers
 # One hypervisor's wiring (DESIGN.md §4) for end-to-end tests and the demo:
 # a private OVS-DPDK (ovsdb-server + ovs-vswitchd-dpdk) with bridge br-dfw,
-# the firewall port fw0 (dpdkvhostuser), dfw-dataplane on it through
-# net_virtio_user, and namespace "VMs" on veth ports. Source it:
+# the firewall port fw0 (dpdkvhostuserclient), dfw-dataplane on it through
+# net_virtio_user as the vhost-user server (server=1: OVS reconnects to it
+# after an ovs-vswitchd restart), and namespace "VMs" on veth ports. Source it:
 #
 #   . scripts/lib/sandbox.sh
 #   sb_init "$(mktemp -d)"; trap sb_cleanup EXIT
@@ -23,16 +24,20 @@
 #                          host-side veth ends live there too);
 #                          bridge br-dfw (netdev, OpenFlow10+13, fail-mode=secure: forwards
 #                          nothing until flows are installed)
-#   sb_ovs_restart_vswitchd  ovs-vswitchd alone; afterwards reinstall flows + no-flood and
-#                          restart the dataplane (virtio_user does not reconnect)
+#   sb_ovs_restart_vswitchd  ovs-vswitchd alone; afterwards reinstall flows + no-flood (the
+#                          dataplane stays: OVS reconnects to its vhost-user socket)
 #   sb_vsctl ARGS...       ovs-vsctl on the private DB
 #   sb_ofctl ARGS...       ovs-ofctl with OVS_RUNDIR of the private instance; -O OpenFlow13
 #                          unless ARGS start with -O (mod-port no-flood needs -O OpenFlow10)
 #   sb_appctl ARGS...      ovs-appctl to the private ovs-vswitchd
-#   sb_fw_port             firewall port fw0 (dpdkvhostuser, socket $SB_FW_SOCK); sets SB_FW_OFPORT
+#   sb_fw_port             firewall port fw0 (dpdkvhostuserclient, options:vhost-server-path=
+#                          $SB_FW_SOCK: the dataplane serves the socket, OVS connects and
+#                          retries every second); sets SB_FW_OFPORT. Before or after
+#                          sb_dataplane_start (which blocks until OVS connected)
 #   sb_fw_no_flood         OFPPC_NO_FLOOD on fw0 (ovs-vswitchd keeps it in memory only)
-#   sb_dataplane_start [BIN]  dfw-dataplane on fw0 (hugepages, virtio_user); waits for "ready";
-#                          the state dir DIR/dp-state survives restarts
+#   sb_dataplane_start [BIN]  dfw-dataplane on fw0 (hugepages, virtio_user server=1 on
+#                          $SB_FW_SOCK); waits for "ready" (its EAL init waits for OVS's
+#                          first connection); the state dir DIR/dp-state survives restarts
 #   sb_dataplane_stop      SIGTERM, waits (SIGKILL after 10 s)
 #   sb_dataplane_kill9     SIGKILL
 #   sb_dpctl ARGS...       dfw-dpctl --api $SB_DP_API
@@ -52,7 +57,7 @@
 #   SB_BRIDGE=br-dfw  SB_OF_TARGET=unix:$SB_OVS_RUN/br-dfw.mgmt
 #   SB_VSCTL SB_OFCTL                    the wrappers as word-split strings (also GUEST_OVS_VSCTL)
 #   SB_OVS_PREFIX SB_DP_PREFIX           DPDK --file-prefix of OVS and of the dataplane
-#   SB_FW_PORT=fw0 SB_FW_SOCK SB_FW_OFPORT
+#   SB_FW_PORT=fw0 SB_FW_SOCK=$SB_OVS_RUN/fw0.sock (dfw-hostagent's default) SB_FW_OFPORT
 #   SB_DP_API SB_DP_SOCK SB_DP_STATE SB_DP_FLOWS SB_DP_LOG SB_DP_PID
 #   SB_VM_NS[NAME] SB_VM_PORT[NAME] SB_VM_OFPORT[NAME] SB_VM_MAC[NAME] SB_VM_IP[NAME]
 # Settable before the calls (defaults):
@@ -212,15 +217,13 @@ _sb_vswitchd_launch() {
 
 # Restarts ovs-vswitchd alone (the DB and its config stay). OpenFlow flows and
 # no-flood are gone afterwards (fail-mode=secure: nothing is forwarded until
-# they are reinstalled), and dfw-dataplane's virtio_user, a vhost-user client,
-# does not reconnect: restart the dataplane too (sb_dataplane_stop/start).
+# they are reinstalled: dfw-hostagent does it on its next pass). The dataplane
+# keeps running: fw0 is a dpdkvhostuserclient, so the new ovs-vswitchd connects
+# to the dataplane's vhost-user socket again by itself.
 sb_ovs_restart_vswitchd() {
   _sb_ovs_stop_vswitchd
   _sb_vswitchd_launch || return 1
-  _sb_wait_socket "$SB_OVS_RUN/$SB_BRIDGE.mgmt" || return 1
-  if [ -n "${SB_FW_SOCK:-}" ]; then
-    _sb_wait_socket "$SB_FW_SOCK" || return 1
-  fi
+  _sb_wait_socket "$SB_OVS_RUN/$SB_BRIDGE.mgmt"
 }
 
 sb_ovs_start() {
@@ -304,12 +307,14 @@ sb_wait_ofport() {
 }
 
 sb_fw_port() {
-  SB_FW_SOCK=$SB_OVS_RUN/$SB_FW_PORT
+  SB_FW_SOCK=$SB_OVS_RUN/$SB_FW_PORT.sock
   sb_on_cleanup "sb_vsctl --if-exists del-port $SB_BRIDGE $SB_FW_PORT"
+  # OVS is the vhost-user client: it (re)connects to the dataplane's socket,
+  # also after either side restarted.
   sb_vsctl add-port "$SB_BRIDGE" "$SB_FW_PORT" -- \
-    set Interface "$SB_FW_PORT" type=dpdkvhostuser || return 1
-  SB_FW_OFPORT=$(sb_wait_ofport "$SB_FW_PORT") || return 1
-  _sb_wait_socket "$SB_FW_SOCK"
+    set Interface "$SB_FW_PORT" type=dpdkvhostuserclient \
+    "options:vhost-server-path=$SB_FW_SOCK" || return 1
+  SB_FW_OFPORT=$(sb_wait_ofport "$SB_FW_PORT")
 }
 
 sb_fw_no_flood() { sb_ofctl -O OpenFlow10 mod-port "$SB_BRIDGE" "$SB_FW_PORT" no-flood; }
@@ -330,13 +335,15 @@ sb_dataplane_start() {
   fi
   mkdir -p "$SB_DP_STATE"
   rm -f "$SB_DP_SOCK"
+  # A stale $SB_FW_SOCK (a killed dataplane's) is removed by dfw-dataplane itself.
+  : "${SB_FW_SOCK:=$SB_OVS_RUN/$SB_FW_PORT.sock}"
   touch "$SB_DP_LOG"
   from=$(($(stat -c %s "$SB_DP_LOG") + 1))
   # shellcheck disable=SC2086
   "$bin" --api "$SB_DP_API" --state-dir "$SB_DP_STATE" --flow-log "$SB_DP_FLOWS" \
     $SB_DP_EXTRA_ARGS -- -l "$SB_DP_LCORE" --no-pci --file-prefix "$SB_DP_PREFIX" \
     --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" --single-file-segments \
-    --vdev "net_virtio_user0,path=$SB_FW_SOCK,queues=1" >>"$SB_DP_LOG" 2>&1 &
+    --vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=1" >>"$SB_DP_LOG" 2>&1 &
   SB_DP_PID=$!
   for ((i = 0; i < 300; i++)); do
     if tail -c "+$from" "$SB_DP_LOG" | grep -q 'dfw-dataplane: ready'; then

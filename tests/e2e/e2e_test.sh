@@ -14,7 +14,10 @@
 #   4. kill -9 and restart of the host agent during a long-lived TCP
 #      connection: the connection survives, the flows are not touched;
 #   5. dataplane restart with the agent down: the persisted rules are enforced;
-#   6. controller stopped: enforcement unchanged; started again: no drift.
+#   6. controller stopped: enforcement unchanged; started again: no drift;
+#   7. ovs-vswitchd restarted: the host agent reinstalls the steering flows
+#      and no-flood, the dataplane (not restarted) gets OVS's vhost-user
+#      connection back; enforcement restored (time to web -> db printed).
 # Needs root (namespaces, OVS, hugepages, libvirt). Cleans up on any exit.
 set -uo pipefail
 BUILD=${1:?usage: e2e_test.sh BUILD_DIR [--no-guest]}
@@ -201,6 +204,55 @@ expect allow web db tcp 5432
 expect block db web tcp 5432
 expect block other db tcp 5432
 [ $HAVE_GUEST = 1 ] && expect allow guest db tcp 5432
+
+echo "== 7. ovs-vswitchd restarted: the host agent reinstalls the steering flows and no-flood," \
+  "the dataplane reconnects; enforcement restored"
+dp_pid=$SB_DP_PID
+flows_before=$(sb_ofctl dump-flows "$SB_BRIDGE" --no-stats | sort)
+agent_lines=$(wc -l <"$FLEET_DIR/agent.log")
+t_restart=$(date +%s%N)
+sb_ovs_restart_vswitchd || fail "ovs-vswitchd did not restart"
+ms=$(sb_vm_exec web python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[db]}" 5432 \
+  --timeout 60 --since-ns "$t_restart")
+if [ "$ms" != never ]; then
+  echo "e2e: ovs-vswitchd restart -> web -> db tcp/5432 works again in $ms ms" \
+    "(vswitchd start, agent resync every 2 s, vhost-user reconnect)"
+  pass "enforcement back after the ovs-vswitchd restart ($ms ms)"
+else
+  fail "web -> db tcp/5432 never worked again after the ovs-vswitchd restart"
+fi
+[ "$SB_DP_PID" = "$dp_pid" ] && kill -0 "$dp_pid" 2>/dev/null &&
+  pass "the dataplane was not restarted (pid $dp_pid)" || fail "the dataplane is not pid $dp_pid"
+kill -0 "$FLEET_AGENT_PID" 2>/dev/null && pass "the host agent still runs" ||
+  fail "the host agent died"
+tail -n "+$((agent_lines + 1))" "$FLEET_DIR/agent.log" | grep -q 'steering reconciled: 0 kept' &&
+  pass "the agent reinstalled the steering flows" ||
+  fail "no flow reinstall by the agent in its log"
+flows_after=$(sb_ofctl dump-flows "$SB_BRIDGE" --no-stats | sort)
+if [ "$flows_before" = "$flows_after" ]; then pass "steering flows as before the restart"
+else fail "steering flows differ after the ovs-vswitchd restart"; diff <(echo "$flows_before") \
+  <(echo "$flows_after"); fi
+nf=never
+for _ in $(seq 100); do
+  if sb_ofctl -O OpenFlow10 show "$SB_BRIDGE" | grep -A1 "($SB_FW_PORT)" | grep -q NO_FLOOD; then
+    nf=yes
+    break
+  fi
+  sleep 0.1
+done
+[ "$nf" = yes ] && pass "no-flood on $SB_FW_PORT again" || fail "$SB_FW_PORT is not no-flood"
+grep -q 'link up' "$SB_DP_LOG" && pass "dataplane saw its link come back" ||
+  fail "the dataplane logged no link up"
+expect allow web db tcp 5432
+expect allow web db udp 5432
+expect allow web db icmp
+expect block db web tcp 5432
+expect block db web icmp
+expect block other db tcp 5432
+if [ $HAVE_GUEST = 1 ]; then
+  expect allow guest db tcp 5432
+  expect block db guest tcp 5432
+fi
 
 echo "== flow records (last 5)"
 tail -5 "$SB_DP_FLOWS"

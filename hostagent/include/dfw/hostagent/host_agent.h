@@ -3,8 +3,10 @@
 //
 // What it does, each time something changes (and every few seconds, to
 // repair drift):
-//  1. makes sure the firewall port (the dataplane's vhost-user port) exists on
-//     the bridge and is `no-flood`;
+//  1. makes sure the firewall port (the dataplane's vhost-user port, OVS the
+//     client of the dataplane's socket) exists on the bridge and is
+//     `no-flood` (again after ovs-vswitchd restarted: OVS keeps no-flood in
+//     memory only);
 //  2. joins libvirt's domains with OVS's Interface rows (host_view.h);
 //  3. tells the dataplane each vNIC (steering id = ofport, MAC, bound
 //     addresses) before any flow steers it there, and forgets vNICs that left;
@@ -53,7 +55,12 @@ struct HostAgentConfig {
   std::string openflow_target;              // "unix:<rundir>/<bridge>.mgmt"
   std::string bridge = "br-dfw";
   std::string firewall_port = "fw0";
-  std::string firewall_port_type = "dpdkvhostuser";
+  // OVS is the vhost-user client of the dataplane's socket (the dataplane
+  // serves it: net_virtio_user server=1), so it reconnects by itself after
+  // ovs-vswitchd restarts. For this type the port gets
+  // options:vhost-server-path=firewall_socket.
+  std::string firewall_port_type = "dpdkvhostuserclient";
+  std::string firewall_socket;              // e.g. "<ovs rundir>/fw0.sock"
   std::string dataplane_target;             // "unix:<path>"
   std::string controller_target;            // "host:port"; empty: no controller
   std::chrono::milliseconds resync_interval{5000};
