@@ -191,26 +191,29 @@ void HostAgent::SyncFlows(const HostView& view) {
   }
   auto now = steady_clock::now();
   bool due = now - last_flow_check_ >= config_.resync_interval;
-  // Every `resync_interval` the flows are dumped and compared: after an
-  // ovs-vswitchd restart that fails on the old connection (dropped here), the
-  // next pass reconnects, reinstalls the flows and sets no-flood again.
+  // Every `resync_interval` the flows are dumped and compared. After an
+  // ovs-vswitchd restart that fails on the old connection: it is dropped and
+  // a new one tried at once, which reinstalls the flows (the new
+  // ovs-vswitchd has none) and sets no-flood again (OVS kept it in memory).
   if (have_installed_ && *desired == installed_ && !due && of_ &&
       no_flood_ofport_ == view.firewall_ofport)
     return;
-  if (!of_) {
-    auto of = ovs::OpenFlowBridge::Connect(config_.openflow_target);
-    if (!of.ok()) {
-      spdlog::error("openflow: {}", of.status().ToString());
-      return;
+  absl::StatusOr<ovs::ReconcileResult> r;
+  for (bool was_connected = of_ != nullptr;; was_connected = false) {
+    if (!of_) {
+      auto of = ovs::OpenFlowBridge::Connect(config_.openflow_target);
+      if (!of.ok()) {
+        spdlog::error("openflow: {}", of.status().ToString());
+        return;
+      }
+      of_ = std::move(*of);
+      no_flood_ofport_ = -1;  // ovs-vswitchd may have restarted: set it again
     }
-    of_ = std::move(*of);
-    no_flood_ofport_ = -1;  // ovs-vswitchd may have restarted: set it again
-  }
-  auto r = of_->Reconcile(*desired);
-  if (!r.ok()) {
+    r = of_->Reconcile(*desired);
+    if (r.ok()) break;
     spdlog::error("openflow: reconcile: {}", r.status().ToString());
     of_.reset();
-    return;
+    if (!was_connected) return;  // a fresh connection failed: next pass
   }
   last_flow_check_ = now;
   if (r->bundles > 0) {
