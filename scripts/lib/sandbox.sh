@@ -32,8 +32,8 @@
 #   sb_appctl ARGS...      ovs-appctl to the private ovs-vswitchd
 #   sb_fw_port             firewall port fw0 (dpdkvhostuserclient, options:vhost-server-path=
 #                          $SB_FW_SOCK: the dataplane serves the socket, OVS connects and
-#                          retries every second); sets SB_FW_OFPORT. Before or after
-#                          sb_dataplane_start (which blocks until OVS connected)
+#                          retries every second); sets SB_FW_OFPORT. Call it before
+#                          sb_dataplane_start: the dataplane is ready only once OVS connected
 #   sb_fw_no_flood         OFPPC_NO_FLOOD on fw0 (ovs-vswitchd keeps it in memory only)
 #   sb_dataplane_start [BIN]  dfw-dataplane on fw0 (hugepages, virtio_user server=1 on
 #                          $SB_FW_SOCK); waits for "ready" (its EAL init waits for OVS's
