@@ -15,7 +15,7 @@
 #   sb_init DIR            work dir; SB_ID (unique, short: names, prefixes); the cleanup registry
 #   sb_on_cleanup CMD...   registers one command (run by sb_cleanup, last registered first)
 #   sb_cleanup             undoes everything in reverse order; idempotent; keeps $?
-#   sb_hugepages [N=1024]  ≥ N free 2 MiB hugepages (raises nr_hugepages, never lowers it),
+#   sb_hugepages [N=512]   ≥ N free 2 MiB hugepages (raises nr_hugepages, never lowers it),
 #                          hugetlbfs on /dev/hugepages and a private one on DIR/huge
 #                          (SB_HUGE_DIR, given to both DPDK processes as --huge-dir);
 #                          restored on cleanup
@@ -152,7 +152,9 @@ _sb_umount_if_unused() {  # DIR: only when no file is left in it (someone else's
 }
 
 sb_hugepages() {
-  local want=${1:-1024} free orig target
+  # OVS takes SB_OVS_SOCKET_MEM (512 MiB), the dataplane SB_DP_MEM (256 MiB):
+  # 384 pages; 512 leaves room.
+  local want=${1:-512} free orig target
   if ! awk '$2 == "/dev/hugepages" && $3 == "hugetlbfs" {f = 1} END {exit !f}' /proc/mounts; then
     mkdir -p /dev/hugepages
     mount -t hugetlbfs none /dev/hugepages || { _sb_log "cannot mount hugetlbfs"; return 1; }
@@ -167,7 +169,7 @@ sb_hugepages() {
   # Others may change nr_hugepages at the same time, and the kernel may find
   # fewer free 2 MiB blocks than asked: compact and try again a few times.
   local try added=0
-  for ((try = 0; try < 5; try++)); do
+  for ((try = 0; try < 25; try++)); do
     free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
     ((free >= want)) && break
     orig=$(cat /proc/sys/vm/nr_hugepages)
@@ -178,6 +180,7 @@ sb_hugepages() {
     sleep 0.2
   done
   ((added > 0)) && sb_on_cleanup "_sb_hugepages_restore 0 $added"
+  free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)  # after the last raise
   if ((free < want)); then
     _sb_log "only $free free hugepages (want $want free; nr_hugepages $(cat /proc/sys/vm/nr_hugepages))"
     return 1
