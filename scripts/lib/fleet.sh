@@ -271,12 +271,15 @@ print("ok" if conn and state == ["REALIZATION_STATE_REALIZED"] else "%s %s" % (c
 # --- all of it -----------------------------------------------------------
 
 fleet_start() {
-  local want_guest=1 n
+  local want_guest=1 n t0
   [ "${1:-}" = --no-guest ] && want_guest=0
+  t0=$(date +%s%N)
+  _fleet_phase() { _fleet_log "$1 (+$((($(date +%s%N) - t0) / 1000000)) ms)"; }
   sb_hugepages || return 1
   sb_ovs_start || return 1
   sb_fw_port || return 1
   sb_dataplane_start || return 1
+  _fleet_phase "OVS-DPDK and the dataplane up"
   fleet_controller_start || return 1
   for n in "${FLEET_VMS[@]}"; do
     sb_ns_vm "$n" "${FLEET_MAC[$n]}" "${FLEET_IP[$n]}" "${FLEET_IFID[$n]}" \
@@ -285,17 +288,21 @@ fleet_start() {
       --udp 5432
   done
   _fleet_write_libvirt_file
+  _fleet_phase "controller and namespace VMs up"
   if [ "$want_guest" = 1 ]; then
     FLEET_VMS+=(guest)
     _fleet_guest_start || return 1
+    _fleet_phase "guest defined and started (libvirt)"
   fi
   fleet_agent_start
   # The host registers first, so the policy's realization covers it.
   fleet_wait_realized 30 || return 1
+  _fleet_phase "host agent registered"
   fleet_dfwctl group apply -f "$SB_REPO_DIR/examples/web-db-groups.json" >/dev/null || return 1
   fleet_dfwctl policy apply -f "$SB_REPO_DIR/examples/web-db-policy.json" >/dev/null || return 1
   if [ "$want_guest" = 1 ]; then
     guest_wait_ready "$FLEET_GUEST_CONSOLE" 120 >/dev/null || return 1
+    _fleet_phase "guest booted"
   fi
   fleet_wait_realized 30
 }
