@@ -54,7 +54,8 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
     if (row.ofport > ovs::kMaxLocalId) {
       view.errors.push_back(Cat("port '", row.name, "' (iface-id ", row.iface_id, "): ofport ",
                                 row.ofport, " is above ", ovs::kMaxLocalId,
-                                "; it cannot be steered through the firewall"));
+                                "; it cannot be steered through the firewall: isolated"));
+      view.steering.isolated_ofports.push_back(static_cast<uint32_t>(row.ofport));
       continue;
     }
     std::string mac = Lower(!row.attached_mac.empty() ? row.attached_mac
@@ -62,12 +63,14 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
                                                      : std::string());
     if (mac.empty()) {
       view.errors.push_back(Cat("port '", row.name, "' (iface-id ", row.iface_id,
-                                "): no MAC (no attached-mac, not known to libvirt)"));
+                                "): no MAC (no attached-mac, not known to libvirt): isolated"));
+      view.steering.isolated_ofports.push_back(static_cast<uint32_t>(row.ofport));
       continue;
     }
     if (vnics.count(row.iface_id)) {
       view.errors.push_back(Cat("port '", row.name, "': iface-id ", row.iface_id,
-                                " is used by another port too; steered once"));
+                                " is used by another port too: this one is isolated"));
+      view.steering.isolated_ofports.push_back(static_cast<uint32_t>(row.ofport));
       continue;
     }
     v1::DataplaneVNic v;

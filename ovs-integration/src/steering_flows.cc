@@ -86,8 +86,21 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     norm_macs.push_back(mac);
   }
 
+  for (uint32_t port : config.isolated_ofports) {
+    const std::string what = absl::StrCat("isolated ofport ", port, ": ");
+    if (port == 0 || port >= kMaxOfport) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "not a port number"));
+    }
+    if (port == fw) return absl::InvalidArgumentError(absl::StrCat(what, "the firewall port"));
+    if (!ports.insert(port).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "also listed as a vNIC or twice"));
+    }
+  }
   std::vector<FlowSpec> flows;
-  flows.reserve(config.vnics.size() * 5 + 3);
+  flows.reserve(config.vnics.size() * 5 + config.isolated_ofports.size() + 3);
+  for (uint32_t port : config.isolated_ofports) {
+    flows.push_back({0, kPrioritySteer, Cookie(port), absl::StrFormat("in_port=%u", port), "drop"});
+  }
   for (size_t i = 0; i < config.vnics.size(); ++i) {
     const VnicSteering& v = config.vnics[i];
     const uint64_t c = Cookie(v.ofport);

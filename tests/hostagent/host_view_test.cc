@@ -94,6 +94,8 @@ TEST(HostView, PortsThatCannotBeSteeredAreNamedInErrors) {
   HostView v = ComputeHostView({}, rows, "fw0", "h");
   EXPECT_TRUE(v.vnics.empty());
   ASSERT_EQ(v.errors.size(), 2u);
+  // Not left to NORMAL: OVS drops what they send.
+  EXPECT_EQ(v.steering.isolated_ofports, (std::vector<uint32_t>{4000, 7}));
   EXPECT_NE(v.errors[0].find("ofport 4000"), std::string::npos) << v.errors[0];
   EXPECT_NE(v.errors[1].find("no MAC"), std::string::npos) << v.errors[1];
 }

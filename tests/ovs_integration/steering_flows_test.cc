@@ -94,9 +94,31 @@ TEST(SteeringFlows, InvalidConfigsAreRejectedWithTheReason) {
                 "mac used by another vNIC");
 }
 
+TEST(SteeringFlows, PortsThatCannotBeSteeredSendNothing) {
+  SteeringConfig c = OneVnic();
+  c.isolated_ofports = {9};
+  auto flows = ComputeSteeringFlows(c);
+  ASSERT_TRUE(flows.ok()) << flows.status();
+  int drops_from_9 = 0;
+  for (const FlowSpec& f : *flows) {
+    if (f.match.find("in_port=9") == std::string::npos) continue;
+    EXPECT_EQ(f.table, 0);
+    EXPECT_EQ(f.priority, kPrioritySteer);
+    EXPECT_EQ(f.actions, "drop");
+    EXPECT_EQ(f.cookie, kSteeringCookieBase | 9);
+    ++drops_from_9;
+  }
+  EXPECT_EQ(drops_from_9, 1);
+  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {5}}, "also listed as a vNIC or twice");
+  ExpectInvalid({1, {}, {9, 9}}, "also listed as a vNIC or twice");
+  ExpectInvalid({1, {}, {1}}, "the firewall port");
+  ExpectInvalid({1, {}, {0}}, "not a port number");
+}
+
 TEST(SteeringFlows, AllFlowsParseInOvsAndCarryInOpenFlow13WithDistinctKeys) {
   SteeringConfig c = OneVnic();
   c.vnics.push_back({6, 8, "52:54:00:00:00:06"});
+  c.isolated_ofports = {9};
   auto flows = ComputeSteeringFlows(c);
   ASSERT_TRUE(flows.ok()) << flows.status();
   std::set<std::string> keys;

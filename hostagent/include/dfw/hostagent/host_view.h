@@ -18,8 +18,10 @@
 //
 // Local id. A vNIC's steering id is its OVS ofport (1..2047): stable across
 // agent and OVS restarts (OVS keeps ofports in its database), so a restarted
-// agent computes the same flows and reconciles without a gap. A port with an
-// ofport above 2047 cannot be steered: it is listed in `errors`.
+// agent computes the same flows and reconciles without a gap. A VM port that
+// cannot be steered (ofport above 2047, or no MAC anywhere) is listed in
+// `errors` and isolated (steering.isolated_ofports: OVS drops what it sends),
+// never left to NORMAL unfirewalled.
 //
 // Thread safety: a pure function.
 #pragma once

@@ -13,6 +13,7 @@
 //   p100 in_port=<vnic>            push tag <id>, output:<fw>      egress
 //   p100 in_port=<fw>,dl_vlan=<id> pop tag, in_port:=<vnic>, resubmit(,1)
 //   p100 in_port=<fw>,dl_vlan=<id|0x800>  pop tag, output:<vnic>   ingress
+//   p100 in_port=<isolated>        drop     a VM port that cannot be steered
 //   p10  in_port=<fw>              drop     unknown/absent tag: fail closed
 //   p0                             resubmit(,1)   uplinks, other ports
 //   table 1 (to where)
@@ -68,6 +69,11 @@ struct VnicSteering {
 struct SteeringConfig {
   uint32_t firewall_ofport = 0;
   std::vector<VnicSteering> vnics;
+  // VM ports that cannot be steered (no local id or no MAC): everything they
+  // send is dropped in OVS (p100 in_port=<port> drop) rather than left to
+  // NORMAL unfirewalled. NORMAL never learns their MAC (it sees none of their
+  // frames), so only floods reach them.
+  std::vector<uint32_t> isolated_ofports;
 };
 
 // One flow in ovs-ofctl syntax.
