@@ -98,12 +98,7 @@ probe_table
 
 bold "A tag change through the API: other becomes app=web"
 echo "\$ dfwctl vm tag ns-other app=web"
-t_change=$(date +%s%N)
-fleet_dfwctl vm tag ns-other app=web >/dev/null &
-tag_pid=$!
-ms=$(sb_vm_exec other python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[db]}" 5432 \
-  --timeout 10 --since-ns "$t_change")
-wait "$tag_pid"
+ms=$(fleet_time_to_enforcement other db 5432 open vm tag ns-other app=web)
 echo "other -> db tcp/5432 opened $ms ms after the command (controller -> host agent -> dataplane)"
 CUR_TAG[other]=web
 fleet_wait_realized 10 >/dev/null

@@ -22,24 +22,10 @@ trap 'fleet_cleanup; rm -rf "$WORK"' EXIT
 fleet_init "$BUILD" "$WORK" || exit 1
 fleet_start --no-guest || exit 1
 open_ms=() close_ms=()
-# One measurement: a poller in the namespace is started first (so its own
-# start-up is not counted), then the clock starts and dfwctl runs.
-measure() {  # open|closed dfwctl-args...
-  local expect=$1 out=$WORK/poll.out t p
-  shift
-  sb_vm_exec other python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[db]}" 5432 \
-    --timeout 10 --expect "$expect" --epoch --connect-timeout 0.1 >"$out" &
-  p=$!
-  sleep 0.5
-  t=$(date +%s%N)
-  fleet_dfwctl "$@" >/dev/null
-  wait "$p"
-  if [ "$(cat "$out")" = never ]; then echo never; else echo $((($(cat "$out") - t) / 1000000)); fi
-}
 for ((i = 0; i < N; i++)); do
-  open_ms+=("$(measure open vm tag ns-other app=web)")
+  open_ms+=("$(fleet_time_to_enforcement other db 5432 open vm tag ns-other app=web)")
   fleet_wait_realized 10 || exit 1
-  close_ms+=("$(measure closed vm untag ns-other app=web)")
+  close_ms+=("$(fleet_time_to_enforcement other db 5432 closed vm untag ns-other app=web)")
   fleet_wait_realized 10 || exit 1
 done
 python3 - "${open_ms[*]}" "${close_ms[*]}" <<'PY'

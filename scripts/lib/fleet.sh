@@ -19,7 +19,8 @@
 # Functions: fleet_init, fleet_start, fleet_cleanup, fleet_controller_start,
 # fleet_controller_stop, fleet_agent_start, fleet_agent_stop, fleet_agent_kill9,
 # fleet_dfwctl ARGS, fleet_probe FROM TO PROTO [PORT], fleet_wait_realized
-# [TIMEOUT_S], fleet_revision, fleet_guest_set_tags TAG...
+# [TIMEOUT_S], fleet_revision, fleet_guest_set_tags TAG...,
+# fleet_time_to_enforcement FROM TO PORT open|closed DFWCTL-ARGS...
 
 FLEET_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=sandbox.sh
@@ -109,9 +110,7 @@ fleet_controller_start() {
 }
 
 fleet_controller_stop() {
-  [ -n "$FLEET_CTL_PID" ] || return 0
-  kill "$FLEET_CTL_PID" 2>/dev/null
-  wait "$FLEET_CTL_PID" 2>/dev/null
+  _sb_stop_pid "$FLEET_CTL_PID" 10
   FLEET_CTL_PID=
 }
 
@@ -129,9 +128,7 @@ fleet_agent_start() {
 }
 
 fleet_agent_stop() {
-  [ -n "$FLEET_AGENT_PID" ] || return 0
-  kill "$FLEET_AGENT_PID" 2>/dev/null
-  wait "$FLEET_AGENT_PID" 2>/dev/null
+  _sb_stop_pid "$FLEET_AGENT_PID" 10
   FLEET_AGENT_PID=
 }
 
@@ -236,6 +233,25 @@ fleet_probe() {
       icmp) sb_vm_exec "$from" ping -c 1 -W 2 "$ip" >/dev/null 2>&1 ;;
     esac
   fi
+}
+
+# fleet_time_to_enforcement FROM TO PORT open|closed DFWCTL-ARGS...
+# Runs `dfwctl DFWCTL-ARGS` and prints the milliseconds until FROM -> TO
+# tcp/PORT shows the expected verdict ("never" after 10 s). A poller in FROM's
+# namespace starts first, so its own start-up is not counted; the clock runs
+# from just before dfwctl starts. Granularity: 20 ms between attempts; an
+# attempt waits 100 ms for a SYN answer, so "closed" is seen that much late.
+fleet_time_to_enforcement() {
+  local from=$1 to=$2 port=$3 expect=$4 out=$FLEET_DIR/poll.out t p
+  shift 4
+  sb_vm_exec "$from" python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[$to]}" "$port" \
+    --timeout 10 --expect "$expect" --epoch --connect-timeout 0.1 >"$out" &
+  p=$!
+  sleep 0.5
+  t=$(date +%s%N)
+  fleet_dfwctl "$@" >/dev/null
+  wait "$p"
+  if [ "$(cat "$out")" = never ]; then echo never; else echo $((($(cat "$out") - t) / 1000000)); fi
 }
 
 # --- realization ---------------------------------------------------------

@@ -100,12 +100,7 @@ if [ "${drops:-0}" -gt 0 ]; then pass "dataplane counted $drops drops"; else
 
 echo "== 2. tag change through dfwctl: other becomes app=web"
 rev_before=$(fleet_revision)
-t_change=$(date +%s%N)
-fleet_dfwctl vm tag ns-other app=web >/dev/null &
-tag_pid=$!
-ms=$(sb_vm_exec other python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[db]}" 5432 \
-  --timeout 10 --since-ns "$t_change")
-wait "$tag_pid"
+ms=$(fleet_time_to_enforcement other db 5432 open vm tag ns-other app=web)
 if [ "$ms" != never ]; then
   echo "e2e: tag change -> enforced (other -> db tcp/5432 open) in $ms ms (goal <= 1000 ms)"
   if [ "$ms" -le 1000 ]; then pass "time to enforcement ${ms} ms"; else
