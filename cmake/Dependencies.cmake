@@ -14,6 +14,8 @@ pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 
 find_package(absl REQUIRED)
+# OpenSSL 3 (libssl-dev): the CA and mutual TLS (trust/).
+find_package(OpenSSL 3.0 REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(GTest REQUIRED)
