@@ -81,6 +81,7 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
                                 v1::CountersResponse* resp) {
   PipelineCounters& c = pipeline_->counters();
   resp->set_applied_revision(state_->applied_revision());
+  if (refused_connections_) resp->set_api_refused_connections(refused_connections_());
   for (int r = 1; r < static_cast<int>(DropReason::kCount); ++r) {
     uint64_t n = c.drops[r].Get();
     if (!n) continue;

@@ -1,5 +1,6 @@
 // LocalApi: the dataplane's gRPC service (proto DataplaneService) on a unix
-// socket, for the host agent and for operators' read-outs. Calls are
+// socket, for the host agent and for operators' read-outs. Who may call it
+// is decided before gRPC sees a connection (api_socket.h). Calls are
 // serialised by DataplaneState's mutex; connection read-outs and flushes go
 // through the worker's mailbox. Errors come back as INVALID_ARGUMENT (or
 // FAILED_PRECONDITION for a delta from the wrong revision) with the message
@@ -9,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -25,6 +27,12 @@ class LocalApi final : public v1::DataplaneService::Service {
   // Moves flow records from the worker's ring to the read-out buffer and to
   // `sink` (a JSON-lines file, may be null). Called by the control thread.
   void DrainFlows(std::FILE* sink);
+
+  // Where Counters reads api_refused_connections (ApiSocket::refused). Set
+  // before the server starts; unset, the field stays 0.
+  void SetRefusedConnections(std::function<uint64_t()> refused) {
+    refused_connections_ = std::move(refused);
+  }
 
   grpc::Status SetVNic(grpc::ServerContext*, const v1::SetVNicRequest*,
                        v1::DataplaneVNic*) override;
@@ -49,6 +57,7 @@ class LocalApi final : public v1::DataplaneService::Service {
   PortWorker* worker_;
   std::mutex flows_mu_;
   std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer
+  std::function<uint64_t()> refused_connections_;
 };
 
 }  // namespace dfw::dataplane

@@ -1,9 +1,16 @@
 // dfw-dataplane: the DPDK poll-mode process that touches every packet.
 //
-//   dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]
-//                 [--max-connections N] [--tcp-loose] [--exit-after-ms N]
-//                 [--tx-port N] [--mbufs N]
+//   dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]... [--state-dir DIR]
+//                 [--flow-log FILE] [--max-connections N] [--tcp-loose]
+//                 [--exit-after-ms N] [--tx-port N] [--mbufs N]
 //                 -- <EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK,server=1>
+//
+// The local API (default unix:/run/dfw/dataplane.sock) rewrites the firewall,
+// so it trusts only the kernel: the socket is 0600 in a directory created
+// 0700, and each connection's peer uid (SO_PEERCRED) must be 0, this
+// process's euid or an --api-allow-uid before gRPC sees it (api_socket.h).
+// `--api HOST:PORT` (plaintext TCP, no peer check) is refused unless
+// --api-insecure-tcp is given, and even then only on a loopback address.
 //
 // The firewall port is ethdev port 0 (a vdev: in production net_virtio_user
 // as the vhost-user server, `--vdev net_virtio_user0,path=SOCK,server=1,
@@ -19,6 +26,7 @@
 // At start the persisted state (DIR/state.pb) is loaded and enforced before
 // the API opens; vNICs without rules drop everything.
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -38,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "api_socket.h"
 #include "dataplane_state.h"
 #include "local_api.h"
 #include "port_worker.h"
@@ -51,7 +60,9 @@ void OnSignal(int) { g_stop.store(true); }
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: dfw-dataplane [--api unix:PATH] [--state-dir DIR] [--flow-log FILE]\n"
+               "usage: dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]...\n"
+               "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
+               "                     [--state-dir DIR] [--flow-log FILE]\n"
                "                     [--max-connections N] [--tcp-loose] [--exit-after-ms N]\n"
                "                     [--tx-port N] [--mbufs N] -- <EAL args>\n");
   return 2;
@@ -75,8 +86,7 @@ int OnLinkChange(uint16_t port, rte_eth_event_type, void*, void*) {
 // behind. Removes it when nobody listens on it (a running dataplane's socket
 // stays, and EAL init then fails with DPDK's own message).
 void RemoveStaleServerSocket(const std::string& vdev) {
-  if (vdev.rfind("net_virtio_user", 0) != 0 || vdev.find(",server=1") == std::string::npos)
-    return;
+  if (vdev.rfind("net_virtio_user", 0) != 0 || vdev.find(",server=1") == std::string::npos) return;
   const size_t at = vdev.find(",path=");
   if (at == std::string::npos) return;
   const std::string path = vdev.substr(at + 6, vdev.find(',', at + 6) - (at + 6));
@@ -89,8 +99,8 @@ void RemoveStaleServerSocket(const std::string& vdev) {
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0) return;
-  const bool refused = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
-                       errno == ECONNREFUSED;
+  const bool refused =
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 && errno == ECONNREFUSED;
   close(fd);
   if (refused && unlink(path.c_str()) == 0)
     std::fprintf(stderr, "dfw-dataplane: removed the stale vhost-user socket %s\n", path.c_str());
@@ -130,6 +140,8 @@ int main(int argc, char** argv) {
   uint64_t exit_after_ms = 0;
   int tx_port = -1;
   uint32_t mbufs = 8191;
+  bool api_insecure_tcp = false;
+  std::vector<uid_t> api_allow_uids;
   PipelineConfig pc;
   int i = 1;
   for (; i < argc; ++i) {
@@ -142,6 +154,18 @@ int main(int argc, char** argv) {
       const char* v = next();
       if (!v) return Usage();
       api = v;
+    } else if (a == "--api-insecure-tcp") {
+      api_insecure_tcp = true;
+    } else if (a == "--api-allow-uid") {
+      const char* v = next();
+      const std::string uid = v ? v : "";
+      if (uid.empty() || uid.size() > 10 ||
+          uid.find_first_not_of("0123456789") != std::string::npos ||
+          std::stoull(uid) >= 0xffffffffull) {
+        std::fprintf(stderr, "dfw-dataplane: --api-allow-uid wants a numeric uid\n");
+        return Usage();
+      }
+      api_allow_uids.push_back(static_cast<uid_t>(std::stoull(uid)));
     } else if (a == "--state-dir") {
       const char* v = next();
       if (!v) return Usage();
@@ -173,6 +197,25 @@ int main(int argc, char** argv) {
       return Usage();
     }
   }
+  // The API endpoint is checked before the (slow) EAL start: a refused one
+  // never gets as far as touching a port.
+  ApiEndpoint endpoint;
+  if (std::string why = ParseApiEndpoint(api, api_insecure_tcp, &endpoint); !why.empty()) {
+    std::fprintf(stderr, "dfw-dataplane: refusing to start: %s\n", why.c_str());
+    return 2;
+  }
+  if (endpoint.kind == ApiEndpoint::Kind::kTcp && !api_allow_uids.empty()) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: refusing to start: --api-allow-uid needs a unix socket "
+                 "(TCP carries no peer uid)\n");
+    return 2;
+  }
+  if (endpoint.kind == ApiEndpoint::Kind::kUnix) {
+    if (std::string why = ApiSocket::CheckPath(endpoint.path); !why.empty()) {
+      std::fprintf(stderr, "dfw-dataplane: refusing to start: --api %s\n", why.c_str());
+      return 1;
+    }
+  }
   std::vector<std::string> eal_args = {"dfw-dataplane"};
   bool no_pci = false;
   for (; i < argc; ++i) {
@@ -195,8 +238,7 @@ int main(int argc, char** argv) {
                  "net_virtio_user0,path=SOCK,server=1,queues=1\n");
     return 1;
   }
-  rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0,
-                                              RTE_MBUF_DEFAULT_BUF_SIZE,
+  rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                               static_cast<int>(rte_socket_id()));
   if (!pool || !SetupPort(0, pool)) {
     std::fprintf(stderr, "dfw-dataplane: port 0 setup failed: %s\n", rte_strerror(rte_errno));
@@ -237,13 +279,41 @@ int main(int argc, char** argv) {
   if (!flow_log.empty() && !sink)
     std::fprintf(stderr, "dfw-dataplane: cannot open %s\n", flow_log.c_str());
   LocalApi service(&state, &pipeline, &worker);
+  // A unix socket is ours (ApiSocket: 0600, peer uid checked) and gRPC gets
+  // only the admitted connections; the server itself listens on nothing.
+  // TCP (--api-insecure-tcp, loopback) is gRPC's own listener.
+  std::unique_ptr<ApiSocket> api_socket;
+  if (endpoint.kind == ApiEndpoint::Kind::kUnix) {
+    std::string error;
+    api_socket = ApiSocket::Open(endpoint.path, api_allow_uids, &error);
+    if (!api_socket) {
+      std::fprintf(stderr, "dfw-dataplane: api: %s\n", error.c_str());
+      return 1;
+    }
+    service.SetRefusedConnections([s = api_socket.get()] { return s->refused(); });
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(api, grpc::InsecureServerCredentials());
+  int tcp_port = 0;
+  if (endpoint.kind == ApiEndpoint::Kind::kTcp) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: WARNING: the local API listens on plaintext TCP %s "
+                 "(--api-insecure-tcp): every local user can rewrite the firewall\n",
+                 endpoint.host_port.c_str());
+    builder.AddListeningPort(endpoint.host_port, grpc::InsecureServerCredentials(), &tcp_port);
+  }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) {
+  if (!server || (endpoint.kind == ApiEndpoint::Kind::kTcp && tcp_port == 0)) {
     std::fprintf(stderr, "dfw-dataplane: cannot listen on %s\n", api.c_str());
     return 1;
+  }
+  if (api_socket) {
+    grpc::Server* srv = server.get();
+    api_socket->Start([srv](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); });
+  } else {
+    // The port gRPC picked for HOST:0.
+    api =
+        endpoint.host_port.substr(0, endpoint.host_port.rfind(':') + 1) + std::to_string(tcp_port);
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -260,6 +330,7 @@ int main(int argc, char** argv) {
       service.DrainFlows(sink);
       if (exit_after_ms && MonotonicMs() - start > exit_after_ms) break;
     }
+    if (api_socket) api_socket->Stop();  // no new connection for a server shutting down
     server->Shutdown();
     worker.Stop();
   });
@@ -271,13 +342,12 @@ int main(int argc, char** argv) {
                              .count();
   service.DrainFlows(sink);
   PipelineCounters& c = pipeline.counters();
-  std::printf(
-      "dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld\n",
-      static_cast<unsigned long long>(worker.rx_packets()),
-      static_cast<unsigned long long>(worker.tx_packets()),
-      static_cast<unsigned long long>(c.forwarded.Get()),
-      static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()),
-      static_cast<long long>(worker_us));
+  std::printf("dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld\n",
+              static_cast<unsigned long long>(worker.rx_packets()),
+              static_cast<unsigned long long>(worker.tx_packets()),
+              static_cast<unsigned long long>(c.forwarded.Get()),
+              static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()),
+              static_cast<long long>(worker_us));
   if (sink) std::fclose(sink);
   rte_eth_dev_stop(0);
   rte_eth_dev_close(0);

@@ -2,7 +2,8 @@
 // (proto dfw.v1.DataplaneService on a unix socket).
 //
 //   dfw-dpctl [--api unix:PATH] [-o table|json] [--timeout SEC] <command> ...
-//     counters                          revision, per-vNIC, per-rule, per-drop-reason counters
+//     counters                          revision, refused API connections, per-vNIC,
+//                                       per-rule, per-drop-reason counters
 //     connections [--vnic ID] [--max N] the conntrack table (all vNICs or one)
 //     flows [--max N]                   the most recent flow records (default 100)
 //     vnics [--state-dir DIR]           the vNICs the dataplane knows (from Counters; with the
@@ -205,7 +206,9 @@ int Counters(Cli& cli) {
     return cli.Fail("counters", st);
   SortById(r.mutable_vnics());
   if (cli.json) return PrintJson(r) ? kExitOk : kExitRefused;
-  std::printf("applied revision: %llu\n\n", static_cast<unsigned long long>(r.applied_revision()));
+  std::printf("applied revision: %llu\n", static_cast<unsigned long long>(r.applied_revision()));
+  std::printf("api connections refused: %llu\n\n",
+              static_cast<unsigned long long>(r.api_refused_connections()));
   Table v({"VNIC", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "CONNS"});
   for (const auto& s : r.vnics())
     v.Add({s.vnic_id(), Num(s.rx_packets()), Num(s.rx_bytes()), Num(s.tx_packets()),
