@@ -1,14 +1,27 @@
 // dfw-dataplane as a process: configured over its local gRPC API, killed with
 // SIGKILL, restarted with no agent at all — and it enforces the persisted
 // state on real frames (net_pcap in, net_pcap out) before anyone connects.
+// And the local API's trust: the socket 0600 in a directory created 0700,
+// other uids refused (by the file mode, and by the SO_PEERCRED check for one
+// that gets past it), --api-allow-uid, a stale socket replaced but a regular
+// file or symlink never, plaintext TCP only with --api-insecure-tcp on
+// loopback. These run as root (CI does); the uid cases skip otherwise.
+#include <fcntl.h>
+#include <grp.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/fsuid.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -127,16 +140,23 @@ class DataplaneDaemonTest : public ::testing::Test {
     fs::remove_all(dir_);
     // EAL's runtime directories of both runs.
     std::error_code ec;
-    for (const char* p : {"dpa", "dpb"}) {
+    for (const char* p : {"dpa", "dpb", "dpc", "dpd", "dpe"}) {
       fs::remove_all("/var/run/dpdk/" + std::string(p) + std::to_string(getpid()), ec);
     }
   }
 
   std::vector<std::string> Args(const std::string& api, const std::string& vdev,
                                 const std::string& prefix, uint64_t exit_after_ms = 0) {
-    std::vector<std::string> a = {
-        DFW_DATAPLANE_BIN, "--api",      "unix:" + (dir_ / api).string(), "--state-dir",
-        dir_.string(),     "--flow-log", (dir_ / "flows.jsonl").string()};
+    return ApiArgs({"--api", "unix:" + (dir_ / api).string()}, vdev, prefix, exit_after_ms);
+  }
+  // `api` is every --api* argument.
+  std::vector<std::string> ApiArgs(const std::vector<std::string>& api, const std::string& vdev,
+                                   const std::string& prefix, uint64_t exit_after_ms = 0) {
+    std::vector<std::string> a = {DFW_DATAPLANE_BIN};
+    a.insert(a.end(), api.begin(), api.end());
+    for (const std::string& e : {std::string("--state-dir"), dir_.string(),
+                                 std::string("--flow-log"), (dir_ / "flows.jsonl").string()})
+      a.push_back(e);
     if (exit_after_ms) {
       a.push_back("--exit-after-ms");
       a.push_back(std::to_string(exit_after_ms));
@@ -214,15 +234,19 @@ TEST_F(DataplaneDaemonTest, EnforcesPersistedStateAfterKill9BeforeAnyAgentConnec
   };
   WritePcap((dir_ / "in.pcap").string(), in);
   std::string log2 = (dir_ / "run2.log").string();
-  Child dp2(Args("api2.sock",
+  // The same API path: the killed run's socket file is stale and replaced.
+  Child dp2(Args("api.sock",
                  "net_pcap0,rx_pcap=" + (dir_ / "in.pcap").string() +
                      ",tx_pcap=" + (dir_ / "out.pcap").string(),
                  "dpb", /*exit_after_ms=*/1500),
             log2);
   ASSERT_EQ(dp2.Wait(30), 0) << Slurp(log2);
   EXPECT_NE(
-      Slurp(log2).find("ready api=unix:" + (dir_ / "api2.sock").string() + " vnics=2 revision=7"),
+      Slurp(log2).find("ready api=unix:" + (dir_ / "api.sock").string() + " vnics=2 revision=7"),
       std::string::npos)
+      << Slurp(log2);
+  EXPECT_NE(Slurp(log2).find("removed the stale api socket " + (dir_ / "api.sock").string()),
+            std::string::npos)
       << Slurp(log2);
   std::vector<Bytes> out = ReadPcap((dir_ / "out.pcap").string());
   ASSERT_EQ(out.size(), 1u) << Slurp(log2);
@@ -231,6 +255,206 @@ TEST_F(DataplaneDaemonTest, EnforcesPersistedStateAfterKill9BeforeAnyAgentConnec
   EXPECT_NE(flows.find("\"kind\":\"allowed\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"kind\":\"denied\",\"time_ms\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"dport\":22"), std::string::npos) << flows;
+}
+
+// --- The local API's trust ---------------------------------------------------
+
+constexpr uid_t kNobody = 65534;
+
+// Runs `args` in a child as uid/gid `uid` (no supplementary groups), output
+// to `out_path`; its exit code, or -1 after 20 s.
+int RunAs(uid_t uid, std::vector<std::string> args, const std::string& out_path) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0) _exit(120);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 400; ++i) {
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+// What a raw HTTP/2 client gets from the socket, in a child with effective
+// uid `euid` but filesystem uid 0 (setresuid keeps 0 as the saved uid, so
+// setfsuid(0) is allowed): the file mode lets it connect, and only the
+// dataplane's SO_PEERCRED check (which reports the effective uid) stands in
+// its way. 0: the server answered the connection preface (served); 1: closed
+// without a byte (refused); 2: timeout; 10+: the probe itself failed.
+int RawProbe(const std::string& path, uid_t euid) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (euid != 0) {
+      if (setgroups(0, nullptr) != 0 || setresuid(euid, euid, 0) != 0) _exit(11);
+      setfsuid(0);
+      if (setfsuid(static_cast<uid_t>(-1)) != 0) _exit(12);  // reads it back
+      if (geteuid() != euid) _exit(13);
+    }
+    sockaddr_un addr;
+    std::memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size());
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(14);
+    static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    static const unsigned char kSettings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    // The server may close before or while we write: then the answer is 1.
+    signal(SIGPIPE, SIG_IGN);
+    (void)!write(fd, kPreface, sizeof(kPreface) - 1);
+    (void)!write(fd, kSettings, sizeof(kSettings));
+    pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) _exit(2);
+    char buf[64];
+    _exit(read(fd, buf, sizeof(buf)) > 0 ? 0 : 1);
+  }
+  int status;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+unsigned ModeOf(const fs::path& p) {
+  struct stat st;
+  if (lstat(p.c_str(), &st) != 0) return 0xffffffffu;
+  return st.st_mode & 07777;
+}
+
+uint64_t RefusedConnections(const std::string& target) {
+  auto api = v1::DataplaneService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::CountersResponse resp;
+  auto st = api->Counters(&ctx, v1::CountersRequest(), &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return resp.api_refused_connections();
+}
+
+TEST_F(DataplaneDaemonTest, ApiSocketIs0600InA0700DirectoryAndRefusesOtherUids) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (to act as another uid)";
+  // Two missing directory levels: both created 0700.
+  const fs::path sock = dir_ / "run" / "dfw" / "api.sock";
+  const std::string log = (dir_ / "dp.log").string();
+  Child dp(ApiArgs({"--api", "unix:" + sock.string()}, "net_null0", "dpc"), log);
+  ASSERT_TRUE(WaitFor(log, "dfw-dataplane: ready", 20)) << Slurp(log);
+  struct stat st;
+  ASSERT_EQ(lstat(sock.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(ModeOf(sock), 0600u);
+  EXPECT_EQ(ModeOf(dir_ / "run" / "dfw"), 0700u);
+  EXPECT_EQ(ModeOf(dir_ / "run"), 0700u);
+
+  // Root's Counters works; nothing refused yet.
+  EXPECT_EQ(RefusedConnections("unix:" + sock.string()), 0u);
+  EXPECT_EQ(RawProbe(sock.string(), 0), 0);
+
+  // nobody, through dfw-dpctl: the 0600 socket in a 0700 directory keeps it
+  // out before the dataplane sees it (unreachable: exit 3).
+  const std::string out = (dir_ / "nobody.out").string();
+  EXPECT_EQ(RunAs(kNobody, {DFW_DPCTL_BIN, "--api", "unix:" + sock.string(), "counters"}, out), 3)
+      << Slurp(out);
+  EXPECT_EQ(RefusedConnections("unix:" + sock.string()), 0u);
+
+  // nobody with filesystem uid 0 gets past the file mode: the SO_PEERCRED
+  // check closes its connection before a byte of HTTP/2; each is counted,
+  // the first logged.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(RawProbe(sock.string(), kNobody), 1) << i;
+  EXPECT_EQ(RefusedConnections("unix:" + sock.string()), 3u);
+  std::string text = Slurp(log);
+  const std::string line = "refused a connection from uid 65534";
+  ASSERT_NE(text.find(line), std::string::npos) << text;
+  EXPECT_EQ(text.find(line, text.find(line) + 1), std::string::npos) << "logged once:\n" << text;
+  // dfw-dpctl shows the counter.
+  ASSERT_EQ(RunAs(0, {DFW_DPCTL_BIN, "--api", "unix:" + sock.string(), "counters"}, out), 0)
+      << Slurp(out);
+  EXPECT_NE(Slurp(out).find("api connections refused: 3\n"), std::string::npos) << Slurp(out);
+}
+
+TEST_F(DataplaneDaemonTest, ApiAllowUidAdmitsThatUidOnly) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (to act as another uid)";
+  const fs::path sock = dir_ / "run" / "api.sock";
+  const std::string log = (dir_ / "dp.log").string();
+  Child dp(ApiArgs({"--api", "unix:" + sock.string(), "--api-allow-uid", "65534"}, "net_null0",
+                   "dpd", /*exit_after_ms=*/8000),
+           log);
+  ASSERT_TRUE(WaitFor(log, "dfw-dataplane: ready", 20)) << Slurp(log);
+  // The group bits show the ACL mask: user:65534 may rw the socket and
+  // search the directory; the group owner and others get nothing.
+  EXPECT_EQ(ModeOf(sock), 0660u);
+  EXPECT_EQ(ModeOf(dir_ / "run"), 0710u);
+  const std::string out = (dir_ / "nobody.out").string();
+  EXPECT_EQ(RunAs(kNobody, {DFW_DPCTL_BIN, "--api", "unix:" + sock.string(), "counters"}, out), 0)
+      << Slurp(out);
+  EXPECT_NE(Slurp(out).find("api connections refused: 0\n"), std::string::npos) << Slurp(out);
+  // Another unprivileged uid is still refused (by the file mode).
+  EXPECT_EQ(RunAs(65533, {DFW_DPCTL_BIN, "--api", "unix:" + sock.string(), "counters"}, out), 3)
+      << Slurp(out);
+  // On a clean stop the socket file goes.
+  ASSERT_EQ(dp.Wait(30), 0) << Slurp(log);
+  EXPECT_FALSE(fs::exists(sock)) << Slurp(log);
+}
+
+TEST_F(DataplaneDaemonTest, RefusesToReplaceAFileOrSymlinkAtTheApiPath) {
+  const fs::path file = dir_ / "file.sock", link = dir_ / "link.sock";
+  std::ofstream(file) << "not a socket";
+  fs::create_symlink(dir_ / "elsewhere", link);
+  const std::vector<std::pair<fs::path, std::string>> cases = {{file, "a regular file"},
+                                                               {link, "a symlink"}};
+  for (const auto& [path, what] : cases) {
+    const std::string log = (dir_ / "refused.log").string();
+    Child dp(Args(path.filename().string(), "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 1) << Slurp(log);
+    EXPECT_NE(Slurp(log).find(path.string() + " exists and is " + what + ", not a socket"),
+              std::string::npos)
+        << Slurp(log);
+  }
+  EXPECT_EQ(Slurp(file.string()), "not a socket");
+  EXPECT_TRUE(fs::is_symlink(link));
+}
+
+TEST_F(DataplaneDaemonTest, PlaintextTcpOnlyWithTheFlagAndOnlyOnLoopback) {
+  const std::string log = (dir_ / "tcp.log").string();
+  {
+    Child dp(ApiArgs({"--api", "127.0.0.1:0"}, "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 2) << Slurp(log);
+    EXPECT_NE(Slurp(log).find("refusing to start: --api 127.0.0.1:0 is plaintext TCP with no "
+                              "authentication"),
+              std::string::npos)
+        << Slurp(log);
+  }
+  for (const char* host : {"0.0.0.0:0", "[::]:0", "192.0.2.1:0", "example.com:0"}) {
+    Child dp(ApiArgs({"--api", host, "--api-insecure-tcp"}, "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 2) << Slurp(log);
+    EXPECT_NE(Slurp(log).find("--api-insecure-tcp listens only on a loopback address"),
+              std::string::npos)
+        << Slurp(log);
+  }
+  {
+    Child dp(ApiArgs({"--api", "unix-abstract:dfw"}, "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 2) << Slurp(log);
+  }
+  // With the flag, on loopback: it starts, warns, and serves.
+  Child dp(ApiArgs({"--api", "127.0.0.1:0", "--api-insecure-tcp"}, "net_null0", "dpe"), log);
+  ASSERT_TRUE(WaitFor(log, "dfw-dataplane: ready", 20)) << Slurp(log);
+  const std::string text = Slurp(log);
+  EXPECT_NE(text.find("WARNING: the local API listens on plaintext TCP"), std::string::npos);
+  const size_t at = text.find("ready api=127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << text;
+  const int port = std::atoi(text.c_str() + at + std::strlen("ready api=127.0.0.1:"));
+  ASSERT_GT(port, 0) << text;
+  EXPECT_EQ(RefusedConnections("127.0.0.1:" + std::to_string(port)), 0u);
 }
 
 }  // namespace
