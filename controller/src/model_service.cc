@@ -47,6 +47,62 @@ absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
   return absl::Status(s.code(), Cat(prefix, s.message()));
 }
 
+absl::Status AtMost(int n, size_t max, const std::string& field, const char* what) {
+  if (static_cast<size_t>(n) <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(Cat(field, ": ", n, " ", what, "; at most ", max));
+}
+
+// The API's size limits on one VM (ModelService::kMaxTagsPerVm...).
+absl::Status CheckVmLimits(const dfw::v1::Vm& vm) {
+  using M = ModelService;
+  if (auto s = AtMost(vm.tags_size(), M::kMaxTagsPerVm, "vm.tags", "tags"); !s.ok()) return s;
+  if (auto s = AtMost(vm.vnics_size(), M::kMaxVnicsPerVm, "vm.vnics", "vNICs"); !s.ok()) return s;
+  for (int i = 0; i < vm.vnics_size(); ++i) {
+    if (auto s = AtMost(vm.vnics(i).addresses_size(), M::kMaxAddressesPerVnic,
+                        Cat("vm.vnics[", i, "].addresses"), "addresses");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGroupLimits(const dfw::v1::SecurityGroup& g) {
+  using M = ModelService;
+  const auto& sm = g.static_members();
+  const std::string f = "group.static_members.";
+  if (auto s = AtMost(sm.ip_prefixes_size(), M::kMaxStaticPrefixesPerGroup, f + "ip_prefixes",
+                      "prefixes");
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = AtMost(sm.vm_ids_size(), M::kMaxStaticMembersPerGroup, f + "vm_ids", "VMs");
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = AtMost(sm.vnic_ids_size(), M::kMaxStaticMembersPerGroup, f + "vnic_ids", "vNICs");
+      !s.ok()) {
+    return s;
+  }
+  if (auto s =
+          AtMost(sm.group_ids_size(), M::kMaxIncludedGroupsPerGroup, f + "group_ids", "groups");
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = AtMost(g.criteria_size(), M::kMaxCriteriaPerGroup, "group.criteria", "conjunctions");
+      !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < g.criteria_size(); ++i) {
+    if (auto s = AtMost(g.criteria(i).conditions_size(), M::kMaxCriteriaPerGroup,
+                        Cat("group.criteria[", i, "].conditions"), "conditions");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckExpected(uint64_t expected, const char* what, const std::string& id,
                            const uint64_t* current) {
   if (expected == 0) return absl::OkStatus();
@@ -444,6 +500,8 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
   if (req.expected_revision() != 0 && req.vm_ids_size() != 1) {
     return absl::InvalidArgumentError("expected_revision: only with a single VM");
   }
+  if (auto s = AtMost(req.set_size(), kMaxTagsPerVm, "set", "tags"); !s.ok()) return s;
+  if (auto s = AtMost(req.remove_size(), kMaxTagsPerVm, "remove", "tags"); !s.ok()) return s;
   std::vector<tagging::Tag> set, unset;
   for (int i = 0; i < req.set_size(); ++i) {
     if (auto s = tagging::ValidateTag(req.set(i), Cat("set[", i, "]")); !s.ok()) return s;
@@ -480,6 +538,10 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
     c.before = *index_->FindVm(id);
     dfw::v1::Vm out = vms_[id];
     auto api = ApiTagsAfterTag(out, set, unset);
+    if (api.ok() && api->size() > kMaxTagsPerVm) {
+      api = absl::InvalidArgumentError(
+          Cat("set: VM '", id, "' would hold ", api->size(), " API tags; at most ", kMaxTagsPerVm));
+    }
     if (!api.ok()) {
       UndoVmChanges(index_.get(), changes);
       return api.status();
@@ -542,6 +604,13 @@ absl::StatusOr<dfw::v1::EffectiveRulesResponse> ModelService::EffectiveRules(
     if (!vm) return absl::NotFoundError(Cat("vm_id: VM '", req.vm_id(), "' does not exist"));
     for (const auto& n : vm->vnics) vnics.push_back(n.id);
   } else {
+    bool known = false;  // a linear scan: vNIC ids are not indexed by owner here
+    for (auto it = vms_.begin(); it != vms_.end() && !known; ++it) {
+      for (const auto& n : it->second.vnics()) known = known || n.id() == req.vnic_id();
+    }
+    if (!known) {
+      return absl::NotFoundError(Cat("vnic_id: vNIC '", req.vnic_id(), "' does not exist"));
+    }
     vnics.push_back(req.vnic_id());
   }
   dfw::v1::EffectiveRulesResponse resp;
@@ -554,6 +623,7 @@ absl::StatusOr<dfw::v1::EffectiveRulesResponse> ModelService::EffectiveRules(
 absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::PutGroupRequest& req,
                                                               bool create_only) {
   if (!req.has_group()) return absl::InvalidArgumentError("group: required");
+  if (auto s = CheckGroupLimits(req.group()); !s.ok()) return s;
   auto spec = tagging::GroupFromProto(req.group());
   if (!spec.ok()) return Prefixed(spec.status(), "group.");
   if (auto s = ValidateObjectId(req.group().id(), "group.id"); !s.ok()) return s;

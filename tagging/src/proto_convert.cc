@@ -23,17 +23,53 @@ bool IsIdChar(char c) {
          c == ':';
 }
 
+}  // namespace
+
 absl::Status ValidateId(std::string_view id, std::string_view field) {
   if (id.empty()) return FieldError(field, "must not be empty");
-  if (id.size() > kMaxIdLen) return FieldError(field, Cat("longer than ", kMaxIdLen));
-  for (char c : id) {
-    if (!IsIdChar(c)) {
-      return FieldError(field, Cat("'", id, "' has character '", std::string(1, c),
-                                   "'; use letters, digits, '-', '_', '.', ':'"));
+  if (id.size() > kMaxIdLen)
+    return FieldError(field, Cat("longer than ", kMaxIdLen, " characters"));
+  if (id == "." || id == "..") return FieldError(field, Cat("'", id, "' is not an id"));
+  for (size_t i = 0; i < id.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(id[i]);
+    if (IsIdChar(static_cast<char>(c))) continue;
+    // Never echo a byte that is not printable ASCII: the id may not even be
+    // UTF-8, and the message goes into JSON.
+    if (c >= 0x20 && c < 0x7f) {
+      return FieldError(field,
+                        Cat("'", id, "' has character '", std::string(1, static_cast<char>(c)),
+                            "'; use letters, digits, '-', '_', '.', ':'"));
     }
+    static constexpr char kHex[] = "0123456789abcdef";
+    return FieldError(field,
+                      Cat("has byte 0x", std::string{kHex[c >> 4], kHex[c & 15]}, " at offset ", i,
+                          "; ids are ASCII letters, digits, '-', '_', '.', ':'"));
   }
   return absl::OkStatus();
 }
+
+namespace {}  // namespace
+
+bool IsUtf8(std::string_view s) {
+  static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : 4;
+    if (n == 4 || n > s.size() - 1 - i) return false;  // a bad lead byte, or cut short
+    uint32_t cp = n == 0 ? c : c & (0x3f >> n);
+    for (size_t k = 1; k <= n; ++k) {
+      unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+namespace {
 
 absl::Status ValidatePrintable(std::string_view s, size_t max, std::string_view field,
                                bool allow_empty) {
@@ -42,6 +78,7 @@ absl::Status ValidatePrintable(std::string_view s, size_t max, std::string_view 
   for (unsigned char c : s) {
     if (c < 0x20 || c == 0x7f) return FieldError(field, "contains a control character");
   }
+  if (!IsUtf8(s)) return FieldError(field, "is not valid UTF-8");
   return absl::OkStatus();
 }
 

@@ -117,6 +117,18 @@ class ModelService {
 
   ModelStats Stats() const;
 
+  // Size limits on what the API (REST and gRPC: PutVm, Tag, PutGroup) may
+  // write; beyond them INVALID_ARGUMENT names the field and the limit
+  // ("vm.vnics: 17 vNICs; at most 16"). Host inventory reports are not
+  // held to them. Policy limits: policy_validator.h.
+  static constexpr size_t kMaxTagsPerVm = 64;  // API tags of one VM
+  static constexpr size_t kMaxVnicsPerVm = 16;
+  static constexpr size_t kMaxAddressesPerVnic = 64;
+  static constexpr size_t kMaxStaticPrefixesPerGroup = 4096;
+  static constexpr size_t kMaxStaticMembersPerGroup = 4096;  // each of vm_ids, vnic_ids
+  static constexpr size_t kMaxIncludedGroupsPerGroup = 256;
+  static constexpr size_t kMaxCriteriaPerGroup = 64;  // conjunctions; conditions per conjunction
+
  private:
   ModelService();
   struct HostState;
