@@ -542,6 +542,24 @@ int Run(Ctx& c, std::vector<std::string> a) {
   return kUsage;
 }
 
+// Arguments end up in JSON request bodies, and JSON strings are UTF-8:
+// nlohmann::json throws (and dfwctl would abort) when asked to dump anything
+// else. Every argument is checked here, before anything is sent, with the
+// same test the dump applies. Files (apply -f) are parsed by the same
+// library, which refuses invalid UTF-8 as invalid JSON.
+int CheckArgsAreUtf8(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    try {
+      (void)json(args[i]).dump();
+    } catch (const json::exception&) {
+      std::string shown = json(args[i]).dump(-1, ' ', true, json::error_handler_t::replace);
+      std::fprintf(stderr, "dfwctl: argument %zu (%s) is not valid UTF-8\n", i + 1, shown.c_str());
+      return kInvalid;
+    }
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -566,6 +584,7 @@ int main(int argc, char** argv) {
       args.push_back(a);
     }
   }
+  if (int rc = CheckArgsAreUtf8(args); rc != kOk) return rc;
   Api api(server);
   Ctx c{&api, json_out};
   return Run(c, args);

@@ -1,9 +1,18 @@
 #include "dfw/controller/rest_api.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "google/protobuf/util/json_util.h"
 #include "str_util.h"
 
@@ -52,11 +61,13 @@ void SendError(Response& res, const absl::Status& s) {
   }
   nlohmann::json j;
   j["error"] = {{"code", absl::StatusCodeToString(s.code())},
-                {"http_status", HttpStatusFor(s.code())},
+                {"http_status", HttpStatusOf(s)},
                 {"field", field},
                 {"message", msg}};
-  res.status = HttpStatusFor(s.code());
-  res.set_content(j.dump(), "application/json");
+  res.status = HttpStatusOf(s);
+  // A message may quote input that is not UTF-8: replace, never throw.
+  res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
 }
 
 void SendMessage(Response& res, const Message& m, int status = 200, uint64_t etag = 0) {
@@ -85,12 +96,20 @@ absl::Status ParseBody(const Request& req, Message* m) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> ParseUint(const std::string& text, const char* field) {
+// A decimal number of at most `max`; anything else (a sign, spaces, an
+// overflow) is INVALID_ARGUMENT naming the field.
+absl::StatusOr<uint64_t> ParseUint(const std::string& text, const char* field,
+                                   uint64_t max = UINT64_MAX) {
   if (text.empty()) return absl::InvalidArgumentError(Cat(field, ": empty"));
-  uint64_t v = 0;
+  std::string shown = text.size() > 40 ? text.substr(0, 40) + "..." : text;
   for (char c : text) {
-    if (c < '0' || c > '9') return absl::InvalidArgumentError(Cat(field, ": '", text, "' is not a number"));
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+    if (c < '0' || c > '9') {
+      return absl::InvalidArgumentError(Cat(field, ": '", shown, "' is not a number"));
+    }
+  }
+  uint64_t v = 0;
+  if (!absl::SimpleAtoi(text, &v) || v > max) {
+    return absl::InvalidArgumentError(Cat(field, ": '", shown, "' is above ", max));
   }
   return v;
 }
@@ -112,9 +131,9 @@ absl::StatusOr<uint64_t> ExpectedRevision(const Request& req) {
 absl::StatusOr<dfw::v1::ListRequest> ListParams(const Request& req) {
   dfw::v1::ListRequest l;
   if (req.has_param("page_size")) {
-    auto n = ParseUint(req.get_param_value("page_size"), "page_size");
+    auto n = ParseUint(req.get_param_value("page_size"), "page_size", UINT32_MAX);
     if (!n.ok()) return n.status();
-    l.set_page_size(static_cast<uint32_t>(std::min<uint64_t>(*n, UINT32_MAX)));
+    l.set_page_size(static_cast<uint32_t>(*n));
   }
   if (req.has_param("page_token")) l.set_page_token(req.get_param_value("page_token"));
   return l;
@@ -131,7 +150,205 @@ absl::Status PathId(std::string* body_id, const std::string& path_id) {
   return absl::OkStatus();
 }
 
+constexpr char kHttpStatusPayload[] = "dfw.http_status";
+
+absl::Status WithHttpStatus(absl::Status s, int http_status) {
+  s.SetPayload(kHttpStatusPayload, absl::Cord(std::to_string(http_status)));
+  return s;
+}
+
+struct HostPort {
+  std::string host;  // lower case, IPv6 without brackets
+  std::string port;  // empty: none given
+};
+
+// "name", "name:port", "1.2.3.4:80", "[::1]:80"; nullopt when malformed.
+std::optional<HostPort> SplitHostPort(std::string_view v) {
+  HostPort out;
+  if (v.empty()) return std::nullopt;
+  if (v.front() == '[') {
+    size_t close = v.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    out.host = std::string(v.substr(1, close - 1));
+    std::string_view rest = v.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return std::nullopt;
+      out.port = std::string(rest.substr(1));
+    }
+  } else {
+    size_t colon = v.find(':');
+    if (colon != v.rfind(':')) return std::nullopt;  // a bare IPv6 address
+    out.host = std::string(v.substr(0, colon));
+    if (colon != std::string_view::npos) out.port = std::string(v.substr(colon + 1));
+  }
+  if (out.host.empty()) return std::nullopt;
+  for (char c : out.port) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  for (char c : out.host) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+          c == '_')) {
+      return std::nullopt;
+    }
+  }
+  out.host = absl::AsciiStrToLower(out.host);
+  return out;
+}
+
+bool IsLoopback(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr a4;
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6;
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+// The address a connection arrived on, as Host would name it.
+bool IsLocalAddress(const std::string& host, const std::string& local_addr) {
+  if (local_addr.empty()) return false;
+  std::string local = absl::AsciiStrToLower(local_addr);
+  if (local.rfind("::ffff:", 0) == 0 && local.find('.') != std::string::npos) {
+    local = local.substr(7);
+  }
+  return host == local;
+}
+
+bool HasBody(const Request& req) {
+  if (req.has_header("Transfer-Encoding")) return true;
+  return req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0";
+}
+
 }  // namespace
+
+int HttpStatusOf(const absl::Status& s) {
+  if (auto p = s.GetPayload(kHttpStatusPayload)) {
+    int v = 0;
+    if (absl::SimpleAtoi(std::string(*p), &v)) return v;
+  }
+  return HttpStatusFor(s.code());
+}
+
+absl::Status CheckRequest(const Request& req, const std::vector<std::string>& allowed_hosts) {
+  // Host: a name a DNS-rebinding page cannot make the browser send.
+  if (req.get_header_value_count("Host") != 1) {
+    return absl::InvalidArgumentError("Host: send exactly one Host header");
+  }
+  auto host = SplitHostPort(req.get_header_value("Host"));
+  if (!host) return absl::InvalidArgumentError("Host: malformed");
+  bool allowed = IsLoopback(host->host) || IsLocalAddress(host->host, req.local_addr);
+  for (const auto& h : allowed_hosts) allowed = allowed || absl::AsciiStrToLower(h) == host->host;
+  if (!allowed) {
+    return WithHttpStatus(
+        absl::PermissionDeniedError(Cat("Host: '", host->host,
+                                        "' is not a name of this controller (loopback, the "
+                                        "listening address, or an allowed host)")),
+        421);
+  }
+  // Origin: same origin only; there is no CORS.
+  if (req.has_header("Origin")) {
+    if (req.get_header_value_count("Origin") != 1) {
+      return WithHttpStatus(absl::PermissionDeniedError("Origin: more than one"), 403);
+    }
+    std::string origin = absl::AsciiStrToLower(req.get_header_value("Origin"));
+    std::string scheme = req.ssl ? "https" : "http";
+    std::string default_port = req.ssl ? "443" : "80";
+    bool same = false;
+    if (origin.rfind(scheme + "://", 0) == 0) {
+      auto o = SplitHostPort(std::string_view(origin).substr(scheme.size() + 3));
+      if (o) {
+        std::string op = o->port.empty() ? default_port : o->port;
+        std::string hp = host->port.empty() ? default_port : host->port;
+        same = o->host == host->host && op == hp;
+      }
+    }
+    if (!same) {
+      return WithHttpStatus(absl::PermissionDeniedError(
+                                "Origin: cross-origin requests are refused (the API has no CORS)"),
+                            403);
+    }
+  }
+  // Writes with a body: JSON only (a cross-site form cannot send it).
+  const std::string& m = req.method;
+  if ((m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE") && HasBody(req)) {
+    std::string ct = req.get_header_value("Content-Type");
+    ct = absl::AsciiStrToLower(absl::StripAsciiWhitespace(ct.substr(0, ct.find(';'))));
+    if (ct != "application/json") {
+      return WithHttpStatus(absl::InvalidArgumentError("Content-Type: send application/json"), 415);
+    }
+  }
+  if (req.has_header("Content-Length")) {
+    uint64_t n = 0;
+    if (!absl::SimpleAtoi(req.get_header_value("Content-Length"), &n)) {
+      return absl::InvalidArgumentError("Content-Length: not a number");
+    }
+    if (n > kMaxRequestBodyBytes) {
+      return WithHttpStatus(
+          absl::ResourceExhaustedError(Cat("body: ", n, " bytes; at most ", kMaxRequestBodyBytes)),
+          413);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RestApi::SetAllowedHosts(std::vector<std::string> hosts) {
+  std::lock_guard l(hosts_mu_);
+  allowed_hosts_ = std::move(hosts);
+}
+
+void RestApi::RaiseListenBacklog() {
+  int fd = listen_fd_.load();
+  if (fd < 0) return;
+  if (::listen(fd, kListenBacklog) != 0) {
+    std::fprintf(stderr, "dfw-controller: REST: cannot raise the listen backlog: %s\n",
+                 std::strerror(errno));
+  }
+}
+
+void RestApi::InstallRequestGuards(httplib::Server& s) {
+  s.set_pre_routing_handler([this](const Request& req, Response& res) {
+    std::vector<std::string> hosts;
+    {
+      std::lock_guard l(hosts_mu_);
+      hosts = allowed_hosts_;
+    }
+    auto st = CheckRequest(req, hosts);
+    if (st.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    SendError(res, st);
+    res.set_header("Connection", "close");  // the body, if any, is left unread
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  s.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "dfw-controller: REST %s %s failed: %s\n", req.method.c_str(),
+                 req.path.c_str(), what.c_str());
+    res.headers.clear();
+    SendError(res, absl::InternalError("internal: the request failed; see the controller's log"));
+  });
+  s.set_payload_max_length(kMaxRequestBodyBytes);
+  s.set_read_timeout(kRestReadTimeoutSeconds, 0);
+  s.set_keep_alive_timeout(kRestReadTimeoutSeconds);
+  // Records the listening socket (httplib calls this on it before bind).
+  s.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_.store(sock);
+  });
+  // httplib makes the task queue once bound, right before its first
+  // accept: the moment to raise the backlog.
+  s.new_task_queue = [this] {
+    RaiseListenBacklog();
+    return new httplib::ThreadPool(kRestWorkers);
+  };
+}
 
 RestApi::RestApi(ModelService* model) : model_(model), server_(std::make_unique<httplib::Server>()) {
   server_->new_task_queue = [] { return new httplib::ThreadPool(8); };
@@ -153,6 +370,7 @@ void RestApi::Stop() {
 }
 
 void RestApi::Routes() {
+  InstallRequestGuards(*server_);  // to move to the constructor
   auto& s = *server_;
   ModelService* m = model_;
   const std::string id = "/([^/]+)";
@@ -337,6 +555,14 @@ void RestApi::Routes() {
     if (!res.body.empty()) return;
     if (res.status == 404) {
       SendError(res, absl::NotFoundError(Cat("path: no such resource ", req.method, " ", req.path)));
+    } else if (res.status == 413) {
+      SendError(res, WithHttpStatus(absl::ResourceExhaustedError(Cat(
+                                        "body: above ", kMaxRequestBodyBytes, " bytes")),
+                                    413));
+    } else if (res.status >= 400) {
+      SendError(res, WithHttpStatus(absl::InvalidArgumentError(Cat(
+                                        "request: refused with HTTP status ", res.status)),
+                                    res.status));
     }
   });
 }

@@ -20,23 +20,59 @@
 // (or ?expected_revision=) for optimistic concurrency. Errors:
 //   {"error":{"code":"INVALID_ARGUMENT","http_status":400,
 //             "field":"rules[2].action","message":"rules[2].action: must be ..."}}
-// with 400 / 404 / 409 / 500 mapped from the status code.
+// with 400 / 404 / 409 / 500 mapped from the status code. A handler that
+// throws answers a generic 500 INTERNAL error (the exception's text goes to
+// the log, never to the client).
+//
+// Ids in bodies and paths follow one rule (tagging::ValidateId): 1..128
+// characters of [A-Za-z0-9._:-], not "." or "..". Numbers in headers and
+// query parameters (If-Match, expected_revision, from_revision, wait_ms,
+// page_size) are decimal and must fit their type: 400 naming the field.
+//
+// Browser safety. The API is for operators' tools, never for web pages:
+// there is no CORS support at all (no Access-Control-* headers, no OPTIONS
+// preflight). CheckRequest, run before routing on every request:
+//   - Host must name a loopback address or "localhost", the address the
+//     connection arrived on, or an entry of SetAllowedHosts; else 421
+//     (a DNS-rebinding page cannot talk to the API);
+//   - an Origin header must be the same origin as Host (scheme://host:port),
+//     else 403, for every method (a cross-site page cannot drive the API);
+//   - a request with a body (POST/PUT/PATCH/DELETE) must say
+//     Content-Type: application/json, else 415 (a cross-site form cannot
+//     send one without a preflight, which is refused);
+//   - a body above kMaxRequestBodyBytes: 413.
+//
+// Limits: kMaxRequestBodyBytes here; object sizes in model_service.h and
+// policy_validator.h. Connections: kRestWorkers threads serve connections
+// (a connection holds one while it is being read, so a slow client holds
+// one; see kRestReadTimeoutSeconds); the listen backlog is raised to
+// kListenBacklog when the server starts listening (httplib's is 5).
 //
 // Thread safety: httplib serves requests on a thread pool; ModelService is
 // thread-safe.
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "dfw/controller/model_service.h"
 
 namespace httplib {
 class Server;
-}
+struct Request;
+}  // namespace httplib
 
 namespace dfw::controller {
+
+inline constexpr size_t kMaxRequestBodyBytes = 4u << 20;  // 4 MiB
+inline constexpr int kListenBacklog = 4096;               // capped by net.core.somaxconn
+inline constexpr size_t kRestWorkers = 64;                // connections served at once
+inline constexpr int kRestReadTimeoutSeconds = 5;         // per read; also keep-alive idle
 
 class RestApi {
  public:
@@ -48,7 +84,26 @@ class RestApi {
   absl::StatusOr<int> Start(const std::string& host, int port);
   void Stop();
 
+  // Host names or addresses (case-insensitive, without port) a request's
+  // Host header may name besides loopback, "localhost" and the address the
+  // connection arrived on. Call before Start.
+  void SetAllowedHosts(std::vector<std::string> hosts);
+
  private:
+  // Installs the request guards on `s`: CheckRequest before routing, the
+  // generic exception handler, the body limit, kRestWorkers workers with
+  // read timeouts, and the listen backlog raise (RaiseListenBacklog, run by
+  // the task queue factory, which httplib calls once bound, before the
+  // first accept). Call once, before Start and after any other
+  // new_task_queue / set_socket_options assignment (it replaces both).
+  void InstallRequestGuards(httplib::Server& s);
+  // listen() again on the bound socket with kListenBacklog. The socket is
+  // the one recorded by InstallRequestGuards' socket options.
+  void RaiseListenBacklog();
+  std::atomic<int> listen_fd_{-1};
+  mutable std::mutex hosts_mu_;
+  std::vector<std::string> allowed_hosts_;
+
   void Routes();
   ModelService* model_;
   std::unique_ptr<httplib::Server> server_;
@@ -57,5 +112,14 @@ class RestApi {
 
 // HTTP status for an absl status code.
 int HttpStatusFor(absl::StatusCode code);
+
+// The browser-safety and size checks above, for one request (headers
+// only; run before the body is read). OK, or an error whose message names
+// the header ("Host: ...") and whose HTTP status HttpStatusOf gives.
+absl::Status CheckRequest(const httplib::Request& req,
+                          const std::vector<std::string>& allowed_hosts);
+// HTTP status of an error: the one CheckRequest attached, else
+// HttpStatusFor(code).
+int HttpStatusOf(const absl::Status& s);
 
 }  // namespace dfw::controller
