@@ -411,6 +411,7 @@ void UndoVmChanges(tagging::MembershipIndex* index, std::vector<VmChange>& chang
 absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req,
                                                 bool create_only) {
   if (!req.has_vm()) return absl::InvalidArgumentError("vm: required");
+  if (auto s = CheckVmLimits(req.vm()); !s.ok()) return s;
   auto spec = tagging::VmFromProto(req.vm());
   if (!spec.ok()) return Prefixed(spec.status(), "vm.");
   if (!req.vm().host().empty()) {
