@@ -2,17 +2,27 @@
 //
 //   dfwctl [--server URL] [-o table|json] RESOURCE VERB [ARGS]
 //
-// Server: --server, else $DFW_SERVER, else http://127.0.0.1:8080.
+// Server: --server, else $DFW_SERVER, else the "server" of config.json in
+// the config dir, else https://127.0.0.1:8080.
+// Identity: the SVID in the config dir ($DFW_CONFIG_DIR, else
+// $XDG_CONFIG_HOME/dfw, else ~/.config/dfw; $DFW_CERT_DIR overrides where
+// the svid.pem / svid_key.pem / svid_bundle.pem are): the client
+// certificate dfwctl presents and the bundle it verifies the controller by.
+// Plain http only with --insecure, and only to a loopback address.
 // Output: human tables by default, -o json prints the API's JSON.
 // Exit codes: 0 ok, 1 other error, 2 usage, 3 invalid input (HTTP 400),
 // 4 not found (404), 5 conflict (409), 6 controller unreachable.
 // Files for `apply -f` are JSON (one object, or an array of objects), in
 // the API's format (proto JSON, field names as in model.proto); `-f -`
 // reads stdin. (No YAML: Debian's libyaml-cpp is not part of the image.)
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -21,12 +31,15 @@
 #include <string>
 #include <vector>
 
+#include "dfw/trust/ca.h"
+#include "dfw/trust/svid.h"
+
 using nlohmann::json;
 
 namespace {
 
 constexpr int kOk = 0, kError = 1, kUsage = 2, kInvalid = 3, kNotFound = 4, kConflict = 5,
-              kUnreachable = 6;
+              kUnreachable = 6, kDenied = 7;
 
 const char kUsageText[] = R"(usage: dfwctl [--server URL] [-o table|json] RESOURCE VERB [ARGS]
 
@@ -41,8 +54,18 @@ const char kUsageText[] = R"(usage: dfwctl [--server URL] [-o table|json] RESOUR
   policy list | get P | delete P | apply -f FILE
   host list
   realization [POLICY]
-  changes [--from REV]
+  host delete H                             forget a disconnected host and its VMs (admin)
+  changes [--from REV]                      the change log, with who made each change
   status
+
+  ca init --pki-dir DIR --trust-domain TD [--node NAME] [--san HOST|IP]...
+          [--admin NAME]                    on the controller's machine: the CA
+                                            (DIR/ca), the controller's certificate
+                                            (DIR/controller) and an admin's (config dir)
+  enroll create (--host H | --vm UUID | --user NAME --role viewer|editor|admin)
+                [--ttl SECONDS] [--cert-ttl SECONDS]   a one-time join token (admin)
+  enroll join --token T --ca-bundle FILE    a user: key + CSR, certificate into the config dir
+  cert list [--all] | revoke SERIAL | renew  certificates issued; renew your own
 
 Tags come from the API (vm tag/untag/put) and from the domain's libvirt
 metadata (reported by the host). A VM has both; for a scope the API holds a
@@ -52,9 +75,13 @@ back; a tag only the metadata carries cannot be untagged here (exit 5):
 change the domain's libvirt metadata on its host. Tables show each tag's
 source, e.g. app=web (libvirt); -o json shows tags, api_tags, host_tags.
 
-VM arguments are ids or names. Server: --server, $DFW_SERVER, or
-http://127.0.0.1:8080. Exit codes: 0 ok, 2 usage, 3 invalid (400),
-4 not found (404), 5 conflict (409), 6 unreachable, 1 other.
+VM arguments are ids or names. Server: --server, $DFW_SERVER, the config
+dir's config.json, or https://127.0.0.1:8080. Identity: the SVID in the
+config dir ($DFW_CONFIG_DIR, $XDG_CONFIG_HOME/dfw or ~/.config/dfw;
+$DFW_CERT_DIR for the certificate files). --insecure: plain http, loopback
+only. Exit codes: 0 ok, 2 usage, 3 invalid (400), 4 not found (404),
+5 conflict (409), 6 unreachable, 7 not authenticated or not allowed
+(401/403), 1 other.
 )";
 
 struct Reply {
@@ -63,18 +90,100 @@ struct Reply {
   std::string raw;
 };
 
+// Where dfwctl finds its identity and its controller.
+struct Config {
+  std::string dir;       // config dir (config.json)
+  std::string cert_dir;  // svid.pem, svid_key.pem, svid_bundle.pem
+  std::string server;
+  bool insecure = false;
+};
+
+std::string DefaultConfigDir() {
+  if (const char* d = std::getenv("DFW_CONFIG_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) return std::string(x) + "/dfw";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.config/dfw";
+  return ".dfw";
+}
+
+bool IsLoopbackHost(std::string host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  in_addr a4{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  return inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+// "http://127.0.0.1:8080" -> "127.0.0.1".
+std::string UrlHost(const std::string& url) {
+  size_t b = url.find("://");
+  b = b == std::string::npos ? 0 : b + 3;
+  size_t e = url[b] == '[' ? url.find(']', b) + 1 : url.find_first_of(":/", b);
+  return url.substr(b, e == std::string::npos ? std::string::npos : e - b);
+}
+
 class Api {
  public:
-  explicit Api(const std::string& url) : cli_(url) {
-    cli_.set_connection_timeout(3, 0);
-    cli_.set_read_timeout(60, 0);
+  // `ca_bundle`: verify the controller with this file instead of the SVID's
+  // bundle (enrollment, before there is an SVID). `anonymous`: present no
+  // client certificate.
+  static std::unique_ptr<Api> Open(const Config& cfg, const std::string& ca_bundle = "",
+                                   bool anonymous = false) {
+    const std::string& url = cfg.server;
+    bool https = url.rfind("https://", 0) == 0;
+    if (!https) {
+      if (url.rfind("http://", 0) != 0) {
+        std::fprintf(stderr, "dfwctl: server '%s' must be https://HOST:PORT\n", url.c_str());
+        return nullptr;
+      }
+      if (!cfg.insecure) {
+        std::fprintf(stderr,
+                     "dfwctl: %s is plain http: pass --insecure to talk to a controller started "
+                     "with --insecure (loopback only)\n",
+                     url.c_str());
+        return nullptr;
+      }
+      if (!IsLoopbackHost(UrlHost(url))) {
+        std::fprintf(stderr, "dfwctl: --insecure is for loopback addresses only, not %s\n",
+                     url.c_str());
+        return nullptr;
+      }
+      return std::unique_ptr<Api>(new Api(std::make_unique<httplib::Client>(url)));
+    }
+    std::string cert = cfg.cert_dir + "/" + dfw::trust::kSvidFile;
+    std::string key = cfg.cert_dir + "/" + dfw::trust::kSvidKeyFile;
+    std::string bundle =
+        ca_bundle.empty() ? cfg.cert_dir + "/" + dfw::trust::kSvidBundleFile : ca_bundle;
+    if (!std::filesystem::exists(bundle)) {
+      std::fprintf(stderr,
+                   "dfwctl: no trust bundle at %s: enroll first (dfwctl enroll join --token T "
+                   "--ca-bundle FILE) or set $DFW_CONFIG_DIR / $DFW_CERT_DIR\n",
+                   bundle.c_str());
+      return nullptr;
+    }
+    std::unique_ptr<httplib::Client> cli;
+    if (anonymous) {
+      cli = std::make_unique<httplib::Client>(url);
+    } else {
+      if (!std::filesystem::exists(cert) || !std::filesystem::exists(key)) {
+        std::fprintf(stderr, "dfwctl: no certificate in %s: enroll first (dfwctl enroll join)\n",
+                     cfg.cert_dir.c_str());
+        return nullptr;
+      }
+      cli = std::make_unique<httplib::Client>(url, cert, key);
+    }
+    cli->set_ca_cert_path(bundle.c_str());
+    cli->enable_server_certificate_verification(true);
+    return std::unique_ptr<Api>(new Api(std::move(cli)));
   }
+
   Reply Call(const std::string& method, const std::string& path, const std::string& body = "") {
     auto call = [&]() -> httplib::Result {
-      if (method == "GET") return cli_.Get(path.c_str());
-      if (method == "POST") return cli_.Post(path.c_str(), body, "application/json");
-      if (method == "PUT") return cli_.Put(path.c_str(), body, "application/json");
-      return cli_.Delete(path.c_str());
+      if (method == "GET") return cli_->Get(path.c_str());
+      if (method == "POST") return cli_->Post(path.c_str(), body, "application/json");
+      if (method == "PUT") return cli_->Put(path.c_str(), body, "application/json");
+      return cli_->Delete(path.c_str());
     };
     httplib::Result r = call();
     Reply out;
@@ -90,7 +199,11 @@ class Api {
   }
 
  private:
-  httplib::Client cli_;
+  explicit Api(std::unique_ptr<httplib::Client> cli) : cli_(std::move(cli)) {
+    cli_->set_connection_timeout(3, 0);
+    cli_->set_read_timeout(60, 0);
+  }
+  std::unique_ptr<httplib::Client> cli_;
 };
 
 int Fail(const Reply& r) {
@@ -104,6 +217,7 @@ int Fail(const Reply& r) {
   if (r.status == 400) return kInvalid;
   if (r.status == 404) return kNotFound;
   if (r.status == 409) return kConflict;
+  if (r.status == 401 || r.status == 403) return kDenied;
   return kError;
 }
 
@@ -113,7 +227,8 @@ std::string Str(const json& j) {
   return j.dump();
 }
 
-void PrintTable(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+void PrintTable(const std::vector<std::string>& head,
+                const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> w(head.size());
   for (size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
   for (const auto& r : rows)
@@ -252,10 +367,15 @@ std::string Criteria(const json& g) {
     std::string a;
     for (const auto& cnd : conj.value("conditions", json::array())) {
       if (!a.empty()) a += " & ";
-      if (cnd.contains("tag")) a += "tag " + Str(cnd["tag"].value("scope", json(""))) + "=" + Str(cnd["tag"].value("value", json("*")));
-      else if (cnd.contains("vm_name")) a += "name " + Str(cnd["vm_name"]["op"]) + " " + Str(cnd["vm_name"]["value"]);
-      else if (cnd.contains("guest_os")) a += "os " + Str(cnd["guest_os"]["op"]) + " " + Str(cnd["guest_os"]["value"]);
-      else if (cnd.contains("member_of_group")) a += "in " + Str(cnd["member_of_group"]);
+      if (cnd.contains("tag"))
+        a += "tag " + Str(cnd["tag"].value("scope", json(""))) + "=" +
+             Str(cnd["tag"].value("value", json("*")));
+      else if (cnd.contains("vm_name"))
+        a += "name " + Str(cnd["vm_name"]["op"]) + " " + Str(cnd["vm_name"]["value"]);
+      else if (cnd.contains("guest_os"))
+        a += "os " + Str(cnd["guest_os"]["op"]) + " " + Str(cnd["guest_os"]["value"]);
+      else if (cnd.contains("member_of_group"))
+        a += "in " + Str(cnd["member_of_group"]);
     }
     ors.push_back(a);
   }
@@ -270,7 +390,8 @@ void RulesTable(const json& body) {
   auto ep = [](const json& e) {
     if (e.value("any", false)) return std::string("any");
     std::string s = e.value("negate", false) ? "!" : "";
-    for (const auto& id : e.value("address_set_ids", json::array())) s += (s.size() > 1 ? "," : "") + Str(id);
+    for (const auto& id : e.value("address_set_ids", json::array()))
+      s += (s.size() > 1 ? "," : "") + Str(id);
     return s;
   };
   for (const auto& rs : body.value("rulesets", json::array())) {
@@ -281,15 +402,21 @@ void RulesTable(const json& body) {
         svc += std::to_string(s.value("protocol", 0));
         for (const auto& p : s.value("destination_ports", json::array())) {
           svc += ":" + std::to_string(p.value("first", 0));
-          if (p.value("last", 0) > p.value("first", 0)) svc += "-" + std::to_string(p.value("last", 0));
+          if (p.value("last", 0) > p.value("first", 0))
+            svc += "-" + std::to_string(p.value("last", 0));
         }
       }
-      rows.push_back({Str(rs["vnic_id"]), std::to_string(r.value("rule_num", 0)), Str(r["policy_id"]) + "/" + Str(r["rule_id"]),
-                      ep(r.value("sources", json::object())), ep(r.value("destinations", json::object())),
-                      svc.empty() ? "any" : svc, Str(r.value("direction", json(""))).substr(10), Str(r.value("action", json(""))).substr(7)});
+      rows.push_back({Str(rs["vnic_id"]), std::to_string(r.value("rule_num", 0)),
+                      Str(r["policy_id"]) + "/" + Str(r["rule_id"]),
+                      ep(r.value("sources", json::object())),
+                      ep(r.value("destinations", json::object())), svc.empty() ? "any" : svc,
+                      Str(r.value("direction", json(""))).substr(10),
+                      Str(r.value("action", json(""))).substr(7)});
     }
-    rows.push_back({Str(rs["vnic_id"]), "-", "default", "any", "any", "any", "BOTH",
-                    Str(rs.value("default_rule", json::object()).value("action", json("ACTION_DROP"))).substr(7)});
+    rows.push_back(
+        {Str(rs["vnic_id"]), "-", "default", "any", "any", "any", "BOTH",
+         Str(rs.value("default_rule", json::object()).value("action", json("ACTION_DROP")))
+             .substr(7)});
   }
   PrintTable({"VNIC", "NUM", "RULE", "SOURCES", "DESTINATIONS", "SERVICES", "DIR", "ACTION"}, rows);
   for (const auto& s : body.value("address_sets", json::array())) {
@@ -303,8 +430,10 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file) {
   json doc;
   if (!ReadJsonFile(file, &doc)) return kUsage;
   std::vector<json> items;
-  if (doc.is_array()) items.assign(doc.begin(), doc.end());
-  else items.push_back(doc);
+  if (doc.is_array())
+    items.assign(doc.begin(), doc.end());
+  else
+    items.push_back(doc);
   for (const auto& it : items) {
     if (!it.is_object() || !it.contains("id")) {
       std::fprintf(stderr, "dfwctl: every %s in %s needs an \"id\"\n", kind.c_str(), file.c_str());
@@ -315,10 +444,12 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file) {
       std::fprintf(stderr, "dfwctl: %s '%s' not applied\n", kind.c_str(), Str(it["id"]).c_str());
       return Fail(r);
     }
-    if (c.json_out) std::printf("%s\n", r.body.dump(2).c_str());
+    if (c.json_out)
+      std::printf("%s\n", r.body.dump(2).c_str());
     else {
       std::string noun = kind == "policies" ? "policy" : kind.substr(0, kind.size() - 1);
-      std::printf("%s %s applied at revision %s\n", noun.c_str(), Str(it["id"]).c_str(), Str(r.body["revision"]).c_str());
+      std::printf("%s %s applied at revision %s\n", noun.c_str(), Str(it["id"]).c_str(),
+                  Str(r.body["revision"]).c_str());
     }
   }
   return kOk;
@@ -333,7 +464,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
   auto arg = [&](size_t i) -> std::string { return i < a.size() ? a[i] : ""; };
   auto need = [&](size_t n) {
     if (a.size() < n) {
-      std::fprintf(stderr, "dfwctl: '%s %s' needs more arguments\n%s", res.c_str(), verb.c_str(), kUsageText);
+      std::fprintf(stderr, "dfwctl: '%s %s' needs more arguments\n%s", res.c_str(), verb.c_str(),
+                   kUsageText);
       return false;
     }
     return true;
@@ -354,7 +486,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
       if (!need(3)) return kUsage;
       std::string id;
       if (!ResolveVm(c, a[2], &id, &rc)) return rc;
-      return Show(c, c.api->Call("GET", "/api/v1/vms/" + id), [](const json& b) { VmTable(json::array({b})); });
+      return Show(c, c.api->Call("GET", "/api/v1/vms/" + id),
+                  [](const json& b) { VmTable(json::array({b})); });
     }
     if (verb == "put") {
       std::string f = file_arg();
@@ -365,15 +498,17 @@ int Run(Ctx& c, std::vector<std::string> a) {
       if (!need(3)) return kUsage;
       std::string id;
       if (!ResolveVm(c, a[2], &id, &rc)) return rc;
-      return Show(c, c.api->Call("DELETE", "/api/v1/vms/" + id),
-                  [&](const json& b) { std::printf("vm %s deleted at revision %s\n", id.c_str(), Str(b["revision"]).c_str()); });
+      return Show(c, c.api->Call("DELETE", "/api/v1/vms/" + id), [&](const json& b) {
+        std::printf("vm %s deleted at revision %s\n", id.c_str(), Str(b["revision"]).c_str());
+      });
     }
     if (verb == "tag" || verb == "untag") {
       json req = {{"vm_ids", json::array()}, {"set", json::array()}, {"remove", json::array()}};
       for (size_t i = 2; i < a.size(); ++i) {
         if (a[i] == "--remove" && i + 1 < a.size()) {
           req["remove"].push_back(ParseTag(a[++i]));
-        } else if (a[i].find('=') != std::string::npos || (verb == "untag" && !req["vm_ids"].empty())) {
+        } else if (a[i].find('=') != std::string::npos ||
+                   (verb == "untag" && !req["vm_ids"].empty())) {
           req[verb == "tag" ? "set" : "remove"].push_back(ParseTag(a[i]));
         } else {
           std::string id;
@@ -381,7 +516,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
           req["vm_ids"].push_back(id);
         }
       }
-      if (req["vm_ids"].empty() || (req["set"].empty() && req["remove"].empty())) return need(99) ? kOk : kUsage;
+      if (req["vm_ids"].empty() || (req["set"].empty() && req["remove"].empty()))
+        return need(99) ? kOk : kUsage;
       return Show(c, c.api->Call("POST", "/api/v1/tags", req.dump()), [](const json& b) {
         std::printf("revision %s\n", Str(b["revision"]).c_str());
         VmTable(b.value("vms", json::array()));
@@ -395,9 +531,10 @@ int Run(Ctx& c, std::vector<std::string> a) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& g : b.value("groups", json::array())) {
           std::string via = Str(g.value("via", json("")));
-          std::string why = via == "VIA_CRITERIA" ? "criteria[" + std::to_string(g.value("conjunction", 0)) + "]"
-                            : via == "VIA_STATIC_VM" ? "static member"
-                                                     : "through group " + Str(g.value("through_group", json("")));
+          std::string why =
+              via == "VIA_CRITERIA" ? "criteria[" + std::to_string(g.value("conjunction", 0)) + "]"
+              : via == "VIA_STATIC_VM" ? "static member"
+                                       : "through group " + Str(g.value("through_group", json("")));
           rows.push_back({Str(g["group_id"]), why});
         }
         PrintTable({"GROUP", "WHY"}, rows);
@@ -415,13 +552,18 @@ int Run(Ctx& c, std::vector<std::string> a) {
   } else if (res == "group" || res == "groups") {
     auto table = [](const json& gs) {
       std::vector<std::vector<std::string>> rows;
-      for (const auto& g : gs) rows.push_back({Str(g["id"]), Str(g.value("display_name", json(""))), Criteria(g), Str(g.value("revision", json("")))});
+      for (const auto& g : gs)
+        rows.push_back({Str(g["id"]), Str(g.value("display_name", json(""))), Criteria(g),
+                        Str(g.value("revision", json("")))});
       PrintTable({"ID", "NAME", "CRITERIA", "REV"}, rows);
     };
-    if (verb == "list") return Show(c, c.api->Call("GET", "/api/v1/groups?page_size=10000"), [&](const json& b) { table(b.value("groups", json::array())); });
+    if (verb == "list")
+      return Show(c, c.api->Call("GET", "/api/v1/groups?page_size=10000"),
+                  [&](const json& b) { table(b.value("groups", json::array())); });
     if (verb == "get") {
       if (!need(3)) return kUsage;
-      return Show(c, c.api->Call("GET", "/api/v1/groups/" + a[2]), [&](const json& b) { table(json::array({b})); });
+      return Show(c, c.api->Call("GET", "/api/v1/groups/" + a[2]),
+                  [&](const json& b) { table(json::array({b})); });
     }
     if (verb == "members") {
       if (!need(3)) return kUsage;
@@ -429,14 +571,16 @@ int Run(Ctx& c, std::vector<std::string> a) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& v : b.value("vm_ids", json::array())) rows.push_back({"vm", Str(v)});
         for (const auto& v : b.value("vnic_ids", json::array())) rows.push_back({"vnic", Str(v)});
-        for (const auto& v : b.value("addresses", json::array())) rows.push_back({"address", Str(v)});
+        for (const auto& v : b.value("addresses", json::array()))
+          rows.push_back({"address", Str(v)});
         PrintTable({"KIND", "MEMBER"}, rows);
       });
     }
     if (verb == "delete") {
       if (!need(3)) return kUsage;
-      return Show(c, c.api->Call("DELETE", "/api/v1/groups/" + a[2]),
-                  [&](const json& b) { std::printf("group %s deleted at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str()); });
+      return Show(c, c.api->Call("DELETE", "/api/v1/groups/" + a[2]), [&](const json& b) {
+        std::printf("group %s deleted at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str());
+      });
     }
     if (verb == "apply") {
       std::string f = file_arg();
@@ -452,41 +596,63 @@ int Run(Ctx& c, std::vector<std::string> a) {
       for (size_t i = 3; i < a.size(); ++i) {
         const std::string& o = a[i];
         std::string v = arg(i + 1);
-        if (o == "--all-tags") { any_tag = true; continue; }
-        if (v.empty()) { std::fprintf(stderr, "dfwctl: %s needs a value\n", o.c_str()); return kUsage; }
+        if (o == "--all-tags") {
+          any_tag = true;
+          continue;
+        }
+        if (v.empty()) {
+          std::fprintf(stderr, "dfwctl: %s needs a value\n", o.c_str());
+          return kUsage;
+        }
         ++i;
-        if (o == "--tag") conj.push_back({{"tag", ParseTag(v)}});
-        else if (o == "--name-starts-with") conj.push_back({{"vm_name", {{"op", "STRING_OP_STARTS_WITH"}, {"value", v}}}});
-        else if (o == "--vm") sm["vm_ids"].push_back(v);
-        else if (o == "--prefix") sm["ip_prefixes"].push_back(v);
-        else if (o == "--include") sm["group_ids"].push_back(v);
-        else if (o == "--display-name") g["display_name"] = v;
-        else { std::fprintf(stderr, "dfwctl: unknown option %s\n", o.c_str()); return kUsage; }
+        if (o == "--tag")
+          conj.push_back({{"tag", ParseTag(v)}});
+        else if (o == "--name-starts-with")
+          conj.push_back({{"vm_name", {{"op", "STRING_OP_STARTS_WITH"}, {"value", v}}}});
+        else if (o == "--vm")
+          sm["vm_ids"].push_back(v);
+        else if (o == "--prefix")
+          sm["ip_prefixes"].push_back(v);
+        else if (o == "--include")
+          sm["group_ids"].push_back(v);
+        else if (o == "--display-name")
+          g["display_name"] = v;
+        else {
+          std::fprintf(stderr, "dfwctl: unknown option %s\n", o.c_str());
+          return kUsage;
+        }
       }
       // --tag a --tag b: one conjunction (AND); --all-tags is the default.
       (void)any_tag;
       if (!conj.empty()) g["criteria"] = json::array({{{"conditions", conj}}});
       if (!sm.empty()) g["static_members"] = sm;
-      return Show(c, c.api->Call("POST", "/api/v1/groups", g.dump()),
-                  [&](const json& b) { std::printf("group %s created at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str()); });
+      return Show(c, c.api->Call("POST", "/api/v1/groups", g.dump()), [&](const json& b) {
+        std::printf("group %s created at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str());
+      });
     }
   } else if (res == "policy" || res == "policies") {
     auto table = [](const json& ps) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& p : ps)
-        rows.push_back({Str(p["id"]), Str(p.value("category", json(""))).substr(9), std::to_string(p.value("priority", 0)),
-                        std::to_string(p.value("rules", json::array()).size()), Str(p.value("revision", json("")))});
+        rows.push_back({Str(p["id"]), Str(p.value("category", json(""))).substr(9),
+                        std::to_string(p.value("priority", 0)),
+                        std::to_string(p.value("rules", json::array()).size()),
+                        Str(p.value("revision", json("")))});
       PrintTable({"ID", "CATEGORY", "PRIORITY", "RULES", "REV"}, rows);
     };
-    if (verb == "list") return Show(c, c.api->Call("GET", "/api/v1/policies?page_size=10000"), [&](const json& b) { table(b.value("policies", json::array())); });
+    if (verb == "list")
+      return Show(c, c.api->Call("GET", "/api/v1/policies?page_size=10000"),
+                  [&](const json& b) { table(b.value("policies", json::array())); });
     if (verb == "get") {
       if (!need(3)) return kUsage;
-      return Show(c, c.api->Call("GET", "/api/v1/policies/" + a[2]), [&](const json& b) { table(json::array({b})); });
+      return Show(c, c.api->Call("GET", "/api/v1/policies/" + a[2]),
+                  [&](const json& b) { table(json::array({b})); });
     }
     if (verb == "delete") {
       if (!need(3)) return kUsage;
-      return Show(c, c.api->Call("DELETE", "/api/v1/policies/" + a[2]),
-                  [&](const json& b) { std::printf("policy %s deleted at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str()); });
+      return Show(c, c.api->Call("DELETE", "/api/v1/policies/" + a[2]), [&](const json& b) {
+        std::printf("policy %s deleted at revision %s\n", a[2].c_str(), Str(b["revision"]).c_str());
+      });
     }
     if (verb == "apply") {
       std::string f = file_arg();
@@ -497,9 +663,17 @@ int Run(Ctx& c, std::vector<std::string> a) {
     return Show(c, c.api->Call("GET", "/api/v1/hosts"), [](const json& b) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& h : b.value("hosts", json::array()))
-        rows.push_back({Str(h["id"]), Str(h.value("hostname", json(""))), h.value("connected", false) ? "yes" : "no",
-                        Str(h.value("realized_revision", json("0")))});
-      PrintTable({"ID", "HOSTNAME", "CONNECTED", "REALIZED"}, rows);
+        rows.push_back({Str(h["id"]), Str(h.value("hostname", json(""))),
+                        h.value("connected", false) ? "yes" : "no",
+                        Str(h.value("realized_revision", json("0"))),
+                        Str(h.value("refused_vm_claims", json("0")))});
+      PrintTable({"ID", "HOSTNAME", "CONNECTED", "REALIZED", "REFUSED VMS"}, rows);
+    });
+  } else if ((res == "host" || res == "hosts") && verb == "delete") {
+    if (!need(3)) return kUsage;
+    return Show(c, c.api->Call("DELETE", "/api/v1/hosts/" + a[2]), [&](const json& b) {
+      std::printf("host %s and its VMs deleted at revision %s\n", a[2].c_str(),
+                  Str(b["revision"]).c_str());
     });
   } else if (res == "realization") {
     std::string path = "/api/v1/realization";
@@ -509,17 +683,23 @@ int Run(Ctx& c, std::vector<std::string> a) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& p : b.value("policies", json::array())) {
         size_t n = p.value("hosts", json::array()).size(), ok = 0;
-        for (const auto& h : p.value("hosts", json::array())) ok += h.value("state", "") == "REALIZATION_STATE_REALIZED";
-        std::string ms = p.contains("realization_micros")
-                             ? std::to_string(std::stoull(Str(p["realization_micros"])) / 1000.0).substr(0, 6) + " ms" : "";
-        rows.push_back({Str(p["policy_id"]), Str(p["revision"]), Str(p.value("state", json(""))).substr(18),
+        for (const auto& h : p.value("hosts", json::array()))
+          ok += h.value("state", "") == "REALIZATION_STATE_REALIZED";
+        std::string ms =
+            p.contains("realization_micros")
+                ? std::to_string(std::stoull(Str(p["realization_micros"])) / 1000.0).substr(0, 6) +
+                      " ms"
+                : "";
+        rows.push_back({Str(p["policy_id"]), Str(p["revision"]),
+                        Str(p.value("state", json(""))).substr(18),
                         std::to_string(ok) + "/" + std::to_string(n), ms});
       }
       PrintTable({"POLICY", "REV", "STATE", "HOSTS", "REALIZED IN"}, rows);
       std::printf("\n");
       rows.clear();
       for (const auto& h : b.value("hosts", json::array()))
-        rows.push_back({Str(h["host_id"]), Str(h.value("state", json(""))).substr(18), Str(h.value("realized_revision", json("0"))),
+        rows.push_back({Str(h["host_id"]), Str(h.value("state", json(""))).substr(18),
+                        Str(h.value("realized_revision", json("0"))),
                         Str(h.value("error", json("")))});
       PrintTable({"HOST", "STATE", "REALIZED", "ERROR"}, rows);
     });
@@ -530,16 +710,225 @@ int Run(Ctx& c, std::vector<std::string> a) {
     return Show(c, c.api->Call("GET", "/api/v1/changes?from_revision=" + from), [](const json& b) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& e : b.value("events", json::array()))
-        rows.push_back({Str(e["revision"]), Str(e["kind"]).substr(5), Str(e["id"]), e.value("deleted", false) ? "deleted" : "set", Str(e.value("time", json("")))});
-      PrintTable({"REV", "KIND", "ID", "CHANGE", "TIME"}, rows);
+        rows.push_back({Str(e["revision"]), Str(e["kind"]).substr(5), Str(e["id"]),
+                        e.value("deleted", false) ? "deleted" : "set",
+                        Str(e.value("time", json(""))), Str(e.value("actor", json("")))});
+      PrintTable({"REV", "KIND", "ID", "CHANGE", "TIME", "ACTOR"}, rows);
     });
   } else if (res == "status") {
     return Show(c, c.api->Call("GET", "/api/v1/status"), [](const json& b) {
       for (const auto& [k, v] : b.items()) std::printf("%-20s %s\n", k.c_str(), Str(v).c_str());
     });
   }
-  std::fprintf(stderr, "dfwctl: unknown command '%s %s'\n%s", res.c_str(), verb.c_str(), kUsageText);
+  std::fprintf(stderr, "dfwctl: unknown command '%s %s'\n%s", res.c_str(), verb.c_str(),
+               kUsageText);
   return kUsage;
+}
+
+// ---- trust: the CA, enrollment, certificates
+
+// Value of `--flag V` in a (after position `from`), or "".
+std::string Flag(const std::vector<std::string>& a, const std::string& flag, size_t from = 2) {
+  for (size_t i = from; i + 1 < a.size(); ++i)
+    if (a[i] == flag) return a[i + 1];
+  return "";
+}
+std::vector<std::string> Flags(const std::vector<std::string>& a, const std::string& flag) {
+  std::vector<std::string> out;
+  for (size_t i = 2; i + 1 < a.size(); ++i)
+    if (a[i] == flag) out.push_back(a[i + 1]);
+  return out;
+}
+
+bool WriteConfigServer(const Config& cfg, const std::string& server) {
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.dir, ec);
+  std::ofstream f(cfg.dir + "/config.json");
+  f << json{{"server", server}}.dump(2) << "\n";
+  return static_cast<bool>(f);
+}
+
+// The SVID just received: written in spiffe-helper's layout.
+int SaveSvid(const std::string& dir, const std::string& key_pem, const json& resp) {
+  dfw::trust::Svid svid{key_pem, resp.value("cert_pem", ""), resp.value("bundle_pem", "")};
+  if (auto s = dfw::trust::WriteSvid(dir, svid); !s.ok()) {
+    std::fprintf(stderr, "dfwctl: %s\n", std::string(s.message()).c_str());
+    return kError;
+  }
+  std::printf("%s: certificate %s valid until %s, in %s\n", resp.value("spiffe_id", "").c_str(),
+              resp.value("serial", "").c_str(), resp.value("not_after", "").c_str(), dir.c_str());
+  return kOk;
+}
+
+int CaInit(const Config& cfg, const std::vector<std::string>& a) {
+  std::string pki = Flag(a, "--pki-dir"), td = Flag(a, "--trust-domain");
+  if (pki.empty() || td.empty()) {
+    std::fprintf(stderr, "dfwctl: ca init needs --pki-dir DIR and --trust-domain TD\n");
+    return kUsage;
+  }
+  char host[256] = "controller";
+  gethostname(host, sizeof host);
+  std::string node = Flag(a, "--node");
+  if (node.empty()) node = host;
+  std::string admin = Flag(a, "--admin");
+  if (admin.empty()) admin = "admin";
+  auto ca = dfw::trust::CertificateAuthority::Init(pki + "/ca", td);
+  if (!ca.ok()) {
+    std::fprintf(stderr, "dfwctl: ca init: %s\n", std::string(ca.status().message()).c_str());
+    return ca.status().code() == absl::StatusCode::kInvalidArgument ? kInvalid : kError;
+  }
+  dfw::trust::IssueOptions o;
+  o.id = {td, dfw::trust::IdKind::kController, node};
+  o.server_auth = true;
+  o.validity = std::chrono::hours(24 * 365);
+  o.dns_sans = {"localhost", host};
+  o.ip_sans = {"127.0.0.1", "::1"};
+  for (const auto& san : Flags(a, "--san")) {
+    in6_addr buf{};
+    bool ip =
+        inet_pton(AF_INET, san.c_str(), &buf) == 1 || inet_pton(AF_INET6, san.c_str(), &buf) == 1;
+    (ip ? o.ip_sans : o.dns_sans).push_back(san);
+  }
+  auto ctl = (*ca)->IssueWithNewKey(o);
+  if (!ctl.ok()) {
+    std::fprintf(stderr, "dfwctl: controller certificate: %s\n",
+                 std::string(ctl.status().message()).c_str());
+    return kError;
+  }
+  if (auto s = dfw::trust::WriteSvid(pki + "/controller",
+                                     {ctl->key_pem, ctl->cert.cert_pem, (*ca)->bundle_pem()});
+      !s.ok()) {
+    std::fprintf(stderr, "dfwctl: %s\n", std::string(s.message()).c_str());
+    return kError;
+  }
+  dfw::trust::IssueOptions u;
+  u.id = {td, dfw::trust::IdKind::kUser, admin};
+  u.role = dfw::trust::Role::kAdmin;
+  u.validity = std::chrono::hours(24 * 7);
+  auto adm = (*ca)->IssueWithNewKey(u);
+  if (!adm.ok()) {
+    std::fprintf(stderr, "dfwctl: admin certificate: %s\n",
+                 std::string(adm.status().message()).c_str());
+    return kError;
+  }
+  if (auto s = dfw::trust::WriteSvid(cfg.cert_dir,
+                                     {adm->key_pem, adm->cert.cert_pem, (*ca)->bundle_pem()});
+      !s.ok()) {
+    std::fprintf(stderr, "dfwctl: %s\n", std::string(s.message()).c_str());
+    return kError;
+  }
+  if (!std::filesystem::exists(cfg.dir + "/config.json")) WriteConfigServer(cfg, cfg.server);
+  std::printf("trust domain %s\n", td.c_str());
+  std::printf("CA                %s/ca (ca.pem; ca_key.pem stays on this machine)\n", pki.c_str());
+  std::printf("controller        %s/controller  %s\n", pki.c_str(), o.id.ToString().c_str());
+  std::printf("admin             %s  %s (serial %s, 7 days: renew with `dfwctl cert renew`)\n",
+              cfg.cert_dir.c_str(), u.id.ToString().c_str(), adm->cert.serial_hex.c_str());
+  std::printf("start the controller with --pki-dir %s\n", pki.c_str());
+  return kOk;
+}
+
+int EnrollJoin(const Config& cfg, const std::vector<std::string>& a) {
+  std::string token = Flag(a, "--token"), bundle = Flag(a, "--ca-bundle");
+  if (token.empty() || bundle.empty()) {
+    std::fprintf(
+        stderr, "dfwctl: enroll join needs --token T and --ca-bundle FILE (the controller's CA)\n");
+    return kUsage;
+  }
+  auto api = Api::Open(cfg, bundle, /*anonymous=*/true);
+  if (!api) return kUsage;
+  auto kc = dfw::trust::GenerateKeyAndCsr("dfwctl");
+  if (!kc.ok()) {
+    std::fprintf(stderr, "dfwctl: %s\n", std::string(kc.status().message()).c_str());
+    return kError;
+  }
+  Reply r =
+      api->Call("POST", "/api/v1/enroll", json{{"token", token}, {"csr_pem", kc->csr_pem}}.dump());
+  if (r.status != 201) return Fail(r);
+  if (int rc = SaveSvid(cfg.cert_dir, kc->key_pem, r.body); rc != kOk) return rc;
+  WriteConfigServer(cfg, cfg.server);
+  return kOk;
+}
+
+// Trust commands; -1 when `a` is not one.
+int RunTrust(const Config& cfg, const std::vector<std::string>& a, bool json_out) {
+  const std::string res = a.empty() ? "" : a[0], verb = a.size() > 1 ? a[1] : "";
+  if (res == "ca" && verb == "init") return CaInit(cfg, a);
+  if (res == "enroll" && verb == "join") return EnrollJoin(cfg, a);
+  if (res == "enroll" && verb == "create") {
+    json req;
+    std::string host = Flag(a, "--host"), vm = Flag(a, "--vm"), user = Flag(a, "--user");
+    if (!host.empty() + !vm.empty() + !user.empty() != 1) {
+      std::fprintf(stderr, "dfwctl: enroll create needs one of --host H, --vm UUID, --user NAME\n");
+      return kUsage;
+    }
+    req["kind"] = !host.empty() ? "IDENTITY_KIND_HOST"
+                  : !vm.empty() ? "IDENTITY_KIND_VM"
+                                : "IDENTITY_KIND_USER";
+    req["name"] = !host.empty() ? host : !vm.empty() ? vm : user;
+    if (std::string role = Flag(a, "--role"); !role.empty()) req["role"] = role;
+    for (const char* f : {"--ttl", "--cert-ttl"}) {
+      std::string v = Flag(a, f);
+      if (v.empty()) continue;
+      if (v.find_first_not_of("0123456789") != std::string::npos || v.size() > 9) {
+        std::fprintf(stderr, "dfwctl: %s takes a number of seconds\n", f);
+        return kInvalid;
+      }
+      req[std::string(f) == "--ttl" ? "ttl_seconds" : "cert_ttl_seconds"] = std::stoul(v);
+    }
+    auto api = Api::Open(cfg);
+    if (!api) return kUsage;
+    Reply r = api->Call("POST", "/api/v1/join-tokens",
+                        req.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (r.status != 201) return Fail(r);
+    if (json_out) {
+      std::printf("%s\n", r.body.dump(2).c_str());
+    } else {
+      std::printf("token      %s\nidentity   %s\nexpires    %s\n",
+                  r.body.value("token", "").c_str(), r.body.value("spiffe_id", "").c_str(),
+                  r.body.value("expires_at", "").c_str());
+    }
+    return kOk;
+  }
+  if (res == "cert" || res == "certs") {
+    auto api = Api::Open(cfg);
+    if (!api) return kUsage;
+    if (verb == "list") {
+      bool all = std::find(a.begin(), a.end(), "--all") != a.end();
+      Reply r = api->Call(
+          "GET", std::string("/api/v1/certificates") + (all ? "?include_expired=true" : ""));
+      if (r.status != 200) return Fail(r);
+      if (json_out) {
+        std::printf("%s\n", r.body.dump(2).c_str());
+        return kOk;
+      }
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& c : r.body.value("certificates", json::array()))
+        rows.push_back({Str(c["serial"]), Str(c.value("spiffe_id", json(""))),
+                        Str(c.value("role", json(""))), Str(c.value("not_after", json(""))),
+                        c.value("revoked", false) ? "revoked" : "valid"});
+      PrintTable({"SERIAL", "IDENTITY", "ROLE", "NOT AFTER", "STATE"}, rows);
+      return kOk;
+    }
+    if (verb == "revoke" && a.size() >= 3) {
+      Reply r = api->Call("POST", "/api/v1/certificates/" + a[2] + "/revoke", "{}");
+      if (r.status != 200) return Fail(r);
+      std::printf("revoked %s (%s)\n", a[2].c_str(), r.body.value("spiffe_id", "").c_str());
+      return kOk;
+    }
+    if (verb == "renew") {
+      auto kc = dfw::trust::GenerateKeyAndCsr("dfwctl");
+      if (!kc.ok()) {
+        std::fprintf(stderr, "dfwctl: %s\n", std::string(kc.status().message()).c_str());
+        return kError;
+      }
+      Reply r = api->Call("POST", "/api/v1/renew", json{{"csr_pem", kc->csr_pem}}.dump());
+      if (r.status != 201) return Fail(r);
+      return SaveSvid(cfg.cert_dir, kc->key_pem, r.body);
+    }
+    std::fprintf(stderr, "dfwctl: cert list [--all] | revoke SERIAL | renew\n");
+    return kUsage;
+  }
+  return -1;
 }
 
 // Arguments end up in JSON request bodies, and JSON strings are UTF-8:
@@ -563,13 +952,20 @@ int CheckArgsAreUtf8(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string server = std::getenv("DFW_SERVER") ? std::getenv("DFW_SERVER") : "http://127.0.0.1:8080";
+  Config cfg;
+  cfg.dir = DefaultConfigDir();
+  const char* cert_dir = std::getenv("DFW_CERT_DIR");
+  cfg.cert_dir = cert_dir && *cert_dir ? cert_dir : cfg.dir;
+  std::string server;
+  if (const char* e = std::getenv("DFW_SERVER"); e && *e) server = e;
   bool json_out = false;
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--server" || a == "-s") && i + 1 < argc) {
       server = argv[++i];
+    } else if (a == "--insecure") {
+      cfg.insecure = true;
     } else if ((a == "-o" || a == "--output") && i + 1 < argc) {
       std::string o = argv[++i];
       if (o != "json" && o != "table") {
@@ -584,8 +980,17 @@ int main(int argc, char** argv) {
       args.push_back(a);
     }
   }
+  if (server.empty()) {
+    std::ifstream f(cfg.dir + "/config.json");
+    json j = f ? json::parse(f, nullptr, false) : json();
+    if (j.is_object()) server = j.value("server", "");
+  }
+  if (server.empty()) server = "https://127.0.0.1:8080";
+  cfg.server = server;
   if (int rc = CheckArgsAreUtf8(args); rc != kOk) return rc;
-  Api api(server);
-  Ctx c{&api, json_out};
+  if (int rc = RunTrust(cfg, args, json_out); rc >= 0) return rc;
+  auto api = Api::Open(cfg);
+  if (!api) return kUsage;
+  Ctx c{api.get(), json_out};
   return Run(c, args);
 }

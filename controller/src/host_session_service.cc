@@ -2,18 +2,24 @@
 
 #include <spdlog/spdlog.h>
 
+#include "grpc_auth.h"
+
 namespace dfw::controller {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 class SessionReactor final
     : public grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost> {
  public:
-  SessionReactor(ModelService* model, HostSessionService* service)
-      : model_(model), service_(service) {
+  // `caller` is the session's authorized identity, or the reason it has none
+  // (the stream then ends at once with that status).
+  SessionReactor(ModelService* model, HostSessionService* service, const Authorizer* authz,
+                 absl::StatusOr<Caller> caller)
+      : model_(model), service_(service), authz_(authz) {
+    if (!caller.ok()) {
+      FinishOnce(ToGrpc(caller.status()));
+      return;
+    }
+    caller_ = std::move(*caller);
     StartRead(&in_);
   }
 
@@ -22,6 +28,13 @@ class SessionReactor final
       FinishOnce(grpc::Status::OK);
       return;
     }
+    // A certificate revoked or expired while the stream is open ends it.
+    if (auto s = authz_->StillValid(caller_); !s.ok()) {
+      spdlog::warn("host session of {} ended: {}", caller_.actor, std::string(s.message()));
+      FinishOnce(ToGrpc(s));
+      return;
+    }
+    ActorScope actor(caller_.actor);
     grpc::Status error = Handle();
     if (!error.ok()) {
       FinishOnce(error);
@@ -64,6 +77,12 @@ class SessionReactor final
     switch (in_.msg_case()) {
       case dfw::v1::HostToController::kHello: {
         if (feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
+        // A host speaks only for itself: the Hello's id is its certificate's.
+        if (caller_.peer && in_.hello().host().id() != caller_.peer->id.name) {
+          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "hello: host.id '" + in_.hello().host().id() + "' is not " +
+                                  caller_.actor + "'s host id '" + caller_.peer->id.name + "'");
+        }
         HostSessionService* svc = service_;
         auto attached = model_->AttachHost(
             in_.hello(), [] {}, [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
@@ -71,22 +90,28 @@ class SessionReactor final
         // The wake needs the feed itself (weak): set it now, then bind and kick.
         std::weak_ptr<HostFeed> weak = attached->feed;
         feed_ = attached->feed;
-        generation_ = feed_->Attach([svc, weak] { svc->Schedule(weak); },
-                                    [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
+        generation_ =
+            feed_->Attach([svc, weak] { svc->Schedule(weak); },
+                          [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
         feed_->Kick();
-        spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(), in_.hello().vms_size(),
+        spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(),
+                      in_.hello().vms_size(),
                       attached->full ? "full state" : "delta from held revision");
         return grpc::Status::OK;
       }
       case dfw::v1::HostToController::kInventory: {
-        if (!feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
+        if (!feed_)
+          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
         absl::Status s = model_->UpdateInventory(feed_->host_id(), in_.inventory());
         return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
-      case dfw::v1::HostToController::kAck:
-        if (!feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ack: send hello first");
-        model_->Ack(feed_->host_id(), in_.ack());
-        return grpc::Status::OK;
+      case dfw::v1::HostToController::kAck: {
+        if (!feed_)
+          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ack: send hello first");
+        // An ack for a revision never sent ends the session (INVALID_ARGUMENT).
+        absl::Status s = model_->Ack(feed_->host_id(), in_.ack());
+        return s.ok() ? grpc::Status::OK : ToGrpc(s);
+      }
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
     }
@@ -104,6 +129,8 @@ class SessionReactor final
 
   ModelService* model_;
   HostSessionService* service_;
+  const Authorizer* authz_;
+  Caller caller_;
   std::shared_ptr<HostFeed> feed_;  // set by the hello (reads are sequential)
   uint64_t generation_ = 0;
   dfw::v1::HostToController in_;
@@ -114,7 +141,9 @@ class SessionReactor final
 
 }  // namespace
 
-HostSessionService::HostSessionService(ModelService* model, int sender_threads) : model_(model) {
+HostSessionService::HostSessionService(ModelService* model, const Authorizer* authz,
+                                       int sender_threads)
+    : model_(model), authz_(authz) {
   for (int i = 0; i < sender_threads; ++i) senders_.emplace_back([this] { SenderLoop(); });
 }
 
@@ -128,8 +157,9 @@ HostSessionService::~HostSessionService() {
 }
 
 grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost>*
-HostSessionService::Session(grpc::CallbackServerContext* /*context*/) {
-  return new SessionReactor(model_, this);
+HostSessionService::Session(grpc::CallbackServerContext* context) {
+  return new SessionReactor(model_, this, authz_,
+                            AuthorizeGrpc(*authz_, *context, "/dfw.v1.HostSessionService/Session"));
 }
 
 void HostSessionService::Schedule(std::weak_ptr<HostFeed> feed) {

@@ -2,6 +2,13 @@
 //
 //   dfw-controller --data-dir DIR [--grpc-listen 127.0.0.1:9090]
 //                  [--http-listen 127.0.0.1:8080] [--port-file FILE]
+//                  (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR] [--trust-domain TD]
+//                   | --insecure) [--cert-refresh-seconds N]
+//                  [--http-allowed-host NAME]...   (a DNS name clients use for REST)
+//
+// Mutual TLS by default: --pki-dir is what `dfwctl ca init` made (DIR/ca,
+// the CA; DIR/controller, the controller's SVID). --insecure (plaintext,
+// every caller an admin) is refused unless both addresses are loopback.
 //
 // Listens on loopback by default (port 0 picks a free port). Prints
 //   listening grpc=127.0.0.1:PORT http=127.0.0.1:PORT
@@ -23,7 +30,12 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: dfw-controller --data-dir DIR [--grpc-listen HOST:PORT]\n"
-               "                      [--http-listen HOST:PORT] [--port-file FILE]\n");
+               "                      [--http-listen HOST:PORT] [--port-file FILE]\n"
+               "                      (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR]\n"
+               "                       [--trust-domain TD] | --insecure)\n"
+               "                      [--cert-refresh-seconds N] [--http-allowed-host NAME]...\n"
+               "  --pki-dir DIR   what `dfwctl ca init` made: DIR/ca and DIR/controller\n"
+               "  --insecure      plaintext, no authentication: loopback addresses only\n");
 }
 
 }  // namespace
@@ -50,6 +62,27 @@ int main(int argc, char** argv) {
       o.http_listen = value();
     } else if (a == "--port-file") {
       port_file = value();
+    } else if (a == "--pki-dir") {
+      std::string d = value();
+      o.ca_dir = d + "/ca";
+      o.svid_dir = d + "/controller";
+    } else if (a == "--svid-dir") {
+      o.svid_dir = value();
+    } else if (a == "--ca-dir") {
+      o.ca_dir = value();
+    } else if (a == "--trust-domain") {
+      o.trust_domain = value();
+    } else if (a == "--insecure") {
+      o.insecure = true;
+    } else if (a == "--http-allowed-host") {
+      o.http_allowed_hosts.push_back(value());
+    } else if (a == "--cert-refresh-seconds") {
+      int n = std::atoi(value().c_str());
+      if (n <= 0) {
+        std::fprintf(stderr, "dfw-controller: --cert-refresh-seconds must be a positive number\n");
+        return 2;
+      }
+      o.cert_refresh = std::chrono::seconds(n);
     } else if (a == "-h" || a == "--help") {
       Usage();
       return 0;
@@ -76,11 +109,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto host_of = [](const std::string& listen) { return listen.substr(0, listen.rfind(':')); };
-  std::string line = "listening grpc=" + host_of(o.grpc_listen) + ":" +
-                     std::to_string(server.grpc_port());
+  std::string line =
+      "listening grpc=" + host_of(o.grpc_listen) + ":" + std::to_string(server.grpc_port());
   if (server.http_port() != 0) {
     line += " http=" + host_of(o.http_listen) + ":" + std::to_string(server.http_port());
   }
+  line += o.insecure ? " tls=off" : " tls=mutual";
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);
   if (!port_file.empty()) {

@@ -4,6 +4,8 @@
 #include <optional>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "dfw/controller/policy_validator.h"
 #include "dfw/tagging/proto_convert.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -19,12 +21,19 @@ using Clock = std::chrono::steady_clock;
 struct ModelService::HostState {
   std::string id;
   std::shared_ptr<HostFeed> feed;
-  uint64_t last_sent = 0;
+  // The revision the host must reach: the last change that affected it, its
+  // last attach, or (after a controller restart) the revision the store
+  // opened at, so that it is pending until it acks to this process.
+  uint64_t want = 0;
+  // Highest revision the host proved to this process: an ack of a revision
+  // the feed sent, or a reconnect holding exactly the last revision sent.
   uint64_t acked = 0;
   bool error = false;
   std::string error_text;
   google::protobuf::Timestamp last_ack;
   bool connected = false;
+  uint64_t refused_claims = 0;  // VMs it reported that another connected host holds
+  std::string last_refused_claim;
 };
 
 // Hosts as pointers (HostState never moves): 8 bytes per affected host, so
@@ -318,6 +327,9 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::stri
     h.set_connected(false);
     auto hs = std::make_unique<HostState>();
     hs->id = h.id();
+    // Sessions are not persisted: what a host enforces is proven only by
+    // its acks to this process (a reconnect gets a full state and acks it).
+    hs->want = m->revision_;
     m->hosts_[h.id()] = std::move(hs);
     m->host_records_[h.id()] = std::move(h);
   }
@@ -327,6 +339,19 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::stri
 uint64_t ModelService::revision() const {
   std::shared_lock l(mu_);
   return revision_;
+}
+
+absl::StatusOr<uint64_t> ModelService::CommitAuxiliary(
+    const std::function<absl::Status(ChangeSet&)>& fill) {
+  std::unique_lock l(mu_);
+  uint64_t rev = revision_ + 1;
+  ChangeSet cs(rev);
+  if (auto s = fill(cs); !s.ok()) return s;
+  if (auto s = store_->Commit(cs); !s.ok()) return s;
+  ChangeFanout none;
+  Committed(rev);
+  Publish(none, rev);
+  return rev;
 }
 
 void ModelService::Committed(uint64_t revision) {
@@ -354,7 +379,7 @@ void ModelService::Publish(ChangeFanout& fanout, uint64_t revision) {
       hs = std::make_unique<HostState>();
       hs->id = host;
     }
-    hs->last_sent = revision;
+    hs->want = revision;
     rec->affected.push_back(hs.get());
     if (hs->feed) hs->feed->Merge(changes);  // the message is built by a sender thread
   }
@@ -386,26 +411,26 @@ void UndoVmChanges(tagging::MembershipIndex* index, std::vector<VmChange>& chang
 }
 }  // namespace
 
-#define DFW_COMMIT_VM_CHANGES(changes, cs)                                      \
-  do {                                                                          \
-    if (auto s = store_->Commit(cs); !s.ok()) {                                 \
-      UndoVmChanges(index_.get(), changes);                                     \
-      return s;                                                                 \
-    }                                                                           \
-    ChangeFanout fanout;                                                        \
-    for (auto& c : changes) {                                                   \
-      compiler_->OnVmChanged(c.before ? &*c.before : nullptr,                   \
-                             c.after ? &*c.after : nullptr, &fanout);           \
-      compiler_->OnMembershipDelta(c.delta);                                    \
-      if (c.proto_after) {                                                      \
-        vms_[c.id] = *c.proto_after;                                            \
-      } else {                                                                  \
-        vms_.erase(c.id);                                                       \
-      }                                                                         \
-    }                                                                           \
-    compiler_->Flush(cs.revision(), &fanout);                                   \
-    Committed(cs.revision());                                                   \
-    Publish(fanout, cs.revision());                                             \
+#define DFW_COMMIT_VM_CHANGES(changes, cs)                                                   \
+  do {                                                                                       \
+    if (auto s = store_->Commit(cs); !s.ok()) {                                              \
+      UndoVmChanges(index_.get(), changes);                                                  \
+      return s;                                                                              \
+    }                                                                                        \
+    ChangeFanout fanout;                                                                     \
+    for (auto& c : changes) {                                                                \
+      compiler_->OnVmChanged(c.before ? &*c.before : nullptr, c.after ? &*c.after : nullptr, \
+                             &fanout);                                                       \
+      compiler_->OnMembershipDelta(c.delta);                                                 \
+      if (c.proto_after) {                                                                   \
+        vms_[c.id] = *c.proto_after;                                                         \
+      } else {                                                                               \
+        vms_.erase(c.id);                                                                    \
+      }                                                                                      \
+    }                                                                                        \
+    compiler_->Flush(cs.revision(), &fanout);                                                \
+    Committed(cs.revision());                                                                \
+    Publish(fanout, cs.revision());                                                          \
   } while (0)
 
 absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req,
@@ -519,7 +544,8 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
       return absl::NotFoundError(Cat("vm_ids[", i, "]: VM '", req.vm_ids(i), "' does not exist"));
     }
     if (!seen.insert(req.vm_ids(i)).second) {
-      return absl::InvalidArgumentError(Cat("vm_ids[", i, "]: '", req.vm_ids(i), "' is listed twice"));
+      return absl::InvalidArgumentError(
+          Cat("vm_ids[", i, "]: '", req.vm_ids(i), "' is listed twice"));
     }
   }
   if (req.expected_revision() != 0) {
@@ -766,9 +792,8 @@ absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicy
                                                         bool create_only) {
   if (!req.has_policy()) return absl::InvalidArgumentError("policy: required");
   std::unique_lock l(mu_);
-  auto s = ValidatePolicy(req.policy(), [&](std::string_view g) {
-    return groups_.count(std::string(g)) > 0;
-  });
+  auto s = ValidatePolicy(req.policy(),
+                          [&](std::string_view g) { return groups_.count(std::string(g)) > 0; });
   if (!s.ok()) return Prefixed(s, "policy.");
   const std::string& id = req.policy().id();
   auto old = policies_.find(id);
@@ -806,7 +831,8 @@ absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicy
 absl::StatusOr<dfw::v1::Policy> ModelService::GetPolicy(const std::string& id) const {
   std::shared_lock l(mu_);
   auto it = policies_.find(id);
-  if (it == policies_.end()) return absl::NotFoundError(Cat("id: policy '", id, "' does not exist"));
+  if (it == policies_.end())
+    return absl::NotFoundError(Cat("id: policy '", id, "' does not exist"));
   return it->second;
 }
 
@@ -852,6 +878,21 @@ dfw::v1::RealizationState HostStateFor(bool connected, bool error, uint64_t acke
   if (error) return dfw::v1::REALIZATION_STATE_ERROR;
   return dfw::v1::REALIZATION_STATE_PENDING;
 }
+
+// A policy's state from its hosts' states: an error anywhere, else pending
+// on a connected host, else waiting for a disconnected one.
+dfw::v1::RealizationState PolicyStateFor(const dfw::v1::PolicyRealization& pr) {
+  bool all = true, any_error = false, any_pending = false;
+  for (const auto& h : pr.hosts()) {
+    all = all && h.state() == dfw::v1::REALIZATION_STATE_REALIZED;
+    any_error = any_error || h.state() == dfw::v1::REALIZATION_STATE_ERROR;
+    any_pending = any_pending || h.state() == dfw::v1::REALIZATION_STATE_PENDING;
+  }
+  if (all) return dfw::v1::REALIZATION_STATE_REALIZED;
+  if (any_error) return dfw::v1::REALIZATION_STATE_ERROR;
+  if (any_pending) return dfw::v1::REALIZATION_STATE_PENDING;
+  return dfw::v1::REALIZATION_STATE_DISCONNECTED;
+}
 }  // namespace
 
 absl::StatusOr<dfw::v1::ListHostsResponse> ModelService::ListHosts() const {
@@ -865,6 +906,8 @@ absl::StatusOr<dfw::v1::ListHostsResponse> ModelService::ListHosts() const {
     if (it != hosts_.end()) {
       h->set_realized_revision(it->second->acked);
       h->set_connected(it->second->connected);
+      h->set_refused_vm_claims(it->second->refused_claims);
+      h->set_last_refused_claim(it->second->last_refused_claim);
     }
   }
   return resp;
@@ -884,7 +927,7 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
     if (hs.error) out->set_error(hs.error_text);
     if (hs.last_ack.seconds() != 0) *out->mutable_last_ack() = hs.last_ack;
   };
-  for (const auto& [id, hs] : hosts_) fill_host(id, *hs, hs->last_sent, resp.add_hosts());
+  for (const auto& [id, hs] : hosts_) fill_host(id, *hs, hs->want, resp.add_hosts());
   std::vector<const dfw::v1::Policy*> ps;
   if (!req.policy_id().empty()) {
     auto it = policies_.find(req.policy_id());
@@ -901,35 +944,35 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
     pr->set_revision(p->revision());
     auto rec = revisions_.find(p->revision());
     if (rec == revisions_.end()) {
-      // Older than the records kept (or from before a restart): judge by hosts.
-      bool all = true;
-      for (const auto& [id, hs] : hosts_) {
-        if (hs->acked < std::min(p->revision(), hs->last_sent)) all = false;
+      // Older than the records kept, or from before a restart: judge by the
+      // hosts that hold a vNIC the policy applies to now. A host without
+      // one (no VMs, or none in the span) does not hold the policy back.
+      for (const auto& host : compiler_->HostsOfPolicy(p->id())) {
+        auto* hr = pr->add_hosts();
+        auto h = hosts_.find(host);
+        if (h == hosts_.end()) {  // named by a VM, never seen by this process
+          hr->set_host_id(host);
+          hr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+          continue;
+        }
+        fill_host(host, *h->second, std::min(p->revision(), h->second->want), hr);
       }
-      pr->set_state(all ? dfw::v1::REALIZATION_STATE_REALIZED : dfw::v1::REALIZATION_STATE_PENDING);
+      pr->set_state(PolicyStateFor(*pr));
       continue;
     }
-    bool any_error = false, any_connected_pending = false;
     for (const HostState* h : rec->second->affected) {
-      auto* hr = pr->add_hosts();
-      fill_host(h->id, *h, p->revision(), hr);
-      if (hr->state() == dfw::v1::REALIZATION_STATE_ERROR) any_error = true;
-      if (hr->state() == dfw::v1::REALIZATION_STATE_PENDING) any_connected_pending = true;
+      fill_host(h->id, *h, p->revision(), pr->add_hosts());
     }
     if (rec->second->pending == 0) {
       pr->set_state(dfw::v1::REALIZATION_STATE_REALIZED);
       if (rec->second->done) {
-        pr->set_realization_micros(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(*rec->second->done -
-                                                                  rec->second->accepted)
-                .count()));
+        pr->set_realization_micros(
+            static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                      *rec->second->done - rec->second->accepted)
+                                      .count()));
       }
-    } else if (any_error) {
-      pr->set_state(dfw::v1::REALIZATION_STATE_ERROR);
-    } else if (any_connected_pending) {
-      pr->set_state(dfw::v1::REALIZATION_STATE_PENDING);
     } else {
-      pr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+      pr->set_state(PolicyStateFor(*pr));
     }
   }
   return resp;
@@ -953,6 +996,12 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   std::vector<dfw::v1::Vm> protos;
   std::vector<dfw::v1::Vm> silent;  // changed, but nothing effective
   std::set<std::string> listed;
+  std::vector<std::string> refused;  // VMs another connected host holds
+  auto connected = [&](const std::string& host) {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto it = hosts_.find(host);
+    return it != hosts_.end() && it->second->connected;
+  };
   for (size_t i = 0; i < vms_set.size(); ++i) {
     dfw::v1::Vm vm = vms_set[i];
     vm.set_host(host_id);
@@ -964,6 +1013,14 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     }
     // The report's tags are the metadata's: they replace host_tags whole.
     auto old = vms_.find(vm.id());
+    // A host reports only its own VMs: one another connected host holds
+    // stays there (a VM whose host is away may move: model_service.h).
+    if (old != vms_.end() && !old->second.host().empty() && old->second.host() != host_id &&
+        connected(old->second.host())) {
+      refused.push_back(
+          Cat("vm '", vm.id(), "' is held by connected host '", old->second.host(), "'"));
+      continue;
+    }
     TagList api = old == vms_.end() ? TagList{} : TagsOf(old->second.api_tags());
     spec->tags = SetTagSources(api, spec->tags, &vm);
     if (old != vms_.end()) {
@@ -981,14 +1038,34 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     specs.push_back(std::move(*spec));
     protos.push_back(std::move(vm));
   }
+  if (!refused.empty()) {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto& hs = hosts_[host_id];
+    if (!hs) {
+      hs = std::make_unique<HostState>();
+      hs->id = host_id;
+    }
+    for (const auto& why : refused) {
+      spdlog::warn("host {} reported a VM it does not hold, refused: {}", host_id, why);
+    }
+    hs->refused_claims += refused.size();
+    hs->last_refused_claim = refused.back();
+    refused_vm_claims_ += refused.size();
+  }
   std::vector<std::string> removals;
   if (replace_host) {
     for (const auto& [id, vm] : vms_) {
       if (vm.host() == host_id && !listed.count(id)) removals.push_back(id);
     }
   }
+  std::set<std::string> removing;
   for (const auto& id : vms_removed) {
-    if (vms_.count(id) && !listed.count(id)) removals.push_back(id);
+    // Only the host's own VMs (one that moved on is no longer its to remove).
+    auto it = vms_.find(id);
+    if (it != vms_.end() && it->second.host() == host_id && !listed.count(id) &&
+        removing.insert(id).second) {
+      removals.push_back(id);
+    }
   }
   bool host_changed = false;
   if (host_record != nullptr) {
@@ -1065,6 +1142,11 @@ absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
   const std::string& host_id = hello.host().id();
   if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) return s;
   std::unique_lock l(mu_);
+  if (!host_records_.count(host_id) && host_records_.size() >= kMaxHosts) {
+    return absl::ResourceExhaustedError(Cat("host.id: host '", host_id, "' would be host ",
+                                            host_records_.size() + 1, ", above the limit of ",
+                                            kMaxHosts, "; remove hosts that are gone first"));
+  }
   std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
   uint64_t rev = 0;
   if (auto s = ApplyInventory(host_id, vms, {}, true, &hello.host(), &rev); !s.ok()) return s;
@@ -1077,12 +1159,16 @@ absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
   }
   if (!hs->feed) hs->feed = std::make_shared<HostFeed>(host_id);
   out.feed = hs->feed;
-  out.full = hello.held_revision() == 0 || hello.held_revision() != hs->feed->last_sent();
+  uint64_t sent = hs->feed->last_sent();
+  out.full = hello.held_revision() == 0 || hello.held_revision() != sent;
   out.generation = hs->feed->Attach(std::move(wake), std::move(deliver));
   if (out.full) hs->feed->RequestFull();  // no wake: callers Kick() once bound
   hs->connected = true;
-  hs->last_sent = revision_;
-  if (hello.held_revision() > hs->acked) hs->acked = hello.held_revision();
+  hs->want = revision_;
+  // Holding exactly what this process last sent is as good as its ack. Any
+  // other held revision (above what was sent, or anything after a restart,
+  // when nothing was sent yet) proves nothing: the full state's ack will.
+  if (!out.full) AdvanceAcked(*hs, sent);
   return out;
 }
 
@@ -1095,25 +1181,40 @@ absl::Status ModelService::UpdateInventory(const std::string& host_id,
   return ApplyInventory(host_id, vms, removed, false, nullptr, &rev);
 }
 
-void ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
+absl::Status ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
   std::lock_guard<std::mutex> r(rmu_);
   auto it = hosts_.find(host_id);
-  if (it == hosts_.end()) return;
+  if (it == hosts_.end() || !it->second->feed) {
+    return absl::FailedPreconditionError(Cat("ack: host '", host_id, "' has no session"));
+  }
   HostState& hs = *it->second;
+  // A host acks only what it was sent: a higher revision would report as
+  // realized a state it never received.
+  uint64_t sent = hs.feed->last_sent();
+  if (ack.revision() > sent) {
+    return absl::InvalidArgumentError(Cat("ack: revision ", ack.revision(),
+                                          " was never sent to host ", host_id, " (last sent ", sent,
+                                          ")"));
+  }
   hs.last_ack = TimeUtil::GetCurrentTime();
   if (!ack.ok()) {
     hs.error = true;
     hs.error_text = ack.error();
-    return;
+    return absl::OkStatus();
   }
   hs.error = false;
   hs.error_text.clear();
-  if (ack.revision() <= hs.acked) return;
+  AdvanceAcked(hs, ack.revision());
+  return absl::OkStatus();
+}
+
+void ModelService::AdvanceAcked(HostState& hs, uint64_t revision) {
+  if (revision <= hs.acked) return;
   uint64_t prev = hs.acked;
-  hs.acked = ack.revision();
+  hs.acked = revision;
   auto now = Clock::now();
-  for (auto rit = revisions_.upper_bound(prev);
-       rit != revisions_.end() && rit->first <= ack.revision(); ++rit) {
+  for (auto rit = revisions_.upper_bound(prev); rit != revisions_.end() && rit->first <= revision;
+       ++rit) {
     auto& rec = *rit->second;
     if (rec.pending > 0 && std::binary_search(rec.affected.begin(), rec.affected.end(), &hs) &&
         --rec.pending == 0) {
@@ -1129,6 +1230,84 @@ void ModelService::DetachHost(const std::string& host_id, uint64_t generation) {
   // The feed stays (it keeps merging for a reconnect with held_revision).
   if (it->second->feed->generation_matches(generation)) it->second->connected = false;
   it->second->feed->Detach(generation);
+}
+
+absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::string& host_id) {
+  std::unique_lock l(mu_);
+  bool known = host_records_.count(host_id) > 0;
+  {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto it = hosts_.find(host_id);
+    if (it != hosts_.end()) {
+      known = true;
+      if (it->second->connected) {
+        return absl::FailedPreconditionError(
+            Cat("id: host '", host_id,
+                "' is connected; stop its agent (or revoke its certificate) first"));
+      }
+    }
+  }
+  std::vector<std::string> vm_ids;
+  for (const auto& [id, vm] : vms_) {
+    if (vm.host() == host_id) vm_ids.push_back(id);
+  }
+  if (!known && vm_ids.empty()) {
+    return absl::NotFoundError(Cat("id: host '", host_id, "' does not exist"));
+  }
+  uint64_t rev = revision_ + 1;
+  std::vector<VmChange> changes;
+  ChangeSet cs(rev);
+  for (const auto& id : vm_ids) {
+    VmChange c;
+    c.id = id;
+    c.before = *index_->FindVm(id);
+    auto delta = index_->RemoveVm(id);
+    if (!delta.ok()) {
+      UndoVmChanges(index_.get(), changes);
+      return delta.status();
+    }
+    c.delta = std::move(*delta);
+    cs.Delete(Kind::kVm, id);
+    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
+    changes.push_back(std::move(c));
+  }
+  if (host_records_.count(host_id)) cs.Delete(Kind::kHost, host_id);
+  cs.AddEvent(ChangeEvent::KIND_HOST, host_id, true);
+  if (auto s = store_->Commit(cs); !s.ok()) {
+    UndoVmChanges(index_.get(), changes);
+    return s;
+  }
+  ChangeFanout fanout;
+  for (auto& c : changes) {
+    compiler_->OnVmChanged(&*c.before, nullptr, &fanout);
+    compiler_->OnMembershipDelta(c.delta);
+    vms_.erase(c.id);
+  }
+  compiler_->Flush(rev, &fanout);
+  fanout.erase(host_id);  // its rulesets go with it; nobody is left to tell
+  host_records_.erase(host_id);
+  Committed(rev);
+  Publish(fanout, rev);
+  {
+    std::lock_guard<std::mutex> r(rmu_);
+    auto it = hosts_.find(host_id);
+    if (it != hosts_.end()) {
+      // No revision waits for it any more (records hold it by pointer).
+      const HostState* gone = it->second.get();
+      auto now = Clock::now();
+      for (auto& [revision, rec] : revisions_) {
+        auto pos = std::lower_bound(rec->affected.begin(), rec->affected.end(), gone);
+        if (pos == rec->affected.end() || *pos != gone) continue;
+        rec->affected.erase(pos);
+        if (gone->acked < revision && rec->pending > 0 && --rec->pending == 0) rec->done = now;
+      }
+      if (it->second->feed) it->second->feed->Detach(it->second->feed->generation());
+      hosts_.erase(it);
+    }
+  }
+  dfw::v1::DeleteResponse resp;
+  resp.set_revision(rev);
+  return resp;
 }
 
 std::optional<dfw::v1::ControllerToHost> ModelService::NextMessage(HostFeed* feed) const {
@@ -1148,6 +1327,7 @@ ModelStats ModelService::Stats() const {
   std::lock_guard<std::mutex> r(rmu_);
   s.hosts = hosts_.size();
   for (const auto& [id, hs] : hosts_) s.connected_hosts += hs->connected ? 1 : 0;
+  s.refused_vm_claims = refused_vm_claims_;
   return s;
 }
 

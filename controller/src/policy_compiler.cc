@@ -517,7 +517,8 @@ void PolicyCompiler::EffectiveRules(
       if (gi != vnic_groups_.end()) {
         for (const auto& g : gi->second) {
           auto bg = by_group_.find(g);
-          if (bg != by_group_.end()) r.rules.insert(r.rules.end(), bg->second.begin(), bg->second.end());
+          if (bg != by_group_.end())
+            r.rules.insert(r.rules.end(), bg->second.begin(), bg->second.end());
         }
       }
       std::sort(r.rules.begin(), r.rules.end(),
@@ -533,6 +534,17 @@ void PolicyCompiler::EffectiveRules(
     auto c = SetContents(id);
     s->mutable_prefixes()->Add(c->begin(), c->end());
   }
+}
+
+std::set<std::string> PolicyCompiler::HostsOfPolicy(const std::string& policy_id) const {
+  std::set<std::string> out;
+  auto it = policies_.find(policy_id);
+  if (it == policies_.end()) return out;
+  for (const auto& v : AffectedVnics(*it->second)) {
+    auto h = vnic_attached_host_.find(v);
+    if (h != vnic_attached_host_.end()) out.insert(h->second);
+  }
+  return out;
 }
 
 std::vector<std::string> PolicyCompiler::PoliciesReferencing(const std::string& group_id) const {

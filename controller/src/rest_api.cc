@@ -13,7 +13,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
+#include "dfw/controller/enrollment.h"
 #include "google/protobuf/util/json_util.h"
+#include "rest_tls.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -35,6 +37,12 @@ int HttpStatusFor(absl::StatusCode code) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kAborted:
       return 409;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
     case absl::StatusCode::kUnavailable:
       return 503;
     default:
@@ -350,15 +358,67 @@ void RestApi::InstallRequestGuards(httplib::Server& s) {
   };
 }
 
-RestApi::RestApi(ModelService* model) : model_(model), server_(std::make_unique<httplib::Server>()) {
-  server_->new_task_queue = [] { return new httplib::ThreadPool(8); };
+// The caller of the request being served on this thread (set by Guarded).
+thread_local const Caller* t_rest_caller = nullptr;
+
+// Route registration that authorizes first: every handler registered
+// through it runs only for a caller holding PermissionForRest(method,
+// path), with the caller as the change's actor.
+class RestApi::Guarded {
+ public:
+  Guarded(httplib::Server& s, const Authorizer* authz) : s_(s), authz_(authz) {}
+  void Get(const std::string& p, httplib::Server::Handler h) { s_.Get(p, Wrap(std::move(h))); }
+  void Post(const std::string& p, httplib::Server::Handler h) { s_.Post(p, Wrap(std::move(h))); }
+  void Put(const std::string& p, httplib::Server::Handler h) { s_.Put(p, Wrap(std::move(h))); }
+  void Delete(const std::string& p, httplib::Server::Handler h) {
+    s_.Delete(p, Wrap(std::move(h)));
+  }
+  template <typename F>
+  void set_error_handler(F&& f) {
+    s_.set_error_handler(std::forward<F>(f));
+  }
+
+ private:
+  httplib::Server::Handler Wrap(httplib::Server::Handler h) {
+    const Authorizer* authz = authz_;
+    return [authz, h = std::move(h)](const Request& req, Response& res) {
+      auto caller = authz->Authorize(PeerLeafPem(req.ssl), PermissionForRest(req.method, req.path));
+      if (!caller.ok()) return SendError(res, caller.status());
+      ActorScope actor(caller->actor);
+      t_rest_caller = &*caller;
+      h(req, res);
+      t_rest_caller = nullptr;
+    };
+  }
+  httplib::Server& s_;
+  const Authorizer* authz_;
+};
+
+RestApi::RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* authz,
+                 const RestTlsOptions& tls)
+    : model_(model), enrollment_(enrollment), authz_(authz) {
+  if (!tls.svid_dir.empty()) {
+    tls_ = std::make_unique<RestTls>(tls.svid_dir, tls.refresh);
+    tls_status_ = tls_->Load();
+    if (tls_status_.ok()) {
+      RestTls* t = tls_.get();
+      server_ = std::make_unique<httplib::SSLServer>([t](SSL_CTX& ctx) { return t->Setup(ctx); });
+      if (!server_->is_valid())
+        tls_status_ = absl::InvalidArgumentError(
+            Cat("tls: ", tls.svid_dir, ": cannot set up TLS from the SVID's bundle"));
+    }
+  }
+  if (!server_) server_ = std::make_unique<httplib::Server>();
+  InstallRequestGuards(*server_);
   Routes();
 }
 
 RestApi::~RestApi() { Stop(); }
 
 absl::StatusOr<int> RestApi::Start(const std::string& host, int port) {
-  int bound = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
+  if (!tls_status_.ok()) return tls_status_;
+  int bound =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (bound <= 0) return absl::UnavailableError(Cat("http: cannot listen on ", host, ":", port));
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return bound;
@@ -370,8 +430,7 @@ void RestApi::Stop() {
 }
 
 void RestApi::Routes() {
-  InstallRequestGuards(*server_);  // to move to the constructor
-  auto& s = *server_;
+  Guarded s(*server_, authz_);
   ModelService* m = model_;
   const std::string id = "/([^/]+)";
 
@@ -386,13 +445,13 @@ void RestApi::Routes() {
     if (auto e = ParseBody(req, r.mutable_vm()); !e.ok()) return SendError(res, e);
     Send(res, m->PutVm(r, true), 201);
   });
-  s.Get("/api/v1/vms" + id, [m](const Request& req, Response& res) {
-    Send(res, m->GetVm(req.matches[1]));
-  });
+  s.Get("/api/v1/vms" + id,
+        [m](const Request& req, Response& res) { Send(res, m->GetVm(req.matches[1])); });
   s.Put("/api/v1/vms" + id, [m](const Request& req, Response& res) {
     dfw::v1::PutVmRequest r;
     if (auto e = ParseBody(req, r.mutable_vm()); !e.ok()) return SendError(res, e);
-    if (auto e = PathId(r.mutable_vm()->mutable_id(), req.matches[1]); !e.ok()) return SendError(res, e);
+    if (auto e = PathId(r.mutable_vm()->mutable_id(), req.matches[1]); !e.ok())
+      return SendError(res, e);
     auto ex = ExpectedRevision(req);
     if (!ex.ok()) return SendError(res, ex.status());
     r.set_expected_revision(*ex);
@@ -423,9 +482,8 @@ void RestApi::Routes() {
     if (auto e = ParseBody(req, &r); !e.ok()) return SendError(res, e);
     Send(res, m->Tag(r));
   });
-  s.Get("/api/v1/vms" + id + "/groups", [m](const Request& req, Response& res) {
-    Send(res, m->VmGroups(req.matches[1]));
-  });
+  s.Get("/api/v1/vms" + id + "/groups",
+        [m](const Request& req, Response& res) { Send(res, m->VmGroups(req.matches[1])); });
   s.Get("/api/v1/vms" + id + "/effective-rules", [m](const Request& req, Response& res) {
     dfw::v1::EffectiveRulesRequest r;
     r.set_vm_id(req.matches[1]);
@@ -448,9 +506,8 @@ void RestApi::Routes() {
     if (auto e = ParseBody(req, r.mutable_group()); !e.ok()) return SendError(res, e);
     Send(res, m->PutGroup(r, true), 201);
   });
-  s.Get("/api/v1/groups" + id, [m](const Request& req, Response& res) {
-    Send(res, m->GetGroup(req.matches[1]));
-  });
+  s.Get("/api/v1/groups" + id,
+        [m](const Request& req, Response& res) { Send(res, m->GetGroup(req.matches[1])); });
   s.Put("/api/v1/groups" + id, [m](const Request& req, Response& res) {
     dfw::v1::PutGroupRequest r;
     if (auto e = ParseBody(req, r.mutable_group()); !e.ok()) return SendError(res, e);
@@ -470,9 +527,8 @@ void RestApi::Routes() {
     r.set_expected_revision(*ex);
     Send(res, m->DeleteGroup(r));
   });
-  s.Get("/api/v1/groups" + id + "/members", [m](const Request& req, Response& res) {
-    Send(res, m->GroupMembers(req.matches[1]));
-  });
+  s.Get("/api/v1/groups" + id + "/members",
+        [m](const Request& req, Response& res) { Send(res, m->GroupMembers(req.matches[1])); });
 
   // ---- policies
   s.Get("/api/v1/policies", [m](const Request& req, Response& res) {
@@ -485,9 +541,8 @@ void RestApi::Routes() {
     if (auto e = ParseBody(req, r.mutable_policy()); !e.ok()) return SendError(res, e);
     Send(res, m->PutPolicy(r, true), 201);
   });
-  s.Get("/api/v1/policies" + id, [m](const Request& req, Response& res) {
-    Send(res, m->GetPolicy(req.matches[1]));
-  });
+  s.Get("/api/v1/policies" + id,
+        [m](const Request& req, Response& res) { Send(res, m->GetPolicy(req.matches[1])); });
   s.Put("/api/v1/policies" + id, [m](const Request& req, Response& res) {
     dfw::v1::PutPolicyRequest r;
     if (auto e = ParseBody(req, r.mutable_policy()); !e.ok()) return SendError(res, e);
@@ -510,6 +565,8 @@ void RestApi::Routes() {
 
   // ---- hosts, realization, changes, status
   s.Get("/api/v1/hosts", [m](const Request&, Response& res) { Send(res, m->ListHosts()); });
+  s.Delete("/api/v1/hosts" + id,
+           [m](const Request& req, Response& res) { Send(res, m->DeleteHost(req.matches[1])); });
   s.Get("/api/v1/realization", [m](const Request& req, Response& res) {
     dfw::v1::RealizationRequest r;
     if (req.has_param("policy_id")) r.set_policy_id(req.get_param_value("policy_id"));
@@ -527,8 +584,7 @@ void RestApi::Routes() {
       if (!v.ok()) return SendError(res, v.status());
       wait_ms = std::min<uint64_t>(*v, 60000);
     }
-    if (wait_ms > 0)
-      m->WaitForRevisionAbove(from, std::chrono::milliseconds(wait_ms));
+    if (wait_ms > 0) m->WaitForRevisionAbove(from, std::chrono::milliseconds(wait_ms));
     auto ev = m->Changes(from, 1000);
     if (!ev.ok()) return SendError(res, ev.status());
     std::string body = Cat("{\"revision\":\"", m->revision(), "\",\"events\":[");
@@ -551,19 +607,51 @@ void RestApi::Routes() {
                         {"compiled_rule_refs", st.compiler.compiled_rule_refs}};
     res.set_content(j.dump(), "application/json");
   });
+  TrustRoutes(s);
   s.set_error_handler([](const Request& req, Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 404) {
-      SendError(res, absl::NotFoundError(Cat("path: no such resource ", req.method, " ", req.path)));
+      SendError(res,
+                absl::NotFoundError(Cat("path: no such resource ", req.method, " ", req.path)));
     } else if (res.status == 413) {
-      SendError(res, WithHttpStatus(absl::ResourceExhaustedError(Cat(
-                                        "body: above ", kMaxRequestBodyBytes, " bytes")),
+      SendError(res, WithHttpStatus(absl::ResourceExhaustedError(
+                                        Cat("body: above ", kMaxRequestBodyBytes, " bytes")),
                                     413));
     } else if (res.status >= 400) {
-      SendError(res, WithHttpStatus(absl::InvalidArgumentError(Cat(
-                                        "request: refused with HTTP status ", res.status)),
+      SendError(res, WithHttpStatus(absl::InvalidArgumentError(
+                                        Cat("request: refused with HTTP status ", res.status)),
                                     res.status));
     }
+  });
+}
+
+void RestApi::TrustRoutes(Guarded& s) {
+  Enrollment* e = enrollment_;
+  if (!e) return;
+  s.Post("/api/v1/enroll", [e](const Request& req, Response& res) {
+    dfw::v1::EnrollRequest r;
+    if (auto err = ParseBody(req, &r); !err.ok()) return SendError(res, err);
+    Send(res, e->Enroll(r), 201);
+  });
+  s.Post("/api/v1/renew", [e](const Request& req, Response& res) {
+    dfw::v1::RenewRequest r;
+    if (auto err = ParseBody(req, &r); !err.ok()) return SendError(res, err);
+    Send(res, e->Renew(r, *t_rest_caller), 201);
+  });
+  s.Post("/api/v1/join-tokens", [e](const Request& req, Response& res) {
+    dfw::v1::CreateJoinTokenRequest r;
+    if (auto err = ParseBody(req, &r); !err.ok()) return SendError(res, err);
+    Send(res, e->CreateJoinToken(r), 201);
+  });
+  s.Get("/api/v1/certificates", [e](const Request& req, Response& res) {
+    dfw::v1::ListCertificatesRequest r;
+    r.set_include_expired(req.get_param_value("include_expired") == "true");
+    Send(res, e->ListCertificates(r));
+  });
+  s.Post("/api/v1/certificates/([^/]+)/revoke", [e](const Request& req, Response& res) {
+    dfw::v1::RevokeCertificateRequest r;
+    r.set_serial(req.matches[1]);
+    Send(res, e->Revoke(r, *t_rest_caller));
   });
 }
 

@@ -64,14 +64,23 @@ absl::Status FromIter(const rocksdb::Status& s) {
   return FromRocks(s, "iterate");
 }
 
+namespace {
+thread_local std::string t_actor;
+}  // namespace
+
+ActorScope::ActorScope(std::string actor) : previous_(std::move(t_actor)) {
+  t_actor = std::move(actor);
+}
+ActorScope::~ActorScope() { t_actor = std::move(previous_); }
+const std::string& ActorScope::Current() { return t_actor; }
+
 void ChangeSet::Put(Kind kind, const std::string& id, const google::protobuf::Message& value) {
   ops_.push_back({Key(kind, id), false, value.SerializeAsString()});
 }
 void ChangeSet::Delete(Kind kind, const std::string& id) {
   ops_.push_back({Key(kind, id), true, {}});
 }
-void ChangeSet::PutRuleNum(const std::string& policy_id, const std::string& rule_id,
-                           uint32_t num) {
+void ChangeSet::PutRuleNum(const std::string& policy_id, const std::string& rule_id, uint32_t num) {
   std::string k = "n/" + policy_id;
   k.push_back('\0');
   k.append(rule_id);
@@ -85,6 +94,7 @@ void ChangeSet::AddEvent(dfw::v1::ChangeEvent::Kind kind, const std::string& id,
   e.set_kind(kind);
   e.set_id(id);
   e.set_deleted(deleted);
+  e.set_actor(t_actor.empty() ? "controller" : t_actor);
   *e.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
   events_.push_back(std::move(e));
 }
@@ -119,8 +129,8 @@ absl::StatusOr<StoredState> Store::Load() const {
     std::string k = it->key().ToString().substr(2);
     size_t z = k.find('\0');
     if (z == std::string::npos || it->value().size() != 4) continue;
-    st.rule_nums.push_back({k.substr(0, z), k.substr(z + 1),
-                            static_cast<uint32_t>(ReadBe(it->value().data(), 4))});
+    st.rule_nums.push_back(
+        {k.substr(0, z), k.substr(z + 1), static_cast<uint32_t>(ReadBe(it->value().data(), 4))});
   }
   if (auto e = FromIter(it->status()); !e.ok()) return e;
   return st;
@@ -155,17 +165,38 @@ absl::Status Store::Commit(const ChangeSet& change) {
   return absl::OkStatus();
 }
 
+absl::Status Store::Get(Kind kind, const std::string& id, google::protobuf::Message* out) const {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Key(kind, id), &v);
+  if (s.IsNotFound()) return absl::NotFoundError(Cat("store: no ", Key(kind, id)));
+  if (!s.ok()) return FromRocks(s, "get");
+  if (!out->ParseFromString(v))
+    return absl::DataLossError(Cat("store: cannot parse ", Key(kind, id)));
+  return absl::OkStatus();
+}
+
+absl::Status Store::ForEach(Kind kind,
+                            const std::function<absl::Status(const std::string& value)>& fn) const {
+  std::string p(1, static_cast<char>(kind));
+  p.push_back('/');
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+    if (auto s = fn(it->value().ToString()); !s.ok()) return s;
+  }
+  return FromIter(it->status());
+}
+
 absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> Store::ChangesSince(uint64_t from_revision,
-                                                                       size_t limit) const {
+                                                                      size_t limit) const {
   std::vector<dfw::v1::ChangeEvent> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   it->Seek("l/");
   if (it->Valid() && it->key().starts_with("l/") && it->key().size() == 14) {
     uint64_t oldest = ReadBe(it->key().data() + 2, 8);
     if (from_revision + 1 < oldest && from_revision != 0) {
-      return absl::FailedPreconditionError(
-          Cat("from_revision: ", from_revision, " is older than the retained change log (oldest ",
-              oldest, "); list the objects again"));
+      return absl::FailedPreconditionError(Cat("from_revision: ", from_revision,
+                                               " is older than the retained change log (oldest ",
+                                               oldest, "); list the objects again"));
     }
   }
   for (it->Seek(LogKey(from_revision + 1, 0));

@@ -20,6 +20,7 @@ class ApiTest : public ::testing::Test {
     server_ = std::make_unique<ControllerServer>();
     ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the model
     ASSERT_TRUE(server_->Start(o).ok());
     rest_ = std::make_unique<Rest>(server_->http_port());
     auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
@@ -33,8 +34,12 @@ class ApiTest : public ::testing::Test {
     StartServer();
   }
   void Seed() {
-    ASSERT_EQ(rest_->Post("/api/v1/vms", VmJson("web-1", "h1", {{"app", "web"}}, "198.18.0.1")).status, 201);
-    ASSERT_EQ(rest_->Post("/api/v1/vms", VmJson("db-1", "h2", {{"app", "db"}}, "198.18.0.2")).status, 201);
+    ASSERT_EQ(
+        rest_->Post("/api/v1/vms", VmJson("web-1", "h1", {{"app", "web"}}, "198.18.0.1")).status,
+        201);
+    ASSERT_EQ(
+        rest_->Post("/api/v1/vms", VmJson("db-1", "h2", {{"app", "db"}}, "198.18.0.2")).status,
+        201);
     ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("web", "app", "web")).status, 201);
     ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("db", "app", "db")).status, 201);
     ASSERT_EQ(rest_->Post("/api/v1/policies", PolicyJson()).status, 201);
@@ -119,7 +124,8 @@ TEST_F(ApiTest, GroupsPoliciesAndComputedViews) {
   EXPECT_FALSE(r.body["rulesets"][0].contains("rules"));
 
   // Tag workflow, in bulk: web-1 becomes db too; then the scope is removed.
-  r = rest_->Post("/api/v1/tags", {{"vm_ids", {"web-1"}}, {"set", {{{"scope", "app"}, {"value", "db"}}}}});
+  r = rest_->Post("/api/v1/tags",
+                  {{"vm_ids", {"web-1"}}, {"set", {{{"scope", "app"}, {"value", "db"}}}}});
   ASSERT_EQ(r.status, 200) << r.body;
   r = rest_->Get("/api/v1/groups/db/members");
   EXPECT_EQ(r.body["vm_ids"], json::array({"db-1", "web-1"}));
@@ -144,8 +150,9 @@ TEST_F(ApiTest, GroupsPoliciesAndComputedViews) {
 
 TEST_F(ApiTest, DeletingAReferencedGroupIsAConflictNamingTheReferrers) {
   Seed();
-  ASSERT_EQ(rest_->Post("/api/v1/groups",
-                        json::parse(R"({"id":"all","static_members":{"group_ids":["web","db"]}})"))
+  ASSERT_EQ(rest_
+                ->Post("/api/v1/groups",
+                       json::parse(R"({"id":"all","static_members":{"group_ids":["web","db"]}})"))
                 .status,
             201);
   auto r = rest_->Delete("/api/v1/groups/web");
@@ -178,75 +185,96 @@ TEST_F(ApiTest, EveryValidationErrorNamesTheField) {
       // VMs
       {"POST", "/api/v1/vms", R"({"id":"bad id"})", 400, "vm.id"},
       {"POST", "/api/v1/vms", R"({"id":""})", 400, "vm.id"},
-      {"POST", "/api/v1/vms", R"({"id":"v","vnics":[{"id":"n","mac":"zz"}]})", 400, "vm.vnics[0].mac"},
-      {"POST", "/api/v1/vms", R"({"id":"v","vnics":[{"id":"n","addresses":[{"ip":"300.1.1.1"}]}]})", 400,
-       "vm.vnics[0].addresses[0].ip"},
-      {"POST", "/api/v1/vms", R"({"id":"v","tags":[{"scope":"a b","value":"x"}]})", 400, "vm.tags[0].scope"},
+      {"POST", "/api/v1/vms", R"({"id":"v","vnics":[{"id":"n","mac":"zz"}]})", 400,
+       "vm.vnics[0].mac"},
+      {"POST", "/api/v1/vms", R"({"id":"v","vnics":[{"id":"n","addresses":[{"ip":"300.1.1.1"}]}]})",
+       400, "vm.vnics[0].addresses[0].ip"},
+      {"POST", "/api/v1/vms", R"({"id":"v","tags":[{"scope":"a b","value":"x"}]})", 400,
+       "vm.tags[0].scope"},
       {"POST", "/api/v1/vms", R"({"id":"v","tags":[{}]})", 400, "vm.tags[0]"},
       {"POST", "/api/v1/vms", R"({"id":"v","host":"bad host"})", 400, "vm.host"},
-      {"POST", "/api/v1/vms",
-       R"({"id":"v","vnics":[{"id":"web-1-nic0"}]})", 400, "vm.vnics[0].id"},  // vNIC owned by web-1
+      {"POST", "/api/v1/vms", R"({"id":"v","vnics":[{"id":"web-1-nic0"}]})", 400,
+       "vm.vnics[0].id"},  // vNIC owned by web-1
       {"POST", "/api/v1/vms", R"({"id":"v","bogus":1})", 400, "body"},
       {"POST", "/api/v1/vms", R"({not json)", 400, "body"},
       {"PUT", "/api/v1/vms/other", R"({"id":"v"})", 400, "id"},
       // Tags
       {"POST", "/api/v1/tags", R"({"set":[{"scope":"a","value":"b"}]})", 400, "vm_ids"},
       {"POST", "/api/v1/tags", R"({"vm_ids":["web-1"]})", 400, "set"},
-      {"POST", "/api/v1/tags", R"({"vm_ids":["nope"],"set":[{"scope":"a","value":"b"}]})", 404, "vm_ids[0]"},
-      {"POST", "/api/v1/tags", R"({"vm_ids":["web-1"],"set":[{"scope":"a:b","value":"b"}]})", 400, "set[0].scope"},
-      {"POST", "/api/v1/tags", R"({"vm_ids":["web-1","db-1"],"set":[{"scope":"a"}],"expected_revision":3})", 400,
+      {"POST", "/api/v1/tags", R"({"vm_ids":["nope"],"set":[{"scope":"a","value":"b"}]})", 404,
+       "vm_ids[0]"},
+      {"POST", "/api/v1/tags", R"({"vm_ids":["web-1"],"set":[{"scope":"a:b","value":"b"}]})", 400,
+       "set[0].scope"},
+      {"POST", "/api/v1/tags",
+       R"({"vm_ids":["web-1","db-1"],"set":[{"scope":"a"}],"expected_revision":3})", 400,
        "expected_revision"},
       // Groups
-      {"POST", "/api/v1/groups", R"({"id":"g","criteria":[{"conditions":[]}]})", 400, "group.criteria[0].conditions"},
+      {"POST", "/api/v1/groups", R"({"id":"g","criteria":[{"conditions":[]}]})", 400,
+       "group.criteria[0].conditions"},
       {"POST", "/api/v1/groups", R"({"id":"g","criteria":[{"conditions":[{}]}]})", 400,
        "group.criteria[0].conditions[0]"},
-      {"POST", "/api/v1/groups", R"({"id":"g","criteria":[{"conditions":[{"member_of_group":"missing"}]}]})", 400,
+      {"POST", "/api/v1/groups",
+       R"({"id":"g","criteria":[{"conditions":[{"member_of_group":"missing"}]}]})", 400,
        "group.criteria[0].conditions[0].member_of_group"},
       {"POST", "/api/v1/groups", R"({"id":"g","static_members":{"group_ids":["missing"]}})", 400,
        "group.static_members.group_ids[0]"},
-      {"POST", "/api/v1/groups", R"({"id":"g","static_members":{"ip_prefixes":["198.18.0.5/24"]}})", 400,
-       "group.static_members.ip_prefixes[0]"},
-      {"POST", "/api/v1/groups", R"({"id":"g","criteria":[{"conditions":[{"vm_name":{"value":"x"}}]}]})", 400,
+      {"POST", "/api/v1/groups", R"({"id":"g","static_members":{"ip_prefixes":["198.18.0.5/24"]}})",
+       400, "group.static_members.ip_prefixes[0]"},
+      {"POST", "/api/v1/groups",
+       R"({"id":"g","criteria":[{"conditions":[{"vm_name":{"value":"x"}}]}]})", 400,
        "group.criteria[0].conditions[0].vm_name.op"},
       {"PUT", "/api/v1/groups/web", R"({"id":"web","static_members":{"group_ids":["web"]}})", 400,
        "group.static_members.group_ids[0]"},
       // Policies
       {"POST", "/api/v1/policies", R"({"id":"p","rules":[]})", 400, "policy.category"},
-      {"POST", "/api/v1/policies", R"({"id":"p x","category":"CATEGORY_APPLICATION"})", 400, "policy.id"},
+      {"POST", "/api/v1/policies", R"({"id":"p x","category":"CATEGORY_APPLICATION"})", 400,
+       "policy.id"},
       {"POST", "/api/v1/policies", policy(ok_rule + "," + ok_rule), 400, "policy.rules[1].id"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true}})"), 400, "policy.rules[0].action"},
+       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true}})"), 400,
+       "policy.rules[0].action"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","destinations":{"any":true},"action":"ACTION_DROP"})"), 400, "policy.rules[0].sources"},
+       policy(R"({"id":"r","destinations":{"any":true},"action":"ACTION_DROP"})"), 400,
+       "policy.rules[0].sources"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true,"group_ids":["web"]},"destinations":{"any":true},"action":"ACTION_DROP"})"),
+       policy(
+           R"({"id":"r","sources":{"any":true,"group_ids":["web"]},"destinations":{"any":true},"action":"ACTION_DROP"})"),
        400, "policy.rules[0].sources.any"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"group_ids":["missing"]},"destinations":{"any":true},"action":"ACTION_DROP"})"),
+       policy(
+           R"({"id":"r","sources":{"group_ids":["missing"]},"destinations":{"any":true},"action":"ACTION_DROP"})"),
        400, "policy.rules[0].sources.group_ids[0]"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"ip_prefixes":["10.0.0.1/8"]},"action":"ACTION_DROP"})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"ip_prefixes":["10.0.0.1/8"]},"action":"ACTION_DROP"})"),
        400, "policy.rules[0].destinations.ip_prefixes[0]"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":300}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":300}]})"),
        400, "policy.rules[0].services[0].protocol"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":1,"destination_ports":[{"first":1}]}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":1,"destination_ports":[{"first":1}]}]})"),
        400, "policy.rules[0].services[0].destination_ports"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"destination_ports":[{"first":80,"last":70000}]}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"destination_ports":[{"first":80,"last":70000}]}]})"),
        400, "policy.rules[0].services[0].destination_ports[0].last"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"source_ports":[{"first":90,"last":80}]}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"source_ports":[{"first":90,"last":80}]}]})"),
        400, "policy.rules[0].services[0].source_ports[0].last"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"icmp_type":3}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":6,"icmp_type":3}]})"),
        400, "policy.rules[0].services[0].icmp_type"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":1,"icmp_code":3}]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":1,"icmp_code":3}]})"),
        400, "policy.rules[0].services[0].icmp_code"},
       {"POST", "/api/v1/policies",
-       policy(R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","applied_to_group_ids":["missing"]})"),
+       policy(
+           R"({"id":"r","sources":{"any":true},"destinations":{"any":true},"action":"ACTION_DROP","applied_to_group_ids":["missing"]})"),
        400, "policy.rules[0].applied_to_group_ids[0]"},
       {"POST", "/api/v1/policies",
        R"({"id":"p","category":"CATEGORY_APPLICATION","applied_to_group_ids":["missing"]})", 400,
@@ -259,7 +287,8 @@ TEST_F(ApiTest, EveryValidationErrorNamesTheField) {
   for (const auto& [method, path, body, status, field] : cases) {
     auto r = rest_->Call(method, path, body);
     EXPECT_EQ(r.status, status) << method << " " << path << " " << body << " -> " << r.body;
-    EXPECT_EQ(r.body["error"]["field"], field) << method << " " << path << " " << body << " -> " << r.body;
+    EXPECT_EQ(r.body["error"]["field"], field)
+        << method << " " << path << " " << body << " -> " << r.body;
     EXPECT_FALSE(std::string(r.body["error"]["message"]).empty());
   }
   // Nothing of the rejected writes landed.
@@ -302,7 +331,8 @@ TEST_F(ApiTest, GrpcCrudAndStatusCodes) {
   dfw::v1::DeleteRequest del;
   del.set_id("db");
   dfw::v1::DeleteResponse dout;
-  EXPECT_EQ(stub_->DeleteGroup(&c5, del, &dout).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(stub_->DeleteGroup(&c5, del, &dout).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 
   grpc::ClientContext c6;
   dfw::v1::ListRequest lr;
@@ -356,7 +386,10 @@ TEST_F(ApiTest, WatchStreamsChangesFromARevision) {
 
 TEST_F(ApiTest, EverythingSurvivesARestart) {
   Seed();
-  ASSERT_EQ(rest_->Post("/api/v1/vms/web-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}}).status, 200);
+  ASSERT_EQ(
+      rest_->Post("/api/v1/vms/web-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}})
+          .status,
+      200);
   auto before_rules = rest_->Get("/api/v1/vms/db-1/effective-rules").body;
   Restart();
   auto r = rest_->Get("/api/v1/vms/web-1");
@@ -365,7 +398,8 @@ TEST_F(ApiTest, EverythingSurvivesARestart) {
   EXPECT_EQ(r.body["revision"], "6");
   EXPECT_EQ(rest_->Get("/api/v1/groups/db/members").body["vm_ids"], json::array({"db-1"}));
   auto after_rules = rest_->Get("/api/v1/vms/db-1/effective-rules").body;
-  EXPECT_EQ(after_rules["rulesets"][0]["rules"], before_rules["rulesets"][0]["rules"]);  // same rule numbers
+  EXPECT_EQ(after_rules["rulesets"][0]["rules"],
+            before_rules["rulesets"][0]["rules"]);  // same rule numbers
   EXPECT_EQ(after_rules["address_sets"], before_rules["address_sets"]);
   EXPECT_EQ(rest_->Get("/api/v1/changes?from_revision=0").body["events"].size(), 6u);
   // The revision counter continues.

@@ -20,6 +20,7 @@ class HostSessionTest : public ::testing::Test {
   void SetUp() override {
     ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the model
     ASSERT_TRUE(server_.Start(o).ok());
     rest_ = std::make_unique<Rest>(server_.http_port());
     ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("web", "app", "web")).status, 201);
@@ -96,7 +97,7 @@ TEST_F(HostSessionTest, FullStateThenExactlyTheDeltaOfATagChange) {
   // web-2 becomes db: it enters the applied-to group, so h2 gets its
   // ruleset and the sets it names; h1 sees g:web shrink and g:db grow.
   r = rest_->Post("/api/v1/vms/web-2/tags", {{"set", {{{"scope", "app"}, {"value", "db"}}}},
-                                            {"remove", {{{"scope", "app"}, {"value", "web"}}}}});
+                                             {"remove", {{{"scope", "app"}, {"value", "web"}}}}});
   ASSERT_EQ(r.status, 200);
   rev = std::stoull(std::string(r.body["revision"]));
   auto d2 = h2.Next();
@@ -155,7 +156,9 @@ TEST_F(HostSessionTest, ReconnectGetsFullStateAndInventoryIsValidated) {
     ASSERT_TRUE(h1.Next().has_value());
   }
   // A tag set through the API joins the metadata's (another scope).
-  ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}}).status, 200);
+  ASSERT_EQ(rest_->Post("/api/v1/vms/db-1/tags", {{"set", {{{"scope", "env"}, {"value", "prod"}}}}})
+                .status,
+            200);
   uint64_t held = 0;
   {
     TestHost h1(server_.grpc_port(), "h1");
@@ -166,7 +169,8 @@ TEST_F(HostSessionTest, ReconnectGetsFullStateAndInventoryIsValidated) {
     EXPECT_EQ(rest_->Get("/api/v1/vms/db-1").body["tags"].size(), 2u);
     held = m->full().revision();
   }
-  for (int i = 0; i < 200 && rest_->Get("/api/v1/hosts").body["hosts"][0]["connected"] == true; ++i) {
+  for (int i = 0; i < 200 && rest_->Get("/api/v1/hosts").body["hosts"][0]["connected"] == true;
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   // While h1 is away db-1 also becomes web (h1 references g:web). Coming

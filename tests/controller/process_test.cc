@@ -35,7 +35,7 @@ class ControllerProcess {
       dup2(fileno(f), 2);
       execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", (dir_ + "/db").c_str(),
             "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--port-file",
-            port_file.c_str(), nullptr);
+            port_file.c_str(), "--insecure", nullptr);
       _exit(127);
     }
     ASSERT_GT(pid_, 0);
@@ -99,7 +99,8 @@ TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
       writers.emplace_back([&, w] {
         Rest rest(proc.http_port());
         for (int i = 0; !stop; ++i) {
-          std::string id = "r" + std::to_string(round) + "-w" + std::to_string(w) + "-" + std::to_string(i);
+          std::string id =
+              "r" + std::to_string(round) + "-w" + std::to_string(w) + "-" + std::to_string(i);
           char ip[32];
           std::snprintf(ip, sizeof ip, "198.18.%d.%d", (round * 3 + w) % 250, i % 250 + 1);
           auto r = rest.Post("/api/v1/vms", VmJson(id, "h1", {{"app", "web"}}, ip));
@@ -111,7 +112,8 @@ TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
             return;
           }
           if (i % 5 == 4) {  // a tag change on a VM created earlier
-            std::string vm = "r" + std::to_string(round) + "-w" + std::to_string(w) + "-" + std::to_string(i - 2);
+            std::string vm = "r" + std::to_string(round) + "-w" + std::to_string(w) + "-" +
+                             std::to_string(i - 2);
             std::string val = "v" + std::to_string(i);
             auto t = rest.Post("/api/v1/vms/" + vm + "/tags",
                                {{"set", {{{"scope", "round"}, {"value", val}}}}});
@@ -135,8 +137,9 @@ TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
   std::set<std::string> have;
   for (const auto& v : list.body["vms"]) have.insert(v["id"]);
   for (const auto& id : acked) EXPECT_TRUE(have.count(id)) << id;
-  std::printf("acknowledged writes: %zu VM creates, %zu tag changes; all present after 2 x kill -9\n",
-              acked.size(), acked_tags.size());
+  std::printf(
+      "acknowledged writes: %zu VM creates, %zu tag changes; all present after 2 x kill -9\n",
+      acked.size(), acked_tags.size());
 }
 
 struct Cmd {
@@ -145,7 +148,8 @@ struct Cmd {
 };
 
 Cmd Dfwctl(int port, const std::string& args) {
-  std::string cmd = std::string(DFWCTL_BIN) + " --server http://127.0.0.1:" + std::to_string(port) + " " + args +
+  std::string cmd = std::string(DFWCTL_BIN) +
+                    " --insecure --server http://127.0.0.1:" + std::to_string(port) + " " + args +
                     " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
@@ -167,7 +171,14 @@ TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   vm["name"] = "db-1";
   vm["vnics"][0]["id"] = "vm-2-nic0";
   ASSERT_EQ(rest.Post("/api/v1/vms", vm).status, 201);
-  ASSERT_EQ(rest.Put("/api/v1/vms/vm-1", [] { auto v = VmJson("vm-1", "h1", {}, "198.18.0.1"); v["name"] = "web-1"; return v; }()).status, 200);
+  ASSERT_EQ(rest.Put("/api/v1/vms/vm-1",
+                     [] {
+                       auto v = VmJson("vm-1", "h1", {}, "198.18.0.1");
+                       v["name"] = "web-1";
+                       return v;
+                     }())
+                .status,
+            200);
 
   auto c = Dfwctl(port, "group create web --tag app=web");
   EXPECT_EQ(c.rc, 0) << c.out;
@@ -185,7 +196,8 @@ TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   EXPECT_NE(c.out.find("198.18.0.1/32"), std::string::npos) << c.out;
 
   std::string pf = dir.path() + "/policy.json";
-  std::ofstream(pf) << R"({"id":"web-to-db","category":"CATEGORY_APPLICATION","applied_to_group_ids":["db"],
+  std::ofstream(pf)
+      << R"({"id":"web-to-db","category":"CATEGORY_APPLICATION","applied_to_group_ids":["db"],
     "rules":[{"id":"pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
       "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],"action":"ACTION_ALLOW"}]})";
   c = Dfwctl(port, "policy apply -f " + pf);
@@ -234,11 +246,13 @@ TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   c = Dfwctl(port, "group delete web");
   EXPECT_EQ(c.rc, 5) << c.out;
   EXPECT_NE(c.out.find("referenced by policy 'web-to-db'"), std::string::npos) << c.out;
-  std::ofstream(pf) << R"({"id":"bad","category":"CATEGORY_APPLICATION","rules":[{"id":"r","sources":{"any":true},
+  std::ofstream(pf)
+      << R"({"id":"bad","category":"CATEGORY_APPLICATION","rules":[{"id":"r","sources":{"any":true},
     "destinations":{"any":true},"action":"ACTION_DROP","services":[{"protocol":17,"destination_ports":[{"first":70000}]}]}]})";
   c = Dfwctl(port, "policy apply -f " + pf);
   EXPECT_EQ(c.rc, 3) << c.out;
-  EXPECT_NE(c.out.find("rules[0].services[0].destination_ports[0].first: 70000 is above 65535"), std::string::npos)
+  EXPECT_NE(c.out.find("rules[0].services[0].destination_ports[0].first: 70000 is above 65535"),
+            std::string::npos)
       << c.out;
   c = Dfwctl(port, "vm get nosuch");
   EXPECT_EQ(c.rc, 4) << c.out;

@@ -100,6 +100,7 @@ class RestGuardTest : public ::testing::Test {
     server_ = std::make_unique<ControllerServer>();
     ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the REST edge
     ASSERT_TRUE(server_->Start(o).ok());
     port_ = server_->http_port();
     host_ = "127.0.0.1:" + std::to_string(port_);
@@ -244,7 +245,7 @@ TEST_F(RestGuardTest, ComputedViewsOfUnknownObjectsAre404) {
 TEST_F(RestGuardTest, DfwctlRefusesArgumentsThatAreNotUtf8) {
   auto run = [&](std::vector<std::string> args) {
     std::string server = "http://" + host_;
-    args.insert(args.begin(), {DFWCTL_BIN, "--server", server});
+    args.insert(args.begin(), {DFWCTL_BIN, "--insecure", "--server", server});
     pid_t pid = fork();
     if (pid == 0) {
       std::vector<char*> argv;

@@ -52,6 +52,7 @@ class TagSourcesTest : public ::testing::Test {
     server_ = std::make_unique<ControllerServer>();
     ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the model
     ASSERT_TRUE(server_->Start(o).ok());
     rest_ = std::make_unique<Rest>(server_->http_port());
   }

@@ -61,7 +61,7 @@ class TestHost {
     });
   }
   ~TestHost() {
-    stream_->WritesDone();
+    if (!finished_) stream_->WritesDone();
     ctx_.TryCancel();
     reader_.join();
   }
@@ -73,10 +73,13 @@ class TestHost {
     for (const auto& vm : vms) *m.mutable_hello()->add_vms() = vm;
     ASSERT_TRUE(stream_->Write(m));
   }
-  // An InventoryUpdate: these VMs added or changed, whole.
-  void Inventory(const std::vector<dfw::v1::Vm>& vms_set) {
+  // An InventoryUpdate: these VMs added or changed, whole; these removed.
+  void Inventory(const std::vector<dfw::v1::Vm>& vms_set,
+                 const std::vector<std::string>& vms_removed = {}) {
     dfw::v1::HostToController m;
     for (const auto& vm : vms_set) *m.mutable_inventory()->add_vms_set() = vm;
+    for (const auto& id : vms_removed) m.mutable_inventory()->add_vms_removed(id);
+    m.mutable_inventory();  // an empty update is still an update
     ASSERT_TRUE(stream_->Write(m));
   }
   void Ack(uint64_t rev) {
@@ -84,6 +87,18 @@ class TestHost {
     m.mutable_ack()->set_revision(rev);
     m.mutable_ack()->set_ok(true);
     ASSERT_TRUE(stream_->Write(m));
+  }
+  // Waits for the controller to end the stream: the status it ended with
+  // (DEADLINE_EXCEEDED when it is still open after `ms`).
+  grpc::Status WaitClosed(int ms = 5000) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (!cv_.wait_for(l, std::chrono::milliseconds(ms), [&] { return closed_; })) {
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "stream still open");
+      }
+    }
+    finished_ = true;
+    return stream_->Finish();
   }
   std::optional<dfw::v1::ControllerToHost> Next(int ms = 5000) {
     std::unique_lock<std::mutex> l(mu_);
@@ -105,6 +120,7 @@ class TestHost {
   std::condition_variable cv_;
   std::deque<dfw::v1::ControllerToHost> got_;
   bool closed_ = false;
+  bool finished_ = false;  // Finish() called (by WaitClosed)
 };
 
 }  // namespace dfw::controller::testing

@@ -3,10 +3,16 @@
 // Watch streams change events from a revision, then follows new changes
 // until the client cancels.
 //
+// Every call is authorized first (authz.h: the method's permission, from
+// the peer's certificate) and runs with the caller as the change's actor.
+//
 // Thread safety: gRPC's sync server calls it from many threads; ModelService
-// is thread-safe.
+// and Authorizer are thread-safe.
 #pragma once
 
+#include <string_view>
+
+#include "dfw/controller/authz.h"
 #include "dfw/controller/model_service.h"
 #include "dfw/v1/controller.grpc.pb.h"
 
@@ -14,7 +20,8 @@ namespace dfw::controller {
 
 class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
  public:
-  explicit ControllerGrpcService(ModelService* model) : model_(model) {}
+  ControllerGrpcService(ModelService* model, const Authorizer* authz)
+      : model_(model), authz_(authz) {}
 
   using Ctx = grpc::ServerContext;
   grpc::Status PutVm(Ctx*, const dfw::v1::PutVmRequest*, dfw::v1::Vm*) override;
@@ -27,24 +34,27 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
                               dfw::v1::EffectiveRulesResponse*) override;
   grpc::Status PutGroup(Ctx*, const dfw::v1::PutGroupRequest*, dfw::v1::SecurityGroup*) override;
   grpc::Status GetGroup(Ctx*, const dfw::v1::GetRequest*, dfw::v1::SecurityGroup*) override;
-  grpc::Status ListGroups(Ctx*, const dfw::v1::ListRequest*,
-                          dfw::v1::ListGroupsResponse*) override;
+  grpc::Status ListGroups(Ctx*, const dfw::v1::ListRequest*, dfw::v1::ListGroupsResponse*) override;
   grpc::Status DeleteGroup(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status GroupMembers(Ctx*, const dfw::v1::GetRequest*, dfw::v1::GroupMembership*) override;
   grpc::Status PutPolicy(Ctx*, const dfw::v1::PutPolicyRequest*, dfw::v1::Policy*) override;
   grpc::Status GetPolicy(Ctx*, const dfw::v1::GetRequest*, dfw::v1::Policy*) override;
   grpc::Status ListPolicies(Ctx*, const dfw::v1::ListRequest*,
                             dfw::v1::ListPoliciesResponse*) override;
-  grpc::Status DeletePolicy(Ctx*, const dfw::v1::DeleteRequest*,
-                            dfw::v1::DeleteResponse*) override;
+  grpc::Status DeletePolicy(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status ListHosts(Ctx*, const dfw::v1::ListRequest*, dfw::v1::ListHostsResponse*) override;
+  grpc::Status DeleteHost(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status Realization(Ctx*, const dfw::v1::RealizationRequest*,
                            dfw::v1::RealizationResponse*) override;
   grpc::Status Watch(Ctx*, const dfw::v1::WatchRequest*,
                      grpc::ServerWriter<dfw::v1::ChangeEvent>*) override;
 
  private:
+  // Authorizes `method` (its name in the service), then replies with call().
+  template <typename T, typename F>
+  grpc::Status Serve(Ctx* ctx, std::string_view method, F&& call, T* out);
   ModelService* model_;
+  const Authorizer* authz_;
 };
 
 }  // namespace dfw::controller

@@ -11,6 +11,11 @@
 // write in flight per stream; a host that reads slowly gets coalesced deltas
 // (host_feed.h).
 //
+// Trust: the stream opens only for a host identity (authz.h, kHostSession);
+// the Hello's host id must be the certificate's; every message re-checks
+// that the certificate is neither revoked nor expired. The host's changes
+// are logged with its SPIFFE ID as the actor.
+//
 // Thread safety: gRPC calls the reactors on its own threads; everything they
 // touch is locked.
 #pragma once
@@ -22,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "dfw/controller/authz.h"
 #include "dfw/controller/host_feed.h"
 #include "dfw/controller/model_service.h"
 #include "dfw/v1/host.grpc.pb.h"
@@ -30,7 +36,7 @@ namespace dfw::controller {
 
 class HostSessionService final : public dfw::v1::HostSessionService::CallbackService {
  public:
-  explicit HostSessionService(ModelService* model, int sender_threads = 2);
+  HostSessionService(ModelService* model, const Authorizer* authz, int sender_threads = 2);
   ~HostSessionService() override;
 
   grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost>* Session(
@@ -50,6 +56,7 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
  private:
   void SenderLoop();
   ModelService* model_;
+  const Authorizer* authz_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::weak_ptr<HostFeed>> ready_;

@@ -29,9 +29,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,6 +52,9 @@ namespace dfw::controller {
 struct ModelStats {
   uint64_t revision = 0;
   size_t vms = 0, groups = 0, policies = 0, hosts = 0, connected_hosts = 0;
+  // VMs a host reported that another connected host holds (refused, kept
+  // with their host), since the controller started.
+  uint64_t refused_vm_claims = 0;
   tagging::IndexStats index;
   CompilerStats compiler;
 };
@@ -86,6 +89,18 @@ class ModelService {
   absl::StatusOr<dfw::v1::DeleteResponse> DeletePolicy(const dfw::v1::DeleteRequest& req);
 
   absl::StatusOr<dfw::v1::ListHostsResponse> ListHosts() const;
+  // Removes a host that is not connected (FAILED_PRECONDITION while it is):
+  // its record and every VM whose host it is, as one change (one revision,
+  // change log events for the host and each VM); it then leaves ListHosts
+  // and realization. NOT_FOUND when nothing names the host. A host that
+  // connects again later registers anew.
+  absl::StatusOr<dfw::v1::DeleteResponse> DeleteHost(const std::string& host_id);
+  // Realization: a policy counts only the hosts holding at least one vNIC
+  // it applies to, so a host with no VMs (or none in the policy's span)
+  // never holds a policy back. A host counts as having realized revision R
+  // only once it acked R (or a later revision) to this controller process,
+  // or reconnected holding exactly the revision this process last sent it;
+  // after a restart every host is pending until it acks again.
   absl::StatusOr<dfw::v1::RealizationResponse> Realization(
       const dfw::v1::RealizationRequest& req) const;
 
@@ -99,9 +114,21 @@ class ModelService {
   // Host sessions. AttachHost applies the hello's inventory as one change
   // and binds the session to the host's feed (kept across sessions): when
   // the hello's held_revision is the last revision this controller sent the
-  // host, the host gets one delta with what changed meanwhile, else a full
-  // state. Returns the feed and the session's generation; nothing is sent
-  // until the caller Kick()s the feed.
+  // host, the host gets one delta with what changed meanwhile (and that
+  // revision counts as acked), else a full state (and held_revision counts
+  // for nothing: only the ack of the full state proves it). Returns the
+  // feed and the session's generation; nothing is sent until the caller
+  // Kick()s the feed. A new host beyond kMaxHosts: RESOURCE_EXHAUSTED.
+  //
+  // A host reports only its own VMs. A VM in a Hello or InventoryUpdate
+  // that another *connected* host holds is refused alone: it stays with
+  // its host, the rest of the report is applied, and the refusal is
+  // counted (Host.refused_vm_claims in ListHosts, ModelStats) and logged.
+  // A VM whose host is not connected (or that has none) may be claimed:
+  // that is how a VM that moved while its old host was down is picked up.
+  // Live migration with both hosts connected is for the fleet work later;
+  // for now the old host must report the VM gone first. vms_removed only
+  // removes VMs of the reporting host.
   struct Attached {
     std::shared_ptr<HostFeed> feed;
     uint64_t generation = 0;
@@ -110,7 +137,10 @@ class ModelService {
   absl::StatusOr<Attached> AttachHost(const dfw::v1::HostHello& hello, std::function<void()> wake,
                                       std::function<bool(dfw::v1::ControllerToHost)> deliver);
   absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
-  void Ack(const std::string& host_id, const dfw::v1::Ack& ack);
+  // An ack for a revision above the last one this controller sent the host
+  // (HostFeed::last_sent) is refused with INVALID_ARGUMENT and changes
+  // nothing; the session then ends with that status.
+  absl::Status Ack(const std::string& host_id, const dfw::v1::Ack& ack);
   void DetachHost(const std::string& host_id, uint64_t generation);
   // The feed's next message, built under the reader lock (sender threads).
   std::optional<dfw::v1::ControllerToHost> NextMessage(HostFeed* feed) const;
@@ -129,6 +159,18 @@ class ModelService {
   static constexpr size_t kMaxIncludedGroupsPerGroup = 256;
   static constexpr size_t kMaxCriteriaPerGroup = 64;  // conjunctions; conditions per conjunction
 
+  // Registered hosts at most (a per-identity limit hook for later): a Hello
+  // from a new host id beyond it is refused with RESOURCE_EXHAUSTED.
+  static constexpr size_t kMaxHosts = 10000;
+
+  // A change that touches no rule (an enrollment token, a certificate
+  // issued or revoked): `fill` adds its writes and change log events under
+  // the writer lock; the change then commits as one batch at the next
+  // revision, so it is ordered and audited like any other change. Returns
+  // that revision. `fill` failing changes nothing.
+  absl::StatusOr<uint64_t> CommitAuxiliary(const std::function<absl::Status(ChangeSet&)>& fill);
+  const Store& store() const { return *store_; }
+
  private:
   ModelService();
   struct HostState;
@@ -139,6 +181,9 @@ class ModelService {
                               const std::vector<std::string>& vms_removed, bool replace_host,
                               const dfw::v1::Host* host_record, uint64_t* revision_out);
   void Publish(ChangeFanout& fanout, uint64_t revision);
+  // Raises hs.acked to `revision` and settles the revision records it
+  // completes (rmu_ held).
+  void AdvanceAcked(HostState& hs, uint64_t revision);
   void Committed(uint64_t revision);
 
   std::unique_ptr<Store> store_;
@@ -155,6 +200,7 @@ class ModelService {
   mutable std::mutex rmu_;
   std::map<std::string, std::unique_ptr<HostState>> hosts_;
   std::map<uint64_t, std::unique_ptr<RevisionRecord>> revisions_;
+  uint64_t refused_vm_claims_ = 0;
 
   std::atomic<uint64_t> watch_revision_{0};
   mutable std::mutex watch_mu_;

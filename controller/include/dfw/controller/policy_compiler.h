@@ -54,7 +54,7 @@ struct HostChanges {
   std::set<std::string> rulesets_removed;  // vNICs no longer enforced on the host
   std::set<std::string> sets_full;         // address sets to send whole
   std::set<std::string> sets_removed;
-  std::set<std::string> sets_touched;      // referenced sets whose content changed
+  std::set<std::string> sets_touched;  // referenced sets whose content changed
   struct SetDelta {
     std::set<tagging::IpPrefix> added, removed;
   };
@@ -108,6 +108,9 @@ class PolicyCompiler {
                       google::protobuf::RepeatedPtrField<dfw::v1::AddressSet>* sets) const;
   // Policies whose rules or applied-to name the group, sorted.
   std::vector<std::string> PoliciesReferencing(const std::string& group_id) const;
+  // Hosts holding at least one vNIC the policy's enabled rules apply to
+  // (the policy's span); empty for an unknown policy.
+  std::set<std::string> HostsOfPolicy(const std::string& policy_id) const;
   CompilerStats Stats() const;
 
  private:

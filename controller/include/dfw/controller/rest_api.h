@@ -48,11 +48,24 @@
 // one; see kRestReadTimeoutSeconds); the listen backlog is raised to
 // kListenBacklog when the server starts listening (httplib's is 5).
 //
-// Thread safety: httplib serves requests on a thread pool; ModelService is
-// thread-safe.
+// Trust: HTTPS with a client certificate (RestTlsOptions: the controller's
+// SVID dir; clients are verified against its bundle); every route is
+// authorized (authz.h, PermissionForRest) before its handler runs and runs
+// with the caller as the actor. Trust routes (trust.proto in JSON):
+//   POST /api/v1/enroll                   {"token":..,"csr_pem":..} (no certificate needed)
+//   POST /api/v1/renew                    {"csr_pem":..}            (the caller's own identity)
+//   POST /api/v1/join-tokens              CreateJoinTokenRequest     (admin)
+//   GET  /api/v1/certificates[?include_expired=true]                 (admin)
+//   POST /api/v1/certificates/{serial}/revoke                        (admin)
+// Without TLS (an empty svid_dir: the explicit loopback-only --insecure
+// mode) every caller is "local:insecure" with every permission.
+//
+// Thread safety: httplib serves requests on a thread pool; ModelService,
+// Enrollment and Authorizer are thread-safe.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -60,6 +73,7 @@
 #include <thread>
 #include <vector>
 
+#include "dfw/controller/authz.h"
 #include "dfw/controller/model_service.h"
 
 namespace httplib {
@@ -74,9 +88,19 @@ inline constexpr int kListenBacklog = 4096;               // capped by net.core.
 inline constexpr size_t kRestWorkers = 64;                // connections served at once
 inline constexpr int kRestReadTimeoutSeconds = 5;         // per read; also keep-alive idle
 
+class Enrollment;
+class RestTls;
+
+struct RestTlsOptions {
+  std::string svid_dir;              // empty: plaintext (insecure mode)
+  std::chrono::seconds refresh{30};  // how often the SVID files are looked at
+};
+
 class RestApi {
  public:
-  explicit RestApi(ModelService* model);
+  // `enrollment` may be null (no trust routes: they answer 404).
+  RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* authz,
+          const RestTlsOptions& tls);
   ~RestApi();
 
   // Binds host:port (port 0 = any free port) and serves on a background
@@ -104,8 +128,14 @@ class RestApi {
   mutable std::mutex hosts_mu_;
   std::vector<std::string> allowed_hosts_;
 
+  class Guarded;
   void Routes();
+  void TrustRoutes(Guarded& s);
   ModelService* model_;
+  Enrollment* enrollment_;
+  const Authorizer* authz_;
+  std::unique_ptr<RestTls> tls_;  // before server_: the server's TLS context calls it
+  absl::Status tls_status_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };

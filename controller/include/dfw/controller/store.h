@@ -9,6 +9,7 @@
 //   "v/<vm id>"  Vm proto            "g/<group id>"  SecurityGroup proto
 //   "p/<policy>" Policy proto        "h/<host id>"   Host proto
 //   "n/<policy>\0<rule id>" fixed32 rule number (stable across updates)
+//   "t/<token hash>" JoinToken       "c/<serial>"   IssuedCertificate (trust.proto)
 //   "l/<rev be64><seq be32>" ChangeEvent   (change log, trimmed to kLogKeep)
 //   "m/revision" fixed64, "m/next_rule_num" fixed32
 // One change = one ChangeSet = one WriteBatch written with sync=true, the new
@@ -21,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +38,30 @@ class DB;
 
 namespace dfw::controller {
 
-enum class Kind : char { kVm = 'v', kGroup = 'g', kPolicy = 'p', kHost = 'h' };
+enum class Kind : char {
+  kVm = 'v',
+  kGroup = 'g',
+  kPolicy = 'p',
+  kHost = 'h',
+  kJoinToken = 't',
+  kCertificate = 'c',
+};
+
+// Who is changing the model on this thread: the transports (gRPC, REST, host
+// sessions) set it for the duration of a call; every change log event the
+// thread writes carries it (ChangeEvent.actor). Empty outside a scope: the
+// event then says "controller".
+class ActorScope {
+ public:
+  explicit ActorScope(std::string actor);
+  ~ActorScope();
+  ActorScope(const ActorScope&) = delete;
+  ActorScope& operator=(const ActorScope&) = delete;
+  static const std::string& Current();
+
+ private:
+  std::string previous_;
+};
 
 // Everything one accepted change writes.
 class ChangeSet {
@@ -87,10 +112,15 @@ class Store {
   absl::StatusOr<StoredState> Load() const;
   // Writes the change atomically with a synced WAL.
   absl::Status Commit(const ChangeSet& change);
+  // One stored object of a kind (NOT_FOUND if absent), and every object of a
+  // kind, for the kinds StoredState does not carry (tokens, certificates).
+  absl::Status Get(Kind kind, const std::string& id, google::protobuf::Message* out) const;
+  absl::Status ForEach(Kind kind,
+                       const std::function<absl::Status(const std::string& value)>& fn) const;
   // Change log entries with revision > from_revision, at most `limit`.
   // FAILED_PRECONDITION when from_revision is older than the retained log.
   absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ChangesSince(uint64_t from_revision,
-                                                                  size_t limit) const;
+                                                                 size_t limit) const;
 
   static constexpr uint64_t kLogKeep = 100000;  // revisions of change log kept
 
