@@ -10,12 +10,16 @@ namespace dfw::hostagent {
 
 using std::chrono::milliseconds;
 
-ControllerSession::ControllerSession(std::string target, Hooks hooks)
-    : target_(std::move(target)), hooks_(std::move(hooks)) {}
+ControllerSession::ControllerSession(std::string target,
+                                     std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                     Hooks hooks)
+    : target_(std::move(target)), credentials_(std::move(credentials)), hooks_(std::move(hooks)) {}
 
 ControllerSession::~ControllerSession() { Stop(); }
 
-void ControllerSession::Start() { thread_ = std::thread([this] { Run(); }); }
+void ControllerSession::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void ControllerSession::Stop() {
   {
@@ -77,7 +81,7 @@ void ControllerSession::Run() {
 }
 
 bool ControllerSession::RunOnce() {
-  auto channel = grpc::CreateChannel(target_, grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(target_, credentials_);
   auto stub = v1::HostSessionService::NewStub(channel);
   grpc::ClientContext ctx;
   {

@@ -25,8 +25,11 @@ absl::Status HostAgent::Start() {
     if (auto s = libvirt_->Start(); !s.ok()) return s;
   }
   if (!config_.controller_target.empty()) {
+    if (!config_.controller_credentials) {
+      return absl::InvalidArgumentError("controller: no credentials (TLS or explicit --insecure)");
+    }
     session_ = std::make_unique<ControllerSession>(
-        config_.controller_target,
+        config_.controller_target, config_.controller_credentials,
         ControllerSession::Hooks{[this] { return BuildHello(); },
                                  [this](const v1::ControllerToHost& m) { return Apply(m); }});
   }
@@ -224,8 +227,8 @@ void HostAgent::SyncFlows(const HostView& view) {
   installed_ = std::move(*desired);
   have_installed_ = true;
   if (no_flood_ofport_ != view.firewall_ofport) {
-    auto s = ovs::SetPortNoFlood(config_.openflow_target,
-                                 static_cast<uint32_t>(view.firewall_ofport));
+    auto s =
+        ovs::SetPortNoFlood(config_.openflow_target, static_cast<uint32_t>(view.firewall_ofport));
     if (s.ok()) {
       no_flood_ofport_ = view.firewall_ofport;
     } else {

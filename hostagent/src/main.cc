@@ -5,6 +5,16 @@
 //                 [--firewall-port-type dpdkvhostuserclient] [--firewall-socket PATH]
 //                 [--libvirt URI]... [--controller HOST:PORT]
 //                 [--host-id ID] [--hostname NAME] [--resync-ms N]
+//                 [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE]
+//                 [--insecure]
+//
+// Trust: the session to the controller is mutual TLS with the host's SVID
+// in --cert-dir (default /var/lib/dfw/hostagent/svid; spiffe-helper's
+// layout). Without one there, the agent enrolls first: it reads the
+// one-time token (dfwctl enroll create --host ID) from --join-token-file,
+// verifies the controller with --ca-bundle, and keeps the certificate it
+// gets; it renews it at half-life without a restart. --insecure (plaintext)
+// is refused unless the controller address is loopback.
 //
 // --libvirt may be given several times (default: qemu:///system; "none" for
 // no libvirt). --host-id defaults to /etc/machine-id, --hostname to the
@@ -28,7 +38,10 @@
 #include <string>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
+
 #include "dfw/hostagent/host_agent.h"
+#include "dfw/hostagent/svid_client.h"
 
 namespace {
 
@@ -42,9 +55,16 @@ int Usage(const char* msg) {
                "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
                "         [--firewall-socket PATH]\n"
                "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
-               "         [--hostname NAME] [--resync-ms N]\n",
+               "         [--hostname NAME] [--resync-ms N]\n"
+               "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n",
                msg);
   return 2;
+}
+
+bool IsLoopbackTarget(const std::string& target) {
+  std::string host = target.substr(0, target.rfind(':'));
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" ||
+         host.rfind("unix:", 0) == 0;
 }
 
 std::string ReadFirstLine(const char* path) {
@@ -60,6 +80,10 @@ int main(int argc, char** argv) {
   dfw::hostagent::HostAgentConfig cfg;
   std::string rundir = "/var/run/openvswitch";
   bool no_libvirt = false;
+  bool insecure = false;
+  dfw::hostagent::SvidClientOptions svid_opts;
+  svid_opts.cert_dir = "/var/lib/dfw/hostagent/svid";
+  std::string token_file;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](std::string* out) {
@@ -78,6 +102,13 @@ int main(int argc, char** argv) {
     if (a == "--controller" && value(&cfg.controller_target)) continue;
     if (a == "--host-id" && value(&cfg.host_id)) continue;
     if (a == "--hostname" && value(&cfg.hostname)) continue;
+    if (a == "--cert-dir" && value(&svid_opts.cert_dir)) continue;
+    if (a == "--join-token-file" && value(&token_file)) continue;
+    if (a == "--ca-bundle" && value(&svid_opts.ca_bundle)) continue;
+    if (a == "--insecure") {
+      insecure = true;
+      continue;
+    }
     if (a == "--libvirt" && value(&v)) {
       if (v == "none") {
         no_libvirt = true;
@@ -111,6 +142,26 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  std::unique_ptr<dfw::hostagent::SvidClient> svid;
+  if (!cfg.controller_target.empty()) {
+    if (insecure) {
+      if (!IsLoopbackTarget(cfg.controller_target)) {
+        return Usage("--insecure: the controller must be a loopback address");
+      }
+      spdlog::warn("dfw-hostagent: INSECURE: plaintext session to {}", cfg.controller_target);
+      cfg.controller_credentials = grpc::InsecureChannelCredentials();
+    } else {
+      svid_opts.controller_target = cfg.controller_target;
+      if (!token_file.empty()) svid_opts.join_token = ReadFirstLine(token_file.c_str());
+      svid = std::make_unique<dfw::hostagent::SvidClient>(svid_opts);
+      if (auto s = svid->Enroll([] { return g_stop.load(); }); !s.ok()) {
+        std::fprintf(stderr, "dfw-hostagent: %s\n", s.ToString().c_str());
+        return 1;
+      }
+      cfg.controller_credentials = svid->Credentials();
+      svid->Start();
+    }
+  }
   // A write to the OpenFlow socket of an ovs-vswitchd that just restarted
   // must fail with EPIPE (the agent reconnects), not end the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -121,13 +172,15 @@ int main(int argc, char** argv) {
   }
   std::string uris;
   for (const auto& u : cfg.libvirt_uris) uris += (uris.empty() ? "" : ",") + u;
-  std::printf("dfw-hostagent: started host=%s bridge=%s firewall-port=%s libvirt=%s controller=%s\n",
-              cfg.host_id.c_str(), cfg.bridge.c_str(), cfg.firewall_port.c_str(),
-              uris.empty() ? "none" : uris.c_str(),
-              cfg.controller_target.empty() ? "none" : cfg.controller_target.c_str());
+  std::printf(
+      "dfw-hostagent: started host=%s bridge=%s firewall-port=%s libvirt=%s controller=%s\n",
+      cfg.host_id.c_str(), cfg.bridge.c_str(), cfg.firewall_port.c_str(),
+      uris.empty() ? "none" : uris.c_str(),
+      cfg.controller_target.empty() ? "none" : cfg.controller_target.c_str());
   std::fflush(stdout);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   agent.Stop();
+  if (svid) svid->Stop();
   std::printf("dfw-hostagent: stopped\n");
   return 0;
 }

@@ -179,6 +179,7 @@ class ControllerSessionTest : public ::testing::Test {
     server_ = std::make_unique<ControllerServer>();
     ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the model
     o.grpc_listen = "127.0.0.1:" + std::to_string(grpc_port);
     auto s = server_->Start(o);
     ASSERT_TRUE(s.ok()) << s;
@@ -192,7 +193,8 @@ class ControllerSessionTest : public ::testing::Test {
   }
 
   void StartSession(const std::string& target) {
-    session_ = std::make_unique<ControllerSession>(target, dp_.Hooks());
+    session_ = std::make_unique<ControllerSession>(target, grpc::InsecureChannelCredentials(),
+                                                   dp_.Hooks());
     session_->Start();
   }
 

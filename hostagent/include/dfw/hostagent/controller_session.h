@@ -17,6 +17,10 @@
 // A delta that does not apply (wrong from_revision) is nacked and the
 // session restarts to get a full state.
 //
+// Trust. The channel's credentials are the caller's: mutual TLS with the
+// host's SVID (svid_client.h), or plaintext only for a loopback controller
+// the operator explicitly marked insecure.
+//
 // Thread safety. Start() runs one thread of ours, on which the hooks run
 // (never concurrently with themselves). SetInventory(), Restart(),
 // connected() and Stop() may be called from any thread.
@@ -37,8 +41,9 @@
 #include "dfw/v1/host.grpc.pb.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ClientContext;
-}
+}  // namespace grpc
 
 namespace dfw::hostagent {
 
@@ -51,7 +56,8 @@ class ControllerSession {
     std::function<absl::StatusOr<uint64_t>(const v1::ControllerToHost&)> apply;
   };
 
-  ControllerSession(std::string target, Hooks hooks);
+  ControllerSession(std::string target, std::shared_ptr<grpc::ChannelCredentials> credentials,
+                    Hooks hooks);
   ~ControllerSession();  // Stop()s
   ControllerSession(const ControllerSession&) = delete;
   ControllerSession& operator=(const ControllerSession&) = delete;
@@ -78,6 +84,7 @@ class ControllerSession {
   bool SendInventoryLocked();
 
   const std::string target_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const Hooks hooks_;
 
   std::mutex mu_;  // guards stop_, ctx_, inventory_, sent_, stream_

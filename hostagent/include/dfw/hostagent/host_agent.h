@@ -44,14 +44,18 @@
 #include "dfw/ovs/openflow_bridge.h"
 #include "dfw/ovs/ovsdb_monitor.h"
 
+namespace grpc {
+class ChannelCredentials;
+}
+
 namespace dfw::hostagent {
 
 struct HostAgentConfig {
   std::string host_id;
   std::string hostname;
-  std::vector<std::string> libvirt_uris;    // empty: no libvirt (OVS only)
-  std::string ovsdb_socket;                 // ovsdb-server's unix socket path
-  std::string openflow_target;              // "unix:<rundir>/<bridge>.mgmt"
+  std::vector<std::string> libvirt_uris;  // empty: no libvirt (OVS only)
+  std::string ovsdb_socket;               // ovsdb-server's unix socket path
+  std::string openflow_target;            // "unix:<rundir>/<bridge>.mgmt"
   std::string bridge = "br-dfw";
   std::string firewall_port = "fw0";
   // OVS is the vhost-user client of the dataplane's socket (the dataplane
@@ -59,9 +63,13 @@ struct HostAgentConfig {
   // ovs-vswitchd restarts. For this type the port gets
   // options:vhost-server-path=firewall_socket.
   std::string firewall_port_type = "dpdkvhostuserclient";
-  std::string firewall_socket;              // e.g. "<ovs rundir>/fw0.sock"
-  std::string dataplane_target;             // "unix:<path>"
-  std::string controller_target;            // "host:port"; empty: no controller
+  std::string firewall_socket;    // e.g. "<ovs rundir>/fw0.sock"
+  std::string dataplane_target;   // "unix:<path>"
+  std::string controller_target;  // "host:port"; empty: no controller
+  // The session's credentials: mutual TLS from the host's SVID
+  // (SvidClient::Credentials), or plaintext for an explicitly insecure
+  // loopback controller. Required with a controller.
+  std::shared_ptr<grpc::ChannelCredentials> controller_credentials;
   std::chrono::milliseconds resync_interval{5000};
 };
 
