@@ -58,6 +58,10 @@ fleet_start $NO_GUEST || { echo "demo: the sandbox did not come up; logs in $WOR
 echo "up in $((($(date +%s%N) - t0) / 1000000)) ms; work dir $WORK"
 ctl() { echo "\$ dfwctl $*"; fleet_dfwctl "$@"; }
 
+bold "Trust: every channel is mutual TLS with SPIFFE identities (the CA: dfwctl ca init)"
+echo "The host agent enrolled with a one-time join token; dfwctl holds an admin's certificate."
+ctl cert list
+
 bold "The VMs, as the host agent reported them from libvirt (tags from domain metadata)"
 ctl vm list
 bold "Security groups (by tag) and their members"
@@ -118,6 +122,8 @@ fi
 bold "Realization: every change acknowledged by the host, with its time to realize"
 ctl realization
 ctl host list
+bold "The change log: every change with who made it (the caller's SPIFFE ID)"
+echo "\$ dfwctl changes | tail -8"; fleet_dfwctl changes | sed -n '1p'; fleet_dfwctl changes | tail -8
 bold "Dataplane counters (dfw-dpctl): rule hits and every drop with its reason"
 echo "\$ dfw-dpctl counters"; sb_dpctl counters
 bold "Flow records (allowed, denied, ended), the last 14 of $SB_DP_FLOWS"
@@ -139,7 +145,7 @@ for line in sys.stdin:
 
 if [ "$KEEP" = 1 ]; then
   bold "Staying up (Ctrl-C to clean up). Try:"
-  echo "  $FLEET_DFWCTL --server http://$FLEET_HTTP vm list"
+  echo "  DFW_CONFIG_DIR=$FLEET_DFWCTL_CONFIG $FLEET_DFWCTL --server https://$FLEET_HTTP vm list"
   echo "  $SB_DPCTL_BIN --api $SB_DP_API connections"
   echo "  ip netns exec ${SB_VM_NS[web]} python3 scripts/lib/probe.py tcp ${FLEET_IP[db]} 5432"
   while true; do sleep 3600; done

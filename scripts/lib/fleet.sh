@@ -16,6 +16,13 @@
 # Each VM serves TCP 5432 and 80 and UDP 5432 (namespaces: probe.py; the
 # guest: its init's servers).
 #
+# Trust: everything runs with mutual TLS, as in production. fleet_start
+# makes a CA for the trust domain dfw.test (dfwctl ca init: the CA and the
+# controller's certificate in $FLEET_DIR/pki, an admin's for dfwctl in
+# $FLEET_DIR/dfwctl); the host agent enrolls with a one-time join token
+# (dfwctl enroll create --host) and keeps its certificate in
+# $FLEET_DIR/agent-svid across restarts.
+#
 # Functions: fleet_init, fleet_start, fleet_cleanup, fleet_controller_start,
 # fleet_controller_stop, fleet_agent_start, fleet_agent_stop, fleet_agent_kill9,
 # fleet_dfwctl ARGS, fleet_probe FROM TO PROTO [PORT], fleet_wait_realized
@@ -64,6 +71,10 @@ fleet_init() {
   sb_init "$FLEET_DIR/host" || return 1
   FLEET_HOST_ID=dfw-host-$SB_ID
   FLEET_CTL_PID= FLEET_AGENT_PID= FLEET_GRPC= FLEET_HTTP=
+  FLEET_TRUST_DOMAIN=dfw.test
+  FLEET_PKI=$FLEET_DIR/pki
+  FLEET_DFWCTL_CONFIG=$FLEET_DIR/dfwctl
+  FLEET_AGENT_SVID=$FLEET_DIR/agent-svid
   FLEET_GUEST=0
   GUEST_STATE_DIR=$FLEET_DIR/guests
 }
@@ -80,15 +91,38 @@ fleet_cleanup() {
   return $rc
 }
 
-fleet_dfwctl() { "$FLEET_DFWCTL" --server "http://$FLEET_HTTP" "$@"; }
+fleet_dfwctl() {
+  DFW_CONFIG_DIR=$FLEET_DFWCTL_CONFIG "$FLEET_DFWCTL" --server "https://$FLEET_HTTP" "$@"
+}
+
+# --- trust ---------------------------------------------------------------
+
+# The CA, the controller's certificate and the admin's (once per fleet).
+fleet_ca_init() {
+  [ -f "$FLEET_PKI/ca/ca.pem" ] && return 0
+  DFW_CONFIG_DIR=$FLEET_DFWCTL_CONFIG "$FLEET_DFWCTL" ca init --pki-dir "$FLEET_PKI" \
+    --trust-domain "$FLEET_TRUST_DOMAIN" --admin fleet-admin >>"$FLEET_DIR/pki.log" 2>&1 || {
+    _fleet_log "dfwctl ca init failed; see $FLEET_DIR/pki.log"
+    tail -3 "$FLEET_DIR/pki.log" >&2
+    return 1
+  }
+}
+
+# A one-time join token for host $1, written to file $2.
+fleet_join_token() {
+  fleet_dfwctl -o json enroll create --host "$1" |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' >"$2.tmp" &&
+    [ -s "$2.tmp" ] && mv "$2.tmp" "$2"
+}
 
 # --- controller ----------------------------------------------------------
 
 fleet_controller_start() {
   local grpc=${FLEET_GRPC:-127.0.0.1:0} http=${FLEET_HTTP:-127.0.0.1:0} i
+  fleet_ca_init || return 1
   rm -f "$FLEET_DIR/controller.ports"
   "$FLEET_CONTROLLER" --data-dir "$FLEET_DIR/controller-data" --grpc-listen "$grpc" \
-    --http-listen "$http" --port-file "$FLEET_DIR/controller.ports" \
+    --http-listen "$http" --port-file "$FLEET_DIR/controller.ports" --pki-dir "$FLEET_PKI" \
     >>"$FLEET_DIR/controller.log" 2>&1 &
   FLEET_CTL_PID=$!
   for ((i = 0; i < 200; i++)); do
@@ -117,12 +151,21 @@ fleet_controller_stop() {
 # --- host agent ----------------------------------------------------------
 
 fleet_agent_start() {
-  local uris=(--libvirt "test://$FLEET_DIR/namespace-vms.xml")
+  local uris=(--libvirt "test://$FLEET_DIR/namespace-vms.xml") enroll=()
   [ "$FLEET_GUEST" = 1 ] && uris+=(--libvirt qemu:///system)
+  if [ ! -f "$FLEET_AGENT_SVID/svid.pem" ]; then
+    # First start: enroll with a one-time token (the controller must be up).
+    fleet_join_token "$FLEET_HOST_ID" "$FLEET_DIR/join-token" || {
+      _fleet_log "cannot create a join token for $FLEET_HOST_ID"
+      return 1
+    }
+    enroll=(--join-token-file "$FLEET_DIR/join-token" --ca-bundle "$FLEET_PKI/ca/ca.pem")
+  fi
   echo "--- start $(date +%T.%N)" >>"$FLEET_DIR/agent.log"
   "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
     --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
     --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
+    --cert-dir "$FLEET_AGENT_SVID" "${enroll[@]}" \
     --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &
   FLEET_AGENT_PID=$!
 }
@@ -310,7 +353,7 @@ fleet_start() {
     _fleet_guest_start || return 1
     _fleet_phase "guest defined and started (libvirt)"
   fi
-  fleet_agent_start
+  fleet_agent_start || return 1
   # The host registers first, so the policy's realization covers it.
   fleet_wait_realized 30 || return 1
   _fleet_phase "host agent registered"
