@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #include <chrono>
 #include <filesystem>
@@ -23,10 +24,12 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dfw/controller/controller_server.h"
 #include "dfw/trust/ca.h"
+#include "dfw/trust/peer.h"
 #include "dfw/trust/svid.h"
 #include "dfw/v1/controller.grpc.pb.h"
 #include "dfw/v1/host.grpc.pb.h"
@@ -114,6 +117,16 @@ Outcome FromGrpc(const grpc::Status& s) {
 }
 
 using Channel = std::shared_ptr<grpc::Channel>;
+
+template <typename F>
+bool Eventually(F f, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return f();
+}
 std::chrono::system_clock::time_point Soon() { return std::chrono::system_clock::now() + 3s; }
 
 #define DFW_UNARY(Svc, M, Req, Resp, need)                \
@@ -569,6 +582,82 @@ TEST_F(TrustMatrixTest, RenewThenRevokeEndsTheOpenSession) {
   auto st = s->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
   EXPECT_NE(st.error_message().find("revoked"), std::string::npos) << st.error_message();
+}
+
+// The serial of the certificate a TLS server presents on a new connection.
+std::string ServerSerialGrpc(const Channel& ch) {
+  auto stub = dfw::v1::TrustService::NewStub(ch);
+  grpc::ClientContext c;
+  c.set_deadline(Soon());
+  dfw::v1::EnrollRequest q;
+  dfw::v1::CertificateResponse r;
+  (void)stub->Enroll(&c, q, &r);
+  auto auth = c.auth_context();
+  if (!auth) return "";
+  auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (v.empty()) return "";
+  auto id = trust::InspectLeaf(std::string(v[0].data(), v[0].size()), kTd, false);
+  return id.ok() ? id->serial_hex : "";
+}
+
+std::string ServerSerialRest(int port, const std::string& bundle_pem) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  BIO* b = BIO_new_mem_buf(bundle_pem.data(), static_cast<int>(bundle_pem.size()));
+  X509* ca = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+  X509_STORE_add_cert(store, ca);
+  X509_free(ca);
+  BIO_free(b);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  BIO* conn = BIO_new_ssl_connect(ctx);
+  BIO_set_conn_hostname(conn, ("127.0.0.1:" + std::to_string(port)).c_str());
+  std::string serial;
+  if (BIO_do_connect(conn) == 1 && BIO_do_handshake(conn) == 1) {
+    SSL* ssl = nullptr;
+    BIO_get_ssl(conn, &ssl);
+    if (X509* cert = SSL_get1_peer_certificate(ssl)) {
+      BIO* out = BIO_new(BIO_s_mem());
+      PEM_write_bio_X509(out, cert);
+      char* data = nullptr;
+      long len = BIO_get_mem_data(out, &data);
+      auto id = trust::InspectLeaf(std::string(data, static_cast<size_t>(len)), kTd, false);
+      if (id.ok()) serial = id->serial_hex;
+      BIO_free(out);
+      X509_free(cert);
+    }
+  }
+  BIO_free_all(conn);
+  SSL_CTX_free(ctx);
+  return serial;
+}
+
+// The controller's own certificate replaced on disk (a renewal) is served
+// on new connections, gRPC and REST, without a restart.
+TEST_F(TrustMatrixTest, ControllerCertificateRenewedOnDiskIsServedWithoutRestart) {
+  Credential anon{"anon", Who::kAnonymous, "", "", ""};
+  std::string grpc_before = ServerSerialGrpc(GrpcChannel(anon));
+  std::string rest_before = ServerSerialRest(server_.http_port(), ca_->bundle_pem());
+  ASSERT_FALSE(grpc_before.empty());
+  EXPECT_EQ(grpc_before, rest_before);
+  IssueOptions c;
+  c.id = {kTd, IdKind::kController, "test"};
+  c.server_auth = true;
+  c.dns_sans = {"localhost"};
+  c.ip_sans = {"127.0.0.1"};
+  auto renewed = ca_->IssueWithNewKey(c);
+  ASSERT_TRUE(renewed.ok());
+  ASSERT_TRUE(trust::WriteSvid(dir_.path() + "/pki/controller",
+                               {renewed->key_pem, renewed->cert.cert_pem, ca_->bundle_pem()})
+                  .ok());
+  EXPECT_TRUE(Eventually(
+      [&] { return ServerSerialGrpc(GrpcChannel(anon)) == renewed->cert.serial_hex; }, 10s))
+      << "gRPC still serves " << grpc_before;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return ServerSerialRest(server_.http_port(), ca_->bundle_pem()) == renewed->cert.serial_hex;
+      },
+      10s))
+      << "REST still serves " << rest_before;
 }
 
 TEST(TrustModeTest, SecureByDefaultAndInsecureOnlyOnLoopback) {
