@@ -2,14 +2,30 @@
 //
 //   bench_controller [--hosts 1000] [--vms 100000] [--groups 10000]
 //                    [--rules 20000] [--changes 100] [--settle-ms 500]
-//                    [--data-dir DIR]
+//                    [--data-dir DIR] [--channel-per-host] [--tls]
 //
 // Spawns the real dfw-controller (its own process, so its memory is its
 // own), loads groups and policies through the gRPC API (each write is one
 // RocksDB WriteBatch with a synced WAL), then opens --hosts HostSession
-// streams from this one process (gRPC callback API, 16 channels); each
-// simulated host registers 1/hosts of the VMs (with tags and one vNIC
-// each) and acks every revision it receives. Measures:
+// streams from this one process (gRPC callback API); each simulated host
+// registers 1/hosts of the VMs (with tags and one vNIC each) and acks every
+// revision it receives.
+//
+// Transport. Default: plaintext (dfw-controller --insecure), the hosts'
+// streams spread over 16 shared channels (connections). --channel-per-host:
+// one channel, so one connection, per host, as real host agents have.
+// --tls (implies --channel-per-host, since each host has its own
+// certificate): before the controller starts, a CA for trust domain
+// "bench.test" is made in DIR/pki/ca with dfw::trust, the controller's SVID
+// (server_auth, SANs 127.0.0.1 and localhost) is written to
+// DIR/pki/controller and the controller runs with --pki-dir DIR/pki (mutual
+// TLS); the API channel uses an admin user's certificate and every host its
+// own spiffe://bench.test/host/<host id> certificate. Issuance (a new EC
+// P-256 key per certificate) is timed on its own, not as registration.
+// Compare --channel-per-host with --tls: same connection shape, the only
+// difference is TLS.
+//
+// Measures:
 //   - API write rate (PutGroup / PutPolicy / Tag, synced WAL);
 //   - cold registration: first Hello sent -> every host holds its full state;
 //   - tag change -> last affected host has its delta (p50 / p99 / max),
@@ -37,6 +53,9 @@
 #include <thread>
 #include <vector>
 
+#include "dfw/trust/ca.h"
+#include "dfw/trust/spiffe_id.h"
+#include "dfw/trust/svid.h"
 #include "dfw/v1/controller.grpc.pb.h"
 #include "dfw/v1/host.grpc.pb.h"
 
@@ -48,7 +67,17 @@ namespace {
 struct Flags {
   int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 100, settle_ms = 500;
   std::string data_dir;
+  bool tls = false, channel_per_host = false;
 };
+
+constexpr char kTrustDomain[] = "bench.test";
+constexpr int kSharedChannels = 16;
+
+std::string HostId(int h) {
+  char id[32];
+  std::snprintf(id, sizeof id, "host-%04d", h);
+  return id;
+}
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -94,7 +123,8 @@ Vm MakeVm(int i, int hosts, int vms) {
   auto* n = vm.add_vnics();
   n->set_id(std::string(id) + "-nic0");
   char mac[32];
-  std::snprintf(mac, sizeof mac, "52:54:00:%02x:%02x:%02x", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+  std::snprintf(mac, sizeof mac, "52:54:00:%02x:%02x:%02x", (i >> 16) & 255, (i >> 8) & 255,
+                i & 255);
   n->set_mac(mac);
   uint32_t a = (198u << 24) | (18u << 16) | static_cast<uint32_t>(i);  // 198.18.0.0/15
   char ip[32];
@@ -123,10 +153,19 @@ SecurityGroup MakeGroup(int k) {
   auto* c = g.add_criteria();
   int x = k / 4;
   switch (k % 4) {
-    case 0: TagCond(c, "app", x % kApps); break;                                  // ~100 VMs
-    case 1: TagCond(c, "owner", x % kOwners); break;                              // ~50
-    case 2: TagCond(c, "app", x % kApps); TagCond(c, "tier", x % kTiers); break;  // ~25
-    default: TagCond(c, "team", x % kTeams); break;                               // ~500
+    case 0:
+      TagCond(c, "app", x % kApps);
+      break;  // ~100 VMs
+    case 1:
+      TagCond(c, "owner", x % kOwners);
+      break;  // ~50
+    case 2:
+      TagCond(c, "app", x % kApps);
+      TagCond(c, "tier", x % kTiers);
+      break;  // ~25
+    default:
+      TagCond(c, "team", x % kTeams);
+      break;  // ~500
   }
   return g;
 }
@@ -167,7 +206,8 @@ struct Controller {
   double start_ms = 0;
 };
 
-Controller Spawn(const std::string& dir) {
+// pki_dir empty: --insecure; else --pki-dir pki_dir (mutual TLS).
+Controller Spawn(const std::string& dir, const std::string& pki_dir) {
   Controller c;
   std::string port_file = dir + "/ports";
   std::remove(port_file.c_str());
@@ -178,8 +218,16 @@ Controller Spawn(const std::string& dir) {
     FILE* f = std::fopen(log.c_str(), "a");
     dup2(fileno(f), 1);
     dup2(fileno(f), 2);
-    execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", (dir + "/db").c_str(), "--grpc-listen",
-          "127.0.0.1:0", "--http-listen", "", "--port-file", port_file.c_str(), nullptr);
+    std::string db = dir + "/db";
+    if (pki_dir.empty()) {
+      execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", db.c_str(), "--grpc-listen",
+            "127.0.0.1:0", "--http-listen", "", "--port-file", port_file.c_str(), "--insecure",
+            nullptr);
+    } else {
+      execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", db.c_str(), "--grpc-listen",
+            "127.0.0.1:0", "--http-listen", "", "--port-file", port_file.c_str(), "--pki-dir",
+            pki_dir.c_str(), nullptr);
+    }
     _exit(127);
   }
   for (;;) {
@@ -207,6 +255,67 @@ void Stop(Controller& c, int sig) {
   waitpid(c.pid, &st, 0);
 }
 
+// ------------------------------------------------------------- the PKI
+
+struct Pki {
+  std::string dir;  // what --pki-dir gets
+  std::string bundle_pem;
+  dfw::trust::KeyAndCert admin;
+  std::vector<dfw::trust::KeyAndCert> hosts;  // index = host number
+};
+
+[[noreturn]] void Die(const std::string& what, const absl::Status& s) {
+  std::fprintf(stderr, "%s: %s\n", what.c_str(), std::string(s.message()).c_str());
+  std::exit(1);
+}
+
+// A CA in dir/ca, the controller's SVID in dir/controller, an admin user's
+// certificate and one certificate per host, each with a new key.
+Pki MakePki(const std::string& dir, int hosts) {
+  Pki p;
+  p.dir = dir;
+  std::filesystem::remove_all(dir);  // Init refuses to overwrite a CA (a reused --data-dir)
+  auto ca = dfw::trust::CertificateAuthority::Init(dir + "/ca", kTrustDomain);
+  if (!ca.ok()) Die("CA init", ca.status());
+  p.bundle_pem = (*ca)->bundle_pem();
+  dfw::trust::IssueOptions c;
+  c.id = {kTrustDomain, dfw::trust::IdKind::kController, "bench"};
+  c.server_auth = true;
+  c.ip_sans = {"127.0.0.1"};
+  c.dns_sans = {"localhost"};
+  auto ctl = (*ca)->IssueWithNewKey(c);
+  if (!ctl.ok()) Die("controller certificate", ctl.status());
+  if (auto s = dfw::trust::WriteSvid(dir + "/controller",
+                                     {ctl->key_pem, ctl->cert.cert_pem, p.bundle_pem});
+      !s.ok()) {
+    Die("controller SVID", s);
+  }
+  dfw::trust::IssueOptions u;
+  u.id = {kTrustDomain, dfw::trust::IdKind::kUser, "bench-admin"};
+  u.role = dfw::trust::Role::kAdmin;
+  auto adm = (*ca)->IssueWithNewKey(u);
+  if (!adm.ok()) Die("admin certificate", adm.status());
+  p.admin = std::move(*adm);
+  p.hosts.reserve(hosts);
+  for (int h = 0; h < hosts; ++h) {
+    dfw::trust::IssueOptions o;
+    o.id = {kTrustDomain, dfw::trust::IdKind::kHost, HostId(h)};
+    auto kc = (*ca)->IssueWithNewKey(o);
+    if (!kc.ok()) Die("host certificate " + HostId(h), kc.status());
+    p.hosts.push_back(std::move(*kc));
+  }
+  return p;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Creds(const Pki* pki, const dfw::trust::KeyAndCert* who) {
+  if (pki == nullptr) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = pki->bundle_pem;
+  o.pem_private_key = who->key_pem;
+  o.pem_cert_chain = who->cert.cert_pem;
+  return grpc::SslCredentials(o);
+}
+
 // ------------------------------------------------------ simulated hosts
 
 struct Recorder {
@@ -219,12 +328,20 @@ struct Recorder {
   std::map<uint64_t, std::pair<int, Clock::time_point>> deltas;
   uint64_t overflow_fulls = 0;
   int done = 0;
+  // Sessions that ended with an error before the bench cancelled them.
+  int failed = 0;
+  std::string first_error;
 };
 
 class HostSim final : public grpc::ClientBidiReactor<HostToController, ControllerToHost> {
  public:
   HostSim(HostSessionService::Stub* stub, HostToController hello, Recorder* rec)
       : hello_(std::move(hello)), rec_(rec) {
+    // Like a host agent, which retries until it is connected: with one
+    // connection per host, 1,000 connects meet a controller busy with the
+    // registration storm, and a fail-fast call would end with UNAVAILABLE
+    // when its connect attempt times out.
+    ctx_.set_wait_for_ready(true);
     stub->async()->Session(&ctx_, this);
     writing_ = true;
     StartWrite(&hello_);
@@ -279,9 +396,13 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     }
     MaybeAck();
   }
-  void OnDone(const grpc::Status&) override {
+  void OnDone(const grpc::Status& s) override {
     std::lock_guard<std::mutex> l(rec_->mu);
     ++rec_->done;
+    if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) {
+      if (rec_->failed++ == 0)
+        rec_->first_error = std::to_string(s.error_code()) + " " + s.error_message();
+    }
     rec_->cv.notify_all();
   }
 
@@ -318,8 +439,7 @@ std::vector<HostToController> MakeHellos(const Flags& f) {
   std::vector<HostToController> hellos(f.hosts);
   for (int h = 0; h < f.hosts; ++h) {
     auto* hello = hellos[h].mutable_hello();
-    char id[32];
-    std::snprintf(id, sizeof id, "host-%04d", h);
+    std::string id = HostId(h);
     hello->mutable_host()->set_id(id);
     hello->mutable_host()->set_hostname(std::string(id) + ".bench");
   }
@@ -330,17 +450,24 @@ std::vector<HostToController> MakeHellos(const Flags& f) {
   return hellos;
 }
 
-void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToController>& hellos) {
-  for (int c = 0; c < 16; ++c) {
+// pki null: plaintext. Channels: one per host (per_host; always with TLS,
+// each host presents its own certificate), else kSharedChannels shared.
+void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToController>& hellos,
+             bool per_host, const Pki* pki) {
+  size_t n = per_host ? hellos.size() : kSharedChannels;
+  for (size_t c = 0; c < n; ++c) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    args.SetInt("dfw.bench.channel", c);  // distinct channels, distinct connections
+    args.SetInt("dfw.bench.channel",
+                static_cast<int>(c));  // distinct channels, distinct connections
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    fleet.channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    fleet.channels.push_back(
+        grpc::CreateCustomChannel(target, Creds(pki, pki ? &pki->hosts[c] : nullptr), args));
     fleet.stubs.push_back(HostSessionService::NewStub(fleet.channels.back()));
   }
   for (size_t h = 0; h < hellos.size(); ++h) {
-    fleet.hosts.push_back(std::make_unique<HostSim>(fleet.stubs[h % 16].get(), hellos[h], &fleet.rec));
+    fleet.hosts.push_back(
+        std::make_unique<HostSim>(fleet.stubs[h % n].get(), hellos[h], &fleet.rec));
   }
 }
 
@@ -353,7 +480,10 @@ void Disconnect(Fleet& fleet) {
 
 bool WaitFull(Fleet& fleet, int n, int timeout_s) {
   std::unique_lock<std::mutex> l(fleet.rec.mu);
-  return fleet.rec.cv.wait_for(l, std::chrono::seconds(timeout_s), [&] { return fleet.rec.full_count >= n; });
+  // Also stop waiting once every session either has its state or failed.
+  fleet.rec.cv.wait_for(l, std::chrono::seconds(timeout_s),
+                        [&] { return fleet.rec.full_count + fleet.rec.failed >= n; });
+  return fleet.rec.full_count >= n;
 }
 
 double Pct(std::vector<double> v, double p) {
@@ -368,16 +498,35 @@ double Pct(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Flags f;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    std::string v = argv[i + 1];
-    if (a == "--hosts") f.hosts = std::stoi(v);
-    else if (a == "--vms") f.vms = std::stoi(v);
-    else if (a == "--groups") f.groups = std::stoi(v);
-    else if (a == "--rules") f.rules = std::stoi(v);
-    else if (a == "--changes") f.changes = std::stoi(v);
-    else if (a == "--settle-ms") f.settle_ms = std::stoi(v);
-    else if (a == "--data-dir") f.data_dir = v;
+    if (a == "--tls") {
+      f.tls = f.channel_per_host = true;
+      continue;
+    }
+    if (a == "--channel-per-host") {
+      f.channel_per_host = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "flag %s needs a value\n", a.c_str());
+      return 2;
+    }
+    std::string v = argv[++i];
+    if (a == "--hosts")
+      f.hosts = std::stoi(v);
+    else if (a == "--vms")
+      f.vms = std::stoi(v);
+    else if (a == "--groups")
+      f.groups = std::stoi(v);
+    else if (a == "--rules")
+      f.rules = std::stoi(v);
+    else if (a == "--changes")
+      f.changes = std::stoi(v);
+    else if (a == "--settle-ms")
+      f.settle_ms = std::stoi(v);
+    else if (a == "--data-dir")
+      f.data_dir = v;
     else {
       std::fprintf(stderr, "unknown flag %s\n", a.c_str());
       return 2;
@@ -389,10 +538,25 @@ int main(int argc, char** argv) {
     f.data_dir = mkdtemp(t.data());
   }
   int policies = f.rules / kRulesPerPolicy;
-  std::printf("controller bench: %d hosts, %d VMs, %d groups, %d policies x %d rules = %d rules\n", f.hosts,
-              f.vms, f.groups, policies, kRulesPerPolicy, policies * kRulesPerPolicy);
-  Controller ctl = Spawn(f.data_dir);
-  auto api_ch = grpc::CreateChannel(ctl.grpc, grpc::InsecureChannelCredentials());
+  std::printf("controller bench: %d hosts, %d VMs, %d groups, %d policies x %d rules = %d rules\n",
+              f.hosts, f.vms, f.groups, policies, kRulesPerPolicy, policies * kRulesPerPolicy);
+  std::printf(
+      "transport: %s, %s\n",
+      f.tls ? "mutual TLS (SPIFFE X.509 SVIDs, trust domain bench.test)" : "plaintext (--insecure)",
+      f.channel_per_host ? "one channel (connection) per host" : "hosts share 16 channels");
+  std::unique_ptr<Pki> pki;
+  if (f.tls) {
+    auto t = Clock::now();
+    pki = std::make_unique<Pki>(MakePki(f.data_dir + "/pki", f.hosts));
+    double ms = Ms(Clock::now() - t);
+    std::printf(
+        "certificate issuance (not part of registration): CA + controller SVID + admin + %d host "
+        "certificates, each a new EC P-256 key: %.0f ms (%.2f ms per certificate)\n",
+        f.hosts, ms, ms / (f.hosts + 2));
+  }
+  std::string pki_dir = pki ? pki->dir : "";
+  Controller ctl = Spawn(f.data_dir, pki_dir);
+  auto api_ch = grpc::CreateChannel(ctl.grpc, Creds(pki.get(), pki ? &pki->admin : nullptr));
   auto api = ControllerService::NewStub(api_ch);
 
   // ---- API writes: groups, then policies (one synced WriteBatch each).
@@ -422,22 +586,30 @@ int main(int argc, char** argv) {
     }
   }
   double policies_ms = Ms(Clock::now() - t0);
-  std::printf("API writes: %d PutGroup in %.0f ms (%.0f/s), %d PutPolicy in %.0f ms (%.0f/s), sequential, synced WAL\n",
-              f.groups, groups_ms, f.groups / groups_ms * 1000, policies, policies_ms, policies / policies_ms * 1000);
+  std::printf(
+      "API writes: %d PutGroup in %.0f ms (%.0f/s), %d PutPolicy in %.0f ms (%.0f/s), sequential, "
+      "synced WAL\n",
+      f.groups, groups_ms, f.groups / groups_ms * 1000, policies, policies_ms,
+      policies / policies_ms * 1000);
 
   // ---- cold registration: every host says hello with its inventory.
   auto hellos = MakeHellos(f);
   auto fleet = std::make_unique<Fleet>();
   t0 = Clock::now();
-  Connect(*fleet, ctl.grpc, hellos);
+  Connect(*fleet, ctl.grpc, hellos, f.channel_per_host, pki.get());
   if (!WaitFull(*fleet, f.hosts, 600)) {
-    std::fprintf(stderr, "not every host got its full state (%d)\n", fleet->rec.full_count);
-    return 1;
+    std::lock_guard<std::mutex> l(fleet->rec.mu);
+    std::fprintf(stderr,
+                 "not every host got its full state (%d); %d sessions failed, the first: %s\n",
+                 fleet->rec.full_count, fleet->rec.failed, fleet->rec.first_error.c_str());
+    Stop(ctl, SIGKILL);
+    std::_Exit(1);  // the fleet's live streams would hold up a normal exit
   }
   double cold_ms = Ms(fleet->rec.last_full - t0);
-  std::printf("cold registration (hello with inventory -> full state, all hosts): %.0f ms; "
-              "avg per host %zu compiled rules, %zu address-set prefixes\n",
-              cold_ms, fleet->rec.full_rules / f.hosts, fleet->rec.full_prefixes / f.hosts);
+  std::printf(
+      "cold registration (hello with inventory -> full state, all hosts): %.0f ms; "
+      "avg per host %zu compiled rules, %zu address-set prefixes\n",
+      cold_ms, fleet->rec.full_rules / f.hosts, fleet->rec.full_prefixes / f.hosts);
   // Let the registration deltas drain: wait until no delta arrived for 1 s.
   auto drain_start = Clock::now();
   for (size_t seen = SIZE_MAX;;) {
@@ -501,7 +673,8 @@ int main(int argc, char** argv) {
     lat.push_back(Ms(it->second.second - start));
     if (std::getenv("DFW_BENCH_VERBOSE")) {
       std::printf("  change %d rev %lu: api %.2f ms, last host %.2f ms, hosts %d\n", c,
-                  static_cast<unsigned long>(out.revision()), api_lat.back(), lat.back(), it->second.first);
+                  static_cast<unsigned long>(out.revision()), api_lat.back(), lat.back(),
+                  it->second.first);
     }
     fanout.push_back(it->second.first);
     counted.emplace_back(out.revision(), it->second.first);
@@ -510,13 +683,15 @@ int main(int argc, char** argv) {
     std::lock_guard<std::mutex> l(fleet->rec.mu);  // deltas that came after their settle window
     for (const auto& [rev, n] : counted) late += fleet->rec.deltas[rev].first - n;
   }
-  std::printf("tag change -> last affected host has its delta, %zu changes (measured from the API call):\n"
-              "  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms; API call alone p50 %.2f ms p99 %.2f ms;\n"
-              "  hosts per change p50 %.0f max %.0f; late deltas %d; overflow full states %lu\n",
-              lat.size(), Pct(lat, 50), Pct(lat, 90), Pct(lat, 99), Pct(lat, 100), Pct(api_lat, 50),
-              Pct(api_lat, 99), Pct(std::vector<double>(fanout.begin(), fanout.end()), 50),
-              Pct(std::vector<double>(fanout.begin(), fanout.end()), 100), late,
-              static_cast<unsigned long>(fleet->rec.overflow_fulls));
+  std::printf(
+      "tag change -> last affected host has its delta, %zu changes (measured from the API call):\n"
+      "  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms; API call alone p50 %.2f ms p99 %.2f "
+      "ms;\n"
+      "  hosts per change p50 %.0f max %.0f; late deltas %d; overflow full states %lu\n",
+      lat.size(), Pct(lat, 50), Pct(lat, 90), Pct(lat, 99), Pct(lat, 100), Pct(api_lat, 50),
+      Pct(api_lat, 99), Pct(std::vector<double>(fanout.begin(), fanout.end()), 50),
+      Pct(std::vector<double>(fanout.begin(), fanout.end()), 100), late,
+      static_cast<unsigned long>(fleet->rec.overflow_fulls));
 
   // ---- tag write throughput with every session attached (4 clients).
   std::atomic<int> next{0};
@@ -542,28 +717,37 @@ int main(int argc, char** argv) {
   }
   for (auto& t : ws) t.join();
   double burst_ms = Ms(Clock::now() - t0);
-  std::printf("API Tag writes with %d sessions attached, 4 clients: %d in %.0f ms (%.0f/s)\n", f.hosts, burst,
-              burst_ms, burst / burst_ms * 1000);
+  std::printf("API Tag writes with %d sessions attached, 4 clients: %d in %.0f ms (%.0f/s)\n",
+              f.hosts, burst, burst_ms, burst / burst_ms * 1000);
   long rss_after = RssKiB(ctl.pid);
   Disconnect(*fleet);
   fleet.reset();
 
   // ---- restart: load from RocksDB, then every host reconnects.
   Stop(ctl, SIGTERM);
-  ctl = Spawn(f.data_dir);
+  ctl = Spawn(f.data_dir, pki_dir);
   auto fleet2 = std::make_unique<Fleet>();
   t0 = Clock::now();
-  Connect(*fleet2, ctl.grpc, hellos);
+  Connect(*fleet2, ctl.grpc, hellos, f.channel_per_host, pki.get());
   if (!WaitFull(*fleet2, f.hosts, 600)) {
-    std::fprintf(stderr, "reconnect: not every host got its full state\n");
-    return 1;
+    std::lock_guard<std::mutex> l(fleet2->rec.mu);
+    std::fprintf(
+        stderr,
+        "reconnect: not every host got its full state (%d); %d sessions failed, the first: %s\n",
+        fleet2->rec.full_count, fleet2->rec.failed, fleet2->rec.first_error.c_str());
+    Stop(ctl, SIGKILL);
+    std::_Exit(1);  // the fleet's live streams would hold up a normal exit
   }
   double warm_ms = Ms(fleet2->rec.last_full - t0);
   long rss_restarted = RssKiB(ctl.pid);
-  std::printf("controller restart: start (RocksDB load + rebuild) %.0f ms; all %d hosts reconnect -> full state in %.0f ms\n",
-              ctl.start_ms, f.hosts, warm_ms);
-  std::printf("controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB after restart\n",
-              rss_loaded / 1024.0, rss_after / 1024.0, rss_restarted / 1024.0);
+  std::printf(
+      "controller restart: start (RocksDB load + rebuild) %.0f ms; all %d hosts reconnect -> full "
+      "state in %.0f ms\n",
+      ctl.start_ms, f.hosts, warm_ms);
+  std::printf(
+      "controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB "
+      "after restart\n",
+      rss_loaded / 1024.0, rss_after / 1024.0, rss_restarted / 1024.0);
   Disconnect(*fleet2);
   fleet2.reset();
   Stop(ctl, SIGTERM);
