@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "dfw/trust/ca.h"
+#include "dfw/trust/peer.h"
 #include "dfw/trust/svid.h"
 
 using nlohmann::json;
@@ -849,6 +850,29 @@ int EnrollJoin(const Config& cfg, const std::vector<std::string>& a) {
   return kOk;
 }
 
+// A certificate past half its lifetime is renewed on the way (the command
+// itself still runs on the current one); a failure only warns.
+void RenewIfPastHalfLife(const Config& cfg, Api& api) {
+  if (cfg.server.rfind("https://", 0) != 0) return;
+  auto svid = dfw::trust::ReadSvid(cfg.cert_dir);
+  if (!svid.ok()) return;
+  auto nb = dfw::trust::NotBefore(svid->cert_pem);
+  auto na = dfw::trust::NotAfter(svid->cert_pem);
+  if (!nb.ok() || !na.ok() || dfw::trust::Clock::now() < *nb + (*na - *nb) / 2) return;
+  auto kc = dfw::trust::GenerateKeyAndCsr("dfwctl");
+  if (!kc.ok()) return;
+  Reply r = api.Call("POST", "/api/v1/renew", json{{"csr_pem", kc->csr_pem}}.dump());
+  if (r.status != 201) {
+    std::fprintf(stderr, "dfwctl: warning: renewing the certificate in %s failed (HTTP %d)\n",
+                 cfg.cert_dir.c_str(), r.status);
+    return;
+  }
+  dfw::trust::Svid next{kc->key_pem, r.body.value("cert_pem", ""), r.body.value("bundle_pem", "")};
+  if (auto w = dfw::trust::WriteSvid(cfg.cert_dir, next); !w.ok()) {
+    std::fprintf(stderr, "dfwctl: warning: %s\n", std::string(w.message()).c_str());
+  }
+}
+
 // Trust commands; -1 when `a` is not one.
 int RunTrust(const Config& cfg, const std::vector<std::string>& a, bool json_out) {
   const std::string res = a.empty() ? "" : a[0], verb = a.size() > 1 ? a[1] : "";
@@ -991,6 +1015,7 @@ int main(int argc, char** argv) {
   if (int rc = RunTrust(cfg, args, json_out); rc >= 0) return rc;
   auto api = Api::Open(cfg);
   if (!api) return kUsage;
+  RenewIfPastHalfLife(cfg, *api);
   Ctx c{api.get(), json_out};
   return Run(c, args);
 }

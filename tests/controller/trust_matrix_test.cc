@@ -660,6 +660,26 @@ TEST_F(TrustMatrixTest, ControllerCertificateRenewedOnDiskIsServedWithoutRestart
       << "REST still serves " << rest_before;
 }
 
+// dfwctl renews a user's certificate past half its lifetime on the way.
+TEST_F(TrustMatrixTest, DfwctlRenewsAUserCertificatePastHalfLife) {
+  IssueOptions o = User("carol", Role::kViewer);
+  o.not_before = std::chrono::system_clock::now() - 50min;
+  o.validity = 1h;  // half-life 30 min ago, 10 min left
+  Credential carol = Make("carol", Who::kViewer, o);
+  std::string cmd = std::string("DFW_CONFIG_DIR=") + carol.dir + " " + DFWCTL_BIN +
+                    " --server https://127.0.0.1:" + std::to_string(server_.http_port()) +
+                    " group list >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto svid = trust::ReadSvid(carol.dir);
+  ASSERT_TRUE(svid.ok()) << svid.status();
+  auto id = trust::InspectLeaf(svid->cert_pem, kTd);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_NE(id->serial_hex, serials_["carol"]) << "not renewed";
+  EXPECT_EQ(id->id.ToString(), "spiffe://dfw.test/user/carol");
+  EXPECT_EQ(id->role, Role::kViewer);
+  EXPECT_GT(id->not_after, std::chrono::system_clock::now() + 50min) << "the same 1 h lifetime";
+}
+
 TEST(TrustModeTest, SecureByDefaultAndInsecureOnlyOnLoopback) {
   TempDir dir;
   {
