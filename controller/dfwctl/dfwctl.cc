@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "dfw/trust/ca.h"
+#include "dfw/trust/loopback.h"
 #include "dfw/trust/peer.h"
 #include "dfw/trust/svid.h"
 
@@ -106,16 +107,6 @@ std::string DefaultConfigDir() {
   return ".dfw";
 }
 
-bool IsLoopbackHost(std::string host) {
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  if (host == "localhost") return true;
-  in_addr a4{};
-  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-  in6_addr a6{};
-  return inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
-}
-
 // "http://127.0.0.1:8080" -> "127.0.0.1".
 std::string UrlHost(const std::string& url) {
   size_t b = url.find("://");
@@ -145,7 +136,7 @@ class Api {
                      url.c_str());
         return nullptr;
       }
-      if (!IsLoopbackHost(UrlHost(url))) {
+      if (!dfw::trust::IsLoopbackHost(UrlHost(url))) {
         std::fprintf(stderr, "dfwctl: --insecure is for loopback addresses only, not %s\n",
                      url.c_str());
         return nullptr;

@@ -1,6 +1,5 @@
 #include "dfw/controller/controller_server.h"
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
@@ -13,6 +12,7 @@
 #include "dfw/controller/rest_api.h"
 #include "dfw/controller/trust_grpc_service.h"
 #include "dfw/trust/ca.h"
+#include "dfw/trust/loopback.h"
 #include "dfw/trust/svid.h"
 #include "str_util.h"
 
@@ -23,19 +23,7 @@ absl::Status CheckLoopback(const std::string& listen) {
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(Cat("listen: '", listen, "' is not host:port"));
   }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host == "localhost") return absl::OkStatus();
-  in_addr a4{};
-  if (inet_pton(AF_INET, host.c_str(), &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) {
-    return absl::OkStatus();
-  }
-  in6_addr a6{};
-  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6)) {
-    return absl::OkStatus();
-  }
+  if (trust::IsLoopbackHostPort(listen)) return absl::OkStatus();
   return absl::InvalidArgumentError(
       Cat("listen: '", listen,
           "' is not a loopback address; plaintext (--insecure) is for "

@@ -14,6 +14,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "dfw/controller/enrollment.h"
+#include "dfw/trust/loopback.h"
 #include "google/protobuf/util/json_util.h"
 #include "rest_tls.h"
 #include "str_util.h"
@@ -203,18 +204,6 @@ std::optional<HostPort> SplitHostPort(std::string_view v) {
   return out;
 }
 
-bool IsLoopback(const std::string& host) {
-  if (host == "localhost") return true;
-  in_addr a4;
-  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-  in6_addr a6;
-  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
-    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
-    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
-  }
-  return false;
-}
-
 // The address a connection arrived on, as Host would name it.
 bool IsLocalAddress(const std::string& host, const std::string& local_addr) {
   if (local_addr.empty()) return false;
@@ -247,7 +236,7 @@ absl::Status CheckRequest(const Request& req, const std::vector<std::string>& al
   }
   auto host = SplitHostPort(req.get_header_value("Host"));
   if (!host) return absl::InvalidArgumentError("Host: malformed");
-  bool allowed = IsLoopback(host->host) || IsLocalAddress(host->host, req.local_addr);
+  bool allowed = trust::IsLoopbackHost(host->host) || IsLocalAddress(host->host, req.local_addr);
   for (const auto& h : allowed_hosts) allowed = allowed || absl::AsciiStrToLower(h) == host->host;
   if (!allowed) {
     return WithHttpStatus(

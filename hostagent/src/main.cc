@@ -42,6 +42,7 @@
 
 #include "dfw/hostagent/host_agent.h"
 #include "dfw/hostagent/svid_client.h"
+#include "dfw/trust/loopback.h"
 
 namespace {
 
@@ -59,12 +60,6 @@ int Usage(const char* msg) {
                "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n",
                msg);
   return 2;
-}
-
-bool IsLoopbackTarget(const std::string& target) {
-  std::string host = target.substr(0, target.rfind(':'));
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" ||
-         host.rfind("unix:", 0) == 0;
 }
 
 std::string ReadFirstLine(const char* path) {
@@ -145,7 +140,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<dfw::hostagent::SvidClient> svid;
   if (!cfg.controller_target.empty()) {
     if (insecure) {
-      if (!IsLoopbackTarget(cfg.controller_target)) {
+      if (!dfw::trust::IsLoopbackHostPort(cfg.controller_target)) {
         return Usage("--insecure: the controller must be a loopback address");
       }
       spdlog::warn("dfw-hostagent: INSECURE: plaintext session to {}", cfg.controller_target);

@@ -29,6 +29,7 @@
 
 #include "dfw/controller/controller_server.h"
 #include "dfw/trust/ca.h"
+#include "dfw/trust/loopback.h"
 #include "dfw/trust/peer.h"
 #include "dfw/trust/svid.h"
 #include "dfw/v1/controller.grpc.pb.h"
@@ -713,6 +714,14 @@ TEST(TrustModeTest, SecureByDefaultAndInsecureOnlyOnLoopback) {
   EXPECT_TRUE(CheckLoopback("localhost:1").ok());
   EXPECT_FALSE(CheckLoopback("[::]:1").ok());
   EXPECT_FALSE(CheckLoopback("example.org:1").ok());
+  EXPECT_TRUE(trust::IsLoopbackHost("127.1.2.3"));
+  EXPECT_TRUE(trust::IsLoopbackHost("::ffff:127.0.0.1"));
+  EXPECT_TRUE(trust::IsLoopbackHost("[::1]"));
+  EXPECT_FALSE(trust::IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(trust::IsLoopbackHost("::"));
+  EXPECT_FALSE(trust::IsLoopbackHost("localhost.example.org"));
+  EXPECT_FALSE(trust::IsLoopbackHost("128.0.0.1"));
+  EXPECT_FALSE(trust::IsLoopbackHostPort("::1"));  // a bare IPv6 address has no port
 }
 
 }  // namespace
