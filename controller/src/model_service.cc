@@ -409,6 +409,25 @@ void UndoVmChanges(tagging::MembershipIndex* index, std::vector<VmChange>& chang
     }
   }
 }
+
+// Removes VM `id` (which the index holds) as part of change `cs`, appending
+// to `changes`; on failure every change so far is undone.
+absl::Status RemoveVmInto(tagging::MembershipIndex* index, const std::string& id, ChangeSet& cs,
+                          std::vector<VmChange>& changes) {
+  VmChange c;
+  c.id = id;
+  c.before = *index->FindVm(id);
+  auto delta = index->RemoveVm(id);
+  if (!delta.ok()) {
+    UndoVmChanges(index, changes);
+    return delta.status();
+  }
+  c.delta = std::move(*delta);
+  cs.Delete(Kind::kVm, id);
+  cs.AddEvent(ChangeEvent::KIND_VM, id, true);
+  changes.push_back(std::move(c));
+  return absl::OkStatus();
+}
 }  // namespace
 
 #define DFW_COMMIT_VM_CHANGES(changes, cs)                                                   \
@@ -1109,18 +1128,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     changes.push_back(std::move(c));
   }
   for (const auto& id : removals) {
-    VmChange c;
-    c.id = id;
-    c.before = *index_->FindVm(id);
-    auto delta = index_->RemoveVm(id);
-    if (!delta.ok()) {
-      UndoVmChanges(index_.get(), changes);
-      return delta.status();
-    }
-    c.delta = std::move(*delta);
-    cs.Delete(Kind::kVm, id);
-    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
-    changes.push_back(std::move(c));
+    if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
   }
   if (host_changed) {
     dfw::v1::Host h;
@@ -1258,18 +1266,7 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
   std::vector<VmChange> changes;
   ChangeSet cs(rev);
   for (const auto& id : vm_ids) {
-    VmChange c;
-    c.id = id;
-    c.before = *index_->FindVm(id);
-    auto delta = index_->RemoveVm(id);
-    if (!delta.ok()) {
-      UndoVmChanges(index_.get(), changes);
-      return delta.status();
-    }
-    c.delta = std::move(*delta);
-    cs.Delete(Kind::kVm, id);
-    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
-    changes.push_back(std::move(c));
+    if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
   }
   if (host_records_.count(host_id)) cs.Delete(Kind::kHost, host_id);
   cs.AddEvent(ChangeEvent::KIND_HOST, host_id, true);
