@@ -194,6 +194,8 @@ class Api {
   explicit Api(std::unique_ptr<httplib::Client> cli) : cli_(std::move(cli)) {
     cli_->set_connection_timeout(3, 0);
     cli_->set_read_timeout(60, 0);
+    cli_->set_keep_alive(true);  // one TLS handshake for the several calls a command makes
+    cli_->set_tcp_nodelay(true);  // requests in several TLS records: no Nagle wait
   }
   std::unique_ptr<httplib::Client> cli_;
 };
