@@ -95,9 +95,15 @@ absl::StatusOr<dfw::v1::CreateJoinTokenResponse> Enrollment::CreateJoinToken(
   auto rev = model_->CommitAuxiliary([&](ChangeSet& cs) -> absl::Status {
     size_t outstanding = 0;
     auto now = trust::Clock::now();
+    // Expired tokens are dropped on the way (in the same change).
     auto s = model_->store().ForEach(Kind::kJoinToken, [&](const std::string& v) {
       dfw::v1::JoinToken t;
-      if (t.ParseFromString(v) && FromTs(t.expires_at()) > now) ++outstanding;
+      if (!t.ParseFromString(v)) return absl::OkStatus();
+      if (FromTs(t.expires_at()) > now) {
+        ++outstanding;
+      } else {
+        cs.Delete(Kind::kJoinToken, t.token_hash());
+      }
       return absl::OkStatus();
     });
     if (!s.ok()) return s;

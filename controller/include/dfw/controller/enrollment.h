@@ -19,7 +19,8 @@
 // CA (trust::CertificateAuthority) signs; without one (a controller started
 // without --ca-dir) enrollment and renewal fail with FAILED_PRECONDITION.
 //
-// Limits: kMaxOutstandingTokens unused tokens; token lifetime at most 7 days,
+// Limits: kMaxOutstandingTokens unused tokens (expired ones are deleted
+// whenever a token is created); token lifetime at most 7 days,
 // certificate lifetime between 5 minutes and 30 days.
 //
 // Thread safety: every method is safe from any thread.
