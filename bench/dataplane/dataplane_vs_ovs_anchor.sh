@@ -2,12 +2,12 @@
 # The whole process, as a user runs it, beside the OVS anchor (DESIGN.md section 7): dfw-dataplane
 # on one core reading 64-byte frames from a pcap through net_pcap (infinite_rx) and sending the
 # allowed ones to net_null, vs OVS-DPDK running an OpenFlow conntrack firewall on the same packets
-# (../shared/bench/ovs_ct_anchor.sh: one PMD, net_pcap in, net_null out). Both on cpu 1.
+# (bench/dataplane/ovs_anchor/ovs_ct_anchor.sh, the founders' anchor: one PMD, net_pcap in, net_null out). Both on cpu 1.
 #
 # usage: dataplane_vs_ovs_anchor.sh [BUILD_DIR]     (default: <repo>/build-dpb)
 #   env: FLOWS="32 10000"  SECS=10 (per measurement)  REPEAT=3  VNICS=64  ANCHOR=<ovs_ct_anchor.sh>
 #
-# Pcaps: ../shared/bench/mkpcap.py makes OVS's (N flows, max(N, 1024) packets, 60-byte frames +
+# Pcaps: bench/dataplane/ovs_anchor/mkpcap.py makes OVS's (N flows, max(N, 1024) packets, 60-byte frames +
 # FCS = 64 bytes on the wire); mkdfwpcap.py makes ours from it: the same frames with the steering
 # tag of the vNIC that sent them (64 bytes; vNIC by source IP, VNICS of them) and the persisted
 # state that allows them (each vNIC: its MAC and source IPs bound; one rule: out UDP to
@@ -24,7 +24,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(readlink -f "${1:-$ROOT/build-dpb}")
-ANCHOR=${ANCHOR:-$(readlink -f "$ROOT/../shared/bench/ovs_ct_anchor.sh")}
+ANCHOR=${ANCHOR:-$ROOT/bench/dataplane/ovs_anchor/ovs_ct_anchor.sh}
 MKPCAP=$(dirname "$ANCHOR")/mkpcap.py
 DP=$BUILD/dataplane/dfw-dataplane
 BENCH=$BUILD/bench/dataplane/bench_dataplane_vs_ovs_ct

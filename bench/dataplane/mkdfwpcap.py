@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The frames of an OVS-side pcap (../shared/bench/mkpcap.py), as dfw-dataplane sees them on its
+"""The frames of an OVS-side pcap (bench/dataplane/ovs_anchor/mkpcap.py), as dfw-dataplane sees them on its
 firewall port, plus a dfw-dataplane persisted state that allows them.
 
 usage: mkdfwpcap.py IN.pcap OUT.pcap STATE.txtpb [N_VNICS]
