@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "dfw/trust/svid.h"
 #include "google/protobuf/util/time_util.h"
 #include "str_util.h"
@@ -231,13 +232,16 @@ absl::StatusOr<dfw::v1::IssuedCertificate> Enrollment::Revoke(
       req.serial().find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
     return absl::InvalidArgumentError("serial: must be the certificate's serial in hex");
   }
+  // Serials are compared as issued: lower-case hex without leading zero bytes.
+  std::string serial = absl::AsciiStrToLower(req.serial());
+  while (serial.size() > 2 && serial.compare(0, 2, "00") == 0) serial.erase(0, 2);
   dfw::v1::IssuedCertificate rec;
   auto rev = model_->CommitAuxiliary([&](ChangeSet& cs) -> absl::Status {
-    auto s = model_->store().Get(Kind::kCertificate, req.serial(), &rec);
+    auto s = model_->store().Get(Kind::kCertificate, serial, &rec);
     if (absl::IsNotFound(s)) {
       // Issued offline (dfwctl ca init) or lost: revoke the serial all the same.
       rec.Clear();
-      rec.set_serial(req.serial());
+      rec.set_serial(serial);
     } else if (!s.ok()) {
       return s;
     }

@@ -347,6 +347,7 @@ absl::StatusOr<uint64_t> ModelService::CommitAuxiliary(
   uint64_t rev = revision_ + 1;
   ChangeSet cs(rev);
   if (auto s = fill(cs); !s.ok()) return s;
+  if (cs.empty()) return revision_;  // nothing to change: no revision
   if (auto s = store_->Commit(cs); !s.ok()) return s;
   ChangeFanout none;
   Committed(rev);

@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -583,6 +584,26 @@ TEST_F(TrustMatrixTest, RenewThenRevokeEndsTheOpenSession) {
   auto st = s->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
   EXPECT_NE(st.error_message().find("revoked"), std::string::npos) << st.error_message();
+}
+
+// A serial revoked as an operator may type it (upper case) is the issued
+// one; revoking it again changes nothing (no revision).
+TEST_F(TrustMatrixTest, RevokeTakesTheSerialInAnyCaseOnce) {
+  Credential h9 = Make("h9", Who::kHost, Id(IdKind::kHost, "h9"));
+  std::string upper = serials_["h9"];
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  Revoke(upper);
+  uint64_t rev = server_.model()->revision();
+  Revoke(upper);
+  EXPECT_EQ(server_.model()->revision(), rev) << "a second revocation wrote a revision";
+  auto stub = dfw::v1::HostSessionService::NewStub(GrpcChannel(h9));
+  grpc::ClientContext c;
+  c.set_deadline(Soon());
+  auto s = stub->Session(&c);
+  dfw::v1::ControllerToHost in;
+  while (s->Read(&in)) {
+  }
+  EXPECT_EQ(s->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 // The serial of the certificate a TLS server presents on a new connection.

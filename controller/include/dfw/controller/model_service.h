@@ -167,7 +167,8 @@ class ModelService {
   // issued or revoked): `fill` adds its writes and change log events under
   // the writer lock; the change then commits as one batch at the next
   // revision, so it is ordered and audited like any other change. Returns
-  // that revision. `fill` failing changes nothing.
+  // that revision (the current one when `fill` added nothing: no commit).
+  // `fill` failing changes nothing.
   absl::StatusOr<uint64_t> CommitAuxiliary(const std::function<absl::Status(ChangeSet&)>& fill);
   const Store& store() const { return *store_; }
 

@@ -74,6 +74,7 @@ class ChangeSet {
   void SetNextRuleNum(uint32_t next) { next_rule_num_ = next; }
   void AddEvent(dfw::v1::ChangeEvent::Kind kind, const std::string& id, bool deleted);
   const std::vector<dfw::v1::ChangeEvent>& events() const { return events_; }
+  bool empty() const { return ops_.empty() && events_.empty(); }
 
  private:
   friend class Store;
