@@ -8,6 +8,13 @@ pkg_check_modules(DPDK REQUIRED IMPORTED_TARGET libdpdk)
 pkg_check_modules(LIBVIRT REQUIRED IMPORTED_TARGET libvirt)
 pkg_check_modules(LIBXML2 REQUIRED IMPORTED_TARGET libxml-2.0)
 pkg_check_modules(ROCKSDB REQUIRED IMPORTED_TARGET rocksdb)
+# The guest agent (vmagent/): nftables (whole rulesets), libnftnl + libmnl
+# (set-element batches, the nf_tables monitor), conntrack and NFLOG.
+pkg_check_modules(NFTABLES REQUIRED IMPORTED_TARGET libnftables)
+pkg_check_modules(NFTNL REQUIRED IMPORTED_TARGET libnftnl)
+pkg_check_modules(MNL REQUIRED IMPORTED_TARGET libmnl)
+pkg_check_modules(NFCT REQUIRED IMPORTED_TARGET libnetfilter_conntrack)
+pkg_check_modules(NFLOG REQUIRED IMPORTED_TARGET libnetfilter_log)
 
 find_package(Protobuf REQUIRED)
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)

@@ -15,6 +15,9 @@ PACKAGES=(
   # control plane
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev
+  # guest agent (vmagent/): nftables, conntrack, NFLOG; nft and conntrack tools
+  libnftables-dev libnftnl-dev libmnl-dev libnetfilter-conntrack-dev libnetfilter-log-dev
+  nftables conntrack
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # scripts

@@ -270,8 +270,17 @@ std::string Ips(const json& vm) {
     for (const auto& a : n.value("addresses", json::array())) {
       if (!s.empty()) s += ",";
       s += Str(a["ip"]);
+      if (a.value("quarantined", false)) s += " (quarantined)";
     }
   return s;
+}
+
+// Who enforces a VM: "hypervisor", "guest", or "-" (not reported).
+std::string Enforcement(const json& vm) {
+  std::string e = vm.value("enforcement", std::string());
+  if (e == "ENFORCEMENT_HYPERVISOR") return "hypervisor";
+  if (e == "ENFORCEMENT_GUEST") return "guest";
+  return "-";
 }
 
 json ParseTag(const std::string& text) {
@@ -351,8 +360,8 @@ void VmTable(const json& vms) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : vms)
     rows.push_back({Str(v["id"]), Str(v.value("name", json(""))), Str(v.value("host", json(""))),
-                    Tags(v), Ips(v), Str(v.value("revision", json("")))});
-  PrintTable({"ID", "NAME", "HOST", "TAGS", "IPS", "REV"}, rows);
+                    Enforcement(v), Tags(v), Ips(v), Str(v.value("revision", json("")))});
+  PrintTable({"ID", "NAME", "HOST", "ENFORCED BY", "TAGS", "IPS", "REV"}, rows);
 }
 
 std::string Criteria(const json& g) {
@@ -658,10 +667,12 @@ int Run(Ctx& c, std::vector<std::string> a) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& h : b.value("hosts", json::array()))
         rows.push_back({Str(h["id"]), Str(h.value("hostname", json(""))),
+                        h.value("kind", std::string()) == "HOST_KIND_GUEST" ? "guest agent"
+                                                                            : "hypervisor",
                         h.value("connected", false) ? "yes" : "no",
                         Str(h.value("realized_revision", json("0"))),
                         Str(h.value("refused_vm_claims", json("0")))});
-      PrintTable({"ID", "HOSTNAME", "CONNECTED", "REALIZED", "REFUSED VMS"}, rows);
+      PrintTable({"ID", "HOSTNAME", "KIND", "CONNECTED", "REALIZED", "REFUSED VMS"}, rows);
     });
   } else if ((res == "host" || res == "hosts") && verb == "delete") {
     if (!need(3)) return kUsage;

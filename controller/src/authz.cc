@@ -166,9 +166,12 @@ absl::Status Authorizer::Allow(const Caller& c, Permission p) const {
     case Permission::kSelf:
       return absl::OkStatus();
     case Permission::kHostSession:
-      if (id.id.kind == trust::IdKind::kHost) return absl::OkStatus();
-      return absl::PermissionDeniedError(
-          Cat(c.actor, " is not a host identity (spiffe://", trust_domain_, "/host/<id>)"));
+      // Hosts, and guest agents for their own VM (the session checks ids).
+      if (id.id.kind == trust::IdKind::kHost || id.id.kind == trust::IdKind::kVm) {
+        return absl::OkStatus();
+      }
+      return absl::PermissionDeniedError(Cat(c.actor, " is not a host or VM identity (spiffe://",
+                                             trust_domain_, "/host/<id> or /vm/<uuid>)"));
     default:
       break;
   }

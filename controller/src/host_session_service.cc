@@ -77,12 +77,7 @@ class SessionReactor final
     switch (in_.msg_case()) {
       case dfw::v1::HostToController::kHello: {
         if (feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
-        // A host speaks only for itself: the Hello's id is its certificate's.
-        if (caller_.peer && in_.hello().host().id() != caller_.peer->id.name) {
-          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                              "hello: host.id '" + in_.hello().host().id() + "' is not " +
-                                  caller_.actor + "'s host id '" + caller_.peer->id.name + "'");
-        }
+        if (grpc::Status s = CheckHelloIdentity(); !s.ok()) return s;
         HostSessionService* svc = service_;
         auto attached = model_->AttachHost(
             in_.hello(), [] {}, [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
@@ -102,6 +97,7 @@ class SessionReactor final
       case dfw::v1::HostToController::kInventory: {
         if (!feed_)
           return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
+        if (grpc::Status g = CheckGuestInventory(); !g.ok()) return g;
         absl::Status s = model_->UpdateInventory(feed_->host_id(), in_.inventory());
         return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
@@ -115,6 +111,62 @@ class SessionReactor final
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
     }
+  }
+
+  bool IsVm() const { return caller_.peer && caller_.peer->id.kind == trust::IdKind::kVm; }
+
+  // A host speaks only for itself: the Hello's id is its certificate's. A
+  // guest agent (a VM identity) speaks for its one VM: host id
+  // "guest:<uuid>" and exactly that VM in the report.
+  grpc::Status CheckHelloIdentity() const {
+    const auto& hello = in_.hello();
+    const std::string& id = hello.host().id();
+    if (!caller_.peer) {
+      // Only the explicit insecure (loopback) mode has no peer: a test or a
+      // lab, trusted with any id.
+      return grpc::Status::OK;
+    }
+    if (!IsVm()) {
+      if (id != caller_.peer->id.name) {
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            "hello: host.id '" + id + "' is not " + caller_.actor +
+                                "'s host id '" + caller_.peer->id.name + "'");
+      }
+      return grpc::Status::OK;
+    }
+    const std::string want = std::string(ModelService::kGuestHostPrefix) + caller_.peer->id.name;
+    if (id != want) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "hello: host.id '" + id + "' is not '" + want + "', the guest session of " +
+                              caller_.actor);
+    }
+    if (hello.vms_size() != 1 || hello.vms(0).id() != caller_.peer->id.name) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "hello: vms: a guest agent reports exactly its own VM '" +
+                              caller_.peer->id.name + "' (" + std::to_string(hello.vms_size()) +
+                              " VMs reported)");
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CheckGuestInventory() const {
+    if (!IsVm()) return grpc::Status::OK;
+    const std::string& own = caller_.peer->id.name;
+    for (const auto& vm : in_.inventory().vms_set()) {
+      if (vm.id() != own) {
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            "inventory: vms_set: a guest agent reports only its own VM '" + own +
+                                "', not '" + vm.id() + "'");
+      }
+    }
+    for (const auto& id : in_.inventory().vms_removed()) {
+      if (id != own) {
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            "inventory: vms_removed: a guest agent removes only its own VM '" +
+                                own + "', not '" + id + "'");
+      }
+    }
+    return grpc::Status::OK;
   }
 
   void FinishOnce(const grpc::Status& s) {

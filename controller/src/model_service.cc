@@ -1005,6 +1005,49 @@ absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ModelService::Changes(uint64_t
 
 // ----------------------------------------------------------- host sessions
 
+namespace {
+
+// Address -> the VM holding it (first seen), over every VM but `except`
+// and the quarantined addresses.
+std::map<std::string, std::string> AddressHolders(const std::map<std::string, dfw::v1::Vm>& vms,
+                                                  const std::set<std::string>& except) {
+  std::map<std::string, std::string> out;
+  for (const auto& [id, vm] : vms) {
+    if (except.count(id)) continue;
+    for (const auto& n : vm.vnics()) {
+      for (const auto& a : n.addresses()) {
+        if (!a.quarantined()) out.emplace(a.ip(), id);
+      }
+    }
+  }
+  return out;
+}
+
+// A guest agent's report is the guest's word (model_service.h): no tags,
+// the name only for a new VM, every address a guest-agent address and
+// quarantined when another VM holds it.
+void SanitizeGuestReport(dfw::v1::Vm* vm, const dfw::v1::Vm* old,
+                         const std::map<std::string, std::string>& holders) {
+  vm->clear_tags();
+  vm->clear_host_tags();
+  if (old != nullptr && !old->name().empty()) vm->set_name(old->name());
+  vm->set_enforcement(dfw::v1::ENFORCEMENT_GUEST);
+  for (auto& n : *vm->mutable_vnics()) {
+    for (auto& a : *n.mutable_addresses()) {
+      a.set_source(dfw::v1::ADDRESS_SOURCE_GUEST_AGENT);
+      a.set_quarantined(false);
+      a.clear_quarantine_reason();
+      auto it = holders.find(a.ip());
+      if (it != holders.end()) {
+        a.set_quarantined(true);
+        a.set_quarantine_reason(Cat("vm '", it->second, "' also holds ", a.ip()));
+      }
+    }
+  }
+}
+
+}  // namespace
+
 absl::Status ModelService::ApplyInventory(const std::string& host_id,
                                           const std::vector<dfw::v1::Vm>& vms_set,
                                           const std::vector<std::string>& vms_removed,
@@ -1022,10 +1065,29 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     auto it = hosts_.find(host);
     return it != hosts_.end() && it->second->connected;
   };
+  const bool guest = IsGuestHost(host_id);
+  std::map<std::string, std::string> holders;
+  if (guest) {
+    std::set<std::string> reported;
+    for (const auto& vm : vms_set) reported.insert(vm.id());
+    holders = AddressHolders(vms_, reported);
+  }
   for (size_t i = 0; i < vms_set.size(); ++i) {
     dfw::v1::Vm vm = vms_set[i];
     vm.set_host(host_id);
     vm.set_revision(0);
+    if (guest) {
+      auto o = vms_.find(vm.id());
+      SanitizeGuestReport(&vm, o == vms_.end() ? nullptr : &o->second, holders);
+    } else {
+      vm.set_enforcement(dfw::v1::ENFORCEMENT_HYPERVISOR);
+      for (auto& n : *vm.mutable_vnics()) {
+        for (auto& a : *n.mutable_addresses()) {
+          a.set_quarantined(false);
+          a.clear_quarantine_reason();
+        }
+      }
+    }
     auto spec = tagging::VmFromProto(vm);
     if (!spec.ok()) return Prefixed(spec.status(), Cat("vms[", i, "]."));
     if (!listed.insert(vm.id()).second) {
@@ -1057,6 +1119,38 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     }
     specs.push_back(std::move(*spec));
     protos.push_back(std::move(vm));
+  }
+  if (!guest) {
+    // A hypervisor's addresses win over a guest's claim: a guest VM holding
+    // one of them has it quarantined in the same change.
+    std::map<std::string, std::string> reported;
+    for (const auto& vm : protos) {
+      for (const auto& n : vm.vnics()) {
+        for (const auto& a : n.addresses()) reported.emplace(a.ip(), vm.id());
+      }
+    }
+    for (const auto& [id, old] : vms_) {
+      if (!IsGuestHost(old.host()) || listed.count(id)) continue;
+      dfw::v1::Vm vm = old;
+      bool changed = false;
+      for (auto& n : *vm.mutable_vnics()) {
+        for (auto& a : *n.mutable_addresses()) {
+          auto it = reported.find(a.ip());
+          if (a.quarantined() || it == reported.end()) continue;
+          a.set_quarantined(true);
+          a.set_quarantine_reason(Cat("vm '", it->second, "' also holds ", a.ip()));
+          changed = true;
+        }
+      }
+      if (!changed) continue;
+      vm.set_revision(0);
+      auto spec = tagging::VmFromProto(vm);
+      if (!spec.ok()) continue;  // it was valid when stored; never expected
+      spdlog::warn("host {} reports addresses guest VM {} claimed: the guest's are quarantined",
+                   host_id, id);
+      specs.push_back(std::move(*spec));
+      protos.push_back(std::move(vm));
+    }
   }
   if (!refused.empty()) {
     std::lock_guard<std::mutex> r(rmu_);
@@ -1090,7 +1184,8 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   bool host_changed = false;
   if (host_record != nullptr) {
     auto it = host_records_.find(host_id);
-    host_changed = it == host_records_.end() || it->second.hostname() != host_record->hostname();
+    host_changed = it == host_records_.end() || it->second.hostname() != host_record->hostname() ||
+                   it->second.kind() != (guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
   }
   auto put_silent = [&](ChangeSet* cs) {
     for (const auto& vm : silent) cs->Put(Kind::kVm, vm.id(), vm);
@@ -1135,6 +1230,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     dfw::v1::Host h;
     h.set_id(host_id);
     h.set_hostname(host_record->hostname());
+    h.set_kind(guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
     cs.Put(Kind::kHost, host_id, h);
     cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
     host_records_[host_id] = h;

@@ -34,6 +34,8 @@ FLEET_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$FLEET_LIB_DIR/sandbox.sh"
 # shellcheck source=guest.sh
 . "$FLEET_LIB_DIR/guest.sh"
+# shellcheck source=vmagent.sh
+. "$FLEET_LIB_DIR/vmagent.sh"
 
 FLEET_VMS=(web db other)
 declare -A FLEET_KIND=([web]=ns [db]=ns [other]=ns [guest]=guest)
@@ -76,11 +78,16 @@ fleet_init() {
   FLEET_DFWCTL_CONFIG=$FLEET_DIR/dfwctl
   FLEET_AGENT_SVID=$FLEET_DIR/agent-svid
   FLEET_GUEST=0
+  FLEET_CA_SANS=()  # extra addresses of the controller's certificate
   GUEST_STATE_DIR=$FLEET_DIR/guests
+  FLEET_VMAGENT=$FLEET_BUILD/vmagent/dfw-vmagent
+  declare -gA FLEET_GA_PID=() FLEET_GA_DIR=()
 }
 
 fleet_cleanup() {
   local rc=$?
+  local n
+  for n in "${!FLEET_GA_PID[@]}"; do _sb_stop_pid "${FLEET_GA_PID[$n]}" 5 2>/dev/null; done
   fleet_agent_stop 2>/dev/null
   if [ "$FLEET_GUEST" = 1 ]; then
     guest_destroy "$FLEET_GUEST_NAME" 2>/dev/null
@@ -100,8 +107,11 @@ fleet_dfwctl() {
 # The CA, the controller's certificate and the admin's (once per fleet).
 fleet_ca_init() {
   [ -f "$FLEET_PKI/ca/ca.pem" ] && return 0
+  local sans=() a
+  for a in "${FLEET_CA_SANS[@]}"; do sans+=(--san "$a"); done
   DFW_CONFIG_DIR=$FLEET_DFWCTL_CONFIG "$FLEET_DFWCTL" ca init --pki-dir "$FLEET_PKI" \
-    --trust-domain "$FLEET_TRUST_DOMAIN" --admin fleet-admin >>"$FLEET_DIR/pki.log" 2>&1 || {
+    --trust-domain "$FLEET_TRUST_DOMAIN" --admin fleet-admin "${sans[@]}" \
+    >>"$FLEET_DIR/pki.log" 2>&1 || {
     _fleet_log "dfwctl ca init failed; see $FLEET_DIR/pki.log"
     tail -3 "$FLEET_DIR/pki.log" >&2
     return 1

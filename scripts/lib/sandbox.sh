@@ -388,7 +388,7 @@ _sb_ns_vm_remove() {  # NS PORT
 
 sb_ns_vm() {
   if [ $# -ne 5 ]; then
-    _sb_log "usage: sb_ns_vm NAME MAC IP IFACE_ID VM_UUID"
+    _sb_log "usage: sb_ns_vm NAME MAC IP IFACE_ID|- VM_UUID|-"
     return 2
   fi
   local name=$1 mac=$2 ip=$3 ifid=$4 uuid=$5 ns port peer
@@ -429,9 +429,15 @@ sb_ns_vm() {
     _sb_log "no ethtool: TCP from $name may carry bad checksums (apt-get install ethtool)"
   fi
   ip -n "$SB_OVS_NS" link set "$port" up || return 1
-  sb_vsctl add-port "$SB_BRIDGE" "$port" -- set Interface "$port" \
-    "external_ids:iface-id=$ifid" "external_ids:attached-mac=$mac" \
-    "external_ids:vm-uuid=$uuid" || return 1
+  if [ "$ifid" = - ]; then
+    # Not a vNIC of this host (a machine beyond the uplink, a VM with its
+    # own guest agent): no iface-id, so it is never steered (NORMAL).
+    sb_vsctl add-port "$SB_BRIDGE" "$port" || return 1
+  else
+    sb_vsctl add-port "$SB_BRIDGE" "$port" -- set Interface "$port" \
+      "external_ids:iface-id=$ifid" "external_ids:attached-mac=$mac" \
+      "external_ids:vm-uuid=$uuid" || return 1
+  fi
   SB_VM_OFPORT[$name]=$(sb_wait_ofport "$port") || return 1
 }
 

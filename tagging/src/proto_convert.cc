@@ -196,6 +196,9 @@ absl::StatusOr<VmSpec> VmFromProto(const dfw::v1::Vm& vm) {
       v.mac = *mac;
     }
     for (int j = 0; j < n.addresses_size(); ++j) {
+      // A quarantined address (a guest's claim another VM holds,
+      // model.proto) belongs to no group.
+      if (n.addresses(j).quarantined()) continue;
       auto ip = IpPrefix::ParseAddress(n.addresses(j).ip());
       if (!ip.ok()) {
         return FieldError(Cat(f, ".addresses[", j, "].ip"), std::string(ip.status().message()));

@@ -41,11 +41,14 @@ inline dfw::v1::Vm MetadataVm(const std::string& id, const Tags& tags, const std
 // Write calls assert; Next waits for the controller's next message.
 class TestHost {
  public:
-  TestHost(int port, const std::string& id) : id_(id) {
+  TestHost(int port, const std::string& id)
+      : TestHost(port, id, grpc::InsecureChannelCredentials()) {}
+  // Over the given channel credentials (mutual TLS as some identity).
+  TestHost(int port, const std::string& id, std::shared_ptr<grpc::ChannelCredentials> creds)
+      : id_(id) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    auto ch = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
-                                        grpc::InsecureChannelCredentials(), args);
+    auto ch = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), creds, args);
     stub_ = dfw::v1::HostSessionService::NewStub(ch);
     stream_ = stub_->Session(&ctx_);
     reader_ = std::thread([this] {

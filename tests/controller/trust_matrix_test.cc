@@ -100,6 +100,8 @@ Outcome Expected(Who who, Need need) {
       return need == Need::kRead ? Outcome::kAllowed : Outcome::kDenied;
     case Who::kHost:
       return need == Need::kHost ? Outcome::kAllowed : Outcome::kDenied;
+    case Who::kVm:  // a guest agent's session (its Hello is checked after)
+      return need == Need::kHost ? Outcome::kAllowed : Outcome::kDenied;
     default:
       return Outcome::kDenied;
   }

@@ -13,8 +13,10 @@
 //   kRead         users: viewer, editor or admin
 //   kWrite        users: editor or admin
 //   kAdmin        users: admin
-//   kHostSession  hosts (spiffe://<td>/host/<id>); the session then checks
-//                 that the Hello's host id is the certificate's
+//   kHostSession  hosts (spiffe://<td>/host/<id>) and guest agents
+//                 (spiffe://<td>/vm/<uuid>); the session then checks that
+//                 the Hello's host id is the certificate's host id, or
+//                 "guest:<uuid>" reporting exactly that VM
 //   kDeny         nobody (a method missing from the table)
 //
 // Per-object checks stay where the object is known (the host session: a

@@ -11,8 +11,10 @@
 // write in flight per stream; a host that reads slowly gets coalesced deltas
 // (host_feed.h).
 //
-// Trust: the stream opens only for a host identity (authz.h, kHostSession);
-// the Hello's host id must be the certificate's; every message re-checks
+// Trust: the stream opens only for a host or VM identity (authz.h,
+// kHostSession); a host's Hello must carry the certificate's host id, a
+// guest agent's (spiffe://<td>/vm/<uuid>) the id "guest:<uuid>" and exactly
+// that VM, and its inventory updates only that VM; every message re-checks
 // that the certificate is neither revoked nor expired. The host's changes
 // are logged with its SPIFFE ID as the actor.
 //

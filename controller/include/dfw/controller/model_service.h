@@ -126,6 +126,15 @@ class ModelService {
   // counted (Host.refused_vm_claims in ListHosts, ModelStats) and logged.
   // A VM whose host is not connected (or that has none) may be claimed:
   // that is how a VM that moved while its old host was down is picked up.
+  //
+  // A guest agent's session (host id kGuestHostPrefix + VM id) reports its
+  // one VM, and what it reports is a claim (host.proto): its tags are
+  // dropped (a guest does not tag itself), its name is kept only for a VM
+  // new to the controller, its addresses are marked ADDRESS_SOURCE_GUEST_AGENT
+  // and quarantined (BoundAddress.quarantined, out of every group) when
+  // another VM holds the same address. A hypervisor's report of an address
+  // a guest holds quarantines the guest's (the hypervisor's inventory is
+  // the operator's; the guest's is the guest's word).
   // Live migration with both hosts connected is for the fleet work later;
   // for now the old host must report the VM gone first. vms_removed only
   // removes VMs of the reporting host.
@@ -162,6 +171,11 @@ class ModelService {
   // Registered hosts at most (a per-identity limit hook for later): a Hello
   // from a new host id beyond it is refused with RESOURCE_EXHAUSTED.
   static constexpr size_t kMaxHosts = 10000;
+  // The host id of a guest agent's session: "guest:<vm id>".
+  static constexpr std::string_view kGuestHostPrefix = "guest:";
+  static bool IsGuestHost(std::string_view host_id) {
+    return host_id.substr(0, kGuestHostPrefix.size()) == kGuestHostPrefix;
+  }
 
   // A change that touches no rule (an enrollment token, a certificate
   // issued or revoked): `fill` adds its writes and change log events under

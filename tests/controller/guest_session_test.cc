@@ -1,0 +1,279 @@
+// Guest agents' sessions (dfw-vmagent) against the in-process controller:
+// a VM identity speaks only for its own VM, what a guest reports is a claim
+// (no tags, addresses quarantined when another VM holds them, its name only
+// when new), and the guest VM is a full member of groups and policies.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "dfw/trust/ca.h"
+#include "dfw/trust/svid.h"
+#include "test_host.h"
+#include "test_util.h"
+
+namespace dfw::controller::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr const char* kUuid = "0b5e0000-0000-4000-8000-0000000000aa";
+constexpr const char* kGuestHost = "guest:0b5e0000-0000-4000-8000-0000000000aa";
+
+bool WaitFor(const std::function<bool()>& pred, int ms = 5000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+// The guest's VM as dfw-vmagent reports it (guest_facts.h): vNIC
+// "<uuid>.eth0", the guest's own hostname, and tags it has no right to.
+dfw::v1::Vm GuestVm(const std::string& ip, const std::string& hostname = "gst") {
+  dfw::v1::Vm vm;
+  vm.set_id(kUuid);
+  vm.set_name(hostname);
+  vm.mutable_guest()->set_hostname(hostname);
+  vm.mutable_guest()->set_os("Debian GNU/Linux 12 (bookworm)");
+  auto* t = vm.add_tags();  // a guest tagging itself: ignored
+  t->set_scope("app");
+  t->set_value("db");
+  auto* n = vm.add_vnics();
+  n->set_id(std::string(kUuid) + ".eth0");
+  n->set_mac("52:54:00:00:0a:aa");
+  auto* a = n->add_addresses();
+  a->set_ip(ip);
+  a->set_source(dfw::v1::ADDRESS_SOURCE_STATIC);  // the controller decides the source
+  return vm;
+}
+
+class GuestSessionModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    opts_.data_dir = dir_.path() + "/db";
+    opts_.insecure = true;  // plaintext on loopback: these tests are about the model
+    ASSERT_TRUE(server_.Start(opts_).ok());
+    rest_ = std::make_unique<Rest>(server_.http_port());
+    ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("web", "app", "web")).status, 201);
+    ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("db", "app", "db")).status, 201);
+    auto p = json::parse(R"({"id":"web-to-db","category":"CATEGORY_APPLICATION",
+      "applied_to_group_ids":["db"],"stateful":true,
+      "rules":[{"id":"allow-pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
+                "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],"action":"ACTION_ALLOW"}]})");
+    ASSERT_EQ(rest_->Post("/api/v1/policies", p).status, 201);
+  }
+  json Vm(const std::string& id) { return rest_->Get("/api/v1/vms/" + id).body; }
+  json Members(const std::string& group) {
+    return rest_->Get("/api/v1/groups/" + group + "/members").body;
+  }
+  static bool Has(const json& list, const std::string& v) {
+    for (const auto& x : list) {
+      if (x == v) return true;
+    }
+    return false;
+  }
+
+  TempDir dir_;
+  ControllerOptions opts_;
+  ControllerServer server_;
+  std::unique_ptr<Rest> rest_;
+};
+
+TEST_F(GuestSessionModelTest, AGuestIsAMemberByApiTagsOnlyAndGetsItsRules) {
+  TestHost db(server_.grpc_port(), "h1");
+  db.Hello({MetadataVm("db-1", {{"app", "db"}}, "198.18.0.12")});
+  ASSERT_TRUE(db.Next().has_value());
+
+  TestHost guest(server_.grpc_port(), kGuestHost);
+  guest.Hello({GuestVm("198.18.0.31")});
+  auto full = guest.Next();
+  ASSERT_TRUE(full && full->has_full());
+  guest.Ack(full->full().revision());
+
+  json vm = Vm(kUuid);
+  EXPECT_EQ(vm.value("enforcement", ""), "ENFORCEMENT_GUEST") << vm;
+  EXPECT_EQ(vm.value("host", ""), kGuestHost);
+  EXPECT_FALSE(vm.contains("tags")) << "a guest's own tags are not taken: " << vm;
+  EXPECT_EQ(vm["vnics"][0]["addresses"][0].value("source", ""), "ADDRESS_SOURCE_GUEST_AGENT");
+  EXPECT_FALSE(vm["vnics"][0]["addresses"][0].value("quarantined", false));
+  EXPECT_EQ(Vm("db-1").value("enforcement", ""), "ENFORCEMENT_HYPERVISOR");
+  EXPECT_FALSE(Has(Members("db")["vm_ids"], kUuid)) << Members("db");
+
+  // Tagged through the API, it joins web; db-1's rules then admit it.
+  auto r = rest_->Post(std::string("/api/v1/vms/") + kUuid + "/tags",
+                       json::parse(R"({"set":[{"scope":"app","value":"web"}]})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(Has(Members("web")["addresses"], "198.18.0.31/32")) << Members("web");
+  bool found = false;
+  ASSERT_TRUE(WaitFor([&] {
+    while (auto m = db.Next(50)) {
+      for (const auto& d : m->delta().address_set_deltas()) {
+        for (const auto& a : d.added()) found |= a == "198.18.0.31/32";
+      }
+    }
+    return found;
+  })) << "db's host never got the guest's address";
+
+  // The guest's name is the operator's once known: a new hostname is a
+  // guest fact, not a rename.
+  guest.Inventory({GuestVm("198.18.0.31", "renamed")});
+  ASSERT_TRUE(WaitFor([&] { return Vm(kUuid)["guest"].value("hostname", "") == "renamed"; }));
+  EXPECT_EQ(Vm(kUuid).value("name", ""), "gst");
+
+  json hosts = rest_->Get("/api/v1/hosts").body["hosts"];
+  bool kind = false;
+  for (const auto& h : hosts) kind |= h["id"] == kGuestHost && h["kind"] == "HOST_KIND_GUEST";
+  EXPECT_TRUE(kind) << hosts;
+}
+
+TEST_F(GuestSessionModelTest, AnAddressAnotherVmHoldsIsQuarantined) {
+  TestHost db(server_.grpc_port(), "h1");
+  db.Hello({MetadataVm("db-1", {{"app", "db"}}, "198.18.0.12")});
+  ASSERT_TRUE(db.Next().has_value());
+  ASSERT_EQ(rest_->Post(std::string("/api/v1/vms/") + kUuid + "/tags",
+                        json::parse(R"({"set":[{"scope":"app","value":"web"}]})"))
+                .status,
+            404)
+      << "not known yet";
+
+  // The guest claims db-1's address: kept, marked, in no group.
+  TestHost guest(server_.grpc_port(), kGuestHost);
+  dfw::v1::Vm claim = GuestVm("198.18.0.12");
+  claim.mutable_vnics(0)->add_addresses()->set_ip("198.18.0.32");
+  guest.Hello({claim});
+  ASSERT_TRUE(guest.Next().has_value());
+  ASSERT_EQ(rest_->Post(std::string("/api/v1/vms/") + kUuid + "/tags",
+                        json::parse(R"({"set":[{"scope":"app","value":"web"}]})"))
+                .status,
+            200);
+  json addrs = Vm(kUuid)["vnics"][0]["addresses"];
+  ASSERT_EQ(addrs.size(), 2u) << addrs;
+  for (const auto& a : addrs) {
+    if (a["ip"] == "198.18.0.12") {
+      EXPECT_TRUE(a.value("quarantined", false)) << a;
+      EXPECT_EQ(a.value("quarantine_reason", ""), "vm 'db-1' also holds 198.18.0.12");
+    } else {
+      EXPECT_FALSE(a.value("quarantined", false)) << a;
+    }
+  }
+  json web = Members("web");
+  EXPECT_TRUE(Has(web["addresses"], "198.18.0.32/32")) << web;
+  EXPECT_FALSE(Has(web["addresses"], "198.18.0.12/32")) << "the claim made db-1 a web member: "
+                                                        << web;
+
+  // A hypervisor later reports the guest's other address: the hypervisor's
+  // inventory wins, the guest's becomes quarantined in the same change.
+  db.Inventory({MetadataVm("db-2", {{"app", "db"}}, "198.18.0.32")});
+  ASSERT_TRUE(WaitFor([&] { return !Has(Members("web")["addresses"], "198.18.0.32/32"); }))
+      << Members("web");
+  for (const auto& a : Vm(kUuid)["vnics"][0]["addresses"]) {
+    EXPECT_TRUE(a.value("quarantined", false)) << a;
+  }
+}
+
+// The identity checks need real certificates: mutual TLS, a VM and a host.
+class GuestSessionTrustTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ca = trust::CertificateAuthority::Init(dir_.path() + "/pki/ca", "dfw.test");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::move(*ca);
+    trust::IssueOptions c;
+    c.id = {"dfw.test", trust::IdKind::kController, "test"};
+    c.server_auth = true;
+    c.ip_sans = {"127.0.0.1"};
+    auto ctl = ca_->IssueWithNewKey(c);
+    ASSERT_TRUE(ctl.ok()) << ctl.status();
+    ASSERT_TRUE(trust::WriteSvid(dir_.path() + "/pki/controller",
+                                 {ctl->key_pem, ctl->cert.cert_pem, ca_->bundle_pem()})
+                    .ok());
+    ControllerOptions o;
+    o.data_dir = dir_.path() + "/db";
+    o.svid_dir = dir_.path() + "/pki/controller";
+    o.ca_dir = dir_.path() + "/pki/ca";
+    ASSERT_TRUE(server_.Start(o).ok());
+  }
+  std::shared_ptr<grpc::ChannelCredentials> As(trust::IdKind kind, const std::string& name) {
+    trust::IssueOptions io;
+    io.id = {"dfw.test", kind, name};
+    auto kc = ca_->IssueWithNewKey(io);
+    EXPECT_TRUE(kc.ok());
+    grpc::SslCredentialsOptions so;
+    so.pem_root_certs = ca_->bundle_pem();
+    so.pem_private_key = kc->key_pem;
+    so.pem_cert_chain = kc->cert.cert_pem;
+    return grpc::SslCredentials(so);
+  }
+
+  TempDir dir_;
+  ControllerServer server_;
+  std::unique_ptr<trust::CertificateAuthority> ca_;
+};
+
+TEST_F(GuestSessionTrustTest, AVmIdentitySpeaksOnlyForItsOwnVm) {
+  auto vm = As(trust::IdKind::kVm, kUuid);
+  {
+    // Its own guest session: admitted, the VM registered as guest-enforced.
+    TestHost g(server_.grpc_port(), kGuestHost, vm);
+    g.Hello({GuestVm("198.18.0.31")});
+    auto m = g.Next();
+    ASSERT_TRUE(m && m->has_full());
+    // An inventory update naming another VM ends the session.
+    g.Inventory({MetadataVm("db-1", {{"app", "db"}}, "198.18.0.12")});
+    grpc::Status st = g.WaitClosed();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(st.error_message(), std::string("inventory: vms_set: a guest agent reports only its "
+                                              "own VM '") +
+                                      kUuid + "', not 'db-1'");
+  }
+  auto vms = server_.model()->ListVms({});
+  ASSERT_TRUE(vms.ok());
+  ASSERT_EQ(vms->vms_size(), 1);
+  EXPECT_EQ(vms->vms(0).enforcement(), dfw::v1::ENFORCEMENT_GUEST);
+
+  struct Case {
+    std::string host_id;
+    std::vector<dfw::v1::Vm> vms;
+    std::string error;
+  };
+  std::vector<Case> cases = {
+      {"h1", {GuestVm("198.18.0.31")},
+       std::string("hello: host.id 'h1' is not '") + kGuestHost +
+           "', the guest session of spiffe://dfw.test/vm/" + kUuid},
+      {"guest:0b5e0000-0000-4000-8000-0000000000bb", {GuestVm("198.18.0.31")},
+       std::string("hello: host.id 'guest:0b5e0000-0000-4000-8000-0000000000bb' is not '") +
+           kGuestHost + "', the guest session of spiffe://dfw.test/vm/" + kUuid},
+      {kGuestHost,
+       {MetadataVm("db-1", {}, "198.18.0.12")},
+       std::string("hello: vms: a guest agent reports exactly its own VM '") + kUuid +
+           "' (1 VMs reported)"},
+      {kGuestHost,
+       {GuestVm("198.18.0.31"), MetadataVm("db-1", {}, "198.18.0.12")},
+       std::string("hello: vms: a guest agent reports exactly its own VM '") + kUuid +
+           "' (2 VMs reported)"},
+  };
+  for (const auto& c : cases) {
+    TestHost g(server_.grpc_port(), c.host_id, vm);
+    g.Hello(c.vms);
+    grpc::Status st = g.WaitClosed();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << c.host_id;
+    EXPECT_EQ(st.error_message(), c.error);
+  }
+
+  // A host identity cannot open a guest's session either.
+  TestHost h(server_.grpc_port(), kGuestHost, As(trust::IdKind::kHost, "h1"));
+  h.Hello({GuestVm("198.18.0.31")});
+  grpc::Status st = h.WaitClosed();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  vms = server_.model()->ListVms({});
+  ASSERT_TRUE(vms.ok());
+  EXPECT_EQ(vms->vms_size(), 1) << "nothing a refused session said was applied";
+}
+
+}  // namespace
+}  // namespace dfw::controller::testing

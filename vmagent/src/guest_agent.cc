@@ -1,0 +1,432 @@
+#include "dfw/vmagent/guest_agent.h"
+
+#include <arpa/inet.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <google/protobuf/util/message_differencer.h>
+#include <nlohmann/json.hpp>
+
+#include "dfw/hostagent/controller_session.h"
+#include "dfw/vmagent/conntrack.h"
+#include "dfw/vmagent/flow_monitor.h"
+#include "dfw/vmagent/nft_backend.h"
+#include "dfw/vmagent/nft_monitor.h"
+#include "dfw/vmagent/ruleset_eval.h"
+
+namespace dfw::vmagent {
+namespace {
+
+constexpr auto kForeignChainsEvery = std::chrono::seconds(10);
+// Changes by others come in bursts (nft -f of a file, a flush and a load):
+// the repair waits this long after the last one, then verifies once.
+constexpr auto kRepairSettle = std::chrono::milliseconds(50);
+
+std::string Str(const absl::Status& s) { return std::string(s.message()); }
+
+}  // namespace
+
+absl::Status ApplyDeltaToState(const dfw::v1::HostDelta& d, dfw::v1::HostDesiredState* state) {
+  if (d.from_revision() != state->revision()) {
+    return absl::FailedPreconditionError(
+        "delta: from_revision " + std::to_string(d.from_revision()) +
+        " does not match the applied revision " + std::to_string(state->revision()) +
+        "; send the full state");
+  }
+  std::map<std::string, dfw::v1::AddressSet> sets;
+  for (const auto& s : state->address_sets()) sets[s.id()] = s;
+  for (const auto& s : d.address_sets_set()) sets[s.id()] = s;
+  for (const auto& sd : d.address_set_deltas()) {
+    auto it = sets.find(sd.id());
+    if (it == sets.end()) {
+      return absl::InvalidArgumentError("address_set_deltas '" + sd.id() +
+                                        "': unknown address set");
+    }
+    std::set<std::string> cur(it->second.prefixes().begin(), it->second.prefixes().end());
+    for (const auto& p : sd.removed()) cur.erase(p);
+    for (const auto& p : sd.added()) cur.insert(p);
+    it->second.clear_prefixes();
+    for (const auto& p : cur) it->second.add_prefixes(p);
+  }
+  for (const auto& id : d.address_sets_removed()) sets.erase(id);
+  std::map<std::string, dfw::v1::VNicRuleset> rulesets;
+  for (const auto& rs : state->rulesets()) rulesets[rs.vnic_id()] = rs;
+  for (const auto& rs : d.rulesets_set()) rulesets[rs.vnic_id()] = rs;
+  for (const auto& id : d.rulesets_removed()) rulesets.erase(id);
+  state->set_revision(d.to_revision());
+  state->clear_address_sets();
+  for (auto& [id, s] : sets) *state->add_address_sets() = std::move(s);
+  state->clear_rulesets();
+  for (auto& [id, rs] : rulesets) *state->add_rulesets() = std::move(rs);
+  return absl::OkStatus();
+}
+
+GuestAgent::GuestAgent(GuestAgentConfig cfg) : cfg_(std::move(cfg)) {}
+
+GuestAgent::~GuestAgent() { Stop(); }
+
+absl::Status GuestAgent::Start() {
+  auto uuid = ReadVmUuid(cfg_.facts);
+  if (!uuid.ok()) return uuid.status();
+  uuid_ = *uuid;
+  st_.vm_id = uuid_;
+  RefreshFacts();
+  backend_ = std::make_unique<NftBackend>();
+  if (cfg_.render.table.empty()) cfg_.render.table = "dfw";
+
+  NftMonitorOptions mo;
+  mo.table = cfg_.render.table;
+  mo.on_foreign_change = [this](const std::string& what) {
+    {
+      std::lock_guard<std::mutex> l(hk_mu_);
+      pending_repairs_.push_back(what);
+    }
+    hk_cv_.notify_all();
+  };
+  monitor_ = std::make_unique<NftMonitor>(mo);
+  if (auto s = monitor_->Start(); !s.ok()) {
+    return absl::Status(s.code(), "nf_tables monitor: " + Str(s));
+  }
+  if (auto s = Conntrack::EnableAccounting(); !s.ok()) {
+    spdlog::warn("vmagent: conntrack accounting stays off ({}): ended flow records carry no "
+                 "packet counts",
+                 Str(s));
+  }
+  FlowMonitorOptions fo;
+  fo.nflog_group = cfg_.render.nflog_group;
+  std::shared_ptr<std::ofstream> out;
+  if (!cfg_.flow_log.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cfg_.flow_log).parent_path(), ec);
+    out = std::make_shared<std::ofstream>(cfg_.flow_log, std::ios::app);
+    if (!*out) return absl::PermissionDeniedError("--flow-log: cannot open " + cfg_.flow_log);
+  }
+  fo.sink = [out](const std::string& line) {
+    if (!out) return;
+    *out << line << '\n';
+    out->flush();
+  };
+  flows_ = std::make_unique<FlowMonitor>(fo);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    std::map<int, std::string> by_index;
+    for (const auto& i : interfaces_) by_index[i.ifindex] = VnicIdFor(uuid_, i.name);
+    flows_->SetInterfaces(by_index);
+  }
+  if (auto s = flows_->Start(); !s.ok()) {
+    return absl::Status(s.code(), "flow monitor: " + Str(s));
+  }
+
+  hostagent::ControllerSession::Hooks hooks;
+  hooks.hello = [this] { return Hello(); };
+  hooks.apply = [this](const dfw::v1::ControllerToHost& m) { return Apply(m); };
+  session_ = std::make_unique<hostagent::ControllerSession>(cfg_.controller_target,
+                                                            cfg_.credentials, hooks);
+  session_->Start();
+  housekeeping_ = std::thread([this] { Housekeeping(); });
+  return absl::OkStatus();
+}
+
+void GuestAgent::Stop() {
+  {
+    std::lock_guard<std::mutex> l(hk_mu_);
+    if (stop_ && !housekeeping_.joinable()) return;
+    stop_ = true;
+  }
+  hk_cv_.notify_all();
+  if (session_) session_->Stop();
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (monitor_) monitor_->Stop();
+  if (flows_) flows_->Stop();
+  WriteStatus();
+}
+
+dfw::v1::HostHello GuestAgent::Hello() {
+  std::lock_guard<std::mutex> l(mu_);
+  dfw::v1::HostHello h;
+  h.mutable_host()->set_id("guest:" + uuid_);
+  h.mutable_host()->set_hostname(vm_.guest().hostname());
+  *h.add_vms() = vm_;
+  h.set_held_revision(have_state_ ? state_.revision() : 0);
+  return h;
+}
+
+RenderOptions GuestAgent::CurrentRender() const {
+  RenderOptions o = cfg_.render;
+  o.audit_all = audit_all_;
+  return o;
+}
+
+absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg) {
+  std::lock_guard<std::mutex> l(mu_);
+  dfw::v1::HostDesiredState before = state_;
+  dfw::v1::HostDesiredState next;
+  if (msg.has_full()) {
+    next = msg.full();
+  } else if (msg.has_delta()) {
+    if (!have_state_) {
+      return absl::FailedPreconditionError("delta: no full state applied yet; send the full state");
+    }
+    next = state_;
+    if (auto s = ApplyDeltaToState(msg.delta(), &next); !s.ok()) return s;
+  } else {
+    return absl::InvalidArgumentError("msg: neither a full state nor a delta");
+  }
+  if (!have_state_ && cfg_.audit_first.count() > 0) {
+    audit_all_ = true;
+    audit_until_ = std::chrono::steady_clock::now() + cfg_.audit_first;
+    spdlog::warn("vmagent: audit-first: for {} ms every drop and reject only logs",
+                 cfg_.audit_first.count());
+  }
+  absl::Status s;
+  if (msg.has_full() || !have_state_) {
+    s = backend_->ApplyFull(next, ifaces_, CurrentRender());
+  } else {
+    s = backend_->ApplyDelta(msg.delta(), next, ifaces_, CurrentRender());
+  }
+  if (!s.ok()) {
+    std::string in_force = have_state_ ? "revision " + std::to_string(state_.revision()) +
+                                             " is still in force"
+                                       : "the table was not changed";
+    st_.last_error = Str(s) + "; " + in_force;
+    spdlog::error("vmagent: applying revision {} failed: {}", next.revision(), st_.last_error);
+    return absl::Status(s.code(), st_.last_error);
+  }
+  state_ = std::move(next);
+  have_state_ = true;
+  st_.applied_revision = state_.revision();
+  st_.last_error.clear();
+  Revalidate(before);
+  return state_.revision();
+}
+
+void GuestAgent::Revalidate(const dfw::v1::HostDesiredState& before) {
+  // Which rules of the old state revalidate on change, by rule_num.
+  std::set<uint32_t> revalidating;
+  for (const auto& rs : before.rulesets()) {
+    for (const auto& r : rs.rules()) {
+      if (r.on_change() == dfw::v1::ON_CHANGE_REVALIDATE) revalidating.insert(r.rule_num());
+    }
+  }
+  if (revalidating.empty()) return;
+  RulesetEvaluator eval(state_);
+  // Our interfaces' addresses tell a connection's direction.
+  std::map<std::string, std::string> local;  // address -> vNIC id
+  for (const auto& i : interfaces_) {
+    for (const auto& a : i.addresses) local[a] = VnicIdFor(uuid_, i.name);
+  }
+  auto deleted = Conntrack::DeleteIf([&](const CtEntry& e) {
+    if (e.mark == 0 || !revalidating.count(e.mark)) return false;
+    Verdict v;
+    auto out = local.find(e.src);
+    auto in = local.find(e.dst);
+    if (out != local.end()) {
+      v = eval.Classify(out->second, dfw::v1::DIRECTION_OUT, e);
+    } else if (in != local.end()) {
+      v = eval.Classify(in->second, dfw::v1::DIRECTION_IN, e);
+    } else {
+      return false;  // not a connection of ours
+    }
+    return v.action != dfw::v1::ACTION_ALLOW;
+  });
+  if (!deleted.ok()) {
+    spdlog::warn("vmagent: revalidation: {}", Str(deleted.status()));
+    return;
+  }
+  if (*deleted > 0) {
+    st_.revalidated_deleted += *deleted;
+    spdlog::info("vmagent: revision {}: {} connections the new rules deny were cut",
+                 state_.revision(), *deleted);
+  }
+}
+
+void GuestAgent::RefreshFacts() {
+  auto ifs = ListInterfaces(cfg_.facts);
+  if (!ifs.ok()) {
+    spdlog::warn("vmagent: interfaces: {}", Str(ifs.status()));
+    return;
+  }
+  dfw::v1::Vm vm = FactsToVm(uuid_, Hostname(cfg_.facts), ReadOsPrettyName(cfg_.facts.os_release),
+                             *ifs);
+  InterfaceMap ifaces;
+  std::map<int, std::string> by_index;
+  for (const auto& i : *ifs) {
+    ifaces[VnicIdFor(uuid_, i.name)] = i.name;
+    by_index[i.ifindex] = VnicIdFor(uuid_, i.name);
+  }
+  bool changed, ifaces_changed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    changed = !google::protobuf::util::MessageDifferencer::Equals(vm, vm_);
+    ifaces_changed = ifaces != ifaces_;
+    vm_ = vm;
+    interfaces_ = *ifs;
+    ifaces_ = ifaces;
+    if (ifaces_changed && have_state_) {
+      // A vNIC's interface appeared or was renamed: its chains follow.
+      if (auto s = backend_->ApplyFull(state_, ifaces_, CurrentRender()); !s.ok()) {
+        spdlog::error("vmagent: re-rendering for new interfaces failed: {}", Str(s));
+      }
+    }
+  }
+  if (flows_ && ifaces_changed) flows_->SetInterfaces(by_index);
+  if (changed && session_) session_->SetInventory({vm});
+}
+
+void GuestAgent::RepairIfNeeded(const std::string& what) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!have_state_) return;  // nothing of ours to keep
+  absl::Status v = backend_->Verify();
+  if (v.ok()) return;
+  auto t0 = std::chrono::steady_clock::now();
+  absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - t0)
+                .count();
+  ++st_.repairs;
+  st_.last_repair = Str(v) + " after: " + what + (s.ok() ? "" : "; repair failed: " + Str(s));
+  if (s.ok()) {
+    spdlog::warn("vmagent: table inet {} repaired in {} ms: {} (after: {})", cfg_.render.table,
+                 ms, Str(v), what);
+  } else {
+    spdlog::error("vmagent: table inet {} could not be repaired: {} (it was: {})",
+                  cfg_.render.table, Str(s), Str(v));
+  }
+}
+
+void GuestAgent::Housekeeping() {
+  auto next_facts = std::chrono::steady_clock::now();
+  auto next_status = next_facts;
+  auto next_chains = next_facts;
+  std::set<std::string> known_foreign;
+  for (;;) {
+    std::vector<std::string> repairs;
+    {
+      std::unique_lock<std::mutex> l(hk_mu_);
+      auto wake = std::min({next_facts, next_status, next_chains});
+      hk_cv_.wait_until(l, wake, [&] { return stop_ || !pending_repairs_.empty(); });
+      if (stop_) return;
+      if (!pending_repairs_.empty()) {
+        l.unlock();
+        std::this_thread::sleep_for(kRepairSettle);
+        l.lock();
+        repairs.swap(pending_repairs_);
+      }
+    }
+    if (!repairs.empty()) {
+      std::string what = repairs.front();
+      if (repairs.size() > 1) what += " (and " + std::to_string(repairs.size() - 1) + " more)";
+      RepairIfNeeded(what);
+      next_chains = std::chrono::steady_clock::now();
+    }
+    auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (audit_all_ && now >= audit_until_) {
+        audit_all_ = false;
+        if (have_state_) {
+          absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
+          spdlog::warn("vmagent: audit-first over: rules enforce now{}",
+                       s.ok() ? "" : " -- but applying failed: " + Str(s));
+        }
+      }
+    }
+    if (now >= next_facts) {
+      RefreshFacts();
+      next_facts = now + cfg_.facts_interval;
+    }
+    if (now >= next_chains) {
+      auto chains = NftMonitor::ListForeignBaseChains(cfg_.render.table);
+      std::vector<std::string> lines;
+      if (chains.ok()) {
+        for (const auto& c : *chains) {
+          if (c.hook != "input" && c.hook != "output" && c.hook != "prerouting" &&
+              c.hook != "postrouting" && c.hook != "forward") {
+            continue;
+          }
+          std::string line = c.family + " " + c.table + " " + c.chain + " hook " + c.hook +
+                             " priority " + std::to_string(c.priority) + " policy " + c.policy;
+          if (!known_foreign.count(line)) {
+            spdlog::warn("vmagent: another table's base chain on our hooks: {} (its drop wins "
+                         "over our accept)",
+                         line);
+          }
+          lines.push_back(line);
+        }
+        known_foreign = std::set<std::string>(lines.begin(), lines.end());
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      st_.foreign_base_chains = lines;
+      next_chains = now + kForeignChainsEvery;
+    }
+    if (now >= next_status) {
+      WriteStatus();
+      next_status = now + cfg_.status_interval;
+    }
+  }
+}
+
+GuestAgentStatus GuestAgent::status() const {
+  std::lock_guard<std::mutex> l(mu_);
+  GuestAgentStatus s = st_;
+  s.connected = session_ && session_->connected();
+  s.audit_all = audit_all_;
+  return s;
+}
+
+std::string GuestAgent::StatusJson() const {
+  using nlohmann::json;
+  GuestAgentStatus s = status();
+  json j;
+  j["vm"] = s.vm_id;
+  j["host_id"] = "guest:" + s.vm_id;
+  j["connected"] = s.connected;
+  j["applied_revision"] = s.applied_revision;
+  j["audit_all"] = s.audit_all;
+  j["repairs"] = s.repairs;
+  j["last_repair"] = s.last_repair;
+  j["revalidated_deleted"] = s.revalidated_deleted;
+  j["foreign_base_chains"] = s.foreign_base_chains;
+  j["last_error"] = s.last_error;
+  json rules = json::array();
+  json drops = json::object();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (backend_ && have_state_) {
+      auto c = backend_->Counters();
+      if (c.ok()) {
+        for (const auto& [num, rc] : c->rules) {
+          rules.push_back({{"rule", num}, {"packets", rc.packets}, {"bytes", rc.bytes}});
+        }
+        for (const auto& [reason, n] : c->drops) drops[reason] = n;
+      }
+    }
+  }
+  j["rules"] = rules;
+  j["drops"] = drops;
+  if (flows_) {
+    j["flow_records"] = flows_->records();
+    j["flow_records_lost"] = flows_->lost();
+  }
+  return j.dump();
+}
+
+void GuestAgent::WriteStatus() {
+  if (cfg_.status_file.empty()) return;
+  std::string tmp = cfg_.status_file + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!f) return;
+    f << StatusJson() << '\n';
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, cfg_.status_file, ec);
+}
+
+}  // namespace dfw::vmagent

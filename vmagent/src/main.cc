@@ -1,0 +1,237 @@
+// dfw-vmagent: the guest agent (guest_agent.h), run as root inside the VM.
+//
+//   dfw-vmagent --controller HOST:PORT [--cert-dir DIR]
+//               [--join-token-file FILE --ca-bundle FILE] [--insecure]
+//               [--vm-uuid UUID] [--interface IF]... [--hostname NAME]
+//               [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]
+//               [--table NAME] [--nflog-group N]
+//   dfw-vmagent status [--status-file FILE]
+//
+// Trust: the session is mutual TLS with the VM's SVID
+// (spiffe://<td>/vm/<uuid>) in --cert-dir (default
+// /var/lib/dfw/vmagent/svid). Without one there the agent enrolls with the
+// one-time token from --join-token-file (dfwctl enroll create --vm UUID),
+// verifying the controller with --ca-bundle. --insecure (plaintext) is
+// refused unless the controller is a loopback address.
+//
+// The VM's UUID is /sys/class/dmi/id/product_uuid unless --vm-uuid; the
+// interfaces are every one that is up but loopback unless --interface. The
+// controller's address and port always pass (bypass), as do DHCP and IPv6
+// neighbour discovery. SIGINT/SIGTERM stop the agent; the nftables table
+// stays and keeps enforcing. `status` prints the running agent's status
+// file (default /run/dfw/vmagent.json).
+#include <netdb.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "dfw/hostagent/svid_client.h"
+#include "dfw/trust/loopback.h"
+#include "dfw/vmagent/guest_agent.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+int Usage(const std::string& msg) {
+  std::fprintf(
+      stderr,
+      "dfw-vmagent: %s\n"
+      "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
+      "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
+      "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
+      "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
+      "         [--table NAME] [--nflog-group N]\n"
+      "       dfw-vmagent status [--status-file FILE]\n",
+      msg.c_str());
+  return 2;
+}
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// "host:port" / "[v6]:port" -> every address of host, and the port.
+bool ResolveController(const std::string& target, std::vector<std::string>* ips,
+                       uint16_t* port) {
+  std::string host, p;
+  if (!target.empty() && target[0] == '[') {
+    size_t close = target.find(']');
+    if (close == std::string::npos || close + 1 >= target.size() || target[close + 1] != ':') {
+      return false;
+    }
+    host = target.substr(1, close - 1);
+    p = target.substr(close + 2);
+  } else {
+    size_t colon = target.rfind(':');
+    if (colon == std::string::npos) return false;
+    host = target.substr(0, colon);
+    p = target.substr(colon + 1);
+  }
+  char* end = nullptr;
+  long n = std::strtol(p.c_str(), &end, 10);
+  if (p.empty() || *end != '\0' || n < 1 || n > 65535) return false;
+  *port = static_cast<uint16_t>(n);
+  struct addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return false;
+  for (auto* a = res; a != nullptr; a = a->ai_next) {
+    char buf[NI_MAXHOST];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) == 0) {
+      ips->push_back(buf);
+    }
+  }
+  freeaddrinfo(res);
+  return !ips->empty();
+}
+
+int Status(const std::string& file) {
+  std::ifstream f(file);
+  if (!f) {
+    std::fprintf(stderr, "dfw-vmagent: no status at %s (is the agent running?)\n", file.c_str());
+    return 1;
+  }
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded()) {
+    std::fprintf(stderr, "dfw-vmagent: %s is not JSON\n", file.c_str());
+    return 1;
+  }
+  std::printf("vm              %s\n", j.value("vm", "").c_str());
+  std::printf("connected       %s\n", j.value("connected", false) ? "yes" : "no");
+  std::printf("revision        %llu\n",
+              static_cast<unsigned long long>(j.value("applied_revision", 0ULL)));
+  std::printf("audit only      %s\n", j.value("audit_all", false) ? "yes (audit-first)" : "no");
+  std::printf("repairs         %llu%s%s\n", static_cast<unsigned long long>(j.value("repairs", 0ULL)),
+              j.value("last_repair", "").empty() ? "" : "  last: ",
+              j.value("last_repair", "").c_str());
+  std::printf("revalidated     %llu connections cut\n",
+              static_cast<unsigned long long>(j.value("revalidated_deleted", 0ULL)));
+  for (const auto& c : j.value("foreign_base_chains", nlohmann::json::array())) {
+    std::printf("other chain     %s\n", c.get<std::string>().c_str());
+  }
+  if (!j.value("last_error", "").empty()) {
+    std::printf("last error      %s\n", j.value("last_error", "").c_str());
+  }
+  std::printf("%-8s %12s %14s\n", "RULE", "PACKETS", "BYTES");
+  for (const auto& r : j.value("rules", nlohmann::json::array())) {
+    std::printf("%-8llu %12llu %14llu\n", static_cast<unsigned long long>(r.value("rule", 0ULL)),
+                static_cast<unsigned long long>(r.value("packets", 0ULL)),
+                static_cast<unsigned long long>(r.value("bytes", 0ULL)));
+  }
+  std::printf("%-16s %12s\n", "DROP REASON", "PACKETS");
+  for (const auto& [reason, n] : j.value("drops", nlohmann::json::object()).items()) {
+    std::printf("%-16s %12llu\n", reason.c_str(), static_cast<unsigned long long>(n.get<uint64_t>()));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dfw::vmagent::GuestAgentConfig cfg;
+  cfg.status_file = "/run/dfw/vmagent.json";
+  dfw::hostagent::SvidClientOptions svid_opts;
+  svid_opts.cert_dir = "/var/lib/dfw/vmagent/svid";
+  std::string token_file;
+  bool insecure = false;
+  bool status_cmd = argc > 1 && std::string(argv[1]) == "status";
+  for (int i = status_cmd ? 2 : 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--status-file" && value(&cfg.status_file)) continue;
+    if (status_cmd) return Usage("status: unknown argument '" + a + "'");
+    if (a == "--controller" && value(&cfg.controller_target)) continue;
+    if (a == "--cert-dir" && value(&svid_opts.cert_dir)) continue;
+    if (a == "--join-token-file" && value(&token_file)) continue;
+    if (a == "--ca-bundle" && value(&svid_opts.ca_bundle)) continue;
+    if (a == "--vm-uuid" && value(&cfg.facts.vm_uuid)) continue;
+    if (a == "--hostname" && value(&cfg.facts.hostname)) continue;
+    if (a == "--flow-log" && value(&cfg.flow_log)) continue;
+    if (a == "--table" && value(&cfg.render.table)) continue;
+    if (a == "--interface" && value(&v)) {
+      cfg.facts.interfaces.push_back(v);
+      continue;
+    }
+    if (a == "--insecure") {
+      insecure = true;
+      continue;
+    }
+    if ((a == "--audit-first" || a == "--nflog-group") && value(&v)) {
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0 || n > 65535) {
+        return Usage(a + ": a number from 0 to 65535, not '" + v + "'");
+      }
+      if (a == "--audit-first") {
+        cfg.audit_first = std::chrono::seconds(n);
+      } else {
+        cfg.render.nflog_group = static_cast<uint16_t>(n);
+      }
+      continue;
+    }
+    return Usage("unknown or incomplete argument '" + a + "'");
+  }
+  if (status_cmd) return Status(cfg.status_file);
+  if (cfg.controller_target.empty()) return Usage("--controller is required");
+  if (!ResolveController(cfg.controller_target, &cfg.render.bypass.controller_ips,
+                         &cfg.render.bypass.controller_port)) {
+    return Usage("--controller: '" + cfg.controller_target +
+                 "' is not HOST:PORT with a host that resolves");
+  }
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::unique_ptr<dfw::hostagent::SvidClient> svid;
+  if (insecure) {
+    if (!dfw::trust::IsLoopbackHostPort(cfg.controller_target)) {
+      return Usage("--insecure: the controller must be a loopback address");
+    }
+    spdlog::warn("dfw-vmagent: INSECURE: plaintext session to {}", cfg.controller_target);
+    cfg.credentials = grpc::InsecureChannelCredentials();
+  } else {
+    svid_opts.controller_target = cfg.controller_target;
+    if (!token_file.empty()) svid_opts.join_token = ReadFirstLine(token_file);
+    svid = std::make_unique<dfw::hostagent::SvidClient>(svid_opts);
+    if (auto s = svid->Enroll([] { return g_stop.load(); }); !s.ok()) {
+      std::fprintf(stderr, "dfw-vmagent: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    cfg.credentials = svid->Credentials();
+    svid->Start();
+  }
+  std::string status_file = cfg.status_file;
+  dfw::vmagent::GuestAgent agent(cfg);
+  if (auto s = agent.Start(); !s.ok()) {
+    std::fprintf(stderr, "dfw-vmagent: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("dfw-vmagent: started vm=%s controller=%s status=%s\n",
+              agent.status().vm_id.c_str(), cfg.controller_target.c_str(), status_file.c_str());
+  std::fflush(stdout);
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  agent.Stop();
+  if (svid) svid->Stop();
+  std::printf("dfw-vmagent: stopped (table inet %s stays in force)\n",
+              cfg.render.table.empty() ? "dfw" : cfg.render.table.c_str());
+  return 0;
+}
