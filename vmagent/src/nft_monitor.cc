@@ -214,7 +214,9 @@ void NftMonitor::Run(int netns_fd, std::function<void(absl::Status)> ready) {
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      spdlog::error("nft monitor: poll: {}", strerror(errno));
+      std::string err = absl::StrCat("nf_tables monitor stopped: poll: ", strerror(errno));
+      spdlog::error("{}", err);
+      callback_(std::move(err));
       break;
     }
     if (fds[1].revents) break;
@@ -231,7 +233,10 @@ void NftMonitor::Run(int netns_fd, std::function<void(absl::Status)> ready) {
             "table must be verified");
         continue;
       }
-      spdlog::error("nft monitor: receiving notifications: {}", strerror(errno));
+      std::string err =
+          absl::StrCat("nf_tables monitor stopped: receiving notifications: ", strerror(errno));
+      spdlog::error("{}", err);
+      callback_(std::move(err));
       break;
     }
     mnl_cb_run(buf.data(), static_cast<size_t>(n), 0, 0,

@@ -39,6 +39,12 @@
 // exactly (they are made by dfw::dataplane::FlowEventJson); time_ms is the
 // wall clock at reception.
 //
+// Timing of ended records: the kernel reports a connection's end when it
+// removes the entry; a closed or timed-out entry is removed by conntrack's
+// garbage collector, which may run up to about a minute later, or at once
+// by any ctnetlink dump (Conntrack::List), which reaps expired entries. An
+// agent wanting timely ended records lists the table now and then.
+//
 // Records go through a bounded queue to a writer thread that calls the
 // sink, so a slow sink never stalls the kernel sockets: when the queue is
 // full the record is dropped and counted. Socket overruns (ENOBUFS: the

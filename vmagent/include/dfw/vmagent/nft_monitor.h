@@ -13,7 +13,9 @@
 //   "nft (pid 4242) deleted 3 rules in chain in_0, added 1 element to set a1_4"
 // The agent then verifies its table and repairs it. If the socket overran
 // (ENOBUFS: notifications were lost) the callback is told so, as a change of
-// unknown origin: the agent must verify then too.
+// unknown origin: the agent must verify then too. If the socket fails for
+// good, the callback says "nf_tables monitor stopped: ..." once and the
+// thread ends (changes are no longer seen; the agent may restart it).
 //
 // "This process": the kernel reports the committing thread's id (in the
 // initial pid namespace); a transaction is ours if that id is `self_pid` or,
