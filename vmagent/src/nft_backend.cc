@@ -311,8 +311,8 @@ absl::Status SendElementBatch(const std::string& table, const std::vector<Elemen
   return absl::OkStatus();
 }
 
-// Element-level changes between two range lists of a set (only the ranges
-// that changed are looked at, plus nft's end element at 0).
+// Element-level changes between two range lists of a set: the elements of
+// the ranges removed and of the ranges added, plus nft's end element at 0.
 void ElementDiff(Family f, const std::vector<AddrRange>& before_all,
                  const std::vector<AddrRange>& after_all, const std::vector<AddrRange>& removed,
                  const std::vector<AddrRange>& added, std::vector<SetElement>* del,
@@ -326,13 +326,10 @@ void ElementDiff(Family f, const std::vector<AddrRange>& before_all,
   auto has_zero = [](const std::vector<AddrRange>& r) { return !r.empty() && r[0].first != Addr{}; };
   if (has_zero(before_all) && !has_zero(after_all)) d.insert(zero);
   if (!has_zero(before_all) && has_zero(after_all)) a.insert(zero);
-  for (auto it = d.begin(); it != d.end();) {
-    if (a.erase(*it)) {
-      it = d.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  // No cancelling of an element deleted and added again: the kernel checks
+  // every added start/end pair against the set without the deleted ones (an
+  // end inside a live interval is refused), as nft sends a split range: the
+  // old range deleted whole, its pieces added.
   del->assign(d.begin(), d.end());
   add->assign(a.begin(), a.end());
 }
@@ -511,6 +508,20 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     if (!chains.count(id)) rules_change = true;
   }
   if (rules_change) {
+    // vNIC chains first (the base chains jump to new ones), then the base
+    // chains, then the chains no longer jumped to are deleted.
+    for (const auto& id : rerender) {
+      if (!chains.count(id)) continue;
+      const VnicChains& c = chains.at(id);
+      const bool exists = chains_.count(id) && chains_.at(id).id == c.id;
+      for (bool input : {true, false}) {
+        const std::string name = (input ? "in_" : "out_") + std::to_string(c.id);
+        // A new chain is flushed too: a leftover of that name holds only ours.
+        if (!exists) text += "add chain " + tq + " " + name + "\n";
+        text += "flush chain " + tq + " " + name + "\n";
+        for (const auto& r : input ? c.in : c.out) text += "add rule " + tq + " " + name + " " + r + "\n";
+      }
+    }
     std::vector<VnicChains> list;
     for (const auto& [id, c] : chains) list.push_back(c);
     for (bool input : {true, false}) {
@@ -519,16 +530,6 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
       const std::string name = input ? "input" : "output";
       text += "flush chain " + tq + " " + name + "\n";
       for (const auto& r : *base) text += "add rule " + tq + " " + name + " " + r + "\n";
-    }
-    for (const auto& id : rerender) {
-      if (!chains.count(id)) continue;
-      const VnicChains& c = chains.at(id);
-      const bool exists = chains_.count(id) && chains_.at(id).id == c.id;
-      for (bool input : {true, false}) {
-        const std::string name = (input ? "in_" : "out_") + std::to_string(c.id);
-        text += (exists ? "flush chain " : "add chain ") + tq + " " + name + "\n";
-        for (const auto& r : input ? c.in : c.out) text += "add rule " + tq + " " + name + " " + r + "\n";
-      }
     }
     for (const auto& [id, c] : chains_) {
       if (chains.count(id) && chains.at(id).id == c.id) continue;

@@ -12,8 +12,9 @@
 //                    iif lo accept; <bypass>; iifname "<if>" jump in_<k>; ... }
 //     chain output { type filter hook output ...; oif lo accept; <bypass>;
 //                    oifname "<if>" jump out_<k>; ... }
-//     chain in_<k>  { ct state invalid drop; ct state established,related
-//                     ct mark != 0 accept; <rules, first match>; <default> }
+//     chain in_<k>  { ct state invalid drop; ct state established
+//                     ct mark != 0 accept; ct state related accept;
+//                     <rules, first match>; <default> }
 //     chain out_<k> { the same for traffic the VM sends }
 //   }
 //
@@ -21,7 +22,10 @@
 //  - A connection admitted by a stateful allow rule carries the rule's
 //    rule_num in `ct mark`; 0 = none (stateless allows, bypass). Only marked
 //    connections pass as established: a stateless allow's replies are
-//    classified again, as in the dataplane. The default rule's allow is
+//    classified again, as in the dataplane. Related traffic (ICMP errors,
+//    helpers' expected connections, and the RST / ICMP our reject sends,
+//    which the kernel attaches to the rejected packet's conntrack as
+//    related) passes whatever the mark, as the dataplane passes kRelated. The default rule's allow is
 //    stateful (as in the dataplane) and marks kDefaultAllowMark; rule_num 0
 //    is refused for a rule (it is the default rule's number).
 //  - Every rule has a counter and the comment "r<rule_num>" (the default
