@@ -385,6 +385,7 @@ struct FlowMonitor::Impl {
     e.reason = dp::DropReason::kNone;
     if (is_new) {
       e.kind = dp::FlowEvent::Kind::kAllowed;
+      // NEW events carry no counters (the kernel adds them to DESTROY only).
       e.packets = ce.orig_packets ? ce.orig_packets : 1;
       e.bytes = ce.orig_bytes;
       if (PairedDuplicate(FlowKey{e.family, e.proto, e.src, e.dst, e.sport, e.dport,

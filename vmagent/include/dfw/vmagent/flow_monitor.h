@@ -29,7 +29,9 @@
 // rule in the mark), whether or not the rule logs; a logged allow's packets
 // are recorded from NFLOG. A logged stateful allow would yield both for the
 // first packet: the second of the pair (same original tuple within 5 s) is
-// suppressed and counted as a duplicate. Stateless allows that do not log
+// suppressed and counted as a duplicate. The kernel's NEW event carries no
+// counters, so an allowed record from conntrack says packets 1, bytes 0
+// (NFLOG's says the packet's IP length, as the dataplane). Stateless allows that do not log
 // produce no allowed record (the guest has nothing to see them by). The
 // direction and vNIC of conntrack records are found from the guest's own
 // addresses (getifaddrs, refreshed on a miss at most once a second): a
