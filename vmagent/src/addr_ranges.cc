@@ -113,6 +113,13 @@ std::vector<AddrRange> AddrRanges::Ranges(Family f) const {
   return out;
 }
 
+bool AddrRanges::First(Family f, AddrRange* out) const {
+  const auto& m = merged_[Idx(f)];
+  if (m.empty()) return false;
+  *out = AddrRange{m.begin()->first, m.begin()->second};
+  return true;
+}
+
 bool AddrRanges::Contains(Family f, Addr a) const {
   const auto& m = merged_[Idx(f)];
   auto it = m.upper_bound(a);

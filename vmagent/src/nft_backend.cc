@@ -313,8 +313,9 @@ absl::Status SendElementBatch(const std::string& table, const std::vector<Elemen
 
 // Element-level changes between two range lists of a set: the elements of
 // the ranges removed and of the ranges added, plus nft's end element at 0.
-void ElementDiff(Family f, const std::vector<AddrRange>& before_all,
-                 const std::vector<AddrRange>& after_all, const std::vector<AddrRange>& removed,
+// zero_before/after: nft's end element at 0 is (was) there: the set is
+// non-empty and does not start at 0.
+void ElementDiff(Family f, bool zero_before, bool zero_after, const std::vector<AddrRange>& removed,
                  const std::vector<AddrRange>& added, std::vector<SetElement>* del,
                  std::vector<SetElement>* add) {
   std::set<SetElement> d, a;
@@ -323,15 +324,19 @@ void ElementDiff(Family f, const std::vector<AddrRange>& before_all,
   const SetElement zero{Addr{}, true, false};
   d.erase(zero);
   a.erase(zero);
-  auto has_zero = [](const std::vector<AddrRange>& r) { return !r.empty() && r[0].first != Addr{}; };
-  if (has_zero(before_all) && !has_zero(after_all)) d.insert(zero);
-  if (!has_zero(before_all) && has_zero(after_all)) a.insert(zero);
+  if (zero_before && !zero_after) d.insert(zero);
+  if (!zero_before && zero_after) a.insert(zero);
   // No cancelling of an element deleted and added again: the kernel checks
   // every added start/end pair against the set without the deleted ones (an
   // end inside a live interval is refused), as nft sends a split range: the
   // old range deleted whole, its pieces added.
   del->assign(d.begin(), d.end());
   add->assign(a.begin(), a.end());
+}
+
+bool ZeroEnd(const AddrRanges& r, Family f) {
+  AddrRange first;
+  return r.First(f, &first) && first.first != Addr{};
 }
 
 std::string Quote(const std::string& table) { return "inet " + table; }
@@ -426,7 +431,13 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   // --- The new model, built on copies of the small parts. ---
   SetNames names = names_;
   ChainIds ids = chain_ids_;
-  std::map<std::string, v1::VNicRuleset> rulesets = rulesets_;
+  // Rulesets and chains are copied only when the delta touches them (a
+  // membership change must not copy 10k rules).
+  const bool touches_rules = delta.rulesets_set_size() > 0 || delta.rulesets_removed_size() > 0 ||
+                             ifaces != ifaces_;
+  std::map<std::string, v1::VNicRuleset> rulesets;
+  if (touches_rules) rulesets = rulesets_;
+  const auto& rulesets_view = touches_rules ? rulesets : rulesets_;
   std::string text;  // the libnftables transaction
   // New sets (declared with their elements) and re-sent existing ones.
   std::map<std::string, AddrRanges> new_sets;
@@ -471,7 +482,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   std::vector<std::string> skipped;
   std::set<std::string> rerender;
   for (const auto& rs : delta.rulesets_set()) rerender.insert(rs.vnic_id());
-  for (const auto& [id, rs] : rulesets) {
+  for (const auto& [id, rs] : rulesets) {  // empty unless touches_rules
     auto it = ifaces.find(id);
     auto old = ifaces_.find(id);
     if (it == ifaces.end()) {
@@ -489,7 +500,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   }
   // Removed sets must not be used by what stays.
   for (const auto& id : removed_sets) {
-    for (const auto& [vnic, rs] : rulesets) {
+    for (const auto& [vnic, rs] : rulesets_view) {
       for (const auto& r : rs.rules()) {
         for (const auto* e : {&r.sources(), &r.destinations()}) {
           for (const auto& s : e->address_set_ids()) {
@@ -505,7 +516,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   }
   bool rules_change = !rerender.empty();
   for (const auto& [id, c] : chains_) {
-    if (!chains.count(id)) rules_change = true;
+    if (touches_rules && !chains.count(id)) rules_change = true;
   }
   if (rules_change) {
     // vNIC chains first (the base chains jump to new ones), then the base
@@ -560,10 +571,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     if (removed_sets.count(d.id())) continue;
     AddrRanges* r = new_sets.count(d.id()) ? &new_sets[d.id()] : &sets_[d.id()].ranges;
     const bool live = !new_sets.count(d.id());
-    std::vector<AddrRange> before[2];
-    if (live) {
-      for (Family fam : {Family::kV4, Family::kV6}) before[static_cast<int>(fam)] = r->Ranges(fam);
-    }
+    bool zero_before[2] = {ZeroEnd(*r, Family::kV4), ZeroEnd(*r, Family::kV6)};
     auto diff = r->Apply(d.added(), d.removed());
     if (!diff.ok()) {
       revert();
@@ -576,7 +584,8 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
       const int k = static_cast<int>(fam);
       if (diff->removed[k].empty() && diff->added[k].empty()) continue;
       ElementChange c{SetName(*names_.Find(d.id()), fam), fam, {}, {}};
-      ElementDiff(fam, before[k], r->Ranges(fam), diff->removed[k], diff->added[k], &c.del, &c.add);
+      ElementDiff(fam, zero_before[k], ZeroEnd(*r, fam), diff->removed[k], diff->added[k], &c.del,
+                  &c.add);
       changes.push_back(std::move(c));
     }
   }
@@ -589,7 +598,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
       std::set_difference(after.begin(), after.end(), before.begin(), before.end(), std::back_inserter(add));
       if (rem.empty() && add.empty()) continue;
       ElementChange c{SetName(*names_.Find(id), fam), fam, {}, {}};
-      ElementDiff(fam, before, after, rem, add, &c.del, &c.add);
+      ElementDiff(fam, ZeroEnd(sets_[id].ranges, fam), ZeroEnd(r, fam), rem, add, &c.del, &c.add);
       changes.push_back(std::move(c));
     }
   }
@@ -623,10 +632,12 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     }
   }
   // The rule part is in force: commit it to the model.
-  rulesets_ = std::move(rulesets);
-  chains_ = std::move(chains);
-  skipped_ = std::move(skipped);
-  ifaces_ = ifaces;
+  if (touches_rules) {
+    rulesets_ = std::move(rulesets);
+    chains_ = std::move(chains);
+    skipped_ = std::move(skipped);
+    ifaces_ = ifaces;
+  }
   for (auto& [id, r] : new_sets) sets_[id].ranges = std::move(r);
   for (const auto& id : removed_sets) {
     sets_.erase(id);

@@ -90,6 +90,8 @@ class AddrRanges {
   // The merged ranges of a family, sorted, disjoint and not adjacent.
   std::vector<AddrRange> Ranges(Family f) const;
   size_t range_count(Family f) const { return merged_[static_cast<int>(f)].size(); }
+  // The lowest range; false when the family has none.
+  bool First(Family f, AddrRange* out) const;
   bool Contains(Family f, Addr a) const;
   size_t prefix_count() const;  // distinct prefixes held
 
