@@ -194,7 +194,7 @@ class Api {
   explicit Api(std::unique_ptr<httplib::Client> cli) : cli_(std::move(cli)) {
     cli_->set_connection_timeout(3, 0);
     cli_->set_read_timeout(60, 0);
-    cli_->set_keep_alive(true);  // one TLS handshake for the several calls a command makes
+    cli_->set_keep_alive(true);   // one TLS handshake for the several calls a command makes
     cli_->set_tcp_nodelay(true);  // requests in several TLS records: no Nagle wait
   }
   std::unique_ptr<httplib::Client> cli_;
@@ -666,12 +666,12 @@ int Run(Ctx& c, std::vector<std::string> a) {
     return Show(c, c.api->Call("GET", "/api/v1/hosts"), [](const json& b) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& h : b.value("hosts", json::array()))
-        rows.push_back({Str(h["id"]), Str(h.value("hostname", json(""))),
-                        h.value("kind", std::string()) == "HOST_KIND_GUEST" ? "guest agent"
-                                                                            : "hypervisor",
-                        h.value("connected", false) ? "yes" : "no",
-                        Str(h.value("realized_revision", json("0"))),
-                        Str(h.value("refused_vm_claims", json("0")))});
+        rows.push_back(
+            {Str(h["id"]), Str(h.value("hostname", json(""))),
+             h.value("kind", std::string()) == "HOST_KIND_GUEST" ? "guest agent" : "hypervisor",
+             h.value("connected", false) ? "yes" : "no",
+             Str(h.value("realized_revision", json("0"))),
+             Str(h.value("refused_vm_claims", json("0")))});
       PrintTable({"ID", "HOSTNAME", "KIND", "CONNECTED", "REALIZED", "REFUSED VMS"}, rows);
     });
   } else if ((res == "host" || res == "hosts") && verb == "delete") {

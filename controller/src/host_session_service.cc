@@ -129,16 +129,16 @@ class SessionReactor final
     if (!IsVm()) {
       if (id != caller_.peer->id.name) {
         return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                            "hello: host.id '" + id + "' is not " + caller_.actor +
-                                "'s host id '" + caller_.peer->id.name + "'");
+                            "hello: host.id '" + id + "' is not " + caller_.actor + "'s host id '" +
+                                caller_.peer->id.name + "'");
       }
       return grpc::Status::OK;
     }
     const std::string want = std::string(ModelService::kGuestHostPrefix) + caller_.peer->id.name;
     if (id != want) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          "hello: host.id '" + id + "' is not '" + want + "', the guest session of " +
-                              caller_.actor);
+                          "hello: host.id '" + id + "' is not '" + want +
+                              "', the guest session of " + caller_.actor);
     }
     if (hello.vms_size() != 1 || hello.vms(0).id() != caller_.peer->id.name) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,

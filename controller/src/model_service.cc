@@ -1184,8 +1184,9 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   bool host_changed = false;
   if (host_record != nullptr) {
     auto it = host_records_.find(host_id);
-    host_changed = it == host_records_.end() || it->second.hostname() != host_record->hostname() ||
-                   it->second.kind() != (guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
+    host_changed =
+        it == host_records_.end() || it->second.hostname() != host_record->hostname() ||
+        it->second.kind() != (guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
   }
   auto put_silent = [&](ChangeSet* cs) {
     for (const auto& vm : silent) cs->Put(Kind::kVm, vm.id(), vm);

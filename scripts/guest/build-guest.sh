@@ -2,7 +2,11 @@
 # Builds the test guest's kernel + initramfs into OUT_DIR (cached: does nothing
 # when OUT_DIR/stamp matches the inputs).
 #
-#   scripts/guest/build-guest.sh OUT_DIR
+#   scripts/guest/build-guest.sh OUT_DIR [--vmagent BIN]
+#
+# --vmagent BIN: the guest also carries the guest agent (BIN, with every
+# shared library it needs, found by ldd) as /bin/dfw-vmagent, and the
+# nftables, conntrack and NFLOG kernel modules it enforces with.
 #
 # Output: OUT_DIR/vmlinuz, OUT_DIR/initramfs.cpio.gz, OUT_DIR/dfw-probe (the
 # static UDP helper, also usable on the host side), OUT_DIR/stamp.
@@ -20,10 +24,22 @@
 # In the guest: dfw-probe udp HOST PORT MSG [TIMEOUT], nc HOST PORT, wget, ping.
 set -euo pipefail
 
-OUT=${1:?usage: build-guest.sh OUT_DIR}
+OUT=${1:?usage: build-guest.sh OUT_DIR [--vmagent BIN]}
+VMAGENT=
+if [ "${2:-}" = --vmagent ]; then
+  VMAGENT=${3:?--vmagent needs the dfw-vmagent binary}
+  [ -x "$VMAGENT" ] || { echo "build-guest: $VMAGENT is not executable" >&2; exit 1; }
+fi
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
          failover net_failover virtio_net)
+# The guest agent's kernel side (nf_tables' counter, filter chains and
+# interval sets are built in; crc32c for libcrc32c: the generic one, since
+# QEMU/TCG's CPU may lack SSE4.2).
+NFT_MODULES=(crc32c_generic libcrc32c nfnetlink nf_tables nf_defrag_ipv4 nf_defrag_ipv6
+             nf_conntrack nft_ct nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_inet
+             nfnetlink_log nft_log nf_conntrack_netlink)
+[ -n "$VMAGENT" ] && MODULES+=("${NFT_MODULES[@]}")
 
 KVER=${GUEST_KVER:-}
 if [ -z "$KVER" ]; then
@@ -43,7 +59,8 @@ fi
 
 # The stamp covers this script, the probe source, the kernel and busybox.
 stamp=$( { cat "${BASH_SOURCE[0]}" "$HERE/dfw-probe.c"; echo "$KVER";
-           stat -c '%s %Y' "/boot/vmlinuz-$KVER" "$BUSYBOX"; } | sha256sum | cut -d' ' -f1)
+           stat -c '%s %Y' "/boot/vmlinuz-$KVER" "$BUSYBOX";
+           [ -z "$VMAGENT" ] || sha256sum "$VMAGENT"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$stamp" ] &&
    [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/dfw-probe" ]; then
   echo "build-guest: $OUT up to date ($KVER)"
@@ -62,6 +79,20 @@ for applet in $applets; do
 done
 cc -static -Os -o "$work/dfw-probe" "$HERE/dfw-probe.c"
 cp "$work/dfw-probe" "$root/bin/dfw-probe"
+
+if [ -n "$VMAGENT" ]; then
+  # The agent and its shared libraries at the paths ldd names (the loader too).
+  cp "$VMAGENT" "$root/bin/dfw-vmagent"
+  strip "$root/bin/dfw-vmagent" 2>/dev/null || true
+  ldd "$VMAGENT" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]*ld-linux/{print $1}' |
+    while read -r lib; do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  # glibc's NSS for getaddrinfo of a numeric address needs nothing more;
+  # /etc/hosts for "localhost".
+  echo "127.0.0.1 localhost" > "$root/etc/hosts"
+fi
 
 # Modules in load order; decompressed if the kernel ships them compressed.
 : > "$root/lib/modules/order"

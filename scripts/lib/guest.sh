@@ -23,7 +23,7 @@
 #   guest_destroy NAME
 #       virsh destroy + undefine, removes $GUEST_STATE_DIR/NAME and the sockets
 #       recorded there. Quiet and successful if NAME does not exist.
-#   guest_ovs_add_port BRIDGE PORT VHOST_SOCK IFACE_ID MAC UUID
+#   guest_ovs_add_port BRIDGE PORT VHOST_SOCK IFACE_ID|- MAC UUID
 #   guest_ovs_del_port BRIDGE PORT
 #       ovs-vsctl via $GUEST_OVS_VSCTL (word-split), e.g.
 #       GUEST_OVS_VSCTL="ovs-vsctl --db=unix:/tmp/x/db.sock".
@@ -36,6 +36,9 @@
 #   GUEST_MEMORY_BACKING=memfd                 memfd | hugepages (memfd is tried
 #                                              first; hugepages if memfd fails)
 #   GUEST_CMDLINE_EXTRA=""                     e.g. "dfw.gw=198.18.0.1"
+#   GUEST_VMAGENT=""                           a dfw-vmagent binary the image carries
+#                                              (build-guest.sh --vmagent; use its own
+#                                              GUEST_IMAGE_DIR)
 #   GUEST_OVS_VSCTL=ovs-vsctl
 #   GUEST_START_TIMEOUT=60                     seconds for virsh start (it blocks
 #                                              until OVS connects to VHOST_SOCK)
@@ -212,7 +215,8 @@ guest_define_start() {
   fi
   local name=$1 uuid=$2 mac=$3 ifid=$4 ipc=$5 vhost=$6 con=$7
   shift 7
-  "$GUEST_SCRIPTS_DIR/build-guest.sh" "$GUEST_IMAGE_DIR" >&2 || return 1
+  "$GUEST_SCRIPTS_DIR/build-guest.sh" "$GUEST_IMAGE_DIR" ${GUEST_VMAGENT:+--vmagent "$GUEST_VMAGENT"} \
+    >&2 || return 1
   local dir="$GUEST_STATE_DIR/$name" backing rc
   mkdir -p "$dir" "$(dirname "$vhost")" "$(dirname "$con")"
   printf '%s\n%s\n' "$vhost" "$con" > "$dir/sockets"
@@ -278,6 +282,13 @@ guest_ovs_add_port() {
     return 2
   fi
   local br=$1 port=$2 vhost=$3 ifid=$4 mac=$5 uuid=$6
+  if [ "$ifid" = - ]; then
+    # Not a vNIC of this host (a VM with its own guest agent): never steered.
+    # shellcheck disable=SC2086
+    $GUEST_OVS_VSCTL add-port "$br" "$port" -- set Interface "$port" \
+      type=dpdkvhostuserclient "options:vhost-server-path=$vhost"
+    return
+  fi
   # shellcheck disable=SC2086
   $GUEST_OVS_VSCTL add-port "$br" "$port" -- set Interface "$port" type=dpdkvhostuserclient \
     "options:vhost-server-path=$vhost" "external_ids:iface-id=$ifid" \

@@ -117,3 +117,69 @@ fleet_gagent_wait_realized() {
   FLEET_HOST_ID=$save
   return $rc
 }
+
+# --- the agent in a real QEMU guest ------------------------------------
+# A libvirt/QEMU guest on a plain vhost-user port (no iface-id: the host
+# agent never steers it; in the vmagent e2e the host agent does not even
+# watch qemu:///system, as on a KVM host we do not run). Its image carries
+# dfw-vmagent and the nftables modules (build-guest.sh --vmagent). The
+# guest reaches the controller over the bridge: a namespace "ctl" at
+# $FLEET_CTL_RELAY_IP relays TCP 7443 to the controller (put that address
+# in FLEET_CA_SANS before fleet_start, the agent verifies it).
+FLEET_CTL_RELAY_IP=198.18.0.2
+
+fleet_ctl_relay_add() {
+  fleet_plain_add ctl "$FLEET_CTL_RELAY_IP" || return 1
+  FLEET_GA_DIR[ctl]=$FLEET_DIR/gagent-ctl
+  mkdir -p "${FLEET_GA_DIR[ctl]}"
+  local sock=${FLEET_GA_DIR[ctl]}/controller.sock i
+  python3 "$FLEET_LIB_DIR/relay.py" unix-to-tcp "$sock" "$FLEET_GRPC" \
+    >"${FLEET_GA_DIR[ctl]}/relay-host.log" 2>&1 &
+  sb_on_cleanup "_sb_stop_pid $! 2"
+  for ((i = 0; i < 50; i++)); do [ -S "$sock" ] && break; sleep 0.1; done
+  sb_vm_bg ctl python3 "$FLEET_LIB_DIR/relay.py" tcp-to-unix \
+    "$FLEET_CTL_RELAY_IP:$FLEET_GA_PORT" "$sock"
+}
+
+# fleet_gagent_qemu_start NAME IP UUID: defines and boots the guest; returns
+# once its shell answers.
+fleet_gagent_qemu_start() {
+  local name=$1 ip=$2 uuid=$3 mac=52:54:00:18:00:41
+  FLEET_KIND[$name]=guest
+  FLEET_IP[$name]=$ip
+  FLEET_UUID[$name]=$uuid
+  FLEET_GA_DIR[$name]=$FLEET_DIR/gagent-$name
+  mkdir -p "${FLEET_GA_DIR[$name]}"
+  FLEET_GQ_NAME=dfw-gagent-$SB_ID
+  FLEET_GQ_SOCK=$SB_OVS_RUN/vhu-gq.sock
+  FLEET_GUEST_CONSOLE=$FLEET_DIR/gq-console.sock
+  guest_libvirtd_ensure || return 1
+  FLEET_GUEST=1  # fleet_cleanup destroys it and stops libvirtd
+  FLEET_GUEST_NAME=$FLEET_GQ_NAME
+  guest_ovs_add_port "$SB_BRIDGE" "vhq-$SB_ID" "$FLEET_GQ_SOCK" - "$mac" "$uuid" || return 1
+  GUEST_VMAGENT=$FLEET_VMAGENT GUEST_IMAGE_DIR=${GUEST_VMAGENT_IMAGE_DIR:-/var/tmp/dfw-guest-image-vmagent} \
+    GUEST_MEMORY_MIB=512 guest_define_start "$FLEET_GQ_NAME" "$uuid" "$mac" - "$ip/24" \
+    "$FLEET_GQ_SOCK" "$FLEET_GUEST_CONSOLE" || return 1
+  guest_wait_ready "$FLEET_GUEST_CONSOLE" 180 >/dev/null
+}
+
+# Writes local file $2 to $3 in the guest (base64 over the console).
+_fleet_gq_put() {
+  local b64
+  b64=$(base64 -w0 "$2")
+  guest_exec "$FLEET_GUEST_CONSOLE" "echo $b64 | base64 -d > $3" --timeout 10 >/dev/null
+}
+
+# The agent in the guest: enrolls with a one-time token (its UUID from
+# SMBIOS, not given), controller through the relay.
+fleet_gagent_qemu_agent() {
+  local name=$1 dir=${FLEET_GA_DIR[$1]}
+  fleet_dfwctl -o json enroll create --vm "${FLEET_UUID[$name]}" |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' \
+      >"$dir/join-token" && [ -s "$dir/join-token" ] || return 1
+  _fleet_gq_put "$name" "$dir/join-token" /run/join-token || return 1
+  _fleet_gq_put "$name" "$FLEET_PKI/ca/ca.pem" /run/ca.pem || return 1
+  guest_exec "$FLEET_GUEST_CONSOLE" \
+    "dfw-vmagent --controller $FLEET_CTL_RELAY_IP:$FLEET_GA_PORT --join-token-file /run/join-token --ca-bundle /run/ca.pem --cert-dir /run/svid --interface eth0 --status-file /run/vmagent.json --flow-log /run/flows.jsonl > /run/vmagent.log 2>&1 &" \
+    --timeout 10 >/dev/null
+}

@@ -69,7 +69,20 @@ const char* Name(Outcome o) {
 enum class Need { kEnroll, kSelf, kRead, kWrite, kAdmin, kHost };
 
 // Who the credential is, for the expectation.
-enum class Who { kAdmin, kEditor, kViewer, kHost, kVm, kAnonymous, kBadLeaf, kBadChain, kPlain };
+// kNone: a valid identity with no rights (a user without a role, another
+// controller's id).
+enum class Who {
+  kAdmin,
+  kEditor,
+  kViewer,
+  kHost,
+  kVm,
+  kNone,
+  kAnonymous,
+  kBadLeaf,
+  kBadChain,
+  kPlain
+};
 
 struct Credential {
   std::string name;
@@ -374,10 +387,10 @@ TEST_F(TrustMatrixTest, EveryCredentialAgainstEveryMethodAndRoute) {
   creds.push_back(admin_);
   creds.push_back(Make("editor", Who::kEditor, User("ed", Role::kEditor)));
   creds.push_back(Make("viewer", Who::kViewer, User("vi", Role::kViewer)));
-  creds.push_back(Make("user-without-role", Who::kVm, User("nobody", Role::kNone)));
+  creds.push_back(Make("user-without-role", Who::kNone, User("nobody", Role::kNone)));
   creds.push_back(Make("host-h1", Who::kHost, Id(IdKind::kHost, "h1")));
   creds.push_back(Make("vm", Who::kVm, Id(IdKind::kVm, "d1f00000-0000-4000-8000-000000000001")));
-  creds.push_back(Make("controller-id", Who::kVm, Id(IdKind::kController, "other")));
+  creds.push_back(Make("controller-id", Who::kNone, Id(IdKind::kController, "other")));
   creds.push_back(Credential{"no-certificate", Who::kAnonymous, "", "", ""});
   creds.push_back(Credential{"plaintext", Who::kPlain, "", "", ""});
   {

@@ -18,7 +18,7 @@
 #include "dfw/vmagent/flow_monitor.h"
 #include "dfw/vmagent/nft_backend.h"
 #include "dfw/vmagent/nft_monitor.h"
-#include "dfw/vmagent/ruleset_eval.h"
+#include "dfw/vmagent/revalidate.h"
 
 namespace dfw::vmagent {
 namespace {
@@ -82,21 +82,21 @@ absl::Status GuestAgent::Start() {
 
   NftMonitorOptions mo;
   mo.table = cfg_.render.table;
-  mo.on_foreign_change = [this](const std::string& what) {
+  monitor_ = std::make_unique<NftMonitor>(mo, [this](std::string what) {
     {
       std::lock_guard<std::mutex> l(hk_mu_);
-      pending_repairs_.push_back(what);
+      pending_repairs_.push_back(std::move(what));
     }
     hk_cv_.notify_all();
-  };
-  monitor_ = std::make_unique<NftMonitor>(mo);
+  });
   if (auto s = monitor_->Start(); !s.ok()) {
     return absl::Status(s.code(), "nf_tables monitor: " + Str(s));
   }
   if (auto s = Conntrack::EnableAccounting(); !s.ok()) {
-    spdlog::warn("vmagent: conntrack accounting stays off ({}): ended flow records carry no "
-                 "packet counts",
-                 Str(s));
+    spdlog::warn(
+        "vmagent: conntrack accounting stays off ({}): ended flow records carry no "
+        "packet counts",
+        Str(s));
   }
   FlowMonitorOptions fo;
   fo.nflog_group = cfg_.render.nflog_group;
@@ -107,16 +107,17 @@ absl::Status GuestAgent::Start() {
     out = std::make_shared<std::ofstream>(cfg_.flow_log, std::ios::app);
     if (!*out) return absl::PermissionDeniedError("--flow-log: cannot open " + cfg_.flow_log);
   }
-  fo.sink = [out](const std::string& line) {
+  flows_ = std::make_unique<FlowMonitor>(fo, [out](const std::string& line) {
     if (!out) return;
     *out << line << '\n';
     out->flush();
-  };
-  flows_ = std::make_unique<FlowMonitor>(fo);
+  });
   {
     std::lock_guard<std::mutex> l(mu_);
-    std::map<int, std::string> by_index;
-    for (const auto& i : interfaces_) by_index[i.ifindex] = VnicIdFor(uuid_, i.name);
+    std::map<uint32_t, std::string> by_index;
+    for (const auto& i : interfaces_) {
+      by_index[static_cast<uint32_t>(i.ifindex)] = VnicIdFor(uuid_, i.name);
+    }
     flows_->SetInterfaces(by_index);
   }
   if (auto s = flows_->Start(); !s.ok()) {
@@ -188,12 +189,12 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
   if (msg.has_full() || !have_state_) {
     s = backend_->ApplyFull(next, ifaces_, CurrentRender());
   } else {
-    s = backend_->ApplyDelta(msg.delta(), next, ifaces_, CurrentRender());
+    s = backend_->ApplyDelta(msg.delta(), ifaces_);
   }
   if (!s.ok()) {
-    std::string in_force = have_state_ ? "revision " + std::to_string(state_.revision()) +
-                                             " is still in force"
-                                       : "the table was not changed";
+    std::string in_force =
+        have_state_ ? "revision " + std::to_string(state_.revision()) + " is still in force"
+                    : "the table was not changed";
     st_.last_error = Str(s) + "; " + in_force;
     spdlog::error("vmagent: applying revision {} failed: {}", next.revision(), st_.last_error);
     return absl::Status(s.code(), st_.last_error);
@@ -202,39 +203,26 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
   have_state_ = true;
   st_.applied_revision = state_.revision();
   st_.last_error.clear();
+  if (flows_) {
+    std::set<uint32_t> rejects;
+    for (const auto& rs : state_.rulesets()) {
+      for (const auto& r : rs.rules()) {
+        if (r.action() == dfw::v1::ACTION_REJECT) rejects.insert(r.rule_num());
+      }
+    }
+    flows_->SetRejectRules(std::move(rejects));
+  }
   Revalidate(before);
   return state_.revision();
 }
 
 void GuestAgent::Revalidate(const dfw::v1::HostDesiredState& before) {
-  // Which rules of the old state revalidate on change, by rule_num.
-  std::set<uint32_t> revalidating;
-  for (const auto& rs : before.rulesets()) {
-    for (const auto& r : rs.rules()) {
-      if (r.on_change() == dfw::v1::ON_CHANGE_REVALIDATE) revalidating.insert(r.rule_num());
-    }
-  }
-  if (revalidating.empty()) return;
-  RulesetEvaluator eval(state_);
-  // Our interfaces' addresses tell a connection's direction.
+  // Our interfaces' addresses tell a connection's vNIC and direction.
   std::map<std::string, std::string> local;  // address -> vNIC id
   for (const auto& i : interfaces_) {
     for (const auto& a : i.addresses) local[a] = VnicIdFor(uuid_, i.name);
   }
-  auto deleted = Conntrack::DeleteIf([&](const CtEntry& e) {
-    if (e.mark == 0 || !revalidating.count(e.mark)) return false;
-    Verdict v;
-    auto out = local.find(e.src);
-    auto in = local.find(e.dst);
-    if (out != local.end()) {
-      v = eval.Classify(out->second, dfw::v1::DIRECTION_OUT, e);
-    } else if (in != local.end()) {
-      v = eval.Classify(in->second, dfw::v1::DIRECTION_IN, e);
-    } else {
-      return false;  // not a connection of ours
-    }
-    return v.action != dfw::v1::ACTION_ALLOW;
-  });
+  auto deleted = RevalidateConnections(before, *backend_, local, audit_all_);
   if (!deleted.ok()) {
     spdlog::warn("vmagent: revalidation: {}", Str(deleted.status()));
     return;
@@ -252,13 +240,13 @@ void GuestAgent::RefreshFacts() {
     spdlog::warn("vmagent: interfaces: {}", Str(ifs.status()));
     return;
   }
-  dfw::v1::Vm vm = FactsToVm(uuid_, Hostname(cfg_.facts), ReadOsPrettyName(cfg_.facts.os_release),
-                             *ifs);
+  dfw::v1::Vm vm =
+      FactsToVm(uuid_, Hostname(cfg_.facts), ReadOsPrettyName(cfg_.facts.os_release), *ifs);
   InterfaceMap ifaces;
-  std::map<int, std::string> by_index;
+  std::map<uint32_t, std::string> by_index;
   for (const auto& i : *ifs) {
     ifaces[VnicIdFor(uuid_, i.name)] = i.name;
-    by_index[i.ifindex] = VnicIdFor(uuid_, i.name);
+    by_index[static_cast<uint32_t>(i.ifindex)] = VnicIdFor(uuid_, i.name);
   }
   bool changed, ifaces_changed;
   {
@@ -286,14 +274,14 @@ void GuestAgent::RepairIfNeeded(const std::string& what) {
   if (v.ok()) return;
   auto t0 = std::chrono::steady_clock::now();
   absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - t0)
-                .count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   ++st_.repairs;
   st_.last_repair = Str(v) + " after: " + what + (s.ok() ? "" : "; repair failed: " + Str(s));
   if (s.ok()) {
-    spdlog::warn("vmagent: table inet {} repaired in {} ms: {} (after: {})", cfg_.render.table,
-                 ms, Str(v), what);
+    spdlog::warn("vmagent: table inet {} repaired in {} ms: {} (after: {})", cfg_.render.table, ms,
+                 Str(v), what);
   } else {
     spdlog::error("vmagent: table inet {} could not be repaired: {} (it was: {})",
                   cfg_.render.table, Str(s), Str(v));
@@ -346,16 +334,14 @@ void GuestAgent::Housekeeping() {
       std::vector<std::string> lines;
       if (chains.ok()) {
         for (const auto& c : *chains) {
-          if (c.hook != "input" && c.hook != "output" && c.hook != "prerouting" &&
-              c.hook != "postrouting" && c.hook != "forward") {
-            continue;
-          }
+          if (!c.on_input_or_output) continue;
           std::string line = c.family + " " + c.table + " " + c.chain + " hook " + c.hook +
                              " priority " + std::to_string(c.priority) + " policy " + c.policy;
           if (!known_foreign.count(line)) {
-            spdlog::warn("vmagent: another table's base chain on our hooks: {} (its drop wins "
-                         "over our accept)",
-                         line);
+            spdlog::warn(
+                "vmagent: another table's base chain on our hooks: {} (its drop wins "
+                "over our accept)",
+                line);
           }
           lines.push_back(line);
         }
@@ -404,15 +390,16 @@ std::string GuestAgent::StatusJson() const {
         for (const auto& [num, rc] : c->rules) {
           rules.push_back({{"rule", num}, {"packets", rc.packets}, {"bytes", rc.bytes}});
         }
-        for (const auto& [reason, n] : c->drops) drops[reason] = n;
+        for (const auto& [reason, n] : c->drops) drops[reason] = n.packets;
       }
     }
   }
   j["rules"] = rules;
   j["drops"] = drops;
   if (flows_) {
-    j["flow_records"] = flows_->records();
-    j["flow_records_lost"] = flows_->lost();
+    FlowMonitorStats f = flows_->stats();
+    j["flow_records"] = f.records;
+    j["flow_records_lost"] = f.queue_drops + f.nflog_overruns + f.conntrack_overruns;
   }
   return j.dump();
 }

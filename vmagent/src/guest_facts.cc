@@ -61,8 +61,8 @@ absl::StatusOr<std::string> ReadVmUuid(const FactsOptions& o) {
 std::string VnicIdFor(const std::string& uuid, const std::string& ifname) {
   std::string out = uuid + ".";
   for (char c : ifname) {
-    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
-              c == ':';
+    bool ok =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':';
     out += ok ? c : '_';
   }
   return out;

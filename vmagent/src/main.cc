@@ -44,16 +44,15 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
 int Usage(const std::string& msg) {
-  std::fprintf(
-      stderr,
-      "dfw-vmagent: %s\n"
-      "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
-      "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
-      "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
-      "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
-      "         [--table NAME] [--nflog-group N]\n"
-      "       dfw-vmagent status [--status-file FILE]\n",
-      msg.c_str());
+  std::fprintf(stderr,
+               "dfw-vmagent: %s\n"
+               "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
+               "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
+               "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
+               "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
+               "         [--table NAME] [--nflog-group N]\n"
+               "       dfw-vmagent status [--status-file FILE]\n",
+               msg.c_str());
   return 2;
 }
 
@@ -65,8 +64,7 @@ std::string ReadFirstLine(const std::string& path) {
 }
 
 // "host:port" / "[v6]:port" -> every address of host, and the port.
-bool ResolveController(const std::string& target, std::vector<std::string>* ips,
-                       uint16_t* port) {
+bool ResolveController(const std::string& target, std::vector<std::string>* ips, uint16_t* port) {
   std::string host, p;
   if (!target.empty() && target[0] == '[') {
     size_t close = target.find(']');
@@ -115,9 +113,9 @@ int Status(const std::string& file) {
   std::printf("revision        %llu\n",
               static_cast<unsigned long long>(j.value("applied_revision", 0ULL)));
   std::printf("audit only      %s\n", j.value("audit_all", false) ? "yes (audit-first)" : "no");
-  std::printf("repairs         %llu%s%s\n", static_cast<unsigned long long>(j.value("repairs", 0ULL)),
-              j.value("last_repair", "").empty() ? "" : "  last: ",
-              j.value("last_repair", "").c_str());
+  std::printf(
+      "repairs         %llu%s%s\n", static_cast<unsigned long long>(j.value("repairs", 0ULL)),
+      j.value("last_repair", "").empty() ? "" : "  last: ", j.value("last_repair", "").c_str());
   std::printf("revalidated     %llu connections cut\n",
               static_cast<unsigned long long>(j.value("revalidated_deleted", 0ULL)));
   for (const auto& c : j.value("foreign_base_chains", nlohmann::json::array())) {
@@ -134,7 +132,8 @@ int Status(const std::string& file) {
   }
   std::printf("%-16s %12s\n", "DROP REASON", "PACKETS");
   for (const auto& [reason, n] : j.value("drops", nlohmann::json::object()).items()) {
-    std::printf("%-16s %12llu\n", reason.c_str(), static_cast<unsigned long long>(n.get<uint64_t>()));
+    std::printf("%-16s %12llu\n", reason.c_str(),
+                static_cast<unsigned long long>(n.get<uint64_t>()));
   }
   return 0;
 }
@@ -225,8 +224,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dfw-vmagent: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("dfw-vmagent: started vm=%s controller=%s status=%s\n",
-              agent.status().vm_id.c_str(), cfg.controller_target.c_str(), status_file.c_str());
+  std::printf("dfw-vmagent: started vm=%s controller=%s status=%s\n", agent.status().vm_id.c_str(),
+              cfg.controller_target.c_str(), status_file.c_str());
   std::fflush(stdout);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   agent.Stop();

@@ -70,10 +70,10 @@ struct GuestAgentConfig {
   std::string controller_target;  // host:port
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   FactsOptions facts;
-  RenderOptions render;                       // bypass filled by the caller
-  std::chrono::milliseconds audit_first{0};   // 0: enforce from the first state
-  std::string flow_log;                       // JSON lines; empty: none
-  std::string status_file;                    // JSON; empty: none
+  RenderOptions render;                      // bypass filled by the caller
+  std::chrono::milliseconds audit_first{0};  // 0: enforce from the first state
+  std::string flow_log;                      // JSON lines; empty: none
+  std::string status_file;                   // JSON; empty: none
   std::chrono::milliseconds facts_interval{2000};
   std::chrono::milliseconds status_interval{1000};
 };
@@ -83,7 +83,7 @@ struct GuestAgentStatus {
   bool connected = false;
   uint64_t applied_revision = 0;
   uint64_t repairs = 0;
-  std::string last_repair;       // what was wrong, and who changed it
+  std::string last_repair;  // what was wrong, and who changed it
   uint64_t revalidated_deleted = 0;
   bool audit_all = false;
   std::vector<std::string> foreign_base_chains;  // "ip filter input hook input prio 0 policy drop"
@@ -121,9 +121,9 @@ class GuestAgent {
   std::unique_ptr<NftBackend> backend_;
   bool have_state_ = false;
   dfw::v1::HostDesiredState state_;
-  InterfaceMap ifaces_;                       // vNIC id -> interface name
+  InterfaceMap ifaces_;  // vNIC id -> interface name
   std::vector<GuestInterface> interfaces_;
-  dfw::v1::Vm vm_;                            // the facts as last reported
+  dfw::v1::Vm vm_;  // the facts as last reported
   std::chrono::steady_clock::time_point audit_until_{};
   bool audit_all_ = false;
   GuestAgentStatus st_;

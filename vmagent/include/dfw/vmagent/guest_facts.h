@@ -22,17 +22,17 @@
 namespace dfw::vmagent {
 
 struct FactsOptions {
-  std::string vm_uuid;                                     // empty: read uuid_file
+  std::string vm_uuid;  // empty: read uuid_file
   std::string uuid_file = "/sys/class/dmi/id/product_uuid";
   std::string os_release = "/etc/os-release";
-  std::vector<std::string> interfaces;                     // empty: every non-loopback interface up
-  std::string hostname;                                    // empty: gethostname()
+  std::vector<std::string> interfaces;  // empty: every non-loopback interface up
+  std::string hostname;                 // empty: gethostname()
 };
 
 struct GuestInterface {
   std::string name;
   int ifindex = 0;
-  std::string mac;                 // "52:54:00:12:34:56"
+  std::string mac;  // "52:54:00:12:34:56"
   std::vector<std::string> addresses;
 };
 
