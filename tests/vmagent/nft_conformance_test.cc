@@ -616,6 +616,19 @@ TEST_F(NftConformanceTest, StatelessAllowRepliesAreClassifiedAgain) {
   EXPECT_EQ(ack->ack, 1011u);
   EXPECT_EQ(Counter("in_1", "r12"), 2u);
   EXPECT_EQ(Counter("out_1", "r13"), 2u);
+  // DIFFERENCE: an ICMP error about this flow. The dataplane keeps no entry
+  // for a stateless allow, so the error is unrelated there and dropped. The
+  // kernel tracks every flow; the table accepts "ct state related" whatever
+  // the mark (nft_ruleset.cc: so that the RST/ICMP of our own reject, which
+  // the kernel attaches to the rejected packet's unmarked entry, can leave),
+  // so the error passes as related.
+  const uint64_t rel = Counter("in_1", "ct-related");
+  Bytes inner = FixIpv4(Ipv4(kVm4, kCrafted4, 6, TcpHeader(Seg(6001, 40101, sa->seq, 1001,
+                                                               kSyn | kAck))));
+  Bytes icmp{3, 3, 0, 0, 0, 0, 0, 0};
+  icmp.insert(icmp.end(), inner.begin(), inner.begin() + 28);
+  ASSERT_TRUE(tap_->Send4(FixIpv4(Ipv4(kCrafted4, kVm4, 1, icmp))));
+  EXPECT_TRUE(CounterReaches("in_1", "ct-related", rel + 1));
 }
 
 // --- strict window ---
