@@ -199,6 +199,7 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
     spdlog::error("vmagent: applying revision {} failed: {}", next.revision(), st_.last_error);
     return absl::Status(s.code(), st_.last_error);
   }
+  if (!have_state_) first_state_at_ = std::chrono::steady_clock::now();
   state_ = std::move(next);
   have_state_ = true;
   st_.applied_revision = state_.revision();
@@ -322,6 +323,25 @@ void GuestAgent::Housekeeping() {
           absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
           spdlog::warn("vmagent: audit-first over: rules enforce now{}",
                        s.ok() ? "" : " -- but applying failed: " + Str(s));
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!strict_tcp_done_ && have_state_ && !audit_all_ && cfg_.strict_tcp_after.count() >= 0 &&
+          now >= first_state_at_ + cfg_.strict_tcp_after) {
+        strict_tcp_done_ = true;
+        std::ofstream f("/proc/sys/net/netfilter/nf_conntrack_tcp_loose");
+        f << "0\n";
+        f.flush();
+        if (f) {
+          spdlog::info(
+              "vmagent: strict TCP: nf_conntrack_tcp_loose=0 (a segment of no known "
+              "connection is invalid)");
+        } else {
+          spdlog::warn(
+              "vmagent: cannot set nf_conntrack_tcp_loose=0: mid-stream segments "
+              "stay loose (a new connection)");
         }
       }
     }

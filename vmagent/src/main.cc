@@ -4,7 +4,7 @@
 //               [--join-token-file FILE --ca-bundle FILE] [--insecure]
 //               [--vm-uuid UUID] [--interface IF]... [--hostname NAME]
 //               [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]
-//               [--table NAME] [--nflog-group N]
+//               [--table NAME] [--nflog-group N] [--tcp-loose]
 //   dfw-vmagent status [--status-file FILE]
 //
 // Trust: the session is mutual TLS with the VM's SVID
@@ -17,7 +17,10 @@
 // The VM's UUID is /sys/class/dmi/id/product_uuid unless --vm-uuid; the
 // interfaces are every one that is up but loopback unless --interface. The
 // controller's address and port always pass (bypass), as do DHCP and IPv6
-// neighbour discovery. SIGINT/SIGTERM stop the agent; the nftables table
+// neighbour discovery. TCP is strict as in the dataplane: 30 s after the
+// first state (and after --audit-first) the agent sets the guest's
+// nf_conntrack_tcp_loose=0; --tcp-loose leaves it as it is. SIGINT/SIGTERM
+// stop the agent; the nftables table
 // stays and keeps enforcing. `status` prints the running agent's status
 // file (default /run/dfw/vmagent.json).
 #include <netdb.h>
@@ -50,7 +53,7 @@ int Usage(const std::string& msg) {
                "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
                "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
                "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
-               "         [--table NAME] [--nflog-group N]\n"
+               "         [--table NAME] [--nflog-group N] [--tcp-loose]\n"
                "       dfw-vmagent status [--status-file FILE]\n",
                msg.c_str());
   return 2;
@@ -172,6 +175,10 @@ int main(int argc, char** argv) {
     }
     if (a == "--insecure") {
       insecure = true;
+      continue;
+    }
+    if (a == "--tcp-loose") {
+      cfg.strict_tcp_after = std::chrono::milliseconds(-1);
       continue;
     }
     if ((a == "--audit-first" || a == "--nflog-group") && value(&v)) {

@@ -393,7 +393,9 @@ absl::StatusOr<std::vector<std::string>> RenderBaseRules(bool is_input,
                          : "meta nfproto ipv6 udp sport 546 udp dport 547" + c);
   }
   if (o.bypass.neighbour_discovery) {
-    r.push_back("meta l4proto icmpv6 icmpv6 type { 133, 134, 135, 136 }" + c);
+    // RS, RA, NS, NA, and MLD (130-132, 143: switches that snoop MLD
+    // forward multicast, ND's included, only to listeners that report).
+    r.push_back("meta l4proto icmpv6 icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 143 }" + c);
   }
   for (const VnicChains& v : vnics) {
     if (auto st = CheckInterfaceName(v.iface, "vNIC '" + v.vnic_id + "' interface"); !st.ok()) return st;

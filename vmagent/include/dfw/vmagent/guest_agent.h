@@ -76,6 +76,13 @@ struct GuestAgentConfig {
   std::string status_file;                   // JSON; empty: none
   std::chrono::milliseconds facts_interval{2000};
   std::chrono::milliseconds status_interval{1000};
+  // Strict TCP as the dataplane's default: this long after the first state
+  // (and after audit-first) the agent sets nf_conntrack_tcp_loose=0, so a
+  // mid-stream segment with no connection is invalid, not a new connection.
+  // Not at once: conntrack starts tracking with the first table, and the
+  // connections open then (an operator's SSH, the agent's own session) are
+  // picked up loosely first. Negative: leave the kernel's setting alone.
+  std::chrono::milliseconds strict_tcp_after{30000};
 };
 
 struct GuestAgentStatus {
@@ -125,6 +132,8 @@ class GuestAgent {
   std::vector<GuestInterface> interfaces_;
   dfw::v1::Vm vm_;  // the facts as last reported
   std::chrono::steady_clock::time_point audit_until_{};
+  std::chrono::steady_clock::time_point first_state_at_{};
+  bool strict_tcp_done_ = false;
   bool audit_all_ = false;
   GuestAgentStatus st_;
 
