@@ -58,7 +58,10 @@ on_exit() {
   fi
   fleet_cleanup
   rm -rf "$WORK"
-  [ "$FAILS" -eq 0 ] && [ "$rc" -eq 0 ]
+  # An EXIT trap's last status is not the script's: exit explicitly, so a
+  # FAIL line fails the test.
+  if [ "$FAILS" -ne 0 ] || [ "$rc" -ne 0 ]; then exit 1; fi
+  exit 0
 }
 trap on_exit EXIT
 

@@ -405,10 +405,18 @@ std::string GuestAgent::StatusJson() const {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (backend_ && have_state_) {
+      std::map<uint32_t, std::string> names;  // rule_num -> "policy/rule"
+      for (const auto& rs : state_.rulesets()) {
+        for (const auto& r : rs.rules()) names[r.rule_num()] = r.policy_id() + "/" + r.rule_id();
+      }
       auto c = backend_->Counters();
       if (c.ok()) {
         for (const auto& [num, rc] : c->rules) {
-          rules.push_back({{"rule", num}, {"packets", rc.packets}, {"bytes", rc.bytes}});
+          auto n = names.find(num);
+          rules.push_back({{"rule", num},
+                           {"name", n == names.end() ? std::string("default") : n->second},
+                           {"packets", rc.packets},
+                           {"bytes", rc.bytes}});
         }
         for (const auto& [reason, n] : c->drops) drops[reason] = n.packets;
       }

@@ -127,14 +127,18 @@ int Status(const std::string& file) {
   if (!j.value("last_error", "").empty()) {
     std::printf("last error      %s\n", j.value("last_error", "").c_str());
   }
-  std::printf("%-8s %12s %14s\n", "RULE", "PACKETS", "BYTES");
+  std::printf("%-8s %-32s %12s %14s\n", "RULE", "POLICY/RULE", "PACKETS", "BYTES");
   for (const auto& r : j.value("rules", nlohmann::json::array())) {
-    std::printf("%-8llu %12llu %14llu\n", static_cast<unsigned long long>(r.value("rule", 0ULL)),
+    std::printf("%-8llu %-32s %12llu %14llu\n",
+                static_cast<unsigned long long>(r.value("rule", 0ULL)),
+                r.value("name", std::string()).c_str(),
                 static_cast<unsigned long long>(r.value("packets", 0ULL)),
                 static_cast<unsigned long long>(r.value("bytes", 0ULL)));
   }
   std::printf("%-16s %12s\n", "DROP REASON", "PACKETS");
-  for (const auto& [reason, n] : j.value("drops", nlohmann::json::object()).items()) {
+  const nlohmann::json drops =
+      j.value("drops", nlohmann::json::object());  // (items() of a temporary dangles)
+  for (const auto& [reason, n] : drops.items()) {
     std::printf("%-16s %12llu\n", reason.c_str(),
                 static_cast<unsigned long long>(n.get<uint64_t>()));
   }
