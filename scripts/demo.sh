@@ -8,6 +8,7 @@
 #     test-driver file, and a real guest booted by libvirt/QEMU (qemu:///system)
 #     on a vhost-user vNIC, tagged in its libvirt metadata,
 #   - the policy "web may reach db on 5432; nothing else",
+#   - a VM no host of ours enforces for, with dfw-vmagent (nftables) inside,
 # then shows the VMs, groups and policy, probes every pair with real TCP, UDP
 # and ICMP (allowed and blocked), flips a tag and times its enforcement, and
 # shows realization, counters and flow records. Cleans everything up at the
@@ -84,7 +85,7 @@ probe_table() {
   for p in "${PROBES[@]}"; do
     read -r from to proto port <<<"$p"
     want=blocked
-    if [ "$to" = db ] && [ "${port}" != 80 ] && { [ "$(tagof "$from")" = web ]; }; then
+    if [ "$(tagof "$to")" = db ] && [ "${port}" != 80 ] && [ "$(tagof "$from")" = web ]; then
       want=allowed
     fi
     if fleet_probe "$from" "$to" "$proto" "${port/-/5432}"; then got=allowed; else got=blocked; fi
@@ -118,6 +119,30 @@ if [ -z "$NO_GUEST" ]; then
   ctl vm get "$FLEET_GUEST_NAME" | head -12
   probe_table
 fi
+
+bold "A VM no host of ours enforces for: dfw-vmagent inside it, nftables in its own kernel"
+echo "\"ga\" is on the same bridge but never steered through the dataplane (as a VM in"
+echo "another cloud would be); \"ext\" is a plain machine with no agent at all."
+fleet_plain_add ext 198.18.0.40 >/dev/null 2>&1
+fleet_gagent_add ga 198.18.0.31 d1f00000-0000-4000-8000-000000000031 >/dev/null 2>&1
+echo "\$ dfwctl enroll create --vm d1f00000-0000-4000-8000-000000000031   (a one-time token)"
+echo "\$ dfw-vmagent --controller ... --join-token-file ... --ca-bundle ...   (in the VM)"
+fleet_gagent_start ga && fleet_gagent_wait_realized ga 30 >/dev/null
+echo "\$ dfwctl vm tag d1f00000-0000-4000-8000-000000000031 app=db   (a guest cannot tag itself)"
+fleet_dfwctl vm tag d1f00000-0000-4000-8000-000000000031 app=db >/dev/null
+fleet_gagent_wait_realized ga 20 >/dev/null
+fleet_wait_realized 20 >/dev/null
+ctl vm list
+CUR_TAG[ga]=db CUR_TAG[ext]=none
+PROBES=("web ga tcp 5432" "web ga tcp 80" "ext ga tcp 5432" "other ga tcp 5432" "ga web tcp 5432")
+probe_table
+echo "(web -> ga passes the dataplane on web's side and nftables on ga's; ext -> ga is"
+echo " refused by ga's own rules)"
+echo "\$ dfw-vmagent status    (in ga)"
+sleep 1.2
+fleet_gagent_status ga
+echo "\$ nft list chain inet dfw in_1    (in ga)"
+fleet_gagent_nft ga list chain inet dfw in_1 | grep -v '^$' | head -14
 
 bold "Realization: every change acknowledged by the host, with its time to realize"
 ctl realization
