@@ -7,7 +7,7 @@
 A namespace VM reaches the controller (on the host's loopback) through two
 of them: tcp-to-unix inside the VM's namespace, unix-to-tcp on the host; a
 unix socket is a file, so it crosses namespaces. TLS passes through
-untouched. Prints "ready" once listening.
+untouched.
 """
 import asyncio
 import os
@@ -58,7 +58,6 @@ async def main():
         server = await asyncio.start_server(handle, *split(src))
     else:
         sys.exit("relay.py: mode is unix-to-tcp or tcp-to-unix")
-    print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
