@@ -1007,6 +1007,15 @@ absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ModelService::Changes(uint64_t
 
 namespace {
 
+// An address's one spelling ("2001:DB8:0::5" and "2001:db8::5" are one
+// address): collisions are found on it, never on the text a reporter sent.
+std::string CanonicalAddress(const std::string& ip) {
+  auto p = tagging::IpPrefix::ParseAddress(ip);
+  if (!p.ok()) return ip;  // refused later by VmFromProto, with the field
+  std::string s = p->ToString();
+  return s.substr(0, s.find('/'));
+}
+
 // Address -> the VM holding it (first seen), over every VM but `except`
 // and the quarantined addresses.
 std::map<std::string, std::string> AddressHolders(const std::map<std::string, dfw::v1::Vm>& vms,
@@ -1016,7 +1025,7 @@ std::map<std::string, std::string> AddressHolders(const std::map<std::string, df
     if (except.count(id)) continue;
     for (const auto& n : vm.vnics()) {
       for (const auto& a : n.addresses()) {
-        if (!a.quarantined()) out.emplace(a.ip(), id);
+        if (!a.quarantined()) out.emplace(CanonicalAddress(a.ip()), id);
       }
     }
   }
@@ -1034,6 +1043,7 @@ void SanitizeGuestReport(dfw::v1::Vm* vm, const dfw::v1::Vm* old,
   vm->set_enforcement(dfw::v1::ENFORCEMENT_GUEST);
   for (auto& n : *vm->mutable_vnics()) {
     for (auto& a : *n.mutable_addresses()) {
+      a.set_ip(CanonicalAddress(a.ip()));
       a.set_source(dfw::v1::ADDRESS_SOURCE_GUEST_AGENT);
       a.set_quarantined(false);
       a.clear_quarantine_reason();
@@ -1126,7 +1136,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
     std::map<std::string, std::string> reported;
     for (const auto& vm : protos) {
       for (const auto& n : vm.vnics()) {
-        for (const auto& a : n.addresses()) reported.emplace(a.ip(), vm.id());
+        for (const auto& a : n.addresses()) reported.emplace(CanonicalAddress(a.ip()), vm.id());
       }
     }
     for (const auto& [id, old] : vms_) {
@@ -1135,7 +1145,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
       bool changed = false;
       for (auto& n : *vm.mutable_vnics()) {
         for (auto& a : *n.mutable_addresses()) {
-          auto it = reported.find(a.ip());
+          auto it = reported.find(CanonicalAddress(a.ip()));
           if (a.quarantined() || it == reported.end()) continue;
           a.set_quarantined(true);
           a.set_quarantine_reason(Cat("vm '", it->second, "' also holds ", a.ip()));

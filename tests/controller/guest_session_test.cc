@@ -168,6 +168,22 @@ TEST_F(GuestSessionModelTest, AnAddressAnotherVmHoldsIsQuarantined) {
   EXPECT_FALSE(Has(web["addresses"], "198.18.0.12/32"))
       << "the claim made db-1 a web member: " << web;
 
+  // Another spelling of an address is the same address: a guest cannot
+  // slip a claim past the check by writing db-6's IPv6 address differently.
+  db.Inventory({MetadataVm("db-1", {{"app", "db"}}, "198.18.0.12"),
+                MetadataVm("db-6", {{"app", "db"}}, "2001:db8::5")});
+  dfw::v1::Vm v6 = GuestVm("198.18.0.32");
+  v6.mutable_vnics(0)->add_addresses()->set_ip("2001:DB8:0::5");
+  guest.Inventory({v6});
+  ASSERT_TRUE(WaitFor([&] {
+    json addrs = Vm(kUuid)["vnics"][0]["addresses"];  // (a copy: Vm() is a temporary)
+    for (const auto& a : addrs) {
+      if (a["ip"] == "2001:db8::5") return a.value("quarantined", false);
+    }
+    return false;
+  })) << Vm(kUuid);
+  EXPECT_FALSE(Has(Members("web")["addresses"], "2001:db8::5/128")) << Members("web");
+
   // A hypervisor later reports the guest's other address: the hypervisor's
   // inventory wins, the guest's becomes quarantined in the same change.
   db.Inventory({MetadataVm("db-2", {{"app", "db"}}, "198.18.0.32")});

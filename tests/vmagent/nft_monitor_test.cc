@@ -30,7 +30,8 @@ class Collector {
     cv_.notify_all();
   }
   // Waits until a message contains `needle`; returns it ("" on timeout).
-  std::string WaitFor(const std::string& needle, std::chrono::milliseconds t = std::chrono::seconds(5)) {
+  std::string WaitFor(const std::string& needle,
+                      std::chrono::milliseconds t = std::chrono::seconds(5)) {
     std::unique_lock<std::mutex> l(mu_);
     std::string found;
     cv_.wait_for(l, t, [&] {
@@ -87,7 +88,8 @@ TEST_F(NftMonitorTest, ReportsForeignDeleteRuleAndFlushRuleset) {
   ASSERT_TRUE(std::regex_search(listing, m, std::regex("dport 80 .*# handle ([0-9]+)"))) << listing;
   ASSERT_EQ(ns.Exec("nft delete rule inet dfw in_0 handle " + m[1].str()), 0);
   std::string what = got.WaitFor("deleted 1 rule in chain in_0");
-  EXPECT_TRUE(std::regex_search(what, std::regex("^nft \\(pid [0-9]+\\) deleted 1 rule in chain in_0$")))
+  EXPECT_TRUE(
+      std::regex_search(what, std::regex("^nft \\(pid [0-9]+\\) deleted 1 rule in chain in_0$")))
       << what;
 
   ASSERT_EQ(ns.Exec("nft flush ruleset"), 0);
@@ -118,14 +120,22 @@ TEST_F(NftMonitorTest, IgnoresOwnProcessFromAnyThread) {
 
   // Our own process commits through libnftables, on a thread of its own
   // (the kernel names the thread, not the process).
-  bool ok = false;
+  // The thread stays alive until the monitor has read both transactions:
+  // the monitor tells our threads by /proc/self/task/<tid>, as the agent's
+  // long-lived apply threads are.
+  std::atomic<bool> ok{false}, release{false};
   std::thread t([&] {
     InNetns in(ns.fd());
     nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
     ok = ctx && nft_run_cmd_from_buffer(ctx, kTable) == 0 &&
          nft_run_cmd_from_buffer(ctx, "flush chain inet dfw in_0\n") == 0;
     if (ctx) nft_ctx_free(ctx);
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   });
+  for (int i = 0; i < 400 && mon.transactions() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  release = true;
   t.join();
   ASSERT_TRUE(ok);
   // Then a foreign one: it must be the only report.

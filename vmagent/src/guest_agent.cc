@@ -190,8 +190,17 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
     s = backend_->ApplyFull(next, ifaces_, CurrentRender());
   } else {
     s = backend_->ApplyDelta(msg.delta(), ifaces_);
+    if (!s.ok() && s.code() != absl::StatusCode::kInvalidArgument) {
+      // A delta is two transactions (rules, then elements): when the second
+      // failed the kernel holds the new rules and the old elements. The
+      // whole next state, in one transaction, puts both right.
+      spdlog::warn("vmagent: delta to revision {} failed ({}); applying the whole state",
+                   next.revision(), Str(s));
+      s = backend_->ApplyFull(next, ifaces_, CurrentRender());
+    }
   }
   if (!s.ok()) {
+    kernel_dirty_ = have_state_;  // retried from state_ by housekeeping
     std::string in_force =
         have_state_ ? "revision " + std::to_string(state_.revision()) + " is still in force"
                     : "the table was not changed";
@@ -202,6 +211,15 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
   if (!have_state_) first_state_at_ = std::chrono::steady_clock::now();
   state_ = std::move(next);
   have_state_ = true;
+  kernel_dirty_ = false;
+  if (!backend_->skipped().empty()) {
+    std::string list;
+    for (const auto& v : backend_->skipped()) list += (list.empty() ? "" : ", ") + v;
+    spdlog::warn(
+        "vmagent: revision {}: not enforced (no interface here, or a name nft cannot "
+        "carry): {}",
+        state_.revision(), list);
+  }
   st_.applied_revision = state_.revision();
   st_.last_error.clear();
   if (flows_) {
@@ -260,7 +278,8 @@ void GuestAgent::RefreshFacts() {
     if (ifaces_changed && have_state_) {
       // A vNIC's interface appeared or was renamed: its chains follow.
       if (auto s = backend_->ApplyFull(state_, ifaces_, CurrentRender()); !s.ok()) {
-        spdlog::error("vmagent: re-rendering for new interfaces failed: {}", Str(s));
+        spdlog::error("vmagent: re-rendering for new interfaces failed: {} (retrying)", Str(s));
+        kernel_dirty_ = true;
       }
     }
   }
@@ -271,21 +290,27 @@ void GuestAgent::RefreshFacts() {
 void GuestAgent::RepairIfNeeded(const std::string& what) {
   std::lock_guard<std::mutex> l(mu_);
   if (!have_state_) return;  // nothing of ours to keep
+  // Another process changed our table: apply it again whole. Verify()
+  // names what it sees missing, but compares counts and names only (an
+  // element removed, a rule replaced by another keep the counts), so the
+  // table is re-applied whatever it says.
   absl::Status v = backend_->Verify();
-  if (v.ok()) return;
+  std::string found = v.ok() ? "rule and set counts intact" : Str(v);
   auto t0 = std::chrono::steady_clock::now();
   absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
   auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   ++st_.repairs;
-  st_.last_repair = Str(v) + " after: " + what + (s.ok() ? "" : "; repair failed: " + Str(s));
+  st_.last_repair = found + " after: " + what + (s.ok() ? "" : "; repair failed: " + Str(s));
   if (s.ok()) {
+    kernel_dirty_ = false;
     spdlog::warn("vmagent: table inet {} repaired in {} ms: {} (after: {})", cfg_.render.table, ms,
-                 Str(v), what);
+                 found, what);
   } else {
-    spdlog::error("vmagent: table inet {} could not be repaired: {} (it was: {})",
-                  cfg_.render.table, Str(s), Str(v));
+    kernel_dirty_ = true;
+    spdlog::error("vmagent: table inet {} could not be repaired: {} (it was: {}); retrying",
+                  cfg_.render.table, Str(s), found);
   }
 }
 
@@ -318,11 +343,36 @@ void GuestAgent::Housekeeping() {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (audit_all_ && now >= audit_until_) {
-        audit_all_ = false;
-        if (have_state_) {
-          absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
-          spdlog::warn("vmagent: audit-first over: rules enforce now{}",
-                       s.ok() ? "" : " -- but applying failed: " + Str(s));
+        RenderOptions enforce = cfg_.render;
+        enforce.audit_all = false;
+        absl::Status s =
+            have_state_ ? backend_->ApplyFull(state_, ifaces_, enforce) : absl::OkStatus();
+        if (s.ok()) {
+          audit_all_ = false;
+          kernel_dirty_ = false;
+          // What audit let through is not admitted by the rules: every
+          // connection is judged again, as after a revalidating change.
+          std::map<std::string, std::string> local;
+          for (const auto& i : interfaces_) {
+            for (const auto& a : i.addresses) local[a] = VnicIdFor(uuid_, i.name);
+          }
+          auto cut = RevalidateConnections(state_, *backend_, local, false, /*all=*/true);
+          spdlog::warn(
+              "vmagent: audit-first over: rules enforce now ({} connections they deny "
+              "were cut)",
+              cut.ok() ? std::to_string(*cut) : "? -- " + Str(cut.status()));
+        } else {
+          spdlog::error(
+              "vmagent: audit-first over, but enforcing failed: {} (still audit "
+              "only; retrying)",
+              Str(s));
+        }
+      } else if (kernel_dirty_ && have_state_) {
+        absl::Status s = backend_->ApplyFull(state_, ifaces_, CurrentRender());
+        if (s.ok()) {
+          kernel_dirty_ = false;
+          spdlog::warn("vmagent: revision {} applied again after an earlier failure",
+                       state_.revision());
         }
       }
     }

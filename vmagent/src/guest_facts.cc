@@ -77,7 +77,9 @@ absl::StatusOr<std::vector<GuestInterface>> ListInterfaces(const FactsOptions& o
     if (a->ifa_name == nullptr || a->ifa_addr == nullptr) continue;
     std::string name = a->ifa_name;
     if (wanted.empty()) {
-      if ((a->ifa_flags & IFF_LOOPBACK) || !(a->ifa_flags & IFF_UP)) continue;
+      // Up or down: an interface whose link goes down and up again keeps
+      // its chains (dropping it would leave it unfiltered when it is up).
+      if (a->ifa_flags & IFF_LOOPBACK) continue;
     } else if (!wanted.count(name)) {
       continue;
     }

@@ -15,7 +15,7 @@
 // refused unless the controller is a loopback address.
 //
 // The VM's UUID is /sys/class/dmi/id/product_uuid unless --vm-uuid; the
-// interfaces are every one that is up but loopback unless --interface. The
+// interfaces are every one but loopback (up or down) unless --interface. The
 // controller's address and port always pass (bypass), as do DHCP and IPv6
 // neighbour discovery. TCP is strict as in the dataplane: 30 s after the
 // first state (and after --audit-first) the agent sets the guest's

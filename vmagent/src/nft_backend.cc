@@ -73,7 +73,8 @@ absl::Status Dump(uint16_t type, const std::function<void(nlmsghdr*)>& payload,
   if (auto st = m.Open(); !st.ok()) return st;
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
   const uint32_t seq = static_cast<uint32_t>(time(nullptr));
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  nlmsghdr* nlh =
+      nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
   if (payload) payload(nlh);
   if (mnl_socket_sendto(m.nl, nlh, nlh->nlmsg_len) < 0) {
     return absl::InternalError(std::string("netlink send: ") + strerror(errno));
@@ -221,7 +222,10 @@ struct ElementChange {
 
 absl::Status SendElementBatch(const std::string& table, const std::vector<ElementChange>& changes,
                               size_t* sent) {
-  constexpr size_t kPerMsg = 2048;
+  // Elements per NEWSETELEM/DELSETELEM message: the element list is one
+  // netlink attribute, whose length is 16 bits. An IPv6 end element takes
+  // 36 bytes; 1024 of them stay well below 64 KiB.
+  constexpr size_t kPerMsg = 1024;
   size_t elems = 0, msgs = 2;
   for (const auto& c : changes) {
     elems += c.del.size() + c.add.size();
@@ -282,7 +286,8 @@ absl::Status SendElementBatch(const std::string& table, const std::vector<Elemen
     setsockopt(mnl_socket_get_fd(m.nl), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size));
   }
   if (mnl_socket_sendto(m.nl, buf.data(), off) < 0) {
-    return absl::InternalError(std::string("netlink send of the element batch: ") + strerror(errno));
+    return absl::InternalError(std::string("netlink send of the element batch: ") +
+                               strerror(errno));
   }
   // nfnetlink answers the whole batch before sendto returns: errors of any
   // message, and the ack of the last one.
@@ -369,8 +374,8 @@ absl::Status NftBackend::ApplyFull(const v1::HostDesiredState& state, const Inte
     const auto& as = state.address_sets(i);
     auto d = sets[as.id()].ranges.Apply(as.prefixes(), std::vector<std::string>{});
     if (!d.ok()) {
-      return absl::InvalidArgumentError("address_sets[" + std::to_string(i) + "].prefixes: " +
-                                        std::string(d.status().message()));
+      return absl::InvalidArgumentError("address_sets[" + std::to_string(i) +
+                                        "].prefixes: " + std::string(d.status().message()));
     }
   }
   // Names of sets no longer sent are freed, chains of vNICs no longer sent too.
@@ -398,11 +403,11 @@ absl::Status NftBackend::ApplyFull(const v1::HostDesiredState& state, const Inte
     chains[rs.vnic_id()] = std::move(*v);
   }
   if (std::string err = RunNft(*text); !err.empty()) {
-    return absl::AbortedError("full apply of revision " + std::to_string(state.revision()) +
-                              " refused, nothing changed (" +
-                              (applied_ ? "revision " + std::to_string(revision_)
-                                        : std::string("no table of ours")) +
-                              " still in force): " + err);
+    return absl::AbortedError(
+        "full apply of revision " + std::to_string(state.revision()) +
+        " refused, nothing changed (" +
+        (applied_ ? "revision " + std::to_string(revision_) : std::string("no table of ours")) +
+        " still in force): " + err);
   }
   applied_ = true;
   revision_ = state.revision();
@@ -433,8 +438,8 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   ChainIds ids = chain_ids_;
   // Rulesets and chains are copied only when the delta touches them (a
   // membership change must not copy 10k rules).
-  const bool touches_rules = delta.rulesets_set_size() > 0 || delta.rulesets_removed_size() > 0 ||
-                             ifaces != ifaces_;
+  const bool touches_rules =
+      delta.rulesets_set_size() > 0 || delta.rulesets_removed_size() > 0 || ifaces != ifaces_;
   std::map<std::string, v1::VNicRuleset> rulesets;
   if (touches_rules) rulesets = rulesets_;
   const auto& rulesets_view = touches_rules ? rulesets : rulesets_;
@@ -445,7 +450,7 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   for (int i = 0; i < delta.address_sets_set_size(); ++i) {
     const auto& as = delta.address_sets_set(i);
     const std::string f = "address_sets_set[" + std::to_string(i) + "]";
-    if (auto st = CheckText(as.id(), f + ".id", 200); !st.ok()) return st;
+    if (auto st = CheckText(as.id(), f + ".id", 1024); !st.ok()) return st;
     AddrRanges r;
     auto d = r.Apply(as.prefixes(), std::vector<std::string>{});
     if (!d.ok()) {
@@ -456,7 +461,9 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     } else {
       const std::string& base = names.NameFor(as.id());
       for (Family fam : {Family::kV4, Family::kV6}) {
-        text += "add " + RenderSetDecl(SetName(base, fam), fam, as.id(), r.Ranges(fam)).insert(3, " " + tq) + "\n";
+        text += "add " +
+                RenderSetDecl(SetName(base, fam), fam, as.id(), r.Ranges(fam)).insert(3, " " + tq) +
+                "\n";
       }
       new_sets[as.id()] = std::move(r);
     }
@@ -485,11 +492,12 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   for (const auto& [id, rs] : rulesets) {  // empty unless touches_rules
     auto it = ifaces.find(id);
     auto old = ifaces_.find(id);
-    if (it == ifaces.end()) {
-      skipped.push_back(id);
+    if (it == ifaces.end() || !CheckInterfaceName(it->second, "interface").ok()) {
+      skipped.push_back(id);  // as RenderTable does: that vNIC alone
       continue;
     }
-    if (old == ifaces_.end() || old->second != it->second || !chains_.count(id)) rerender.insert(id);
+    if (old == ifaces_.end() || old->second != it->second || !chains_.count(id))
+      rerender.insert(id);
     if (!rerender.count(id)) {
       chains[id] = chains_.at(id);
       continue;
@@ -530,7 +538,8 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
         // A new chain is flushed too: a leftover of that name holds only ours.
         if (!exists) text += "add chain " + tq + " " + name + "\n";
         text += "flush chain " + tq + " " + name + "\n";
-        for (const auto& r : input ? c.in : c.out) text += "add rule " + tq + " " + name + " " + r + "\n";
+        for (const auto& r : input ? c.in : c.out)
+          text += "add rule " + tq + " " + name + " " + r + "\n";
       }
     }
     std::vector<VnicChains> list;
@@ -576,10 +585,12 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     if (!diff.ok()) {
       revert();
       return absl::Status(diff.status().code(), "address_set_deltas[" + std::to_string(i) + "] ('" +
-                                                    d.id() + "')." + std::string(diff.status().message()));
+                                                    d.id() + "')." +
+                                                    std::string(diff.status().message()));
     }
     if (!live) continue;  // a new set: its declaration above predates this; re-render below
-    undo.push_back({d.id(), {d.added().begin(), d.added().end()}, {d.removed().begin(), d.removed().end()}});
+    undo.push_back(
+        {d.id(), {d.added().begin(), d.added().end()}, {d.removed().begin(), d.removed().end()}});
     for (Family fam : {Family::kV4, Family::kV6}) {
       const int k = static_cast<int>(fam);
       if (diff->removed[k].empty() && diff->added[k].empty()) continue;
@@ -594,8 +605,10 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
       const auto before = sets_[id].ranges.Ranges(fam);
       const auto after = r.Ranges(fam);
       std::vector<AddrRange> rem, add;
-      std::set_difference(before.begin(), before.end(), after.begin(), after.end(), std::back_inserter(rem));
-      std::set_difference(after.begin(), after.end(), before.begin(), before.end(), std::back_inserter(add));
+      std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                          std::back_inserter(rem));
+      std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                          std::back_inserter(add));
       if (rem.empty() && add.empty()) continue;
       ElementChange c{SetName(*names_.Find(id), fam), fam, {}, {}};
       ElementDiff(fam, ZeroEnd(sets_[id].ranges, fam), ZeroEnd(r, fam), rem, add, &c.del, &c.add);
@@ -609,8 +622,11 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
     for (const auto& as : delta.address_sets_set()) {
       if (!new_sets.count(as.id())) continue;
       for (Family fam : {Family::kV4, Family::kV6}) {
-        redone += "add " + RenderSetDecl(SetName(*names.Find(as.id()), fam), fam, as.id(),
-                                         new_sets[as.id()].Ranges(fam)).insert(3, " " + tq) + "\n";
+        redone += "add " +
+                  RenderSetDecl(SetName(*names.Find(as.id()), fam), fam, as.id(),
+                                new_sets[as.id()].Ranges(fam))
+                      .insert(3, " " + tq) +
+                  "\n";
       }
     }
     // The declarations are the first lines of `text`.
@@ -655,10 +671,11 @@ absl::Status NftBackend::ApplyDelta(const v1::HostDelta& delta, const InterfaceM
   if (!st.ok()) {
     revert();
     return absl::Status(
-        st.code(), std::string(text.empty() ? "nothing changed" : "the delta's rules are in force") +
-                       " but its address set element changes were not applied (the elements of "
-                       "revision " +
-                       std::to_string(revision_) + " are in force): " + std::string(st.message()));
+        st.code(),
+        std::string(text.empty() ? "nothing changed" : "the delta's rules are in force") +
+            " but its address set element changes were not applied (the elements of "
+            "revision " +
+            std::to_string(revision_) + " are in force): " + std::string(st.message()));
   }
   for (auto& [id, r] : replaced) sets_[id].ranges = std::move(r);
   revision_ = delta.to_revision();
@@ -716,7 +733,8 @@ absl::Status NftBackend::Verify() const {
   auto chains = DumpNames(T, false);
   if (!chains.ok()) return chains.status();
   for (const auto& [name, n] : want) {
-    if (!chains->count(name)) return absl::NotFoundError("chain " + name + " of table inet " + T + " is missing");
+    if (!chains->count(name))
+      return absl::NotFoundError("chain " + name + " of table inet " + T + " is missing");
   }
   auto rules = DumpRules(T);
   if (!rules.ok()) return rules.status();
@@ -730,14 +748,17 @@ absl::Status NftBackend::Verify() const {
     }
   }
   for (const auto& name : *chains) {
-    if (!want.count(name)) return absl::FailedPreconditionError("chain " + name + " of table inet " + T + " was not applied by us");
+    if (!want.count(name))
+      return absl::FailedPreconditionError("chain " + name + " of table inet " + T +
+                                           " was not applied by us");
   }
   auto sets = DumpNames(T, true);
   if (!sets.ok()) return sets.status();
   for (const auto& [id, base] : names_.all()) {
     for (Family fam : {Family::kV4, Family::kV6}) {
       if (!sets->count(SetName(base, fam))) {
-        return absl::NotFoundError("set " + SetName(base, fam) + " ('" + id + "') of table inet " + T + " is missing");
+        return absl::NotFoundError("set " + SetName(base, fam) + " ('" + id + "') of table inet " +
+                                   T + " is missing");
       }
     }
   }

@@ -48,13 +48,15 @@ struct ServiceMatch {
 
 absl::StatusOr<ServiceMatch> RenderService(const Service& s, const std::string& f) {
   ServiceMatch out;
-  if (s.protocol() > 255) return Invalid(f + ".protocol", std::to_string(s.protocol()) + " is above 255");
+  if (s.protocol() > 255)
+    return Invalid(f + ".protocol", std::to_string(s.protocol()) + " is above 255");
   const bool icmp = s.protocol() == 1 || s.protocol() == 58;
   if (icmp) {
     if (s.source_ports_size() || s.destination_ports_size()) {
       return Invalid(f, "ICMP services take icmp_type/icmp_code, not ports");
     }
-    if (s.has_icmp_code() && !s.has_icmp_type()) return Invalid(f + ".icmp_code", "needs icmp_type");
+    if (s.has_icmp_code() && !s.has_icmp_type())
+      return Invalid(f + ".icmp_code", "needs icmp_type");
     if (s.has_icmp_type() && s.icmp_type() > 255) return Invalid(f + ".icmp_type", "is above 255");
     if (s.has_icmp_code() && s.icmp_code() > 255) return Invalid(f + ".icmp_code", "is above 255");
     const std::string kw = s.protocol() == 1 ? "icmp" : "icmpv6";
@@ -150,7 +152,8 @@ std::string Terminal(const Verdict& v, uint32_t rule_num, uint32_t mark, bool tc
 std::vector<std::string> EndpointAlternatives(const CompiledEndpoints& e, bool source, Family f,
                                               const SetNames& names) {
   if (e.any() || e.address_set_ids_size() == 0) return {""};
-  const std::string field = std::string(f == Family::kV4 ? "ip" : "ip6") + (source ? " saddr " : " daddr ");
+  const std::string field =
+      std::string(f == Family::kV4 ? "ip" : "ip6") + (source ? " saddr " : " daddr ");
   std::vector<std::string> alts;
   if (e.negate()) {
     std::vector<std::string> parts;
@@ -159,13 +162,15 @@ std::vector<std::string> EndpointAlternatives(const CompiledEndpoints& e, bool s
     }
     return {Join(parts)};
   }
-  for (const auto& id : e.address_set_ids()) alts.push_back(field + "@" + SetName(*names.Find(id), f));
+  for (const auto& id : e.address_set_ids())
+    alts.push_back(field + "@" + SetName(*names.Find(id), f));
   return alts;
 }
 
 absl::Status CheckEndpoints(const CompiledEndpoints& e, const std::string& f,
                             const SetNames& names) {
-  if (e.any() && e.address_set_ids_size()) return Invalid(f, "'any' and address sets are exclusive");
+  if (e.any() && e.address_set_ids_size())
+    return Invalid(f, "'any' and address sets are exclusive");
   if (e.negate() && (e.any() || e.address_set_ids_size() == 0)) {
     return Invalid(f, "negating 'any' matches nothing");
   }
@@ -182,9 +187,9 @@ bool IsAny(const CompiledEndpoints& e) { return e.any() || e.address_set_ids_siz
 
 // Appends the expansions of one rule (or the default rule: `rule` null) to
 // the chain's rules.
-void Expand(const CompiledRule* rule, const std::vector<ServiceMatch>& services,
-            const Verdict& v, uint32_t rule_num, uint32_t mark, const SetNames& names,
-            const RenderOptions& o, std::vector<std::string>* out) {
+void Expand(const CompiledRule* rule, const std::vector<ServiceMatch>& services, const Verdict& v,
+            uint32_t rule_num, uint32_t mark, const SetNames& names, const RenderOptions& o,
+            std::vector<std::string>* out) {
   const bool both_any = !rule || (IsAny(rule->sources()) && IsAny(rule->destinations()));
   std::vector<ServiceMatch> svcs = services;
   if (svcs.empty()) svcs.push_back(ServiceMatch{"", std::nullopt, false, true});
@@ -213,8 +218,9 @@ void Expand(const CompiledRule* rule, const std::vector<ServiceMatch>& services,
         for (const auto& a : src) {
           for (const auto& b : dst) {
             const std::string fam =
-                a.empty() && b.empty() ? (f == Family::kV4 ? "meta nfproto ipv4" : "meta nfproto ipv6")
-                                       : "";
+                a.empty() && b.empty()
+                    ? (f == Family::kV4 ? "meta nfproto ipv4" : "meta nfproto ipv6")
+                    : "";
             out->push_back(Join({fam, a, b, s.match, extra, term}));
           }
         }
@@ -270,11 +276,13 @@ absl::Status CheckText(const std::string& text, const std::string& field, size_t
 }
 
 absl::Status CheckInterfaceName(const std::string& name, const std::string& field) {
-  if (name.empty() || name.size() > 15) return Invalid(field, "interface name '" + name + "' is not 1..15 bytes");
+  if (name.empty() || name.size() > 15)
+    return Invalid(field, "interface name '" + name + "' is not 1..15 bytes");
   for (unsigned char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '_' || c == '-' || c == '.' || c == '@' || c == ':' || c == '+';
-    if (!ok) return Invalid(field, "interface name '" + name + "' has a character nft text cannot carry");
+    if (!ok)
+      return Invalid(field, "interface name '" + name + "' has a character nft text cannot carry");
   }
   return absl::OkStatus();
 }
@@ -297,8 +305,12 @@ std::string BaseChainSpec(bool is_input) {
 
 std::string RenderSetDecl(const std::string& name, Family f, const std::string& comment,
                           const std::vector<AddrRange>& ranges) {
+  // nft keeps at most 128 bytes of a comment; an address set id may be
+  // longer ("r:<policy>/<rule>/src", 263): the comment is only a label
+  // (SetNames maps names to ids), so a long one is cut, never refused.
+  const std::string label = comment.size() <= 120 ? comment : comment.substr(0, 117) + "...";
   std::string s = "set " + name + " { type " + (f == Family::kV4 ? "ipv4_addr" : "ipv6_addr") +
-                  "; flags interval; comment \"" + comment + "\";";
+                  "; flags interval; comment \"" + label + "\";";
   if (!ranges.empty()) {
     s += " elements = { ";
     for (size_t i = 0; i < ranges.size(); ++i) {
@@ -330,7 +342,8 @@ absl::StatusOr<VnicChains> RenderVnic(const dfw::v1::VNicRuleset& rs, const std:
     const CompiledRule& r = rs.rules(i);
     const std::string f = where + " rules[" + std::to_string(i) + "]";
     if (r.rule_num() == 0) return Invalid(f + ".rule_num", "0 is the default rule's number");
-    if (r.rule_num() == kDefaultAllowMark) return Invalid(f + ".rule_num", "0xffffffff is reserved");
+    if (r.rule_num() == kDefaultAllowMark)
+      return Invalid(f + ".rule_num", "0xffffffff is reserved");
     if (auto st = CheckEndpoints(r.sources(), f + ".sources", names); !st.ok()) return st;
     if (auto st = CheckEndpoints(r.destinations(), f + ".destinations", names); !st.ok()) return st;
     std::vector<ServiceMatch> services;
@@ -341,10 +354,17 @@ absl::StatusOr<VnicChains> RenderVnic(const dfw::v1::VNicRuleset& rs, const std:
     }
     Verdict v;
     switch (r.action()) {
-      case dfw::v1::ACTION_ALLOW: v.kind = "allow"; break;
-      case dfw::v1::ACTION_DROP: v.kind = "drop"; break;
-      case dfw::v1::ACTION_REJECT: v.kind = "reject"; break;
-      default: return Invalid(f + ".action", "must be ALLOW, DROP or REJECT");
+      case dfw::v1::ACTION_ALLOW:
+        v.kind = "allow";
+        break;
+      case dfw::v1::ACTION_DROP:
+        v.kind = "drop";
+        break;
+      case dfw::v1::ACTION_REJECT:
+        v.kind = "reject";
+        break;
+      default:
+        return Invalid(f + ".action", "must be ALLOW, DROP or REJECT");
     }
     const bool audit = r.mode() == dfw::v1::POLICY_MODE_AUDIT || o.audit_all;
     if (v.kind != "allow" && audit) v.kind = "audit";
@@ -382,8 +402,9 @@ absl::StatusOr<std::vector<std::string>> RenderBaseRules(bool is_input,
       const std::string ip = a->first == Family::kV4 ? "ip" : "ip6";
       const std::string addr = FormatAddr(a->first, a->second);
       const std::string port = std::to_string(o.bypass.controller_port);
-      r.push_back(is_input ? ip + " saddr " + addr + " tcp sport " + port + " ct state established" + c
-                           : ip + " daddr " + addr + " tcp dport " + port + c);
+      r.push_back(is_input
+                      ? ip + " saddr " + addr + " tcp sport " + port + " ct state established" + c
+                      : ip + " daddr " + addr + " tcp dport " + port + c);
     }
   }
   if (o.bypass.dhcp) {
@@ -398,7 +419,8 @@ absl::StatusOr<std::vector<std::string>> RenderBaseRules(bool is_input,
     r.push_back("meta l4proto icmpv6 icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 143 }" + c);
   }
   for (const VnicChains& v : vnics) {
-    if (auto st = CheckInterfaceName(v.iface, "vNIC '" + v.vnic_id + "' interface"); !st.ok()) return st;
+    if (auto st = CheckInterfaceName(v.iface, "vNIC '" + v.vnic_id + "' interface"); !st.ok())
+      return st;
     r.push_back(std::string(is_input ? "iifname \"" : "oifname \"") + v.iface + "\" jump " +
                 (is_input ? "in_" : "out_") + std::to_string(v.id));
   }
@@ -416,7 +438,7 @@ absl::StatusOr<std::string> RenderTable(const dfw::v1::HostDesiredState& state,
     const auto& as = state.address_sets(i);
     const std::string f = "address_sets[" + std::to_string(i) + "]";
     if (!seen.insert(as.id()).second) return Invalid(f + ".id", "'" + as.id() + "' is sent twice");
-    if (auto st = CheckText(as.id(), f + ".id", 200); !st.ok()) return st;
+    if (auto st = CheckText(as.id(), f + ".id", 1024); !st.ok()) return st;
     AddrRanges ranges;
     auto diff = ranges.Apply(as.prefixes(), std::vector<std::string>{});
     if (!diff.ok()) return Invalid(f + ".prefixes", std::string(diff.status().message()));
@@ -430,7 +452,9 @@ absl::StatusOr<std::string> RenderTable(const dfw::v1::HostDesiredState& state,
   std::vector<VnicChains> vnics;
   for (const auto& rs : state.rulesets()) {
     auto it = ifaces.find(rs.vnic_id());
-    if (it == ifaces.end()) {
+    // No interface, or a name nft text cannot carry (Linux allows almost
+    // any byte): that vNIC alone is skipped and named, the rest enforced.
+    if (it == ifaces.end() || !CheckInterfaceName(it->second, "interface").ok()) {
       if (skipped) skipped->push_back(rs.vnic_id());
       continue;
     }
@@ -443,7 +467,8 @@ absl::StatusOr<std::string> RenderTable(const dfw::v1::HostDesiredState& state,
   for (bool input : {true, false}) {
     auto base = RenderBaseRules(input, vnics, o);
     if (!base.ok()) return base.status();
-    t += std::string("  chain ") + (input ? "input" : "output") + " {\n    " + BaseChainSpec(input) + "\n";
+    t += std::string("  chain ") + (input ? "input" : "output") + " {\n    " +
+         BaseChainSpec(input) + "\n";
     for (const auto& r : *base) t += "    " + r + "\n";
     t += "  }\n";
   }

@@ -9,18 +9,18 @@ namespace dfw::vmagent {
 
 absl::StatusOr<size_t> RevalidateConnections(
     const dfw::v1::HostDesiredState& before, const NftBackend& applied,
-    const std::map<std::string, std::string>& local_addresses, bool audit_all) {
-  std::set<uint32_t> revalidating;
+    const std::map<std::string, std::string>& local_addresses, bool audit_all, bool all) {
+  std::set<uint32_t> revalidating;  // rule_nums of revalidating policies in `before`
   for (const auto& rs : before.rulesets()) {
     for (const auto& r : rs.rules()) {
       if (r.on_change() == dfw::v1::ON_CHANGE_REVALIDATE) revalidating.insert(r.rule_num());
     }
   }
-  if (revalidating.empty()) return 0;
   const auto& rulesets = applied.rulesets();
   SetLookup sets = [&applied](const std::string& id) { return applied.Set(id); };
   return Conntrack::DeleteIf([&](const CtEntry& e) {
-    if (e.mark == 0 || !revalidating.count(e.mark)) return false;
+    if (e.mark == 0) return false;  // not admitted by our rules (bypass, stateless)
+    if (!all && e.mark != kDefaultAllowMark && !revalidating.count(e.mark)) return false;
     auto out = local_addresses.find(e.src);
     auto in = out == local_addresses.end() ? local_addresses.find(e.dst) : local_addresses.end();
     const std::string* vnic = out != local_addresses.end()  ? &out->second

@@ -15,9 +15,10 @@
 //    revalidating policy (ct mark = rule_num) that the new rules no longer
 //    allow are deleted (conntrack.h, ruleset_eval.h); KEEP leaves them;
 //  - repairs: the nf_tables monitor (nft_monitor.h) reports changes to our
-//    table by another process; the agent then verifies the table and, if it
-//    differs from what it applied, applies it again whole, logs what was
-//    wrong and counts the repair;
+//    table by another process; the agent then applies it again whole, logs
+//    what was found missing and by whom, and counts the repair; a failed
+//    apply of any kind (repair, re-render, audit end) is retried every
+//    housekeeping tick until the kernel holds the state again;
 //  - reports the other tables' base chains on our hooks (their drop wins
 //    over our accept), every 10 s and at each repair;
 //  - writes flow records (flow_monitor.h) as JSON lines to the flow log, and
@@ -25,7 +26,8 @@
 //    reason, repairs, foreign base chains) every second;
 //  - --audit-first: for the given time after the first state every drop and
 //    reject only logs (lock-out safety while an operator checks the flows);
-//    then the same rules enforce.
+//    then the same rules enforce, and the connections audit let through
+//    are judged again (those the rules deny are cut).
 //
 // Before the first state arrives the agent changes nothing in the kernel:
 // a restarted agent leaves the table of its previous run enforcing.
@@ -134,6 +136,9 @@ class GuestAgent {
   std::chrono::steady_clock::time_point audit_until_{};
   std::chrono::steady_clock::time_point first_state_at_{};
   bool strict_tcp_done_ = false;
+  // The kernel may not hold state_ (an apply, repair or re-render failed):
+  // housekeeping applies state_ again every tick until it succeeds.
+  bool kernel_dirty_ = false;
   bool audit_all_ = false;
   GuestAgentStatus st_;
 

@@ -2,7 +2,7 @@
 //
 // What. The VM's id is its SMBIOS UUID (/sys/class/dmi/id/product_uuid, the
 // libvirt domain UUID of a KVM guest), lower-cased. Each interface but
-// loopback that is up becomes a vNIC "<uuid>.<ifname>" with its MAC and
+// loopback, up or down, becomes a vNIC "<uuid>.<ifname>" with its MAC and
 // addresses (IPv6 link-local left out: it is not an identity a rule can
 // use); the OS is /etc/os-release's PRETTY_NAME; the hostname is the
 // kernel's. Tests and VMs without SMBIOS give the UUID and the interfaces

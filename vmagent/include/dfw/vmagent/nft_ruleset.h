@@ -106,8 +106,9 @@ using InterfaceMap = std::map<std::string, std::string>;
 
 // The whole table, as the body of one nft transaction that replaces any
 // table of that name ("table inet dfw\ndelete table inet dfw\ntable inet dfw
-// {...}"), elements included. vNICs without an interface in `ifaces` are
-// skipped and named in `*skipped` (if given). INVALID_ARGUMENT names the
+// {...}"), elements included. vNICs without an interface in `ifaces`, or
+// whose interface name nft text cannot carry, are skipped and named in
+// `*skipped` (if given): the others are enforced. INVALID_ARGUMENT names the
 // vNIC, rule and field of anything that cannot be expressed.
 // `chains` (optional) numbers the vNIC chains; without it they are numbered
 // 1.. in the state's order.

@@ -26,8 +26,16 @@ namespace dfw::vmagent {
 // `before`: the state the connections were admitted under; `applied`: the
 // backend holding the state now in force; `local_addresses`: address text
 // -> vNIC id. Returns how many entries were deleted.
+//
+// Judged again, as the dataplane does: connections of a rule of `before`
+// whose policy revalidates, and connections the default rule admitted
+// (kDefaultAllowMark: no policy, so nothing asks to keep them). A
+// connection whose mark names no rule of `before` was kept when its rule
+// went, and stays. `all`: every marked connection (the end of
+// --audit-first).
 absl::StatusOr<size_t> RevalidateConnections(
     const dfw::v1::HostDesiredState& before, const NftBackend& applied,
-    const std::map<std::string, std::string>& local_addresses, bool audit_all = false);
+    const std::map<std::string, std::string>& local_addresses, bool audit_all = false,
+    bool all = false);
 
 }  // namespace dfw::vmagent
