@@ -69,7 +69,9 @@ class GuestAgentTest : public ::testing::Test {
               0);
   }
 
-  void SetUp() override {
+  void SetUp() override { Start(std::chrono::milliseconds(0)); }
+
+  void Start(std::chrono::milliseconds audit_first) {
     controller::ControllerOptions o;
     o.data_dir = dir_.path() + "/db";
     o.insecure = true;
@@ -100,6 +102,7 @@ class GuestAgentTest : public ::testing::Test {
     c.flow_log = dir_.path() + "/flows.jsonl";
     c.facts_interval = std::chrono::milliseconds(200);
     c.status_interval = std::chrono::milliseconds(100);
+    c.audit_first = audit_first;
     agent_ = std::make_unique<GuestAgent>(c);
     ASSERT_TRUE(agent_->Start().ok());
   }
@@ -195,6 +198,27 @@ TEST_F(GuestAgentTest, StoppedAgentLeavesItsTableEnforcing) {
   agent_.reset();  // the agent stops (as after a crash: nothing is undone)
   EXPECT_NE(Table().find("iifname \"eth0\" jump"), std::string::npos)
       << "the table went with the agent";
+}
+
+TEST_F(GuestAgentTest, AuditFirstLogsOnlyThenEnforces) {
+  // Again, with --audit-first 1.5 s.
+  agent_.reset();
+  rest_.reset();
+  server_.Stop();
+  Shell("nft delete table inet dfw");
+  std::filesystem::remove_all(dir_.path() + "/db");
+  Start(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(WaitFor([&] { return Realized(); })) << Debug();
+  // While auditing, the default rule logs as audit and accepts.
+  std::string t = Table();
+  EXPECT_NE(t.find("dfw:audit:0"), std::string::npos) << t;
+  EXPECT_EQ(t.find("drop comment \"r0\""), std::string::npos) << t;
+  EXPECT_TRUE(agent_->status().audit_all);
+  // Then the same rules enforce.
+  ASSERT_TRUE(WaitFor([&] { return !agent_->status().audit_all; }, 5000));
+  t = Table();
+  EXPECT_NE(t.find("drop comment \"r0\""), std::string::npos) << t;
+  EXPECT_EQ(t.find("dfw:audit:0"), std::string::npos) << t;
 }
 
 TEST(GuestFacts, UuidInterfacesAndIds) {
