@@ -12,6 +12,7 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 
+#include <cstdio>
 #include <iostream>
 #include <random>
 
@@ -26,8 +27,7 @@ using testing::Netns;
 using testing::NftRun;
 
 // The kernel's elements of a set (libnftnl dump, current namespace).
-std::vector<SetElement> KernelElements(const std::string& table, const std::string& set,
-                                       Family f) {
+std::vector<SetElement> KernelElements(const std::string& table, const std::string& set, Family f) {
   std::vector<SetElement> out;
   mnl_socket* nl = mnl_socket_open(NETLINK_NETFILTER);
   EXPECT_NE(nl, nullptr);
@@ -75,7 +75,8 @@ std::vector<SetElement> KernelElements(const std::string& table, const std::stri
   while (true) {
     const ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
     if (n <= 0) break;
-    const int rc = mnl_cb_run(buf.data(), static_cast<size_t>(n), 1, mnl_socket_get_portid(nl), cb, &ctx);
+    const int rc =
+        mnl_cb_run(buf.data(), static_cast<size_t>(n), 1, mnl_socket_get_portid(nl), cb, &ctx);
     if (rc <= 0) break;
   }
   mnl_socket_close(nl);
@@ -125,7 +126,8 @@ v1::HostDesiredState BaseState() {
   auto* b = st.add_address_sets();
   b->set_id("g:big");
   for (int i = 0; i < 2000; ++i) {
-    b->add_prefixes("198.19." + std::to_string(i / 128) + "." + std::to_string((i % 128) * 2) + "/31");
+    b->add_prefixes("198.19." + std::to_string(i / 128) + "." + std::to_string((i % 128) * 2) +
+                    "/31");
   }
   b->add_prefixes("255.255.255.0/24");
   b->add_prefixes("ffff::/16");
@@ -151,7 +153,8 @@ TEST(NftBackend, RandomElementDeltasMatchModelAndNft) {
   const std::string big = *b.set_names().Find("g:big");
   // After nft's own full apply, the kernel holds exactly ElementsOf(ranges).
   for (Family f : {Family::kV4, Family::kV6}) {
-    ASSERT_EQ(KernelElements("dfwb", SetName(big, f), f), Sorted(ElementsOf(f, b.Set("g:big")->Ranges(f))));
+    ASSERT_EQ(KernelElements("dfwb", SetName(big, f), f),
+              Sorted(ElementsOf(f, b.Set("g:big")->Ranges(f))));
   }
   std::mt19937 rng(42);
   std::vector<std::string> held;
@@ -184,7 +187,8 @@ TEST(NftBackend, RandomElementDeltasMatchModelAndNft) {
         p = "255.255.255." + std::to_string((rng() % 64) * 4) + "/30";  // the top
       } else {
         p = "2001:db8:" + std::to_string(rng() % 16) + "::/" + std::to_string(48 + rng() % 17);
-        p = FormatAddr(Family::kV6, ParsePrefix(p.substr(0, p.find('/')))->range.first) + p.substr(p.find('/'));
+        p = FormatAddr(Family::kV6, ParsePrefix(p.substr(0, p.find('/')))->range.first) +
+            p.substr(p.find('/'));
         if (!ParsePrefix(p).ok()) continue;
       }
       sd->add_added(p);
@@ -225,6 +229,23 @@ TEST(NftBackend, RandomElementDeltasMatchModelAndNft) {
   EXPECT_FALSE(b.Set("g:big")->Contains(Family::kV4, ParsePrefix("198.18.77.1")->range.first));
   EXPECT_EQ(b.revision(), rev);
   EXPECT_TRUE(b.Verify().ok());
+  // One delta of 3000 disjoint IPv6 hosts: 6000 kernel elements of up to 36
+  // bytes each, more than one netlink attribute (16-bit length) can carry,
+  // so the batch must split them.
+  v1::HostDelta v6;
+  v6.set_from_revision(rev);
+  v6.set_to_revision(rev + 1);
+  auto* add = v6.add_address_set_deltas();
+  add->set_id("g:big");
+  for (int i = 0; i < 3000; ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "2001:db8:ff::%x:%x", i / 256 + 1, (i % 256) * 2 + 1);
+    add->add_added(buf);
+  }
+  st = b.ApplyDelta(v6, {{"vm", "eth0"}});
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(KernelElements("dfwb", SetName(big, Family::kV6), Family::kV6),
+            Sorted(ElementsOf(Family::kV6, b.Set("g:big")->Ranges(Family::kV6))));
 }
 
 TEST(NftBackend, RuleChangesAndVerify) {
@@ -285,20 +306,26 @@ TEST(NftBackend, RuleChangesAndVerify) {
     EXPECT_NE(Str(st).find("revision 3 still in force"), std::string::npos) << st;
     EXPECT_EQ(b.revision(), 3u);
     auto v = b.Verify();
-    EXPECT_NE(Str(v).find("chain x of table inet dfwb was not applied by us"), std::string::npos) << v;
+    EXPECT_NE(Str(v).find("chain x of table inet dfwb was not applied by us"), std::string::npos)
+        << v;
     ASSERT_EQ(NftRun("delete chain inet dfwb x"), "");
     ASSERT_TRUE(b.Verify().ok());
   }
   // Foreign changes: a deleted rule, a deleted chain, a flushed ruleset.
   std::string out;
-  ASSERT_EQ(ns.Exec("nft -a list chain inet dfwb in_1 | grep 'comment \"r12\"' | head -1 | sed 's/.*handle //'", &out), 0);
+  ASSERT_EQ(ns.Exec("nft -a list chain inet dfwb in_1 | grep 'comment \"r12\"' | head -1 | sed "
+                    "'s/.*handle //'",
+                    &out),
+            0);
   ASSERT_EQ(ns.Exec("nft delete rule inet dfwb in_1 handle " + out), 0);
   {
     EnterNetns in(ns.name());
     auto v = b.Verify();
     EXPECT_NE(Str(v).find("chain in_1 of table inet dfwb has"), std::string::npos) << v;
   }
-  ASSERT_EQ(ns.Exec("nft flush chain inet dfwb input && nft delete chain inet dfwb in_1 && nft flush chain inet dfwb out_1"), 0);
+  ASSERT_EQ(ns.Exec("nft flush chain inet dfwb input && nft delete chain inet dfwb in_1 && nft "
+                    "flush chain inet dfwb out_1"),
+            0);
   {
     EnterNetns in(ns.name());
     auto v = b.Verify();
@@ -324,26 +351,35 @@ TEST(NftBackend, TrafficCountersAndEvaluator) {
   ASSERT_TRUE(vm.ok() && peer.ok());
   const std::string vmif = "dfwv" + std::to_string(getpid() % 100000);
   ASSERT_EQ(testing::Sh("ip link add " + vmif + " netns " + vm.name() + " type veth peer name p" +
-                        vmif + " netns " + peer.name()), 0);
-  ASSERT_EQ(vm.Exec("ip link set " + vmif + " name veth-vm && ip addr add 198.18.0.2/24 dev veth-vm && "
-                    "ip addr add 2001:db8::2/64 dev veth-vm nodad && ip link set veth-vm up"), 0);
-  ASSERT_EQ(peer.Exec("ip link set p" + vmif + " name veth-p && ip addr add 198.18.0.1/24 dev veth-p && "
-                      "ip addr add 2001:db8::1/64 dev veth-p nodad && ip link set veth-p up"), 0);
+                        vmif + " netns " + peer.name()),
+            0);
+  ASSERT_EQ(vm.Exec("ip link set " + vmif +
+                    " name veth-vm && ip addr add 198.18.0.2/24 dev veth-vm && "
+                    "ip addr add 2001:db8::2/64 dev veth-vm nodad && ip link set veth-vm up"),
+            0);
+  ASSERT_EQ(peer.Exec("ip link set p" + vmif +
+                      " name veth-p && ip addr add 198.18.0.1/24 dev veth-p && "
+                      "ip addr add 2001:db8::1/64 dev veth-p nodad && ip link set veth-p up"),
+            0);
   NftBackend b;
   {
     EnterNetns in(vm.name());
     ASSERT_TRUE(b.ApplyFull(BaseState(), {{"vm", "veth-vm"}}, Opts()).ok());
   }
   // Servers in the vm on 8080 and 8081.
-  vm.Exec("for p in 8080 8081; do python3 -c \"import socket,sys\ns=socket.socket(socket.AF_INET6)\n"
-          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('::',$p))\ns.listen(8)\n"
-          "while True:\n c,_=s.accept(); c.sendall(b'hi'); c.close()\" >/dev/null 2>&1 & echo $! >> /tmp/dfwt-"
-          + vm.name() + ".pids; done; sleep 0.5");
+  vm.Exec(
+      "for p in 8080 8081; do python3 -c \"import socket,sys\ns=socket.socket(socket.AF_INET6)\n"
+      "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('::',$p))\ns.listen(8)\n"
+      "while True:\n c,_=s.accept(); c.sendall(b'hi'); c.close()\" >/dev/null 2>&1 & echo $! >> "
+      "/tmp/dfwt-" +
+      vm.name() + ".pids; done; sleep 0.5");
   auto connect = [&](const std::string& host, int port) {
     std::string out;
     peer.Exec("python3 -c \"import socket\ntry:\n s=socket.create_connection(('" + host + "'," +
-                  std::to_string(port) + "),timeout=2); print('OK', s.recv(2))\n"
-                  "except ConnectionRefusedError: print('REFUSED')\nexcept Exception as e: print('TIMEOUT')\"",
+                  std::to_string(port) +
+                  "),timeout=2); print('OK', s.recv(2))\n"
+                  "except ConnectionRefusedError: print('REFUSED')\nexcept Exception as e: "
+                  "print('TIMEOUT')\"",
               &out);
     return out;
   };
@@ -351,7 +387,7 @@ TEST(NftBackend, TrafficCountersAndEvaluator) {
   EXPECT_NE(connect("2001:db8::2", 8080).find("OK"), std::string::npos);
   EXPECT_NE(connect("198.18.0.2", 8081).find("REFUSED"), std::string::npos);  // reject: RST
   EXPECT_NE(connect("198.18.0.2", 8082).find("TIMEOUT"), std::string::npos);  // default drop
-  EXPECT_NE(peer.Exec("ping -c1 -W1 198.18.0.2"), 0);                        // default drop
+  EXPECT_NE(peer.Exec("ping -c1 -W1 198.18.0.2"), 0);                         // default drop
   {
     EnterNetns in(vm.name());
     auto c = b.Counters();
@@ -382,14 +418,21 @@ TEST(NftBackend, TrafficCountersAndEvaluator) {
   EXPECT_EQ(Evaluate(b.rulesets().at("vm"), sets, t).rule_num, 0u);
   t.dport = 8081;
   EXPECT_EQ(Evaluate(b.rulesets().at("vm"), sets, t).rule_num, 0u);
-  FiveTuple t6{Family::kV6, ParseAddr("2001:db8::1")->second, ParseAddr("2001:db8::2")->second, 6, 40000, 8081, true};
+  FiveTuple t6{Family::kV6,
+               ParseAddr("2001:db8::1")->second,
+               ParseAddr("2001:db8::2")->second,
+               6,
+               40000,
+               8081,
+               true};
   EXPECT_EQ(Evaluate(b.rulesets().at("vm"), sets, t6).rule_num, 11u);
   EXPECT_EQ(Evaluate(b.rulesets().at("vm"), sets, t6).action, v1::ACTION_REJECT);
   t6.dport = 8080;
   EXPECT_TRUE(Evaluate(b.rulesets().at("vm"), sets, t6).passes());
   t6.in = false;
   EXPECT_EQ(Evaluate(b.rulesets().at("vm"), sets, t6).rule_num, 0u);
-  testing::Sh("kill $(cat /tmp/dfwt-" + vm.name() + ".pids); rm -f /tmp/dfwt-" + vm.name() + ".pids");
+  testing::Sh("kill $(cat /tmp/dfwt-" + vm.name() + ".pids); rm -f /tmp/dfwt-" + vm.name() +
+              ".pids");
 }
 
 }  // namespace

@@ -20,7 +20,9 @@ int Count(const std::string& s, const std::string& what) {
   return n;
 }
 
-v1::HostDesiredState SampleState() {
+// `db_id`: the id of the second address set (controller ids run to 263
+// bytes: "r:<policy>/<rule>/src").
+v1::HostDesiredState SampleState(const std::string& db_id = "r:p1/r2/src") {
   v1::HostDesiredState st;
   st.set_revision(7);
   auto* web = st.add_address_sets();
@@ -29,7 +31,7 @@ v1::HostDesiredState SampleState() {
     web->add_prefixes(p);
   }
   auto* db = st.add_address_sets();
-  db->set_id("r:p1/r2/src");
+  db->set_id(db_id);
   db->add_prefixes("198.19.0.0/16");
   auto* rs = st.add_rulesets();
   rs->set_vnic_id("vnic-1");
@@ -54,7 +56,7 @@ v1::HostDesiredState SampleState() {
     auto* r = rs->add_rules();
     r->set_rule_num(11);
     r->mutable_sources()->add_address_set_ids("g:web");
-    r->mutable_sources()->add_address_set_ids("r:p1/r2/src");
+    r->mutable_sources()->add_address_set_ids(db_id);
     r->mutable_sources()->set_negate(true);
     r->set_action(v1::ACTION_REJECT);
     r->set_direction(v1::DIRECTION_BOTH);
@@ -76,7 +78,7 @@ v1::HostDesiredState SampleState() {
     auto* r = rs->add_rules();
     r->set_rule_num(13);
     r->mutable_destinations()->add_address_set_ids("g:web");
-    r->mutable_destinations()->add_address_set_ids("r:p1/r2/src");
+    r->mutable_destinations()->add_address_set_ids(db_id);
     auto* s = r->add_services();
     s->set_protocol(17);
     s->add_source_ports()->set_first(53);
@@ -175,6 +177,13 @@ TEST(NftRuleset, KernelAcceptsIt) {
   EXPECT_EQ(Count(*t2, "reject"), 0);
   EnterNetns in(ns.name());
   ASSERT_EQ(NftRun(*t2), "");
+  // A 250-byte address set id (nft keeps 128 bytes of a comment): the
+  // table still applies, the comment is cut.
+  const std::string long_id = "r:" + std::string(120, 'p') + "/" + std::string(120, 'r') + "/src";
+  SetNames names3;
+  auto t3 = RenderTable(SampleState(long_id), {{"vnic-1", "veth-vm1"}}, Opts(), &names3);
+  ASSERT_TRUE(t3.ok()) << t3.status();
+  ASSERT_EQ(NftRun(*t3), "") << *t3;
 }
 
 void ExpectInvalid(const v1::HostDesiredState& st, const InterfaceMap& ifaces,
