@@ -2,27 +2,12 @@
 
 #include <arpa/inet.h>
 
-#include <charconv>
 #include <set>
 
 namespace dfw::vmagent {
 namespace {
 
 int Idx(Family f) { return static_cast<int>(f); }
-
-// The mask of the host bits of a prefix of `len` in a family.
-Addr HostMask(Family f, unsigned len) {
-  const unsigned width = f == Family::kV4 ? 32 : 128;
-  const unsigned host = width - len;
-  Addr m;
-  if (host >= 64) {
-    m.lo = ~0ull;
-    m.hi = host >= 128 ? ~0ull : ((1ull << (host - 64)) - 1);
-  } else {
-    m.lo = host == 0 ? 0 : ((1ull << host) - 1);
-  }
-  return m;
-}
 
 }  // namespace
 
@@ -38,49 +23,27 @@ Addr Prev(Addr a) {
   return a;
 }
 
-absl::StatusOr<std::pair<Family, Addr>> ParseAddr(std::string_view text,
-                                                   const std::string& field) {
-  const std::string s(text);
-  if (s.find(':') != std::string::npos) {
-    unsigned char b[16];
-    if (inet_pton(AF_INET6, s.c_str(), b) != 1) {
-      return absl::InvalidArgumentError(field + ": '" + s + "' is not an IPv6 address");
-    }
-    Addr a;
-    for (int i = 0; i < 8; ++i) a.hi = (a.hi << 8) | b[i];
-    for (int i = 8; i < 16; ++i) a.lo = (a.lo << 8) | b[i];
-    return std::make_pair(Family::kV6, a);
+absl::StatusOr<Prefix> ParsePrefix(std::string_view text, const std::string& field) {
+  // The dataplane's parser: the guest reads prefixes exactly as it does.
+  auto p = dataplane::IpPrefix::Parse(text);
+  if (!p) {
+    return absl::InvalidArgumentError(field + ": '" + std::string(text) +
+                                      "' is not an address, or a prefix with a valid length "
+                                      "and its host bits zero");
   }
-  unsigned char b[4];
-  if (inet_pton(AF_INET, s.c_str(), b) != 1) {
-    return absl::InvalidArgumentError(field + ": '" + s + "' is not an IPv4 address");
-  }
-  return std::make_pair(
-      Family::kV4,
-      Addr{0, (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16) | (uint64_t{b[2]} << 8) | b[3]});
+  return Prefix{p->family == dataplane::Family::kV4 ? Family::kV4 : Family::kV6,
+                AddrRange{p->First(), p->Last()}};
 }
 
-absl::StatusOr<Prefix> ParsePrefix(std::string_view text, const std::string& field) {
-  const size_t slash = text.find('/');
-  auto addr = ParseAddr(text.substr(0, slash), field);
-  if (!addr.ok()) return addr.status();
-  const Family f = addr->first;
-  const unsigned width = f == Family::kV4 ? 32 : 128;
-  unsigned len = width;
-  if (slash != std::string_view::npos) {
-    const std::string_view l = text.substr(slash + 1);
-    auto [ptr, ec] = std::from_chars(l.data(), l.data() + l.size(), len);
-    if (l.empty() || ec != std::errc() || ptr != l.data() + l.size() || len > width) {
-      return absl::InvalidArgumentError(field + ": '" + std::string(text) +
-                                        "' has no valid prefix length");
-    }
+absl::StatusOr<std::pair<Family, Addr>> ParseAddr(std::string_view text,
+                                                   const std::string& field) {
+  if (text.find('/') != std::string_view::npos) {
+    return absl::InvalidArgumentError(field + ": '" + std::string(text) +
+                                      "' is a prefix, not an address");
   }
-  const Addr m = HostMask(f, len);
-  const Addr a = addr->second;
-  if ((a.hi & m.hi) != 0 || (a.lo & m.lo) != 0) {
-    return absl::InvalidArgumentError(field + ": '" + std::string(text) + "' has host bits set");
-  }
-  return Prefix{f, AddrRange{a, Addr{a.hi | m.hi, a.lo | m.lo}}};
+  auto p = ParsePrefix(text, field);
+  if (!p.ok()) return p.status();
+  return std::make_pair(p->family, p->range.first);
 }
 
 size_t AddrBytes(Family f, Addr a, uint8_t out[16]) {

@@ -24,15 +24,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "dfw/dataplane/rule_model.h"
 
 namespace dfw::vmagent {
 
-// An address of either family as a 128-bit number; IPv4 in the low 32 bits.
-struct Addr {
-  uint64_t hi = 0;
-  uint64_t lo = 0;
-  auto operator<=>(const Addr&) const = default;
-};
+// An address of either family as a 128-bit number; IPv4 in the low 32 bits
+// (the dataplane's type: its prefix parser is ours too).
+using Addr = dataplane::Ip128;
 
 enum class Family : uint8_t { kV4 = 0, kV6 = 1 };
 
