@@ -16,7 +16,10 @@ namespace {
 std::vector<AddrRange> FromBitmap(const std::vector<int>& count, Addr base) {
   std::vector<AddrRange> out;
   for (size_t i = 0; i < count.size();) {
-    if (!count[i]) { ++i; continue; }
+    if (!count[i]) {
+      ++i;
+      continue;
+    }
     size_t j = i;
     while (j + 1 < count.size() && count[j + 1]) ++j;
     out.push_back({Addr{base.hi, base.lo + i}, Addr{base.hi, base.lo + j}});
@@ -80,7 +83,8 @@ TEST(AddrRanges, MergesNestedAdjacentAndCountsReferences) {
   EXPECT_EQ(r.range_count(Family::kV4), 2u);
   EXPECT_FALSE(r.Contains(Family::kV4, ParsePrefix("198.18.9.1")->range.first));
   // The top of the address space.
-  d = r.Apply(std::vector<std::string>{"255.255.255.0/24", "ffff::/16"}, std::vector<std::string>{});
+  d = r.Apply(std::vector<std::string>{"255.255.255.0/24", "ffff::/16"},
+              std::vector<std::string>{});
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(r.Ranges(Family::kV4).back().last, MaxAddr(Family::kV4));
   EXPECT_EQ(r.Ranges(Family::kV6).back().last, MaxAddr(Family::kV6));
@@ -119,11 +123,13 @@ void RandomRun(Family f, uint32_t seed) {
     // Removals first, then additions (the API's order).
     for (const auto& t : rem) {
       auto p = ParsePrefix(t);
-      for (uint64_t x = p->range.first.lo - base.lo; x <= p->range.last.lo - base.lo; ++x) --next[x];
+      for (uint64_t x = p->range.first.lo - base.lo; x <= p->range.last.lo - base.lo; ++x)
+        --next[x];
     }
     for (const auto& t : add) {
       auto p = ParsePrefix(t);
-      for (uint64_t x = p->range.first.lo - base.lo; x <= p->range.last.lo - base.lo; ++x) ++next[x];
+      for (uint64_t x = p->range.first.lo - base.lo; x <= p->range.last.lo - base.lo; ++x)
+        ++next[x];
       next_held.push_back(t);
     }
     auto d = r.Apply(add, rem);

@@ -38,11 +38,15 @@ inline uint16_t Fold(uint32_t s) {
 // The L4 checksum offset for TCP, UDP, ICMP, ICMPv6 (-1: none we fill).
 inline int CsumOffset(uint8_t proto) {
   switch (proto) {
-    case 6: return 16;
-    case 17: return 6;
+    case 6:
+      return 16;
+    case 17:
+      return 6;
     case 1:
-    case 58: return 2;
-    default: return -1;
+    case 58:
+      return 2;
+    default:
+      return -1;
   }
 }
 
@@ -116,7 +120,8 @@ inline std::vector<Bytes> Fragments6(const Bytes& whole, const Pieces& pieces, u
   for (const auto& [off, len] : pieces) {
     Bytes f(whole.begin(), whole.begin() + 40);
     f[6] = 44;
-    Bytes frag = dataplane::testing::FragExt(next, static_cast<uint16_t>(off), off + len < payload, id);
+    Bytes frag =
+        dataplane::testing::FragExt(next, static_cast<uint16_t>(off), off + len < payload, id);
     f.insert(f.end(), frag.begin(), frag.end());
     f.insert(f.end(), whole.begin() + 40 + off, whole.begin() + 40 + off + len);
     Set16(f, 4, static_cast<uint16_t>(f.size() - 40));
@@ -145,7 +150,7 @@ struct Seen {
   std::string src, dst;
   uint16_t sport = 0, dport = 0;  // TCP/UDP
   uint32_t seq = 0, ack = 0;
-  uint8_t flags = 0;  // TCP
+  uint8_t flags = 0;     // TCP
   uint16_t payload = 0;  // TCP/UDP payload bytes
   uint8_t icmp_type = 0, icmp_code = 0;
   uint16_t icmp_id = 0;
@@ -203,8 +208,7 @@ inline std::optional<Seen> ParseIp(const uint8_t* p, size_t n, bool inner = fals
     s.icmp_type = q[0];
     s.icmp_code = q[1];
     s.icmp_id = Get16(q + 4);
-    const bool error = s.proto == 1 ? (s.icmp_type == 3 || s.icmp_type == 11)
-                                    : s.icmp_type < 128;
+    const bool error = s.proto == 1 ? (s.icmp_type == 3 || s.icmp_type == 11) : s.icmp_type < 128;
     if (error && !inner) {
       if (auto in = ParseIp(q + 8, m - 8, true)) {
         s.inner_src = in->src;

@@ -67,8 +67,9 @@ class Lines {
   int Count(const std::string& re) {
     std::regex r(re);
     std::lock_guard<std::mutex> l(mu_);
-    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(),
-                                          [&](const std::string& s) { return std::regex_match(s, r); }));
+    return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& s) {
+      return std::regex_match(s, r);
+    }));
   }
   std::string Dump() {
     std::lock_guard<std::mutex> l(mu_);
@@ -171,9 +172,9 @@ TEST(FlowMonitorTest, DeniedAllowedAndEndedRecords) {
       InNetns in(p.b.fd());
       (void)Conntrack::List();
     }
-    ended = lines.WaitFor(
-        R"(\{"kind":"ended","time_ms":[0-9]+,)" + conn + R"("packets":[1-9][0-9]*,"bytes":[1-9][0-9]*\})",
-        std::chrono::seconds(1));
+    ended = lines.WaitFor(R"(\{"kind":"ended","time_ms":[0-9]+,)" + conn +
+                              R"("packets":[1-9][0-9]*,"bytes":[1-9][0-9]*\})",
+                          std::chrono::seconds(1));
   }
   EXPECT_FALSE(ended.empty()) << lines.Dump();
   mon.Stop();

@@ -23,6 +23,7 @@
 
 #include "dfw/vmagent/guest_agent.h"
 #include "dfw/vmagent/guest_facts.h"
+#include "nft_test_netns.h"
 #include "test_util.h"
 
 namespace dfw::vmagent {
@@ -35,14 +36,10 @@ using nlohmann::json;
 
 constexpr const char* kUuid = "0b5e0000-0000-4000-8000-0000000000c1";
 
+// Output of a shell command (its status is not what these checks read).
 std::string Shell(const std::string& cmd) {
   std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return "";
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
+  testing::Sh(cmd, &out);
   return out;
 }
 

@@ -13,21 +13,14 @@
 #include <stdexcept>
 #include <string>
 
+#include "nft_test_netns.h"
+
 namespace dfw::vmagent::testing {
 
-inline int Sh(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
+// Sh (nft_test_netns.h) with its output, for the tests that read it.
 inline std::string ShOut(const std::string& cmd) {
   std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  pclose(f);
+  Sh(cmd, &out);
   return out;
 }
 
@@ -77,25 +70,13 @@ class TestNetns {
   int fd_ = -1;
 };
 
-// Enters a namespace on the calling thread; returns to the previous one on
-// destruction.
-class InNetns {
+// EnterNetns (nft_test_netns.h) that throws when it cannot enter: the
+// monitors' tests must never go on in the host's namespace.
+class InNetns : public EnterNetns {
  public:
-  explicit InNetns(int ns_fd) {
-    old_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (old_ < 0 || setns(ns_fd, CLONE_NEWNET) != 0) throw std::runtime_error("setns");
+  explicit InNetns(int ns_fd) : EnterNetns(ns_fd) {
+    if (!ok()) throw std::runtime_error("setns");
   }
-  ~InNetns() {
-    if (old_ >= 0) {
-      (void)setns(old_, CLONE_NEWNET);
-      close(old_);
-    }
-  }
-  InNetns(const InNetns&) = delete;
-  InNetns& operator=(const InNetns&) = delete;
-
- private:
-  int old_ = -1;
 };
 
 // Two namespaces joined by a veth pair: a (198.18.0.1/24, dev va) and

@@ -54,6 +54,7 @@
 #include "dfw/vmagent/nft_backend.h"
 #include "dfw/vmagent/nft_ruleset.h"
 #include "dfw/vmagent/revalidate.h"
+#include "nft_test_netns.h"
 
 namespace dfw::vmagent {
 namespace {
@@ -68,6 +69,8 @@ using dataplane::testing::Ipv6;
 using dataplane::testing::Tcp;
 using dataplane::testing::TcpHeader;
 using dataplane::testing::UdpHeader;
+using testing::EnterNetns;
+using testing::Sh;
 namespace tcpflag = dataplane::tcpflag;
 
 constexpr uint32_t kVm4 = Ip4(198, 18, 0, 1), kCrafted4 = Ip4(198, 18, 0, 10);
@@ -81,18 +84,6 @@ const char* const kCrafted6Text = "2001:db8::10";
 const Mac kVmMac{0x02, 0, 0, 0, 0, 0x01}, kPeerMac{0x02, 0, 0, 0, 0, 0x02};
 
 using Clock = std::chrono::steady_clock;
-
-int Sh(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, n);
-  const int st = pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 bool Eventually(const std::function<bool()>& cond, int ms = 2000) {
   const auto end = Clock::now() + std::chrono::milliseconds(ms);
@@ -124,26 +115,6 @@ struct Fd {
   bool ok() const { return fd >= 0; }
 };
 
-// The calling thread in a namespace while alive (sockets opened now are its).
-class InNs {
- public:
-  explicit InNs(int ns_fd) {
-    old_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    ok_ = old_ >= 0 && setns(ns_fd, CLONE_NEWNET) == 0;
-  }
-  ~InNs() {
-    if (old_ >= 0) {
-      if (setns(old_, CLONE_NEWNET) != 0) abort();  // never go on in a test namespace
-      close(old_);
-    }
-  }
-  bool ok() const { return ok_; }
-
- private:
-  int old_ = -1;
-  bool ok_ = false;
-};
-
 // The two namespaces and the veth. Removes both when destroyed, whatever
 // happened before (also when set-up failed half-way).
 struct Topology {
@@ -162,7 +133,8 @@ struct Topology {
         InVm("ip link set lo up"),
         InPeer("ip link set lo up"),
         InVm("ip link add eth0 address 02:00:00:00:00:01 type veth peer name p0 address "
-             "02:00:00:00:00:02 netns " + peer),
+             "02:00:00:00:00:02 netns " +
+             peer),
         // Neither side routes (a forwarding peer would answer for the crafted
         // addresses); no redirects, no router solicitations.
         InVm("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 "
@@ -254,7 +226,7 @@ std::string RecvText(int fd, int ms = 2000) {
 class Tap {
  public:
   explicit Tap(int peer_ns_fd) {
-    InNs in(peer_ns_fd);
+    EnterNetns in(peer_ns_fd);
     if (!in.ok()) return;
     fd_ = Fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
     const unsigned idx = if_nametoindex("p0");
@@ -283,8 +255,8 @@ class Tap {
       if (left < 0 || !PollFor(fd_.fd, POLLIN, left)) return std::nullopt;
       sockaddr_ll from{};
       socklen_t fl = sizeof(from);
-      ssize_t n = recvfrom(fd_.fd, buf, sizeof(buf), MSG_DONTWAIT,
-                           reinterpret_cast<sockaddr*>(&from), &fl);
+      ssize_t n =
+          recvfrom(fd_.fd, buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
       if (n <= 0 || from.sll_pkttype == PACKET_OUTGOING) continue;
       auto s = ParseFrame(buf, static_cast<size_t>(n));
       if (s && match(*s)) return s;
@@ -426,7 +398,7 @@ class NftConformanceTest : public ::testing::Test {
   }
 
   std::vector<CtEntry> Conntrack() {
-    InNs in(topo_->vm_fd);
+    EnterNetns in(topo_->vm_fd);
     auto l = Conntrack::List();
     return l.ok() ? *l : std::vector<CtEntry>{};
   }
@@ -438,7 +410,7 @@ class NftConformanceTest : public ::testing::Test {
   }
 
   Fd SocketIn(int ns_fd, int family, int type, int proto = 0) {
-    InNs in(ns_fd);
+    EnterNetns in(ns_fd);
     return Fd(in.ok() ? socket(family, type | SOCK_CLOEXEC, proto) : -1);
   }
   Fd Listen(int family, uint16_t port) {
@@ -501,7 +473,9 @@ class NftConformanceTest : public ::testing::Test {
     t.payload = payload;
     return t;
   }
-  bool SendTcp4(const Tcp& t) { return tap_->Send4(FixIpv4(Ipv4(kCrafted4, kVm4, 6, TcpHeader(t)))); }
+  bool SendTcp4(const Tcp& t) {
+    return tap_->Send4(FixIpv4(Ipv4(kCrafted4, kVm4, 6, TcpHeader(t))));
+  }
   bool SendTcp6(const Tcp& t, const Bytes& ext = {}, uint8_t first_next = 6) {
     return tap_->Send6(FixIpv6(Ipv6(kCrafted6, kVm6, first_next, Cat(ext, TcpHeader(t)))));
   }
@@ -625,8 +599,8 @@ TEST_F(NftConformanceTest, StatelessAllowRepliesAreClassifiedAgain) {
   // the kernel attaches to the rejected packet's unmarked entry, can leave),
   // so the error passes as related.
   const uint64_t rel = Counter("in_1", "ct-related");
-  Bytes inner = FixIpv4(Ipv4(kVm4, kCrafted4, 6, TcpHeader(Seg(6001, 40101, sa->seq, 1001,
-                                                               kSyn | kAck))));
+  Bytes inner =
+      FixIpv4(Ipv4(kVm4, kCrafted4, 6, TcpHeader(Seg(6001, 40101, sa->seq, 1001, kSyn | kAck))));
   Bytes icmp{3, 3, 0, 0, 0, 0, 0, 0};
   icmp.insert(icmp.end(), inner.begin(), inner.begin() + 28);
   ASSERT_TRUE(tap_->Send4(FixIpv4(Ipv4(kCrafted4, kVm4, 1, icmp))));
@@ -1017,7 +991,7 @@ TEST_F(NftConformanceTest, AuditModeLogsAndLetsThrough) {
   ASSERT_TRUE(mon.Start().ok());
   {
     unsigned idx = 0;
-    InNs in(topo_->vm_fd);
+    EnterNetns in(topo_->vm_fd);
     idx = if_nametoindex("eth0");
     mon.SetInterfaces({{idx, "vm0"}});
   }
@@ -1068,7 +1042,7 @@ TEST_F(NftConformanceTest, PolicyChangeRevalidatesOrKeepsEstablishedConnections)
 
   NftBackend backend;
   {
-    InNs in(topo_->vm_fd);
+    EnterNetns in(topo_->vm_fd);
     ASSERT_TRUE(in.ok());
     auto s = backend.ApplyFull(before, kIfaces, RenderOptions{});
     ASSERT_TRUE(s.ok()) << s;
@@ -1086,11 +1060,10 @@ TEST_F(NftConformanceTest, PolicyChangeRevalidatesOrKeepsEstablishedConnections)
   ASSERT_EQ(CtFor(6, 6432)->mark, 81u);
 
   {
-    InNs in(topo_->vm_fd);
+    EnterNetns in(topo_->vm_fd);
     auto s = backend.ApplyFull(after, kIfaces, RenderOptions{});
     ASSERT_TRUE(s.ok()) << s;
-    auto n = RevalidateConnections(before, backend,
-                                   {{kVm4Text, "vm0"}, {kVm6Text, "vm0"}});
+    auto n = RevalidateConnections(before, backend, {{kVm4Text, "vm0"}, {kVm6Text, "vm0"}});
     ASSERT_TRUE(n.ok()) << n.status();
     EXPECT_EQ(*n, 1u) << "the revalidating rule's connection only";
   }

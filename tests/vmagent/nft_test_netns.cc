@@ -40,10 +40,15 @@ int Netns::Exec(const std::string& cmd, std::string* out) const {
 }
 
 EnterNetns::EnterNetns(const std::string& name) {
-  saved_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   const int fd = open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+  saved_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   ok_ = saved_ >= 0 && fd >= 0 && setns(fd, CLONE_NEWNET) == 0;
   if (fd >= 0) close(fd);
+}
+
+EnterNetns::EnterNetns(int ns_fd) {
+  saved_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  ok_ = saved_ >= 0 && ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) == 0;
 }
 
 EnterNetns::~EnterNetns() {

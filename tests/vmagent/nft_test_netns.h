@@ -33,6 +33,7 @@ class Netns {
 class EnterNetns {
  public:
   explicit EnterNetns(const std::string& name);
+  explicit EnterNetns(int ns_fd);  // a namespace held open by the caller
   ~EnterNetns();
   bool ok() const { return ok_; }
 
