@@ -59,13 +59,7 @@ class GuestSessionModelTest : public ::testing::Test {
     opts_.insecure = true;  // plaintext on loopback: these tests are about the model
     ASSERT_TRUE(server_.Start(opts_).ok());
     rest_ = std::make_unique<Rest>(server_.http_port());
-    ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("web", "app", "web")).status, 201);
-    ASSERT_EQ(rest_->Post("/api/v1/groups", TagGroupJson("db", "app", "db")).status, 201);
-    auto p = json::parse(R"({"id":"web-to-db","category":"CATEGORY_APPLICATION",
-      "applied_to_group_ids":["db"],"stateful":true,
-      "rules":[{"id":"allow-pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
-                "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],"action":"ACTION_ALLOW"}]})");
-    ASSERT_EQ(rest_->Post("/api/v1/policies", p).status, 201);
+    PostWebToDb(*rest_);
   }
   json Vm(const std::string& id) { return rest_->Get("/api/v1/vms/" + id).body; }
   json Members(const std::string& group) {

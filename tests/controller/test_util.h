@@ -55,7 +55,9 @@ class Rest {
     return out;
   }
   HttpResult Get(const std::string& p) { return Call("GET", p); }
-  HttpResult Post(const std::string& p, const nlohmann::json& b) { return Call("POST", p, b.dump()); }
+  HttpResult Post(const std::string& p, const nlohmann::json& b) {
+    return Call("POST", p, b.dump());
+  }
   HttpResult Put(const std::string& p, const nlohmann::json& b, const httplib::Headers& h = {}) {
     return Call("PUT", p, b.dump(), h);
   }
@@ -73,7 +75,8 @@ inline nlohmann::json VmJson(const std::string& id, const std::string& host,
   nlohmann::json vm = {{"id", id}, {"name", id}, {"host", host}};
   vm["tags"] = nlohmann::json::array();
   for (const auto& [s, v] : tags) vm["tags"].push_back({{"scope", s}, {"value", v}});
-  vm["vnics"] = {{{"id", id + "-nic0"}, {"mac", "52:54:00:00:00:01"}, {"addresses", {{{"ip", ip}}}}}};
+  vm["vnics"] = {
+      {{"id", id + "-nic0"}, {"mac", "52:54:00:00:00:01"}, {"addresses", {{{"ip", ip}}}}}};
   return vm;
 }
 
@@ -81,6 +84,18 @@ inline nlohmann::json TagGroupJson(const std::string& id, const std::string& sco
                                    const std::string& value) {
   return {{"id", id},
           {"criteria", {{{"conditions", {{{"tag", {{"scope", scope}, {"value", value}}}}}}}}}};
+}
+
+// The model most session tests start from: groups web (app=web) and db
+// (app=db), and policy web-to-db (web -> db tcp/5432, applied to db).
+inline void PostWebToDb(Rest& rest) {
+  ASSERT_EQ(rest.Post("/api/v1/groups", TagGroupJson("web", "app", "web")).status, 201);
+  ASSERT_EQ(rest.Post("/api/v1/groups", TagGroupJson("db", "app", "db")).status, 201);
+  auto p = nlohmann::json::parse(R"({"id":"web-to-db","category":"CATEGORY_APPLICATION",
+    "applied_to_group_ids":["db"],"stateful":true,
+    "rules":[{"id":"allow-pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
+              "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],"action":"ACTION_ALLOW"}]})");
+  ASSERT_EQ(rest.Post("/api/v1/policies", p).status, 201);
 }
 
 }  // namespace dfw::controller::testing
