@@ -235,22 +235,23 @@ absl::StatusOr<uint64_t> GuestAgent::Apply(const dfw::v1::ControllerToHost& msg)
   return state_.revision();
 }
 
-void GuestAgent::Revalidate(const dfw::v1::HostDesiredState& before) {
+size_t GuestAgent::Revalidate(const dfw::v1::HostDesiredState& before, bool all) {
   // Our interfaces' addresses tell a connection's vNIC and direction.
   std::map<std::string, std::string> local;  // address -> vNIC id
   for (const auto& i : interfaces_) {
     for (const auto& a : i.addresses) local[a] = VnicIdFor(uuid_, i.name);
   }
-  auto deleted = RevalidateConnections(before, *backend_, local, audit_all_);
+  auto deleted = RevalidateConnections(before, *backend_, local, audit_all_, all);
   if (!deleted.ok()) {
     spdlog::warn("vmagent: revalidation: {}", Str(deleted.status()));
-    return;
+    return 0;
   }
   if (*deleted > 0) {
     st_.revalidated_deleted += *deleted;
-    spdlog::info("vmagent: revision {}: {} connections the new rules deny were cut",
+    spdlog::info("vmagent: revision {}: {} connections the rules in force deny were cut",
                  state_.revision(), *deleted);
   }
+  return *deleted;
 }
 
 void GuestAgent::RefreshFacts() {
@@ -352,15 +353,11 @@ void GuestAgent::Housekeeping() {
           kernel_dirty_ = false;
           // What audit let through is not admitted by the rules: every
           // connection is judged again, as after a revalidating change.
-          std::map<std::string, std::string> local;
-          for (const auto& i : interfaces_) {
-            for (const auto& a : i.addresses) local[a] = VnicIdFor(uuid_, i.name);
-          }
-          auto cut = RevalidateConnections(state_, *backend_, local, false, /*all=*/true);
+          size_t cut = Revalidate(state_, /*all=*/true);
           spdlog::warn(
               "vmagent: audit-first over: rules enforce now ({} connections they deny "
               "were cut)",
-              cut.ok() ? std::to_string(*cut) : "? -- " + Str(cut.status()));
+              cut);
         } else {
           spdlog::error(
               "vmagent: audit-first over, but enforcing failed: {} (still audit "

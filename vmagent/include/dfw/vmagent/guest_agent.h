@@ -119,7 +119,9 @@ class GuestAgent {
   void Housekeeping();
   void RefreshFacts();
   void RepairIfNeeded(const std::string& what);
-  void Revalidate(const dfw::v1::HostDesiredState& before);
+  // Cuts the connections the rules in force deny, of those `before`'s
+  // revalidating rules (or, with `all`, any rule) admitted; how many.
+  size_t Revalidate(const dfw::v1::HostDesiredState& before, bool all = false);
   RenderOptions CurrentRender() const;  // mu_ held
   void WriteStatus();
 
