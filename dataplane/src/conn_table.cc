@@ -384,9 +384,9 @@ struct ConnTable::Impl {
     c.bytes[dir] += p.ip_len;
   }
 
-  // An expired or evictable entry referenced from h's candidate buckets (in
-  // `zone` if zone >= 0), or kNil.
-  uint32_t EvictableIn(uint64_t h, int zone, uint64_t now) const {
+  // An expired or (unless expired_only) evictable entry referenced from h's
+  // candidate buckets (in `zone` if zone >= 0), or kNil.
+  uint32_t EvictableIn(uint64_t h, int zone, uint64_t now, bool expired_only = false) const {
     uint32_t found = kNil;
     for (uint32_t bi : {B1(h), B2(h)}) {
       const Bucket& bucket = b[bi];
@@ -395,17 +395,24 @@ struct ConnTable::Impl {
         const uint32_t i = bucket.ref[s] >> 1;
         if (zone >= 0 && e[i].zone != zone) continue;
         if (Expired(i, now)) return i;
-        if (found == kNil && Evictable(e[i].state)) found = i;
+        if (found == kNil && !expired_only && Evictable(e[i].state)) found = i;
       }
     }
     return found;
   }
   // Frees one entry for a new connection of `zone` with hashes h0/h1.
   // zone_only: the per-zone limit (the victim must be of that zone).
-  bool EarlyDrop(uint64_t h0, uint64_t h1, uint16_t zone, bool zone_only, uint64_t now) {
+  // expired_only (imports): only an expired entry of the candidate buckets.
+  bool EarlyDrop(uint64_t h0, uint64_t h1, uint16_t zone, bool zone_only, uint64_t now,
+                 bool expired_only = false) {
     const int zf = zone_only ? zone : -1;
-    uint32_t victim = EvictableIn(h0, zf, now);
-    if (victim == kNil) victim = EvictableIn(h1, zf, now);
+    uint32_t victim = EvictableIn(h0, zf, now, expired_only);
+    if (victim == kNil) victim = EvictableIn(h1, zf, now, expired_only);
+    if (expired_only) {
+      if (victim == kNil) return false;
+      RemoveEntry(victim);
+      return true;
+    }
     if (victim == kNil) victim = zone_head[zone];
     if (victim == kNil && !zone_only) {
       for (uint32_t n = 0; n < kEvictScan; ++n) {
@@ -419,6 +426,61 @@ struct ConnTable::Impl {
     if (victim == kNil) return false;
     RemoveEntry(victim);
     return true;
+  }
+
+  // A free entry for a new connection of `zone` whose keys hash to h0 (orig)
+  // and h1 (reply), making room over a limit as EarlyDrop says; kNil with
+  // *reason set when there is none.
+  uint32_t Allocate(uint64_t h0, uint64_t h1, uint16_t zone, uint64_t now, bool expired_only,
+                    DropReason* reason) {
+    if (zone_count[zone] >= cfg.max_per_zone && !EarlyDrop(h0, h1, zone, true, now, expired_only)) {
+      *reason = DropReason::kCtLimitVnic;
+      return kNil;
+    }
+    if (free_head == kNil && !EarlyDrop(h0, h1, zone, false, now, expired_only)) {
+      *reason = DropReason::kCtLimitGlobal;
+      return kNil;
+    }
+    // Both keys need a slot in one of their candidate buckets (at most half
+    // the slots are ever used, so this is rare: only a full table's skew).
+    for (uint64_t h : {h0, h1}) {
+      if (FreeWays(b[B1(h)]) == 0 && FreeWays(b[B2(h)]) == 0) {
+        const uint32_t victim = EvictableIn(h, -1, now, expired_only);
+        if (victim == kNil) {
+          *reason = DropReason::kCtLimitGlobal;
+          return kNil;
+        }
+        RemoveEntry(victim);
+      }
+    }
+    const uint32_t i = free_head;
+    free_head = link[i].next;
+    return i;
+  }
+
+  // Makes entry i (from Allocate) the connection with orig key k: key fields,
+  // index slots, counts; the caller sets policy, state, expiry, then Relists.
+  void Insert(uint32_t i, const Key& k, uint64_t h0, uint64_t h1) {
+    ConnEntry& x = e[i];
+    x = ConnEntry{};
+    x.zone = k.zone;
+    x.proto = k.proto;
+    x.flags = kEntryUsed;
+    x.sport = k.sport;
+    x.dport = k.dport;
+    x.src4 = static_cast<uint32_t>(k.src.lo);
+    x.dst4 = static_cast<uint32_t>(k.dst.lo);
+    if (k.kf & kKeyV6) {
+      x.flags |= kEntryV6;
+      v6[i].src = k.src;
+      v6[i].dst = k.dst;
+    }
+    ctr[i] = ConnCounters{};
+    // Cannot fail: a free way was checked (or made) in each key's buckets.
+    PlaceSlot(h0, i << 1);
+    PlaceSlot(h1, i << 1 | 1);
+    ++zone_count[k.zone];
+    ++used;
   }
 
   void Fill(uint32_t i, uint64_t now, ConnInfo* out) const {
@@ -611,38 +673,11 @@ bool ConnTable::Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& p
 
   const uint64_t h0 = t.Hash(k);
   const uint64_t h1 = t.Hash(Reverse(k));
-  if (t.zone_count[zone] >= t.cfg.max_per_zone && !t.EarlyDrop(h0, h1, zone, true, now_ms)) {
-    return fail(DropReason::kCtLimitVnic);
-  }
-  if (t.free_head == kNil && !t.EarlyDrop(h0, h1, zone, false, now_ms)) {
-    return fail(DropReason::kCtLimitGlobal);
-  }
-  // Both keys need a slot in one of their candidate buckets (at most half
-  // the slots are ever used, so this is rare: only a full table's skew).
-  for (uint64_t h : {h0, h1}) {
-    if (Impl::FreeWays(t.b[t.B1(h)]) == 0 && Impl::FreeWays(t.b[t.B2(h)]) == 0) {
-      const uint32_t victim = t.EvictableIn(h, -1, now_ms);
-      if (victim == kNil) return fail(DropReason::kCtLimitGlobal);
-      t.RemoveEntry(victim);
-    }
-  }
-
-  i = t.free_head;
-  t.free_head = t.link[i].next;
+  DropReason why = DropReason::kNone;
+  i = t.Allocate(h0, h1, zone, now_ms, false, &why);
+  if (i == kNil) return fail(why);
+  t.Insert(i, k, h0, h1);
   ConnEntry& x = t.e[i];
-  x = ConnEntry{};
-  x.zone = zone;
-  x.proto = p.proto;
-  x.flags = kEntryUsed;
-  x.sport = k.sport;
-  x.dport = k.dport;
-  x.src4 = static_cast<uint32_t>(k.src.lo);
-  x.dst4 = static_cast<uint32_t>(k.dst.lo);
-  if (k.kf & kKeyV6) {
-    x.flags |= kEntryV6;
-    t.v6[i].src = k.src;
-    t.v6[i].dst = k.dst;
-  }
   x.rule_num = policy.rule_num;
   x.generation = policy.generation;
   if (policy.revalidate) x.flags |= kEntryRevalidate;
@@ -653,13 +688,7 @@ bool ConnTable::Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& p
     x.state = static_cast<uint8_t>(ConnState::kUnreplied);
   }
   t.Refresh(i, now_ms);
-  t.ctr[i] = ConnCounters{};
   t.Count(i, 0, p);
-  // Cannot fail: a free way was checked (or made) in each key's buckets.
-  t.PlaceSlot(h0, i << 1);
-  t.PlaceSlot(h1, i << 1 | 1);
-  ++t.zone_count[zone];
-  ++t.used;
   t.Relist(i);
   if (entry) *entry = i;
   if (reason) *reason = DropReason::kNone;
@@ -720,6 +749,111 @@ bool ConnTable::Info(uint32_t entry, uint64_t now_ms, ConnInfo* out) const noexc
   if (entry >= t.cap || !(t.e[entry].flags & kEntryUsed) || t.Expired(entry, now_ms)) return false;
   t.Fill(entry, now_ms, out);
   return true;
+}
+
+static_assert(static_cast<int>(ConnTcpPeerState::kClosed) == kPeerClosed &&
+                  static_cast<int>(ConnTcpPeerState::kSynSent) == kPeerSynSent &&
+                  static_cast<int>(ConnTcpPeerState::kEstablished) == kPeerEstablished &&
+                  static_cast<int>(ConnTcpPeerState::kClosing) == kPeerClosing &&
+                  static_cast<int>(ConnTcpPeerState::kFinWait2) == kPeerFinWait2 &&
+                  static_cast<int>(ConnTcpPeerState::kReset) == kPeerTimeWait,
+              "ConnTcpPeerState mirrors the tracker's PeerState");
+
+bool ConnTable::Export(uint32_t entry, uint64_t now_ms, ConnExport* out) const noexcept {
+  const Impl& t = *impl_;
+  ConnInfo info;
+  if (!Info(entry, now_ms, &info)) return false;
+  const ConnEntry& x = t.e[entry];
+  *out = ConnExport{};
+  out->family = info.family;
+  out->proto = info.proto;
+  out->src = info.src;
+  out->dst = info.dst;
+  out->sport = info.sport;
+  out->dport = IsIcmp(info.proto) ? 0 : info.dport;  // the echo identifier is in sport
+  out->dir = info.dir;
+  out->state = info.state;
+  out->rule_num = info.policy.rule_num;
+  out->revalidate = info.policy.revalidate;
+  out->expires_in_ms = info.expires_in_ms;
+  out->packets = info.packets;
+  out->bytes = info.bytes;
+  if (x.proto == kProtoTcp) {
+    out->tcp_picked_up = x.flags & kEntryLoose;
+    for (int p = 0; p < 2; ++p) {
+      ConnTcpPeer& o = out->tcp[p];
+      o.seq_end = x.peer[p].seqlo;
+      o.ack_end = x.peer[p].seqhi;
+      o.max_win = x.peer[p].max_win;
+      o.wscale = x.tcp_wscale[p] & kWscaleMask;
+      o.flags =
+          static_cast<uint8_t>(((x.tcp_wscale[p] & kWscaleFlag) ? kConnTcpWscaleSeen : 0) |
+                               ((x.tcp_wscale[p] & kWscaleUnknown) ? kConnTcpWscaleUnknown : 0));
+      o.state = static_cast<ConnTcpPeerState>(x.tcp_state[p]);
+    }
+  }
+  return true;
+}
+
+Status ConnTable::Import(uint16_t zone, const ConnExport& c, uint64_t now_ms) {
+  if (Status st = ValidateConnExport(c); !st.ok()) return st;
+  return ImportValid(zone, c, now_ms);
+}
+
+Status ConnTable::ImportValid(uint16_t zone, const ConnExport& c, uint64_t now_ms) {
+  Impl& t = *impl_;
+  if (zone >= t.cfg.zones) {
+    return Status::Error("zone " + std::to_string(zone) + " is not below " +
+                         std::to_string(t.cfg.zones));
+  }
+  Key k;
+  k.src = c.src;
+  k.dst = c.dst;
+  k.zone = zone;
+  k.proto = c.proto;
+  k.kf = c.family == Family::kV6 ? kKeyV6 : 0;
+  k.sport = c.sport;
+  k.dport = IsIcmp(c.proto) ? c.sport : c.dport;
+  // The same connection already here (either direction) is replaced; its
+  // slots free exactly the room the new entry needs, so nothing below fails.
+  int dir = 0;
+  if (const uint32_t old = t.Lookup(k, now_ms, &dir); old != kNil) t.RemoveEntry(old);
+  const uint64_t h0 = t.Hash(k);
+  const uint64_t h1 = t.Hash(Reverse(k));
+  DropReason why = DropReason::kNone;
+  const uint32_t i = t.Allocate(h0, h1, zone, now_ms, true, &why);
+  if (i == kNil) {
+    return Status::Error(why == DropReason::kCtLimitVnic
+                             ? "over the per-vNIC limit: the vNIC holds " +
+                                   std::to_string(t.zone_count[zone]) + " connections"
+                             : "over the global limit: the table holds " + std::to_string(t.used) +
+                                   " connections");
+  }
+  t.Insert(i, k, h0, h1);
+  ConnEntry& x = t.e[i];
+  x.rule_num = c.rule_num;
+  x.generation = kConnGenerationImported;
+  if (c.revalidate) x.flags |= kEntryRevalidate;
+  if (c.dir == Direction::kIn) x.flags |= kEntryIngress;
+  x.state = static_cast<uint8_t>(c.state);
+  if (c.proto == kProtoTcp) {
+    if (c.tcp_picked_up) x.flags |= kEntryLoose;
+    if (c.state == ConnState::kClosed) x.flags |= kEntryRst;
+    for (int p = 0; p < 2; ++p) {
+      const ConnTcpPeer& o = c.tcp[p];
+      x.peer[p] = TcpPeer{o.seq_end, o.ack_end, o.max_win};
+      x.tcp_wscale[p] =
+          static_cast<uint8_t>(o.wscale | ((o.flags & kConnTcpWscaleSeen) ? kWscaleFlag : 0) |
+                               ((o.flags & kConnTcpWscaleUnknown) ? kWscaleUnknown : 0));
+      x.tcp_state[p] = static_cast<uint8_t>(o.state);
+    }
+  }
+  const uint32_t cap = t.TimeoutFor(x.proto, x.state);
+  x.expires_ms = now_ms + (c.expires_in_ms < cap ? c.expires_in_ms : cap);
+  t.ctr[i].packets[0] = c.packets;
+  t.ctr[i].bytes[0] = c.bytes;
+  t.Relist(i);
+  return Status::Ok();
 }
 
 }  // namespace dfw::dataplane

@@ -22,6 +22,24 @@
 // a clock sweep over the entry array, a few entries per call, run by the
 // owning thread between bursts, never per packet.
 //
+// Moving connections. Export copies a zone's live entries into ConnExport
+// (host-independent: no zone, no entry index, time left instead of a clock);
+// Import puts one into a zone of this or another table, replacing the entry
+// with the same key, after ValidateConnExport accepted every field. An import
+// never evicts a live connection: over the per-zone or global limit (or with
+// both candidate buckets full) only an expired entry may be reclaimed, else
+// the entry is refused by name (kCtLimitVnic / kCtLimitGlobal). Time left is
+// capped at this table's timeout for the entry's state.
+//
+// Ruleset generation of an imported entry: kConnGenerationImported, which no
+// ruleset ever has (DataplaneState skips it when numbering). So an imported
+// connection whose policy revalidates is re-checked against the vNIC's
+// ruleset in force at its next packet (kept and re-stamped if allowed,
+// removed and the packet dropped if not), exactly like one admitted under an
+// older ruleset here; one whose policy does not revalidate stays admitted.
+// While the vNIC has no ruleset its packets are dropped before conntrack and
+// imported entries wait (aging) for the rules.
+//
 // Thread safety. A ConnTable belongs to one thread (the worker lcore that owns
 // the vNICs' traffic): Lookup/Track/Sweep from that thread only. Readers on
 // other threads get copies through the owning thread (Snapshot is called by
@@ -31,9 +49,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "dfw/dataplane/drop_reason.h"
 #include "dfw/dataplane/packet_parser.h"
+#include "dfw/dataplane/ruleset_compiler.h"
 
 namespace dfw::dataplane {
 
@@ -82,6 +103,69 @@ struct ConnPolicy {
   uint32_t rule_num = 0;    // rule that admitted it
   uint32_t generation = 0;  // ruleset generation that admitted it
   bool revalidate = false;  // re-check against newer rulesets (policy on-change)
+};
+
+// The generation imported connections carry: never a ruleset's (see above).
+constexpr uint32_t kConnGenerationImported = 0xffffffffu;
+
+// One TCP peer's tracker state, as carried between tables.
+enum class ConnTcpPeerState : uint8_t {
+  kClosed = 0,   // nothing seen from this peer yet
+  kSynSent,      // its first segment (SYN, or SYN+ACK) seen
+  kEstablished,  // its SYN was acknowledged
+  kClosing,      // it sent FIN
+  kFinWait2,     // its FIN was acknowledged
+  kReset,        // RST seen (both peers)
+  kCount,
+};
+// ConnTcpPeer::flags.
+constexpr uint8_t kConnTcpWscaleSeen = 0x01;     // its SYN carried the window scale option
+constexpr uint8_t kConnTcpWscaleUnknown = 0x02;  // picked up mid-stream: scale unknown
+constexpr uint8_t kConnTcpPeerFlags = kConnTcpWscaleSeen | kConnTcpWscaleUnknown;
+
+struct ConnTcpPeer {
+  uint32_t seq_end = 0;  // highest SEQ + LEN this peer sent
+  uint32_t ack_end = 0;  // highest SEQ this peer may send (the other's ACK + window)
+  uint32_t max_win = 0;  // largest window it advertised (unscaled), >= 1
+  uint8_t wscale = 0;    // its window scale shift, 0..14
+  uint8_t flags = 0;     // kConnTcpWscale*
+  ConnTcpPeerState state = ConnTcpPeerState::kClosed;
+  bool operator==(const ConnTcpPeer&) const = default;
+};
+
+// One connection as it moves between tables (proto ConnectionEntry; the
+// field names in ValidateConnExport's errors are that message's).
+// Addresses and ports in the orig direction; ICMP echo: the identifier in
+// sport, dport 0; other protocols: ports 0.
+struct ConnExport {
+  Family family = Family::kV4;
+  uint8_t proto = 0;
+  Ip128 src, dst;  // IPv4 in the low 32 bits
+  uint16_t sport = 0, dport = 0;
+  Direction dir = Direction::kOut;  // of the first packet, as seen by the vNIC
+  ConnState state = ConnState::kNone;
+  uint32_t rule_num = 0;
+  bool revalidate = false;
+  uint32_t expires_in_ms = 0;  // > 0
+  uint64_t packets = 0, bytes = 0;
+  bool tcp_picked_up = false;  // TCP: picked up mid-stream (loose)
+  ConnTcpPeer tcp[2];          // TCP: [0] orig peer, [1] reply peer; else zero
+  bool operator==(const ConnExport&) const = default;
+};
+
+// Checks every field of `c` (family vs addresses, protocol vs ports, state
+// valid for the protocol and agreeing with the TCP peer states, wscale <= 14,
+// flags, windows, time left). The error names the field ("tcp_orig.wscale:
+// 15 is above 14").
+Status ValidateConnExport(const ConnExport& c);
+
+// What a batch import did. `rejected` holds the first kMaxRejectedShown
+// errors, each "entries[i].field: why".
+struct ConnImportResult {
+  static constexpr size_t kMaxRejectedShown = 8;
+  uint32_t imported = 0;
+  uint32_t rejected_count = 0;
+  std::vector<std::string> rejected;
 };
 
 // Result of tracking one packet.
@@ -164,9 +248,25 @@ class ConnTable {
   template <typename F>
   void ForEach(uint64_t now_ms, F&& f) const;
 
+  // Copies a live entry for another table (false: no such live entry).
+  bool Export(uint32_t entry, uint64_t now_ms, ConnExport* out) const noexcept;
+  // Appends up to `max` (0: all) live entries of `zone` to *out in index
+  // order; returns how many live entries the zone has.
+  uint32_t ExportZone(uint16_t zone, uint64_t now_ms, uint32_t max,
+                      std::vector<ConnExport>* out) const;
+  // Imports one entry into `zone` (see the header comment): the error names
+  // the field, or says which limit refused it; nothing changes on error.
+  Status Import(uint16_t zone, const ConnExport& c, uint64_t now_ms);
+  // Imports each entry; a refused one is counted and the rest go on. Errors
+  // number entry k as numbers[k] (the caller's own numbering) or k.
+  ConnImportResult ImportAll(uint16_t zone, const ConnExport* entries, size_t n, uint64_t now_ms,
+                             const uint32_t* numbers = nullptr);
+
   struct Impl;
 
  private:
+  // Import of an entry ValidateConnExport accepted: the zone and the limits.
+  Status ImportValid(uint16_t zone, const ConnExport& c, uint64_t now_ms);
   uint32_t SweepOne(uint32_t slot, uint64_t now_ms, ConnInfo* ended) noexcept;  // 1 if removed
   uint32_t SweepCursor() noexcept;
   std::unique_ptr<Impl> impl_;
