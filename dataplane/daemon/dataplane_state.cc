@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include "dfw/dataplane/conn_table.h"
+
 namespace dfw::dataplane {
 namespace {
 
@@ -277,7 +279,7 @@ Status DataplaneState::ApplyFull(const v1::HostDesiredState& state) {
   for (auto& [id, c] : compiled) touched.insert(id);
   for (auto& [id, c] : compiled_) touched.insert(id);
   compiled_ = std::move(compiled);
-  for (auto& [id, c] : compiled_) c->generation = next_generation_++;
+  for (auto& [id, c] : compiled_) c->generation = NextGeneration();
   rule_names_.clear();
   for (const auto& [id, rs] : rulesets_) {
     for (const auto& r : rs.rules()) rule_names_[r.rule_num()] = {r.policy_id(), r.rule_id()};
@@ -339,7 +341,7 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
     touched.insert(id);
   }
   for (auto& [id, c] : recompiled) {
-    c->generation = next_generation_++;
+    c->generation = NextGeneration();
     compiled_[id] = std::move(c);
     touched.insert(id);
   }
@@ -348,6 +350,16 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
   }
   for (const auto& id : touched) Publish(id);
   return Persist();
+}
+
+uint32_t DataplaneState::NextGeneration() {
+  if (next_generation_ == 0 || next_generation_ == kConnGenerationImported) next_generation_ = 1;
+  return next_generation_++;
+}
+
+bool DataplaneState::restored() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return restored_;
 }
 
 uint64_t DataplaneState::applied_revision() const {
@@ -405,7 +417,12 @@ Status DataplaneState::Load() {
   for (const auto& v : ps.vnics()) {
     if (auto st = SetVnic(v); !st.ok()) return st;
   }
-  return ApplyFull(ps.state());
+  Status st = ApplyFull(ps.state());
+  if (st.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    restored_ = true;
+  }
+  return st;
 }
 
 }  // namespace dfw::dataplane

@@ -43,6 +43,8 @@ class DataplaneState {
   Status ApplyDelta(const v1::HostDelta& delta);
 
   uint64_t applied_revision() const;
+  // Load() found a persisted state and enforced it.
+  bool restored() const;
   // vNIC id by local id ("" if none), and the list of vNICs.
   std::string VnicIdOf(uint16_t local_id) const;
   std::vector<v1::DataplaneVNic> Vnics() const;
@@ -56,12 +58,16 @@ class DataplaneState {
   Status Compile(const v1::VNicRuleset& ruleset, const std::map<std::string, v1::AddressSet>& sets,
                  std::unique_ptr<Compiled>* out) const;
   void Publish(const std::string& vnic_id);
+  // The next ruleset generation: never 0 (a policy's default) nor
+  // kConnGenerationImported (imported connections revalidate against it).
+  uint32_t NextGeneration();
 
   VnicTable* table_;
   std::string path_;
   mutable std::mutex mu_;
   uint64_t revision_ = 0;
   uint32_t next_generation_ = 1;
+  bool restored_ = false;
   std::map<std::string, v1::DataplaneVNic> vnics_;
   std::map<std::string, v1::VNicRuleset> rulesets_;
   std::map<std::string, v1::AddressSet> sets_;

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <random>
+
 namespace dfw::dataplane {
 namespace {
 
@@ -31,6 +33,64 @@ grpc::Status ToGrpc(const Status& s) {
       s.message());
 }
 
+// Addresses as ConnectionEntry carries them: 4 or 16 bytes, network order.
+std::string AddrBytes(Family f, const Ip128& a) {
+  std::string b(f == Family::kV4 ? 4 : 16, '\0');
+  for (size_t i = 0; i < b.size(); ++i) {
+    const size_t shift = 8 * (b.size() - 1 - i);  // of the 32- or 128-bit number
+    const uint64_t word = shift >= 64 ? a.hi : a.lo;
+    b[i] = static_cast<char>(word >> (shift % 64));
+  }
+  return b;
+}
+
+Ip128 AddrFromBytes(const std::string& b) {
+  Ip128 a{0, 0};
+  for (size_t i = 0; i < b.size(); ++i) {
+    const uint64_t v = static_cast<uint8_t>(b[i]);
+    if (b.size() == 16 && i < 8) {
+      a.hi = a.hi << 8 | v;
+    } else {
+      a.lo = a.lo << 8 | v;
+    }
+  }
+  return a;
+}
+
+void PeerToProto(const ConnTcpPeer& p, v1::TcpPeerState* out) {
+  out->set_seq_end(p.seq_end);
+  out->set_ack_end(p.ack_end);
+  out->set_max_win(p.max_win);
+  out->set_wscale(p.wscale);
+  out->set_flags(p.flags);
+  out->set_state(static_cast<uint32_t>(p.state));
+}
+
+Status PeerFromProto(const v1::TcpPeerState& p, const std::string& f, ConnTcpPeer* out) {
+  // Wider than the tracker's fields: refused here, the rest is checked at import.
+  if (p.wscale() > 255)
+    return Status::Error(f + ".wscale: " + std::to_string(p.wscale()) + " is above 14");
+  if (p.flags() > 255)
+    return Status::Error(f + ".flags: " + std::to_string(p.flags()) +
+                         " has bits other than 1 and 2");
+  if (p.state() > 255)
+    return Status::Error(f + ".state: " + std::to_string(p.state()) + " is not a peer state 0..5");
+  out->seq_end = p.seq_end();
+  out->ack_end = p.ack_end();
+  out->max_win = p.max_win();
+  out->wscale = static_cast<uint8_t>(p.wscale());
+  out->flags = static_cast<uint8_t>(p.flags());
+  out->state = static_cast<ConnTcpPeerState>(p.state());
+  return Status::Ok();
+}
+
+uint64_t RandomInstanceId() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = static_cast<uint64_t>(rd()) << 32 | rd();
+  return id;
+}
+
 v1::Action ProtoAction(Action a) {
   return a == Action::kAllow  ? v1::ACTION_ALLOW
          : a == Action::kDrop ? v1::ACTION_DROP
@@ -38,6 +98,88 @@ v1::Action ProtoAction(Action a) {
 }
 
 }  // namespace
+
+void ConnectionEntryToProto(const ConnExport& c, v1::ConnectionEntry* out) {
+  out->set_protocol(c.proto);
+  out->set_src_ip(AddrBytes(c.family, c.src));
+  out->set_dst_ip(AddrBytes(c.family, c.dst));
+  out->set_src_port(c.sport);
+  out->set_dst_port(c.dport);
+  out->set_direction(c.dir == Direction::kIn ? v1::DIRECTION_IN : v1::DIRECTION_OUT);
+  out->set_state(static_cast<v1::ConnectionState>(c.state));  // same numbering
+  out->set_rule_num(c.rule_num);
+  out->set_revalidate(c.revalidate);
+  out->set_expires_in_ms(c.expires_in_ms);
+  out->set_packets(c.packets);
+  out->set_bytes(c.bytes);
+  if (c.proto == 6) {
+    PeerToProto(c.tcp[0], out->mutable_tcp_orig());
+    PeerToProto(c.tcp[1], out->mutable_tcp_reply());
+    out->set_tcp_picked_up(c.tcp_picked_up);
+  }
+}
+
+Status ConnectionEntryFromProto(const v1::ConnectionEntry& in, ConnExport* out) {
+  auto bad = [](const std::string& f, const std::string& why) {
+    return Status::Error(f + ": " + why);
+  };
+  *out = ConnExport{};
+  const size_t n = in.src_ip().size();
+  if (n != 4 && n != 16) return bad("src_ip", std::to_string(n) + " bytes, not 4 or 16");
+  if (in.dst_ip().size() != n) {
+    return bad("dst_ip",
+               std::to_string(in.dst_ip().size()) + " bytes, src_ip has " + std::to_string(n));
+  }
+  out->family = n == 4 ? Family::kV4 : Family::kV6;
+  out->src = AddrFromBytes(std::string(in.src_ip()));
+  out->dst = AddrFromBytes(std::string(in.dst_ip()));
+  if (in.protocol() > 255) return bad("protocol", std::to_string(in.protocol()) + " is above 255");
+  out->proto = static_cast<uint8_t>(in.protocol());
+  if (in.src_port() > 65535)
+    return bad("src_port", std::to_string(in.src_port()) + " is above 65535");
+  if (in.dst_port() > 65535)
+    return bad("dst_port", std::to_string(in.dst_port()) + " is above 65535");
+  out->sport = static_cast<uint16_t>(in.src_port());
+  out->dport = static_cast<uint16_t>(in.dst_port());
+  if (in.direction() == v1::DIRECTION_IN) {
+    out->dir = Direction::kIn;
+  } else if (in.direction() == v1::DIRECTION_OUT) {
+    out->dir = Direction::kOut;
+  } else {
+    return bad("direction", v1::Direction_Name(in.direction()) + ", not IN or OUT");
+  }
+  const int state = static_cast<int>(in.state());
+  if (state <= 0 || state >= static_cast<int>(ConnState::kCount)) {
+    return bad("state", std::to_string(state) + " is not a connection state");
+  }
+  out->state = static_cast<ConnState>(state);
+  out->rule_num = in.rule_num();
+  out->revalidate = in.revalidate();
+  out->expires_in_ms = in.expires_in_ms();
+  out->packets = in.packets();
+  out->bytes = in.bytes();
+  out->tcp_picked_up = in.tcp_picked_up();
+  if (in.has_tcp_orig()) {
+    if (Status st = PeerFromProto(in.tcp_orig(), "tcp_orig", &out->tcp[0]); !st.ok()) return st;
+  }
+  if (in.has_tcp_reply()) {
+    if (Status st = PeerFromProto(in.tcp_reply(), "tcp_reply", &out->tcp[1]); !st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+grpc::Status LocalApi::ZoneOfOne(const std::string& vnic_id, uint16_t* zone) const {
+  int z = -1;
+  if (vnic_id.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "vnic_id: empty; name one vNIC");
+  }
+  if (!ZoneOf(vnic_id, &z).ok()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "vnic_id: '" + vnic_id + "' is not known here (SetVNic first)");
+  }
+  *zone = static_cast<uint16_t>(z);
+  return grpc::Status::OK;
+}
 
 grpc::Status LocalApi::ZoneOf(const std::string& vnic_id, int* zone) const {
   if (vnic_id.empty()) return grpc::Status::OK;  // all zones
@@ -51,7 +193,7 @@ grpc::Status LocalApi::ZoneOf(const std::string& vnic_id, int* zone) const {
 }
 
 LocalApi::LocalApi(DataplaneState* state, Pipeline* pipeline, PortWorker* worker)
-    : state_(state), pipeline_(pipeline), worker_(worker) {}
+    : state_(state), pipeline_(pipeline), worker_(worker), instance_id_(RandomInstanceId()) {}
 
 grpc::Status LocalApi::SetVNic(grpc::ServerContext*, const v1::SetVNicRequest* req,
                                v1::DataplaneVNic* resp) {
@@ -197,6 +339,72 @@ grpc::Status LocalApi::FlowRecords(grpc::ServerContext*, const v1::FlowRecordsRe
   uint32_t max = req->max() ? req->max() : 100;
   size_t start = recent_.size() > max ? recent_.size() - max : 0;
   for (size_t i = start; i < recent_.size(); ++i) *resp->add_records() = recent_[i];
+  return grpc::Status::OK;
+}
+
+}  // namespace dfw::dataplane
+
+namespace dfw::dataplane {
+
+grpc::Status LocalApi::GetState(grpc::ServerContext*, const v1::GetStateRequest*,
+                                v1::GetStateResponse* resp) {
+  resp->set_applied_revision(state_->applied_revision());
+  for (auto& v : state_->Vnics()) *resp->add_vnics() = std::move(v);
+  resp->set_instance_id(instance_id_);
+  resp->set_restored(state_->restored());
+  return grpc::Status::OK;
+}
+
+grpc::Status LocalApi::ExportConnections(grpc::ServerContext*,
+                                         const v1::ExportConnectionsRequest* req,
+                                         v1::ExportConnectionsResponse* resp) {
+  uint16_t zone = 0;
+  if (grpc::Status st = ZoneOfOne(req->vnic_id(), &zone); !st.ok()) return st;
+  std::vector<ConnExport> out;
+  uint32_t total = 0;
+  if (!worker_->RequestExport(zone, req->max_entries(), &out, &total)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
+  }
+  resp->mutable_entries()->Reserve(static_cast<int>(out.size()));
+  for (const ConnExport& c : out) ConnectionEntryToProto(c, resp->add_entries());
+  resp->set_total(total);
+  return grpc::Status::OK;
+}
+
+grpc::Status LocalApi::ImportConnections(grpc::ServerContext*,
+                                         const v1::ImportConnectionsRequest* req,
+                                         v1::ImportConnectionsResponse* resp) {
+  uint16_t zone = 0;
+  if (grpc::Status st = ZoneOfOne(req->vnic_id(), &zone); !st.ok()) return st;
+  // Entries the conversion refuses are counted here; the worker validates
+  // and imports the rest. Indexes in the errors are the request's.
+  std::vector<ConnExport> entries;
+  std::vector<uint32_t> index;  // request index of entries[k]
+  entries.reserve(static_cast<size_t>(req->entries_size()));
+  uint32_t rejected = 0;
+  std::vector<std::string> errors;
+  for (int i = 0; i < req->entries_size(); ++i) {
+    ConnExport c;
+    if (Status st = ConnectionEntryFromProto(req->entries(i), &c); !st.ok()) {
+      ++rejected;
+      if (errors.size() < ConnImportResult::kMaxRejectedShown)
+        errors.push_back("entries[" + std::to_string(i) + "]." + st.message());
+      continue;
+    }
+    entries.push_back(c);
+    index.push_back(static_cast<uint32_t>(i));
+  }
+  ConnImportResult r;
+  if (!entries.empty() && !worker_->RequestImport(zone, entries, index, &r)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
+  }
+  for (std::string& e : r.rejected) {
+    if (errors.size() >= ConnImportResult::kMaxRejectedShown) break;
+    errors.push_back(std::move(e));
+  }
+  resp->set_imported(r.imported);
+  resp->set_rejected_count(rejected + r.rejected_count);
+  for (auto& e : errors) resp->add_rejected(std::move(e));
   return grpc::Status::OK;
 }
 

@@ -1,9 +1,12 @@
 // LocalApi: the dataplane's gRPC service (proto DataplaneService) on a unix
 // socket, for the host agent and for operators' read-outs. Who may call it
 // is decided before gRPC sees a connection (api_socket.h). Calls are
-// serialised by DataplaneState's mutex; connection read-outs and flushes go
-// through the worker's mailbox. Errors come back as INVALID_ARGUMENT (or
-// FAILED_PRECONDITION for a delta from the wrong revision) with the message
+// serialised by DataplaneState's mutex; connection read-outs, flushes,
+// exports and imports go through the worker's mailbox (the worker owns the
+// connection table). GetState is the agent's health probe: no counters, a
+// random instance_id drawn when the LocalApi is made (once per start).
+// Export/Import of an unknown (or empty) vnic_id: NOT_FOUND (INVALID_ARGUMENT). Errors come back as
+// INVALID_ARGUMENT (or FAILED_PRECONDITION for a delta from the wrong revision) with the message
 // naming what was wrong; what was enforced stays enforced.
 #pragma once
 
@@ -47,10 +50,20 @@ class LocalApi final : public v1::DataplaneService::Service {
   grpc::Status Flush(grpc::ServerContext*, const v1::FlushRequest*, v1::FlushResponse*) override;
   grpc::Status FlowRecords(grpc::ServerContext*, const v1::FlowRecordsRequest*,
                            v1::FlowRecordsResponse*) override;
+  grpc::Status GetState(grpc::ServerContext*, const v1::GetStateRequest*,
+                        v1::GetStateResponse*) override;
+  grpc::Status ExportConnections(grpc::ServerContext*, const v1::ExportConnectionsRequest*,
+                                 v1::ExportConnectionsResponse*) override;
+  grpc::Status ImportConnections(grpc::ServerContext*, const v1::ImportConnectionsRequest*,
+                                 v1::ImportConnectionsResponse*) override;
+
+  uint64_t instance_id() const { return instance_id_; }
 
  private:
   // The zone (local id) of a vNIC id; "" means all zones (-1).
   grpc::Status ZoneOf(const std::string& vnic_id, int* zone) const;
+  // The zone of exactly one vNIC: empty is INVALID_ARGUMENT, unknown NOT_FOUND.
+  grpc::Status ZoneOfOne(const std::string& vnic_id, uint16_t* zone) const;
 
   DataplaneState* state_;
   Pipeline* pipeline_;
@@ -58,6 +71,13 @@ class LocalApi final : public v1::DataplaneService::Service {
   std::mutex flows_mu_;
   std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer
   std::function<uint64_t()> refused_connections_;
+  const uint64_t instance_id_;
 };
+
+// ConnectionEntry <-> ConnExport. FromProto checks what the narrower C++
+// fields cannot hold (address lengths and families, ranges); the rest is
+// ValidateConnExport's, at import. Errors name the ConnectionEntry field.
+void ConnectionEntryToProto(const ConnExport& c, v1::ConnectionEntry* out);
+Status ConnectionEntryFromProto(const v1::ConnectionEntry& in, ConnExport* out);
 
 }  // namespace dfw::dataplane

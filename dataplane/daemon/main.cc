@@ -301,6 +301,10 @@ int main(int argc, char** argv) {
                  endpoint.host_port.c_str());
     builder.AddListeningPort(endpoint.host_port, grpc::InsecureServerCredentials(), &tcp_port);
   }
+  // A vNIC's connections travel in one Export/ImportConnections message
+  // (about 60 bytes each; 100k is 6 MB, over gRPC's default 4 MB).
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxSendMessageSize(256 << 20);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || (endpoint.kind == ApiEndpoint::Kind::kTcp && tcp_port == 0)) {

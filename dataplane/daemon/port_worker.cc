@@ -17,12 +17,17 @@ uint64_t MonotonicMs() {
 }
 
 struct PortWorker::Request {
-  enum class Kind { kConnections, kFlush } kind;
+  enum class Kind { kConnections, kFlush, kExport, kImport } kind;
   int zone = -1;
   uint32_t limit = 0;
   std::vector<ConnInfo>* conns = nullptr;
   uint64_t flushed = 0;
   std::atomic<bool> done{false};
+  std::vector<ConnExport>* exported = nullptr;  // kExport
+  uint32_t total = 0;
+  const std::vector<ConnExport>* to_import = nullptr;  // kImport
+  const uint32_t* numbers = nullptr;
+  ConnImportResult imported;
 };
 
 PortWorker::PortWorker(Pipeline* pipeline, rte_mempool* pool, const PortWorkerConfig& config)
@@ -63,6 +68,26 @@ bool PortWorker::RequestFlush(int zone, uint64_t* flushed, uint32_t timeout_ms) 
   return ok;
 }
 
+bool PortWorker::RequestExport(uint16_t zone, uint32_t max, std::vector<ConnExport>* out,
+                               uint32_t* total, uint32_t timeout_ms) {
+  Request r{Request::Kind::kExport, zone, max};
+  r.exported = out;
+  bool ok = Submit(&r, timeout_ms);
+  if (ok) *total = r.total;
+  return ok;
+}
+
+bool PortWorker::RequestImport(uint16_t zone, const std::vector<ConnExport>& entries,
+                               const std::vector<uint32_t>& numbers, ConnImportResult* result,
+                               uint32_t timeout_ms) {
+  Request r{Request::Kind::kImport, zone};
+  r.to_import = &entries;
+  r.numbers = numbers.size() == entries.size() ? numbers.data() : nullptr;
+  bool ok = Submit(&r, timeout_ms);
+  if (ok) *result = std::move(r.imported);
+  return ok;
+}
+
 void PortWorker::Serve(uint64_t now_ms) {
   Request* r = mailbox_.load(std::memory_order_acquire);
   if (!r) return;
@@ -73,8 +98,13 @@ void PortWorker::Serve(uint64_t now_ms) {
       if (r->conns->size() >= r->limit) return;
       if (r->zone < 0 || c.zone == r->zone) r->conns->push_back(c);
     });
-  } else {
+  } else if (r->kind == Request::Kind::kFlush) {
     r->flushed = ct.Flush(r->zone);
+  } else if (r->kind == Request::Kind::kExport) {
+    r->total = ct.ExportZone(static_cast<uint16_t>(r->zone), now_ms, r->limit, r->exported);
+  } else {
+    r->imported = ct.ImportAll(static_cast<uint16_t>(r->zone), r->to_import->data(),
+                               r->to_import->size(), now_ms, r->numbers);
   }
   r->done.store(true, std::memory_order_release);
 }

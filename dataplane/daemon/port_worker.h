@@ -13,7 +13,7 @@
 // connection table) travel through a mailbox checked once per loop.
 //
 // Thread safety: Run() on the worker lcore; RequestConnections / RequestFlush
-// / Stop from one control thread.
+// / RequestExport / RequestImport / Stop from one control thread.
 #pragma once
 
 #include <atomic>
@@ -50,6 +50,12 @@ class PortWorker {
   bool RequestConnections(int zone, uint32_t limit, std::vector<ConnInfo>* out,
                           uint32_t timeout_ms = 2000);
   bool RequestFlush(int zone, uint64_t* flushed, uint32_t timeout_ms = 2000);
+  // ConnTable::ExportZone / ImportAll on the worker (conn_table.h).
+  bool RequestExport(uint16_t zone, uint32_t max, std::vector<ConnExport>* out, uint32_t* total,
+                     uint32_t timeout_ms = 2000);
+  bool RequestImport(uint16_t zone, const std::vector<ConnExport>& entries,
+                     const std::vector<uint32_t>& numbers, ConnImportResult* result,
+                     uint32_t timeout_ms = 2000);
 
   uint64_t rx_packets() const { return rx_.load(std::memory_order_relaxed); }
   uint64_t tx_packets() const { return tx_.load(std::memory_order_relaxed); }

@@ -5,6 +5,13 @@
 //     counters                          revision, refused API connections, per-vNIC,
 //                                       per-rule, per-drop-reason counters
 //     connections [--vnic ID] [--max N] the conntrack table (all vNICs or one)
+//     connections export VNIC [--max N] a vNIC's connections as they move with
+//                                       their VM: one dfw.v1.ConnectionEntry per line
+//                                       (protobuf JSON); the total on stderr
+//     connections import VNIC FILE      the same lines into a vNIC (imported,
+//                                       rejected and the first errors)
+//     state                             what the dataplane enforces (GetState): revision,
+//                                       instance id, restored from --state-dir, vNICs
 //     flows [--max N]                   the most recent flow records (default 100)
 //     vnics [--state-dir DIR]           the vNICs the dataplane knows (from Counters; with the
 //                                       dataplane's --state-dir also local id, MAC, IPs)
@@ -41,6 +48,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+constexpr int kMaxMessage = 256 << 20;  // the dataplane's own limit (main.cc)
 
 int Usage(const std::string& why = "") {
   if (!why.empty()) std::fprintf(stderr, "dfw-dpctl: %s\n", why.c_str());
@@ -48,6 +56,9 @@ int Usage(const std::string& why = "") {
                "usage: dfw-dpctl [--api unix:PATH] [-o table|json] [--timeout SEC] <command>\n"
                "  counters\n"
                "  connections [--vnic ID] [--max N]\n"
+               "  connections export VNIC [--max N]   (JSON lines, dfw.v1.ConnectionEntry)\n"
+               "  connections import VNIC FILE\n"
+               "  state\n"
                "  flows [--max N]\n"
                "  vnics [--state-dir DIR]\n"
                "  set-vnic --id ID --local-id N --mac M [--ip A]...\n"
@@ -124,8 +135,12 @@ struct Cli {
   std::unique_ptr<v1::DataplaneService::Stub> stub;
 
   void Connect() {
-    stub =
-        v1::DataplaneService::NewStub(grpc::CreateChannel(api, grpc::InsecureChannelCredentials()));
+    // A vNIC's exported connections may exceed gRPC's default 4 MB message.
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessage);
+    args.SetMaxSendMessageSize(kMaxMessage);
+    stub = v1::DataplaneService::NewStub(
+        grpc::CreateCustomChannel(api, grpc::InsecureChannelCredentials(), args));
   }
   void Prepare(grpc::ClientContext* ctx) const {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
@@ -226,7 +241,88 @@ int Counters(Cli& cli) {
   return kExitOk;
 }
 
+// One ConnectionEntry per line, compact JSON (what `connections import` reads).
+int ExportConnections(Cli& cli, const Args& a) {
+  if (auto e = a.Check({"--max"}, 2); !e.empty()) return Usage(e);
+  if (a.pos.size() < 2) return Usage("connections export needs a vNIC id");
+  v1::ExportConnectionsRequest req;
+  req.set_vnic_id(a.pos[1]);
+  uint32_t max = 0;
+  if (!MaxOption(a, &max)) return Usage("--max wants a positive number");
+  req.set_max_entries(max);
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  v1::ExportConnectionsResponse r;
+  if (auto st = cli.stub->ExportConnections(&ctx, req, &r); !st.ok())
+    return cli.Fail("connections export", st);
+  google::protobuf::util::JsonPrintOptions o;
+  o.always_print_primitive_fields = true;
+  for (const auto& c : r.entries()) {
+    std::string line;
+    if (!google::protobuf::util::MessageToJsonString(c, &line, o).ok()) return kExitRefused;
+    std::printf("%s\n", line.c_str());
+  }
+  std::fprintf(stderr, "exported %d of %u connections of %s\n", r.entries_size(), r.total(),
+               a.pos[1].c_str());
+  return kExitOk;
+}
+
+int ImportConnections(Cli& cli, const Args& a) {
+  if (auto e = a.Check({}, 3); !e.empty()) return Usage(e);
+  if (a.pos.size() < 3) return Usage("connections import needs a vNIC id and a file");
+  std::ifstream in(a.pos[2]);
+  if (!in) {
+    std::fprintf(stderr, "dfw-dpctl: cannot read %s\n", a.pos[2].c_str());
+    return kExitUsage;
+  }
+  v1::ImportConnectionsRequest req;
+  req.set_vnic_id(a.pos[1]);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (auto st = google::protobuf::util::JsonStringToMessage(line, req.add_entries()); !st.ok()) {
+      std::fprintf(stderr, "dfw-dpctl: %s line %d is not a dfw.v1.ConnectionEntry: %s\n",
+                   a.pos[2].c_str(), n, std::string(st.message()).c_str());
+      return kExitUsage;
+    }
+  }
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  v1::ImportConnectionsResponse r;
+  if (auto st = cli.stub->ImportConnections(&ctx, req, &r); !st.ok())
+    return cli.Fail("connections import", st);
+  if (cli.json) return PrintJson(r) ? kExitOk : kExitRefused;
+  std::printf("imported %u connections into %s, rejected %u\n", r.imported(), a.pos[1].c_str(),
+              r.rejected_count());
+  for (const auto& e : r.rejected()) std::printf("  %s\n", e.c_str());
+  return kExitOk;
+}
+
+int State(Cli& cli) {
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  v1::GetStateResponse r;
+  if (auto st = cli.stub->GetState(&ctx, v1::GetStateRequest(), &r); !st.ok())
+    return cli.Fail("state", st);
+  std::sort(r.mutable_vnics()->begin(), r.mutable_vnics()->end(),
+            [](const v1::DataplaneVNic& x, const v1::DataplaneVNic& y) { return x.id() < y.id(); });
+  if (cli.json) return PrintJson(r) ? kExitOk : kExitRefused;
+  std::printf("applied revision: %llu\n", static_cast<unsigned long long>(r.applied_revision()));
+  std::printf("instance id: %016llx\n", static_cast<unsigned long long>(r.instance_id()));
+  std::printf("restored from state dir: %s\n\n", r.restored() ? "yes" : "no");
+  Table t({"VNIC", "LOCAL_ID", "MAC", "IPS"});
+  for (const auto& v : r.vnics()) {
+    std::string ips;
+    for (const auto& ip : v.bound_ips()) ips += (ips.empty() ? "" : ",") + ip;
+    t.Add({v.id(), Num(v.local_id()), v.mac(), ips.empty() ? "-" : ips});
+  }
+  t.Print();
+  return kExitOk;
+}
+
 int Connections(Cli& cli, const Args& a) {
+  if (!a.pos.empty() && a.pos[0] == "export") return ExportConnections(cli, a);
+  if (!a.pos.empty() && a.pos[0] == "import") return ImportConnections(cli, a);
   if (auto e = a.Check({"--vnic", "--max"}, 0); !e.empty()) return Usage(e);
   v1::ConnectionsRequest req;
   req.set_vnic_id(a.Get("--vnic"));
@@ -453,6 +549,10 @@ int main(int argc, char** argv) {
     return Counters(cli);
   }
   if (command == "connections") return Connections(cli, args);
+  if (command == "state") {
+    if (auto e = args.Check({}, 0); !e.empty()) return Usage(e);
+    return State(cli);
+  }
   if (command == "flows") return Flows(cli, args);
   if (command == "vnics") return Vnics(cli, args);
   if (command == "set-vnic") return SetVnic(cli, args);

@@ -19,11 +19,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -255,6 +257,176 @@ TEST_F(DataplaneDaemonTest, EnforcesPersistedStateAfterKill9BeforeAnyAgentConnec
   EXPECT_NE(flows.find("\"kind\":\"allowed\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"kind\":\"denied\",\"time_ms\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"dport\":22"), std::string::npos) << flows;
+}
+
+// --- GetState and connections that move with their VM -----------------------
+
+v1::GetStateResponse GetState(v1::DataplaneService::Stub* api) {
+  grpc::ClientContext ctx;
+  v1::GetStateResponse r;
+  auto st = api->GetState(&ctx, v1::GetStateRequest(), &r);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return r;
+}
+
+grpc::Status SetVnic(v1::DataplaneService::Stub* api, const v1::DataplaneVNic& v) {
+  grpc::ClientContext ctx;
+  v1::SetVNicRequest req;
+  *req.mutable_vnic() = v;
+  v1::DataplaneVNic resp;
+  return api->SetVNic(&ctx, req, &resp);
+}
+
+grpc::Status Export(v1::DataplaneService::Stub* api, const std::string& vnic,
+                    v1::ExportConnectionsResponse* r) {
+  grpc::ClientContext ctx;
+  v1::ExportConnectionsRequest req;
+  req.set_vnic_id(vnic);
+  return api->ExportConnections(&ctx, req, r);
+}
+
+grpc::Status Import(v1::DataplaneService::Stub* api, const std::string& vnic,
+                    const std::vector<v1::ConnectionEntry>& entries,
+                    v1::ImportConnectionsResponse* r) {
+  grpc::ClientContext ctx;
+  v1::ImportConnectionsRequest req;
+  req.set_vnic_id(vnic);
+  for (const auto& e : entries) *req.add_entries() = e;
+  return api->ImportConnections(&ctx, req, r);
+}
+
+TEST_F(DataplaneDaemonTest, GetStateThenAVnicsConnectionsMoveToAnotherVnic) {
+  std::string log1 = (dir_ / "run1.log").string();
+  uint64_t first_instance = 0;
+  {
+    Child dp(Args("api.sock", "net_null0", "dpa"), log1);
+    ASSERT_TRUE(WaitFor(log1, "dfw-dataplane: ready", 20)) << Slurp(log1);
+    auto api = v1::DataplaneService::NewStub(grpc::CreateChannel(
+        "unix:" + (dir_ / "api.sock").string(), grpc::InsecureChannelCredentials()));
+    v1::GetStateResponse s0 = GetState(api.get());
+    EXPECT_EQ(s0.applied_revision(), 0u);
+    EXPECT_EQ(s0.vnics_size(), 0);
+    EXPECT_FALSE(s0.restored());
+    EXPECT_NE(s0.instance_id(), 0u);
+    for (const auto& v : {WebVnic(), DbVnic()}) ASSERT_TRUE(SetVnic(api.get(), v).ok());
+    grpc::ClientContext ctx;
+    v1::SetStateRequest req;
+    *req.mutable_full() = WebDbState(7);
+    v1::SetStateResponse resp;
+    ASSERT_TRUE(api->SetState(&ctx, req, &resp).ok());
+    v1::GetStateResponse s1 = GetState(api.get());
+    EXPECT_EQ(s1.applied_revision(), 7u);
+    ASSERT_EQ(s1.vnics_size(), 2);
+    std::set<std::string> ids = {s1.vnics(0).id(), s1.vnics(1).id()};
+    EXPECT_EQ(ids, (std::set<std::string>{"web-1-eth0", "db-1-eth0"}));
+    EXPECT_EQ(s1.instance_id(), s0.instance_id());  // one run, one id
+    EXPECT_FALSE(s1.restored());
+    first_instance = s0.instance_id();
+    dp.Kill9();
+  }
+
+  // Restarted from --state-dir, with a SYN from web to db:5432 (allowed, so
+  // tracked in web's zone) on its port.
+  const Mac web_mac = MacOf(0x11), db_mac = MacOf(0x21);
+  Tcp syn;
+  syn.sport = 40000;
+  syn.dport = 5432;
+  WritePcap((dir_ / "in.pcap").string(),
+            {Cat(Eth(1, false, web_mac, db_mac, 0x0800),
+                 Ipv4(Ip4(198, 18, 1, 11), Ip4(198, 18, 2, 21), 6, TcpHeader(syn)))});
+  std::string log2 = (dir_ / "run2.log").string();
+  Child dp(Args("api.sock",
+                "net_pcap0,rx_pcap=" + (dir_ / "in.pcap").string() +
+                    ",tx_pcap=" + (dir_ / "out.pcap").string(),
+                "dpb"),
+           log2);
+  ASSERT_TRUE(WaitFor(log2, "dfw-dataplane: ready", 20)) << Slurp(log2);
+  const std::string target = "unix:" + (dir_ / "api.sock").string();
+  auto api = v1::DataplaneService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  v1::GetStateResponse s2 = GetState(api.get());
+  EXPECT_TRUE(s2.restored());
+  EXPECT_EQ(s2.applied_revision(), 7u);
+  EXPECT_EQ(s2.vnics_size(), 2);
+  EXPECT_NE(s2.instance_id(), first_instance);  // a restart shows
+  EXPECT_EQ(GetState(api.get()).instance_id(), s2.instance_id());
+
+  v1::ExportConnectionsResponse web;
+  for (int i = 0; i < 100 && web.entries_size() == 0; ++i) {
+    web.Clear();
+    ASSERT_TRUE(Export(api.get(), "web-1-eth0", &web).ok());
+    if (web.entries_size() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(web.entries_size(), 1) << Slurp(log2);
+  EXPECT_EQ(web.total(), 1u);
+  const v1::ConnectionEntry& c = web.entries(0);
+  EXPECT_EQ(c.protocol(), 6u);
+  EXPECT_EQ(c.src_ip(), std::string("\xc6\x12\x01\x0b", 4));  // 198.18.1.11
+  EXPECT_EQ(c.dst_ip(), std::string("\xc6\x12\x02\x15", 4));  // 198.18.2.21
+  EXPECT_EQ(c.src_port(), 40000u);
+  EXPECT_EQ(c.dst_port(), 5432u);
+  EXPECT_EQ(c.direction(), v1::DIRECTION_OUT);
+  EXPECT_EQ(c.state(), v1::CONNECTION_STATE_SYN_SENT);
+  EXPECT_EQ(c.rule_num(), 10u);
+  EXPECT_EQ(c.tcp_orig().state(), 1u);
+  EXPECT_EQ(c.tcp_orig().seq_end(), 1001u);  // ISN 1000 + the SYN
+  EXPECT_GT(c.expires_in_ms(), 0u);
+
+  // Into another vNIC that has no ruleset yet (as right after SetVNic on the
+  // host the VM reaches), next to a malformed entry.
+  v1::DataplaneVNic web2 = WebVnic();
+  web2.set_id("web-2-eth0");
+  web2.set_local_id(3);
+  web2.set_mac("52:54:00:00:00:12");
+  ASSERT_TRUE(SetVnic(api.get(), web2).ok());
+  v1::ConnectionEntry bad = c;
+  bad.set_src_ip("12345");
+  v1::ImportConnectionsResponse imported;
+  ASSERT_TRUE(Import(api.get(), "web-2-eth0", {c, bad}, &imported).ok());
+  EXPECT_EQ(imported.imported(), 1u);
+  EXPECT_EQ(imported.rejected_count(), 1u);
+  ASSERT_EQ(imported.rejected_size(), 1);
+  EXPECT_EQ(imported.rejected(0), "entries[1].src_ip: 5 bytes, not 4 or 16");
+  v1::ExportConnectionsResponse moved;
+  ASSERT_TRUE(Export(api.get(), "web-2-eth0", &moved).ok());
+  ASSERT_EQ(moved.entries_size(), 1);
+  v1::ConnectionEntry want = c;
+  want.set_expires_in_ms(moved.entries(0).expires_in_ms());
+  EXPECT_EQ(moved.entries(0).SerializeAsString(), want.SerializeAsString())
+      << moved.entries(0).DebugString();
+  EXPECT_LE(moved.entries(0).expires_in_ms(), c.expires_in_ms());
+
+  // Unknown and empty vNIC ids.
+  v1::ExportConnectionsResponse none;
+  grpc::Status st = Export(api.get(), "nope", &none);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("vnic_id: 'nope'"), std::string::npos) << st.error_message();
+  st = Import(api.get(), "nope", {c}, &imported);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Export(api.get(), "", &none).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The same through dfw-dpctl: state, export as JSON lines, import them.
+  const std::string dpctl = std::string(DFW_DPCTL_BIN) + " --api " + target + " ";
+  const std::string out = (dir_ / "dpctl.out").string();
+  ASSERT_EQ(std::system((dpctl + "state > " + out + " 2>&1").c_str()), 0) << Slurp(out);
+  EXPECT_NE(Slurp(out).find("restored from state dir: yes"), std::string::npos) << Slurp(out);
+  EXPECT_NE(Slurp(out).find("web-2-eth0"), std::string::npos) << Slurp(out);
+  const std::string lines = (dir_ / "conns.jsonl").string();
+  ASSERT_EQ(std::system((dpctl + "connections export web-1-eth0 > " + lines).c_str()), 0);
+  const std::string exported = Slurp(lines);
+  EXPECT_NE(exported.find("\"dstPort\":5432"), std::string::npos) << exported;
+  EXPECT_EQ(std::count(exported.begin(), exported.end(), '\n'), 1) << exported;
+  v1::DataplaneVNic web3 = web2;
+  web3.set_id("web-3-eth0");
+  web3.set_local_id(4);
+  ASSERT_TRUE(SetVnic(api.get(), web3).ok());
+  ASSERT_EQ(std::system((dpctl + "connections import web-3-eth0 " + lines + " > " + out).c_str()),
+            0)
+      << Slurp(out);
+  EXPECT_NE(Slurp(out).find("imported 1 connections into web-3-eth0, rejected 0"),
+            std::string::npos)
+      << Slurp(out);
+  EXPECT_NE(std::system((dpctl + "connections export nope > " + out + " 2>&1").c_str()), 0);
 }
 
 // --- The local API's trust ---------------------------------------------------
