@@ -96,12 +96,33 @@ void HostFeed::RequestFull() {
   if (wake) CallWake();
 }
 
+void HostFeed::QueueImport(dfw::v1::ConnectionImport msg) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (imports_.size() >= kMaxImports) {
+      imports_.pop_front();
+      ++stats_.imports_dropped;
+    }
+    imports_.push_back(std::move(msg));
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
 std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& compiler,
                                                         uint64_t revision) {
   std::lock_guard<std::mutex> l(mu_);
   scheduled_ = false;
   if (in_flight_ || !PendingLocked()) return std::nullopt;
   dfw::v1::ControllerToHost msg;
+  if (!imports_.empty()) {
+    *msg.mutable_connections() = std::move(imports_.front());
+    imports_.pop_front();
+    in_flight_ = true;
+    ++stats_.imports;
+    return msg;
+  }
   if (full_) {
     *msg.mutable_full() = compiler.FullState(host_id_, revision);
     ++stats_.fulls;
@@ -121,7 +142,6 @@ bool HostFeed::Deliver(dfw::v1::ControllerToHost msg) {
   if (!deliver_) return false;
   return deliver_(std::move(msg));
 }
-
 
 void HostFeed::WriteDone(uint64_t generation) {
   bool wake = false;

@@ -108,6 +108,17 @@ class SessionReactor final
         absl::Status s = model_->Ack(feed_->host_id(), in_.ack());
         return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
+      case dfw::v1::HostToController::kConnections: {
+        if (!feed_)
+          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                              "connections: send hello first");
+        if (IsVm()) {
+          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "connections: a guest agent has no dataplane connections to hand on");
+        }
+        absl::Status s = model_->AddConnectionExport(feed_->host_id(), in_.connections());
+        return s.ok() ? grpc::Status::OK : ToGrpc(s);
+      }
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
     }

@@ -1064,6 +1064,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
                                           bool replace_host, const dfw::v1::Host* host_record,
                                           uint64_t* revision_out) {
   *revision_out = revision_;
+  const auto now = Clock::now();
   // Validate every VM first: nothing is applied when one is wrong.
   std::vector<tagging::VmSpec> specs;
   std::vector<dfw::v1::Vm> protos;
@@ -1111,6 +1112,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
         connected(old->second.host())) {
       refused.push_back(
           Cat("vm '", vm.id(), "' is held by connected host '", old->second.host(), "'"));
+      handover_.Claim(vm, now);  // it takes the VM over when the owner lets it go
       continue;
     }
     TagList api = old == vms_.end() ? TagList{} : TagsOf(old->second.api_tags());
@@ -1178,18 +1180,39 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   }
   std::vector<std::string> removals;
   if (replace_host) {
+    handover_.KeepClaims(host_id, [&](const std::string& id) { return listed.count(id) > 0; });
     for (const auto& [id, vm] : vms_) {
       if (vm.host() == host_id && !listed.count(id)) removals.push_back(id);
     }
   }
   std::set<std::string> removing;
   for (const auto& id : vms_removed) {
+    handover_.Unclaim(id, host_id);
     // Only the host's own VMs (one that moved on is no longer its to remove).
     auto it = vms_.find(id);
     if (it != vms_.end() && it->second.host() == host_id && !listed.count(id) &&
         removing.insert(id).second) {
       removals.push_back(id);
     }
+  }
+  // A VM its owner lets go while another connected host reports it moves to
+  // that host in this same change (vm_handover.h): it is not removed.
+  for (auto it = removals.begin(); it != removals.end();) {
+    auto claim = handover_.TakeClaim(*it, host_id, connected);
+    if (!claim) {
+      ++it;
+      continue;
+    }
+    auto spec = tagging::VmFromProto(*claim);
+    if (!spec.ok()) {  // valid when it was reported; never expected
+      ++it;
+      continue;
+    }
+    spec->tags = SetTagSources(TagsOf(vms_.at(*it).api_tags()), spec->tags, &*claim);
+    spdlog::info("vm {} moves from host {} to host {}", *it, host_id, claim->host());
+    specs.push_back(std::move(*spec));
+    protos.push_back(std::move(*claim));
+    it = removals.erase(it);
   }
   bool host_changed = false;
   if (host_record != nullptr) {
@@ -1217,6 +1240,11 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   std::vector<VmChange> changes;
   ChangeSet cs(rev);
   put_silent(&cs);
+  std::vector<std::pair<std::string, std::string>> moved;  // (vm, new host)
+  for (const auto& vm : protos) {
+    auto o = vms_.find(vm.id());
+    if (o == vms_.end() || o->second.host() != vm.host()) moved.emplace_back(vm.id(), vm.host());
+  }
   for (size_t i = 0; i < specs.size(); ++i) {
     VmChange c;
     c.id = specs[i].id;
@@ -1248,8 +1276,47 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   }
   DFW_COMMIT_VM_CHANGES(changes, cs);
   keep_silent();
+  // Still under the writer lock: the new owner's feed holds the imports
+  // before a sender can build the delta with the VM's rules.
+  for (const auto& [vm_id, to] : moved) SendImports(vm_id, to, now);
   *revision_out = rev;
   return absl::OkStatus();
+}
+
+void ModelService::SendImports(const std::string& vm_id, const std::string& to,
+                               Clock::time_point now) {
+  auto imports = handover_.TakeImports(vm_id, to, now);
+  if (imports.empty()) return;
+  size_t entries = 0;
+  for (const auto& m : imports) entries += m.entries_size();
+  spdlog::info("vm {}: {} connections from host {} handed to host {}", vm_id, entries,
+               imports.front().from_host(), to);
+  std::lock_guard<std::mutex> r(rmu_);
+  auto& hs = hosts_[to];
+  if (!hs) {
+    hs = std::make_unique<HostState>();
+    hs->id = to;
+  }
+  if (!hs->feed) hs->feed = std::make_shared<HostFeed>(to);
+  for (auto& m : imports) hs->feed->QueueImport(std::move(m));
+}
+
+absl::Status ModelService::AddConnectionExport(const std::string& host_id,
+                                               const dfw::v1::ConnectionExport& msg) {
+  std::unique_lock l(mu_);
+  auto it = vms_.find(msg.vm_id());
+  bool own_vnic = false;
+  if (it != vms_.end() && it->second.host() == host_id) {
+    for (const auto& n : it->second.vnics()) own_vnic = own_vnic || n.id() == msg.vnic_id();
+  }
+  if (!own_vnic) {
+    // A race with a move the controller already decided (or a confused
+    // agent): the entries are not this host's to hand on.
+    spdlog::warn("host {}: connections of vm '{}' vNIC '{}' ignored: not a vNIC of a VM it holds",
+                 host_id, msg.vm_id(), msg.vnic_id());
+    return absl::OkStatus();
+  }
+  return handover_.AddExport(host_id, msg, Clock::now());
 }
 
 absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
@@ -1433,6 +1500,7 @@ ModelStats ModelService::Stats() const {
   s.hosts = hosts_.size();
   for (const auto& [id, hs] : hosts_) s.connected_hosts += hs->connected ? 1 : 0;
   s.refused_vm_claims = refused_vm_claims_;
+  s.handover = handover_.stats();
   return s;
 }
 

@@ -596,7 +596,11 @@ void RestApi::Routes() {
                         {"hosts", st.hosts},
                         {"connected_hosts", st.connected_hosts},
                         {"memberships", st.index.memberships},
-                        {"compiled_rule_refs", st.compiler.compiled_rule_refs}};
+                        {"compiled_rule_refs", st.compiler.compiled_rule_refs},
+                        {"vm_claims_waiting", st.handover.claims_waiting},
+                        {"vm_handovers", st.handover.handovers},
+                        {"connections_moved", st.handover.entries_moved},
+                        {"connections_dropped", st.handover.entries_dropped}};
     res.set_content(j.dump(), "application/json");
   });
   TrustRoutes(s);

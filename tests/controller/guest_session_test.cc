@@ -23,15 +23,6 @@ using namespace std::chrono_literals;
 constexpr const char* kUuid = "0b5e0000-0000-4000-8000-0000000000aa";
 constexpr const char* kGuestHost = "guest:0b5e0000-0000-4000-8000-0000000000aa";
 
-bool WaitFor(const std::function<bool()>& pred, int ms = 5000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
 // The guest's VM as dfw-vmagent reports it (guest_facts.h): vNIC
 // "<uuid>.eth0", the guest's own hostname, and tags it has no right to.
 dfw::v1::Vm GuestVm(const std::string& ip, const std::string& hostname = "gst") {
@@ -52,15 +43,8 @@ dfw::v1::Vm GuestVm(const std::string& ip, const std::string& hostname = "gst") 
   return vm;
 }
 
-class GuestSessionModelTest : public ::testing::Test {
+class GuestSessionModelTest : public WebToDbControllerTest {
  protected:
-  void SetUp() override {
-    opts_.data_dir = dir_.path() + "/db";
-    opts_.insecure = true;  // plaintext on loopback: these tests are about the model
-    ASSERT_TRUE(server_.Start(opts_).ok());
-    rest_ = std::make_unique<Rest>(server_.http_port());
-    PostWebToDb(*rest_);
-  }
   json Vm(const std::string& id) { return rest_->Get("/api/v1/vms/" + id).body; }
   json Members(const std::string& group) {
     return rest_->Get("/api/v1/groups/" + group + "/members").body;
@@ -71,11 +55,6 @@ class GuestSessionModelTest : public ::testing::Test {
     }
     return false;
   }
-
-  TempDir dir_;
-  ControllerOptions opts_;
-  ControllerServer server_;
-  std::unique_ptr<Rest> rest_;
 };
 
 TEST_F(GuestSessionModelTest, AGuestIsAMemberByApiTagsOnlyAndGetsItsRules) {

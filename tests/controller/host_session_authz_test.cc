@@ -31,25 +31,8 @@ uint64_t U64(const json& j, const std::string& key) {
   return std::stoull(j[key].get<std::string>());
 }
 
-bool WaitFor(const std::function<bool()>& pred, int ms = 5000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
-class HostSessionAuthzTest : public ::testing::Test {
+class HostSessionAuthzTest : public WebToDbControllerTest {
  protected:
-  void SetUp() override {
-    opts_.data_dir = dir_.path() + "/db";
-    opts_.insecure = true;  // plaintext on loopback: these tests are about the model
-    ASSERT_TRUE(server_.Start(opts_).ok());
-    rest_ = std::make_unique<Rest>(server_.http_port());
-    PostWebToDb(*rest_);
-  }
-
   void Restart() {
     rest_.reset();
     server_.Stop();
@@ -92,11 +75,6 @@ class HostSessionAuthzTest : public ::testing::Test {
     EXPECT_EQ(r.status, 200) << r.body;
     return U64(r.body, "revision");
   }
-
-  TempDir dir_;
-  ControllerOptions opts_;
-  ControllerServer server_;
-  std::unique_ptr<Rest> rest_;
 };
 
 constexpr const char* kRealized = "REALIZATION_STATE_REALIZED";

@@ -85,6 +85,12 @@ class TestHost {
     m.mutable_inventory();  // an empty update is still an update
     ASSERT_TRUE(stream_->Write(m));
   }
+  // One chunk of a vNIC's exported connections.
+  void Connections(const dfw::v1::ConnectionExport& e) {
+    dfw::v1::HostToController m;
+    *m.mutable_connections() = e;
+    ASSERT_TRUE(stream_->Write(m));
+  }
   void Ack(uint64_t rev) {
     dfw::v1::HostToController m;
     m.mutable_ack()->set_revision(rev);

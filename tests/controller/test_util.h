@@ -5,16 +5,29 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "dfw/controller/controller_server.h"
 #include "gtest/gtest.h"
 
 namespace dfw::controller::testing {
+
+// Polls `pred` every 10 ms until it holds or `ms` passed; its last value.
+inline bool WaitFor(const std::function<bool()>& pred, int ms = 5000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
 
 class TempDir {
  public:
@@ -97,5 +110,23 @@ inline void PostWebToDb(Rest& rest) {
               "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],"action":"ACTION_ALLOW"}]})");
   ASSERT_EQ(rest.Post("/api/v1/policies", p).status, 201);
 }
+
+// An in-process controller on loopback (plaintext: these tests are about
+// the model), with the web and db groups and the web-to-db policy.
+class WebToDbControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    opts_.data_dir = dir_.path() + "/db";
+    opts_.insecure = true;
+    ASSERT_TRUE(server_.Start(opts_).ok());
+    rest_ = std::make_unique<Rest>(server_.http_port());
+    PostWebToDb(*rest_);
+  }
+
+  TempDir dir_;
+  ControllerOptions opts_;
+  ControllerServer server_;
+  std::unique_ptr<Rest> rest_;
+};
 
 }  // namespace dfw::controller::testing

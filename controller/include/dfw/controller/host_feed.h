@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -38,7 +39,8 @@ class HostFeed {
   // so a host that comes back holding last_sent() gets one delta instead of
   // a full state. Attach returns the session's generation; calls carrying
   // an older generation (a previous session's late completions) are ignored.
-  uint64_t Attach(std::function<void()> wake, std::function<bool(dfw::v1::ControllerToHost)> deliver);
+  uint64_t Attach(std::function<void()> wake,
+                  std::function<bool(dfw::v1::ControllerToHost)> deliver);
   // After Detach returns no callback of that session runs and none starts.
   void Detach(uint64_t generation);
   // Wakes a sender if something is pending (after a session attached).
@@ -50,6 +52,12 @@ class HostFeed {
   // Writer side.
   void Merge(const HostChanges& changes);
   void RequestFull();
+  // A VM's connections for this host (vm_handover.h): sent before any state
+  // message, so the revision that gives the host the VM's rules, merged in
+  // the same change, cannot overtake them. Not part of last_sent(); kept
+  // across sessions; at most kMaxImports are held (the oldest dropped).
+  void QueueImport(dfw::v1::ConnectionImport msg);
+  static constexpr size_t kMaxImports = 1024;
 
   // Sender side (reader lock held): the next message, or nullopt when
   // nothing is pending or a write is in flight.
@@ -60,18 +68,19 @@ class HostFeed {
   void WriteDone(uint64_t generation);
 
   struct Stats {
-    uint64_t messages = 0, fulls = 0, merged_changes = 0;
+    uint64_t messages = 0, fulls = 0, merged_changes = 0, imports = 0, imports_dropped = 0;
   };
   Stats stats() const;
 
  private:
-  bool PendingLocked() const { return full_ || !pending_.empty(); }
+  bool PendingLocked() const { return full_ || !pending_.empty() || !imports_.empty(); }
   void WakeIfIdleLocked(bool* wake);
   void CallWake();
 
   const std::string host_id_;
   mutable std::mutex mu_;
   HostChanges pending_;
+  std::deque<dfw::v1::ConnectionImport> imports_;
   bool full_ = false;
   bool scheduled_ = false;
   bool in_flight_ = false;

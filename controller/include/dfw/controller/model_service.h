@@ -43,6 +43,7 @@
 #include "dfw/controller/host_feed.h"
 #include "dfw/controller/policy_compiler.h"
 #include "dfw/controller/store.h"
+#include "dfw/controller/vm_handover.h"
 #include "dfw/tagging/membership_index.h"
 #include "dfw/v1/controller.pb.h"
 #include "dfw/v1/host.pb.h"
@@ -55,6 +56,7 @@ struct ModelStats {
   // VMs a host reported that another connected host holds (refused, kept
   // with their host), since the controller started.
   uint64_t refused_vm_claims = 0;
+  HandoverStats handover;
   tagging::IndexStats index;
   CompilerStats compiler;
 };
@@ -135,9 +137,14 @@ class ModelService {
   // another VM holds the same address. A hypervisor's report of an address
   // a guest holds quarantines the guest's (the hypervisor's inventory is
   // the operator's; the guest's is the guest's word).
-  // Live migration with both hosts connected is for the fleet work later;
-  // for now the old host must report the VM gone first. vms_removed only
-  // removes VMs of the reporting host.
+  // Live migration (vm_handover.h): the refused report of a connected host
+  // is kept as its claim; when the owner's report lets the VM go, the
+  // newest claim of a connected host takes it over in the same change
+  // (never removed, never two owners), and the connections the owner
+  // exported (AddConnectionExport) go to the new owner's feed ahead of the
+  // revision that gives it the VM's rules. A stale report of the old host
+  // only claims: it cannot take the VM back while the new owner keeps it.
+  // vms_removed only removes VMs of the reporting host.
   struct Attached {
     std::shared_ptr<HostFeed> feed;
     uint64_t generation = 0;
@@ -146,6 +153,12 @@ class ModelService {
   absl::StatusOr<Attached> AttachHost(const dfw::v1::HostHello& hello, std::function<void()> wake,
                                       std::function<bool(dfw::v1::ControllerToHost)> deliver);
   absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
+  // One chunk of the connections a host exports for a vNIC of a VM it holds
+  // (host.proto, ConnectionExport), kept for the VM's next owner. One for a
+  // VM the host does not hold is ignored (logged): a move already decided
+  // is not undone by it. INVALID_ARGUMENT: no vm_id or vnic_id.
+  absl::Status AddConnectionExport(const std::string& host_id,
+                                   const dfw::v1::ConnectionExport& msg);
   // An ack for a revision above the last one this controller sent the host
   // (HostFeed::last_sent) is refused with INVALID_ARGUMENT and changes
   // nothing; the session then ends with that status.
@@ -196,6 +209,10 @@ class ModelService {
                               const std::vector<std::string>& vms_removed, bool replace_host,
                               const dfw::v1::Host* host_record, uint64_t* revision_out);
   void Publish(ChangeFanout& fanout, uint64_t revision);
+  // Queues the connections exported for `vm_id` on the feed of its new
+  // owner `to` (creating the host's feed when its session is not bound yet).
+  void SendImports(const std::string& vm_id, const std::string& to,
+                   std::chrono::steady_clock::time_point now);
   // Raises hs.acked to `revision` and settles the revision records it
   // completes (rmu_ held).
   void AdvanceAcked(HostState& hs, uint64_t revision);
@@ -210,6 +227,7 @@ class ModelService {
   std::map<std::string, dfw::v1::SecurityGroup> groups_;
   std::map<std::string, dfw::v1::Policy> policies_;
   std::map<std::string, dfw::v1::Host> host_records_;
+  VmHandover handover_;  // claims of moving VMs and their connections
 
   // Sessions and realization (own lock; taken after mu_ when both are held).
   mutable std::mutex rmu_;
