@@ -17,6 +17,8 @@ ControllerSession::ControllerSession(std::string target,
 
 ControllerSession::~ControllerSession() { Stop(); }
 
+void ControllerSession::SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
+
 void ControllerSession::Start() {
   thread_ = std::thread([this] { Run(); });
 }
@@ -41,7 +43,41 @@ void ControllerSession::SetInventory(std::vector<v1::Vm> vms) {
   inventory_.clear();
   for (auto& vm : vms) inventory_[vm.id()] = std::move(vm);
   have_inventory_ = true;
-  if (stream_ != nullptr && !SendInventoryLocked()) ctx_->TryCancel();
+  // Exports still waiting go first (the next session writes them, then this).
+  if (stream_ != nullptr && exports_.empty() && !SendInventoryLocked()) ctx_->TryCancel();
+}
+
+void ControllerSession::SendConnections(v1::ConnectionExport msg) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (stream_ != nullptr && exports_.empty()) {
+    v1::HostToController out;
+    *out.mutable_connections() = msg;
+    if (stream_->Write(out)) return;
+    ctx_->TryCancel();  // broken: the next session writes it
+  }
+  if (exports_.empty()) {
+    hello_inventory_.reset();
+    if (have_inventory_) hello_inventory_ = inventory_;
+  }
+  if (exports_.size() >= kMaxQueuedExports) {
+    spdlog::warn("controller: {} connection exports waiting; dropped the oldest (vNIC {})",
+                 exports_.size(), exports_.front().vnic_id());
+    exports_.pop_front();
+    exports_dropped_++;
+  }
+  exports_.push_back(std::move(msg));
+}
+
+bool ControllerSession::FlushExportsLocked(
+    grpc::ClientReaderWriter<v1::HostToController, v1::ControllerToHost>* s) {
+  while (!exports_.empty()) {
+    v1::HostToController out;
+    *out.mutable_connections() = exports_.front();
+    if (!s->Write(out)) return false;
+    exports_.pop_front();
+  }
+  hello_inventory_.reset();
+  return true;
 }
 
 bool ControllerSession::SendInventoryLocked() {
@@ -96,14 +132,21 @@ bool ControllerSession::RunOnce() {
   {
     std::lock_guard<std::mutex> l(mu_);
     // The Hello carries the inventory as it is now; updates follow from it.
+    // With exports waiting, the inventory as it was when the first was sent:
+    // they name VMs this host still owned then; the update after them says
+    // what left.
     if (have_inventory_) {
       hello_msg.mutable_hello()->clear_vms();
-      for (const auto& [id, vm] : inventory_) *hello_msg.mutable_hello()->add_vms() = vm;
+      const auto& vms = hello_inventory_ ? *hello_inventory_ : inventory_;
+      for (const auto& [id, vm] : vms) *hello_msg.mutable_hello()->add_vms() = vm;
     }
     if (stream->Write(hello_msg)) {
       sent_.clear();
       for (const auto& vm : hello_msg.hello().vms()) sent_[vm.id()] = vm;
-      stream_ = stream.get();
+      if (FlushExportsLocked(stream.get())) {
+        stream_ = stream.get();
+        if (!SendInventoryLocked()) stream_ = nullptr;
+      }
     }
   }
   if (stream_ != nullptr) {
@@ -116,6 +159,15 @@ bool ControllerSession::RunOnce() {
     v1::ControllerToHost in;
     while (stream->Read(&in)) {
       got_message = true;
+      if (in.has_connections()) {  // not acked: no revision
+        if (hooks_.connections) {
+          hooks_.connections(in.connections());
+        } else {
+          spdlog::warn("controller: connections for vNIC {} ignored (no importer here)",
+                       in.connections().vnic_id());
+        }
+        continue;
+      }
       auto applied = hooks_.apply(in);
       v1::HostToController ack_msg;
       auto* ack = ack_msg.mutable_ack();

@@ -23,42 +23,54 @@ DataplaneClient::DataplaneClient(const std::string& target, std::chrono::millise
       stub_(v1::DataplaneService::NewStub(
           grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
 
-#define DFW_DP_CALL(method, req, resp)                                   \
-  grpc::ClientContext ctx;                                               \
-  ctx.set_deadline(std::chrono::system_clock::now() + deadline_);        \
-  grpc::Status gs = stub_->method(&ctx, req, &resp)
+template <typename Req, typename Resp>
+absl::StatusOr<Resp> DataplaneClient::Call(
+    grpc::Status (v1::DataplaneService::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+    const Req& req, const char* what) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline_);
+  Resp resp;
+  grpc::Status gs = (stub_.get()->*method)(&ctx, req, &resp);
+  if (!gs.ok()) return FromGrpc(gs, what);
+  return resp;
+}
 
 absl::Status DataplaneClient::SetVnic(const v1::DataplaneVNic& vnic) {
   v1::SetVNicRequest req;
   *req.mutable_vnic() = vnic;
-  v1::DataplaneVNic resp;
-  DFW_DP_CALL(SetVNic, req, resp);
-  return FromGrpc(gs, "SetVNic");
+  return Call(&v1::DataplaneService::Stub::SetVNic, req, "SetVNic").status();
 }
 
 absl::Status DataplaneClient::RemoveVnic(const std::string& id) {
   v1::RemoveVNicRequest req;
   req.set_id(id);
-  v1::SetStateResponse resp;
-  DFW_DP_CALL(RemoveVNic, req, resp);
-  return FromGrpc(gs, "RemoveVNic");
+  return Call(&v1::DataplaneService::Stub::RemoveVNic, req, "RemoveVNic").status();
 }
 
 absl::StatusOr<uint64_t> DataplaneClient::SetState(const v1::SetStateRequest& req) {
-  v1::SetStateResponse resp;
-  DFW_DP_CALL(SetState, req, resp);
-  if (!gs.ok()) return FromGrpc(gs, "SetState");
-  return resp.applied_revision();
+  auto r = Call(&v1::DataplaneService::Stub::SetState, req, "SetState");
+  if (!r.ok()) return r.status();
+  return r->applied_revision();
 }
 
 absl::StatusOr<v1::CountersResponse> DataplaneClient::Counters() {
-  v1::CountersRequest req;
-  v1::CountersResponse resp;
-  DFW_DP_CALL(Counters, req, resp);
-  if (!gs.ok()) return FromGrpc(gs, "Counters");
-  return resp;
+  return Call(&v1::DataplaneService::Stub::Counters, v1::CountersRequest(), "Counters");
 }
 
-#undef DFW_DP_CALL
+absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState() {
+  return Call(&v1::DataplaneService::Stub::GetState, v1::GetStateRequest(), "GetState");
+}
+
+absl::StatusOr<v1::ExportConnectionsResponse> DataplaneClient::ExportConnections(
+    const std::string& vnic_id) {
+  v1::ExportConnectionsRequest req;
+  req.set_vnic_id(vnic_id);
+  return Call(&v1::DataplaneService::Stub::ExportConnections, req, "ExportConnections");
+}
+
+absl::StatusOr<v1::ImportConnectionsResponse> DataplaneClient::ImportConnections(
+    const v1::ImportConnectionsRequest& req) {
+  return Call(&v1::DataplaneService::Stub::ImportConnections, req, "ImportConnections");
+}
 
 }  // namespace dfw::hostagent

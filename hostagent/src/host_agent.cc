@@ -3,36 +3,40 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <spdlog/spdlog.h>
 
-#include <set>
+#include <algorithm>
+
+#include "dfw/hostagent/dataplane_client.h"
 
 namespace dfw::hostagent {
 
 using google::protobuf::util::MessageDifferencer;
 using std::chrono::steady_clock;
 
-HostAgent::HostAgent(HostAgentConfig config)
-    : config_(std::move(config)), dataplane_(config_.dataplane_target) {}
+HostAgent::HostAgent(HostAgentConfig config, HostAgentEdges edges)
+    : config_(std::move(config)), edges_(std::move(edges)) {}
 
 HostAgent::~HostAgent() { Stop(); }
 
+absl::Status HostAgent::StartEdges() {
+  if (!edges_.dataplane || !edges_.ovs) {
+    return absl::InvalidArgumentError("host agent: edges: the dataplane and OVS are required");
+  }
+  edges_.ovs->Start([this] { MarkDirty(); });
+  if (edges_.libvirt) {
+    if (auto s = edges_.libvirt->Start([this] { MarkDirty(); }); !s.ok()) return s;
+  }
+  if (edges_.controller) {
+    ControllerSession::Hooks hooks;
+    hooks.hello = [this] { return BuildHello(); };
+    hooks.apply = [this](const v1::ControllerToHost& m) { return Apply(m); };
+    hooks.connections = [this](const v1::ConnectionImport& m) { OnImport(m); };
+    edges_.controller->SetHooks(std::move(hooks));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status HostAgent::Start() {
-  ovsdb_ = std::make_unique<ovs::OvsdbMonitor>(config_.ovsdb_socket);
-  ovsdb_->SetCallback([this](const ovs::InterfaceDelta&) { MarkDirty(); });
-  ovsdb_->Start();
-  if (!config_.libvirt_uris.empty()) {
-    libvirt_ = std::make_unique<LibvirtInventory>(config_.libvirt_uris);
-    libvirt_->SetCallback([this] { MarkDirty(); });
-    if (auto s = libvirt_->Start(); !s.ok()) return s;
-  }
-  if (!config_.controller_target.empty()) {
-    if (!config_.controller_credentials) {
-      return absl::InvalidArgumentError("controller: no credentials (TLS or explicit --insecure)");
-    }
-    session_ = std::make_unique<ControllerSession>(
-        config_.controller_target, config_.controller_credentials,
-        ControllerSession::Hooks{[this] { return BuildHello(); },
-                                 [this](const v1::ControllerToHost& m) { return Apply(m); }});
-  }
+  if (auto s = StartEdges(); !s.ok()) return s;
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -45,14 +49,25 @@ void HostAgent::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (session_) session_->Stop();
-  if (libvirt_) libvirt_->Stop();
-  if (ovsdb_) ovsdb_->Stop();
+  if (edges_.controller) edges_.controller->Stop();
+  if (edges_.libvirt) edges_.libvirt->Stop();
+  if (edges_.ovs) edges_.ovs->Stop();
 }
 
 HostView HostAgent::LastView() const {
   std::lock_guard<std::mutex> l(view_mu_);
   return last_view_;
+}
+
+MigrationStats HostAgent::migration_stats() const {
+  MigrationStats s;
+  s.exports = exports_.load();
+  s.export_failures = export_failures_.load();
+  s.entries_exported = entries_exported_.load();
+  s.entries_imported = entries_imported_.load();
+  s.entries_rejected = entries_rejected_.load();
+  s.entries_expired = entries_expired_.load();
+  return s;
 }
 
 void HostAgent::MarkDirty() {
@@ -64,7 +79,6 @@ void HostAgent::MarkDirty() {
 }
 
 void HostAgent::Run() {
-  bool session_started = false;
   for (;;) {
     {
       std::unique_lock<std::mutex> l(mu_);
@@ -72,27 +86,27 @@ void HostAgent::Run() {
       if (stop_) return;
       dirty_ = false;
     }
-    Reconcile();
-    // The first Hello must carry the whole inventory: a Hello without the
-    // VMs would tell the controller they left this host.
-    bool ready = ovsdb_->synced() && (!libvirt_ || libvirt_->synced());
-    if (session_ && ready && !session_started) {
-      session_->Start();
-      session_started = true;
-    }
+    Pass();
+  }
+}
+
+void HostAgent::Pass() {
+  Reconcile();
+  // The first Hello must carry the whole inventory: a Hello without the
+  // VMs would tell the controller they left this host.
+  bool ready = edges_.ovs->synced() && (!edges_.libvirt || edges_.libvirt->synced());
+  if (edges_.controller && ready && !session_started_) {
+    edges_.controller->Start();
+    session_started_ = true;
   }
 }
 
 void HostAgent::Reconcile() {
   passes_++;
-  if (!ovsdb_->synced()) return;
+  ExpireImports();
+  if (!edges_.ovs->synced()) return;
   if (!firewall_port_created_) {
-    std::map<std::string, std::string> options;
-    if (config_.firewall_port_type == "dpdkvhostuserclient" && !config_.firewall_socket.empty())
-      options["vhost-server-path"] = config_.firewall_socket;
-    auto s = ovs::CreateFirewallPort(config_.ovsdb_socket, config_.bridge, config_.firewall_port,
-                                     config_.firewall_port_type, options);
-    if (!s.ok()) {
+    if (auto s = edges_.ovs->CreateFirewallPort(); !s.ok()) {
       spdlog::error("ovs: firewall port {} on {}: {}", config_.firewall_port, config_.bridge,
                     s.ToString());
       return;
@@ -100,67 +114,66 @@ void HostAgent::Reconcile() {
     firewall_port_created_ = true;
   }
   std::vector<Domain> domains;
-  if (libvirt_) domains = libvirt_->Snapshot();
-  HostView view =
-      ComputeHostView(domains, ovsdb_->Snapshot(), config_.firewall_port, config_.host_id);
+  if (edges_.libvirt) domains = edges_.libvirt->Snapshot();
+  std::vector<ovs::OvsInterface> rows = edges_.ovs->Snapshot();
+  HostView view = ComputeHostView(domains, rows, config_.firewall_port, config_.host_id);
   if (view.errors != last_errors_) {
     for (const auto& e : view.errors) spdlog::error("host view: {}", e);
     last_errors_ = view.errors;
   }
-  bool inventories_synced = !libvirt_ || libvirt_->synced();
+  bool inventories_synced = !edges_.libvirt || edges_.libvirt->synced();
   SyncDataplane(view, inventories_synced);
-  SyncFlows(view);
-  // vNICs that left: their flows are gone now; the dataplane forgets them.
-  if (dataplane_up_ && inventories_synced) {
-    std::set<std::string> want;
-    for (const auto& v : view.vnics) want.insert(v.id());
-    for (auto it = pushed_.begin(); it != pushed_.end();) {
-      if (want.count(it->first)) {
-        ++it;
-        continue;
-      }
-      auto s = dataplane_.RemoveVnic(it->first);
-      if (!s.ok() && IsUnreachable(s)) {
-        dataplane_up_ = false;
-        break;
-      }
-      spdlog::info("dataplane: vNIC {} removed", it->first);
-      it = pushed_.erase(it);
-    }
-  }
-  if (session_ && inventories_synced) session_->SetInventory(view.vms);
+  SyncFlows(view, rows);
+  if (inventories_synced) ExportAndRemove(view);
   std::lock_guard<std::mutex> l(view_mu_);
   last_view_ = std::move(view);
 }
 
 void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
-  auto counters = dataplane_.Counters();
-  if (!counters.ok()) {
-    if (dataplane_up_) spdlog::warn("dataplane: {}", counters.status().ToString());
+  auto st = edges_.dataplane->GetState();
+  if (!st.ok()) {
+    if (dataplane_up_) spdlog::warn("dataplane: {}", st.status().ToString());
     dataplane_up_ = false;
     return;
   }
-  if (!dataplane_up_) {
-    spdlog::info("dataplane: reachable at {} (revision {}, {} vNICs)", dataplane_.target(),
-                 counters->applied_revision(), counters->vnics_size());
+  bool restarted = dataplane_up_ && st->instance_id() != dataplane_instance_;
+  dataplane_instance_ = st->instance_id();
+  if (!dataplane_up_ || restarted) {
+    spdlog::info("dataplane: reachable at {} (instance {:x}{}, revision {}, {} vNICs{})",
+                 edges_.dataplane->target(), st->instance_id(), restarted ? ", restarted" : "",
+                 st->applied_revision(), st->vnics_size(),
+                 st->restored() ? ", restored from its state dir" : "");
     dataplane_up_ = true;
     // What the dataplane has (persisted, or from an agent before us) is what
     // we compare against; anything we no longer want is removed later.
     pushed_.clear();
-    for (const auto& v : counters->vnics()) pushed_[v.vnic_id()] = v1::DataplaneVNic();
-    // A dataplane that lost its state while a session runs: get a full one.
-    if (session_ && counters->applied_revision() < session_->last_acked_revision()) {
+    {
+      std::lock_guard<std::mutex> l(imports_mu_);
+      known_.clear();
+    }
+    for (const auto& v : st->vnics()) {
+      pushed_[v.id()] = v;
+      SetKnown(v.id(), true);
+    }
+    // A dataplane that lost its state (a restart with less than was acked,
+    // or one we saw down and back) while a session runs: get a full one.
+    if (edges_.controller && st->applied_revision() < edges_.controller->last_acked_revision()) {
       spdlog::warn("dataplane: holds revision {} < {} acked; asking the controller again",
-                   counters->applied_revision(), session_->last_acked_revision());
-      session_->Restart();
+                   st->applied_revision(), edges_.controller->last_acked_revision());
+      edges_.controller->Restart();
     }
   } else {
-    // A dataplane restarted between two passes keeps its persisted vNICs;
-    // one that lost them gets them again.
+    // Same instance: a vNIC it no longer has (removed by someone else) is
+    // pushed again.
     std::set<std::string> has;
-    for (const auto& v : counters->vnics()) has.insert(v.vnic_id());
+    for (const auto& v : st->vnics()) has.insert(v.id());
     for (auto it = pushed_.begin(); it != pushed_.end();) {
-      it = has.count(it->first) ? std::next(it) : pushed_.erase(it);
+      if (has.count(it->first)) {
+        ++it;
+        continue;
+      }
+      SetKnown(it->first, false);
+      it = pushed_.erase(it);
     }
   }
   for (const auto& v : view.vnics) {
@@ -170,7 +183,7 @@ void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
     // missing from the view: new vNICs go to the dataplane (so they are
     // steered, fail closed), but what it already has is not overwritten.
     if (it != pushed_.end() && !inventories_synced) continue;
-    auto s = dataplane_.SetVnic(v);
+    auto s = edges_.dataplane->SetVnic(v);
     if (!s.ok()) {
       spdlog::error("dataplane: vNIC {}: {}", v.id(), s.ToString());
       if (IsUnreachable(s)) {
@@ -182,40 +195,63 @@ void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
     spdlog::info("dataplane: vNIC {} local id {} mac {} ({} addresses)", v.id(), v.local_id(),
                  v.mac(), v.bound_ips_size());
     pushed_[v.id()] = v;
+    SetKnown(v.id(), true);  // imports kept for it go now, before its flows
   }
 }
 
-void HostAgent::SyncFlows(const HostView& view) {
+void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterface>& rows) {
   if (view.firewall_ofport <= 0) return;  // no firewall port yet: nothing to steer to
   auto desired = ovs::ComputeSteeringFlows(view.steering);
   if (!desired.ok()) {
     spdlog::error("steering: {}", desired.status().ToString());
     return;
   }
+  // The ports NORMAL must never flood to: the firewall port and every
+  // steered vNIC (broadcasts reach them through the dataplane), each named by
+  // its OVSDB row (a port re-created under the same ofport needs it again).
+  std::map<uint32_t, std::string> want_no_flood;
+  {
+    std::map<int64_t, std::string> row_of;
+    for (const auto& r : rows) row_of[r.ofport] = r.uuid;
+    want_no_flood[static_cast<uint32_t>(view.firewall_ofport)] = row_of[view.firewall_ofport];
+    for (const auto& v : view.steering.vnics) want_no_flood[v.ofport] = row_of[v.ofport];
+  }
   auto now = steady_clock::now();
   bool due = now - last_flow_check_ >= config_.resync_interval;
   // Every `resync_interval` the flows are dumped and compared. After an
   // ovs-vswitchd restart that fails on the old connection: it is dropped and
-  // a new one tried at once, which reinstalls the flows (the new
-  // ovs-vswitchd has none) and sets no-flood again (OVS kept it in memory).
-  if (have_installed_ && *desired == installed_ && !due && of_ &&
-      no_flood_ofport_ == view.firewall_ofport)
+  // a new one tried at once, which sets no-flood again (OVS kept it in
+  // memory) and reinstalls the flows (the new ovs-vswitchd has none).
+  if (have_installed_ && *desired == installed_ && !due && edges_.ovs->openflow_connected() &&
+      no_flood_epoch_ == edges_.ovs->openflow_epoch() && no_flood_ == want_no_flood)
     return;
   absl::StatusOr<ovs::ReconcileResult> r;
-  for (bool was_connected = of_ != nullptr;; was_connected = false) {
-    if (!of_) {
-      auto of = ovs::OpenFlowBridge::Connect(config_.openflow_target);
-      if (!of.ok()) {
-        spdlog::error("openflow: {}", of.status().ToString());
-        return;
-      }
-      of_ = std::move(*of);
-      no_flood_ofport_ = -1;  // ovs-vswitchd may have restarted: set it again
+  for (;;) {
+    bool was_connected = edges_.ovs->openflow_connected();
+    if (auto s = edges_.ovs->ConnectOpenFlow(); !s.ok()) {
+      spdlog::error("openflow: {}", s.ToString());
+      return;
     }
-    r = of_->Reconcile(*desired);
+    if (no_flood_epoch_ != edges_.ovs->openflow_epoch()) {
+      no_flood_.clear();  // ovs-vswitchd may have restarted: set it again
+      no_flood_epoch_ = edges_.ovs->openflow_epoch();
+    }
+    // Before the flows: a new vNIC port never gets a flood from NORMAL.
+    for (auto it = no_flood_.begin(); it != no_flood_.end();) {
+      it = want_no_flood.count(it->first) ? std::next(it) : no_flood_.erase(it);
+    }
+    for (const auto& [ofport, row] : want_no_flood) {
+      auto it = no_flood_.find(ofport);
+      if (it != no_flood_.end() && it->second == row) continue;
+      if (auto s = edges_.ovs->SetPortNoFlood(ofport); !s.ok()) {
+        spdlog::error("openflow: no-flood on ofport {}: {}", ofport, s.ToString());
+        continue;  // retried next pass
+      }
+      no_flood_[ofport] = row;
+    }
+    r = edges_.ovs->ReconcileFlows(*desired);
     if (r.ok()) break;
     spdlog::error("openflow: reconcile: {}", r.status().ToString());
-    of_.reset();
     if (!was_connected) return;  // a fresh connection failed: next pass
   }
   last_flow_check_ = now;
@@ -226,15 +262,92 @@ void HostAgent::SyncFlows(const HostView& view) {
   }
   installed_ = std::move(*desired);
   have_installed_ = true;
-  if (no_flood_ofport_ != view.firewall_ofport) {
-    auto s =
-        ovs::SetPortNoFlood(config_.openflow_target, static_cast<uint32_t>(view.firewall_ofport));
-    if (s.ok()) {
-      no_flood_ofport_ = view.firewall_ofport;
-    } else {
-      spdlog::error("openflow: no-flood on the firewall port: {}", s.ToString());
+}
+
+void HostAgent::ExportAndRemove(const HostView& view) {
+  std::set<std::string> vms_now;
+  for (const auto& vm : view.vms) {
+    vms_now.insert(vm.id());
+    for (const auto& n : vm.vnics()) {
+      vnic_vm_[n.id()] = vm.id();
+      exported_.erase(n.id());  // (back) in a VM: a later departure exports again
     }
   }
+  if (dataplane_up_) {
+    // A VM gone from libvirt whose port is still on the bridge: its
+    // connections go now, before the report that removes it.
+    for (const auto& [vnic, vm] : vnic_vm_) {
+      if (reported_vms_.count(vm) && !vms_now.count(vm) && pushed_.count(vnic) &&
+          !exported_.count(vnic))
+        ExportVnic(vnic);
+    }
+    // vNICs that left: their flows are gone now; their connections go to the
+    // controller, then the dataplane forgets them.
+    std::set<std::string> want;
+    for (const auto& v : view.vnics) want.insert(v.id());
+    for (auto it = pushed_.begin(); it != pushed_.end();) {
+      const std::string id = it->first;
+      if (want.count(id)) {
+        ++it;
+        continue;
+      }
+      if (!exported_.count(id)) ExportVnic(id);
+      auto s = edges_.dataplane->RemoveVnic(id);
+      if (!s.ok() && IsUnreachable(s)) {
+        dataplane_up_ = false;
+        break;
+      }
+      spdlog::info("dataplane: vNIC {} removed", id);
+      it = pushed_.erase(it);
+      SetKnown(id, false);
+      exported_.erase(id);
+      vnic_vm_.erase(id);
+    }
+  }
+  for (auto it = vnic_vm_.begin(); it != vnic_vm_.end();) {
+    bool keep = vms_now.count(it->second) || pushed_.count(it->first);
+    it = keep ? std::next(it) : vnic_vm_.erase(it);
+  }
+  if (edges_.controller) edges_.controller->SetInventory(view.vms);
+  reported_vms_ = std::move(vms_now);
+}
+
+void HostAgent::ExportVnic(const std::string& vnic_id) {
+  if (!edges_.controller) return;  // nobody to hand them to
+  auto vm = vnic_vm_.find(vnic_id);
+  if (vm == vnic_vm_.end()) return;  // never reported in a VM: nothing moves with it
+  exported_.insert(vnic_id);
+  auto r = edges_.dataplane->ExportConnections(vnic_id);
+  if (!r.ok()) {
+    // Fail closed: the VM moves without its connections (the new host's
+    // strict TCP drops their next packets); the removal goes on.
+    spdlog::error("dataplane: export of vNIC {} (VM {}): {}; it is removed without them", vnic_id,
+                  vm->second, r.status().ToString());
+    export_failures_++;
+    return;
+  }
+  const int n = r->entries_size();
+  int i = 0;
+  int chunks = 0;
+  do {
+    v1::ConnectionExport m;
+    m.set_vm_id(vm->second);
+    m.set_vnic_id(vnic_id);
+    const int end = std::min(n, i + kExportChunk);
+    for (; i < end; ++i) *m.add_entries() = std::move(*r->mutable_entries(i));
+    if (i == n) {
+      m.set_last(true);
+      m.set_total(std::max<uint32_t>(r->total(), static_cast<uint32_t>(n)));
+    }
+    edges_.controller->SendConnections(std::move(m));
+    chunks++;
+  } while (i < n);
+  exports_++;
+  entries_exported_ += static_cast<uint64_t>(n);
+  spdlog::info(
+      "dataplane: vNIC {} (VM {}): {} connections exported to the controller ({} "
+      "messages)",
+      vnic_id, vm->second, n, chunks);
 }
 
 v1::HostHello HostAgent::BuildHello() {
@@ -245,8 +358,8 @@ v1::HostHello HostAgent::BuildHello() {
     std::lock_guard<std::mutex> l(view_mu_);
     for (const auto& vm : last_view_.vms) *hello.add_vms() = vm;
   }
-  auto counters = dataplane_.Counters();
-  hello.set_held_revision(counters.ok() ? counters->applied_revision() : 0);
+  auto st = edges_.dataplane->GetState();
+  hello.set_held_revision(st.ok() ? st->applied_revision() : 0);
   return hello;
 }
 
@@ -260,13 +373,97 @@ absl::StatusOr<uint64_t> HostAgent::Apply(const v1::ControllerToHost& msg) {
     return absl::InvalidArgumentError("controller message: neither a full state nor a delta");
   }
   auto t0 = steady_clock::now();
-  auto r = dataplane_.SetState(req);
+  auto r = edges_.dataplane->SetState(req);
   if (r.ok()) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
     spdlog::info("dataplane: revision {} enforced ({} in {} us)", *r,
                  msg.has_full() ? "full state" : "delta", us.count());
   }
   return r;
+}
+
+void HostAgent::OnImport(const v1::ConnectionImport& msg) {
+  const std::string& id = msg.vnic_id();
+  {
+    std::lock_guard<std::mutex> l(imports_mu_);
+    if (!known_.count(id)) {
+      // Kept for the pass that gives the dataplane this vNIC (bounded).
+      auto it = pending_.find(id);
+      if (it == pending_.end() && pending_.size() >= kMaxPendingImportVnics) {
+        spdlog::warn("import: {} vNICs already waiting; connections of vNIC {} (VM {}) dropped",
+                     pending_.size(), id, msg.vm_id());
+        entries_rejected_ += static_cast<uint64_t>(msg.entries_size());
+        return;
+      }
+      if (it == pending_.end()) {
+        it = pending_.emplace(id, PendingImport{steady_clock::now(), {}}).first;
+      }
+      size_t room = kMaxPendingImportEntries - it->second.entries.size();
+      size_t take = std::min(room, static_cast<size_t>(msg.entries_size()));
+      it->second.entries.insert(it->second.entries.end(), msg.entries().begin(),
+                                msg.entries().begin() + static_cast<int>(take));
+      entries_rejected_ += static_cast<uint64_t>(msg.entries_size()) - take;
+      MarkDirty();
+      return;
+    }
+  }
+  ImportNow(id, {msg.entries().begin(), msg.entries().end()});
+}
+
+void HostAgent::SetKnown(const std::string& vnic_id, bool known) {
+  std::vector<v1::ConnectionEntry> take;
+  {
+    std::lock_guard<std::mutex> l(imports_mu_);
+    if (!known) {
+      known_.erase(vnic_id);
+      return;
+    }
+    known_.insert(vnic_id);
+    auto it = pending_.find(vnic_id);
+    if (it == pending_.end()) return;
+    take = std::move(it->second.entries);
+    pending_.erase(it);
+  }
+  ImportNow(vnic_id, take);
+}
+
+void HostAgent::ImportNow(const std::string& vnic_id,
+                          const std::vector<v1::ConnectionEntry>& entries) {
+  for (size_t i = 0; i < entries.size();) {
+    v1::ImportConnectionsRequest req;
+    req.set_vnic_id(vnic_id);
+    const size_t end = std::min(entries.size(), i + kExportChunk);
+    for (; i < end; ++i) *req.add_entries() = entries[i];
+    auto r = edges_.dataplane->ImportConnections(req);
+    if (!r.ok()) {
+      spdlog::error("dataplane: import of {} connections for vNIC {}: {}", req.entries_size(),
+                    vnic_id, r.status().ToString());
+      entries_rejected_ += static_cast<uint64_t>(req.entries_size());
+      continue;
+    }
+    entries_imported_ += r->imported();
+    entries_rejected_ += r->rejected_count();
+    if (r->rejected_count() > 0) {
+      spdlog::warn("dataplane: vNIC {}: {} of {} connections rejected (first: {})", vnic_id,
+                   r->rejected_count(), req.entries_size(),
+                   r->rejected_size() > 0 ? r->rejected(0) : std::string("?"));
+    }
+  }
+}
+
+void HostAgent::ExpireImports() {
+  auto now = steady_clock::now();
+  std::lock_guard<std::mutex> l(imports_mu_);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now - it->second.since < config_.import_ttl) {
+      ++it;
+      continue;
+    }
+    spdlog::warn("import: vNIC {} did not come within {} ms: {} connections dropped", it->first,
+                 config_.import_ttl.count(), it->second.entries.size());
+    entries_expired_ += it->second.entries.size();
+    it = pending_.erase(it);
+  }
 }
 
 }  // namespace dfw::hostagent

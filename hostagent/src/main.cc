@@ -160,7 +160,12 @@ int main(int argc, char** argv) {
   // A write to the OpenFlow socket of an ovs-vswitchd that just restarted
   // must fail with EPIPE (the agent reconnects), not end the process.
   std::signal(SIGPIPE, SIG_IGN);
-  dfw::hostagent::HostAgent agent(cfg);
+  auto edges = dfw::hostagent::MakeRealEdges(cfg);
+  if (!edges.ok()) {
+    std::fprintf(stderr, "dfw-hostagent: %s\n", edges.status().ToString().c_str());
+    return 1;
+  }
+  dfw::hostagent::HostAgent agent(cfg, std::move(*edges));
   if (auto s = agent.Start(); !s.ok()) {
     std::fprintf(stderr, "dfw-hostagent: %s\n", s.ToString().c_str());
     return 1;

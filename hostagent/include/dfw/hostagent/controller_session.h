@@ -9,6 +9,17 @@
 // current VM list and the session sends only what changed since the last
 // Hello or update.
 //
+// Connections that move with a VM (host.proto). SendConnections() sends a
+// ConnectionExport in order with the inventory updates: an export sent
+// before a SetInventory() is written before that update. While no session
+// is open, exports wait (at most kMaxQueuedExports, the oldest dropped and
+// counted); the next session's Hello then lists the VMs as they were when
+// the first waiting export was sent, the exports follow, then the update to
+// the inventory of now (so the controller gets a VM's connections while the
+// sender still owns it). A ConnectionImport from the controller goes to the
+// `connections` hook (not acked: it has no revision); without that hook (the
+// guest agent) it is logged and ignored, never nacked.
+//
 // Lost controller. When the stream breaks (controller stopped, network), the
 // session reconnects with exponential backoff (0.5 s doubling to 10 s, reset
 // once a session has received a message). Nothing is undone meanwhile: the
@@ -22,17 +33,20 @@
 // the operator explicitly marked insecure.
 //
 // Thread safety. Start() runs one thread of ours, on which the hooks run
-// (never concurrently with themselves). SetInventory(), Restart(),
-// connected() and Stop() may be called from any thread.
+// (never concurrently with themselves). SetHooks() only before Start().
+// SetInventory(), SendConnections(), Restart(), connected() and Stop() may
+// be called from any thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,7 +68,11 @@ class ControllerSession {
     std::function<v1::HostHello()> hello;
     // Applies a full state or a delta; returns the revision now enforced.
     std::function<absl::StatusOr<uint64_t>(const v1::ControllerToHost&)> apply;
+    // A ConnectionImport (optional; without it imports are ignored).
+    std::function<void(const v1::ConnectionImport&)> connections;
   };
+
+  static constexpr size_t kMaxQueuedExports = 1024;
 
   ControllerSession(std::string target, std::shared_ptr<grpc::ChannelCredentials> credentials,
                     Hooks hooks);
@@ -62,6 +80,8 @@ class ControllerSession {
   ControllerSession(const ControllerSession&) = delete;
   ControllerSession& operator=(const ControllerSession&) = delete;
 
+  // Replaces the constructor's hooks; before Start() only.
+  void SetHooks(Hooks hooks);
   void Start();
   void Stop();
 
@@ -69,12 +89,16 @@ class ControllerSession {
   void SetInventory(std::vector<v1::Vm> vms);
   // Ends the current session (if any) and opens a new one with a new Hello.
   void Restart();
+  // A vNIC's connections (one chunk), in order with SetInventory().
+  void SendConnections(v1::ConnectionExport msg);
 
   // True while a session is open: its Hello was sent and the stream has not
   // ended (the controller may have nothing to send yet).
   bool connected() const { return connected_.load(); }
   uint64_t sessions_opened() const { return sessions_.load(); }
   uint64_t last_acked_revision() const { return acked_.load(); }
+  // Exports dropped because kMaxQueuedExports were already waiting.
+  uint64_t exports_dropped() const { return exports_dropped_.load(); }
 
  private:
   void Run();
@@ -82,12 +106,15 @@ class ControllerSession {
   bool RunOnce();
   // Under write_mu_: sends the difference between `inventory_` and `sent_`.
   bool SendInventoryLocked();
+  // Under mu_: writes the waiting exports; false if the stream broke.
+  bool FlushExportsLocked(grpc::ClientReaderWriter<v1::HostToController, v1::ControllerToHost>* s);
 
   const std::string target_;
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
-  const Hooks hooks_;
+  Hooks hooks_;  // set before Start()
 
-  std::mutex mu_;  // guards stop_, ctx_, inventory_, sent_, stream_
+  // guards stop_, ctx_, inventory_, sent_, stream_, exports_, hello_inventory_
+  std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   grpc::ClientContext* ctx_ = nullptr;
@@ -95,6 +122,10 @@ class ControllerSession {
   bool have_inventory_ = false;
   std::map<std::string, v1::Vm> inventory_;
   std::map<std::string, v1::Vm> sent_;
+  std::deque<v1::ConnectionExport> exports_;  // not yet written, in order
+  // The inventory when the first of `exports_` was queued (the next Hello's).
+  std::optional<std::map<std::string, v1::Vm>> hello_inventory_;
+  std::atomic<uint64_t> exports_dropped_{0};
 
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> sessions_{0};

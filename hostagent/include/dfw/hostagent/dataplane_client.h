@@ -6,6 +6,8 @@
 // UNAVAILABLE / DEADLINE_EXCEEDED mean the dataplane is not there (stopped,
 // restarting): the caller retries later, nothing was applied.
 //
+// It is the real DataplaneEdge (agent_edges.h) HostAgent is given.
+//
 // Thread safety: all methods may be called from any thread (gRPC stubs are
 // thread-safe).
 #pragma once
@@ -16,25 +18,37 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "dfw/hostagent/agent_edges.h"
 #include "dfw/v1/dataplane.grpc.pb.h"
 
 namespace dfw::hostagent {
 
-class DataplaneClient {
+class DataplaneClient final : public DataplaneEdge {
  public:
   // `target`: gRPC target, e.g. "unix:/run/dfw/dataplane.sock".
   explicit DataplaneClient(const std::string& target,
                            std::chrono::milliseconds deadline = std::chrono::seconds(5));
 
-  absl::Status SetVnic(const v1::DataplaneVNic& vnic);
-  absl::Status RemoveVnic(const std::string& id);
+  absl::Status SetVnic(const v1::DataplaneVNic& vnic) override;
+  absl::Status RemoveVnic(const std::string& id) override;
   // Applies a full state or a delta; returns the revision now applied.
-  absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req);
+  absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) override;
+  absl::StatusOr<v1::GetStateResponse> GetState() override;
+  absl::StatusOr<v1::ExportConnectionsResponse> ExportConnections(
+      const std::string& vnic_id) override;
+  absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
+      const v1::ImportConnectionsRequest& req) override;
   absl::StatusOr<v1::CountersResponse> Counters();
 
-  const std::string& target() const { return target_; }
+  std::string target() const override { return target_; }
 
  private:
+  // One unary call with the deadline; the error names `what`.
+  template <typename Req, typename Resp>
+  absl::StatusOr<Resp> Call(grpc::Status (v1::DataplaneService::Stub::*method)(grpc::ClientContext*,
+                                                                               const Req&, Resp*),
+                            const Req& req, const char* what);
+
   std::string target_;
   std::chrono::milliseconds deadline_;
   std::unique_ptr<v1::DataplaneService::Stub> stub_;

@@ -9,40 +9,57 @@
 //     memory only);
 //  2. joins libvirt's domains with OVS's Interface rows (host_view.h);
 //  3. tells the dataplane each vNIC (steering id = ofport, MAC, bound
-//     addresses) before any flow steers it there, and forgets vNICs that left;
+//     addresses) before any flow steers it there, imports the connections
+//     the controller handed over for it (right after its SetVNic), and sets
+//     `no-flood` on its OVS port (NORMAL never floods to a vNIC: broadcasts
+//     reach local vNICs only through the dataplane);
 //  4. reconciles the steering flows with one atomic OpenFlow bundle (correct
 //     flows are kept, stale ones removed, missing ones added: a restarted
 //     agent changes nothing that is right);
-//  5. reports the VMs to the controller; applies the controller's full states
+//  5. for a vNIC that left (its port gone, or its VM gone from libvirt),
+//     exports its connections from the dataplane and sends them to the
+//     controller (ConnectionExport, chunks of kExportChunk) before the
+//     inventory update that removes the VM and before RemoveVNic; then the
+//     dataplane forgets vNICs whose flows are gone;
+//  6. reports the VMs to the controller; applies the controller's full states
 //     and deltas to the dataplane and acks them.
+// The dataplane's health probe is GetState: unreachable, or restarted (a new
+// instance_id) holding a revision below the last acked one, restarts the
+// session for a full state.
+//
+// Edges. Everything outside the process is behind the interfaces of
+// agent_edges.h (dataplane, OVS, libvirt, controller), given to the
+// constructor: main.cc passes MakeRealEdges(), the unit tests fakes.
 //
 // Holds no state a restart would lose: the dataplane persists what it
 // enforces, OVS keeps ports and flows. While the controller is away the
 // dataplane keeps enforcing the last state; while the dataplane is away
 // steered traffic is dropped (fail closed) and the agent retries.
 //
-// Thread safety. Start() starts the reconcile thread, the OVSDB monitor's
-// thread, libvirt's event thread and the controller session's thread; they
-// hand work to the reconcile thread through a dirty flag. Stop() from any
-// thread, once. The accessors are for tests and status lines.
+// Thread safety. Start() starts the reconcile thread, and the edges their
+// threads (OVSDB monitor, libvirt's event loop, the controller session);
+// they hand work to the reconcile thread through a dirty flag. A
+// ConnectionImport arrives on the session thread: imported there at once
+// when the dataplane knows the vNIC, else kept (under imports_mu_) for the
+// reconcile thread. Stop() from any thread, once. The accessors are for
+// tests and status lines (any thread). Tests may instead call StartEdges()
+// and drive Pass() themselves (one thread), without Start().
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "dfw/hostagent/controller_session.h"
-#include "dfw/hostagent/dataplane_client.h"
+#include "dfw/hostagent/agent_edges.h"
 #include "dfw/hostagent/host_view.h"
-#include "dfw/hostagent/libvirt_inventory.h"
-#include "dfw/ovs/openflow_bridge.h"
-#include "dfw/ovs/ovsdb_monitor.h"
 
 namespace grpc {
 class ChannelCredentials;
@@ -71,39 +88,78 @@ struct HostAgentConfig {
   // loopback controller. Required with a controller.
   std::shared_ptr<grpc::ChannelCredentials> controller_credentials;
   std::chrono::milliseconds resync_interval{5000};
+  // How long connections handed over for a vNIC the dataplane does not know
+  // yet are kept (at most kMaxPendingImportVnics vNICs).
+  std::chrono::milliseconds import_ttl{60000};
+};
+
+// Connections moved with VMs (status lines, tests).
+struct MigrationStats {
+  uint64_t exports = 0;          // vNIC exports sent to the controller
+  uint64_t export_failures = 0;  // ExportConnections failed: removal went on
+  uint64_t entries_exported = 0;
+  uint64_t entries_imported = 0;  // taken by the dataplane
+  uint64_t entries_rejected = 0;  // refused by the dataplane, its call failed, or over a bound
+  uint64_t entries_expired = 0;   // kept for a vNIC that did not come within import_ttl
 };
 
 class HostAgent {
  public:
-  explicit HostAgent(HostAgentConfig config);
+  static constexpr int kExportChunk = 8192;  // entries per ConnectionExport / import call
+  static constexpr size_t kMaxPendingImportVnics = 64;
+  static constexpr size_t kMaxPendingImportEntries = 262144;  // per vNIC
+
+  // `edges.dataplane` and `edges.ovs` are required.
+  HostAgent(HostAgentConfig config, HostAgentEdges edges);
   ~HostAgent();
   HostAgent(const HostAgent&) = delete;
   HostAgent& operator=(const HostAgent&) = delete;
 
+  // StartEdges() and the reconcile thread.
   absl::Status Start();
   void Stop();
 
+  // Starts the edges (OVSDB monitor, libvirt) and gives the controller edge
+  // its hooks. Start() calls it; tests call it and then Pass().
+  absl::Status StartEdges();
+  // One reconcile pass; then, once OVSDB and every libvirt URI are synced,
+  // the session's start (once). The reconcile thread's loop body.
+  void Pass();
+
   // For status lines and tests.
-  bool controller_connected() const { return session_ && session_->connected(); }
+  bool controller_connected() const { return edges_.controller && edges_.controller->connected(); }
   uint64_t reconcile_passes() const { return passes_.load(); }
   uint64_t flow_bundles() const { return bundles_.load(); }
+  MigrationStats migration_stats() const;
   // The last view computed (empty before the first pass).
   HostView LastView() const;
 
  private:
+  struct PendingImport {
+    std::chrono::steady_clock::time_point since;
+    std::vector<v1::ConnectionEntry> entries;
+  };
+
   void MarkDirty();
   void Run();
   void Reconcile();
   void SyncDataplane(const HostView& view, bool inventories_synced);
-  void SyncFlows(const HostView& view);
+  void SyncFlows(const HostView& view, const std::vector<ovs::OvsInterface>& rows);
+  // Steps 5 (exports and removals) and 6 (the report).
+  void ExportAndRemove(const HostView& view);
+  void ExportVnic(const std::string& vnic_id);
   v1::HostHello BuildHello();
   absl::StatusOr<uint64_t> Apply(const v1::ControllerToHost& msg);
+  // Session thread: a ConnectionImport chunk.
+  void OnImport(const v1::ConnectionImport& msg);
+  // The dataplane knows (`known`) or no longer knows `vnic_id`; when it
+  // knows it, the connections kept for it are imported now.
+  void SetKnown(const std::string& vnic_id, bool known);
+  void ImportNow(const std::string& vnic_id, const std::vector<v1::ConnectionEntry>& entries);
+  void ExpireImports();
 
   const HostAgentConfig config_;
-  DataplaneClient dataplane_;
-  std::unique_ptr<ovs::OvsdbMonitor> ovsdb_;
-  std::unique_ptr<LibvirtInventory> libvirt_;
-  std::unique_ptr<ControllerSession> session_;
+  HostAgentEdges edges_;
 
   std::mutex mu_;  // guards dirty_, stop_
   std::condition_variable cv_;
@@ -112,20 +168,31 @@ class HostAgent {
   std::thread thread_;
 
   // Reconcile thread only.
+  bool session_started_ = false;
   bool firewall_port_created_ = false;
-  std::unique_ptr<ovs::OpenFlowBridge> of_;
-  int64_t no_flood_ofport_ = -1;
+  std::map<uint32_t, std::string> no_flood_;  // ofport -> OVSDB row uuid set on
+  uint64_t no_flood_epoch_ = 0;               // OvsEdge::openflow_epoch() it holds for
   std::vector<ovs::FlowSpec> installed_;
   bool have_installed_ = false;
   std::chrono::steady_clock::time_point last_flow_check_{};
   bool dataplane_up_ = false;
-  std::map<std::string, v1::DataplaneVNic> pushed_;  // what the dataplane has from us
+  uint64_t dataplane_instance_ = 0;
+  std::map<std::string, v1::DataplaneVNic> pushed_;  // what the dataplane has
+  std::map<std::string, std::string> vnic_vm_;       // vNIC -> VM it was last reported in
+  std::set<std::string> reported_vms_;               // VM ids of the last report
+  std::set<std::string> exported_;                   // vNICs whose connections were sent
   std::vector<std::string> last_errors_;
+
+  std::mutex imports_mu_;        // guards known_, pending_
+  std::set<std::string> known_;  // the keys of pushed_
+  std::map<std::string, PendingImport> pending_;
 
   mutable std::mutex view_mu_;
   HostView last_view_;
   std::atomic<uint64_t> passes_{0};
   std::atomic<uint64_t> bundles_{0};
+  std::atomic<uint64_t> exports_{0}, export_failures_{0}, entries_exported_{0};
+  std::atomic<uint64_t> entries_imported_{0}, entries_rejected_{0}, entries_expired_{0};
 };
 
 }  // namespace dfw::hostagent

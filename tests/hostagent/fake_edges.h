@@ -1,0 +1,262 @@
+// Fakes of the host agent's edges (agent_edges.h) for unit tests of
+// HostAgent's ordering rules: each records its calls in one CallLog shared
+// by all, so a test asserts which call came before which.
+//
+// Thread safety: CallLog is locked; the fakes' state is for the test's one
+// thread (HostAgent driven by Pass(), hooks called by the test).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "dfw/hostagent/agent_edges.h"
+
+namespace dfw::hostagent::testing {
+
+class CallLog {
+ public:
+  void Add(std::string call) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.push_back(std::move(call));
+  }
+  std::vector<std::string> calls() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
+  }
+  // Index of the first call equal to `call` at or after `from`, or -1.
+  int Find(const std::string& call, int from = 0) const {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int i = from; i < static_cast<int>(calls_.size()); ++i)
+      if (calls_[i] == call) return i;
+    return -1;
+  }
+  // Index of the first call starting with `prefix` at or after `from`, or -1.
+  int FindPrefix(const std::string& prefix, int from = 0) const {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int i = from; i < static_cast<int>(calls_.size()); ++i)
+      if (calls_[i].rfind(prefix, 0) == 0) return i;
+    return -1;
+  }
+  int Count(const std::string& prefix) const {
+    int n = 0;
+    for (const auto& c : calls()) n += c.rfind(prefix, 0) == 0;
+    return n;
+  }
+  int size() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return static_cast<int>(calls_.size());
+  }
+  std::string Dump() const { return absl::StrJoin(calls(), "\n"); }
+  // Each of `seq` logged at or after `from`, in this order (each found after
+  // the one before it).
+  ::testing::AssertionResult InOrder(const std::vector<std::string>& seq, int from = 0) const {
+    int at = from - 1;
+    for (const auto& c : seq) {
+      int i = Find(c, at + 1);
+      if (i < 0) {
+        return ::testing::AssertionFailure()
+               << "'" << c << "' not logged after index " << at << ":\n"
+               << Dump();
+      }
+      at = i;
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> calls_;
+};
+
+// Logs "dp.SetVnic <id>", "dp.RemoveVnic <id>", "dp.SetState <rev>",
+// "dp.Export <id>", "dp.Import <id> <n>". GetState is not logged (every pass).
+class FakeDataplane final : public DataplaneEdge {
+ public:
+  explicit FakeDataplane(CallLog* log) : log_(log) {}
+  bool down = false;
+  bool export_fails = false;
+  uint64_t revision = 0;
+  uint64_t instance_id = 1;
+  std::map<std::string, v1::DataplaneVNic> vnics;
+  std::map<std::string, std::vector<v1::ConnectionEntry>> conns;
+  std::map<std::string, std::vector<v1::ConnectionEntry>> imported;
+
+  absl::Status SetVnic(const v1::DataplaneVNic& v) override {
+    if (down) return absl::UnavailableError("dataplane SetVNic: connection refused");
+    log_->Add("dp.SetVnic " + v.id());
+    vnics[v.id()] = v;
+    return absl::OkStatus();
+  }
+  absl::Status RemoveVnic(const std::string& id) override {
+    if (down) return absl::UnavailableError("dataplane RemoveVNic: connection refused");
+    log_->Add("dp.RemoveVnic " + id);
+    vnics.erase(id);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) override {
+    if (down) return absl::UnavailableError("dataplane SetState: connection refused");
+    revision = req.has_full() ? req.full().revision() : req.delta().to_revision();
+    log_->Add(absl::StrCat("dp.SetState ", revision));
+    return revision;
+  }
+  absl::StatusOr<v1::GetStateResponse> GetState() override {
+    if (down) return absl::UnavailableError("dataplane GetState: connection refused");
+    v1::GetStateResponse r;
+    r.set_applied_revision(revision);
+    r.set_instance_id(instance_id);
+    for (const auto& [id, v] : vnics) *r.add_vnics() = v;
+    return r;
+  }
+  absl::StatusOr<v1::ExportConnectionsResponse> ExportConnections(const std::string& id) override {
+    log_->Add("dp.Export " + id);
+    if (down) return absl::UnavailableError("dataplane ExportConnections: connection refused");
+    if (export_fails) return absl::InternalError("dataplane ExportConnections: worker busy");
+    v1::ExportConnectionsResponse r;
+    for (const auto& e : conns[id]) *r.add_entries() = e;
+    r.set_total(static_cast<uint32_t>(conns[id].size()));
+    return r;
+  }
+  absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
+      const v1::ImportConnectionsRequest& req) override {
+    log_->Add(absl::StrCat("dp.Import ", req.vnic_id(), " ", req.entries_size()));
+    if (down) return absl::UnavailableError("dataplane ImportConnections: connection refused");
+    if (!vnics.count(req.vnic_id())) {
+      return absl::NotFoundError("dataplane ImportConnections: vnic_id: unknown");
+    }
+    auto& to = imported[req.vnic_id()];
+    to.insert(to.end(), req.entries().begin(), req.entries().end());
+    v1::ImportConnectionsResponse r;
+    r.set_imported(static_cast<uint32_t>(req.entries_size()));
+    return r;
+  }
+  std::string target() const override { return "fake"; }
+
+ private:
+  CallLog* log_;
+};
+
+// Logs "ovs.CreateFirewallPort", "ovs.Connect" (a new OpenFlow connection),
+// "ovs.NoFlood <ofport>", "ovs.Reconcile steer=<ofports steered, sorted>"
+// (or "ovs.Reconcile failed").
+class FakeOvs final : public OvsEdge {
+ public:
+  explicit FakeOvs(CallLog* log) : log_(log) {}
+  bool is_synced = true;
+  bool fail_next_reconcile = false;  // as after ovs-vswitchd restarted
+  std::vector<ovs::OvsInterface> rows;
+  std::vector<ovs::FlowSpec> flows;  // as last reconciled
+
+  void Start(std::function<void()>) override {}
+  void Stop() override {}
+  bool synced() const override { return is_synced; }
+  std::vector<ovs::OvsInterface> Snapshot() const override { return rows; }
+  absl::Status CreateFirewallPort() override {
+    log_->Add("ovs.CreateFirewallPort");
+    return absl::OkStatus();
+  }
+  absl::Status ConnectOpenFlow() override {
+    if (connected_) return absl::OkStatus();
+    log_->Add("ovs.Connect");
+    connected_ = true;
+    epoch_++;
+    return absl::OkStatus();
+  }
+  bool openflow_connected() const override { return connected_; }
+  uint64_t openflow_epoch() const override { return epoch_; }
+  absl::StatusOr<ovs::ReconcileResult> ReconcileFlows(
+      const std::vector<ovs::FlowSpec>& desired) override {
+    if (fail_next_reconcile) {
+      fail_next_reconcile = false;
+      connected_ = false;
+      log_->Add("ovs.Reconcile failed");
+      return absl::UnavailableError("openflow: connection reset");
+    }
+    // Table 0 flows "in_port=N actions=mod_vlan_vid:..": N is steered.
+    std::set<int> steered;
+    static const std::regex kSteer("^in_port=([0-9]+)$");
+    for (const auto& f : desired) {
+      std::smatch m;
+      if (f.table == 0 && f.actions.rfind("mod_vlan_vid", 0) == 0 &&
+          std::regex_match(f.match, m, kSteer))
+        steered.insert(std::stoi(m[1].str()));
+    }
+    log_->Add("ovs.Reconcile steer=" + absl::StrJoin(steered, ","));
+    ovs::ReconcileResult r;
+    r.bundles = desired == flows ? 0 : 1;
+    flows = desired;
+    return r;
+  }
+  absl::Status SetPortNoFlood(uint32_t ofport) override {
+    log_->Add(absl::StrCat("ovs.NoFlood ", ofport));
+    return absl::OkStatus();
+  }
+
+ private:
+  CallLog* log_;
+  bool connected_ = false;
+  uint64_t epoch_ = 0;
+};
+
+class FakeLibvirt final : public LibvirtEdge {
+ public:
+  bool is_synced = true;
+  std::vector<Domain> domains;
+  absl::Status Start(std::function<void()>) override { return absl::OkStatus(); }
+  void Stop() override {}
+  bool synced() const override { return is_synced; }
+  std::vector<Domain> Snapshot() const override { return domains; }
+};
+
+// Logs "ctl.Start", "ctl.Hello <vm ids>", "ctl.Restart",
+// "ctl.Inventory <vm ids>" (when the list changed), and per export chunk
+// "ctl.Export <vm> <vnic> <entries>[ last total=<n>]".
+class FakeController final : public ControllerEdge {
+ public:
+  explicit FakeController(CallLog* log) : log_(log) {}
+  ControllerSession::Hooks hooks;
+  uint64_t acked = 0;
+  std::vector<v1::ConnectionExport> exports;
+
+  void SetHooks(ControllerSession::Hooks h) override { hooks = std::move(h); }
+  void Start() override {
+    log_->Add("ctl.Start");
+    v1::HostHello hello = hooks.hello();
+    std::vector<std::string> ids;
+    for (const auto& vm : hello.vms()) ids.push_back(vm.id());
+    log_->Add("ctl.Hello " + absl::StrJoin(ids, ","));
+  }
+  void Stop() override {}
+  void Restart() override { log_->Add("ctl.Restart"); }
+  void SetInventory(std::vector<v1::Vm> vms) override {
+    std::vector<std::string> ids;
+    for (const auto& vm : vms) ids.push_back(vm.id());
+    std::string line = "ctl.Inventory " + absl::StrJoin(ids, ",");
+    if (line != last_) log_->Add(line);
+    last_ = line;
+  }
+  void SendConnections(v1::ConnectionExport m) override {
+    std::string line =
+        absl::StrCat("ctl.Export ", m.vm_id(), " ", m.vnic_id(), " ", m.entries_size());
+    if (m.last()) absl::StrAppend(&line, " last total=", m.total());
+    log_->Add(line);
+    exports.push_back(std::move(m));
+  }
+  uint64_t last_acked_revision() const override { return acked; }
+  bool connected() const override { return true; }
+
+ private:
+  CallLog* log_;
+  std::string last_;
+};
+
+}  // namespace dfw::hostagent::testing
