@@ -18,6 +18,29 @@ struct IfaceRef {
   const DomainInterface* iface = nullptr;
 };
 
+// A row without an iface-id: an uplink to the provider network, the bridge's
+// LOCAL port or another non-VM port; it passes to table 1 (steering.
+// uplink_ofports). A row that says it belongs to a VM (vm-uuid or
+// attached-mac) but has no iface-id is a VM port we cannot steer: isolated,
+// never passed unfirewalled.
+void AddNonVmPort(const ovs::OvsInterface& row, HostView* view) {
+  const auto port = static_cast<uint32_t>(row.ofport);
+  if (!row.vm_uuid.empty() || !row.attached_mac.empty()) {
+    view->errors.push_back(Cat("port '", row.name, "': vm-uuid '", row.vm_uuid,
+                               "' / attached-mac '", row.attached_mac,
+                               "' but no iface-id: a VM port that cannot be steered: isolated"));
+    if (row.ofport < ovs::kMaxOfport) view->steering.isolated_ofports.push_back(port);
+    return;
+  }
+  if (row.ofport >= ovs::kMaxOfport && port != ovs::kLocalOfport) {
+    view->errors.push_back(
+        Cat("port '", row.name, "': ofport ", row.ofport,
+            " is a reserved port number: not passed (unknown ports are dropped)"));
+    return;
+  }
+  view->steering.uplink_ofports.push_back(port);
+}
+
 }  // namespace
 
 HostView ComputeHostView(const std::vector<Domain>& domains,
@@ -42,8 +65,11 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
       view.firewall_ofport = row.ofport;
       continue;
     }
-    if (row.iface_id.empty()) continue;  // not a VM port (uplink, internal)
-    if (row.ofport <= 0) continue;       // not plugged yet (or failed)
+    if (row.ofport <= 0) continue;  // not plugged yet (or failed)
+    if (row.iface_id.empty()) {
+      AddNonVmPort(row, &view);
+      continue;
+    }
     IfaceRef ref;
     if (auto it = by_id.find(row.iface_id); it != by_id.end()) {
       ref = it->second;
@@ -59,8 +85,8 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
       continue;
     }
     std::string mac = Lower(!row.attached_mac.empty() ? row.attached_mac
-                            : ref.iface != nullptr   ? ref.iface->mac
-                                                     : std::string());
+                            : ref.iface != nullptr    ? ref.iface->mac
+                                                      : std::string());
     if (mac.empty()) {
       view.errors.push_back(Cat("port '", row.name, "' (iface-id ", row.iface_id,
                                 "): no MAC (no attached-mac, not known to libvirt): isolated"));
@@ -84,11 +110,11 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
     vnics[row.iface_id] = v;
   }
   for (auto& [id, v] : vnics) {
-    view.steering.vnics.push_back(
-        {v.local_id(), static_cast<uint16_t>(v.local_id()), v.mac()});
+    view.steering.vnics.push_back({v.local_id(), static_cast<uint16_t>(v.local_id()), v.mac()});
     view.vnics.push_back(std::move(v));
   }
   if (view.firewall_ofport > 0) view.steering.firewall_ofport = view.firewall_ofport;
+  std::sort(view.steering.uplink_ofports.begin(), view.steering.uplink_ofports.end());
 
   // libvirt side: the VMs, with each vNIC's id from libvirt or, failing
   // that, from the OVS row it was joined to.

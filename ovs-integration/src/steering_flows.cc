@@ -10,8 +10,6 @@
 namespace dfw::ovs {
 namespace {
 
-constexpr uint32_t kMaxOfport = 0xff00;  // OFPP_MAX: above are reserved ports
-
 // Lower-cases `mac` into *out; false if it is not a unicast MAC
 // "xx:xx:xx:xx:xx:xx".
 bool NormalizeUnicastMac(const std::string& mac, std::string* out) {
@@ -53,6 +51,11 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     return absl::InvalidArgumentError(
         absl::StrCat("firewall_ofport ", fw, " is not a port number (1..", kMaxOfport - 1, ")"));
   }
+  if (config.vnics.size() > kMaxSteeredVnics) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vnics: ", config.vnics.size(), " vNICs, at most ", kMaxSteeredVnics,
+                     " fit one broadcast flow (OpenFlow's 64 KiB message)"));
+  }
   std::set<uint32_t> ports;
   std::set<uint16_t> ids;
   std::set<std::string> macs;
@@ -86,20 +89,55 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     norm_macs.push_back(mac);
   }
 
-  for (uint32_t port : config.isolated_ofports) {
-    const std::string what = absl::StrCat("isolated ofport ", port, ": ");
-    if (port == 0 || port >= kMaxOfport) {
-      return absl::InvalidArgumentError(absl::StrCat(what, "not a port number"));
+  // Isolated and uplink ports: each a port number, not the firewall's, in
+  // one role only.
+  auto check_port = [&](const char* role, uint32_t port, bool may_be_local) -> absl::Status {
+    const std::string what = absl::StrCat(role, " ofport ", port, ": ");
+    if (port == 0 || (port >= kMaxOfport && !(may_be_local && port == kLocalOfport))) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "not a port number (1..", kMaxOfport - 1,
+                                                     may_be_local ? " or LOCAL 65534)" : ")"));
     }
     if (port == fw) return absl::InvalidArgumentError(absl::StrCat(what, "the firewall port"));
     if (!ports.insert(port).second) {
-      return absl::InvalidArgumentError(absl::StrCat(what, "also listed as a vNIC or twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "also listed as a vNIC, an isolated or uplink port, or twice"));
     }
+    return absl::OkStatus();
+  };
+  for (uint32_t port : config.isolated_ofports) {
+    if (absl::Status st = check_port("isolated", port, false); !st.ok()) return st;
   }
+  for (uint32_t port : config.uplink_ofports) {
+    if (absl::Status st = check_port("uplink", port, true); !st.ok()) return st;
+  }
+
+  // Copies of a group-addressed frame into the ingress of each local vNIC
+  // but `except`: "mod_vlan_vid:<R|0x800>,output:<fw>," per receiver R.
+  auto copies_to_vnics = [&](uint32_t except) {
+    std::string out;
+    for (const VnicSteering& r : config.vnics) {
+      if (r.ofport == except) continue;
+      absl::StrAppendFormat(&out, "mod_vlan_vid:%u,output:%u,", r.local_id | kIngressVlanBit, fw);
+    }
+    // The frame leaves the copies tagged: NORMAL gets it as it came.
+    return out.empty() ? std::string("NORMAL") : absl::StrCat(out, "strip_vlan,NORMAL");
+  };
+  constexpr const char* kGroupDst = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00";
+
   std::vector<FlowSpec> flows;
-  flows.reserve(config.vnics.size() * 5 + config.isolated_ofports.size() + 3);
+  flows.reserve(config.vnics.size() * 6 + config.isolated_ofports.size() +
+                config.uplink_ofports.size() * 2 + 4);
   for (uint32_t port : config.isolated_ofports) {
     flows.push_back({0, kPrioritySteer, Cookie(port), absl::StrFormat("in_port=%u", port), "drop"});
+  }
+  for (uint32_t port : config.uplink_ofports) {
+    const std::string in_port =
+        port == kLocalOfport ? std::string("in_port=LOCAL") : absl::StrFormat("in_port=%u", port);
+    // The provider network is untagged: a tagged frame would have its VLAN
+    // overwritten by a steering tag and reach a vNIC whatever its VLAN.
+    flows.push_back(
+        {0, kPriorityVmTagged, Cookie(port), in_port + ",vlan_tci=0x1000/0x1000", "drop"});
+    flows.push_back({0, kPrioritySteer, Cookie(port), in_port, "resubmit(,1)"});
   }
   for (size_t i = 0; i < config.vnics.size(); ++i) {
     const VnicSteering& v = config.vnics[i];
@@ -116,10 +154,13 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
                      absl::StrFormat("strip_vlan,output:%u", v.ofport)});
     flows.push_back({1, kPrioritySteer, c, absl::StrCat("dl_dst=", norm_macs[i]),
                      absl::StrFormat("mod_vlan_vid:%u,output:%u", in_id, fw)});
+    flows.push_back({1, kPrioritySteer, c, absl::StrFormat("in_port=%u,%s", v.ofport, kGroupDst),
+                     copies_to_vnics(v.ofport)});
   }
   flows.push_back(
       {0, kPriorityFirewallDefault, Cookie(0), absl::StrFormat("in_port=%u", fw), "drop"});
-  flows.push_back({0, kPriorityDefault, Cookie(0), "", "resubmit(,1)"});
+  flows.push_back({0, kPriorityDefault, Cookie(0), "", "drop"});
+  flows.push_back({1, kPriorityGroupFromUplink, Cookie(0), kGroupDst, copies_to_vnics(0)});
   flows.push_back({1, kPriorityDefault, Cookie(0), "", "NORMAL"});
   return flows;
 }

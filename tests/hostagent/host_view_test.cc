@@ -39,8 +39,7 @@ TEST(HostView, JoinsByInterfaceIdAndByVmUuidAndMac) {
           {{"52:54:00:00:00:02", "vhostuser", "", "", {"198.18.0.12"}}}, {{"app", "db"}}),
   };
   std::vector<ovs::OvsInterface> rows = {
-      Row("fw0", "", "", "", 1),
-      Row("vnet0", "vnic-web", "52:54:00:00:00:01", "", 5),
+      Row("fw0", "", "", "", 1), Row("vnet0", "vnic-web", "52:54:00:00:00:01", "", 5),
       Row("vhu-db", "vnic-db", "52:54:00:00:00:02", "11111111-0000-0000-0000-000000000002", 6),
       Row("uplink", "", "", "", 2),  // no iface-id: not a vNIC
   };
@@ -98,6 +97,34 @@ TEST(HostView, PortsThatCannotBeSteeredAreNamedInErrors) {
   EXPECT_EQ(v.steering.isolated_ofports, (std::vector<uint32_t>{4000, 7}));
   EXPECT_NE(v.errors[0].find("ofport 4000"), std::string::npos) << v.errors[0];
   EXPECT_NE(v.errors[1].find("no MAC"), std::string::npos) << v.errors[1];
+}
+
+TEST(HostView, PortsWithoutIfaceIdPassAsUplinksUnlessTheySayTheyAreAVm) {
+  std::vector<ovs::OvsInterface> rows = {
+      Row("fw0", "", "", "", 3),
+      Row("eth1", "", "", "", 12),                     // uplink
+      Row("br0", "", "", "", ovs::kLocalOfport),       // the bridge's LOCAL port
+      Row("eth2", "", "", "", 2),                      // second uplink
+      Row("eth3", "", "", "", -1),                     // no ofport yet: skipped
+      Row("vm-noid", "", "52:54:00:00:00:0a", "", 8),  // a VM's port, no iface-id
+      Row("vm-noid2", "", "", "33333333-0000-0000-0000-000000000001", 9),
+      Row("odd", "", "", "", 0xff00),  // reserved number
+      Row("vnet0", "vnic-a", "52:54:00:00:00:01", "", 5),
+  };
+  HostView v = ComputeHostView({}, rows, "fw0", "h");
+  EXPECT_EQ(v.steering.uplink_ofports, (std::vector<uint32_t>{2, 12, ovs::kLocalOfport}));
+  EXPECT_EQ(v.steering.isolated_ofports, (std::vector<uint32_t>{8, 9}));
+  ASSERT_EQ(v.errors.size(), 3u);
+  EXPECT_NE(v.errors[0].find("'vm-noid'"), std::string::npos) << v.errors[0];
+  EXPECT_NE(v.errors[0].find("no iface-id"), std::string::npos) << v.errors[0];
+  EXPECT_NE(v.errors[2].find("ofport 65280"), std::string::npos) << v.errors[2];
+  ASSERT_EQ(v.steering.vnics.size(), 1u);
+  // The steering computed from the view is valid: every port in one role.
+  auto flows = ovs::ComputeSteeringFlows(v.steering);
+  ASSERT_TRUE(flows.ok()) << flows.status();
+  int passes = 0;
+  for (const ovs::FlowSpec& f : *flows) passes += f.actions == "resubmit(,1)";
+  EXPECT_EQ(passes, 3);  // eth2, eth1, LOCAL
 }
 
 TEST(HostView, NoFirewallPortMeansNothingToSteerTo) {

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "dfw/ovs/ovsdb_monitor.h"
 #include "ovs_sandbox.h"
 
@@ -198,7 +199,10 @@ TEST_F(OpenFlowBridgeTest, FlowSetChangeIsAtomicForConcurrentReaders) {
     absl::StatusOr<ReconcileResult> r = bridge_->Reconcile(i % 2 == 0 ? one : both);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->bundles, 1u);
-    EXPECT_EQ(i % 2 == 0 ? r->deleted : r->added, 5u);
+    // vNIC 6's six flows; 5's broadcast flow and the uplinks' lose or gain
+    // the copy into 6's ingress.
+    EXPECT_EQ(i % 2 == 0 ? r->deleted : r->added, 6u);
+    EXPECT_EQ(r->modified, 2u);
     testing::WaitFor([&] { return dumps.load() > i * 3; }, std::chrono::seconds(2));
   }
   stop = true;
@@ -223,6 +227,31 @@ TEST_F(OpenFlowBridgeTest, RejectedBundleChangesNothing) {
   auto dumped = bridge_->DumpFlows();
   ASSERT_TRUE(dumped.ok());
   EXPECT_EQ(AsSet(*dumped), Canonical(desired));
+}
+
+TEST_F(OpenFlowBridgeTest, TheLargestBroadcastFlowFitsOneOpenFlowMessage) {
+  // kMaxSteeredVnics vNICs: the uplinks' broadcast flow carries a copy for
+  // each; the switch must take it whole.
+  SteeringConfig c{1, {}};
+  for (uint16_t id = 1; id <= kMaxSteeredVnics; ++id) {
+    c.vnics.push_back({id + 9u, id, absl::StrFormat("52:54:00:00:%02x:%02x", id >> 8, id & 0xff)});
+  }
+  const std::vector<FlowSpec> all = Flows(c);
+  auto largest = std::find_if(all.begin(), all.end(), [](const FlowSpec& f) {
+    return f.table == 1 && f.priority == kPriorityGroupFromUplink;
+  });
+  ASSERT_NE(largest, all.end());
+  absl::StatusOr<ReconcileResult> r = bridge_->Reconcile({*largest});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto dumped = bridge_->DumpFlows();
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  ASSERT_EQ(dumped->size(), 1u);
+  size_t copies = 0;
+  for (size_t at = 0; (at = dumped->front().actions.find("output:1,", at)) != std::string::npos;
+       ++at) {
+    ++copies;
+  }
+  EXPECT_EQ(copies, kMaxSteeredVnics);
 }
 
 std::string PortLineOf(OvsSandbox& ovs, const std::string& name) {
@@ -279,19 +308,161 @@ TEST_F(OpenFlowBridgeTest, TracedPacketsCrossTheFirewallPortAsDesigned) {
   EXPECT_EQ(DatapathActions(ovs_, "in_port=5,dl_vlan=10," + a + b), "drop");
   EXPECT_EQ(DatapathActions(ovs_, "in_port=1,dl_vlan=99," + a + b), "drop");
   EXPECT_EQ(DatapathActions(ovs_, "in_port=1," + a + b), "drop");
-  // Broadcast from 5, allowed by its egress rules: flooded by NORMAL to the
-  // other ports but not back to the firewall port (no-flood) nor to 5.
-  const std::string flood =
-      DatapathActions(ovs_, "in_port=1,dl_vlan=7," + a + "dl_dst=ff:ff:ff:ff:ff:ff");
-  // Datapath port numbers: the netdev datapath uses the ofports we asked
-  // for; the bridge's own port (LOCAL) has another number.
-  std::set<std::string> outputs;
-  std::istringstream tokens(flood);
-  for (std::string t; std::getline(tokens, t, ',');) outputs.insert(t);
-  EXPECT_EQ(outputs.count("pop_vlan"), 1u) << flood;
-  EXPECT_EQ(outputs.count("6"), 1u) << flood;
-  EXPECT_EQ(outputs.count("1"), 0u) << flood;
-  EXPECT_EQ(outputs.count("5"), 0u) << flood;
+}
+
+// A datapath action list as the outputs it makes: (port, VLAN id or -1 when
+// untagged), in order. Understands push_vlan(vid=..), pop_vlan and port
+// numbers, the only actions our flows produce; anything else is returned in
+// `other`.
+struct Outputs {
+  std::vector<std::pair<int, int>> out;
+  std::vector<std::string> other;
+};
+Outputs ParseOutputs(const std::string& actions) {
+  Outputs r;
+  int vid = -1, depth = 0;
+  std::string tok;
+  auto flush = [&] {
+    if (tok.empty()) return;
+    if (tok.rfind("push_vlan(vid=", 0) == 0) {
+      vid = std::stoi(tok.substr(14));
+    } else if (tok == "pop_vlan") {
+      vid = -1;
+    } else if (std::all_of(tok.begin(), tok.end(), ::isdigit)) {
+      r.out.push_back({std::stoi(tok), vid});
+    } else {
+      r.other.push_back(tok);
+    }
+    tok.clear();
+  };
+  for (char ch : actions) {
+    if (ch == '(') ++depth;
+    if (ch == ')') --depth;
+    if (ch == ',' && depth == 0) {
+      flush();
+    } else {
+      tok += ch;
+    }
+  }
+  flush();
+  return r;
+}
+
+std::set<int> PortsOf(const Outputs& o) {
+  std::set<int> ports;
+  for (const auto& [port, vid] : o.out) ports.insert(port);
+  return ports;
+}
+
+// The steering tags of the copies sent to the firewall port (ofport 1), in
+// order.
+std::vector<int> TagsToFirewall(const Outputs& o) {
+  std::vector<int> tags;
+  for (const auto& [port, vid] : o.out) {
+    if (port == 1) tags.push_back(vid);
+  }
+  return tags;
+}
+
+// Three vNICs (ofports 5, 6, 7; local ids 7, 8, 9), an uplink (ofport 2) and
+// a port nobody told the agent about (ofport 9); every vNIC port and the
+// firewall port no-flood, as the agent sets them.
+class FleetSteeringTest : public OpenFlowBridgeTest {
+ protected:
+  void SetUp() override {
+    OpenFlowBridgeTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_EQ(ovs_.Vsctl("add-port br0 vnet7 -- set Interface vnet7 type=internal "
+                         "ofport_request=7 -- add-port br0 eth1 -- set Interface eth1 "
+                         "type=internal ofport_request=2 -- add-port br0 new9 -- set Interface "
+                         "new9 type=internal ofport_request=9"),
+              0)
+        << ovs_.error();
+    SteeringConfig c = TwoVnics();
+    c.vnics.push_back({7, 9, "52:54:00:00:00:07"});
+    c.uplink_ofports = {2};
+    ASSERT_TRUE(bridge_->Reconcile(Flows(c)).ok());
+    for (uint32_t port : {1u, 5u, 6u, 7u}) {
+      ASSERT_TRUE(SetPortNoFlood(ovs_.mgmt_target(), port).ok()) << port;
+    }
+  }
+  std::string Trace(const std::string& packet) { return DatapathActions(ovs_, packet); }
+
+  static constexpr const char* kFromA = "dl_src=52:54:00:00:00:05,";
+  static constexpr const char* kBroadcast = "dl_dst=ff:ff:ff:ff:ff:ff";
+};
+
+TEST_F(FleetSteeringTest, BroadcastFromAVnicCrossesEachReceiversIngressAndGoesOutTheUplink) {
+  // 5's broadcast, allowed by its egress rules, back from the firewall port.
+  const std::string acts = Trace(std::string("in_port=1,dl_vlan=7,") + kFromA + kBroadcast);
+  const Outputs o = ParseOutputs(acts);
+  EXPECT_TRUE(o.other.empty()) << acts;
+  // One copy into 6's ingress (0x808) and one into 7's (0x809), both to the
+  // firewall port; the original untagged to the uplink; never to 5 itself,
+  // never straight to 6 or 7.
+  EXPECT_EQ(TagsToFirewall(o), (std::vector<int>{0x808, 0x809})) << acts;
+  EXPECT_EQ(std::count(o.out.begin(), o.out.end(), std::pair<int, int>{2, -1}), 1) << acts;
+  for (int vnic : {5, 6, 7}) EXPECT_EQ(PortsOf(o).count(vnic), 0u) << vnic << ": " << acts;
+  // The copies, allowed by 6's and 7's ingress rules, are delivered untagged.
+  EXPECT_EQ(Trace(std::string("in_port=1,dl_vlan=2056,") + kFromA + kBroadcast), "pop_vlan,6");
+  EXPECT_EQ(Trace(std::string("in_port=1,dl_vlan=2057,") + kFromA + kBroadcast), "pop_vlan,7");
+  // Multicast (group bit, not all-ones) takes the same path.
+  const std::string mcast =
+      Trace(std::string("in_port=1,dl_vlan=7,") + kFromA + "dl_dst=01:00:5e:00:00:fb");
+  const Outputs m = ParseOutputs(mcast);
+  EXPECT_EQ(TagsToFirewall(m), (std::vector<int>{0x808, 0x809})) << mcast;
+  EXPECT_EQ(std::count(m.out.begin(), m.out.end(), std::pair<int, int>{2, -1}), 1) << mcast;
+  for (int vnic : {5, 6, 7}) EXPECT_EQ(PortsOf(m).count(vnic), 0u) << vnic << ": " << mcast;
+}
+
+TEST_F(FleetSteeringTest, BroadcastFromTheUplinkReachesEveryVnicOnlyThroughTheFirewall) {
+  const std::string acts = Trace(std::string("in_port=2,dl_src=52:54:00:00:01:00,") + kBroadcast);
+  const Outputs o = ParseOutputs(acts);
+  EXPECT_TRUE(o.other.empty()) << acts;
+  EXPECT_EQ(TagsToFirewall(o), (std::vector<int>{0x807, 0x808, 0x809})) << acts;
+  for (int port : {2, 5, 6, 7}) EXPECT_EQ(PortsOf(o).count(port), 0u) << port << ": " << acts;
+}
+
+TEST_F(FleetSteeringTest, ATaggedFrameFromTheUplinkIsDropped) {
+  EXPECT_EQ(Trace("in_port=2,dl_vlan=8,dl_src=52:54:00:00:01:00,dl_dst=52:54:00:00:00:06"), "drop");
+  EXPECT_EQ(Trace(std::string("in_port=2,dl_vlan=100,dl_src=52:54:00:00:01:00,") + kBroadcast),
+            "drop");
+}
+
+TEST_F(FleetSteeringTest, AFrameFromAPortTheAgentDoesNotKnowIsDropped) {
+  EXPECT_EQ(Trace("in_port=9,dl_src=52:54:00:00:00:09,dl_dst=52:54:00:00:00:06"), "drop");
+  EXPECT_EQ(Trace(std::string("in_port=9,dl_src=52:54:00:00:00:09,") + kBroadcast), "drop");
+  EXPECT_EQ(Trace("in_port=9,dl_src=52:54:00:00:00:09,dl_dst=52:54:00:00:01:00"), "drop");
+}
+
+TEST_F(FleetSteeringTest, UnicastFromTheUplinkToAVnicGoesThroughItsIngress) {
+  EXPECT_EQ(Trace("in_port=2,dl_src=52:54:00:00:01:00,dl_dst=52:54:00:00:00:06"),
+            "push_vlan(vid=2056,pcp=0),1");
+  // Even after NORMAL learnt 6's MAC on port 6 (from a broadcast 6 sent).
+  ASSERT_EQ(ovs_.Run("ovs-appctl -t " + ovs_.dir() +
+                     "/vswitchd.ctl ofproto/trace br0 "
+                     "'in_port=1,dl_vlan=8,dl_src=52:54:00:00:00:06,dl_dst=ff:ff:ff:ff:ff:ff' "
+                     "-generate"),
+            0)
+      << ovs_.error();
+  std::string fdb;
+  ASSERT_EQ(ovs_.Run("ovs-appctl -t " + ovs_.dir() + "/vswitchd.ctl fdb/show br0", &fdb), 0);
+  EXPECT_NE(fdb.find("52:54:00:00:00:06"), std::string::npos) << fdb;
+  EXPECT_EQ(Trace("in_port=2,dl_src=52:54:00:00:01:00,dl_dst=52:54:00:00:00:06"),
+            "push_vlan(vid=2056,pcp=0),1");
+}
+
+TEST_F(FleetSteeringTest, UnknownUnicastFromAVnicReachesTheUplinkAndNoVnic) {
+  const std::string acts =
+      Trace(std::string("in_port=1,dl_vlan=7,") + kFromA + "dl_dst=52:54:00:00:01:99");
+  const Outputs o = ParseOutputs(acts);
+  EXPECT_TRUE(o.other.empty()) << acts;
+  EXPECT_EQ(PortsOf(o).count(2), 1u) << acts;
+  for (int port : {1, 5, 6, 7}) EXPECT_EQ(PortsOf(o).count(port), 0u) << port << ": " << acts;
+  for (const auto& [port, vid] : o.out) EXPECT_EQ(vid, -1) << acts;
+  // Port 9 is not no-flood (the agent has not seen it yet): NORMAL floods to
+  // it. The agent must set no-flood on a VM port as soon as it appears.
+  EXPECT_EQ(PortsOf(o).count(9), 1u) << acts;
 }
 
 TEST(OpenFlowBridgeNoSwitch, ConnectFailsWithTarget) {

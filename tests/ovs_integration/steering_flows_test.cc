@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <set>
+#include <sstream>
 
+#include "absl/strings/str_format.h"
 #include "dfw/ovs/openflow_bridge.h"
 
 namespace dfw::ovs {
@@ -28,8 +31,14 @@ TEST(SteeringFlows, OneVnicGivesDesign4FlowsPlusFailClosedOnes) {
       "actions=strip_vlan,output:5",
       "table=1,priority=100,cookie=0xdf305ee000000005,dl_dst=52:54:00:00:00:05 "
       "actions=mod_vlan_vid:2055,output:1",
+      // Its broadcasts: no other local vNIC, so to NORMAL only.
+      "table=1,priority=100,cookie=0xdf305ee000000005,in_port=5,"
+      "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=NORMAL",
       "table=0,priority=10,cookie=0xdf305ee000000000,in_port=1 actions=drop",
-      "table=0,priority=0,cookie=0xdf305ee000000000 actions=resubmit(,1)",
+      "table=0,priority=0,cookie=0xdf305ee000000000 actions=drop",
+      // Broadcasts from anywhere else (uplinks): a copy into 5's ingress.
+      "table=1,priority=50,cookie=0xdf305ee000000000,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 "
+      "actions=mod_vlan_vid:2055,output:1,strip_vlan,NORMAL",
       "table=1,priority=0,cookie=0xdf305ee000000000 actions=NORMAL",
   };
   EXPECT_EQ(got, want);
@@ -38,9 +47,11 @@ TEST(SteeringFlows, OneVnicGivesDesign4FlowsPlusFailClosedOnes) {
 TEST(SteeringFlows, EveryFlowCarriesOurCookiePrefix) {
   SteeringConfig c = OneVnic();
   c.vnics.push_back({6, 2047, "52:54:00:00:00:06"});
+  c.uplink_ofports = {3, kLocalOfport};
+  c.isolated_ofports = {9};
   auto flows = ComputeSteeringFlows(c);
   ASSERT_TRUE(flows.ok()) << flows.status();
-  EXPECT_EQ(flows->size(), 2 * 5 + 3u);
+  EXPECT_EQ(flows->size(), 2 * 6 + 2 * 2 + 1 + 4u);
   for (const FlowSpec& f : *flows) {
     EXPECT_EQ(f.cookie & kSteeringCookieMask, kSteeringCookieBase) << f.ToString();
   }
@@ -52,7 +63,7 @@ TEST(SteeringFlows, MacIsLowerCasedAndHighestLocalIdFitsAVid) {
   ASSERT_TRUE(flows.ok()) << flows.status();
   bool seen = false;
   for (const FlowSpec& f : *flows) {
-    if (f.table == 1 && f.priority == kPrioritySteer) {
+    if (f.table == 1 && f.priority == kPrioritySteer && f.match.rfind("dl_dst=", 0) == 0) {
       EXPECT_EQ(f.match, "dl_dst=52:54:00:ab:cd:ef");
       EXPECT_EQ(f.actions, "mod_vlan_vid:4095,output:1");  // 2047 | 0x800
       seen = true;
@@ -64,7 +75,7 @@ TEST(SteeringFlows, MacIsLowerCasedAndHighestLocalIdFitsAVid) {
 TEST(SteeringFlows, NoVnicsLeavesBridgeDefaultsOnly) {
   auto flows = ComputeSteeringFlows({3, {}});
   ASSERT_TRUE(flows.ok()) << flows.status();
-  EXPECT_EQ(flows->size(), 3u);
+  EXPECT_EQ(flows->size(), 4u);
 }
 
 void ExpectInvalid(const SteeringConfig& c, const std::string& says) {
@@ -109,16 +120,134 @@ TEST(SteeringFlows, PortsThatCannotBeSteeredSendNothing) {
     ++drops_from_9;
   }
   EXPECT_EQ(drops_from_9, 1);
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {5}}, "also listed as a vNIC or twice");
-  ExpectInvalid({1, {}, {9, 9}}, "also listed as a vNIC or twice");
-  ExpectInvalid({1, {}, {1}}, "the firewall port");
-  ExpectInvalid({1, {}, {0}}, "not a port number");
+  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {5}}, "isolated ofport 5: also listed");
+  ExpectInvalid({1, {}, {9, 9}}, "isolated ofport 9: also listed");
+  ExpectInvalid({1, {}, {1}}, "isolated ofport 1: the firewall port");
+  ExpectInvalid({1, {}, {0}}, "isolated ofport 0: not a port number");
+  ExpectInvalid({1, {}, {kLocalOfport}}, "isolated ofport 65534: not a port number");
+}
+
+TEST(SteeringFlows, UnknownPortsAreDeniedKnownUplinksAndLocalPassUntagged) {
+  SteeringConfig c = OneVnic();
+  c.uplink_ofports = {3, kLocalOfport};
+  auto flows = ComputeSteeringFlows(c);
+  ASSERT_TRUE(flows.ok()) << flows.status();
+  std::vector<std::string> uplink_flows;
+  std::string table0_default;
+  for (const FlowSpec& f : *flows) {
+    if (f.table != 0) continue;
+    if (f.match.empty()) table0_default = f.actions;
+    if (f.match.find("in_port=3") == 0 || f.match.find("in_port=LOCAL") == 0) {
+      uplink_flows.push_back(f.ToString());
+    }
+  }
+  EXPECT_EQ(table0_default, "drop");
+  EXPECT_EQ(uplink_flows,
+            (std::vector<std::string>{
+                "table=0,priority=200,cookie=0xdf305ee000000003,in_port=3,"
+                "vlan_tci=0x1000/0x1000 actions=drop",
+                "table=0,priority=100,cookie=0xdf305ee000000003,in_port=3 actions=resubmit(,1)",
+                "table=0,priority=200,cookie=0xdf305ee00000fffe,in_port=LOCAL,"
+                "vlan_tci=0x1000/0x1000 actions=drop",
+                "table=0,priority=100,cookie=0xdf305ee00000fffe,in_port=LOCAL "
+                "actions=resubmit(,1)"}));
+}
+
+TEST(SteeringFlows, InvalidUplinksAreRejectedWithTheReason) {
+  ExpectInvalid({1, {}, {}, {0}}, "uplink ofport 0: not a port number");
+  ExpectInvalid({1, {}, {}, {0xff00}}, "uplink ofport 65280: not a port number");
+  ExpectInvalid({1, {}, {}, {0xffff}}, "uplink ofport 65535: not a port number");
+  ExpectInvalid({1, {}, {}, {1}}, "uplink ofport 1: the firewall port");
+  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {}, {5}}, "uplink ofport 5: also listed");
+  ExpectInvalid({1, {}, {9}, {9}}, "uplink ofport 9: also listed");
+  ExpectInvalid({1, {}, {}, {3, 3}}, "uplink ofport 3: also listed");
+}
+
+// What the group-addressed flows of table 1 do with a broadcast from
+// `in_port`, read off the flow text the way OVS would (first match by
+// priority): the steering tags copied to the firewall port, in order, and
+// whether the frame then goes to NORMAL untagged.
+struct GroupDelivery {
+  std::vector<unsigned> tags;
+  bool normal_untagged = false;
+};
+GroupDelivery DeliverBroadcast(const std::vector<FlowSpec>& flows, uint32_t in_port, uint32_t fw) {
+  const std::string group = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00";
+  const FlowSpec* best = nullptr;
+  for (const FlowSpec& f : flows) {
+    if (f.table != 1) continue;
+    const bool matches = f.match.empty() || f.match == group ||
+                         f.match == "in_port=" + std::to_string(in_port) + "," + group;
+    if (matches && (best == nullptr || f.priority > best->priority)) best = &f;
+  }
+  GroupDelivery d;
+  if (best == nullptr) return d;
+  std::istringstream in(best->actions);
+  bool tagged = false;
+  unsigned tag = 0;
+  for (std::string a; std::getline(in, a, ',');) {
+    if (a.rfind("mod_vlan_vid:", 0) == 0) {
+      tag = std::stoul(a.substr(13));
+      tagged = true;
+    } else if (a == "output:" + std::to_string(fw)) {
+      EXPECT_TRUE(tagged) << best->actions;
+      d.tags.push_back(tag);
+    } else if (a == "strip_vlan") {
+      tagged = false;
+    } else if (a == "NORMAL") {
+      d.normal_untagged = !tagged;
+    } else {
+      ADD_FAILURE() << "unexpected action " << a << " in " << best->actions;
+    }
+  }
+  return d;
+}
+
+TEST(SteeringFlows, BroadcastReachesEveryOtherVnicThroughItsIngressOnRandomConfigs) {
+  std::mt19937 rng(12);
+  for (int round = 0; round < 200; ++round) {
+    SteeringConfig c;
+    c.firewall_ofport = 1 + rng() % 3000;
+    std::set<uint32_t> used_ports = {c.firewall_ofport};
+    std::set<uint16_t> used_ids;
+    const int n = static_cast<int>(rng() % 12);
+    while (static_cast<int>(c.vnics.size()) < n) {
+      const uint32_t port = 1 + rng() % 3000;
+      const uint16_t id = 1 + rng() % kMaxLocalId;
+      if (!used_ports.insert(port).second || !used_ids.insert(id).second) continue;
+      c.vnics.push_back({port, id, absl::StrFormat("52:54:00:00:%02x:%02x", id >> 8, id & 0xff)});
+    }
+    const size_t uplinks = rng() % 3;
+    while (c.uplink_ofports.size() < uplinks) {
+      const uint32_t port = 1 + rng() % 3000;
+      if (used_ports.insert(port).second) c.uplink_ofports.push_back(port);
+    }
+    auto flows = ComputeSteeringFlows(c);
+    ASSERT_TRUE(flows.ok()) << flows.status();
+    // The reference: a broadcast goes once into every local vNIC's ingress
+    // but the sender's, then to NORMAL untagged.
+    auto expected_tags = [&](uint32_t sender) {
+      std::vector<unsigned> tags;
+      for (const VnicSteering& v : c.vnics) {
+        if (v.ofport != sender) tags.push_back(v.local_id | kIngressVlanBit);
+      }
+      return tags;
+    };
+    std::vector<uint32_t> senders = c.uplink_ofports;
+    for (const VnicSteering& v : c.vnics) senders.push_back(v.ofport);
+    for (uint32_t from : senders) {
+      GroupDelivery d = DeliverBroadcast(*flows, from, c.firewall_ofport);
+      EXPECT_EQ(d.tags, expected_tags(from)) << "round " << round << " from " << from;
+      EXPECT_TRUE(d.normal_untagged) << "round " << round << " from " << from;
+    }
+  }
 }
 
 TEST(SteeringFlows, AllFlowsParseInOvsAndCarryInOpenFlow13WithDistinctKeys) {
   SteeringConfig c = OneVnic();
   c.vnics.push_back({6, 8, "52:54:00:00:00:06"});
   c.isolated_ofports = {9};
+  c.uplink_ofports = {3, kLocalOfport};
   auto flows = ComputeSteeringFlows(c);
   ASSERT_TRUE(flows.ok()) << flows.status();
   std::set<std::string> keys;
@@ -148,6 +277,14 @@ TEST(SteeringFlows, CanonicalFormIsWhatOvsPrintsAfterOpenFlow13) {
   ASSERT_TRUE(normal.ok()) << normal.status();
   EXPECT_EQ(normal->key, "table=1,priority=0");
   EXPECT_EQ(normal->actions, "NORMAL");
+}
+
+TEST(SteeringFlows, MoreVnicsThanOneBroadcastFlowCanCarryAreRefused) {
+  SteeringConfig c{1, {}};
+  for (uint16_t id = 1; id <= kMaxSteeredVnics + 1; ++id) {
+    c.vnics.push_back({id + 9u, id, absl::StrFormat("52:54:00:00:%02x:%02x", id >> 8, id & 0xff)});
+  }
+  ExpectInvalid(c, "vnics: 2001 vNICs, at most 2000");
 }
 
 TEST(SteeringFlows, CanonicalFlowRejectsGarbageWithOvsMessage) {

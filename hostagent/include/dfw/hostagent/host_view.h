@@ -16,6 +16,14 @@
 // never left to NORMAL. A libvirt interface not (yet) on the bridge is
 // reported without being steered.
 //
+// Non-VM ports. A row with an ofport, no iface-id and no vm-uuid /
+// attached-mac (an uplink to the provider network, the bridge's LOCAL port)
+// goes to steering.uplink_ofports: what it sends passes to table 1 (unicast
+// to a vNIC and broadcasts still cross the receivers' ingress rules). Every
+// other port the steering does not list is dropped by OVS (default deny). A
+// row with vm-uuid or attached-mac but no iface-id is a VM port that cannot
+// be steered: isolated and named in `errors`.
+//
 // Local id. A vNIC's steering id is its OVS ofport (1..2047): stable across
 // agent and OVS restarts (OVS keeps ofports in its database), so a restarted
 // agent computes the same flows and reconciles without a gap. A VM port that
@@ -38,11 +46,11 @@
 namespace dfw::hostagent {
 
 struct HostView {
-  int64_t firewall_ofport = -1;               // -1: the firewall port has no ofport yet
-  std::vector<v1::DataplaneVNic> vnics;       // sorted by id
-  ovs::SteeringConfig steering;               // firewall port + vnics
-  std::vector<v1::Vm> vms;                    // sorted by id
-  std::vector<std::string> errors;            // what could not be joined or steered, and why
+  int64_t firewall_ofport = -1;          // -1: the firewall port has no ofport yet
+  std::vector<v1::DataplaneVNic> vnics;  // sorted by id
+  ovs::SteeringConfig steering;          // firewall port, vnics, isolated, uplinks
+  std::vector<v1::Vm> vms;               // sorted by id
+  std::vector<std::string> errors;       // what could not be joined or steered, and why
 };
 
 HostView ComputeHostView(const std::vector<Domain>& domains,

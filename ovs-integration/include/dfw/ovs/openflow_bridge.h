@@ -100,7 +100,8 @@ class OpenFlowBridge {
 
 // Sets (or clears) `no-flood` on port `ofport` of the bridge at `target`, as
 // `ovs-ofctl mod-port <br> <port> no-flood` does: NORMAL then never floods to
-// it. The firewall port needs it (steering_flows.h: broadcast). OpenFlow 1.3
+// it. The firewall port and every vNIC port need it (steering_flows.h:
+// NORMAL must never deliver to them unfirewalled). OpenFlow 1.3
 // has no such port flag, so this opens its own OpenFlow 1.0 connection: the
 // bridge's `protocols` must include OpenFlow10. OVS keeps the flag only in
 // ovs-vswitchd's memory: apply it again whenever the port (re)appears or

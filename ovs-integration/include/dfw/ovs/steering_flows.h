@@ -1,23 +1,31 @@
 // Steering flows: the OpenFlow rules that route every vNIC's traffic through
 // the dataplane (DESIGN.md §4).
 //
-// What. Given the firewall (dataplane) port and the bridge's vNICs, each with
-// its local id (1..2047) and MAC, ComputeSteeringFlows() returns the flow set
-// to install on the bridge, OpenFlow 1.3 + Nicira extensions, in ovs-ofctl
-// syntax. Every flow carries a cookie whose high 32 bits are
-// kSteeringCookieBase's (ours: reconcile touches only those) and whose low 32
-// bits are the vNIC's ofport (0 for bridge-wide flows), for debugging.
+// What. Given the firewall (dataplane) port, the bridge's vNICs (each with
+// its local id 1..2047 and MAC), the VM ports that cannot be steered and the
+// known non-VM ports (uplinks to the provider network, the bridge's LOCAL
+// port), ComputeSteeringFlows() returns the flow set to install on the
+// bridge, OpenFlow 1.3 + Nicira extensions, in ovs-ofctl syntax. Every flow
+// carries a cookie whose high 32 bits are kSteeringCookieBase's (ours:
+// reconcile touches only those) and whose low 32 bits are the port the flow
+// is about (the vNIC's, the isolated or uplink port's; 0 for bridge-wide
+// flows), for debugging.
 //
 //   table 0 (from where)
 //   p200 in_port=<vnic>,vlan_tci=0x1000/0x1000  drop              VM-tagged
+//   p200 in_port=<uplink>,vlan_tci=0x1000/0x1000  drop    tagged from uplink
 //   p100 in_port=<vnic>            push tag <id>, output:<fw>      egress
 //   p100 in_port=<fw>,dl_vlan=<id> pop tag, in_port:=<vnic>, resubmit(,1)
 //   p100 in_port=<fw>,dl_vlan=<id|0x800>  pop tag, output:<vnic>   ingress
 //   p100 in_port=<isolated>        drop     a VM port that cannot be steered
+//   p100 in_port=<uplink>          resubmit(,1)   uplinks, LOCAL
 //   p10  in_port=<fw>              drop     unknown/absent tag: fail closed
-//   p0                             resubmit(,1)   uplinks, other ports
+//   p0                             drop     unknown ports: default deny
 //   table 1 (to where)
 //   p100 dl_dst=<vnic mac>         push tag <id|0x800>, output:<fw>
+//   p100 in_port=<vnic A>,dl_dst=<group bit>
+//          per other vNIC R: tag <R|0x800>, output:<fw>; then pop tag, NORMAL
+//   p50  dl_dst=<group bit>        (from uplinks) the same for every vNIC
 //   p0                             NORMAL
 //
 // Decisions beyond §4 (see docs/architecture.md "ovs-integration"):
@@ -26,20 +34,32 @@
 //    product get access ports, not trunks.
 //  - Frames from the firewall port without a known steering tag are dropped
 //    (p10), never forwarded by NORMAL with a stray tag.
-//  - Broadcast and multicast from a vNIC are that vNIC's egress: they cross
-//    the dataplane once (egress rules of the sender), then NORMAL floods them
-//    to the other ports. They are not sent through the receivers' ingress
-//    rules (one copy per receiver would need a flow per pair); the firewall
-//    port must be `no-flood` so that flooding does not hand it untagged
-//    copies (OpenFlow 1.0 port mod; `ovs-ofctl mod-port <br> <fw> no-flood`).
-//  - Unicast to a local vNIC whose MAC NORMAL has not learned yet still goes
-//    through table 1's dl_dst flow: ingress is checked for every known vNIC.
+//  - The provider network is untagged: a tagged frame from an uplink is
+//    dropped (p200); a steering tag would overwrite its VLAN and hand it to
+//    a vNIC whatever VLAN it was sent on.
+//  - Default deny on ports: a port the agent has not classified yet (a VM
+//    port that just appeared) sends nothing (p0 drop). Uplinks and LOCAL
+//    (the host's own stack: a non-VM participant like a machine beyond the
+//    uplink; every frame it sends to a vNIC still crosses that vNIC's
+//    ingress) pass to table 1.
+//  - Broadcast and multicast reach each local vNIC only through that vNIC's
+//    ingress rules: one copy per receiver through the dataplane, never the
+//    sender's own frame back; NORMAL carries them to the uplinks. Every vNIC
+//    port and the firewall port must be `no-flood` (OpenFlow 1.0 port mod,
+//    SetPortNoFlood) so NORMAL's flooding (broadcast, unknown unicast) never
+//    reaches a vNIC unfirewalled nor hands the dataplane an untagged copy.
+//  - Unicast to a local vNIC (from a vNIC or an uplink) goes through table
+//    1's dl_dst flow whether or not NORMAL learnt the MAC.
+//  - Size: a group flow lists up to N copies (32 bytes each in OpenFlow
+//    1.3) and one OpenFlow message carries at most 64 KiB: at most
+//    kMaxSteeredVnics vNICs per bridge (the flow set grows as N²).
 //  - Fail closed: when the dataplane is down, everything steered to <fw> is
 //    lost: vNICs neither send nor receive; other ports are unaffected.
 //
 // Thread safety: pure functions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -55,8 +75,19 @@ inline constexpr uint64_t kSteeringCookieMask = 0xffffffff00000000ULL;
 inline constexpr uint16_t kIngressVlanBit = 0x800;
 inline constexpr uint16_t kMaxLocalId = 0x7ff;
 
+// vNICs one bridge can steer: the broadcast flow from the uplinks carries a
+// copy per vNIC, and its flow mod (~130 + 32 per copy bytes, in a bundle
+// message) must stay below OpenFlow's 64 KiB message length.
+inline constexpr size_t kMaxSteeredVnics = 2000;
+
+// OFPP_MAX: ofports from here on are reserved (LOCAL, CONTROLLER, ...).
+inline constexpr uint32_t kMaxOfport = 0xff00;
+// OFPP_LOCAL: the bridge's own port, as OVSDB reports its ofport.
+inline constexpr uint32_t kLocalOfport = 0xfffe;
+
 inline constexpr uint16_t kPriorityVmTagged = 200;
 inline constexpr uint16_t kPrioritySteer = 100;
+inline constexpr uint16_t kPriorityGroupFromUplink = 50;
 inline constexpr uint16_t kPriorityFirewallDefault = 10;
 inline constexpr uint16_t kPriorityDefault = 0;
 
@@ -74,6 +105,11 @@ struct SteeringConfig {
   // NORMAL unfirewalled. NORMAL never learns their MAC (it sees none of their
   // frames), so only floods reach them.
   std::vector<uint32_t> isolated_ofports;
+  // Known non-VM ports: uplinks to the provider network (ports without an
+  // iface-id) and the bridge's LOCAL port (kLocalOfport). What they send goes
+  // to table 1 (p100 in_port=<port> resubmit(,1)); any other port not listed
+  // here or above is dropped (table 0 p0).
+  std::vector<uint32_t> uplink_ofports;
 };
 
 // One flow in ovs-ofctl syntax.
@@ -90,8 +126,11 @@ struct FlowSpec {
 };
 
 // The full steering flow set, in a stable order. Errors (InvalidArgument)
-// name the offending vNIC: ofport 0 or >= 0xff00, the firewall port used as a
-// vNIC, duplicate ofport / local id / MAC, local id outside 1..2047, bad MAC.
+// name the offending vNIC or port: ofport 0 or >= 0xff00 (an uplink may also
+// be kLocalOfport), the firewall port used as a vNIC / isolated / uplink
+// port, a port in two roles or twice, duplicate local id / MAC, local id
+// outside 1..2047, bad MAC, more than kMaxSteeredVnics vNICs. On error nothing is returned: the
+// caller keeps the flows it installed last.
 absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig& config);
 
 }  // namespace dfw::ovs
