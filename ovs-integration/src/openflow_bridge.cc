@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -87,22 +88,33 @@ absl::Status SetPortNoFlood(const std::string& target, uint32_t ofport, bool no_
 
 absl::StatusOr<ReconcileResult> OpenFlowBridge::Reconcile(const std::vector<FlowSpec>& desired,
                                                           uint64_t cookie, uint64_t mask) {
-  // Desired, canonical, by key.
+  // Desired, canonical, by key. Canonical forms of the flows of the last
+  // pass are reused (the broadcast flows of a full bridge are 64 KiB each).
   std::map<std::string, std::pair<InstalledFlow, const FlowSpec*>> want;
+  std::unordered_map<std::string, InstalledFlow> canonical;
+  canonical.reserve(desired.size());
   for (const FlowSpec& f : desired) {
+    std::string text = f.ToString();
     if ((f.cookie & mask) != (cookie & mask)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("flow '%s': cookie 0x%x lacks the prefix 0x%x/0x%x", f.ToString(),
-                          f.cookie, cookie, mask));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "flow '%s': cookie 0x%x lacks the prefix 0x%x/0x%x", text, f.cookie, cookie, mask));
     }
-    absl::StatusOr<InstalledFlow> c = CanonicalFlow(f);
-    if (!c.ok()) return c.status();
-    const std::string key = c->key;
-    if (!want.emplace(key, std::make_pair(*std::move(c), &f)).second) {
+    InstalledFlow c;
+    if (auto hit = canonical_.find(text); hit != canonical_.end()) {
+      c = hit->second;
+    } else {
+      absl::StatusOr<InstalledFlow> fresh = CanonicalFlow(f);
+      if (!fresh.ok()) return fresh.status();
+      c = *std::move(fresh);
+    }
+    const std::string key = c.key;
+    canonical.emplace(std::move(text), c);
+    if (!want.emplace(key, std::make_pair(std::move(c), &f)).second) {
       return absl::InvalidArgumentError(
           "two desired flows with the same table, priority and match: " + key);
     }
   }
+  canonical_ = std::move(canonical);
   absl::StatusOr<std::vector<InstalledFlow>> have = DumpFlows(cookie, mask);
   if (!have.ok()) return have.status();
 

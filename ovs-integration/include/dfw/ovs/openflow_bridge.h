@@ -8,6 +8,8 @@
 //   2. compare them with `desired`, both in the canonical form OVS itself
 //      prints after an OpenFlow 1.3 round trip (so `mod_vlan_vid` and
 //      `push_vlan,set_field` compare equal), keyed by table + priority + match;
+//      the canonical forms of the previous call's flows are kept and reused
+//      for the same flow text;
 //   3. send one bundle (OFPBCT_OPEN, OFPT_BUNDLE_ADD per flow mod, barrier,
 //      OFPBCT_COMMIT, flags ATOMIC|ORDERED) with: an add for each missing
 //      flow, an add (which replaces) for each flow whose actions or cookie
@@ -30,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -96,6 +99,8 @@ class OpenFlowBridge {
   explicit OpenFlowBridge(dfw_of* of) : of_(of) {}
   dfw_of* of_;
   uint64_t bundles_committed_ = 0;
+  // FlowSpec::ToString() -> CanonicalFlow() of the last Reconcile's flows.
+  std::unordered_map<std::string, InstalledFlow> canonical_;
 };
 
 // Sets (or clears) `no-flood` on port `ofport` of the bridge at `target`, as
