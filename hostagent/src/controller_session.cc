@@ -145,7 +145,8 @@ bool ControllerSession::RunOnce() {
       for (const auto& vm : hello_msg.hello().vms()) sent_[vm.id()] = vm;
       if (FlushExportsLocked(stream.get())) {
         stream_ = stream.get();
-        if (!SendInventoryLocked()) stream_ = nullptr;
+        // Without SetInventory() yet the Hello's VMs are the hook's: no update.
+        if (have_inventory_ && !SendInventoryLocked()) stream_ = nullptr;
       }
     }
   }
