@@ -78,6 +78,15 @@ uint32_t BuildReject(const uint8_t* frame, uint32_t len, const ParsedPacket& p,
                      uint8_t out[kMaxReplyLen]) noexcept {
   if (p.l3 == L3Kind::kArp || (p.fragment && !p.first_fragment)) return 0;
   bool v4 = p.family == Family::kV4;
+  // Nothing answers a frame sent to a group (RFC 1122 3.2.2, RFC 4443 2.4):
+  // a broadcast or multicast MAC, an IPv4 multicast or limited broadcast
+  // address, an IPv6 multicast address. A reply would come from the group's
+  // address, once per receiver that refuses it.
+  if (p.dst_mac[0] & 1) return 0;
+  if (v4 ? ((p.dst.lo & 0xf0000000u) == 0xe0000000u || p.dst.lo == 0xffffffffu)
+         : (p.dst.hi >> 56) == 0xff) {
+    return 0;
+  }
   if (p.proto == 6) {
     if (p.tcp_flags & tcpflag::kRst) return 0;
     uint32_t l3 = WriteEth(p, out, v4 ? 0x0800 : 0x86dd);

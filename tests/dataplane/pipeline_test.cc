@@ -308,6 +308,37 @@ TEST_F(PipelineTest, RejectSendsIcmpUnreachableForUdp) {
   EXPECT_EQ(p.inner.dport, 53);
 }
 
+TEST_F(PipelineTest, RejectOfAGroupAddressedPacketSendsNothing) {
+  const Mac kBroadcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  const Mac kMdns{0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb};
+  // Refused (rule 40 rejects UDP/53 out) but never answered: a reply would
+  // come from the broadcast or group address.
+  struct Case {
+    const char* what;
+    Mac dst_mac;
+    uint32_t dst_ip;
+  } cases[] = {{"broadcast MAC, subnet broadcast IP", kBroadcast, (kOtherIp & ~0xffu) | 0xff},
+               {"broadcast MAC, limited broadcast IP", kBroadcast, 0xffffffffu},
+               {"multicast MAC and IP", kMdns, 0xe00000fbu},
+               {"unicast MAC, multicast IP", kDbMac, 0xe00000fbu},
+               {"unicast MAC, limited broadcast IP", kDbMac, 0xffffffffu}};
+  for (const Case& c : cases) {
+    Verdict v = Send(Cat(Eth(kWeb, false, kWebMac, c.dst_mac, 0x0800),
+                         Ipv4(kWebIp, c.dst_ip, 17, UdpHeader(5555, 53))));
+    EXPECT_FALSE(v.forward) << c.what;
+    EXPECT_EQ(v.reason, DropReason::kPolicyReject) << c.what;
+    EXPECT_EQ(v.reply_len, 0) << c.what;
+  }
+  const Ip128 kAllNodes6{0xff02000000000000ull, 0xfb};
+  Verdict v6 = Send(Cat(Eth(kWeb, false, kWebMac, Mac{0x33, 0x33, 0, 0, 0, 0xfb}, 0x86dd),
+                        Ipv6(kWeb6, kAllNodes6, 17, UdpHeader(5555, 53))));
+  EXPECT_EQ(v6.reason, DropReason::kPolicyReject) << "IPv6 multicast";
+  EXPECT_EQ(v6.reply_len, 0) << "IPv6 multicast";
+  EXPECT_EQ(pipeline_.counters().rejects_sent.Get(), 0u);
+  // The same packet to a unicast address is answered.
+  EXPECT_GT(Send(WebOut(kOtherIp, 17, UdpHeader(5555, 53))).reply_len, 0);
+}
+
 TEST_F(PipelineTest, IcmpEchoAndRelatedErrors) {
   ASSERT_TRUE(Send(WebOut(kDbIp, 1, IcmpHeader(8, 0, 77))).forward);
   EXPECT_TRUE(Send(WebIn(kDbIp, 1, IcmpHeader(0, 0, 77))).forward) << "echo reply matches";

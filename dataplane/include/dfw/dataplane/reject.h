@@ -20,7 +20,8 @@ constexpr uint32_t kMaxReplyLen = 256;
 
 // Writes the reply for the refused `frame` (parsed as `p`) into `out` and
 // returns its length, or 0 when none is due (a RST is never answered; ICMP
-// errors are never answered with ICMP errors; non-first fragments get none).
+// errors are never answered with ICMP errors; non-first fragments get none;
+// nothing sent to a broadcast or multicast MAC or IP address gets a reply).
 uint32_t BuildReject(const uint8_t* frame, uint32_t len, const ParsedPacket& p,
                      uint8_t out[kMaxReplyLen]) noexcept;
 
