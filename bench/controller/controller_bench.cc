@@ -2,6 +2,7 @@
 //
 //   bench_controller [--hosts 1000] [--vms 100000] [--groups 10000]
 //                    [--rules 20000] [--changes 100] [--settle-ms 500]
+//                    [--moves 20] [--move-connections 10000]
 //                    [--data-dir DIR] [--channel-per-host] [--tls]
 //
 // Spawns the real dfw-controller (its own process, so its memory is its
@@ -30,6 +31,12 @@
 //   - cold registration: first Hello sent -> every host holds its full state;
 //   - tag change -> last affected host has its delta (p50 / p99 / max),
 //     one change at a time, each given --settle-ms for stragglers;
+//   - VM moves (live migration), one at a time: the destination host
+//     reports the VM (a claim), then from the moment the source sends its
+//     ConnectionExport chunks and the InventoryUpdate removing the VM:
+//     -> the destination has every ConnectionImport entry, -> the
+//     destination has the delta with the VM's vNIC ruleset (and the source
+//     the delta removing it); the imports must come before that delta;
 //   - controller restart: load from RocksDB, then all hosts reconnect and
 //     get full state;
 //   - controller RSS.
@@ -44,6 +51,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -66,6 +74,7 @@ namespace {
 
 struct Flags {
   int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 100, settle_ms = 500;
+  int moves = 20, move_connections = 10000;
   std::string data_dir;
   bool tls = false, channel_per_host = false;
 };
@@ -318,6 +327,42 @@ std::shared_ptr<grpc::ChannelCredentials> Creds(const Pki* pki, const dfw::trust
 
 // ------------------------------------------------------ simulated hosts
 
+// The VM move in progress (Recorder::mu): what the source and destination
+// sessions see of it from t0, the source's first export chunk.
+struct MoveWatch {
+  bool active = false;
+  int src = -1, dst = -1;
+  std::string vm, vnic;
+  int want_entries = 0;
+  Clock::time_point t0;
+  // Destination: its ConnectionImport messages for the VM.
+  int import_msgs = 0, import_entries = 0;
+  bool imports_last = false;
+  Clock::time_point imports_at;  // the one with last=true
+  // Destination: the first delta or full after t0, and the one that sets the
+  // vNIC's ruleset (the same one unless another change came in between).
+  bool first = false, rules = false;
+  uint64_t first_rev = 0, rules_rev = 0;
+  Clock::time_point first_at, rules_at;
+  int imports_after_rules = 0;  // ordering violations: imports after the rules
+  // Source: the delta removing the vNIC's ruleset.
+  bool removed = false;
+  uint64_t removed_rev = 0;
+  Clock::time_point removed_at;
+};
+
+// A host's ConnectionImport messages (Recorder::mu).
+struct ImportLog {
+  struct Msg {
+    Clock::time_point at;
+    std::string vm_id;
+    int entries;
+    bool last;
+  };
+  std::vector<Msg> msgs;
+  uint64_t entries = 0;
+};
+
 struct Recorder {
   std::mutex mu;
   std::condition_variable cv;
@@ -331,12 +376,32 @@ struct Recorder {
   // Sessions that ended with an error before the bench cancelled them.
   int failed = 0;
   std::string first_error;
+  std::vector<ImportLog> imports;  // index = host number
+  uint64_t stray_imports = 0;      // import messages no move in progress explains
+  MoveWatch move;
 };
+
+bool SetsRuleset(const ControllerToHost& m, const std::string& vnic) {
+  for (const auto& r : m.delta().rulesets_set()) {
+    if (r.vnic_id() == vnic) return true;
+  }
+  for (const auto& r : m.full().rulesets()) {
+    if (r.vnic_id() == vnic) return true;
+  }
+  return false;
+}
+
+bool RemovesRuleset(const ControllerToHost& m, const std::string& vnic) {
+  for (const auto& v : m.delta().rulesets_removed()) {
+    if (v == vnic) return true;
+  }
+  return false;
+}
 
 class HostSim final : public grpc::ClientBidiReactor<HostToController, ControllerToHost> {
  public:
-  HostSim(HostSessionService::Stub* stub, HostToController hello, Recorder* rec)
-      : hello_(std::move(hello)), rec_(rec) {
+  HostSim(HostSessionService::Stub* stub, HostToController hello, int index, Recorder* rec)
+      : hello_(std::move(hello)), index_(index), rec_(rec) {
     // Like a host agent, which retries until it is connected: with one
     // connection per host, 1,000 connects meet a controller busy with the
     // registration storm, and a fail-fast call would end with UNAVAILABLE
@@ -349,6 +414,15 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     StartCall();
   }
   void Cancel() { ctx_.TryCancel(); }
+  // Queues a message (an InventoryUpdate, a ConnectionExport) behind the
+  // ones queued before it; one write in flight at a time, acks in between.
+  void Send(HostToController m) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back(std::move(m));
+    }
+    MaybeWrite();
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) return;
@@ -356,7 +430,25 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     uint64_t rev = 0;
     {
       std::lock_guard<std::mutex> l(rec_->mu);
-      if (in_.has_full()) {
+      MoveWatch& mv = rec_->move;
+      if (in_.has_connections()) {
+        const auto& c = in_.connections();
+        auto& log = rec_->imports[index_];
+        log.msgs.push_back({now, c.vm_id(), c.entries_size(), c.last()});
+        log.entries += c.entries_size();
+        if (mv.active && index_ == mv.dst && c.vm_id() == mv.vm) {
+          ++mv.import_msgs;
+          mv.import_entries += c.entries_size();
+          if (c.last()) {
+            mv.imports_last = true;
+            mv.imports_at = now;
+          }
+          if (mv.rules) ++mv.imports_after_rules;
+        } else {
+          ++rec_->stray_imports;
+        }
+        rec_->cv.notify_all();
+      } else if (in_.has_full()) {
         rev = in_.full().revision();
         if (!got_full_) {
           got_full_ = true;
@@ -371,21 +463,41 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
           ++d.first;
           d.second = now;
         }
-      } else {
+      } else if (in_.has_delta()) {
         rev = in_.delta().to_revision();
         auto& d = rec_->deltas[rev];
         ++d.first;
         d.second = now;
       }
+      if (rev != 0 && mv.active) {
+        if (index_ == mv.dst) {
+          if (!mv.first) {
+            mv.first = true;
+            mv.first_rev = rev;
+            mv.first_at = now;
+          }
+          if (!mv.rules && SetsRuleset(in_, mv.vnic)) {
+            mv.rules = true;
+            mv.rules_rev = rev;
+            mv.rules_at = now;
+            rec_->cv.notify_all();
+          }
+        } else if (index_ == mv.src && !mv.removed && RemovesRuleset(in_, mv.vnic)) {
+          mv.removed = true;
+          mv.removed_rev = rev;
+          mv.removed_at = now;
+          rec_->cv.notify_all();
+        }
+      }
     }
-    // Free a full state now: parsing the next delta into in_ would free its
-    // thousands of strings on the latency path of that delta.
-    if (in_.has_full()) in_ = ControllerToHost();
-    {
+    // Free a full state or an import now: parsing the next delta into in_
+    // would free their thousands of strings on the latency path of that delta.
+    if (!in_.has_delta()) in_ = ControllerToHost();
+    if (rev != 0) {
       std::lock_guard<std::mutex> l(mu_);
       pending_ack_ = rev;
     }
-    MaybeAck();
+    MaybeWrite();
     StartRead(&in_);
   }
   void OnWriteDone(bool ok) override {
@@ -394,7 +506,7 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
       writing_ = false;
       if (!ok) return;
     }
-    MaybeAck();
+    MaybeWrite();
   }
   void OnDone(const grpc::Status& s) override {
     std::lock_guard<std::mutex> l(rec_->mu);
@@ -407,13 +519,23 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
   }
 
  private:
-  void MaybeAck() {
+  // The next write, when none is in flight: the newest pending ack first
+  // (acks are small and realization waits for them), then the queue in order.
+  void MaybeWrite() {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (writing_ || pending_ack_ == 0) return;
-      out_.mutable_ack()->set_revision(pending_ack_);
-      out_.mutable_ack()->set_ok(true);
-      pending_ack_ = 0;
+      if (writing_) return;
+      if (pending_ack_ != 0) {
+        out_.Clear();
+        out_.mutable_ack()->set_revision(pending_ack_);
+        out_.mutable_ack()->set_ok(true);
+        pending_ack_ = 0;
+      } else if (!queue_.empty()) {
+        out_ = std::move(queue_.front());
+        queue_.pop_front();
+      } else {
+        return;
+      }
       writing_ = true;
     }
     StartWrite(&out_);
@@ -421,8 +543,10 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
   grpc::ClientContext ctx_;
   HostToController hello_, out_;
   ControllerToHost in_;
+  int index_;
   Recorder* rec_;
   std::mutex mu_;
+  std::deque<HostToController> queue_;
   bool writing_ = false;
   bool got_full_ = false;
   uint64_t pending_ack_ = 0;
@@ -455,6 +579,7 @@ std::vector<HostToController> MakeHellos(const Flags& f) {
 void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToController>& hellos,
              bool per_host, const Pki* pki) {
   size_t n = per_host ? hellos.size() : kSharedChannels;
+  fleet.rec.imports.resize(hellos.size());
   for (size_t c = 0; c < n; ++c) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
@@ -466,8 +591,8 @@ void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToCo
     fleet.stubs.push_back(HostSessionService::NewStub(fleet.channels.back()));
   }
   for (size_t h = 0; h < hellos.size(); ++h) {
-    fleet.hosts.push_back(
-        std::make_unique<HostSim>(fleet.stubs[h % n].get(), hellos[h], &fleet.rec));
+    fleet.hosts.push_back(std::make_unique<HostSim>(fleet.stubs[h % n].get(), hellos[h],
+                                                    static_cast<int>(h), &fleet.rec));
   }
 }
 
@@ -491,6 +616,84 @@ double Pct(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * v.size()));
   return v[i];
+}
+
+// ------------------------------------------------------------ VM moves
+
+std::string Ip4(uint32_t a) {
+  std::string b(4, '\0');
+  b[0] = static_cast<char>(a >> 24);
+  b[1] = static_cast<char>(a >> 16);
+  b[2] = static_cast<char>(a >> 8);
+  b[3] = static_cast<char>(a);
+  return b;
+}
+
+// Connection k of VM i's vNIC as its dataplane exports it: an inbound TCP
+// connection from a 10/8 peer to one of the policies' ports, established
+// (both peers in state 2, window scaling seen), valid for
+// dfw::dataplane::ValidateConnExport.
+ConnectionEntry MoveEntry(int i, int k) {
+  ConnectionEntry e;
+  e.set_protocol(6);
+  e.set_src_ip(Ip4((10u << 24) | static_cast<uint32_t>(k + 1)));
+  e.set_dst_ip(Ip4((198u << 24) | (18u << 16) | static_cast<uint32_t>(i)));
+  e.set_src_port(32768 + k % 28000);
+  e.set_dst_port(1000 + k % kRulesPerPolicy);
+  e.set_direction(DIRECTION_IN);
+  e.set_state(CONNECTION_STATE_ESTABLISHED);
+  e.set_rule_num(1);
+  e.set_revalidate(true);
+  e.set_expires_in_ms(432000000);  // the established timeout, 5 days
+  e.set_packets(20 + k % 100);
+  e.set_bytes(4000 + k % 100000);
+  auto peer = [](TcpPeerState* p, uint32_t seq_end, uint32_t peer_seq_end) {
+    p->set_seq_end(seq_end);
+    p->set_ack_end(peer_seq_end + 64240);
+    p->set_max_win(64240);
+    p->set_wscale(7);
+    p->set_flags(1);  // the SYN carried the window scale option
+    p->set_state(2);  // established
+  };
+  uint32_t orig = Mix(static_cast<uint32_t>(2 * k)), reply = Mix(static_cast<uint32_t>(2 * k + 1));
+  peer(e.mutable_tcp_orig(), orig, reply);
+  peer(e.mutable_tcp_reply(), reply, orig);
+  return e;
+}
+
+constexpr int kExportChunk = 8192;  // entries per ConnectionExport message
+
+// The source's export of VM i's vNIC: chunks of kExportChunk, `last` and
+// `total` on the final one.
+std::vector<HostToController> MakeExport(const Vm& vm, int i, int n) {
+  std::vector<HostToController> out;
+  int k = 0;
+  do {
+    HostToController m;
+    auto* x = m.mutable_connections();
+    x->set_vm_id(vm.id());
+    x->set_vnic_id(vm.vnics(0).id());
+    int end = std::min(n, k + kExportChunk);
+    for (; k < end; ++k) *x->add_entries() = MoveEntry(i, k);
+    if (k == n) {
+      x->set_last(true);
+      x->set_total(static_cast<uint32_t>(n));
+    }
+    out.push_back(std::move(m));
+  } while (k < n);
+  return out;
+}
+
+// The host's refused VM claims (ListHosts), -1 when it is not listed.
+int64_t RefusedClaims(ControllerService::Stub* api, const std::string& host) {
+  grpc::ClientContext ctx;
+  ListRequest req;
+  ListHostsResponse out;
+  if (!api->ListHosts(&ctx, req, &out).ok()) return -1;
+  for (const auto& h : out.hosts()) {
+    if (h.id() == host) return static_cast<int64_t>(h.refused_vm_claims());
+  }
+  return -1;
 }
 
 }  // namespace
@@ -525,6 +728,10 @@ int main(int argc, char** argv) {
       f.changes = std::stoi(v);
     else if (a == "--settle-ms")
       f.settle_ms = std::stoi(v);
+    else if (a == "--moves")
+      f.moves = std::stoi(v);
+    else if (a == "--move-connections")
+      f.move_connections = std::stoi(v);
     else if (a == "--data-dir")
       f.data_dir = v;
     else {
@@ -692,6 +899,169 @@ int main(int argc, char** argv) {
       Pct(api_lat, 99), Pct(std::vector<double>(fanout.begin(), fanout.end()), 50),
       Pct(std::vector<double>(fanout.begin(), fanout.end()), 100), late,
       static_cast<unsigned long>(fleet->rec.overflow_fulls));
+
+  // ---- VM moves, one at a time: the destination claims, then from the
+  // source's first export chunk (t0) -> the destination has every import,
+  // -> the destination has the VM's rules (after the imports), and the
+  // source the delta without them.
+  if (f.moves > 0 && f.hosts >= 2) {
+    std::vector<int> owner(f.vms);
+    for (int i = 0; i < f.vms; ++i)
+      owner[i] = static_cast<int>(static_cast<int64_t>(i) * f.hosts / f.vms);
+    std::vector<bool> moved(f.vms, false);
+    std::vector<double> claim_lat, imp_lat, rules_lat, removed_lat, eps;
+    int violations = 0, no_imports = 0, short_imports = 0, no_rules = 0, no_removal = 0;
+    int claim_timeouts = 0, rules_not_first = 0, split_revisions = 0, done_moves = 0;
+    uint64_t entries_sent = 0, entries_got = 0, stray_before = 0;
+    double import_ms_sum = 0;
+    {
+      std::lock_guard<std::mutex> l(fleet->rec.mu);
+      stray_before = fleet->rec.stray_imports;
+    }
+    const int n_entries = std::max(0, f.move_connections);
+    for (int m = 0; m < f.moves && done_moves < f.vms; ++m) {
+      int i;
+      do {
+        i = static_cast<int>(rng() % f.vms);
+      } while (moved[i]);
+      int a = owner[i];
+      int b = static_cast<int>((a + 1 + rng() % (f.hosts - 1)) % f.hosts);
+      Vm vm = MakeVm(i, f.hosts, f.vms);  // as its owner reported it
+      const std::string vnic = vm.vnics(0).id();
+      std::vector<HostToController> exports;
+      if (n_entries > 0) exports = MakeExport(vm, i, n_entries);
+      HostToController removal;
+      removal.mutable_inventory()->add_vms_removed(vm.id());
+
+      // The destination reports the VM while the source still holds it: a claim.
+      int64_t refused = RefusedClaims(api.get(), HostId(b));
+      HostToController claim;
+      *claim.mutable_inventory()->add_vms_set() = vm;
+      auto tc = Clock::now();
+      fleet->hosts[b]->Send(std::move(claim));
+      bool claimed = false;
+      while (Ms(Clock::now() - tc) < 5000) {
+        if (RefusedClaims(api.get(), HostId(b)) > refused) {
+          claimed = true;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (claimed) {
+        claim_lat.push_back(Ms(Clock::now() - tc));
+      } else {
+        ++claim_timeouts;
+      }
+
+      // The source exports the vNIC's connections, then lets the VM go.
+      Clock::time_point t0;
+      {
+        std::lock_guard<std::mutex> l(fleet->rec.mu);
+        MoveWatch& mv = fleet->rec.move;
+        mv = MoveWatch();
+        mv.active = true;
+        mv.src = a;
+        mv.dst = b;
+        mv.vm = vm.id();
+        mv.vnic = vnic;
+        mv.want_entries = n_entries;
+        mv.t0 = t0 = Clock::now();
+      }
+      for (auto& x : exports) fleet->hosts[a]->Send(std::move(x));
+      fleet->hosts[a]->Send(std::move(removal));
+      {
+        std::unique_lock<std::mutex> l(fleet->rec.mu);
+        MoveWatch& mv = fleet->rec.move;
+        fleet->rec.cv.wait_for(l, std::chrono::seconds(30), [&] {
+          return (n_entries == 0 || mv.imports_last) && mv.rules && mv.removed;
+        });
+      }
+      // Stragglers: an import after the rules, a second import.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::lock_guard<std::mutex> l(fleet->rec.mu);
+      MoveWatch& mv = fleet->rec.move;
+      mv.active = false;
+      entries_sent += n_entries;
+      entries_got += mv.import_entries;
+      if (n_entries > 0) {
+        if (!mv.imports_last) {
+          ++no_imports;
+        } else {
+          double ms = Ms(mv.imports_at - t0);
+          imp_lat.push_back(ms);
+          import_ms_sum += ms;
+          eps.push_back(n_entries / ms * 1000);
+          if (mv.import_entries != n_entries) ++short_imports;
+        }
+      }
+      if (mv.rules) {
+        rules_lat.push_back(Ms(mv.rules_at - t0));
+        if (mv.first_rev != mv.rules_rev) ++rules_not_first;
+      } else {
+        ++no_rules;
+      }
+      if (mv.removed) {
+        removed_lat.push_back(Ms(mv.removed_at - t0));
+        if (mv.rules && mv.removed_rev != mv.rules_rev) ++split_revisions;
+      } else {
+        ++no_removal;
+      }
+      // The promise: every import before the revision with the VM's rules.
+      bool violated = mv.imports_after_rules > 0 ||
+                      (n_entries > 0 && mv.rules && mv.imports_last && mv.imports_at > mv.rules_at);
+      if (violated) ++violations;
+      if (std::getenv("DFW_BENCH_VERBOSE")) {
+        std::printf(
+            "  move %d %s %s -> %s: claim %.2f ms; imports %d msgs %d entries at %.2f ms; rules "
+            "rev %lu at %.2f ms (first delta rev %lu); source removal rev %lu at %.2f ms%s\n",
+            m, vm.id().c_str(), HostId(a).c_str(), HostId(b).c_str(),
+            claimed ? claim_lat.back() : -1.0, mv.import_msgs, mv.import_entries,
+            mv.imports_last ? Ms(mv.imports_at - t0) : -1.0,
+            static_cast<unsigned long>(mv.rules_rev), mv.rules ? Ms(mv.rules_at - t0) : -1.0,
+            static_cast<unsigned long>(mv.first_rev), static_cast<unsigned long>(mv.removed_rev),
+            mv.removed ? Ms(mv.removed_at - t0) : -1.0, violated ? " ORDER VIOLATED" : "");
+      }
+      // The VM is b's now: a later move starts there, and the hosts'
+      // reconnect Hellos (restart phase) list it on b.
+      owner[i] = b;
+      moved[i] = true;
+      ++done_moves;
+      auto* va = hellos[a].mutable_hello()->mutable_vms();
+      for (int k = 0; k < va->size(); ++k) {
+        if (va->Get(k).id() == vm.id()) {
+          va->DeleteSubrange(k, 1);
+          break;
+        }
+      }
+      *hellos[b].mutable_hello()->add_vms() = vm;
+    }
+    uint64_t stray = 0;
+    {
+      std::lock_guard<std::mutex> l(fleet->rec.mu);
+      stray = fleet->rec.stray_imports - stray_before;
+    }
+    std::printf(
+        "VM moves, %d one at a time, %d connections per vNIC (%d ConnectionExport chunks), "
+        "measured from the source's first export chunk:\n"
+        "  -> destination has every imported entry: p50 %.2f ms  p99 %.2f ms  max %.2f ms; "
+        "entries/s p50 %.0f (%.0f over all moves)\n"
+        "  -> destination has the VM's rules:        p50 %.2f ms  p99 %.2f ms  max %.2f ms\n"
+        "  -> source has the delta removing them:   p50 %.2f ms  p99 %.2f ms  max %.2f ms\n"
+        "  claim (destination's report -> refused claim visible in ListHosts) p50 %.2f ms max "
+        "%.2f ms;\n"
+        "  ordering violations (an import after the rules) %d; entries sent %lu received %lu; "
+        "moves without imports %d, with fewer entries %d, without rules %d, without the "
+        "source's removal %d; rules not in the destination's first delta %d; source and "
+        "destination in different revisions %d; claims not seen %d; stray imports %lu\n",
+        done_moves, n_entries, n_entries == 0 ? 0 : (n_entries + kExportChunk - 1) / kExportChunk,
+        Pct(imp_lat, 50), Pct(imp_lat, 99), Pct(imp_lat, 100), Pct(eps, 50),
+        import_ms_sum > 0 ? static_cast<double>(entries_got) / import_ms_sum * 1000 : 0.0,
+        Pct(rules_lat, 50), Pct(rules_lat, 99), Pct(rules_lat, 100), Pct(removed_lat, 50),
+        Pct(removed_lat, 99), Pct(removed_lat, 100), Pct(claim_lat, 50), Pct(claim_lat, 100),
+        violations, static_cast<unsigned long>(entries_sent),
+        static_cast<unsigned long>(entries_got), no_imports, short_imports, no_rules, no_removal,
+        rules_not_first, split_revisions, claim_timeouts, static_cast<unsigned long>(stray));
+  }
 
   // ---- tag write throughput with every session attached (4 clients).
   std::atomic<int> next{0};
