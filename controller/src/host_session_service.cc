@@ -116,7 +116,8 @@ class SessionReactor final
           return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                               "connections: a guest agent has no dataplane connections to hand on");
         }
-        absl::Status s = model_->AddConnectionExport(feed_->host_id(), in_.connections());
+        absl::Status s =
+            model_->AddConnectionExport(feed_->host_id(), std::move(*in_.mutable_connections()));
         return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
       default:

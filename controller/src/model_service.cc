@@ -1302,7 +1302,7 @@ void ModelService::SendImports(const std::string& vm_id, const std::string& to,
 }
 
 absl::Status ModelService::AddConnectionExport(const std::string& host_id,
-                                               const dfw::v1::ConnectionExport& msg) {
+                                               dfw::v1::ConnectionExport msg) {
   std::unique_lock l(mu_);
   auto it = vms_.find(msg.vm_id());
   bool own_vnic = false;
@@ -1316,7 +1316,7 @@ absl::Status ModelService::AddConnectionExport(const std::string& host_id,
                  host_id, msg.vm_id(), msg.vnic_id());
     return absl::OkStatus();
   }
-  return handover_.AddExport(host_id, msg, Clock::now());
+  return handover_.AddExport(host_id, std::move(msg), Clock::now());
 }
 
 absl::StatusOr<ModelService::Attached> ModelService::AttachHost(

@@ -57,7 +57,7 @@ void VmHandover::DropExport(std::map<std::string, VmExport>::iterator it) {
   exports_.erase(it);
 }
 
-absl::Status VmHandover::AddExport(const std::string& host, const dfw::v1::ConnectionExport& msg,
+absl::Status VmHandover::AddExport(const std::string& host, dfw::v1::ConnectionExport msg,
                                    Clock::time_point now) {
   if (msg.vm_id().empty()) return absl::InvalidArgumentError("connections.vm_id: empty");
   if (msg.vnic_id().empty()) return absl::InvalidArgumentError("connections.vnic_id: empty");
@@ -75,12 +75,12 @@ absl::Status VmHandover::AddExport(const std::string& host, const dfw::v1::Conne
     entries_held_ -= v.entries.size();
     v = VnicExport();
   }
-  for (const auto& e : msg.entries()) {
+  for (auto& e : *msg.mutable_entries()) {  // moved, not copied: 8192 per chunk
     if (v.entries.size() >= kMaxEntriesPerVnic || entries_held_ >= kMaxEntries) {
       ++v.cut;
       continue;
     }
-    v.entries.push_back(e);
+    v.entries.push_back(std::move(e));
     ++entries_held_;
   }
   if (msg.last()) {

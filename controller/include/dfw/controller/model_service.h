@@ -157,8 +157,7 @@ class ModelService {
   // (host.proto, ConnectionExport), kept for the VM's next owner. One for a
   // VM the host does not hold is ignored (logged): a move already decided
   // is not undone by it. INVALID_ARGUMENT: no vm_id or vnic_id.
-  absl::Status AddConnectionExport(const std::string& host_id,
-                                   const dfw::v1::ConnectionExport& msg);
+  absl::Status AddConnectionExport(const std::string& host_id, dfw::v1::ConnectionExport msg);
   // An ack for a revision above the last one this controller sent the host
   // (HostFeed::last_sent) is refused with INVALID_ARGUMENT and changes
   // nothing; the session then ends with that status.

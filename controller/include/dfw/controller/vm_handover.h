@@ -79,7 +79,7 @@ class VmHandover {
   // msg.vm_id() and that the vNIC is the VM's). A first chunk of a vNIC
   // replaces an older export of that vNIC. INVALID_ARGUMENT when the message
   // is malformed (no vm_id or vnic_id); the limits cut, they do not fail.
-  absl::Status AddExport(const std::string& host, const dfw::v1::ConnectionExport& msg,
+  absl::Status AddExport(const std::string& host, dfw::v1::ConnectionExport msg,
                          Clock::time_point now);
   // The imports for `new_owner` of `vm_id`: the complete vNIC exports of
   // another host, younger than kExportTtl, in chunks of kEntriesPerImport
