@@ -13,9 +13,15 @@
       success instead, for a poller started before the change; --connect-timeout
       (default 0.2 s) bounds each attempt, so "closed" is seen that much late.
       Exit 1 if it never happened.
-  probe.py hold IP PORT --seconds S --status FILE
+  probe.py hold IP PORT --seconds S --status FILE [--echo-timeout S]
       one long-lived TCP connection: a line every 0.2 s, each echo awaited
-      (2 s); FILE gets "ok <n>" as it goes; exit 0 if it lasted, 1 if it broke.
+      (--echo-timeout, default 2 s); FILE gets "ok <n> <longest wait ms>" as
+      it goes, "done <n> <longest wait ms>" at the end or "broken <n> <why>";
+      exit 0 if it lasted, 1 if it broke.
+  probe.py listen-udp PORT --seconds S
+      counts the datagrams that reach PORT for S seconds; prints the count.
+  probe.py send-udp IP PORT [--count N]
+      sends N datagrams (IP may be a broadcast address); no answer awaited.
 """
 import argparse
 import socket
@@ -103,16 +109,17 @@ def until_tcp(args):
 
 
 def hold(args):
-    n = 0
+    n, longest = 0, 0.0
     try:
         c = socket.create_connection((args.ip, args.port), timeout=2)
-        c.settimeout(2)
+        c.settimeout(args.echo_timeout)
         greeting = c.recv(100)
         if not greeting.startswith(b"hello"):
             raise OSError("no greeting")
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
             msg = b"line %d\n" % n
+            sent = time.monotonic()
             c.sendall(msg)
             got = b""
             while len(got) < len(msg):
@@ -121,8 +128,9 @@ def hold(args):
                     raise OSError("closed by peer")
                 got += d
             n += 1
+            longest = max(longest, time.monotonic() - sent)
             with open(args.status, "w") as f:
-                f.write("ok %d\n" % n)
+                f.write("ok %d %d\n" % (n, longest * 1000))
             time.sleep(0.2)
         c.close()
     except OSError as e:
@@ -130,7 +138,31 @@ def hold(args):
             f.write("broken %d %s\n" % (n, e))
         return 1
     with open(args.status, "w") as f:
-        f.write("done %d\n" % n)
+        f.write("done %d %d\n" % (n, longest * 1000))
+    return 0
+
+
+def listen_udp(args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", args.port))
+    s.settimeout(0.1)
+    n, end = 0, time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        try:
+            s.recvfrom(65536)
+            n += 1
+        except socket.timeout:
+            pass
+    print(n)
+    return 0
+
+
+def send_udp(args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    for i in range(args.count):
+        s.sendto(b"probe %d" % i, (args.ip, args.port))
+        time.sleep(0.05)
     return 0
 
 
@@ -156,6 +188,14 @@ def main():
     h.add_argument("port", type=int)
     h.add_argument("--seconds", type=float, required=True)
     h.add_argument("--status", required=True)
+    h.add_argument("--echo-timeout", type=float, default=2.0)
+    lu = sub.add_parser("listen-udp")
+    lu.add_argument("port", type=int)
+    lu.add_argument("--seconds", type=float, required=True)
+    su = sub.add_parser("send-udp")
+    su.add_argument("ip")
+    su.add_argument("port", type=int)
+    su.add_argument("--count", type=int, default=5)
     a = p.parse_args()
     if a.cmd == "serve":
         serve(a)
@@ -167,6 +207,10 @@ def main():
         return until_tcp(a)
     elif a.cmd == "hold":
         return hold(a)
+    elif a.cmd == "listen-udp":
+        return listen_udp(a)
+    elif a.cmd == "send-udp":
+        return send_udp(a)
     return 0
 
 

@@ -85,15 +85,17 @@ SB_FW_PORT=fw0
 _sb_log() { echo "sandbox: $*" >&2; }
 
 sb_init() {
-  if [ $# -ne 1 ]; then
-    _sb_log "usage: sb_init DIR"
+  if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    _sb_log "usage: sb_init DIR [ID_SUFFIX]"
     return 2
   fi
   mkdir -p "$1" || return 1
   SB_DIR=$(cd "$1" && pwd)
-  # Short (veth names have 15 characters) and unique per sourcing shell.
-  SB_ID=sb$(printf '%x' "$$")
-  SB_CLEANUP=()
+  # Short (veth names have 15 characters) and unique per sourcing shell
+  # (and per sandbox of that shell: the suffix, one character or two).
+  SB_ID=sb$(printf '%x' "$$")${2:-}
+  # Several sandboxes in one shell (sb_ctx_new) share one cleanup registry.
+  [ -n "${SB_CTX:-}" ] || SB_CLEANUP=()
   SB_DP_PID=
   SB_DP_STARTED=
   declare -gA SB_VM_NS=() SB_VM_PORT=() SB_VM_OFPORT=() SB_VM_MAC=() SB_VM_IP=()
@@ -108,15 +110,66 @@ sb_init() {
   : "${SB_DPCTL_BIN:=$(dirname "$SB_DATAPLANE_BIN")/dfw-dpctl}"
 }
 
-sb_on_cleanup() { SB_CLEANUP+=("$*"); }
+# A command registered while a sandbox context is current (sb_ctx_use) runs
+# in that context: its variables are loaded first.
+sb_on_cleanup() { SB_CLEANUP+=("${SB_CTX:+sb_ctx_use $SB_CTX; }$*"); }
 
 sb_cleanup() {
   local rc=$? i
+  [ -n "${SB_CTX:-}" ] && _sb_ctx_save
   for ((i = ${#SB_CLEANUP[@]} - 1; i >= 0; i--)); do
     eval "${SB_CLEANUP[$i]}" >/dev/null 2>&1 || true
   done
   SB_CLEANUP=()
   return "$rc"
+}
+
+# --- several sandboxes (hypervisors) in one shell --------------------------
+# Each sandbox's SB_* variables are a context, saved to SB_CTX_DIR/NAME and
+# loaded back: sb_ctx_new NAME DIR ID_SUFFIX starts one (sb_init), sb_ctx_use
+# NAME switches (saving the current one first). The settings below, the
+# cleanup registry and the context bookkeeping are shared by all.
+_SB_SHARED_VARS=" SB_CLEANUP SB_CTX SB_CTX_DIR SB_LIB_DIR SB_REPO_DIR SB_BRIDGE SB_FW_PORT
+ SB_OVS_VSWITCHD SB_OVS_SCHEMA SB_OVS_SOCKET_MEM SB_PMD_CPU_MASK SB_PMD_MAXSLEEP
+ SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS "
+
+_sb_ctx_vars() {
+  local v shared=" ${_SB_SHARED_VARS//$'\n'/ } "
+  for v in $(compgen -v SB_); do
+    [[ $shared == *" $v "* ]] || echo "$v"
+  done
+}
+
+_sb_ctx_save() {
+  # declare -p inside a function would make locals when sourced: -g.
+  # shellcheck disable=SC2046
+  declare -p $(_sb_ctx_vars) 2>/dev/null |
+    sed -e 's/^declare -- /declare -g /' -e 's/^declare -\([a-zA-Z]*\) /declare -g\1 /' \
+      >"$SB_CTX_DIR/$SB_CTX.ctx"
+}
+
+sb_ctx_use() {
+  [ "${SB_CTX:-}" = "$1" ] && return 0
+  [ -f "$SB_CTX_DIR/$1.ctx" ] || { _sb_log "no sandbox context $1"; return 1; }
+  [ -n "${SB_CTX:-}" ] && _sb_ctx_save
+  # shellcheck disable=SC2046
+  unset $(_sb_ctx_vars)
+  # shellcheck disable=SC1090
+  . "$SB_CTX_DIR/$1.ctx"
+  SB_CTX=$1
+}
+
+sb_ctx_new() {  # NAME DIR ID_SUFFIX
+  : "${SB_CTX_DIR:=$(mktemp -d)}"
+  if [ -n "${SB_CTX:-}" ]; then
+    _sb_ctx_save
+    # shellcheck disable=SC2046
+    unset $(_sb_ctx_vars)
+  fi
+  declare -p SB_CLEANUP >/dev/null 2>&1 || SB_CLEANUP=()
+  SB_CTX=$1
+  sb_init "$2" "$3" || return 1
+  _sb_ctx_save
 }
 
 # Removes what a DPDK process of --file-prefix $1 leaves behind once it ended.
@@ -431,7 +484,9 @@ sb_ns_vm() {
   ip -n "$SB_OVS_NS" link set "$port" up || return 1
   if [ "$ifid" = - ]; then
     # Not a vNIC of this host (a machine beyond the uplink, a VM with its
-    # own guest agent): no iface-id, so it is never steered (NORMAL).
+    # own guest agent): no iface-id and no VM ids, so the agent treats it
+    # as an uplink: never steered, what it sends still crosses the
+    # receiving vNIC's ingress rules.
     sb_vsctl add-port "$SB_BRIDGE" "$port" || return 1
   else
     sb_vsctl add-port "$SB_BRIDGE" "$port" -- set Interface "$port" \
@@ -439,6 +494,22 @@ sb_ns_vm() {
       "external_ids:vm-uuid=$uuid" || return 1
   fi
   SB_VM_OFPORT[$name]=$(sb_wait_ofport "$port") || return 1
+}
+
+# sb_uplink UNDERLAY_NS [UNDERLAY_BRIDGE=br0]: the bridge's uplink to a
+# provider network: a veth whose host end is a plain port of br-dfw (no
+# iface-id: not a vNIC) and whose other end is a port of the Linux bridge in
+# UNDERLAY_NS (which the caller made). Sets SB_UPLINK_PORT, SB_UPLINK_OFPORT.
+sb_uplink() {
+  local ul=${1:?underlay namespace} br=${2:-br0} peer
+  SB_UPLINK_PORT=${SB_ID}up
+  peer=${SB_ID}ul
+  sb_on_cleanup "sb_vsctl --if-exists del-port $SB_BRIDGE $SB_UPLINK_PORT; ip -n $SB_OVS_NS link del $SB_UPLINK_PORT"
+  ip -n "$SB_OVS_NS" link add "$SB_UPLINK_PORT" type veth peer name "$peer" netns "$ul" || return 1
+  ip -n "$ul" link set "$peer" master "$br" up || return 1
+  ip -n "$SB_OVS_NS" link set "$SB_UPLINK_PORT" up || return 1
+  sb_vsctl add-port "$SB_BRIDGE" "$SB_UPLINK_PORT" || return 1
+  SB_UPLINK_OFPORT=$(sb_wait_ofport "$SB_UPLINK_PORT")
 }
 
 sb_vm_exec() {

@@ -89,7 +89,10 @@ expect_ping() {  # allow|deny FROM TO_VM
   fi
 }
 
-# Steering flows exactly as dfw::ovs::ComputeSteeringFlows builds them.
+# Steering flows for two vNICs on one bridge, no uplinks: the unicast core of
+# what dfw::ovs::ComputeSteeringFlows builds (the agent's flows also drop
+# unknown ports, pass uplinks and copy broadcasts to each vNIC's ingress;
+# this self-test of the wiring needs none of that).
 steering_flows() {  # FW_OFPORT then OFPORT,LOCAL_ID,MAC...
   local fw=$1 v ofport id mac in_id c
   shift
