@@ -206,15 +206,17 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
     spdlog::error("steering: {}", desired.status().ToString());
     return;
   }
-  // The ports NORMAL must never flood to: the firewall port and every
-  // steered vNIC (broadcasts reach them through the dataplane), each named by
-  // its OVSDB row (a port re-created under the same ofport needs it again).
+  // The ports NORMAL must never flood to: the firewall port, every steered
+  // vNIC (broadcasts reach them through the dataplane) and every isolated VM
+  // port (nothing may reach it at all), each named by its OVSDB row (a port
+  // re-created under the same ofport needs it again).
   std::map<uint32_t, std::string> want_no_flood;
   {
     std::map<int64_t, std::string> row_of;
     for (const auto& r : rows) row_of[r.ofport] = r.uuid;
     want_no_flood[static_cast<uint32_t>(view.firewall_ofport)] = row_of[view.firewall_ofport];
     for (const auto& v : view.steering.vnics) want_no_flood[v.ofport] = row_of[v.ofport];
+    for (uint32_t p : view.steering.isolated_ofports) want_no_flood[p] = row_of[p];
   }
   auto now = steady_clock::now();
   bool due = now - last_flow_check_ >= config_.resync_interval;

@@ -132,6 +132,21 @@ TEST_F(HostAgentTest, VnicGoesToTheDataplaneAndGetsNoFloodBeforeAnyFlowSteersToI
   EXPECT_EQ(log_.Find("ovs.NoFlood 5", from), -1);
 }
 
+TEST_F(HostAgentTest, IsolatedVmPortGetsNoFloodButNoSteeringAndUplinksKeepFlooding) {
+  PlugA();
+  // A VM's port without an iface-id (cannot be steered): isolated. NORMAL
+  // must not flood to it either (broadcasts, unknown unicast).
+  ovs::OvsInterface isolated = Row("vnet7", "", "52:54:00:00:00:0c", 7);
+  isolated.vm_uuid = "11111111-0000-0000-0000-00000000000c";
+  ovs_->rows.push_back(isolated);
+  ovs_->rows.push_back(Row("uplink0", "", "", 9));  // provider network: floods go there
+  agent_->Pass();
+  EXPECT_TRUE(log_.InOrder({"ovs.NoFlood 7", "ovs.Reconcile steer=5"})) << log_.Dump();
+  EXPECT_EQ(log_.Find("ovs.NoFlood 9"), -1) << "an uplink keeps NORMAL's floods";
+  EXPECT_EQ(log_.Count("dp.SetVnic"), 1) << "only vnic-a is a vNIC";
+  EXPECT_GE(log_.Find("dp.SetVnic vnic-a"), 0);
+}
+
 TEST_F(HostAgentTest, NoFloodAgainOnEveryVnicPortAfterOpenFlowReconnectedBeforeTheFlows) {
   Make(std::chrono::milliseconds(1));
   PlugA();
