@@ -22,7 +22,11 @@ std::string Addr(Family f, const Ip128& a, uint16_t port) {
     b[8 + i] = static_cast<uint8_t>(a.lo >> (56 - 8 * i));
   }
   inet_ntop(AF_INET6, b, buf, sizeof(buf));
-  return "[" + std::string(buf) + "]:" + std::to_string(port);
+  // Appended, not `"[" + std::string(...)`: GCC 12's -Wrestrict misfires on
+  // that at -O3 (GCC PR 105651).
+  std::string out = "[";
+  out.append(buf).append("]:").append(std::to_string(port));
+  return out;
 }
 
 grpc::Status ToGrpc(const Status& s) {

@@ -86,7 +86,7 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
     if (rng() % 2) pol.add_applied_to_group_ids("g" + std::to_string(rng() % kGroups));
     for (int j = 0; j < 3; ++j) {
       auto* r = pol.add_rules();
-      r->set_id("r" + std::to_string(j));
+      r->set_id(std::string("r").append(std::to_string(j)));  // GCC PR 105651 at -O3
       r->mutable_sources()->add_group_ids("g" + std::to_string(rng() % kGroups));
       if (rng() % 3 == 0) r->mutable_sources()->add_ip_prefixes("203.0.113." + std::to_string(rng() % 4) + "/32");
       r->mutable_destinations()->add_group_ids("g" + std::to_string(rng() % kGroups));
