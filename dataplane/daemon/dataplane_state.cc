@@ -1,11 +1,17 @@
 #include "dataplane_state.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <limits>
 #include <set>
-#include <sstream>
+#include <vector>
 
 #include "dfw/dataplane/conn_table.h"
 
@@ -22,6 +28,13 @@ Action ActionOf(v1::Action a) {
                                   : Action::kDrop;
 }
 
+// The state file is at most what one gRPC message may carry (main.cc).
+constexpr off_t kMaxStateFileBytes = off_t{256} << 20;
+// No revision follows it: refused, so a delta can never wrap.
+constexpr uint64_t kMaxRevision = std::numeric_limits<uint64_t>::max();
+
+std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
 bool ParseMac(const std::string& s, uint8_t out[6]) {
   unsigned b[6];
   char tail;
@@ -31,6 +44,31 @@ bool ParseMac(const std::string& s, uint8_t out[6]) {
   }
   for (int i = 0; i < 6; ++i) out[i] = static_cast<uint8_t>(b[i]);
   return true;
+}
+
+std::string MacText(const uint8_t m[6]) {
+  char buf[18];
+  std::snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
+                m[5]);
+  return buf;
+}
+
+// Ids in `list` (rulesets by vNIC id, address sets by id): none empty, none
+// twice. `field` names the list, `key` the id's field.
+template <typename List, typename Id>
+Status CheckIds(const List& list, const std::string& field, const std::string& key, Id id) {
+  std::map<std::string, int> seen;
+  for (int i = 0; i < list.size(); ++i) {
+    const std::string& v = id(list[i]);
+    std::string f = field + "[" + std::to_string(i) + "]." + key;
+    if (v.empty()) return Err(f, "must not be empty");
+    auto [it, fresh] = seen.emplace(v, i);
+    if (!fresh) {
+      return Err(
+          f, "'" + v + "' appears twice (also " + field + "[" + std::to_string(it->second) + "])");
+    }
+  }
+  return Status::Ok();
 }
 
 Status ServiceFromProto(const v1::Service& s, const std::string& f, ServiceSpec* out) {
@@ -80,9 +118,15 @@ Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
                             std::vector<RuleMeta>* meta) {
   std::string where = "vNIC '" + rs.vnic_id() + "'";
   std::set<std::string> used;
+  std::map<uint32_t, int> nums;  // rule_num -> first index
   for (int i = 0; i < rs.rules_size(); ++i) {
     const auto& r = rs.rules(i);
     std::string f = where + " rules[" + std::to_string(i) + "]";
+    // A rule number names one rule (counters, flow records, connections).
+    if (auto [it, fresh] = nums.emplace(r.rule_num(), i); !fresh) {
+      return Err(f + ".rule_num", std::to_string(r.rule_num()) + " is also rules[" +
+                                      std::to_string(it->second) + "]'s");
+    }
     RuleSpec rule;
     rule.rule_num = r.rule_num();
     auto endpoints = [&](const v1::CompiledEndpoints& e, const std::string& name,
@@ -220,25 +264,52 @@ void DataplaneState::Publish(const std::string& vnic_id) {
 
 Status DataplaneState::SetVnic(const v1::DataplaneVNic& vnic) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string f = "vnic '" + vnic.id() + "'";
   if (vnic.id().empty()) return Err("vnic.id", "must not be empty");
+  return SetVnicLocked(vnic, "vnic '" + vnic.id() + "'");
+}
+
+Status DataplaneState::SetVnicLocked(const v1::DataplaneVNic& vnic, const std::string& f) {
+  if (vnic.id().empty()) return Err(f + ".id", "must not be empty");
   if (vnic.local_id() < 1 || vnic.local_id() > kMaxLocalId) {
     return Err(f + ".local_id", std::to_string(vnic.local_id()) + " is not within 1..2047");
   }
   uint8_t mac[6];
   if (!ParseMac(vnic.mac(), mac))
     return Err(f + ".mac", "'" + vnic.mac() + "' is not a MAC address");
+  // Spoofguard trusts this MAC as the VM's own source: a group address or
+  // the all-zero one is no VM's.
+  if (mac[0] & 1) return Err(f + ".mac", MacText(mac) + " is a multicast address");
+  if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; }))
+    return Err(f + ".mac", MacText(mac) + " is the all-zero address");
+  std::vector<IpPrefix> ips;
   for (int i = 0; i < vnic.bound_ips_size(); ++i) {
     auto p = IpPrefix::Parse(vnic.bound_ips(i));
     if (!p || p->len != (p->family == Family::kV4 ? 32 : 128)) {
       return Err(f + ".bound_ips[" + std::to_string(i) + "]",
                  "'" + vnic.bound_ips(i) + "' is not one address");
     }
+    ips.push_back(*p);
   }
+  // The steering id, the MAC and each address belong to one vNIC here: two
+  // vNICs with one address could each send as the other.
   for (const auto& [id, other] : vnics_) {
-    if (id != vnic.id() && other.local_id() == vnic.local_id()) {
+    if (id == vnic.id()) continue;
+    if (other.local_id() == vnic.local_id()) {
       return Err(f + ".local_id",
                  std::to_string(vnic.local_id()) + " is used by vNIC '" + id + "'");
+    }
+    uint8_t other_mac[6];
+    if (ParseMac(other.mac(), other_mac) && std::equal(mac, mac + 6, other_mac))
+      return Err(f + ".mac", MacText(mac) + " is bound to vNIC '" + id + "'");
+    for (const auto& ip : other.bound_ips()) {
+      auto p = IpPrefix::Parse(ip);
+      if (!p) continue;
+      for (size_t i = 0; i < ips.size(); ++i) {
+        if (ips[i].family == p->family && ips[i].addr == p->addr) {
+          return Err(f + ".bound_ips[" + std::to_string(i) + "]",
+                     vnic.bound_ips(static_cast<int>(i)) + " is bound to vNIC '" + id + "'");
+        }
+      }
     }
   }
   auto old = vnics_.find(vnic.id());
@@ -261,6 +332,26 @@ Status DataplaneState::RemoveVnic(const std::string& id) {
 
 Status DataplaneState::ApplyFull(const v1::HostDesiredState& state) {
   std::lock_guard<std::mutex> lock(mu_);
+  // A full state replaces whatever is held, also at a lower revision: the
+  // controller sends one exactly when the host's revision proves nothing (a
+  // first contact, its own restart, a store restored from a backup whose
+  // revisions restarted lower). Refusing it would leave this host enforcing
+  // a policy nobody wants any more. Only the last revision is reserved.
+  if (state.revision() == kMaxRevision) {
+    return Err("revision",
+               std::to_string(state.revision()) + " is reserved (no delta could follow it)");
+  }
+  if (auto st =
+          CheckIds(state.rulesets(), "rulesets", "vnic_id",
+                   [](const v1::VNicRuleset& r) -> const std::string& { return r.vnic_id(); });
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckIds(state.address_sets(), "address_sets", "id",
+                         [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
+      !st.ok()) {
+    return st;
+  }
   std::map<std::string, v1::AddressSet> sets;
   for (const auto& s : state.address_sets()) sets[s.id()] = s;
   std::map<std::string, std::unique_ptr<Compiled>> compiled;
@@ -272,6 +363,13 @@ Status DataplaneState::ApplyFull(const v1::HostDesiredState& state) {
     compiled[rs.vnic_id()] = std::move(c);
   }
   // All compiled: swap in and publish.
+  if (state.revision() < revision_) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: a full state at revision %llu replaces revision %llu (the "
+                 "revision goes back)\n",
+                 static_cast<unsigned long long>(state.revision()),
+                 static_cast<unsigned long long>(revision_));
+  }
   revision_ = state.revision();
   sets_ = std::move(sets);
   rulesets_ = std::move(rulesets);
@@ -294,6 +392,28 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
     return Err("delta", "from_revision " + std::to_string(d.from_revision()) +
                             " does not match the applied revision " + std::to_string(revision_) +
                             "; send the full state");
+  }
+  // Forward only: a delta never takes the revision back (a full state may),
+  // and the last revision is reserved, so no delta wraps.
+  if (d.to_revision() <= d.from_revision()) {
+    return Err("delta.to_revision", std::to_string(d.to_revision()) + " is not above " +
+                                        std::to_string(d.from_revision()) +
+                                        ", the revision it is from");
+  }
+  if (d.to_revision() == kMaxRevision) {
+    return Err("delta.to_revision",
+               std::to_string(d.to_revision()) + " is reserved (no delta could follow it)");
+  }
+  if (auto st =
+          CheckIds(d.rulesets_set(), "delta.rulesets_set", "vnic_id",
+                   [](const v1::VNicRuleset& r) -> const std::string& { return r.vnic_id(); });
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckIds(d.address_sets_set(), "delta.address_sets_set", "id",
+                         [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
+      !st.ok()) {
+    return st;
   }
   // Work on copies; swap in only when everything compiled.
   auto sets = sets_;
@@ -396,33 +516,102 @@ Status DataplaneState::Persist() const {
   st->set_revision(revision_);
   for (const auto& [id, rs] : rulesets_) *st->add_rulesets() = rs;
   for (const auto& [id, s] : sets_) *st->add_address_sets() = s;
-  std::string tmp = path_ + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out || !ps.SerializeToOstream(&out)) return Err(tmp, "cannot write the state file");
-    out.flush();
-    if (!out) return Err(tmp, "cannot write the state file");
+  std::string data;
+  if (!ps.SerializeToString(&data)) return Err(path_, "cannot serialize the state");
+  // Durable before it replaces the old file: the new contents reach the disk
+  // (fsync), then the rename, then the directory entry (fsync of the
+  // directory). A crash leaves the old state or the new one, never a
+  // truncated file.
+  const std::string tmp = path_ + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Err(tmp, Errno("cannot write the state file"));
+  auto fail = [&](const std::string& what) {
+    Status st = Err(tmp, Errno(what));
+    close(fd);
+    unlink(tmp.c_str());
+    return st;
+  };
+  for (size_t done = 0; done < data.size();) {
+    const ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail("cannot write the state file");
+    done += static_cast<size_t>(n);
   }
-  if (std::rename(tmp.c_str(), path_.c_str()) != 0)
-    return Err(path_, "cannot replace the state file");
-  return Status::Ok();
+  if (fsync(fd) != 0) return fail("cannot sync the state file");
+  if (close(fd) != 0) {
+    Status st = Err(tmp, Errno("cannot write the state file"));
+    unlink(tmp.c_str());
+    return st;
+  }
+  if (std::rename(tmp.c_str(), path_.c_str()) != 0) {
+    Status st = Err(path_, Errno("cannot replace the state file"));
+    unlink(tmp.c_str());
+    return st;
+  }
+  const size_t slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path_.substr(0, slash);
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Err(dir, Errno("cannot sync the state directory"));
+  const bool synced = fsync(dfd) == 0;
+  Status result = synced ? Status::Ok() : Err(dir, Errno("cannot sync the state directory"));
+  close(dfd);
+  return result;
 }
 
 Status DataplaneState::Load() {
   if (path_.empty()) return Status::Ok();
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) return Status::Ok();  // first start
+  // O_NONBLOCK: a FIFO put there must not hang the start.
+  const int fd = open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return Status::Ok();  // first start
+  if (fd < 0) return Err(path_, Errno("cannot read the state file"));
+  struct stat sb;
+  std::string data;
+  Status read = Status::Ok();
+  if (fstat(fd, &sb) != 0) {
+    read = Err(path_, Errno("cannot read the state file"));
+  } else if (!S_ISREG(sb.st_mode)) {
+    read = Err(path_, std::string("is ") +
+                          (S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file") +
+                          ", not a saved state");
+  } else if (sb.st_size == 0) {
+    // What a write cut short by a crash may leave, never a saved state: even
+    // an empty one is 2 bytes (Persist always writes the `state` field). A
+    // first start has no file at all.
+    read = Err(path_, "is empty (0 bytes), not a saved state");
+  } else if (sb.st_size > kMaxStateFileBytes) {
+    read = Err(path_, std::to_string(sb.st_size) + " bytes is above the " +
+                          std::to_string(kMaxStateFileBytes) + " a state file may have");
+  } else {
+    data.resize(static_cast<size_t>(sb.st_size));
+    for (size_t done = 0; done < data.size() && read.ok();) {
+      const ssize_t n = ::read(fd, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) read = Err(path_, Errno("cannot read the state file"));
+      if (n == 0) data.resize(done);  // shrank meanwhile: parsed as it is
+      done += n > 0 ? static_cast<size_t>(n) : 0;
+      if (n == 0) break;
+    }
+  }
+  close(fd);
+  if (!read.ok()) return read;
   v1::DataplanePersistedState ps;
-  if (!ps.ParseFromIstream(&in)) return Err(path_, "is not a dataplane state file");
-  for (const auto& v : ps.vnics()) {
-    if (auto st = SetVnic(v); !st.ok()) return st;
-  }
-  Status st = ApplyFull(ps.state());
-  if (st.ok()) {
+  if (!ps.ParseFromString(data)) return Err(path_, "is not a dataplane state file");
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    restored_ = true;
+    std::set<std::string> ids;
+    for (int i = 0; i < ps.vnics_size(); ++i) {
+      const std::string f = "vnics[" + std::to_string(i) + "]";
+      if (!ids.insert(ps.vnics(i).id()).second)
+        return Err(path_, f + ".id: '" + ps.vnics(i).id() + "' appears twice");
+      if (auto st = SetVnicLocked(ps.vnics(i), f); !st.ok()) return Err(path_, st.message());
+    }
   }
-  return st;
+  if (Status st = ApplyFull(ps.state()); !st.ok()) return Err(path_, "state." + st.message());
+  std::lock_guard<std::mutex> lock(mu_);
+  restored_ = true;
+  return Status::Ok();
 }
 
 }  // namespace dfw::dataplane

@@ -33,12 +33,24 @@ class DataplaneState {
   DataplaneState(VnicTable* vnics, std::string state_path);
   ~DataplaneState();
 
-  // Loads and enforces the persisted state, if any. A missing file is not an
-  // error; an unreadable one is (the caller decides to start empty or not).
+  // Loads and enforces the persisted state, if any. A missing file is a
+  // first start, not an error; anything else that is not a valid saved state
+  // is (a directory, a FIFO, 0 bytes, over 256 MiB, not parsable, or
+  // refused by the checks of SetVnic and ApplyFull): dfw-dataplane then
+  // refuses to start.
   Status Load();
 
+  // Refused (naming the field): an empty id, a local id outside 1..2047, a
+  // MAC that is not one, multicast or all-zero, an address that is not one,
+  // and a local id, MAC or address another vNIC has.
   Status SetVnic(const v1::DataplaneVNic& vnic);
   Status RemoveVnic(const std::string& id);
+  // A full state replaces what is held at any revision but 2^64-1 (also a
+  // lower one: see ApplyFull); a delta must be from the applied revision
+  // (else the message names from_revision: FAILED_PRECONDITION) and go
+  // forward, to at most 2^64-2. Both refuse an empty or repeated vNIC id
+  // among the rulesets, an empty or repeated address-set id, and a rule
+  // number twice in one ruleset.
   Status ApplyFull(const v1::HostDesiredState& state);
   Status ApplyDelta(const v1::HostDelta& delta);
 
@@ -53,6 +65,9 @@ class DataplaneState {
 
  private:
   struct Compiled;
+  Status SetVnicLocked(const v1::DataplaneVNic& vnic, const std::string& field);
+  // Writes the state file: a temporary file, fsync, rename, fsync of the
+  // directory.
   Status Persist() const;
   // Compiles `ruleset` for a vNIC against `sets`; no publication.
   Status Compile(const v1::VNicRuleset& ruleset, const std::map<std::string, v1::AddressSet>& sets,

@@ -37,8 +37,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -66,6 +68,23 @@ int Usage() {
                "                     [--max-connections N] [--tcp-loose] [--exit-after-ms N]\n"
                "                     [--tx-port N] [--mbufs N] -- <EAL args>\n");
   return 2;
+}
+
+// A numeric flag's value: all of `text` a decimal number within min..max.
+// Otherwise false, after a usage error naming the flag.
+template <typename T>
+bool ParseFlag(const char* flag, const char* text, T min, T max, T* out) {
+  T v{};
+  const char* end = text ? text + std::strlen(text) : nullptr;
+  auto [ptr, ec] = text ? std::from_chars(text, end, v) : std::from_chars_result{nullptr, {}};
+  if (!text || *text == '\0' || ec != std::errc() || ptr != end || v < min || v > max) {
+    std::fprintf(stderr, "dfw-dataplane: %s wants a number within %llu..%llu, not '%s'\n", flag,
+                 static_cast<unsigned long long>(min), static_cast<unsigned long long>(max),
+                 text ? text : "");
+    return false;
+  }
+  *out = v;
+  return true;
 }
 
 // Link changes of a port with link-state interrupts (net_virtio_user): logged
@@ -157,15 +176,9 @@ int main(int argc, char** argv) {
     } else if (a == "--api-insecure-tcp") {
       api_insecure_tcp = true;
     } else if (a == "--api-allow-uid") {
-      const char* v = next();
-      const std::string uid = v ? v : "";
-      if (uid.empty() || uid.size() > 10 ||
-          uid.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoull(uid) >= 0xffffffffull) {
-        std::fprintf(stderr, "dfw-dataplane: --api-allow-uid wants a numeric uid\n");
-        return Usage();
-      }
-      api_allow_uids.push_back(static_cast<uid_t>(std::stoull(uid)));
+      uint32_t uid = 0;
+      if (!ParseFlag<uint32_t>("--api-allow-uid", next(), 0, 0xfffffffe, &uid)) return Usage();
+      api_allow_uids.push_back(static_cast<uid_t>(uid));
     } else if (a == "--state-dir") {
       const char* v = next();
       if (!v) return Usage();
@@ -175,24 +188,18 @@ int main(int argc, char** argv) {
       if (!v) return Usage();
       flow_log = v;
     } else if (a == "--max-connections") {
-      const char* v = next();
-      if (!v) return Usage();
-      pc.conntrack.max_connections = static_cast<uint32_t>(std::stoul(v));
+      if (!ParseFlag<uint32_t>("--max-connections", next(), 1, 1u << 31,
+                               &pc.conntrack.max_connections))
+        return Usage();
     } else if (a == "--tcp-loose") {
       pc.conntrack.tcp_loose = true;
     } else if (a == "--exit-after-ms") {
-      const char* v = next();
-      if (!v) return Usage();
-      exit_after_ms = std::stoull(v);
+      if (!ParseFlag<uint64_t>("--exit-after-ms", next(), 0, UINT64_MAX, &exit_after_ms))
+        return Usage();
     } else if (a == "--tx-port") {
-      const char* v = next();
-      if (!v) return Usage();
-      tx_port = std::stoi(v);
-      if (tx_port < 0 || tx_port >= RTE_MAX_ETHPORTS) return Usage();
+      if (!ParseFlag<int>("--tx-port", next(), 0, RTE_MAX_ETHPORTS - 1, &tx_port)) return Usage();
     } else if (a == "--mbufs") {
-      const char* v = next();
-      if (!v) return Usage();
-      mbufs = static_cast<uint32_t>(std::stoul(v));
+      if (!ParseFlag<uint32_t>("--mbufs", next(), 1, UINT32_MAX, &mbufs)) return Usage();
     } else {
       return Usage();
     }
@@ -265,11 +272,17 @@ int main(int argc, char** argv) {
     }
   }
   DataplaneState state(&vnics, state_dir.empty() ? "" : state_dir + "/state.pb");
+  // A state file that is there but is no valid saved state (0 bytes, a
+  // directory, unparsable, refused) stops the start: enforcing nothing in its
+  // place would overwrite it at the first API call. A missing file is a
+  // first start.
   if (auto st = state.Load(); !st.ok()) {
     std::fprintf(stderr,
-                 "dfw-dataplane: persisted state refused, starting with none (every vNIC "
-                 "drops until its rules arrive): %s\n",
+                 "dfw-dataplane: refusing to start: the persisted state is not a valid saved "
+                 "state: %s (move it away to start with no state: every vNIC then drops until "
+                 "its rules arrive)\n",
                  st.message().c_str());
+    return 1;
   }
   PortWorkerConfig wc;
   wc.tx_port = tx_port;

@@ -373,11 +373,13 @@ TEST_F(DataplaneDaemonTest, GetStateThenAVnicsConnectionsMoveToAnotherVnic) {
   EXPECT_GT(c.expires_in_ms(), 0u);
 
   // Into another vNIC that has no ruleset yet (as right after SetVNic on the
-  // host the VM reaches), next to a malformed entry.
+  // host the VM reaches), next to a malformed entry. Its own MAC and address:
+  // one dataplane binds each to one vNIC (the entries carry theirs).
   v1::DataplaneVNic web2 = WebVnic();
   web2.set_id("web-2-eth0");
   web2.set_local_id(3);
   web2.set_mac("52:54:00:00:00:12");
+  web2.set_bound_ips(0, "198.18.1.12");
   ASSERT_TRUE(SetVnic(api.get(), web2).ok());
   v1::ConnectionEntry bad = c;
   bad.set_src_ip("12345");
@@ -419,6 +421,8 @@ TEST_F(DataplaneDaemonTest, GetStateThenAVnicsConnectionsMoveToAnotherVnic) {
   v1::DataplaneVNic web3 = web2;
   web3.set_id("web-3-eth0");
   web3.set_local_id(4);
+  web3.set_mac("52:54:00:00:00:13");
+  web3.set_bound_ips(0, "198.18.1.13");
   ASSERT_TRUE(SetVnic(api.get(), web3).ok());
   ASSERT_EQ(std::system((dpctl + "connections import web-3-eth0 " + lines + " > " + out).c_str()),
             0)
@@ -627,6 +631,74 @@ TEST_F(DataplaneDaemonTest, PlaintextTcpOnlyWithTheFlagAndOnlyOnLoopback) {
   const int port = std::atoi(text.c_str() + at + std::strlen("ready api=127.0.0.1:"));
   ASSERT_GT(port, 0) << text;
   EXPECT_EQ(RefusedConnections("127.0.0.1:" + std::to_string(port)), 0u);
+}
+
+// --- Robustness of the start (issue 14) ---------------------------------------
+
+TEST_F(DataplaneDaemonTest, RefusesToStartOnAZeroLengthOrDirectoryStateFile) {
+  const fs::path state = dir_ / "state.pb";
+  const std::string log = (dir_ / "state.log").string();
+  std::ofstream(state).close();
+  {
+    Child dp(Args("api.sock", "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 1) << Slurp(log);
+    EXPECT_NE(
+        Slurp(log).find("refusing to start: the persisted state is not a valid saved state: " +
+                        state.string() + ": is empty (0 bytes), not a saved state"),
+        std::string::npos)
+        << Slurp(log);
+    EXPECT_EQ(Slurp(log).find("dfw-dataplane: ready"), std::string::npos) << Slurp(log);
+    EXPECT_EQ(fs::file_size(state), 0u);  // left for the operator, not overwritten
+  }
+  fs::remove(state);
+  fs::create_directories(state);
+  {
+    Child dp(Args("api.sock", "net_null0", "dpe", 1000), log);
+    EXPECT_EQ(dp.Wait(20), 1) << Slurp(log);
+    EXPECT_NE(Slurp(log).find(state.string() + ": is a directory, not a saved state"),
+              std::string::npos)
+        << Slurp(log);
+  }
+  // No file at all: a first start.
+  fs::remove(state);
+  Child dp(Args("api.sock", "net_null0", "dpe", 1000), log);
+  EXPECT_EQ(dp.Wait(30), 0) << Slurp(log);
+  EXPECT_NE(
+      Slurp(log).find("ready api=unix:" + (dir_ / "api.sock").string() + " vnics=0 revision=0"),
+      std::string::npos)
+      << Slurp(log);
+}
+
+TEST_F(DataplaneDaemonTest, BadNumericFlagsAreUsageErrorsNamingTheFlag) {
+  const std::string log = (dir_ / "flags.log").string();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--max-connections", "abc"},
+      {"--max-connections", "99999999999"},
+      {"--max-connections", "0"},
+      {"--exit-after-ms", "-1"},
+      {"--exit-after-ms", "1e3"},
+      {"--tx-port", "x"},
+      {"--tx-port", "100000"},
+      {"--mbufs", ""},
+      {"--mbufs", "8191 "},
+      {"--api-allow-uid", "12abc"},
+      {"--api-allow-uid", "4294967295"}};
+  for (const auto& [flag, value] : cases) {
+    Child dp(ApiArgs({"--api", "unix:" + (dir_ / "api.sock").string(), flag, value}, "net_null0",
+                     "dpe", 1000),
+             log);
+    EXPECT_EQ(dp.Wait(20), 2) << flag << " " << value << ": " << Slurp(log);
+    EXPECT_NE(Slurp(log).find("dfw-dataplane: " + flag + " wants a number within "),
+              std::string::npos)
+        << Slurp(log);
+    EXPECT_NE(Slurp(log).find("not '" + value + "'"), std::string::npos) << Slurp(log);
+    EXPECT_NE(Slurp(log).find("usage: dfw-dataplane"), std::string::npos) << Slurp(log);
+  }
+  // A flag given last, without its value.
+  std::vector<std::string> args = {DFW_DATAPLANE_BIN, "--max-connections"};
+  Child dp(args, log);
+  EXPECT_EQ(dp.Wait(20), 2) << Slurp(log);
+  EXPECT_NE(Slurp(log).find("--max-connections wants a number"), std::string::npos) << Slurp(log);
 }
 
 }  // namespace
