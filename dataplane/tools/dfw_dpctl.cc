@@ -19,6 +19,9 @@
 //     remove-vnic ID
 //     set-state FILE                    a dfw.v1.HostDesiredState in protobuf text format,
 //                                       applied as a full state
+//
+// Input files (set-state, connections import, the state file of vnics) must
+// be regular files of at most 256 MiB, the API's message limit.
 //     flush [--vnic ID]                 drop tracked connections (all or one vNIC's)
 //
 // Output: aligned tables (default) or the protobuf JSON mapping of the
@@ -30,10 +33,16 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -190,10 +199,59 @@ struct Args {
   }
 };
 
+// All of `s` a decimal number (no sign, no space); false if not, or above 2^64-1.
 bool ParseUint(const std::string& s, uint64_t* out) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 19)
+  uint64_t v = 0;
+  const char* end = s.data() + s.size();
+  auto [ptr, ec] = std::from_chars(s.data(), end, v);
+  if (s.empty() || ec != std::errc() || ptr != end) return false;
+  *out = v;
+  return true;
+}
+
+// An input file: a regular file (not a directory, FIFO or device: `/dev/zero`
+// would never end) of at most kMaxMessage bytes, read whole. Missing:
+// false with `*missing` set (when given). The error is on stderr.
+bool ReadInput(const std::string& path, std::string* out, bool* missing = nullptr) {
+  if (missing) *missing = false;
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (missing && errno == ENOENT) {
+      *missing = true;
+      return false;
+    }
+    std::fprintf(stderr, "dfw-dpctl: cannot read %s: %s\n", path.c_str(), std::strerror(errno));
     return false;
-  *out = std::stoull(s);
+  }
+  struct stat sb;
+  std::string why;
+  if (fstat(fd, &sb) != 0) {
+    why = std::strerror(errno);
+  } else if (!S_ISREG(sb.st_mode)) {
+    why = S_ISDIR(sb.st_mode) ? "a directory, not a file" : "not a regular file";
+  } else if (sb.st_size > kMaxMessage) {
+    why = std::to_string(sb.st_size) + " bytes, above the limit of " + std::to_string(kMaxMessage);
+  }
+  out->clear();
+  // Bounded even if the file grows while it is read.
+  char buf[65536];
+  while (why.empty()) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) why = std::strerror(errno);
+    if (n <= 0) break;
+    if (out->size() + static_cast<size_t>(n) > static_cast<size_t>(kMaxMessage)) {
+      why = "above the limit of " + std::to_string(kMaxMessage) + " bytes";
+      break;
+    }
+    out->append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (!why.empty()) {
+    std::fprintf(stderr, "dfw-dpctl: cannot read %s: %s\n", path.c_str(), why.c_str());
+    return false;
+  }
   return true;
 }
 
@@ -270,11 +328,9 @@ int ExportConnections(Cli& cli, const Args& a) {
 int ImportConnections(Cli& cli, const Args& a) {
   if (auto e = a.Check({}, 3); !e.empty()) return Usage(e);
   if (a.pos.size() < 3) return Usage("connections import needs a vNIC id and a file");
-  std::ifstream in(a.pos[2]);
-  if (!in) {
-    std::fprintf(stderr, "dfw-dpctl: cannot read %s\n", a.pos[2].c_str());
-    return kExitUsage;
-  }
+  std::string data;
+  if (!ReadInput(a.pos[2], &data)) return kExitUsage;
+  std::istringstream in(data);
   v1::ImportConnectionsRequest req;
   req.set_vnic_id(a.pos[1]);
   std::string line;
@@ -368,9 +424,10 @@ int Vnics(Cli& cli, const Args& a) {
   if (auto e = a.Check({"--state-dir"}, 0); !e.empty()) return Usage(e);
   v1::DataplanePersistedState persisted;
   if (a.Has("--state-dir")) {
-    std::string path = a.Get("--state-dir") + "/state.pb";
-    std::ifstream in(path, std::ios::binary);
-    if (in && !persisted.ParseFromIstream(&in)) {
+    std::string path = a.Get("--state-dir") + "/state.pb", data;
+    bool missing = false;
+    if (!ReadInput(path, &data, &missing) && !missing) return kExitUsage;
+    if (!missing && !persisted.ParseFromString(data)) {
       std::fprintf(stderr, "dfw-dpctl: %s is not a DataplanePersistedState\n", path.c_str());
       return kExitUsage;
     }
@@ -459,18 +516,13 @@ class ParseErrors : public google::protobuf::io::ErrorCollector {
 int SetState(Cli& cli, const Args& a) {
   if (auto e = a.Check({}, 1); !e.empty()) return Usage(e);
   if (a.pos.empty()) return Usage("set-state needs a file (HostDesiredState, text format)");
-  std::ifstream in(a.pos[0]);
-  if (!in) {
-    std::fprintf(stderr, "dfw-dpctl: cannot read %s\n", a.pos[0].c_str());
-    return kExitUsage;
-  }
-  std::stringstream text;
-  text << in.rdbuf();
+  std::string text;
+  if (!ReadInput(a.pos[0], &text)) return kExitUsage;
   v1::SetStateRequest req;
   google::protobuf::TextFormat::Parser parser;
   ParseErrors errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text.str(), req.mutable_full())) {
+  if (!parser.ParseFromString(text, req.mutable_full())) {
     std::fprintf(stderr, "dfw-dpctl: %s is not a dfw.v1.HostDesiredState in text format:\n%s",
                  a.pos[0].c_str(), errors.text.c_str());
     return kExitUsage;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -178,6 +179,56 @@ TEST_F(DpctlTest, UsageErrorsExitTwo) {
   Result r = Dpctl("-o yaml counters");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("-o wants table or json"), std::string::npos) << r.err;
+}
+
+TEST_F(DpctlTest, BadNumbersAreUsageErrorsNamingTheFlag) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--timeout abc counters", "--timeout wants seconds"},
+      {"--timeout 99999999999999999999999 counters", "--timeout wants seconds"},
+      {"--timeout -5 counters", "--timeout wants seconds"},
+      {"flows --max 18446744073709551616", "--max wants a positive number"},
+      {"connections --max 1x", "--max wants a positive number"},
+      {"connections export web --max -1", "--max wants a positive number"},
+      {"set-vnic --id x --mac 52:54:00:00:00:01 --local-id 0x10", "--local-id wants a number"},
+      {"set-vnic --id x --mac 52:54:00:00:00:01 --local-id 99999999999999999999",
+       "--local-id wants a number"}};
+  for (const auto& [args, says] : cases) {
+    Result r = Dpctl(args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << args << ": " << r.err;
+  }
+}
+
+TEST_F(DpctlTest, InputFilesMustBeRegularAndBounded) {
+  // Nothing to reach: each is refused before a call (exit 2, not 3).
+  const std::string fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"set-state /dev/zero", "cannot read /dev/zero: not a regular file"},
+      {"set-state " + dir_.string(), "cannot read " + dir_.string() + ": a directory, not a file"},
+      {"set-state " + fifo, "cannot read " + fifo + ": not a regular file"},
+      {"connections import web /dev/zero", "cannot read /dev/zero: not a regular file"},
+      {"set-state " + (dir_ / "missing.txt").string(),
+       "cannot read " + (dir_ / "missing.txt").string() + ": No such file or directory"}};
+  for (const auto& [args, says] : cases) {
+    Result r = Dpctl(args, "unix:" + (dir_ / "nobody.sock").string());
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("dfw-dpctl: " + says), std::string::npos) << args << ": " << r.err;
+  }
+  // Over the API's 256 MiB message limit (a sparse file: no disk used).
+  const fs::path big = dir_ / "big.txt";
+  std::ofstream(big) << "revision: 1\n";
+  fs::resize_file(big, (256u << 20) + 1);
+  Result r = Dpctl("set-state " + big.string(), "unix:" + (dir_ / "nobody.sock").string());
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("268435457 bytes, above the limit of 268435456"), std::string::npos)
+      << r.err;
+  // The state file of `vnics --state-dir` likewise.
+  fs::create_directories(dir_ / "sd" / "state.pb");
+  r = Dpctl("vnics --state-dir " + (dir_ / "sd").string(),
+            "unix:" + (dir_ / "nobody.sock").string());
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("a directory, not a file"), std::string::npos) << r.err;
 }
 
 TEST_F(DpctlTest, DrivesEverySubcommandAgainstARealDataplane) {
