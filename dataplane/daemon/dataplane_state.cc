@@ -509,7 +509,7 @@ std::pair<std::string, std::string> DataplaneState::RuleOf(uint32_t rule_num) co
 }
 
 Status DataplaneState::Persist() const {
-  if (path_.empty()) return Status::Ok();
+  if (path_.empty() || loading_) return Status::Ok();
   v1::DataplanePersistedState ps;
   for (const auto& [id, v] : vnics_) *ps.add_vnics() = v;
   auto* st = ps.mutable_state();
@@ -598,6 +598,20 @@ Status DataplaneState::Load() {
   if (!read.ok()) return read;
   v1::DataplanePersistedState ps;
   if (!ps.ParseFromString(data)) return Err(path_, "is not a dataplane state file");
+  // Nothing is written while loading: a file refused halfway (its rulesets,
+  // after its vNICs) stays as it was for the operator to look at.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    loading_ = true;
+  }
+  Status st = LoadParsed(ps);
+  std::lock_guard<std::mutex> lock(mu_);
+  loading_ = false;
+  restored_ = st.ok();
+  return st;
+}
+
+Status DataplaneState::LoadParsed(const v1::DataplanePersistedState& ps) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::set<std::string> ids;
@@ -609,8 +623,6 @@ Status DataplaneState::Load() {
     }
   }
   if (Status st = ApplyFull(ps.state()); !st.ok()) return Err(path_, "state." + st.message());
-  std::lock_guard<std::mutex> lock(mu_);
-  restored_ = true;
   return Status::Ok();
 }
 

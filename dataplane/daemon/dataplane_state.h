@@ -66,6 +66,7 @@ class DataplaneState {
  private:
   struct Compiled;
   Status SetVnicLocked(const v1::DataplaneVNic& vnic, const std::string& field);
+  Status LoadParsed(const v1::DataplanePersistedState& ps);
   // Writes the state file: a temporary file, fsync, rename, fsync of the
   // directory.
   Status Persist() const;
@@ -83,6 +84,7 @@ class DataplaneState {
   uint64_t revision_ = 0;
   uint32_t next_generation_ = 1;
   bool restored_ = false;
+  bool loading_ = false;  // Load(): nothing persisted until it succeeded
   std::map<std::string, v1::DataplaneVNic> vnics_;
   std::map<std::string, v1::VNicRuleset> rulesets_;
   std::map<std::string, v1::AddressSet> sets_;

@@ -132,6 +132,24 @@ TEST_F(DataplaneStateTest, PersistedStateWithTwoVnicsOnOneMacIsRefusedNamingTheE
   EXPECT_FALSE(s.restored());
 }
 
+TEST_F(DataplaneStateTest, PersistedStateRefusedHalfwayIsLeftAsItWas) {
+  // Its vNICs are fine, its rulesets are not: nothing is written back.
+  v1::DataplanePersistedState ps;
+  *ps.add_vnics() = WebVnic();
+  *ps.add_vnics() = DbVnic();
+  *ps.mutable_state() = WebDbState(9);
+  ps.mutable_state()->mutable_rulesets(1)->mutable_rules(0)->set_rule_num(20);
+  *ps.mutable_state()->mutable_rulesets(1)->add_rules() = ps.state().rulesets(1).rules(0);
+  const std::string bytes = ps.SerializeAsString();
+  std::ofstream(path_, std::ios::binary) << bytes;
+  DataplaneState s(&table_, path_);
+  EXPECT_EQ(Refused(s.Load()),
+            path_ + ": state.vNIC 'db-1-eth0' rules[1].rule_num: 20 is also rules[0]'s");
+  EXPECT_FALSE(s.restored());
+  std::ifstream in(path_, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);
+}
+
 // --- 3: revisions -----------------------------------------------------------
 
 TEST_F(DataplaneStateTest, DeltaMustGoForwardFromTheAppliedRevision) {
