@@ -117,7 +117,11 @@ void ControllerSession::Run() {
 }
 
 bool ControllerSession::RunOnce() {
-  auto channel = grpc::CreateChannel(target_, credentials_);
+  // A full state of a host with many rules and addresses exceeds gRPC's
+  // default 4 MB: take what the dataplane takes (256 MB).
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  auto channel = grpc::CreateCustomChannel(target_, credentials_, args);
   auto stub = v1::HostSessionService::NewStub(channel);
   grpc::ClientContext ctx;
   {

@@ -11,6 +11,18 @@ absl::Status FromGrpc(const grpc::Status& s, const char* what) {
                       std::string("dataplane ") + what + ": " + s.error_message());
 }
 
+// The dataplane's own limit (dataplane/daemon/main.cc): a full state of many
+// rules, or a vNIC's exported connections (100k are ~6 MB), exceed gRPC's
+// default 4 MB.
+constexpr int kMaxMessageBytes = 256 << 20;
+
+std::shared_ptr<grpc::Channel> DataplaneChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
 }  // namespace
 
 bool IsUnreachable(const absl::Status& s) {
@@ -20,8 +32,7 @@ bool IsUnreachable(const absl::Status& s) {
 DataplaneClient::DataplaneClient(const std::string& target, std::chrono::milliseconds deadline)
     : target_(target),
       deadline_(deadline),
-      stub_(v1::DataplaneService::NewStub(
-          grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
+      stub_(v1::DataplaneService::NewStub(DataplaneChannel(target))) {}
 
 template <typename Req, typename Resp>
 absl::StatusOr<Resp> DataplaneClient::Call(
