@@ -71,6 +71,20 @@ Status CheckIds(const List& list, const std::string& field, const std::string& k
   return Status::Ok();
 }
 
+// A state's or delta's rulesets (by vNIC id) and address sets (by id).
+template <typename Rulesets, typename Sets>
+Status CheckRulesetAndSetIds(const Rulesets& rulesets, const std::string& rulesets_field,
+                             const Sets& sets, const std::string& sets_field) {
+  if (auto st =
+          CheckIds(rulesets, rulesets_field, "vnic_id",
+                   [](const v1::VNicRuleset& r) -> const std::string& { return r.vnic_id(); });
+      !st.ok()) {
+    return st;
+  }
+  return CheckIds(sets, sets_field, "id",
+                  [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
+}
+
 Status ServiceFromProto(const v1::Service& s, const std::string& f, ServiceSpec* out) {
   if (s.protocol() > 255)
     return Err(f + ".protocol", std::to_string(s.protocol()) + " is above 255");
@@ -342,13 +356,7 @@ Status DataplaneState::ApplyFull(const v1::HostDesiredState& state) {
                std::to_string(state.revision()) + " is reserved (no delta could follow it)");
   }
   if (auto st =
-          CheckIds(state.rulesets(), "rulesets", "vnic_id",
-                   [](const v1::VNicRuleset& r) -> const std::string& { return r.vnic_id(); });
-      !st.ok()) {
-    return st;
-  }
-  if (auto st = CheckIds(state.address_sets(), "address_sets", "id",
-                         [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
+          CheckRulesetAndSetIds(state.rulesets(), "rulesets", state.address_sets(), "address_sets");
       !st.ok()) {
     return st;
   }
@@ -404,14 +412,8 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
     return Err("delta.to_revision",
                std::to_string(d.to_revision()) + " is reserved (no delta could follow it)");
   }
-  if (auto st =
-          CheckIds(d.rulesets_set(), "delta.rulesets_set", "vnic_id",
-                   [](const v1::VNicRuleset& r) -> const std::string& { return r.vnic_id(); });
-      !st.ok()) {
-    return st;
-  }
-  if (auto st = CheckIds(d.address_sets_set(), "delta.address_sets_set", "id",
-                         [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
+  if (auto st = CheckRulesetAndSetIds(d.rulesets_set(), "delta.rulesets_set", d.address_sets_set(),
+                                      "delta.address_sets_set");
       !st.ok()) {
     return st;
   }
