@@ -160,22 +160,29 @@ fleet_controller_stop() {
 
 # --- host agent ----------------------------------------------------------
 
+# fleet_enroll_args HOST_ID DIR SVID_DIR: sets FLEET_ENROLL to a host
+# agent's enrollment flags: none once SVID_DIR holds its certificate; at the
+# first start a one-time join token (written to DIR/join-token; the
+# controller must be up) and the CA bundle.
+fleet_enroll_args() {
+  FLEET_ENROLL=()
+  [ -f "$3/svid.pem" ] && return 0
+  fleet_join_token "$1" "$2/join-token" || {
+    _fleet_log "cannot create a join token for $1"
+    return 1
+  }
+  FLEET_ENROLL=(--join-token-file "$2/join-token" --ca-bundle "$FLEET_PKI/ca/ca.pem")
+}
+
 fleet_agent_start() {
-  local uris=(--libvirt "test://$FLEET_DIR/namespace-vms.xml") enroll=()
+  local uris=(--libvirt "test://$FLEET_DIR/namespace-vms.xml")
   [ "$FLEET_GUEST" = 1 ] && uris+=(--libvirt qemu:///system)
-  if [ ! -f "$FLEET_AGENT_SVID/svid.pem" ]; then
-    # First start: enroll with a one-time token (the controller must be up).
-    fleet_join_token "$FLEET_HOST_ID" "$FLEET_DIR/join-token" || {
-      _fleet_log "cannot create a join token for $FLEET_HOST_ID"
-      return 1
-    }
-    enroll=(--join-token-file "$FLEET_DIR/join-token" --ca-bundle "$FLEET_PKI/ca/ca.pem")
-  fi
+  fleet_enroll_args "$FLEET_HOST_ID" "$FLEET_DIR" "$FLEET_AGENT_SVID" || return 1
   echo "--- start $(date +%T.%N)" >>"$FLEET_DIR/agent.log"
   "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
     --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
     --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
-    --cert-dir "$FLEET_AGENT_SVID" "${enroll[@]}" \
+    --cert-dir "$FLEET_AGENT_SVID" "${FLEET_ENROLL[@]}" \
     --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &
   FLEET_AGENT_PID=$!
 }
@@ -288,6 +295,10 @@ fleet_probe() {
   fi
 }
 
+# A VM's command and address: hosts.sh redefines both for its VMs.
+fleet_vm_exec() { sb_vm_exec "$@"; }
+fleet_vm_ip() { echo "${FLEET_IP[$1]}"; }
+
 # fleet_time_to_enforcement FROM TO PORT open|closed DFWCTL-ARGS...
 # Runs `dfwctl DFWCTL-ARGS` and prints the milliseconds until FROM -> TO
 # tcp/PORT shows the expected verdict ("never" after 10 s). A poller in FROM's
@@ -297,7 +308,7 @@ fleet_probe() {
 fleet_time_to_enforcement() {
   local from=$1 to=$2 port=$3 expect=$4 out=$FLEET_DIR/poll.out t p
   shift 4
-  sb_vm_exec "$from" python3 "$FLEET_LIB_DIR/probe.py" until-tcp "${FLEET_IP[$to]}" "$port" \
+  fleet_vm_exec "$from" python3 "$FLEET_LIB_DIR/probe.py" until-tcp "$(fleet_vm_ip "$to")" "$port" \
     --timeout 10 --expect "$expect" --epoch --connect-timeout 0.1 >"$out" &
   p=$!
   sleep 0.5

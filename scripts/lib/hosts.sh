@@ -112,19 +112,13 @@ hv_virsh() {
 
 hv_agent_start() {
   sb_ctx_use "$1" || return 1
-  local enroll=() svid=$SB_DIR/agent-svid
-  if [ ! -f "$svid/svid.pem" ]; then
-    fleet_join_token "$SB_HV_HOST_ID" "$SB_DIR/join-token" || {
-      _hv_log "cannot create a join token for $SB_HV_HOST_ID"
-      return 1
-    }
-    enroll=(--join-token-file "$SB_DIR/join-token" --ca-bundle "$FLEET_PKI/ca/ca.pem")
-  fi
+  local svid=$SB_DIR/agent-svid
+  fleet_enroll_args "$SB_HV_HOST_ID" "$SB_DIR" "$svid" || return 1
   echo "--- start $(date +%T.%N)" >>"$SB_DIR/agent.log"
   "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
     --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" --libvirt "$SB_HV_LV_URI" \
     --controller "$FLEET_GRPC" --host-id "$SB_HV_HOST_ID" --hostname "$SB_CTX" \
-    --cert-dir "$svid" "${enroll[@]}" --resync-ms 2000 >>"$SB_DIR/agent.log" 2>&1 &
+    --cert-dir "$svid" "${FLEET_ENROLL[@]}" --resync-ms 2000 >>"$SB_DIR/agent.log" 2>&1 &
   SB_HV_AGENT_PID=$!
 }
 
@@ -223,6 +217,10 @@ hv_vm_exec() {
   shift
   ip netns exec "${HV_VM_NS[$n]:?no VM $n}" "$@"
 }
+
+# fleet.sh's fleet_time_to_enforcement runs on these VMs.
+fleet_vm_exec() { hv_vm_exec "$@"; }
+fleet_vm_ip() { echo "${HV_VM_IP[$1]}"; }
 
 # hv_probe FROM TO tcp|udp|icmp [PORT=5432]: 0 if TO answered FROM.
 hv_probe() {

@@ -120,23 +120,12 @@ wait "${listeners[@]}"
 
 echo "== 3. a tag change on h1 reflected on h2 (30 changes)"
 # web1 (h1) loses and regains app=web; db1's ingress on h2 must follow.
-# The poller runs in web1; the clock runs from just before dfwctl.
-tte() {  # open|closed DFWCTL-ARGS...: ms until web1 -> db1 tcp/5432 shows it
-  local expect=$1 out=$WORK/poll.out t p
-  shift
-  hv_vm_exec web1 python3 "$HV_LIB_DIR/probe.py" until-tcp "${HV_VM_IP[db1]}" 5432 \
-    --timeout 10 --expect "$expect" --epoch --connect-timeout 0.1 >"$out" &
-  p=$!
-  sleep 0.3
-  t=$(date +%s%N)
-  fleet_dfwctl "$@" >/dev/null
-  wait "$p"
-  if [ "$(cat "$out")" = never ]; then echo never; else echo $((($(cat "$out") - t) / 1000000)); fi
-}
+# The poller runs in web1 (fleet.sh's fleet_time_to_enforcement); the clock
+# runs from just before dfwctl.
 times=()
 for ((i = 0; i < 15; i++)); do
-  times+=("$(tte closed vm tag web1 app=other)")
-  times+=("$(tte open vm untag web1 app=other)")
+  times+=("$(fleet_time_to_enforcement web1 db1 5432 closed vm tag web1 app=other)")
+  times+=("$(fleet_time_to_enforcement web1 db1 5432 open vm untag web1 app=other)")
 done
 stats=$(printf '%s\n' "${times[@]}" | /usr/bin/python3 -c '
 import sys
