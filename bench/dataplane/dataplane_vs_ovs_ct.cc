@@ -34,11 +34,10 @@
 // frames are copied into a fixed rx area of 32 frames (not timed, as a NIC's
 // DMA would place them; --in-place 1 judges them where they were built
 // instead). Flow records are drained every 64 bursts, outside the timed region
-// (the daemon drains them on its control thread). Each scenario runs R rounds alternating ours / OVS; the
-// median round is reported. Memory per connection: ours = bytes allocated by
-// a ConnTable of the same configuration / its capacity; OVS = growth of
-// malloc'd bytes (mallinfo2) while (b)'s connections are created / their
-// number.
+// (the daemon drains them on its control thread). Each scenario runs R rounds alternating ours /
+// OVS; the median round is reported. Memory per connection: ours = bytes allocated by a ConnTable
+// of the same configuration / its capacity; OVS = growth of malloc'd bytes (mallinfo2) while (b)'s
+// connections are created / their number.
 #include <malloc.h>
 #include <sched.h>
 #include <x86intrin.h>
@@ -115,8 +114,9 @@ uint16_t Csum(const uint8_t* p, size_t n, uint32_t sum = 0) {
 struct Mac {
   uint8_t b[6];
 };
-Mac VnicMac(uint16_t v) { return Mac{{0x52, 0x54, 0x00, 0x00, static_cast<uint8_t>(v >> 8),
-                                      static_cast<uint8_t>(v)}}; }
+Mac VnicMac(uint16_t v) {
+  return Mac{{0x52, 0x54, 0x00, 0x00, static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)}};
+}
 const Mac kRouterMac{{0x52, 0x54, 0x00, 0xff, 0xff, 0xfe}};
 uint32_t VnicIp(uint16_t v) { return 0xC6120000u | v; }  // 198.18.x.y
 
@@ -363,8 +363,8 @@ struct Ovs {
         uint32_t nn;
         if (g_in_place) {
           const uint64_t t0 = __rdtsc();
-          out += dfw_ovs_ct_firewall(ct, pkts, &b.idx[k * kBurst], kBurst, b.zone[k], now,
-                                     extract, &nn);
+          out += dfw_ovs_ct_firewall(ct, pkts, &b.idx[k * kBurst], kBurst, b.zone[k], now, extract,
+                                     &nn);
           res.cycles += __rdtsc() - t0;
         } else {
           dfw_ovs_rx(pkts, &b.idx[k * kBurst], kBurst);
@@ -413,8 +413,8 @@ void Check(bool ok, const std::string& what) {
 void Report(const char* title, const std::vector<Row>& rows, const char* unit, double goal_ratio,
             double goal_cpp) {
   std::printf("\n%s\n", title);
-  std::printf("  %-34s %10s %12s %10s %12s\n", "side", "cycles/pkt", "(min-max)",
-              unit, "ratio vs ours");
+  std::printf("  %-34s %10s %12s %10s %12s\n", "side", "cycles/pkt", "(min-max)", unit,
+              "ratio vs ours");
   const double ours = rows[0].Median();
   for (const Row& r : rows) {
     const double m = r.Median();
@@ -569,16 +569,17 @@ void Established(const Options& o, const char* title, uint32_t nflows, uint16_t 
   Check(ours.pipe->conntrack().size() == nflows && dfw_ovs_ct_nconns(ovs.ct) == nflows,
         "tables still hold every flow");
   char t[256];
-  std::snprintf(t, sizeof t, "%s: %u flows, %u vNICs, %llu packets/round, %u rounds", title,
-                nflows, nv, static_cast<unsigned long long>(timed.size() * kBurst), o.rounds);
+  std::snprintf(t, sizeof t, "%s: %u flows, %u vNICs, %llu packets/round, %u rounds", title, nflows,
+                nv, static_cast<unsigned long long>(timed.size() * kBurst), o.rounds);
   Report(t, {r_ours, r_ovs, r_ovsx}, "Mpps", 2.0, goal_cpp);
   if (nflows >= 100000) {
     uint32_t cap;
     size_t ours_bytes = ConnTableBytes(pc.conntrack, &cap);
-    std::printf("  bytes per connection: ours %.0f (ConnTable %.1f MiB / capacity %u, "
-                "preallocated); OVS %.0f (malloc growth %.1f MiB / %u connections)\n",
-                static_cast<double>(ours_bytes) / cap, ours_bytes / 1048576.0, cap,
-                static_cast<double>(ovs_bytes) / nflows, ovs_bytes / 1048576.0, nflows);
+    std::printf(
+        "  bytes per connection: ours %.0f (ConnTable %.1f MiB / capacity %u, "
+        "preallocated); OVS %.0f (malloc growth %.1f MiB / %u connections)\n",
+        static_cast<double>(ours_bytes) / cap, ours_bytes / 1048576.0, cap,
+        static_cast<double>(ovs_bytes) / nflows, ovs_bytes / 1048576.0, nflows);
   }
 }
 
@@ -586,8 +587,8 @@ void Established(const Options& o, const char* title, uint32_t nflows, uint16_t 
 void NewConnections(const Options& o, uint64_t seed) {
   std::string text, err;
   std::vector<cb::Filter> filters;
-  if (!cb::ReadFile(o.classbench, &text, &err) || !cb::ParseFilters(text, o.classbench, &filters,
-                                                                    &err)) {
+  if (!cb::ReadFile(o.classbench, &text, &err) ||
+      !cb::ParseFilters(text, o.classbench, &filters, &err)) {
     std::fprintf(stderr, "%s\n", err.c_str());
     std::exit(1);
   }
@@ -717,17 +718,28 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (i + 1 >= argc) return Usage();
     const char* v = argv[++i];
-    if (a == "--rounds") o.rounds = static_cast<uint32_t>(std::stoul(v));
-    else if (a == "--a-packets") o.a_packets = std::stoull(v);
-    else if (a == "--b-flows") o.b_flows = static_cast<uint32_t>(std::stoul(v));
-    else if (a == "--b-packets") o.b_packets = std::stoull(v);
-    else if (a == "--c-conns") o.c_conns = std::stoull(v);
-    else if (a == "--vnics") o.vnics = static_cast<uint16_t>(std::stoul(v));
-    else if (a == "--cpu") o.cpu = std::stoi(v);
-    else if (a == "--classbench") o.classbench = v;
-    else if (a == "--only") o.only = v;
-    else if (a == "--in-place") g_in_place = std::string(v) == "1";
-    else return Usage();
+    if (a == "--rounds")
+      o.rounds = static_cast<uint32_t>(std::stoul(v));
+    else if (a == "--a-packets")
+      o.a_packets = std::stoull(v);
+    else if (a == "--b-flows")
+      o.b_flows = static_cast<uint32_t>(std::stoul(v));
+    else if (a == "--b-packets")
+      o.b_packets = std::stoull(v);
+    else if (a == "--c-conns")
+      o.c_conns = std::stoull(v);
+    else if (a == "--vnics")
+      o.vnics = static_cast<uint16_t>(std::stoul(v));
+    else if (a == "--cpu")
+      o.cpu = std::stoi(v);
+    else if (a == "--classbench")
+      o.classbench = v;
+    else if (a == "--only")
+      o.only = v;
+    else if (a == "--in-place")
+      g_in_place = std::string(v) == "1";
+    else
+      return Usage();
   }
   if (o.rounds < 1 || o.vnics < 1 || o.vnics > 2047) return Usage();
   if (o.cpu >= 0) {
@@ -737,18 +749,20 @@ int main(int argc, char** argv) {
     if (sched_setaffinity(0, sizeof set, &set) != 0) std::perror("sched_setaffinity");
   }
   g_hz = TscHz();
-  std::printf("bench_dataplane_vs_ovs_ct: TSC %.3f GHz, pinned to cpu %d; cycles are TSC "
-              "cycles; median of %u rounds (min-max shown)\n",
-              g_hz / 1e9, o.cpu, o.rounds);
-  std::printf("ours: tagged 64-byte frames through Pipeline::Process (bursts of 32); OVS: the "
-              "same packets untagged (60 bytes) as dp_packets through conntrack_execute; %s\n",
-              g_in_place ? "frames judged in place"
-                         : "each burst copied to a 32-frame rx area first (untimed)");
+  std::printf(
+      "bench_dataplane_vs_ovs_ct: TSC %.3f GHz, pinned to cpu %d; cycles are TSC "
+      "cycles; median of %u rounds (min-max shown)\n",
+      g_hz / 1e9, o.cpu, o.rounds);
+  std::printf(
+      "ours: tagged 64-byte frames through Pipeline::Process (bursts of 32); OVS: the "
+      "same packets untagged (60 bytes) as dp_packets through conntrack_execute; %s\n",
+      g_in_place ? "frames judged in place"
+                 : "each burst copied to a 32-frame rx area first (untimed)");
   if (o.only.empty() || o.only == "a")
     Established(o, "(a) established fast path, 32 hot flows", 32, 1, o.a_packets, false, 0, 1);
   if (o.only.empty() || o.only == "b")
-    Established(o, "(b) concurrent flows, random order", o.b_flows, o.vnics, o.b_packets, true,
-                150, 2);
+    Established(o, "(b) concurrent flows, random order", o.b_flows, o.vnics, o.b_packets, true, 150,
+                2);
   if (o.only.empty() || o.only == "c") NewConnections(o, 3);
   if (g_failures) {
     std::printf("\n%d correctness checks FAILED\n", g_failures);

@@ -152,7 +152,8 @@ int main(int argc, char** argv) {
     d.set_to_revision(rev + 1);
     auto* r = d.add_rulesets_set();
     *r = st.rulesets(0);
-    r->mutable_rules(5)->mutable_services(0)->mutable_destination_ports(0)->set_first(60000 + static_cast<uint32_t>(i));
+    r->mutable_rules(5)->mutable_services(0)->mutable_destination_ports(0)->set_first(
+        60000 + static_cast<uint32_t>(i));
     t0 = std::chrono::steady_clock::now();
     s = b.ApplyDelta(d, {{"vm", "eth0"}});
     rule_ms.push_back(Ms(t0));
@@ -166,21 +167,23 @@ int main(int argc, char** argv) {
   std::vector<double> tool;
   const std::string set = SetName(*b.set_names().Find("g:big"), Family::kV4);
   for (int i = 0; i < nft_iters; ++i) {
-    const std::string e = V4(0xc6130001u + 2 * static_cast<uint32_t>(i + 40000));  // outside the others
+    const std::string e =
+        V4(0xc6130001u + 2 * static_cast<uint32_t>(i + 40000));  // outside the others
     t0 = std::chrono::steady_clock::now();
     const int rc = Run({"nft", "add", "element", "inet", "dfw", set, "{ " + e + " }"});
     tool.push_back(Ms(t0));
     if (rc != 0) fprintf(stderr, "nft add element exited %d\n", rc);
   }
-  printf("\nNftBackend, %u rules (%zu with counters), 100000 elements in one interval set "
-         "(65536 IPv4 + 34464 IPv6), 100 small sets; namespace %s\n",
-         10000u, nft_rules, ns.c_str());
+  printf(
+      "\nNftBackend, %u rules (%zu with counters), 100000 elements in one interval set "
+      "(65536 IPv4 + 34464 IPv6), 100 small sets; namespace %s\n",
+      10000u, nft_rules, ns.c_str());
   printf("%-58s %10s %10s %10s\n", "operation", "p50 ms", "p99 ms", "n");
   printf("%-58s %10.1f %10s %10d\n", "full apply (libnftables, one transaction)", full_ms, "-", 1);
   printf("%-58s %10.2f %10.2f %10zu\n", "1-element delta, ApplyDelta total (libnftnl batch)",
          Pct(total, 0.5), Pct(total, 0.99), total.size());
-  printf("%-58s %10.2f %10.2f %10zu\n", "  of which the libnftnl batch (send + ack)", Pct(batch, 0.5),
-         Pct(batch, 0.99), batch.size());
+  printf("%-58s %10.2f %10.2f %10zu\n", "  of which the libnftnl batch (send + ack)",
+         Pct(batch, 0.5), Pct(batch, 0.99), batch.size());
   printf("%-58s %10.1f %10.1f %10zu\n", "rule change: 10k-rule vNIC chain replaced (libnftables)",
          Pct(rule_ms, 0.5), Pct(rule_ms, 0.99), rule_ms.size());
   printf("%-58s %10.1f %10.1f %10zu\n", "1-element add via `nft add element` (fork/exec)",

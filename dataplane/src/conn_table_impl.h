@@ -59,10 +59,10 @@ struct TcpPeer {
 constexpr uint8_t kEntryUsed = 0x01;
 constexpr uint8_t kEntryV6 = 0x02;
 constexpr uint8_t kEntryRevalidate = 0x04;
-constexpr uint8_t kEntryLoose = 0x08;   // TCP picked up mid-stream
-constexpr uint8_t kEntryRst = 0x10;     // TCP closed by RST
-constexpr uint8_t kEntryListed = 0x20;  // on its zone's early-drop list
-constexpr uint8_t kEntryIngress = 0x40; // opened toward the vNIC (orig direction "in")
+constexpr uint8_t kEntryLoose = 0x08;    // TCP picked up mid-stream
+constexpr uint8_t kEntryRst = 0x10;      // TCP closed by RST
+constexpr uint8_t kEntryListed = 0x20;   // on its zone's early-drop list
+constexpr uint8_t kEntryIngress = 0x40;  // opened toward the vNIC (orig direction "in")
 
 // The hot part of a connection: one cache line. Addresses and ports in the
 // orig direction (the direction of the packet that created it).

@@ -19,28 +19,25 @@ struct dfw_of;
 /* Connects to `target` (e.g. "unix:/run/openvswitch/br0.mgmt"), negotiating
  * OpenFlow 1.3, waiting at most timeout_ms. Returns 0 or -1 (*error set,
  * free()). */
-int dfw_of_open(const char *target, int timeout_ms, struct dfw_of **,
-                char **error);
-void dfw_of_close(struct dfw_of *);
+int dfw_of_open(const char* target, int timeout_ms, struct dfw_of**, char** error);
+void dfw_of_close(struct dfw_of*);
 
 /* The canonical form of a flow as the switch would report it: `flow` is
  * parsed as an add, encoded as an OF1.3 flow mod and decoded back, then
  * printed as key "table=T,priority=P[,match]" and actions. Returns 0 or -1
  * (*error set). Outputs are malloc()ed. */
-int dfw_of_canonical(const char *flow, uint64_t *cookie, char **key,
-                     char **actions, char **error);
+int dfw_of_canonical(const char* flow, uint64_t* cookie, char** key, char** actions, char** error);
 
 /* Calls cb for each flow of any table whose cookie & mask == cookie & mask,
  * with the flow in the canonical form above. Returns 0 or -1 (*error set). */
-typedef void (*dfw_of_flow_cb)(void *ctx, uint64_t cookie, const char *key,
-                               const char *actions);
-int dfw_of_dump(struct dfw_of *, uint64_t cookie, uint64_t mask,
-                dfw_of_flow_cb, void *ctx, char **error);
+typedef void (*dfw_of_flow_cb)(void* ctx, uint64_t cookie, const char* key, const char* actions);
+int dfw_of_dump(struct dfw_of*, uint64_t cookie, uint64_t mask, dfw_of_flow_cb, void* ctx,
+                char** error);
 
 enum dfw_of_command { DFW_OF_ADD = 0, DFW_OF_DELETE_STRICT = 1 };
 struct dfw_of_mod {
-    enum dfw_of_command command;
-    const char *flow; /* ovs-ofctl syntax; for deletes, match + cookie=C/M */
+  enum dfw_of_command command;
+  const char* flow; /* ovs-ofctl syntax; for deletes, match + cookie=C/M */
 };
 
 /* Sends all `mods` in one OpenFlow bundle (OFPBCT_OPEN, one OFPT_BUNDLE_ADD
@@ -48,16 +45,15 @@ struct dfw_of_mod {
  * applies all or none, and packets see the flow table either before or after
  * the whole bundle. Nothing is sent if a flow does not parse. Returns 0 or -1
  * (*error set: the parse error or the switch's error replies). */
-int dfw_of_bundle(struct dfw_of *, const struct dfw_of_mod *mods, size_t n,
-                  char **error);
+int dfw_of_bundle(struct dfw_of*, const struct dfw_of_mod* mods, size_t n, char** error);
 
 /* Sets (no_flood=1) or clears the OFPPC_NO_FLOOD config bit of port
  * `port_no` through its own OpenFlow 1.0 connection to `target` (OpenFlow
  * 1.3 has no such bit); NORMAL then never floods to that port. Returns 0 or
  * -1 (*error set). The bit is not stored in OVSDB: it is lost if
  * ovs-vswitchd restarts or the port is re-created, so apply it again then. */
-int dfw_of_set_no_flood(const char *target, uint32_t port_no, int no_flood,
-                        int timeout_ms, char **error);
+int dfw_of_set_no_flood(const char* target, uint32_t port_no, int no_flood, int timeout_ms,
+                        char** error);
 
 #ifdef __cplusplus
 }

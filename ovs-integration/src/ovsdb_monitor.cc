@@ -118,9 +118,9 @@ absl::Status CreateFirewallPort(const std::string& db_socket, const std::string&
     values.push_back(v.c_str());
   }
   char* error = nullptr;
-  const int rc = dfw_ovsdb_add_port(db.get(), bridge.c_str(), port.c_str(), type.c_str(),
-                                    keys.data(), values.data(), keys.size(), ofport_request,
-                                    &error);
+  const int rc =
+      dfw_ovsdb_add_port(db.get(), bridge.c_str(), port.c_str(), type.c_str(), keys.data(),
+                         values.data(), keys.size(), ofport_request, &error);
   if (rc < 0) {
     std::string msg = error ? error : "unknown error";
     std::free(error);

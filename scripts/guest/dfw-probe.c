@@ -22,10 +22,14 @@ int main(int argc, char** argv) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     a.sin_addr.s_addr = htonl(INADDR_ANY);
-    if (fd < 0 || bind(fd, (struct sockaddr*)&a, sizeof a) != 0) { perror("bind"); return 1; }
+    if (fd < 0 || bind(fd, (struct sockaddr*)&a, sizeof a) != 0) {
+      perror("bind");
+      return 1;
+    }
     char buf[65536];
     for (;;) {
-      struct sockaddr_in p; socklen_t pl = sizeof p;
+      struct sockaddr_in p;
+      socklen_t pl = sizeof p;
       ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr*)&p, &pl);
       if (n >= 0) sendto(fd, buf, (size_t)n, 0, (struct sockaddr*)&p, pl);
     }
@@ -37,11 +41,20 @@ int main(int argc, char** argv) {
     double t = argc >= 6 ? atof(argv[5]) : 2.0;
     struct timeval tv = {.tv_sec = (long)t, .tv_usec = (long)((t - (long)t) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr*)&a, sizeof a) != 0) { perror("connect"); return 1; }
-    if (send(fd, argv[4], strlen(argv[4]), 0) < 0) { perror("send"); return 1; }
+    if (connect(fd, (struct sockaddr*)&a, sizeof a) != 0) {
+      perror("connect");
+      return 1;
+    }
+    if (send(fd, argv[4], strlen(argv[4]), 0) < 0) {
+      perror("send");
+      return 1;
+    }
     char buf[65536];
     ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-    if (n < 0) { fprintf(stderr, "dfw-probe: no reply\n"); return 1; }
+    if (n < 0) {
+      fprintf(stderr, "dfw-probe: no reply\n");
+      return 1;
+    }
     fwrite(buf, 1, (size_t)n, stdout);
     if (n == 0 || buf[n - 1] != '\n') putchar('\n');
     return 0;

@@ -28,7 +28,8 @@ struct HostView {
       rulesets.clear();
       sets.clear();
       for (const auto& r : m.full().rulesets()) rulesets[r.vnic_id()] = Rules(r);
-      for (const auto& s : m.full().address_sets()) sets[s.id()] = {s.prefixes().begin(), s.prefixes().end()};
+      for (const auto& s : m.full().address_sets())
+        sets[s.id()] = {s.prefixes().begin(), s.prefixes().end()};
       revision = m.full().revision();
       return;
     }
@@ -36,10 +37,12 @@ struct HostView {
     ASSERT_EQ(d.from_revision(), revision);
     for (const auto& r : d.rulesets_set()) rulesets[r.vnic_id()] = Rules(r);
     for (const auto& v : d.rulesets_removed()) rulesets.erase(v);
-    for (const auto& s : d.address_sets_set()) sets[s.id()] = {s.prefixes().begin(), s.prefixes().end()};
+    for (const auto& s : d.address_sets_set())
+      sets[s.id()] = {s.prefixes().begin(), s.prefixes().end()};
     for (const auto& x : d.address_set_deltas()) {
       ASSERT_TRUE(sets.count(x.id())) << "delta for a set the host does not hold: " << x.id();
-      for (const auto& a : x.added()) EXPECT_TRUE(sets[x.id()].insert(a).second) << x.id() << " +" << a;
+      for (const auto& a : x.added())
+        EXPECT_TRUE(sets[x.id()].insert(a).second) << x.id() << " +" << a;
       for (const auto& a : x.removed()) EXPECT_EQ(sets[x.id()].erase(a), 1u) << x.id() << " -" << a;
     }
     for (const auto& id : d.address_sets_removed()) sets.erase(id);
@@ -75,7 +78,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
     auto* c = g.add_criteria()->add_conditions()->mutable_tag();
     c->set_scope(k % 2 ? "app" : "tier");
     c->set_value(std::to_string(rng() % 4));
-    if (rng() % 4 == 0) g.mutable_static_members()->add_ip_prefixes("198.19." + std::to_string(k) + ".0/24");
+    if (rng() % 4 == 0)
+      g.mutable_static_members()->add_ip_prefixes("198.19." + std::to_string(k) + ".0/24");
     return g;
   };
   auto policy_proto = [&](int p) {
@@ -88,7 +92,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
       auto* r = pol.add_rules();
       r->set_id(std::string("r").append(std::to_string(j)));  // GCC PR 105651 at -O3
       r->mutable_sources()->add_group_ids("g" + std::to_string(rng() % kGroups));
-      if (rng() % 3 == 0) r->mutable_sources()->add_ip_prefixes("203.0.113." + std::to_string(rng() % 4) + "/32");
+      if (rng() % 3 == 0)
+        r->mutable_sources()->add_ip_prefixes("203.0.113." + std::to_string(rng() % 4) + "/32");
       r->mutable_destinations()->add_group_ids("g" + std::to_string(rng() % kGroups));
       r->set_action(dfw::v1::ACTION_ALLOW);
     }
@@ -112,7 +117,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
     dfw::v1::HostHello hello;
     hello.mutable_host()->set_id("h" + std::to_string(h));
     for (int i = h; i < kVms; i += kHosts) *hello.add_vms() = vm_proto(i, h);
-    auto a = m.AttachHost(hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+    auto a = m.AttachHost(
+        hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
     ASSERT_TRUE(a.ok());
     feeds.push_back(a->feed);
     gens.push_back(a->generation);
@@ -184,7 +190,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
       if (!cur.ok()) continue;
       dfw::v1::PutVmRequest r;
       *r.mutable_vm() = *cur;
-      r.mutable_vm()->mutable_vnics(0)->add_addresses()->set_ip("198.18.1." + std::to_string(rng() % 200 + 1));
+      r.mutable_vm()->mutable_vnics(0)->add_addresses()->set_ip("198.18.1." +
+                                                                std::to_string(rng() % 200 + 1));
       ASSERT_TRUE(m.PutVm(r).ok());
     }
     if (rng() % 25 == 0) {  // a host reconnects holding what it has: it gets a delta, not a full
@@ -205,7 +212,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
         if (vm.host() == "h" + std::to_string(h)) *hello.add_vms() = vm;
       }
       hello.set_held_revision(views[h].revision);
-      auto a = m.AttachHost(hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+      auto a = m.AttachHost(
+          hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
       ASSERT_TRUE(a.ok());
       EXPECT_FALSE(a->full);
       gens[h] = a->generation;

@@ -192,8 +192,8 @@ TEST_F(OvsdbMonitorTest, CreateFirewallPortSetsInterfaceOptions) {
 }
 
 TEST(OvsdbMonitorNoServer, CreateFirewallPortTimesOut) {
-  const absl::Status st = CreateFirewallPort("/nonexistent/db.sock", "br0", "fw", "internal", {},
-                                             0, std::chrono::milliseconds(300));
+  const absl::Status st = CreateFirewallPort("/nonexistent/db.sock", "br0", "fw", "internal", {}, 0,
+                                             std::chrono::milliseconds(300));
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
 }
 

@@ -38,8 +38,7 @@ Checked Check(const std::string& flow) {
 
 // Parses `flow`, encodes it as an OF1.3 OFPT_FLOW_MOD and checks that OVS's
 // decoding of that message contains each of `decoded_has`.
-void ExpectSteeringFlow(const std::string& flow,
-                        const std::vector<std::string>& decoded_has) {
+void ExpectSteeringFlow(const std::string& flow, const std::vector<std::string>& decoded_has) {
   const Checked r = Check(flow);
   ASSERT_EQ(r.rc, 0) << flow << ": " << r.error;
   EXPECT_TRUE(r.error.empty()) << r.error;
@@ -47,12 +46,10 @@ void ExpectSteeringFlow(const std::string& flow,
   // An OF1.3 flow_mod is a 48-byte header + match + instructions.
   EXPECT_GT(r.of13_wire_len, 48u);
   EXPECT_EQ(r.of13_wire_len % 8, 0u) << "OpenFlow messages are 8-byte padded";
-  EXPECT_NE(r.decoded.find("OFPT_FLOW_MOD (OF1.3)"), std::string::npos)
-      << r.decoded;
+  EXPECT_NE(r.decoded.find("OFPT_FLOW_MOD (OF1.3)"), std::string::npos) << r.decoded;
   EXPECT_NE(r.decoded.find("ADD"), std::string::npos) << r.decoded;
   for (const std::string& s : decoded_has) {
-    EXPECT_NE(r.decoded.find(s), std::string::npos)
-        << "'" << s << "' missing from: " << r.decoded;
+    EXPECT_NE(r.decoded.find(s), std::string::npos) << "'" << s << "' missing from: " << r.decoded;
   }
 }
 
@@ -61,37 +58,31 @@ void ExpectSteeringFlow(const std::string& flow,
 TEST(OvsOpenFlow, Design4VnicEgressIsTaggedAndSentToFirewall) {
   // In OF1.3, mod_vlan_vid on an untagged frame becomes push_vlan + set_field
   // (4103 = OFPVID_PRESENT | 7).
-  ExpectSteeringFlow(
-      "table=0,in_port=5 actions=mod_vlan_vid:7,output:1",
-      {"in_port=5", "push_vlan:0x8100", "set_field:4103->vlan_vid",
-       "output:1"});
+  ExpectSteeringFlow("table=0,in_port=5 actions=mod_vlan_vid:7,output:1",
+                     {"in_port=5", "push_vlan:0x8100", "set_field:4103->vlan_vid", "output:1"});
 }
 
 TEST(OvsOpenFlow, Design4AllowedEgressIsUntaggedAndResubmittedAsVnic) {
   ExpectSteeringFlow(
       "table=0,in_port=1,dl_vlan=7 "
       "actions=strip_vlan,load:5->NXM_OF_IN_PORT[],resubmit(,1)",
-      {"in_port=1", "dl_vlan=7", "pop_vlan", "load:0x5->NXM_OF_IN_PORT[]",
-       "resubmit(,1)"});
+      {"in_port=1", "dl_vlan=7", "pop_vlan", "load:0x5->NXM_OF_IN_PORT[]", "resubmit(,1)"});
 }
 
 TEST(OvsOpenFlow, Design4AllowedIngressIsUntaggedAndDelivered) {
-  ExpectSteeringFlow(
-      "table=0,in_port=1,dl_vlan=0x807 actions=strip_vlan,output:5",
-      {"in_port=1", "dl_vlan=2055", "pop_vlan", "output:5"});
+  ExpectSteeringFlow("table=0,in_port=1,dl_vlan=0x807 actions=strip_vlan,output:5",
+                     {"in_port=1", "dl_vlan=2055", "pop_vlan", "output:5"});
 }
 
 TEST(OvsOpenFlow, Design4Table0DefaultResubmitsToTable1) {
-  ExpectSteeringFlow("table=0,priority=0 actions=resubmit(,1)",
-                     {"priority=0", "resubmit(,1)"});
+  ExpectSteeringFlow("table=0,priority=0 actions=resubmit(,1)", {"priority=0", "resubmit(,1)"});
 }
 
 TEST(OvsOpenFlow, Design4VnicIngressIsTaggedAndSentToFirewall) {
   // 6151 = OFPVID_PRESENT | 0x807.
-  ExpectSteeringFlow(
-      "table=1,dl_dst=52:54:00:00:00:05 actions=mod_vlan_vid:0x807,output:1",
-      {"table:1", "dl_dst=52:54:00:00:00:05", "push_vlan:0x8100",
-       "set_field:6151->vlan_vid", "output:1"});
+  ExpectSteeringFlow("table=1,dl_dst=52:54:00:00:00:05 actions=mod_vlan_vid:0x807,output:1",
+                     {"table:1", "dl_dst=52:54:00:00:00:05", "push_vlan:0x8100",
+                      "set_field:6151->vlan_vid", "output:1"});
 }
 
 TEST(OvsOpenFlow, Design4Table1DefaultIsNormal) {
@@ -102,8 +93,7 @@ TEST(OvsOpenFlow, Design4Table1DefaultIsNormal) {
 TEST(OvsOpenFlow, UnknownActionIsRejectedWithMessage) {
   const Checked r = Check("table=0,in_port=5 actions=bogus");
   EXPECT_NE(r.rc, 0);
-  EXPECT_NE(r.error.find("unknown action bogus"), std::string::npos)
-      << r.error;
+  EXPECT_NE(r.error.find("unknown action bogus"), std::string::npos) << r.error;
   EXPECT_TRUE(r.decoded.empty());
 }
 
@@ -117,8 +107,7 @@ TEST(OvsOpenFlow, VlanIdOutOfRangeIsRejected) {
   // A local id must fit in 11 bits so that id | 0x800 is still a VID.
   const Checked r = Check("table=0,in_port=5 actions=mod_vlan_vid:5000,output:1");
   EXPECT_NE(r.rc, 0);
-  EXPECT_NE(r.error.find("not a valid VLAN VID"), std::string::npos)
-      << r.error;
+  EXPECT_NE(r.error.find("not a valid VLAN VID"), std::string::npos) << r.error;
 }
 
 TEST(OvsOpenFlow, FieldWithoutPrerequisiteIsDroppedNotRejected) {
@@ -131,8 +120,7 @@ TEST(OvsOpenFlow, FieldWithoutPrerequisiteIsDroppedNotRejected) {
 
   const Checked ok = Check("table=0,ip,in_port=5,nw_src=198.18.0.1 actions=drop");
   ASSERT_EQ(ok.rc, 0) << ok.error;
-  EXPECT_NE(ok.decoded.find("nw_src=198.18.0.1"), std::string::npos)
-      << ok.decoded;
+  EXPECT_NE(ok.decoded.find("nw_src=198.18.0.1"), std::string::npos) << ok.decoded;
 }
 
 }  // namespace

@@ -35,8 +35,7 @@ absl::StatusOr<Prefix> ParsePrefix(std::string_view text, const std::string& fie
                 AddrRange{p->First(), p->Last()}};
 }
 
-absl::StatusOr<std::pair<Family, Addr>> ParseAddr(std::string_view text,
-                                                   const std::string& field) {
+absl::StatusOr<std::pair<Family, Addr>> ParseAddr(std::string_view text, const std::string& field) {
   if (text.find('/') != std::string_view::npos) {
     return absl::InvalidArgumentError(field + ": '" + std::string(text) +
                                       "' is a prefix, not an address");

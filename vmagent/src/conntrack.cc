@@ -47,7 +47,7 @@ absl::StatusOr<Handle> Open() {
 
 struct DumpState {
   const std::function<bool(const CtEntry&)>* pred = nullptr;  // DeleteIf
-  std::vector<CtEntry>* out = nullptr;                         // List
+  std::vector<CtEntry>* out = nullptr;                        // List
   std::vector<nf_conntrack*> victims;
 };
 
@@ -67,8 +67,7 @@ absl::Status Dump(int family, DumpState* st) {
   nfct_callback_register(h->get(), NFCT_T_ALL, DumpCb, st);
   uint32_t fam = static_cast<uint32_t>(family);
   if (nfct_query(h->get(), NFCT_Q_DUMP, &fam) < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("conntrack: dumping the table: ", strerror(errno)));
+    return absl::UnavailableError(absl::StrCat("conntrack: dumping the table: ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -100,7 +99,9 @@ CtEntry CtEntryFrom(const struct nf_conntrack* ct) {
     e.reply_sport = ntohs(nfct_get_attr_u16(ct, ATTR_REPL_PORT_SRC));
     e.reply_dport = ntohs(nfct_get_attr_u16(ct, ATTR_REPL_PORT_DST));
   }
-  auto u32 = [&](enum nf_conntrack_attr a) { return nfct_attr_is_set(ct, a) > 0 ? nfct_get_attr_u32(ct, a) : 0; };
+  auto u32 = [&](enum nf_conntrack_attr a) {
+    return nfct_attr_is_set(ct, a) > 0 ? nfct_get_attr_u32(ct, a) : 0;
+  };
   auto u64 = [&](enum nf_conntrack_attr a) {
     return nfct_attr_is_set(ct, a) > 0 ? nfct_get_attr_u64(ct, a) : uint64_t{0};
   };
@@ -167,7 +168,8 @@ absl::Status Conntrack::EnableAccounting() {
     fd = open(kPath, O_WRONLY | O_CLOEXEC);
   }
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("conntrack: opening ", kPath, ": ", strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("conntrack: opening ", kPath, ": ", strerror(errno)));
   }
   ssize_t n = write(fd, "1\n", 2);
   int err = errno;

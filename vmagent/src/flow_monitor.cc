@@ -188,9 +188,7 @@ struct FlowKey {
   uint8_t proto;
   dp::Ip128 src, dst;
   uint16_t sport, dport, icmp_id;
-  auto Tie() const {
-    return std::tie(family, proto, src, dst, sport, dport, icmp_id);
-  }
+  auto Tie() const { return std::tie(family, proto, src, dst, sport, dport, icmp_id); }
   bool operator<(const FlowKey& o) const { return Tie() < o.Tie(); }
 };
 
@@ -319,9 +317,9 @@ struct FlowMonitor::Impl {
         e.kind = dp::FlowEvent::Kind::kAllowed;
         e.action = dp::Action::kAllow;
         e.reason = dp::DropReason::kNone;
-        if (PairedDuplicate(FlowKey{pi.family, pi.proto, pi.src, pi.dst, pi.sport, pi.dport,
-                                    pi.icmp_id},
-                            false)) {
+        if (PairedDuplicate(
+                FlowKey{pi.family, pi.proto, pi.src, pi.dst, pi.sport, pi.dport, pi.icmp_id},
+                false)) {
           return;
         }
         break;
@@ -388,8 +386,7 @@ struct FlowMonitor::Impl {
       // NEW events carry no counters (the kernel adds them to DESTROY only).
       e.packets = ce.orig_packets ? ce.orig_packets : 1;
       e.bytes = ce.orig_bytes;
-      if (PairedDuplicate(FlowKey{e.family, e.proto, e.src, e.dst, e.sport, e.dport,
-                                  ce.icmp_id},
+      if (PairedDuplicate(FlowKey{e.family, e.proto, e.src, e.dst, e.sport, e.dport, ce.icmp_id},
                           true)) {
         return MNL_CB_OK;
       }
@@ -552,15 +549,14 @@ void FlowMonitor::Reader(std::function<void(absl::Status)> ready) {
   im.group = nflog_bind_group(im.nflog, options_.nflog_group);
   if (!im.group) {
     ready(absl::UnavailableError(absl::StrCat("flow monitor: binding NFLOG group ",
-                                              options_.nflog_group, " (another listener?): ",
-                                              strerror(errno))));
+                                              options_.nflog_group,
+                                              " (another listener?): ", strerror(errno))));
     return;
   }
   if (nflog_set_mode(im.group, NFULNL_COPY_PACKET, options_.copy_range) < 0 ||
       nflog_set_qthresh(im.group, 1) < 0 || nflog_set_timeout(im.group, 1) < 0) {
-    ready(absl::UnavailableError(
-        absl::StrCat("flow monitor: configuring NFLOG group ", options_.nflog_group, ": ",
-                     strerror(errno))));
+    ready(absl::UnavailableError(absl::StrCat("flow monitor: configuring NFLOG group ",
+                                              options_.nflog_group, ": ", strerror(errno))));
     return;
   }
   nflog_callback_register(im.group, NflogCb, &im);
@@ -573,8 +569,8 @@ void FlowMonitor::Reader(std::function<void(absl::Status)> ready) {
     unsigned groups = NF_NETLINK_CONNTRACK_DESTROY;
     if (options_.allowed_from_conntrack) groups |= NF_NETLINK_CONNTRACK_NEW;
     if (!im.ct || mnl_socket_bind(im.ct, groups, MNL_SOCKET_AUTOPID) < 0) {
-      ready(absl::UnavailableError(absl::StrCat(
-          "flow monitor: joining the conntrack event groups: ", strerror(errno))));
+      ready(absl::UnavailableError(
+          absl::StrCat("flow monitor: joining the conntrack event groups: ", strerror(errno))));
       return;
     }
     ct_fd = mnl_socket_get_fd(im.ct);
@@ -606,11 +602,12 @@ void FlowMonitor::Reader(std::function<void(absl::Status)> ready) {
     if (nfds == 3 && fds[2].revents) {
       ssize_t n = recv(ct_fd, buf.data(), buf.size(), MSG_DONTWAIT);
       if (n > 0) {
-        mnl_cb_run(buf.data(), static_cast<size_t>(n), 0, 0,
-                   [](const nlmsghdr* nlh, void* data) {
-                     return static_cast<Impl*>(data)->OnConntrack(nlh);
-                   },
-                   &im);
+        mnl_cb_run(
+            buf.data(), static_cast<size_t>(n), 0, 0,
+            [](const nlmsghdr* nlh, void* data) {
+              return static_cast<Impl*>(data)->OnConntrack(nlh);
+            },
+            &im);
       } else if (n < 0 && errno == ENOBUFS) {
         im.conntrack_overruns.fetch_add(1, std::memory_order_relaxed);
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {

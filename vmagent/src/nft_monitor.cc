@@ -74,8 +74,8 @@ std::string HookName(uint32_t family, uint32_t hook) {
     static const char* kArp[] = {"input", "output", "forward"};
     if (hook < 3) return kArp[hook];
   } else {
-    static const char* kInet[] = {"prerouting", "input", "forward", "output", "postrouting",
-                                  "ingress"};
+    static const char* kInet[] = {"prerouting", "input",       "forward",
+                                  "output",     "postrouting", "ingress"};
     if (hook < 6) return kInet[hook];
   }
   return absl::StrCat("hook", hook);
@@ -106,8 +106,9 @@ struct NftMonitor::Pending {
       if (!chains_deleted.empty()) with.push_back(Plural(Sum(chains_deleted), "chain", "chains"));
       if (!rules_deleted.empty()) with.push_back(Plural(Sum(rules_deleted), "rule", "rules"));
       if (!sets_deleted.empty()) with.push_back(Plural(Sum(sets_deleted), "set", "sets"));
-      parts.push_back(absl::StrCat("deleted ", t,
-                                   with.empty() ? "" : absl::StrCat(" (with ", absl::StrJoin(with, ", "), ")")));
+      parts.push_back(absl::StrCat(
+          "deleted ", t,
+          with.empty() ? "" : absl::StrCat(" (with ", absl::StrJoin(with, ", "), ")")));
     } else {
       for (const auto& [c, n] : chains_deleted) parts.push_back(absl::StrCat("deleted chain ", c));
       for (const auto& [c, n] : rules_deleted) {
@@ -132,7 +133,8 @@ struct NftMonitor::Pending {
     for (const auto& [s, n] : elems_added) {
       parts.push_back(absl::StrCat("added ", Plural(n, "element", "elements"), " to set ", s));
     }
-    if (others) parts.push_back(absl::StrCat("changed ", Plural(others, "other object", "other objects")));
+    if (others)
+      parts.push_back(absl::StrCat("changed ", Plural(others, "other object", "other objects")));
     return absl::StrJoin(parts, ", ");
   }
 };
@@ -239,11 +241,12 @@ void NftMonitor::Run(int netns_fd, std::function<void(absl::Status)> ready) {
       callback_(std::move(err));
       break;
     }
-    mnl_cb_run(buf.data(), static_cast<size_t>(n), 0, 0,
-               [](const nlmsghdr* nlh, void* data) {
-                 return static_cast<NftMonitor*>(data)->HandleMessage(nlh);
-               },
-               this);
+    mnl_cb_run(
+        buf.data(), static_cast<size_t>(n), 0, 0,
+        [](const nlmsghdr* nlh, void* data) {
+          return static_cast<NftMonitor*>(data)->HandleMessage(nlh);
+        },
+        this);
   }
   mnl_socket_close(nl);
 }
@@ -375,8 +378,8 @@ absl::StatusOr<std::vector<ForeignBaseChain>> NftMonitor::ListForeignBaseChains(
   for (int attempt = 0;; ++attempt) {
     mnl_socket* nl = mnl_socket_open(NETLINK_NETFILTER);
     if (!nl) {
-      return absl::UnavailableError(
-          absl::StrCat("listing base chains: opening a netfilter netlink socket: ", strerror(errno)));
+      return absl::UnavailableError(absl::StrCat(
+          "listing base chains: opening a netfilter netlink socket: ", strerror(errno)));
     }
     if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
       int err = errno;
@@ -387,8 +390,8 @@ absl::StatusOr<std::vector<ForeignBaseChain>> NftMonitor::ListForeignBaseChains(
     uint32_t portid = mnl_socket_get_portid(nl);
     std::vector<char> buf(32768);  // MNL_SOCKET_DUMP_SIZE (newer libmnl)
     uint32_t seq = static_cast<uint32_t>(time(nullptr)) + attempt;
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC,
-                                          NLM_F_DUMP, seq);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
     std::vector<ForeignBaseChain> all;
     int ret = -1;
     if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) >= 0) {

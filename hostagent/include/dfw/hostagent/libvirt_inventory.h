@@ -71,10 +71,10 @@ struct DomainTag {
 };
 
 struct DomainInterface {
-  std::string mac;           // lower case, "52:54:00:00:00:11"
-  std::string type;          // libvirt interface type: "bridge", "vhostuser", ...
-  std::string target;        // <target dev=...> ("" if none)
-  std::string interface_id;  // see the header comment ("" if none)
+  std::string mac;                     // lower case, "52:54:00:00:00:11"
+  std::string type;                    // libvirt interface type: "bridge", "vhostuser", ...
+  std::string target;                  // <target dev=...> ("" if none)
+  std::string interface_id;            // see the header comment ("" if none)
   std::vector<std::string> addresses;  // metadata <dfw:address ip=...>, canonical text
   bool operator==(const DomainInterface&) const = default;
 };
@@ -83,7 +83,7 @@ struct Domain {
   std::string uri;   // the connection it came from
   std::string uuid;  // lower case, canonical
   std::string name;
-  std::string os;    // metadata <dfw:os> ("" if none)
+  std::string os;  // metadata <dfw:os> ("" if none)
   std::vector<DomainTag> tags;
   std::vector<DomainInterface> interfaces;
   bool operator==(const Domain&) const = default;

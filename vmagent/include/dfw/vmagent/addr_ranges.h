@@ -56,7 +56,7 @@ struct Prefix {
 absl::StatusOr<Prefix> ParsePrefix(std::string_view text, const std::string& field = "prefix");
 // Parses an address alone (no length).
 absl::StatusOr<std::pair<Family, Addr>> ParseAddr(std::string_view text,
-                                                   const std::string& field = "address");
+                                                  const std::string& field = "address");
 std::string FormatAddr(Family f, Addr a);
 // "a" when first == last, else "first-last" (nft's range syntax).
 std::string FormatRange(Family f, const AddrRange& r);

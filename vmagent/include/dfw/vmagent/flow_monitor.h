@@ -87,15 +87,15 @@ struct FlowMonitorOptions {
 };
 
 struct FlowMonitorStats {
-  uint64_t records = 0;          // lines handed to the sink
-  uint64_t queue_drops = 0;      // records dropped: the queue was full
-  uint64_t nflog_overruns = 0;   // ENOBUFS on the NFLOG socket (messages were lost)
+  uint64_t records = 0;             // lines handed to the sink
+  uint64_t queue_drops = 0;         // records dropped: the queue was full
+  uint64_t nflog_overruns = 0;      // ENOBUFS on the NFLOG socket (messages were lost)
   uint64_t conntrack_overruns = 0;  // ENOBUFS on the conntrack event socket
-  uint64_t nflog_packets = 0;    // NFLOG messages received
+  uint64_t nflog_packets = 0;       // NFLOG messages received
   uint64_t conntrack_events = 0;    // conntrack events received (any mark)
-  uint64_t ignored = 0;          // NFLOG messages without a dfw prefix or unparsable
-  uint64_t unattributed = 0;     // marked connections with no local address
-  uint64_t duplicates = 0;       // allowed records suppressed (NFLOG and conntrack, same flow)
+  uint64_t ignored = 0;             // NFLOG messages without a dfw prefix or unparsable
+  uint64_t unattributed = 0;        // marked connections with no local address
+  uint64_t duplicates = 0;          // allowed records suppressed (NFLOG and conntrack, same flow)
 };
 
 class FlowMonitor {

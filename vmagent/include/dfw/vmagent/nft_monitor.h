@@ -55,9 +55,9 @@ struct nlmsghdr;  // <linux/netlink.h>
 namespace dfw::vmagent {
 
 struct NftMonitorOptions {
-  std::string table = "dfw";  // watched: table inet <table>
-  int netns_fd = -1;          // >= 0: open the socket in this network namespace
-  pid_t self_pid = 0;         // 0 = getpid(); tests name another process as "us"
+  std::string table = "dfw";   // watched: table inet <table>
+  int netns_fd = -1;           // >= 0: open the socket in this network namespace
+  pid_t self_pid = 0;          // 0 = getpid(); tests name another process as "us"
   int rcvbuf_bytes = 8 << 20;  // socket receive buffer (SO_RCVBUFFORCE, then SO_RCVBUF)
 };
 
@@ -65,8 +65,8 @@ struct ForeignBaseChain {
   std::string family;  // "ip", "ip6", "inet", "arp", "bridge", "netdev"
   std::string table;
   std::string chain;
-  std::string type;    // "filter", "nat", "route"
-  std::string hook;    // "input", "output", "prerouting", ... ("hook<N>" if unknown)
+  std::string type;  // "filter", "nat", "route"
+  std::string hook;  // "input", "output", "prerouting", ... ("hook<N>" if unknown)
   int32_t priority = 0;
   std::string policy;  // "accept" or "drop"
   std::string device;  // netdev/ingress chains: the device, else empty

@@ -25,9 +25,9 @@
 //    classified again, as in the dataplane. Related traffic (ICMP errors,
 //    helpers' expected connections, and the RST / ICMP our reject sends,
 //    which the kernel attaches to the rejected packet's conntrack as
-//    related) passes whatever the mark, as the dataplane passes kRelated. The default rule's allow is
-//    stateful (as in the dataplane) and marks kDefaultAllowMark; rule_num 0
-//    is refused for a rule (it is the default rule's number).
+//    related) passes whatever the mark, as the dataplane passes kRelated. The default rule's allow
+//    is stateful (as in the dataplane) and marks kDefaultAllowMark; rule_num 0 is refused for a
+//    rule (it is the default rule's number).
 //  - Every rule has a counter and the comment "r<rule_num>" (the default
 //    rule "r0", the invalid drop "ct-invalid"), so counters map back to
 //    rules; one compiled rule may expand to several nft rules (families,
@@ -63,9 +63,9 @@ struct Bypass {
 };
 
 struct RenderOptions {
-  std::string table = "dfw";   // tests use their own
+  std::string table = "dfw";  // tests use their own
   uint16_t nflog_group = 1;
-  bool audit_all = false;      // --audit-first: every drop/reject (and default) only logs
+  bool audit_all = false;  // --audit-first: every drop/reject (and default) only logs
   Bypass bypass;
 };
 

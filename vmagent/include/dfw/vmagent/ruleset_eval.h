@@ -27,8 +27,8 @@ struct FiveTuple {
 struct EvalResult {
   uint32_t rule_num = 0;  // 0 = the default rule
   dfw::v1::Action action = dfw::v1::ACTION_DROP;
-  bool audit = false;     // the rule is in AUDIT mode (a deny that passes)
-  bool stateful = true;   // the default rule's allow is stateful
+  bool audit = false;    // the rule is in AUDIT mode (a deny that passes)
+  bool stateful = true;  // the default rule's allow is stateful
   // What the packet meets in the kernel: ALLOW also for an audited deny.
   bool passes() const { return action == dfw::v1::ACTION_ALLOW || audit; }
 };
