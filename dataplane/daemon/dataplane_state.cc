@@ -442,8 +442,10 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
   // Recompile every vNIC whose ruleset changed or that references a changed set.
   std::map<std::string, std::unique_ptr<Compiled>> recompiled;
   for (const auto& [id, rs] : rulesets) {
-    bool dirty = std::any_of(d.rulesets_set().begin(), d.rulesets_set().end(),
-                             [&](const v1::VNicRuleset& x) { return x.vnic_id() == id; });
+    bool dirty =
+        std::any_of(d.rulesets_set().begin(), d.rulesets_set().end(),
+                    // Clang before 16 cannot capture a structured binding.
+                    [&vnic = id](const v1::VNicRuleset& x) { return x.vnic_id() == vnic; });
     for (const auto& r : rs.rules()) {
       for (const auto* e : {&r.sources(), &r.destinations()}) {
         for (const auto& sid : e->address_set_ids()) dirty = dirty || changed_sets.count(sid);
