@@ -44,8 +44,10 @@ std::map<std::string, GroupMembers> ReferenceModel::Evaluate() const {
       bool in = std::find(g.static_vms.begin(), g.static_vms.end(), id) != g.static_vms.end();
       for (const auto& inc : g.included_groups) in = in || vms_of(inc).contains(id);
       for (const auto& conj : g.criteria) {
-        in = in || std::all_of(conj.begin(), conj.end(),
-                               [&](const Condition& c) { return ConditionHolds(c, vm, vms_of); });
+        in = in ||
+             std::all_of(conj.begin(), conj.end(),
+                         // Clang before 16 cannot capture a structured binding.
+                         [&, &v = vm](const Condition& c) { return ConditionHolds(c, v, vms_of); });
       }
       if (in) out.insert(id);
     }
