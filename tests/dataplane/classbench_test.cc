@@ -151,7 +151,12 @@ TEST_F(ToolDir, RandomRuleFilesAgreeWithLinearScan) {
     for (uint32_t& a : anchors) a = static_cast<uint32_t>(rng());
     auto prefix = [&](std::string* out) {
       const uint32_t len = static_cast<uint32_t>(rng() % 16 == 0 ? rng() % 8 : 8 + rng() % 25);
-      uint32_t a = anchors[rng() % 4] ^ static_cast<uint32_t>(rng() >> (32 + rng() % 33));
+      // The anchor with its low 0..32 bits perturbed: a shift of 32..64 of a
+      // random word (by 64 it is undefined, so spelt 0), in one order.
+      const uint32_t anchor = anchors[rng() % 4];
+      const uint64_t noise = rng();
+      const uint64_t shift = 32 + rng() % 33;
+      uint32_t a = anchor ^ (shift == 64 ? 0u : static_cast<uint32_t>(noise >> shift));
       a &= len == 0 ? 0 : ~0u << (32 - len);
       *out += std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 255) + "." +
               std::to_string((a >> 8) & 255) + "." + std::to_string(a & 255) + "/" +
