@@ -14,6 +14,14 @@
 # warnings are errors. A user's build stays a warning on a compiler version
 # that warns where ours does not. Third-party headers come in as system
 # includes so their warnings are not ours.
+#
+# Sanitizers: -DDFW_SANITIZE=address (ASan + UBSan) or =thread (TSan); empty
+# (the default) builds without. The flags (-fsanitize=...,
+# -fno-omit-frame-pointer) go to every target the project defines (libraries,
+# generated protobuf code, C shims, executables, tests, benchmarks) and to
+# their link; third-party code (Debian's DPDK, gRPC, libopenvswitch built by
+# cmake/OpenvSwitch.cmake) stays uninstrumented. scripts/sanitize.sh builds
+# and runs the tests that way (build-asan/, build-tsan/).
 
 option(DFW_WERROR "Treat the project's compiler warnings as errors (CI turns it on)" OFF)
 set(DFW_WARNINGS -Wall -Wextra -Wno-missing-field-initializers)
@@ -25,6 +33,25 @@ if(DFW_WERROR)
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     list(APPEND DFW_WARNINGS -Wno-error=restrict)
   endif()
+endif()
+
+set(DFW_SANITIZE "" CACHE STRING "Sanitizer for project code: empty, address (ASan+UBSan) or thread (TSan)")
+set_property(CACHE DFW_SANITIZE PROPERTY STRINGS "" address thread)
+if(DFW_SANITIZE STREQUAL "address")
+  set(DFW_SANITIZE_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer)
+elseif(DFW_SANITIZE STREQUAL "thread")
+  set(DFW_SANITIZE_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+elseif(DFW_SANITIZE STREQUAL "")
+  set(DFW_SANITIZE_FLAGS "")
+else()
+  message(FATAL_ERROR "DFW_SANITIZE=${DFW_SANITIZE}: expected empty, address or thread")
+endif()
+if(DFW_SANITIZE_FLAGS)
+  # Directory-wide from the top-level CMakeLists.txt (which includes this file
+  # before any add_subdirectory), so targets declared without these helpers
+  # (proto's generated library, the OVS C shims) are instrumented too.
+  add_compile_options(${DFW_SANITIZE_FLAGS})
+  add_link_options(${DFW_SANITIZE_FLAGS})
 endif()
 
 function(dfw_library)
