@@ -47,6 +47,14 @@ case "$MODE" in
     export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$SUPP_DIR/ubsan.supp"
     ;;
   thread)
+    # Debian's gRPC, Abseil, protobuf and spdlog are not built with TSan: the
+    # hand-over of a call's objects between gRPC's threads (through its
+    # completion queues, under absl::Mutex) is invisible, and grpc++'s and
+    # protobuf's header code inlined into our binaries still reports races on
+    # them (a reactor's request message, a ServerContext's AuthContext,
+    # spdlog's default logger). scripts/sanitizers/tsan.supp holds what is
+    # clearly inside those libraries; the gRPC-based controller and agent
+    # tests still fail on such reports (-R narrows the run to others).
     export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$SUPP_DIR/tsan.supp"
     ;;
 esac
