@@ -5,7 +5,10 @@ set -euo pipefail
 
 PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build pkg-config git ca-certificates python3 clang
+  build-essential cmake ninja-build pkg-config git ca-certificates python3 clang clang-format
+  # packages (scripts/package.sh: CPack DEB, dpkg-shlibdeps) and their test in a
+  # fresh Debian root (tests/packaging)
+  dpkg-dev file debootstrap
   # dataplane
   libdpdk-dev dpdk-dev libpcap-dev libnuma-dev
   # OVS: source to build libopenvswitch, and the switch itself for host tests
