@@ -27,8 +27,8 @@
 
 namespace {
 
-void Usage() {
-  std::fprintf(stderr,
+void Usage(FILE* out = stderr) {
+  std::fprintf(out,
                "usage: dfw-controller --data-dir DIR [--grpc-listen HOST:PORT]\n"
                "                      [--http-listen HOST:PORT] [--port-file FILE]\n"
                "                      (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR]\n"
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       }
       o.cert_refresh = std::chrono::seconds(n);
     } else if (a == "-h" || a == "--help") {
-      Usage();
+      Usage(stdout);
       return 0;
     } else {
       std::fprintf(stderr, "dfw-controller: unknown argument '%s'\n", a.c_str());

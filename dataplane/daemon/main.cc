@@ -60,8 +60,8 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
-int Usage() {
-  std::fprintf(stderr,
+int Usage(FILE* out = stderr) {
+  std::fprintf(out,
                "usage: dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]...\n"
                "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
                "                     [--state-dir DIR] [--flow-log FILE]\n"
@@ -169,6 +169,9 @@ int main(int argc, char** argv) {
     if (a == "--") {
       ++i;
       break;
+    } else if (a == "-h" || a == "--help") {
+      Usage(stdout);
+      return 0;
     } else if (a == "--api") {
       const char* v = next();
       if (!v) return Usage();

@@ -59,9 +59,9 @@ constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
 constexpr int kMaxMessage = 256 << 20;  // the dataplane's own limit (main.cc)
 
-int Usage(const std::string& why = "") {
+int Usage(const std::string& why = "", FILE* out = stderr) {
   if (!why.empty()) std::fprintf(stderr, "dfw-dpctl: %s\n", why.c_str());
-  std::fprintf(stderr,
+  std::fprintf(out,
                "usage: dfw-dpctl [--api unix:PATH] [-o table|json] [--timeout SEC] <command>\n"
                "  counters\n"
                "  connections [--vnic ID] [--max N]\n"
@@ -560,7 +560,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     bool has_value = i + 1 < argc;
     if (a == "-h" || a == "--help") {
-      Usage();
+      Usage("", stdout);
       return kExitOk;
     }
     if (command.empty()) {

@@ -49,16 +49,16 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
+constexpr const char kUsage[] =
+    "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
+    "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
+    "         [--firewall-socket PATH]\n"
+    "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
+    "         [--hostname NAME] [--resync-ms N]\n"
+    "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n";
+
 int Usage(const char* msg) {
-  std::fprintf(stderr,
-               "dfw-hostagent: %s\n"
-               "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
-               "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
-               "         [--firewall-socket PATH]\n"
-               "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
-               "         [--hostname NAME] [--resync-ms N]\n"
-               "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n",
-               msg);
+  std::fprintf(stderr, "dfw-hostagent: %s\n%s", msg, kUsage);
   return 2;
 }
 
@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
   std::string token_file;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     auto value = [&](std::string* out) {
       if (i + 1 >= argc) return false;
       *out = argv[++i];

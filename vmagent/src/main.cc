@@ -46,16 +46,16 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
+constexpr const char kUsage[] =
+    "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
+    "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
+    "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
+    "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
+    "         [--table NAME] [--nflog-group N] [--tcp-loose]\n"
+    "       dfw-vmagent status [--status-file FILE]\n";
+
 int Usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "dfw-vmagent: %s\n"
-               "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
-               "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
-               "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
-               "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
-               "         [--table NAME] [--nflog-group N] [--tcp-loose]\n"
-               "       dfw-vmagent status [--status-file FILE]\n",
-               msg.c_str());
+  std::fprintf(stderr, "dfw-vmagent: %s\n%s", msg.c_str(), kUsage);
   return 2;
 }
 
@@ -157,6 +157,10 @@ int main(int argc, char** argv) {
   bool status_cmd = argc > 1 && std::string(argv[1]) == "status";
   for (int i = status_cmd ? 2 : 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     auto value = [&](std::string* out) {
       if (i + 1 >= argc) return false;
       *out = argv[++i];
