@@ -14,18 +14,22 @@
 # shows realization, counters and flow records. Cleans everything up at the
 # end (or on Ctrl-C).
 #
-#   scripts/demo.sh [--no-guest] [--keep]
+#   scripts/demo.sh [--no-guest] [--keep] [--installed]
 #     --no-guest  namespaces only (faster: no QEMU)
 #     --keep      stay up after the tour until Ctrl-C, to try dfwctl by hand
+#     --installed run the installed packages' binaries (/usr/sbin, /usr/bin;
+#                 $DFW_PREFIX instead of /usr) instead of building the tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NO_GUEST=
 KEEP=0
+INSTALLED=
 for a in "$@"; do
   case $a in
     --no-guest) NO_GUEST=--no-guest ;;
     --keep) KEEP=1 ;;
-    *) echo "usage: scripts/demo.sh [--no-guest] [--keep]" >&2; exit 2 ;;
+    --installed) INSTALLED=${DFW_PREFIX:-/usr} ;;
+    *) echo "usage: scripts/demo.sh [--no-guest] [--keep] [--installed]" >&2; exit 2 ;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,9 +37,14 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 scripts/install-deps.sh
-echo "demo: building (log: /tmp/dfw-demo-build.log) ..."
-scripts/build.sh >/tmp/dfw-demo-build.log 2>&1 || { tail -50 /tmp/dfw-demo-build.log; exit 1; }
-BUILD_DIR=${DFW_BUILD_DIR:-build}
+if [ -n "$INSTALLED" ]; then
+  # The binaries of the installed packages (dfw-controller, dfw-host, dfwctl).
+  BUILD_DIR=$INSTALLED
+else
+  echo "demo: building (log: /tmp/dfw-demo-build.log) ..."
+  scripts/build.sh >/tmp/dfw-demo-build.log 2>&1 || { tail -50 /tmp/dfw-demo-build.log; exit 1; }
+  BUILD_DIR=${DFW_BUILD_DIR:-build}
+fi
 WORK=$(mktemp -d /tmp/dfw-demo.XXXXXX)
 set +e
 # shellcheck source=lib/fleet.sh

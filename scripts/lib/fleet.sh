@@ -7,6 +7,10 @@
 #
 #   . scripts/lib/fleet.sh
 #   fleet_init BUILD_DIR WORK_DIR; trap fleet_cleanup EXIT
+#     (BUILD_DIR: a build tree, or an installed prefix such as /usr: the
+#     binaries are then PREFIX/sbin/dfw-* and PREFIX/bin/{dfwctl,dfw-dpctl})
+#   FLEET_AGENT_WRAP (settable): a command prefix for dfw-hostagent, as
+#     SB_DP_WRAP is for the dataplane (e.g. the privileges of its unit)
 #   fleet_start [--no-guest]
 #   fleet_probe web db tcp 5432     # 0 = reached, 1 = blocked
 #
@@ -30,6 +34,7 @@
 # fleet_time_to_enforcement FROM TO PORT open|closed DFWCTL-ARGS...
 
 FLEET_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${FLEET_AGENT_WRAP:=}"
 # shellcheck source=sandbox.sh
 . "$FLEET_LIB_DIR/sandbox.sh"
 # shellcheck source=guest.sh
@@ -57,11 +62,22 @@ fleet_init() {
   FLEET_DIR=$2
   mkdir -p "$FLEET_DIR" || return 1
   FLEET_DIR=$(cd "$FLEET_DIR" && pwd)
-  FLEET_CONTROLLER=$FLEET_BUILD/controller/dfw-controller
-  FLEET_DFWCTL=$FLEET_BUILD/controller/dfwctl
-  FLEET_AGENT=$FLEET_BUILD/hostagent/dfw-hostagent
-  SB_DATAPLANE_BIN=$FLEET_BUILD/dataplane/dfw-dataplane
-  SB_DPCTL_BIN=$FLEET_BUILD/dataplane/dfw-dpctl
+  if [ -x "$FLEET_BUILD/sbin/dfw-controller" ]; then
+    # An installed tree (/usr, or the packages unpacked under a prefix).
+    FLEET_CONTROLLER=$FLEET_BUILD/sbin/dfw-controller
+    FLEET_DFWCTL=$FLEET_BUILD/bin/dfwctl
+    FLEET_AGENT=$FLEET_BUILD/sbin/dfw-hostagent
+    FLEET_VMAGENT=$FLEET_BUILD/sbin/dfw-vmagent
+    SB_DATAPLANE_BIN=$FLEET_BUILD/sbin/dfw-dataplane
+    SB_DPCTL_BIN=$FLEET_BUILD/bin/dfw-dpctl
+  else
+    FLEET_CONTROLLER=$FLEET_BUILD/controller/dfw-controller
+    FLEET_DFWCTL=$FLEET_BUILD/controller/dfwctl
+    FLEET_AGENT=$FLEET_BUILD/hostagent/dfw-hostagent
+    FLEET_VMAGENT=$FLEET_BUILD/vmagent/dfw-vmagent
+    SB_DATAPLANE_BIN=$FLEET_BUILD/dataplane/dfw-dataplane
+    SB_DPCTL_BIN=$FLEET_BUILD/dataplane/dfw-dpctl
+  fi
   local b
   for b in "$FLEET_CONTROLLER" "$FLEET_DFWCTL" "$FLEET_AGENT" "$SB_DATAPLANE_BIN" \
     "$SB_DPCTL_BIN"; do
@@ -80,7 +96,6 @@ fleet_init() {
   FLEET_GUEST=0
   FLEET_CA_SANS=()  # extra addresses of the controller's certificate
   GUEST_STATE_DIR=$FLEET_DIR/guests
-  FLEET_VMAGENT=$FLEET_BUILD/vmagent/dfw-vmagent
   declare -gA FLEET_GA_PID=() FLEET_GA_DIR=()
 }
 
@@ -179,8 +194,9 @@ fleet_agent_start() {
   [ "$FLEET_GUEST" = 1 ] && uris+=(--libvirt qemu:///system)
   fleet_enroll_args "$FLEET_HOST_ID" "$FLEET_DIR" "$FLEET_AGENT_SVID" || return 1
   echo "--- start $(date +%T.%N)" >>"$FLEET_DIR/agent.log"
-  "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
-    --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
+  # shellcheck disable=SC2086  # FLEET_AGENT_WRAP: a command prefix, word-split
+  $FLEET_AGENT_WRAP "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" \
+    --ovs-rundir "$SB_OVS_RUN" --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
     --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
     --cert-dir "$FLEET_AGENT_SVID" "${FLEET_ENROLL[@]}" \
     --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &

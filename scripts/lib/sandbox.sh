@@ -67,6 +67,9 @@
 #   dataplane restart OVS may take seconds to read fw0 again)
 #   SB_DATAPLANE_BIN=<repo>/build/dataplane/dfw-dataplane  SB_DPCTL_BIN=<same dir>/dfw-dpctl
 #   SB_DP_LCORE=0  SB_DP_MEM=256  SB_DP_EXTRA_ARGS=""  (dataplane options before "--")
+#   SB_DP_EAL_EXTRA=""  (more EAL arguments, e.g. --iova-mode=va as dfw-dataplane.service)
+#   SB_DP_WRAP=""  (a command prefix, word-split: e.g. setpriv dropping every
+#   capability, to run the dataplane with the privileges of its systemd unit)
 
 SB_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SB_REPO_DIR=$(cd "$SB_LIB_DIR/../.." && pwd)
@@ -79,6 +82,8 @@ SB_REPO_DIR=$(cd "$SB_LIB_DIR/../.." && pwd)
 : "${SB_DP_LCORE:=0}"
 : "${SB_DP_MEM:=256}"
 : "${SB_DP_EXTRA_ARGS:=}"
+: "${SB_DP_EAL_EXTRA:=}"
+: "${SB_DP_WRAP:=}"
 SB_BRIDGE=br-dfw
 SB_FW_PORT=fw0
 
@@ -131,7 +136,7 @@ sb_cleanup() {
 # cleanup registry and the context bookkeeping are shared by all.
 _SB_SHARED_VARS=" SB_CLEANUP SB_CTX SB_CTX_DIR SB_LIB_DIR SB_REPO_DIR SB_BRIDGE SB_FW_PORT
  SB_OVS_VSWITCHD SB_OVS_SCHEMA SB_OVS_SOCKET_MEM SB_PMD_CPU_MASK SB_PMD_MAXSLEEP
- SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS "
+ SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS SB_DP_EAL_EXTRA SB_DP_WRAP "
 
 _sb_ctx_vars() {
   local v shared=" ${_SB_SHARED_VARS//$'\n'/ } "
@@ -396,9 +401,9 @@ sb_dataplane_start() {
   touch "$SB_DP_LOG"
   from=$(($(stat -c %s "$SB_DP_LOG") + 1))
   # shellcheck disable=SC2086
-  "$bin" --api "$SB_DP_API" --state-dir "$SB_DP_STATE" --flow-log "$SB_DP_FLOWS" \
+  $SB_DP_WRAP "$bin" --api "$SB_DP_API" --state-dir "$SB_DP_STATE" --flow-log "$SB_DP_FLOWS" \
     $SB_DP_EXTRA_ARGS -- -l "$SB_DP_LCORE" --no-pci --file-prefix "$SB_DP_PREFIX" \
-    --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" --single-file-segments \
+    --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" --single-file-segments $SB_DP_EAL_EXTRA \
     --vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=1" >>"$SB_DP_LOG" 2>&1 &
   SB_DP_PID=$!
   for ((i = 0; i < 300; i++)); do
