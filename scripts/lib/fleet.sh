@@ -62,22 +62,19 @@ fleet_init() {
   FLEET_DIR=$2
   mkdir -p "$FLEET_DIR" || return 1
   FLEET_DIR=$(cd "$FLEET_DIR" && pwd)
-  if [ -x "$FLEET_BUILD/sbin/dfw-controller" ]; then
-    # An installed tree (/usr, or the packages unpacked under a prefix).
-    FLEET_CONTROLLER=$FLEET_BUILD/sbin/dfw-controller
-    FLEET_DFWCTL=$FLEET_BUILD/bin/dfwctl
-    FLEET_AGENT=$FLEET_BUILD/sbin/dfw-hostagent
-    FLEET_VMAGENT=$FLEET_BUILD/sbin/dfw-vmagent
-    SB_DATAPLANE_BIN=$FLEET_BUILD/sbin/dfw-dataplane
-    SB_DPCTL_BIN=$FLEET_BUILD/bin/dfw-dpctl
-  else
-    FLEET_CONTROLLER=$FLEET_BUILD/controller/dfw-controller
-    FLEET_DFWCTL=$FLEET_BUILD/controller/dfwctl
-    FLEET_AGENT=$FLEET_BUILD/hostagent/dfw-hostagent
-    FLEET_VMAGENT=$FLEET_BUILD/vmagent/dfw-vmagent
-    SB_DATAPLANE_BIN=$FLEET_BUILD/dataplane/dfw-dataplane
-    SB_DPCTL_BIN=$FLEET_BUILD/dataplane/dfw-dpctl
-  fi
+  # A build tree (BUILD/<component>/NAME) or an installed one (/usr, or the
+  # packages unpacked under a prefix: PREFIX/sbin or PREFIX/bin).
+  local installed=0
+  [ -x "$FLEET_BUILD/sbin/dfw-controller" ] && installed=1
+  _fleet_bin() {  # NAME BUILD_SUBDIR INSTALL_SUBDIR
+    if [ "$installed" = 1 ]; then echo "$FLEET_BUILD/$3/$1"; else echo "$FLEET_BUILD/$2/$1"; fi
+  }
+  FLEET_CONTROLLER=$(_fleet_bin dfw-controller controller sbin)
+  FLEET_DFWCTL=$(_fleet_bin dfwctl controller bin)
+  FLEET_AGENT=$(_fleet_bin dfw-hostagent hostagent sbin)
+  FLEET_VMAGENT=$(_fleet_bin dfw-vmagent vmagent sbin)
+  SB_DATAPLANE_BIN=$(_fleet_bin dfw-dataplane dataplane sbin)
+  SB_DPCTL_BIN=$(_fleet_bin dfw-dpctl dataplane bin)
   local b
   for b in "$FLEET_CONTROLLER" "$FLEET_DFWCTL" "$FLEET_AGENT" "$SB_DATAPLANE_BIN" \
     "$SB_DPCTL_BIN"; do

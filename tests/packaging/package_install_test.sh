@@ -125,7 +125,7 @@ for b in "${bins[@]}"; do
     log "ok: $b --help"
   fi
   # Every shared library resolved inside the root (not only on the build machine).
-  if file_is_elf=$(head -c 4 "$ROOT$b" | tr -d '\0' | grep -c ELF) && [ "$file_is_elf" = 1 ]; then
+  if [ "$(head -c 4 "$ROOT$b" | tail -c 3)" = ELF ]; then
     missing=$(in_root ldd "$b" 2>&1 | grep 'not found')
     [ -z "$missing" ] || fail "$b: libraries not found in the root: $missing"
   fi
