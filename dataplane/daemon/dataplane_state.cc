@@ -1,19 +1,19 @@
 #include "dataplane_state.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
 #include <vector>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include "dfw/dataplane/conn_table.h"
+#include "durable_file.h"
 
 namespace dfw::dataplane {
 namespace {
@@ -32,8 +32,6 @@ Action ActionOf(v1::Action a) {
 constexpr off_t kMaxStateFileBytes = off_t{256} << 20;
 // No revision follows it: refused, so a delta can never wrap.
 constexpr uint64_t kMaxRevision = std::numeric_limits<uint64_t>::max();
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 bool ParseMac(const std::string& s, uint8_t out[6]) {
   unsigned b[6];
@@ -125,13 +123,56 @@ Status ServiceFromProto(const v1::Service& s, const std::string& f, ServiceSpec*
   return Status::Ok();
 }
 
+// An address set's prefixes, each checked.
+Status ParsePrefixes(const v1::AddressSet& set, std::vector<IpPrefix>* out) {
+  out->clear();
+  out->reserve(static_cast<size_t>(set.prefixes_size()));
+  for (int i = 0; i < set.prefixes_size(); ++i) {
+    auto p = IpPrefix::Parse(set.prefixes(i));
+    if (!p) {
+      return Err("address set '" + set.id() + "' prefixes[" + std::to_string(i) + "]",
+                 "'" + set.prefixes(i) + "' is not a prefix (or has host bits set)");
+    }
+    out->push_back(*p);
+  }
+  return Status::Ok();
+}
+
+// What vNICs share a compiled ruleset by: the rules and the default rule,
+// not the vNIC id or the revision (deterministic bytes).
+std::string ContentKey(const v1::VNicRuleset& rs, v1::VNicRuleset* content) {
+  *content = rs;
+  content->clear_vnic_id();
+  content->clear_revision();
+  std::string key;
+  {
+    google::protobuf::io::StringOutputStream out(&key);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    content->SerializeToCodedStream(&coded);
+  }
+  return key;
+}
+
 }  // namespace
 
 Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
                             const std::map<std::string, v1::AddressSet>& sets, RulesetSpec* spec,
                             std::vector<RuleMeta>* meta) {
-  std::string where = "vNIC '" + rs.vnic_id() + "'";
-  std::set<std::string> used;
+  return RulesetSpecFromProto(
+      rs, rs.vnic_id(),
+      [&sets](const std::string& id) -> const v1::AddressSet* {
+        auto it = sets.find(id);
+        return it == sets.end() ? nullptr : &it->second;
+      },
+      spec, meta);
+}
+
+Status RulesetSpecFromProto(const v1::VNicRuleset& rs, const std::string& vnic_id,
+                            const std::function<const v1::AddressSet*(const std::string&)>& sets,
+                            RulesetSpec* spec, std::vector<RuleMeta>* meta) {
+  std::string where = "vNIC '" + vnic_id + "'";
+  std::map<std::string, const v1::AddressSet*> found;
   std::map<uint32_t, int> nums;  // rule_num -> first index
   for (int i = 0; i < rs.rules_size(); ++i) {
     const auto& r = rs.rules(i);
@@ -151,9 +192,10 @@ Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
         return Err(f + "." + name, "'any' and address sets are exclusive");
       }
       for (const auto& id : e.address_set_ids()) {
-        if (!sets.count(id)) return Err(f + "." + name, "address set '" + id + "' was not sent");
+        const v1::AddressSet* set = sets(id);
+        if (!set) return Err(f + "." + name, "address set '" + id + "' was not sent");
         to->address_sets.push_back(id);
-        used.insert(id);
+        found.emplace(id, set);
       }
       if (e.negate() && to->any) return Err(f + "." + name, "negating 'any' matches nothing");
       return Status::Ok();
@@ -192,18 +234,10 @@ Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
     m.log = r.log();
     meta->push_back(m);
   }
-  for (const auto& id : used) {
+  for (const auto& [id, set] : found) {
     AddressSetSpec as;
     as.id = id;
-    const auto& src = sets.at(id);
-    for (int i = 0; i < src.prefixes_size(); ++i) {
-      auto p = IpPrefix::Parse(src.prefixes(i));
-      if (!p) {
-        return Err("address set '" + id + "' prefixes[" + std::to_string(i) + "]",
-                   "'" + src.prefixes(i) + "' is not a prefix (or has host bits set)");
-      }
-      as.prefixes.push_back(*p);
-    }
+    if (auto st = ParsePrefixes(*set, &as.prefixes); !st.ok()) return st;
     spec->address_sets.push_back(std::move(as));
   }
   spec->default_action =
@@ -214,27 +248,32 @@ Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
   return Status::Ok();
 }
 
+// One compiled ruleset and the vNICs that enforce it.
 struct DataplaneState::Compiled {
+  v1::VNicRuleset content;  // vnic_id and revision unset (persisted once)
   RulesetCompiler compiler;
   std::vector<RuleMeta> meta;
+  std::set<std::string> set_ids;  // the address sets its rules name
   Action default_action = Action::kDrop;
   bool default_log = true;
   uint32_t generation = 0;
+  std::set<std::string> vnics;               // ids of the vNICs bound to it
+  std::shared_ptr<const VnicPolicy> policy;  // what those vNICs are published with
 };
 
 DataplaneState::DataplaneState(VnicTable* vnics, std::string state_path)
     : table_(vnics), path_(std::move(state_path)) {}
 DataplaneState::~DataplaneState() = default;
 
-Status DataplaneState::Compile(const v1::VNicRuleset& ruleset,
-                               const std::map<std::string, v1::AddressSet>& sets,
-                               std::unique_ptr<Compiled>* out) const {
+Status DataplaneState::Compile(const v1::VNicRuleset& ruleset, const std::string& vnic_id,
+                               const SetLookup& sets, std::unique_ptr<Compiled>* out) const {
   RulesetSpec spec;
   auto c = std::make_unique<Compiled>();
-  if (auto st = RulesetSpecFromProto(ruleset, sets, &spec, &c->meta); !st.ok()) return st;
+  if (auto st = RulesetSpecFromProto(ruleset, vnic_id, sets, &spec, &c->meta); !st.ok()) return st;
   if (auto st = c->compiler.Compile(spec); !st.ok()) {
-    return Err("vNIC '" + ruleset.vnic_id() + "'", st.message());
+    return Err("vNIC '" + vnic_id + "'", st.message());
   }
+  for (const auto& as : spec.address_sets) c->set_ids.insert(as.id);
   c->default_action = spec.default_action;
   c->default_log = !ruleset.has_default_rule() || ruleset.default_rule().log() ||
                    spec.default_action != Action::kAllow;
@@ -242,10 +281,18 @@ Status DataplaneState::Compile(const v1::VNicRuleset& ruleset,
   return Status::Ok();
 }
 
-void DataplaneState::Publish(const std::string& vnic_id) {
-  auto vit = vnics_.find(vnic_id);
-  if (vit == vnics_.end()) return;  // rules for a vNIC not plugged here (yet)
-  const v1::DataplaneVNic& v = vit->second;
+void DataplaneState::Refresh(Compiled* c) {
+  auto pol = std::make_shared<VnicPolicy>();
+  pol->ruleset = c->compiler.ruleset();
+  pol->rules = c->meta;
+  pol->default_action = c->default_action;
+  pol->default_log = c->default_log;
+  pol->generation = c->generation;
+  pol->revision = revision_;
+  c->policy = std::move(pol);
+}
+
+std::unique_ptr<VnicState> DataplaneState::BuildVnicState(const v1::DataplaneVNic& v) const {
   auto st = std::make_unique<VnicState>();
   st->id = v.id();
   st->local_id = static_cast<uint16_t>(v.local_id());
@@ -261,19 +308,33 @@ void DataplaneState::Publish(const std::string& vnic_id) {
   }
   std::sort(st->bound_v4.begin(), st->bound_v4.end());
   std::sort(st->bound_v6.begin(), st->bound_v6.end());
-  auto cit = compiled_.find(vnic_id);
-  if (cit != compiled_.end()) {
-    Compiled& c = *cit->second;
-    auto pol = std::make_shared<VnicPolicy>();
-    pol->ruleset = c.compiler.ruleset();
-    pol->rules = c.meta;
-    pol->default_action = c.default_action;
-    pol->default_log = c.default_log;
-    pol->generation = c.generation;
-    pol->revision = revision_;
-    st->policy = std::move(pol);
+  auto b = by_vnic_.find(v.id());
+  if (b != by_vnic_.end()) st->policy = b->second.compiled->policy;
+  return st;
+}
+
+void DataplaneState::Publish(const std::set<std::string>& vnic_ids) {
+  std::vector<std::unique_ptr<VnicState>> states;
+  for (const auto& id : vnic_ids) {
+    auto v = vnics_.find(id);
+    if (v != vnics_.end()) states.push_back(BuildVnicState(v->second));
+    // else: rules for a vNIC not plugged here (yet)
   }
-  table_->Publish(std::move(st));
+  if (!states.empty()) table_->Publish(std::move(states));
+}
+
+void DataplaneState::RebuildRuleNames() {
+  rule_names_.clear();
+  for (const auto& [key, c] : shared_) {
+    for (const auto& r : c->content.rules()) {
+      rule_names_[r.rule_num()] = {r.policy_id(), r.rule_id()};
+    }
+  }
+}
+
+size_t DataplaneState::shared_rulesets() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return shared_.size();
 }
 
 Status DataplaneState::SetVnic(const v1::DataplaneVNic& vnic) {
@@ -331,7 +392,7 @@ Status DataplaneState::SetVnicLocked(const v1::DataplaneVNic& vnic, const std::s
     table_->Remove(static_cast<uint16_t>(old->second.local_id()));
   }
   vnics_[vnic.id()] = vnic;
-  Publish(vnic.id());
+  Publish({vnic.id()});
   return Persist();
 }
 
@@ -345,57 +406,101 @@ Status DataplaneState::RemoveVnic(const std::string& id) {
 }
 
 Status DataplaneState::ApplyFull(const v1::HostDesiredState& state) {
+  std::vector<FullEntry> entries;
+  entries.reserve(static_cast<size_t>(state.rulesets_size()));
+  for (int i = 0; i < state.rulesets_size(); ++i) {
+    const auto& rs = state.rulesets(i);
+    entries.push_back({&rs, rs.vnic_id(), rs.revision(), "rulesets[" + std::to_string(i) + "]"});
+  }
   std::lock_guard<std::mutex> lock(mu_);
+  return ApplyFullLocked(state.revision(), state.address_sets(), entries);
+}
+
+Status DataplaneState::ApplyFullLocked(
+    uint64_t revision, const google::protobuf::RepeatedPtrField<v1::AddressSet>& sets_in,
+    const std::vector<FullEntry>& entries) {
   // A full state replaces whatever is held, also at a lower revision: the
   // controller sends one exactly when the host's revision proves nothing (a
   // first contact, its own restart, a store restored from a backup whose
   // revisions restarted lower). Refusing it would leave this host enforcing
   // a policy nobody wants any more. Only the last revision is reserved.
-  if (state.revision() == kMaxRevision) {
-    return Err("revision",
-               std::to_string(state.revision()) + " is reserved (no delta could follow it)");
+  if (revision == kMaxRevision) {
+    return Err("revision", std::to_string(revision) + " is reserved (no delta could follow it)");
   }
-  if (auto st =
-          CheckRulesetAndSetIds(state.rulesets(), "rulesets", state.address_sets(), "address_sets");
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const FullEntry& e = entries[i];
+    if (e.vnic_id.empty()) return Err(e.field + ".vnic_id", "must not be empty");
+    if (auto [it, fresh] = seen.emplace(e.vnic_id, i); !fresh) {
+      return Err(e.field + ".vnic_id",
+                 "'" + e.vnic_id + "' appears twice (also " + entries[it->second].field + ")");
+    }
+  }
+  if (auto st = CheckIds(sets_in, "address_sets", "id",
+                         [](const v1::AddressSet& a) -> const std::string& { return a.id(); });
       !st.ok()) {
     return st;
   }
   std::map<std::string, v1::AddressSet> sets;
-  for (const auto& s : state.address_sets()) sets[s.id()] = s;
-  std::map<std::string, std::unique_ptr<Compiled>> compiled;
-  std::map<std::string, v1::VNicRuleset> rulesets;
-  for (const auto& rs : state.rulesets()) {
-    std::unique_ptr<Compiled> c;
-    if (auto st = Compile(rs, sets, &c); !st.ok()) return st;  // nothing changed yet
-    rulesets[rs.vnic_id()] = rs;
-    compiled[rs.vnic_id()] = std::move(c);
+  std::vector<IpPrefix> prefixes;
+  for (const auto& set : sets_in) {
+    if (auto st = ParsePrefixes(set, &prefixes); !st.ok()) return st;
+    sets[set.id()] = set;
+  }
+  const SetLookup lookup = [&sets](const std::string& id) -> const v1::AddressSet* {
+    auto it = sets.find(id);
+    return it == sets.end() ? nullptr : &it->second;
+  };
+  // Each distinct ruleset compiled once, afresh (nothing held is reused: a
+  // full state also repairs whatever a failed delta left).
+  std::map<std::string, std::unique_ptr<Compiled>> shared;
+  std::map<std::string, Binding> by_vnic;
+  for (const FullEntry& e : entries) {
+    v1::VNicRuleset content;
+    std::string key = ContentKey(*e.ruleset, &content);
+    auto it = shared.find(key);
+    if (it == shared.end()) {
+      std::unique_ptr<Compiled> c;
+      if (auto st = Compile(*e.ruleset, e.vnic_id, lookup, &c); !st.ok()) return st;
+      c->content = std::move(content);
+      it = shared.emplace(std::move(key), std::move(c)).first;
+    }
+    it->second->vnics.insert(e.vnic_id);
+    by_vnic[e.vnic_id] = Binding{it->second.get(), e.revision};
   }
   // All compiled: swap in and publish.
-  if (state.revision() < revision_) {
+  if (revision < revision_) {
     std::fprintf(stderr,
                  "dfw-dataplane: a full state at revision %llu replaces revision %llu (the "
                  "revision goes back)\n",
-                 static_cast<unsigned long long>(state.revision()),
+                 static_cast<unsigned long long>(revision),
                  static_cast<unsigned long long>(revision_));
   }
-  revision_ = state.revision();
+  revision_ = revision;
   sets_ = std::move(sets);
-  rulesets_ = std::move(rulesets);
   std::set<std::string> touched;
-  for (auto& [id, c] : compiled) touched.insert(id);
-  for (auto& [id, c] : compiled_) touched.insert(id);
-  compiled_ = std::move(compiled);
-  for (auto& [id, c] : compiled_) c->generation = NextGeneration();
-  rule_names_.clear();
-  for (const auto& [id, rs] : rulesets_) {
-    for (const auto& r : rs.rules()) rule_names_[r.rule_num()] = {r.policy_id(), r.rule_id()};
+  for (const auto& [id, b] : by_vnic_) touched.insert(id);
+  for (const auto& [id, b] : by_vnic) touched.insert(id);
+  // The old compiled rulesets go; their Rulesets live on in the published
+  // policies until Publish replaces those.
+  shared_ = std::move(shared);
+  by_vnic_ = std::move(by_vnic);
+  for (auto& [key, c] : shared_) {
+    c->generation = NextGeneration();
+    Refresh(c.get());
   }
-  for (const auto& id : touched) Publish(id);
+  need_full_ = false;
+  RebuildRuleNames();
+  Publish(touched);
   return Persist();
 }
 
 Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (need_full_) {
+    return Err("delta", "from_revision " + std::to_string(d.from_revision()) +
+                            ": an earlier delta failed halfway; send the full state");
+  }
   if (d.from_revision() != revision_) {
     return Err("delta", "from_revision " + std::to_string(d.from_revision()) +
                             " does not match the applied revision " + std::to_string(revision_) +
@@ -417,62 +522,153 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
       !st.ok()) {
     return st;
   }
-  // Work on copies; swap in only when everything compiled.
-  auto sets = sets_;
-  for (const auto& s : d.address_sets_set()) sets[s.id()] = s;
-  std::set<std::string> changed_sets;
-  for (const auto& s : d.address_sets_set()) changed_sets.insert(s.id());
+
+  // 1. The new content of each changed address set, checked. Nothing held is
+  //    copied: `current` sees the held sets through the changes.
+  struct SetChange {
+    bool removed = false;
+    v1::AddressSet set;
+    std::vector<IpPrefix> prefixes;
+  };
+  std::map<std::string, SetChange> changes;
+  auto current = [&](const std::string& id) -> const v1::AddressSet* {
+    auto c = changes.find(id);
+    if (c != changes.end()) return c->second.removed ? nullptr : &c->second.set;
+    auto s = sets_.find(id);
+    return s == sets_.end() ? nullptr : &s->second;
+  };
+  for (const auto& set : d.address_sets_set()) changes[set.id()] = SetChange{false, set, {}};
   for (const auto& sd : d.address_set_deltas()) {
-    auto it = sets.find(sd.id());
-    if (it == sets.end()) return Err("address_set_deltas '" + sd.id() + "'", "unknown address set");
-    std::set<std::string> cur(it->second.prefixes().begin(), it->second.prefixes().end());
-    for (const auto& p : sd.removed()) cur.erase(p);
-    for (const auto& p : sd.added()) cur.insert(p);
-    it->second.clear_prefixes();
-    for (const auto& p : cur) it->second.add_prefixes(p);
-    changed_sets.insert(sd.id());
+    const v1::AddressSet* cur = current(sd.id());
+    if (!cur) return Err("address_set_deltas '" + sd.id() + "'", "unknown address set");
+    std::set<std::string> next(cur->prefixes().begin(), cur->prefixes().end());
+    for (const auto& p : sd.removed()) next.erase(p);
+    for (const auto& p : sd.added()) next.insert(p);
+    v1::AddressSet set;
+    set.set_id(sd.id());
+    for (const auto& p : next) set.add_prefixes(p);
+    changes[sd.id()] = SetChange{false, std::move(set), {}};
   }
-  for (const auto& id : d.address_sets_removed()) {
-    sets.erase(id);
-    changed_sets.insert(id);
+  for (const auto& id : d.address_sets_removed()) changes[id] = SetChange{true, {}, {}};
+  for (auto& [id, ch] : changes) {
+    if (ch.removed) continue;
+    if (auto st = ParsePrefixes(ch.set, &ch.prefixes); !st.ok()) return st;
   }
-  auto rulesets = rulesets_;
-  for (const auto& rs : d.rulesets_set()) rulesets[rs.vnic_id()] = rs;
-  for (const auto& id : d.rulesets_removed()) rulesets.erase(id);
-  // Recompile every vNIC whose ruleset changed or that references a changed set.
-  std::map<std::string, std::unique_ptr<Compiled>> recompiled;
-  for (const auto& [id, rs] : rulesets) {
-    bool dirty =
-        std::any_of(d.rulesets_set().begin(), d.rulesets_set().end(),
-                    // Clang before 16 cannot capture a structured binding.
-                    [&vnic = id](const v1::VNicRuleset& x) { return x.vnic_id() == vnic; });
-    for (const auto& r : rs.rules()) {
-      for (const auto* e : {&r.sources(), &r.destinations()}) {
-        for (const auto& sid : e->address_set_ids()) dirty = dirty || changed_sets.count(sid);
+
+  // 2. The vNICs whose ruleset is set or removed, and the compiled ruleset
+  //    each gets: one held with the same content (shared), or compiled now
+  //    against the new sets.
+  std::map<std::string, std::unique_ptr<Compiled>> fresh;  // by content key
+  std::map<std::string, Binding> rebound;                  // compiled null: removed
+  for (const auto& rs : d.rulesets_set()) {
+    v1::VNicRuleset content;
+    std::string key = ContentKey(rs, &content);
+    Compiled* c = nullptr;
+    if (auto held = shared_.find(key); held != shared_.end()) {
+      c = held->second.get();
+    } else if (auto f = fresh.find(key); f != fresh.end()) {
+      c = f->second.get();
+    } else {
+      std::unique_ptr<Compiled> n;
+      if (auto st = Compile(rs, rs.vnic_id(), current, &n); !st.ok()) return st;
+      n->content = std::move(content);
+      c = n.get();
+      fresh.emplace(std::move(key), std::move(n));
+    }
+    rebound[rs.vnic_id()] = Binding{c, rs.revision()};
+  }
+  for (const auto& id : d.rulesets_removed()) rebound[id] = Binding{};
+
+  // 3. The held rulesets that still have a vNIC after the delta and name a
+  //    changed set: each is updated once, in place, below. One that names a
+  //    removed set is refused here, before anything changed.
+  std::map<Compiled*, size_t> users;
+  for (const auto& [key, c] : shared_) users[c.get()] = c->vnics.size();
+  for (const auto& [id, b] : rebound) {
+    if (auto old = by_vnic_.find(id); old != by_vnic_.end()) --users[old->second.compiled];
+    if (auto u = users.find(b.compiled); b.compiled && u != users.end()) ++u->second;
+  }
+  auto some_vnic = [&](const Compiled* c) {
+    for (const auto& id : c->vnics) {
+      auto r = rebound.find(id);
+      if (r == rebound.end() || r->second.compiled == c) return id;
+    }
+    for (const auto& [id, b] : rebound) {
+      if (b.compiled == c) return id;
+    }
+    return std::string();
+  };
+  std::vector<Compiled*> to_update;
+  for (const auto& [c, n] : users) {
+    if (n == 0) continue;
+    bool named = false;
+    for (const auto& id : c->set_ids) {
+      auto ch = changes.find(id);
+      if (ch == changes.end()) continue;
+      if (ch->second.removed) {
+        return Err("delta.address_sets_removed",
+                   "'" + id + "' is still named by the rules of vNIC '" + some_vnic(c) + "'");
+      }
+      named = true;
+    }
+    if (named) to_update.push_back(c);
+  }
+
+  // 4. Nothing is refused past this point. The incremental updates change the
+  //    held compilers; should one fail (never expected), deltas are refused
+  //    until a full state, and what was published stays in force.
+  std::set<Compiled*> refresh;
+  for (Compiled* c : to_update) {
+    const Ruleset* before = c->compiler.ruleset().get();
+    for (const auto& id : c->set_ids) {
+      auto ch = changes.find(id);
+      if (ch == changes.end()) continue;
+      if (auto st = c->compiler.UpdateAddressSet(id, ch->second.prefixes); !st.ok()) {
+        need_full_ = true;
+        return Err("address set '" + id + "'",
+                   st.message() + " (incremental update of vNIC '" + some_vnic(c) +
+                       "''s rules failed: every vNIC keeps its policy; send the full state)");
       }
     }
-    if (!dirty) continue;
-    std::unique_ptr<Compiled> c;
-    if (auto st = Compile(rs, sets, &c); !st.ok()) return st;
-    recompiled[id] = std::move(c);
+    if (c->compiler.ruleset().get() != before) refresh.insert(c);
   }
+
+  // 5. Commit and publish: the vNICs rebound, and those of every ruleset
+  //    that changed.
   revision_ = d.to_revision();
-  sets_ = std::move(sets);
-  rulesets_ = std::move(rulesets);
+  for (auto& [id, ch] : changes) {
+    if (ch.removed) {
+      sets_.erase(id);
+    } else {
+      sets_[id] = std::move(ch.set);
+    }
+  }
+  for (auto& [key, c] : fresh) {
+    refresh.insert(c.get());
+    for (const auto& r : c->content.rules())
+      rule_names_[r.rule_num()] = {r.policy_id(), r.rule_id()};
+  }
+  shared_.merge(fresh);
   std::set<std::string> touched;
-  for (const auto& id : d.rulesets_removed()) {
-    compiled_.erase(id);
+  for (const auto& [id, b] : rebound) {
+    if (auto old = by_vnic_.find(id); old != by_vnic_.end()) {
+      old->second.compiled->vnics.erase(id);
+      by_vnic_.erase(old);
+    }
+    if (b.compiled) {
+      b.compiled->vnics.insert(id);
+      by_vnic_[id] = b;
+    }
     touched.insert(id);
   }
-  for (auto& [id, c] : recompiled) {
+  for (Compiled* c : refresh) {
     c->generation = NextGeneration();
-    compiled_[id] = std::move(c);
-    touched.insert(id);
+    Refresh(c);
+    touched.insert(c->vnics.begin(), c->vnics.end());
   }
-  for (const auto& [id, rs] : rulesets_) {
-    for (const auto& r : rs.rules()) rule_names_[r.rule_num()] = {r.policy_id(), r.rule_id()};
-  }
-  for (const auto& id : touched) Publish(id);
+  // Rulesets no vNIC has any more.
+  std::erase_if(shared_, [](const auto& kv) { return kv.second->vnics.empty(); });
+  Publish(touched);
   return Persist();
 }
 
@@ -518,88 +714,29 @@ Status DataplaneState::Persist() const {
   for (const auto& [id, v] : vnics_) *ps.add_vnics() = v;
   auto* st = ps.mutable_state();
   st->set_revision(revision_);
-  for (const auto& [id, rs] : rulesets_) *st->add_rulesets() = rs;
   for (const auto& [id, s] : sets_) *st->add_address_sets() = s;
+  // Each distinct ruleset once, with the vNICs that enforce it.
+  for (const auto& [key, c] : shared_) {
+    auto* pr = ps.add_shared_rulesets();
+    *pr->mutable_ruleset() = c->content;
+    for (const auto& id : c->vnics) {
+      pr->add_vnic_ids(id);
+      pr->add_revisions(by_vnic_.at(id).revision);
+    }
+  }
   std::string data;
   if (!ps.SerializeToString(&data)) return Err(path_, "cannot serialize the state");
-  // Durable before it replaces the old file: the new contents reach the disk
-  // (fsync), then the rename, then the directory entry (fsync of the
-  // directory). A crash leaves the old state or the new one, never a
-  // truncated file.
-  const std::string tmp = path_ + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Err(tmp, Errno("cannot write the state file"));
-  auto fail = [&](const std::string& what) {
-    Status st = Err(tmp, Errno(what));
-    close(fd);
-    unlink(tmp.c_str());
-    return st;
-  };
-  for (size_t done = 0; done < data.size();) {
-    const ssize_t n = write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("cannot write the state file");
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) return fail("cannot sync the state file");
-  if (close(fd) != 0) {
-    Status st = Err(tmp, Errno("cannot write the state file"));
-    unlink(tmp.c_str());
-    return st;
-  }
-  if (std::rename(tmp.c_str(), path_.c_str()) != 0) {
-    Status st = Err(path_, Errno("cannot replace the state file"));
-    unlink(tmp.c_str());
-    return st;
-  }
-  const size_t slash = path_.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path_.substr(0, slash);
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Err(dir, Errno("cannot sync the state directory"));
-  const bool synced = fsync(dfd) == 0;
-  Status result = synced ? Status::Ok() : Err(dir, Errno("cannot sync the state directory"));
-  close(dfd);
-  return result;
+  return WriteFileDurably(path_, data);
 }
 
 Status DataplaneState::Load() {
   if (path_.empty()) return Status::Ok();
-  // O_NONBLOCK: a FIFO put there must not hang the start.
-  const int fd = open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) return Status::Ok();  // first start
-  if (fd < 0) return Err(path_, Errno("cannot read the state file"));
-  struct stat sb;
   std::string data;
-  Status read = Status::Ok();
-  if (fstat(fd, &sb) != 0) {
-    read = Err(path_, Errno("cannot read the state file"));
-  } else if (!S_ISREG(sb.st_mode)) {
-    read = Err(path_, std::string("is ") +
-                          (S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file") +
-                          ", not a saved state");
-  } else if (sb.st_size == 0) {
-    // What a write cut short by a crash may leave, never a saved state: even
-    // an empty one is 2 bytes (Persist always writes the `state` field). A
-    // first start has no file at all.
-    read = Err(path_, "is empty (0 bytes), not a saved state");
-  } else if (sb.st_size > kMaxStateFileBytes) {
-    read = Err(path_, std::to_string(sb.st_size) + " bytes is above the " +
-                          std::to_string(kMaxStateFileBytes) + " a state file may have");
-  } else {
-    data.resize(static_cast<size_t>(sb.st_size));
-    for (size_t done = 0; done < data.size() && read.ok();) {
-      const ssize_t n = ::read(fd, data.data() + done, data.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) read = Err(path_, Errno("cannot read the state file"));
-      if (n == 0) data.resize(done);  // shrank meanwhile: parsed as it is
-      done += n > 0 ? static_cast<size_t>(n) : 0;
-      if (n == 0) break;
-    }
-  }
-  close(fd);
-  if (!read.ok()) return read;
+  bool missing = false;
+  if (Status st = ReadSmallFile(path_, kMaxStateFileBytes, "a saved state", &data, &missing);
+      !st.ok())
+    return st;
+  if (missing) return Status::Ok();  // first start
   v1::DataplanePersistedState ps;
   if (!ps.ParseFromString(data)) return Err(path_, "is not a dataplane state file");
   // Nothing is written while loading: a file refused halfway (its rulesets,
@@ -626,7 +763,27 @@ Status DataplaneState::LoadParsed(const v1::DataplanePersistedState& ps) {
       if (auto st = SetVnicLocked(ps.vnics(i), f); !st.ok()) return Err(path_, st.message());
     }
   }
-  if (Status st = ApplyFull(ps.state()); !st.ok()) return Err(path_, "state." + st.message());
+  // The rulesets: one per vNIC (files written before shared_rulesets) and
+  // the shared ones, each with its vNICs.
+  std::vector<FullEntry> entries;
+  for (int i = 0; i < ps.state().rulesets_size(); ++i) {
+    const auto& rs = ps.state().rulesets(i);
+    entries.push_back(
+        {&rs, rs.vnic_id(), rs.revision(), "state.rulesets[" + std::to_string(i) + "]"});
+  }
+  for (int i = 0; i < ps.shared_rulesets_size(); ++i) {
+    const auto& pr = ps.shared_rulesets(i);
+    for (int j = 0; j < pr.vnic_ids_size(); ++j) {
+      entries.push_back(
+          {&pr.ruleset(), pr.vnic_ids(j), j < pr.revisions_size() ? pr.revisions(j) : 0,
+           "shared_rulesets[" + std::to_string(i) + "].vnic_ids[" + std::to_string(j) + "]"});
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Status st = ApplyFullLocked(ps.state().revision(), ps.state().address_sets(), entries);
+      !st.ok()) {
+    return Err(path_, st.message());
+  }
   return Status::Ok();
 }
 

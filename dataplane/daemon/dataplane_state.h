@@ -5,6 +5,13 @@
 // workers, and persists it so a restarted dataplane enforces the last state
 // before any agent reconnects.
 //
+// Rulesets with the same content (rules and default rule: not the vNIC id or
+// revision) are compiled once and shared by their vNICs, as VPP's lookup
+// contexts are: one Ruleset, one VnicPolicy. An address-set change reaches
+// each shared ruleset that names the set once, through the compiler's
+// incremental update (RulesetCompiler::UpdateAddressSet), not a recompile;
+// a full state compiles every distinct ruleset afresh.
+//
 // Every change is validated and compiled completely before anything is
 // published: a bad ruleset or a delta from the wrong revision is refused with
 // an error naming the vNIC, rule or field, and what was in force stays in
@@ -16,10 +23,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "dfw/dataplane/ruleset_compiler.h"
 #include "dfw/dataplane/vnic_table.h"
@@ -62,18 +72,44 @@ class DataplaneState {
   std::vector<v1::DataplaneVNic> Vnics() const;
   // rule_num -> (policy id, rule id) of the current rulesets.
   std::pair<std::string, std::string> RuleOf(uint32_t rule_num) const;
+  // Distinct compiled rulesets held (vNICs with the same rules share one).
+  size_t shared_rulesets() const;
 
  private:
   struct Compiled;
+  // A vNIC's ruleset: the shared compiled content and the revision the
+  // controller gave this vNIC's copy.
+  struct Binding {
+    Compiled* compiled = nullptr;
+    uint64_t revision = 0;
+  };
+  // One vNIC's ruleset of a full state (sent, or read from the state file).
+  struct FullEntry {
+    const v1::VNicRuleset* ruleset;
+    std::string vnic_id;
+    uint64_t revision;
+    std::string field;  // for errors: where it came from
+  };
+  using SetLookup = std::function<const v1::AddressSet*(const std::string&)>;
+
   Status SetVnicLocked(const v1::DataplaneVNic& vnic, const std::string& field);
   Status LoadParsed(const v1::DataplanePersistedState& ps);
+  Status ApplyFullLocked(uint64_t revision,
+                         const google::protobuf::RepeatedPtrField<v1::AddressSet>& sets,
+                         const std::vector<FullEntry>& entries);
   // Writes the state file: a temporary file, fsync, rename, fsync of the
   // directory.
   Status Persist() const;
-  // Compiles `ruleset` for a vNIC against `sets`; no publication.
-  Status Compile(const v1::VNicRuleset& ruleset, const std::map<std::string, v1::AddressSet>& sets,
+  // Compiles `ruleset` (errors name vNIC `vnic_id`) against the sets
+  // `sets` finds; no publication.
+  Status Compile(const v1::VNicRuleset& ruleset, const std::string& vnic_id, const SetLookup& sets,
                  std::unique_ptr<Compiled>* out) const;
-  void Publish(const std::string& vnic_id);
+  // A new VnicPolicy for `c` at the current revision, for its vNICs.
+  void Refresh(Compiled* c);
+  // Publishes the given vNICs (known here) with their current rulesets.
+  void Publish(const std::set<std::string>& vnic_ids);
+  std::unique_ptr<VnicState> BuildVnicState(const v1::DataplaneVNic& v) const;
+  void RebuildRuleNames();
   // The next ruleset generation: never 0 (a policy's default) nor
   // kConnGenerationImported (imported connections revalidate against it).
   uint32_t NextGeneration();
@@ -85,16 +121,24 @@ class DataplaneState {
   uint32_t next_generation_ = 1;
   bool restored_ = false;
   bool loading_ = false;  // Load(): nothing persisted until it succeeded
+  // An incremental update failed halfway (never expected): compilers may be
+  // ahead of sets_, so deltas are refused until a full state rebuilds them.
+  bool need_full_ = false;
   std::map<std::string, v1::DataplaneVNic> vnics_;
-  std::map<std::string, v1::VNicRuleset> rulesets_;
   std::map<std::string, v1::AddressSet> sets_;
-  std::map<std::string, std::unique_ptr<Compiled>> compiled_;  // by vNIC id
+  std::map<std::string, std::unique_ptr<Compiled>> shared_;  // by content key
+  std::map<std::string, Binding> by_vnic_;                   // by vNIC id
   std::map<uint32_t, std::pair<std::string, std::string>> rule_names_;
 };
 
-// The classifier's view of one CompiledRule list (exposed for tests).
+// The classifier's view of one CompiledRule list (exposed for tests); errors
+// name the ruleset's vnic_id. The second form finds the address sets through
+// `sets` (nullptr: not sent).
 Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
                             const std::map<std::string, v1::AddressSet>& sets, RulesetSpec* spec,
                             std::vector<RuleMeta>* meta);
+Status RulesetSpecFromProto(const v1::VNicRuleset& rs, const std::string& vnic_id,
+                            const std::function<const v1::AddressSet*(const std::string&)>& sets,
+                            RulesetSpec* spec, std::vector<RuleMeta>* meta);
 
 }  // namespace dfw::dataplane

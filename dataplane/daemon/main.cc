@@ -2,7 +2,7 @@
 //
 //   dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]... [--state-dir DIR]
 //                 [--flow-log FILE] [--max-connections N] [--tcp-loose]
-//                 [--exit-after-ms N] [--tx-port N] [--mbufs N]
+//                 [--no-keep-connections] [--exit-after-ms N] [--tx-port N] [--mbufs N]
 //                 -- <EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK,server=1>
 //
 // The local API (default unix:/run/dfw/dataplane.sock) rewrites the firewall,
@@ -24,7 +24,10 @@
 // (net_pcap with infinite_rx keeps the whole pcap in it).
 // --no-pci is always added: this process never touches the host's devices.
 // At start the persisted state (DIR/state.pb) is loaded and enforced before
-// the API opens; vNICs without rules drop everything.
+// the API opens; vNICs without rules drop everything. With --state-dir, a
+// clean stop writes the connection table to DIR/connections.pb and the next
+// start imports it before its worker runs (conn_snapshot.h): a restart or an
+// upgrade keeps established connections. --no-keep-connections: neither.
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/server_posix.h>
 #include <rte_eal.h>
@@ -49,6 +52,7 @@
 #include <vector>
 
 #include "api_socket.h"
+#include "conn_snapshot.h"
 #include "dataplane_state.h"
 #include "local_api.h"
 #include "port_worker.h"
@@ -61,12 +65,13 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
 int Usage(FILE* out = stderr) {
-  std::fprintf(out,
-               "usage: dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]...\n"
-               "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
-               "                     [--state-dir DIR] [--flow-log FILE]\n"
-               "                     [--max-connections N] [--tcp-loose] [--exit-after-ms N]\n"
-               "                     [--tx-port N] [--mbufs N] -- <EAL args>\n");
+  std::fprintf(
+      out,
+      "usage: dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]...\n"
+      "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
+      "                     [--state-dir DIR] [--flow-log FILE]\n"
+      "                     [--max-connections N] [--tcp-loose] [--no-keep-connections]\n"
+      "                     [--exit-after-ms N] [--tx-port N] [--mbufs N] -- <EAL args>\n");
   return 2;
 }
 
@@ -159,7 +164,7 @@ int main(int argc, char** argv) {
   uint64_t exit_after_ms = 0;
   int tx_port = -1;
   uint32_t mbufs = 8191;
-  bool api_insecure_tcp = false;
+  bool api_insecure_tcp = false, keep_connections = true;
   std::vector<uid_t> api_allow_uids;
   PipelineConfig pc;
   int i = 1;
@@ -196,6 +201,8 @@ int main(int argc, char** argv) {
         return Usage();
     } else if (a == "--tcp-loose") {
       pc.conntrack.tcp_loose = true;
+    } else if (a == "--no-keep-connections") {
+      keep_connections = false;
     } else if (a == "--exit-after-ms") {
       if (!ParseFlag<uint64_t>("--exit-after-ms", next(), 0, UINT64_MAX, &exit_after_ms))
         return Usage();
@@ -287,6 +294,25 @@ int main(int argc, char** argv) {
                  st.message().c_str());
     return 1;
   }
+  // The connections the last clean stop kept, before the worker runs.
+  const std::string snapshot = state_dir.empty() ? "" : state_dir + "/connections.pb";
+  if (!snapshot.empty()) {
+    SnapshotResult r;
+    if (!keep_connections) {
+      unlink(snapshot.c_str());  // an older stop's: never imported later
+    } else if (Status st =
+                   LoadConnections(snapshot, &pipeline.conntrack(), state, MonotonicMs(), &r);
+               !st.ok()) {
+      std::fprintf(stderr, "dfw-dataplane: connections of the last stop not restored: %s\n",
+                   st.message().c_str());
+    } else if (r.entries || r.expired || r.unknown || r.rejected) {
+      std::printf(
+          "dfw-dataplane: restored %u connections of %u vNICs from the last stop (%u expired "
+          "while down, %u of vNICs no longer here, %u refused%s%s)\n",
+          r.entries, r.vnics, r.expired, r.unknown, r.rejected, r.first_error.empty() ? "" : ": ",
+          r.first_error.c_str());
+    }
+  }
   PortWorkerConfig wc;
   wc.tx_port = tx_port;
   PortWorker worker(&pipeline, pool, wc);
@@ -361,6 +387,19 @@ int main(int argc, char** argv) {
                              std::chrono::steady_clock::now() - worker_start)
                              .count();
   service.DrainFlows(sink);
+  // The worker has stopped: its connection table is still, kept for the
+  // next start (a crash keeps nothing).
+  if (!snapshot.empty() && keep_connections) {
+    SnapshotResult r;
+    if (Status st = SaveConnections(snapshot, pipeline.conntrack(), state, MonotonicMs(), &r);
+        !st.ok()) {
+      std::fprintf(stderr, "dfw-dataplane: connections not kept for the next start: %s\n",
+                   st.message().c_str());
+    } else {
+      std::printf("dfw-dataplane: kept %u connections of %u vNICs for the next start\n", r.entries,
+                  r.vnics);
+    }
+  }
   PipelineCounters& c = pipeline.counters();
   std::printf("dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld\n",
               static_cast<unsigned long long>(worker.rx_packets()),

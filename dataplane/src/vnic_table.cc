@@ -27,6 +27,17 @@ void VnicTable::Publish(std::unique_ptr<VnicState> state) {
   Retire(old);
 }
 
+void VnicTable::Publish(std::vector<std::unique_ptr<VnicState>> states) {
+  std::vector<const VnicState*> old;
+  old.reserve(states.size());
+  for (auto& state : states) {
+    const uint16_t id = state->local_id & kMaxLocalId;
+    old.push_back(slots_[id].exchange(state.release(), std::memory_order_acq_rel));
+  }
+  Synchronize();
+  for (const VnicState* o : old) delete o;
+}
+
 void VnicTable::Remove(uint16_t local_id) {
   Retire(slots_[local_id & kMaxLocalId].exchange(nullptr, std::memory_order_acq_rel));
 }

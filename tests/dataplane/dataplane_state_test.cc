@@ -144,7 +144,7 @@ TEST_F(DataplaneStateTest, PersistedStateRefusedHalfwayIsLeftAsItWas) {
   std::ofstream(path_, std::ios::binary) << bytes;
   DataplaneState s(&table_, path_);
   EXPECT_EQ(Refused(s.Load()),
-            path_ + ": state.vNIC 'db-1-eth0' rules[1].rule_num: 20 is also rules[0]'s");
+            path_ + ": vNIC 'db-1-eth0' rules[1].rule_num: 20 is also rules[0]'s");
   EXPECT_FALSE(s.restored());
   std::ifstream in(path_, std::ios::binary);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);

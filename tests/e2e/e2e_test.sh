@@ -13,6 +13,9 @@
 #   3. a tag change in the guest's libvirt metadata flips access;
 #   4. kill -9 and restart of the host agent during a long-lived TCP
 #      connection: the connection survives, the flows are not touched;
+#   4b. dataplane restarted cleanly during a long-lived strict-TCP connection:
+#      the connection survives (the connection table kept across the restart;
+#      restart time and the frames OVS dropped meanwhile printed);
 #   5. dataplane restart with the agent down: the persisted rules are enforced;
 #   6. controller stopped: enforcement unchanged; started again: no drift;
 #   7. ovs-vswitchd restarted: the host agent reinstalls the steering flows
@@ -209,6 +212,41 @@ else fail "steering flows changed across the agent restart"; diff <(echo "$flows
 grep -q 'steering reconciled' <(sed -n '/--- start/h; /--- start/!H; ${x;p}' \
   "$FLEET_DIR/agent.log") && fail "the restarted agent rewrote flows" ||
   pass "the restarted agent sent no flow bundle"
+
+echo "== 4b. dataplane restarted (SIGTERM: systemd, an upgrade) under a live strict-TCP" \
+  "connection: the connection goes on"
+# The clean stop keeps the connection table (state dir, connections.pb), the
+# next start imports it before its worker runs. The TCP connection waits out
+# the restart in its retransmissions (hence the long echo timeout).
+status=$WORK/hold-restart.status
+sb_vm_exec web python3 "$FLEET_LIB_DIR/probe.py" hold "${FLEET_IP[db]}" 5432 --seconds 14 \
+  --echo-timeout 25 --status "$status" &
+hold_pid=$!
+sleep 2
+fw_dropped() {
+  sb_vsctl get interface "$SB_FW_PORT" statistics | python3 -c \
+    'import re,sys; m=re.search(r"\btx_dropped=(\d+)", sys.stdin.read()); print(m.group(1) if m else 0)'
+}
+dropped_before=$(fw_dropped)
+dp_log_from=$(($(stat -c %s "$SB_DP_LOG") + 1))
+t_restart=$(date +%s%N)
+sb_dataplane_stop
+sb_dataplane_start || fail "dataplane did not restart"
+restart_ms=$((($(date +%s%N) - t_restart) / 1000000))
+wait "$hold_pid"; hold_rc=$?
+dropped=$(($(fw_dropped) - dropped_before))
+kept=$(tail -c "+$dp_log_from" "$SB_DP_LOG" | grep -o 'kept [0-9]* connections' | head -1)
+restored=$(tail -c "+$dp_log_from" "$SB_DP_LOG" | grep -o 'restored [0-9]* connections' | head -1)
+echo "e2e: dataplane restart took $restart_ms ms; OVS dropped $dropped frames to" \
+  "$SB_FW_PORT meanwhile; $kept, $restored; TCP: $(cat "$status")"
+if [ $hold_rc -eq 0 ]; then pass "strict-TCP connection survived the dataplane restart ($(cat "$status"))"
+else fail "strict-TCP connection broke across the dataplane restart: $(cat "$status")"; fi
+[ -n "$restored" ] && [ "$restored" != "restored 0 connections" ] &&
+  pass "the restarted dataplane imported the kept connections ($restored)" ||
+  fail "no connection restored after the restart (${kept:-nothing kept})"
+expect allow web db tcp 5432
+expect block db web tcp 5432
+fleet_wait_realized 20 || fail "agent did not re-push to the restarted dataplane"
 
 echo "== 5. dataplane restart while the agent is down"
 fleet_agent_stop
