@@ -55,7 +55,7 @@ std::string Ip4(uint32_t a) {
 
 // The group `grp` (256 hosts of 198.18.0.0/24) is the source of every rule;
 // the destination is one of 100 sets of 16 hosts; TCP to port 1000 + rule.
-// Content `variant` differs in its last rule's port only.
+// Content `variant` differs in its last rule's port only (up to 5,000).
 v1::VNicRuleset Rules(uint32_t rules, uint32_t variant) {
   v1::VNicRuleset rs;
   for (uint32_t i = 0; i < rules; ++i) {
@@ -67,7 +67,8 @@ v1::VNicRuleset Rules(uint32_t rules, uint32_t variant) {
     r->mutable_destinations()->add_address_set_ids("d" + std::to_string(i % 100));
     auto* s = r->add_services();
     s->set_protocol(6);
-    s->add_destination_ports()->set_first(1000 + i + (i + 1 == rules ? 10000 * variant : 0));
+    s->add_destination_ports()->set_first(i + 1 == rules && variant ? 60000 + variant % 5000
+                                                                     : 1000 + i % 50000);
     r->set_direction(v1::DIRECTION_OUT);
     r->set_action(v1::ACTION_ALLOW);
     r->set_stateful(true);
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  distinct = std::min(distinct, vnics);
+  distinct = std::min({distinct, vnics, 5000u});
 
   VnicTable table(1);
   DataplaneState state(&table, state_dir.empty() ? "" : state_dir + "/state.pb");

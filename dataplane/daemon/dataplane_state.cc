@@ -139,19 +139,30 @@ Status ParsePrefixes(const v1::AddressSet& set, std::vector<IpPrefix>* out) {
 }
 
 // What vNICs share a compiled ruleset by: the rules and the default rule,
-// not the vNIC id or the revision (deterministic bytes).
-std::string ContentKey(const v1::VNicRuleset& rs, v1::VNicRuleset* content) {
-  *content = rs;
-  content->clear_vnic_id();
-  content->clear_revision();
+// not the vNIC id or the revision. Each serialized with its length in
+// front (no copy of the ruleset; these messages have no map fields, so the
+// bytes are a function of the content).
+std::string ContentKey(const v1::VNicRuleset& rs) {
   std::string key;
   {
     google::protobuf::io::StringOutputStream out(&key);
     google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    content->SerializeToCodedStream(&coded);
+    auto put = [&coded](const google::protobuf::MessageLite& m) {
+      coded.WriteVarint64(m.ByteSizeLong());
+      m.SerializeWithCachedSizes(&coded);
+    };
+    for (const auto& r : rs.rules()) put(r);
+    put(rs.default_rule());
   }
   return key;
+}
+
+// The ruleset as vNICs share it: without the vNIC id and the revision.
+v1::VNicRuleset SharedContent(const v1::VNicRuleset& rs) {
+  v1::VNicRuleset content = rs;
+  content.clear_vnic_id();
+  content.clear_revision();
+  return content;
 }
 
 }  // namespace
@@ -456,13 +467,12 @@ Status DataplaneState::ApplyFullLocked(
   std::map<std::string, std::unique_ptr<Compiled>> shared;
   std::map<std::string, Binding> by_vnic;
   for (const FullEntry& e : entries) {
-    v1::VNicRuleset content;
-    std::string key = ContentKey(*e.ruleset, &content);
+    std::string key = ContentKey(*e.ruleset);
     auto it = shared.find(key);
     if (it == shared.end()) {
       std::unique_ptr<Compiled> c;
       if (auto st = Compile(*e.ruleset, e.vnic_id, lookup, &c); !st.ok()) return st;
-      c->content = std::move(content);
+      c->content = SharedContent(*e.ruleset);
       it = shared.emplace(std::move(key), std::move(c)).first;
     }
     it->second->vnics.insert(e.vnic_id);
@@ -561,8 +571,7 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
   std::map<std::string, std::unique_ptr<Compiled>> fresh;  // by content key
   std::map<std::string, Binding> rebound;                  // compiled null: removed
   for (const auto& rs : d.rulesets_set()) {
-    v1::VNicRuleset content;
-    std::string key = ContentKey(rs, &content);
+    std::string key = ContentKey(rs);
     Compiled* c = nullptr;
     if (auto held = shared_.find(key); held != shared_.end()) {
       c = held->second.get();
@@ -571,7 +580,7 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
     } else {
       std::unique_ptr<Compiled> n;
       if (auto st = Compile(rs, rs.vnic_id(), current, &n); !st.ok()) return st;
-      n->content = std::move(content);
+      n->content = SharedContent(rs);
       c = n.get();
       fresh.emplace(std::move(key), std::move(n));
     }
