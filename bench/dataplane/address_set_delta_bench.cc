@@ -68,7 +68,7 @@ v1::VNicRuleset Rules(uint32_t rules, uint32_t variant) {
     auto* s = r->add_services();
     s->set_protocol(6);
     s->add_destination_ports()->set_first(i + 1 == rules && variant ? 60000 + variant % 5000
-                                                                     : 1000 + i % 50000);
+                                                                    : 1000 + i % 50000);
     r->set_direction(v1::DIRECTION_OUT);
     r->set_action(v1::ACTION_ALLOW);
     r->set_stateful(true);
