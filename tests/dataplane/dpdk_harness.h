@@ -82,8 +82,11 @@ class DpdkHarness {
     thread_.join();
     rte_eth_dev_stop(port_);
     rte_eth_dev_close(port_);
-    rte_mbuf* m;
-    while (rte_ring_dequeue(tx_, reinterpret_cast<void**>(&m)) == 0) rte_pktmbuf_free(m);
+    // rte_ring_dequeue writes the object only when it returns 0, which GCC 12
+    // at -Os cannot see (-Wmaybe-uninitialized): dequeue into an initialised
+    // void* rather than through a cast of an uninitialised rte_mbuf*.
+    void* obj = nullptr;
+    while (rte_ring_dequeue(tx_, &obj) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(obj));
     rte_ring_free(rx_);
     rte_ring_free(tx_);
     rte_mempool_free(pool_);
@@ -107,8 +110,9 @@ class DpdkHarness {
     // The worker counts a burst's rx after transmitting it: what it sent for
     // this frame is in the tx ring now.
     Verdict v;
-    rte_mbuf* out;
-    while (rte_ring_dequeue(tx_, reinterpret_cast<void**>(&out)) == 0) {
+    void* obj = nullptr;
+    while (rte_ring_dequeue(tx_, &obj) == 0) {
+      rte_mbuf* out = static_cast<rte_mbuf*>(obj);
       const uint8_t* d = rte_pktmbuf_mtod(out, const uint8_t*);
       Bytes got(d, d + rte_pktmbuf_data_len(out));
       rte_pktmbuf_free(out);
