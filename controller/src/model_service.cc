@@ -1347,7 +1347,13 @@ absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
   out.generation = hs->feed->Attach(std::move(wake), std::move(deliver));
   if (out.full) hs->feed->RequestFull();  // no wake: callers Kick() once bound
   hs->connected = true;
-  hs->want = revision_;
+  // What the host must reach. A full state is built at the current
+  // revision. A host resuming with a delta must reach only the changes that
+  // concerned it while it was away: each was merged into its feed and raised
+  // `want` (Publish). Revisions that concerned no host (a group nothing uses,
+  // a tag no group reads) leave nothing to send and nothing to ack, so
+  // waiting for them would leave the host pending for ever.
+  if (out.full) hs->want = revision_;
   // Holding exactly what this process last sent is as good as its ack. Any
   // other held revision (above what was sent, or anything after a restart,
   // when nothing was sent yet) proves nothing: the full state's ack will.
