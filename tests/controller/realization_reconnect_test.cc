@@ -22,14 +22,7 @@ class RealizationReconnectTest : public ::testing::Test {
     ASSERT_TRUE(model.ok()) << model.status();
     m_ = std::move(*model);
     // web (on h1) may reach db (on h1): h1 holds rules that name both groups.
-    for (const char* app : {"web", "db"}) {
-      dfw::v1::PutGroupRequest g;
-      g.mutable_group()->set_id(app);
-      auto* c = g.mutable_group()->add_criteria()->add_conditions()->mutable_tag();
-      c->set_scope("app");
-      c->set_value(app);
-      ASSERT_TRUE(m_->PutGroup(g).ok());
-    }
+    for (const char* app : {"web", "db"}) ASSERT_NO_FATAL_FAILURE(PutGroup(app, app));
     dfw::v1::PutPolicyRequest p;
     p.mutable_policy()->set_id("web-db");
     p.mutable_policy()->set_category(dfw::v1::CATEGORY_APPLICATION);
@@ -41,7 +34,17 @@ class RealizationReconnectTest : public ::testing::Test {
     ASSERT_TRUE(m_->PutPolicy(p).ok());
     ASSERT_NO_FATAL_FAILURE(Attach(0, /*expect_full=*/true));
     ASSERT_NO_FATAL_FAILURE(DrainAndAck(/*expect_message=*/true));
-    ASSERT_EQ(State(), REALIZED()) << "after the first full state's ack";
+    ASSERT_EQ(State(), REALIZATION_STATE_REALIZED) << "after the first full state's ack";
+  }
+
+  // Group `id`: the VMs tagged app=`app`.
+  void PutGroup(const std::string& id, const std::string& app) {
+    dfw::v1::PutGroupRequest g;
+    g.mutable_group()->set_id(id);
+    auto* c = g.mutable_group()->add_criteria()->add_conditions()->mutable_tag();
+    c->set_scope("app");
+    c->set_value(app);
+    ASSERT_TRUE(m_->PutGroup(g).ok());
   }
 
   static dfw::v1::Vm Vm(const std::string& id, const std::string& app) {
@@ -95,14 +98,14 @@ class RealizationReconnectTest : public ::testing::Test {
     EXPECT_EQ(messages > 0, expect_message);
   }
 
-  static int REALIZED() { return REALIZATION_STATE_REALIZED; }
-  // h1's realization state as `dfwctl realization` shows it.
-  int State() const {
+  // h1's realization state as `dfwctl realization` shows it (UNSPECIFIED:
+  // h1 is not listed).
+  dfw::v1::RealizationState State() const {
     auto r = m_->Realization(dfw::v1::RealizationRequest());
     EXPECT_TRUE(r.ok());
     for (const auto& h : r->hosts())
       if (h.host_id() == "h1") return h.state();
-    return -1;
+    return dfw::v1::REALIZATION_STATE_UNSPECIFIED;
   }
 
   TempDir dir_;
@@ -113,16 +116,11 @@ class RealizationReconnectTest : public ::testing::Test {
 
 TEST_F(RealizationReconnectTest, AGroupNothingUsesMadeWhileAwayLeavesTheHostRealized) {
   Detach();
-  dfw::v1::PutGroupRequest g;
-  g.mutable_group()->set_id("unused");
-  auto* c = g.mutable_group()->add_criteria()->add_conditions()->mutable_tag();
-  c->set_scope("app");
-  c->set_value("nothing");
-  ASSERT_TRUE(m_->PutGroup(g).ok());
+  ASSERT_NO_FATAL_FAILURE(PutGroup("unused", "nothing"));
   ASSERT_GT(m_->revision(), held_);
   ASSERT_NO_FATAL_FAILURE(Attach(held_, /*expect_full=*/false));
   ASSERT_NO_FATAL_FAILURE(DrainAndAck(/*expect_message=*/false));
-  EXPECT_EQ(State(), REALIZED()) << "nothing was sent, so nothing can be acked";
+  EXPECT_EQ(State(), REALIZATION_STATE_REALIZED) << "nothing was sent, so nothing can be acked";
 }
 
 TEST_F(RealizationReconnectTest, ATagNoGroupReadsAddedWhileAwayLeavesTheHostRealized) {
@@ -133,7 +131,7 @@ TEST_F(RealizationReconnectTest, ATagNoGroupReadsAddedWhileAwayLeavesTheHostReal
   ASSERT_NO_FATAL_FAILURE(Attach(held_, /*expect_full=*/false, {"color"}));
   ASSERT_GT(m_->revision(), before) << "the new tag was not recorded";
   ASSERT_NO_FATAL_FAILURE(DrainAndAck(/*expect_message=*/false));
-  EXPECT_EQ(State(), REALIZED());
+  EXPECT_EQ(State(), REALIZATION_STATE_REALIZED);
 }
 
 TEST_F(RealizationReconnectTest, AChangeThatConcernsTheHostIsPendingUntilItsDeltaIsAcked) {
@@ -146,12 +144,7 @@ TEST_F(RealizationReconnectTest, AChangeThatConcernsTheHostIsPendingUntilItsDelt
   s->set_scope("app");
   s->set_value("other");
   ASSERT_TRUE(m_->Tag(t).ok());
-  dfw::v1::PutGroupRequest g;
-  g.mutable_group()->set_id("unused");
-  auto* c = g.mutable_group()->add_criteria()->add_conditions()->mutable_tag();
-  c->set_scope("app");
-  c->set_value("nothing");
-  ASSERT_TRUE(m_->PutGroup(g).ok());
+  ASSERT_NO_FATAL_FAILURE(PutGroup("unused", "nothing"));
   ASSERT_NO_FATAL_FAILURE(Attach(held_, /*expect_full=*/false));
   EXPECT_EQ(State(), REALIZATION_STATE_PENDING) << "the change that concerns h1 is not acked yet";
   auto msg = m_->NextMessage(feed_.get());
@@ -165,7 +158,7 @@ TEST_F(RealizationReconnectTest, AChangeThatConcernsTheHostIsPendingUntilItsDelt
   ack.set_revision(msg->delta().to_revision());
   ack.set_ok(true);
   ASSERT_TRUE(m_->Ack("h1", ack).ok());
-  EXPECT_EQ(State(), REALIZED());
+  EXPECT_EQ(State(), REALIZATION_STATE_REALIZED);
 }
 
 }  // namespace
