@@ -1,13 +1,21 @@
 // The classifier against the linear reference on random rule sets: IPv4 and
 // IPv6, overlapping and nested prefixes, shared address sets, wildcards,
 // negation, port ranges, mixed protocols, ICMP, directions; >= 100k packets
-// per rule set; then random address-set changes applied incrementally.
+// per rule set; then random address-set changes applied incrementally. Also
+// the generated filter sets of every shape the benchmark runs against rte_acl
+// (classbench_gen.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
+#include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "dfw/dataplane/classbench.h"
+#include "dfw/dataplane/classbench_gen.h"
 #include "dfw/dataplane/classifier.h"
 #include "dfw/dataplane/linear_classifier.h"
 #include "dfw/dataplane/ruleset_compiler.h"
@@ -29,26 +37,35 @@ std::string Describe(const FlowKey& k) {
          std::to_string(static_cast<int>(k.dir));
 }
 
+// Classifies `n` keys as one burst and compares with the reference answers
+// `want`: counts the differences in *bad (reporting the first five) and
+// records the answers in *hit.
+void CheckBurst(const FlowKey* keys, const uint32_t* want, uint32_t n, const Ruleset& rs, int* bad,
+                std::set<uint32_t>* hit) {
+  std::vector<uint32_t> out(n, 0);
+  rs.Classify(keys, out.data(), n);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (hit != nullptr) hit->insert(want[i]);
+    if (out[i] != want[i] && ++*bad <= 5) {
+      ADD_FAILURE() << Describe(keys[i]) << ": classifier " << out[i] << ", reference " << want[i];
+    }
+  }
+}
+
 // Classifies `n` random keys in bursts of uneven sizes; returns mismatches.
 int CompareRandom(RandomRules& gen, const RulesetSpec& spec, const LinearClassifier& ref,
                   const Ruleset& rs, uint32_t n, std::set<uint32_t>* hit = nullptr) {
   int bad = 0;
   std::vector<FlowKey> keys;
-  std::vector<uint32_t> out;
+  std::vector<uint32_t> want;
   uint32_t done = 0;
   while (done < n) {
     const uint32_t burst = 1 + static_cast<uint32_t>(gen.rng()() % 70);
     keys.clear();
     for (uint32_t i = 0; i < burst; ++i) keys.push_back(gen.MakeKey(spec));
-    out.assign(burst, 0);
-    rs.Classify(keys.data(), out.data(), burst);
-    for (uint32_t i = 0; i < burst; ++i) {
-      const uint32_t want = ref.Classify(keys[i]);
-      if (hit != nullptr) hit->insert(want);
-      if (out[i] != want && ++bad <= 5) {
-        ADD_FAILURE() << Describe(keys[i]) << ": classifier " << out[i] << ", reference " << want;
-      }
-    }
+    want.clear();
+    for (const FlowKey& k : keys) want.push_back(ref.Classify(k));
+    CheckBurst(keys.data(), want.data(), burst, rs, &bad, hit);
     done += burst;
   }
   return bad;
@@ -75,18 +92,28 @@ const CompileOptions kLayouts[] = {{true, 3, 1u << 16},
                                    {false, 6, 1u << 16},
                                    {true, 3, 16}};
 
+std::string LayoutName(const CompileOptions& layout) {
+  return "merge_services " + std::to_string(layout.merge_services) + " chunk_shift " +
+         std::to_string(layout.chunk_shift);
+}
+
+// The ruleset compiled with `layout`; null (and a failure) if it does not compile.
+std::shared_ptr<const Ruleset> CompileLayout(const RulesetSpec& spec,
+                                             const CompileOptions& layout) {
+  RulesetCompiler compiler(layout);
+  const Status st = compiler.Compile(spec);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return st.ok() ? compiler.ruleset() : nullptr;
+}
+
 TEST_P(RandomRulesetTest, MatchesLinearReference) {
   const Case& c = GetParam();
   RandomRules gen(c.seed, c.opt);
   const RulesetSpec spec = gen.MakeSpec();
   LinearClassifier ref(spec);
   for (const CompileOptions& layout : kLayouts) {
-    SCOPED_TRACE("merge_services " + std::to_string(layout.merge_services) + " chunk_shift " +
-                 std::to_string(layout.chunk_shift));
-    RulesetCompiler compiler(layout);
-    const Status st = compiler.Compile(spec);
-    ASSERT_TRUE(st.ok()) << st.message();
-    const auto rs = compiler.ruleset();
+    SCOPED_TRACE(LayoutName(layout));
+    const auto rs = CompileLayout(spec, layout);
     ASSERT_NE(rs, nullptr);
     EXPECT_EQ(rs->num_rules(), spec.rules.size());
     // >= 100k packets per rule set with the default layout.
@@ -174,6 +201,101 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AddressSetUpdateTest, ::testing::ValuesIn(kLay
                                   "Chunk" + std::to_string(1u << i.param.chunk_shift) +
                                   (i.param.garbage_limit_words < 1000 ? "Recompiling" : "");
                          });
+
+}  // namespace
+namespace classbench {
+void PrintTo(Shape s, std::ostream* os) { *os << ShapeName(s); }
+}  // namespace classbench
+namespace {
+
+// Generated filter sets (classbench_gen.h), each shape x three seeds, through
+// the ClassBench conversion: points inside random filters (the benchmark's
+// trace) and uniformly random points, in bursts of uneven sizes, every layout.
+class GeneratedShapeTest
+    : public ::testing::TestWithParam<std::tuple<classbench::Shape, uint64_t>> {};
+
+TEST_P(GeneratedShapeTest, MatchesLinearReference) {
+  const auto [shape, seed] = GetParam();
+  // many: 20k filters rather than the benchmark's 30k, and fewer packets, to
+  // keep the linear reference quick.
+  const bool many = shape == classbench::Shape::kMany;
+  const auto filters = classbench::GenerateFilters(shape, many ? 20000 : 0, seed);
+  ASSERT_EQ(filters.size(), many ? 20000 : classbench::DefaultCount(shape));
+  const RulesetSpec spec = classbench::ToRulesetSpec(filters);
+  LinearClassifier ref(spec);
+  auto keys = classbench::TraceInsideFilters(filters, many ? 6000 : 30000, seed);
+  const auto random = classbench::RandomTrace(many ? 2000 : 10000, seed + 100);
+  keys.insert(keys.end(), random.begin(), random.end());
+  std::vector<uint32_t> want;
+  for (const FlowKey& k : keys) want.push_back(ref.Classify(k));
+  std::mt19937_64 rng(seed);
+  for (const CompileOptions& layout : kLayouts) {
+    SCOPED_TRACE(LayoutName(layout));
+    const auto rs = CompileLayout(spec, layout);
+    ASSERT_NE(rs, nullptr);
+    int bad = 0;
+    std::set<uint32_t> hit;
+    for (size_t i = 0; i < keys.size();) {
+      const uint32_t burst =
+          static_cast<uint32_t>(std::min<size_t>(1 + rng() % 70, keys.size() - i));
+      CheckBurst(&keys[i], &want[i], burst, *rs, &bad, &hit);
+      i += burst;
+    }
+    EXPECT_EQ(bad, 0);
+    // Not degenerate: several different first matches.
+    EXPECT_GE(hit.size(), std::min<size_t>(filters.size() / 4, 10));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GeneratedShapeTest,
+    ::testing::Combine(::testing::ValuesIn(classbench::AllShapes()), ::testing::Values(1, 2, 3)),
+    [](const ::testing::TestParamInfo<std::tuple<classbench::Shape, uint64_t>>& i) {
+      std::string name = classbench::ShapeName(std::get<0>(i.param));
+      std::erase(name, '-');
+      return name + "Seed" + std::to_string(std::get<1>(i.param));
+    });
+
+// The generator is deterministic, seeds differ, and the shapes are what they
+// say.
+TEST(ClassBenchGenTest, DeterministicAndShaped) {
+  auto same = [](const classbench::Filter& a, const classbench::Filter& b) {
+    return std::tie(a.src, a.src_len, a.dst, a.dst_len, a.sport_lo, a.sport_hi, a.dport_lo,
+                    a.dport_hi, a.proto, a.proto_any) ==
+           std::tie(b.src, b.src_len, b.dst, b.dst_len, b.sport_lo, b.sport_hi, b.dport_lo,
+                    b.dport_hi, b.proto, b.proto_any);
+  };
+  for (classbench::Shape shape : classbench::AllShapes()) {
+    SCOPED_TRACE(classbench::ShapeName(shape));
+    const auto a = classbench::GenerateFilters(shape, 0, 7);
+    const auto b = classbench::GenerateFilters(shape, 0, 7);
+    const auto c = classbench::GenerateFilters(shape, 0, 8);
+    ASSERT_EQ(a.size(), b.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(same(a[i], b[i])) << "filter " << i;
+      differ += !same(a[i], c[i]);
+      // Host bits clear, as the parser leaves them.
+      EXPECT_EQ(a[i].src & ~(a[i].src_len == 0 ? 0u : ~0u << (32 - a[i].src_len)), 0u);
+      EXPECT_EQ(a[i].dst & ~(a[i].dst_len == 0 ? 0u : ~0u << (32 - a[i].dst_len)), 0u);
+      EXPECT_LE(a[i].sport_lo, a[i].sport_hi);
+      EXPECT_LE(a[i].dport_lo, a[i].dport_hi);
+    }
+    EXPECT_GT(differ, a.size() / 2);
+  }
+  // wide-ranges: every port range that is not a wildcard spans >= 1000 ports.
+  for (const auto& f : classbench::GenerateFilters(classbench::Shape::kWideRanges, 0, 1)) {
+    EXPECT_GE(f.sport_hi - f.sport_lo, 1000);
+    EXPECT_GE(f.dport_hi - f.dport_lo, 1000);
+  }
+  // wildcards: at most two specific fields per filter.
+  for (const auto& f : classbench::GenerateFilters(classbench::Shape::kWildcards, 0, 1)) {
+    const int specific = (f.src_len != 0) + (f.dst_len != 0) + !f.proto_any +
+                         (f.sport_hi - f.sport_lo != 65535) + (f.dport_hi - f.dport_lo != 65535);
+    EXPECT_GE(specific, 1);
+    EXPECT_LE(specific, 2);
+  }
+}
 
 TEST(AddressSetUpdateOnceTest, OldRulesetStaysValidAfterUpdate) {
   RandomRules gen(12, Opt(200, 10, false, 0.2, 0.0));
