@@ -15,6 +15,10 @@
 // Finally, the address-set change cost: an IP joining an address set that 4k
 // rules reference, applied with RulesetCompiler::ApplyAddressSetDelta.
 //
+// With --gen shape:count:seed,... or --shapes a,b|all --seeds 1,2,3 it runs
+// generated sets of other shapes instead (classbench_gen.h; the trace is
+// seeded with the set's seed), and ends with one summary table of them.
+//
 // Runs DPDK's EAL with --no-pci --no-huge (rte_acl allocates from the EAL heap).
 #include <rte_acl.h>
 #include <rte_byteorder.h>
@@ -31,6 +35,7 @@
 #include <vector>
 
 #include "dfw/dataplane/classbench.h"
+#include "dfw/dataplane/classbench_gen.h"
 #include "dfw/dataplane/classifier.h"
 #include "dfw/dataplane/linear_classifier.h"
 #include "dfw/dataplane/ruleset_compiler.h"
@@ -118,25 +123,40 @@ const char* AlgName(enum rte_acl_classify_alg a) {
   }
 }
 
+struct GenSet {
+  cb::Shape shape;
+  uint32_t count;  // 0 = the shape's default
+  uint64_t seed;
+};
+
 struct Options {
   std::string dir = DFW_CLASSBENCH_DIR;
   std::vector<std::string> sets = {"acl1_10k", "fw1_10k", "ipc1_10k"};
+  bool sets_given = false;
+  std::vector<GenSet> gen;
   uint32_t trace = 60000;
   uint64_t seed = 1;
   double secs = 1.0;
   bool address_set = true;
+  int lcore = 0;
+  int eal_mb = 2048;
 };
 
-int RunSet(const Options& opt, const std::string& name) {
-  const std::string path = opt.dir + "/" + name;
-  std::string text, error;
-  std::vector<cb::Filter> filters;
-  if (!cb::ReadFile(path, &text, &error) || !cb::ParseFilters(text, path, &filters, &error)) {
-    std::fprintf(stderr, "bench: %s\n", error.c_str());
-    return 1;
-  }
+// One set's figures, for the summary table of generated sets.
+struct SetResult {
+  std::string name;
+  size_t rules = 0;
+  uint32_t distinct = 0;  // distinct first matches in the trace (incl. none)
+  Timing dfw, avx2, best;
+  const char* best_alg = "";
+  double dfw_build_ms = 0, acl_build_ms = 0;
+  size_t dfw_bytes = 0, acl_bytes = 0;
+};
+
+int RunFilters(const Options& opt, const std::string& name, const std::vector<cb::Filter>& filters,
+               uint64_t seed, SetResult* res) {
   const auto spec = cb::ToRulesetSpec(filters);
-  const auto keys = cb::TraceInsideFilters(filters, opt.trace, opt.seed);
+  const auto keys = cb::TraceInsideFilters(filters, opt.trace, seed);
   const uint32_t n = static_cast<uint32_t>(keys.size());
 
   // rte_acl.
@@ -211,6 +231,7 @@ int RunSet(const Options& opt, const std::string& name) {
   }
   rs->Classify(keys.data(), our_res.data(), n);
   uint32_t matched = 0;
+  std::vector<bool> seen(filters.size() + 1);
   for (uint32_t i = 0; i < n; ++i) {
     const uint32_t ours = our_res[i] == Ruleset::kNoMatch ? 0 : our_res[i] + 1;
     if (ours != acl_res[i]) {
@@ -219,6 +240,8 @@ int RunSet(const Options& opt, const std::string& name) {
       return 1;
     }
     matched += ours != 0;
+    if (!seen[ours]) ++res->distinct;
+    seen[ours] = true;
   }
 
   // rte_acl methods: AVX2 (the DESIGN.md anchor) and the best the CPU takes.
@@ -252,7 +275,7 @@ int RunSet(const Options& opt, const std::string& name) {
       [](const AclRow& a, const AclRow& b) { return a.t.lookups_per_s < b.t.lookups_per_s; });
 
   std::printf("\n%s: %zu rules, trace %u packets (seed %llu, %u matched), all answers agree\n",
-              name.c_str(), filters.size(), n, static_cast<unsigned long long>(opt.seed), matched);
+              name.c_str(), filters.size(), n, static_cast<unsigned long long>(seed), matched);
   std::printf("| %-24s | %12s | %13s | %10s | %14s |\n", "classifier", "lookups/s", "cycles/lookup",
               "build ms", "memory bytes");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(26, '-').c_str(), std::string(14, '-').c_str(),
@@ -274,8 +297,64 @@ int RunSet(const Options& opt, const std::string& name) {
       static_cast<double>(rs->memory_bytes() + compiler.state_bytes()) /
           static_cast<double>(acl_bytes),
       ours.lookups_per_s / acl_rows[0].t.lookups_per_s);
+  *res = SetResult{name,     filters.size(),    res->distinct, ours,         acl_rows[0].t,
+                   best.t,   AlgName(best.alg), our_build_ms,  acl_build_ms, rs->memory_bytes(),
+                   acl_bytes};
   rte_acl_free(ctx);
   return 0;
+}
+
+int RunSet(const Options& opt, const std::string& name) {
+  const std::string path = opt.dir + "/" + name;
+  std::string text, error;
+  std::vector<cb::Filter> filters;
+  if (!cb::ReadFile(path, &text, &error) || !cb::ParseFilters(text, path, &filters, &error)) {
+    std::fprintf(stderr, "bench: %s\n", error.c_str());
+    return 1;
+  }
+  SetResult res;
+  return RunFilters(opt, name, filters, opt.seed, &res);
+}
+
+int RunGenerated(const Options& opt, const GenSet& g, std::vector<SetResult>* results) {
+  const auto filters = cb::GenerateFilters(g.shape, g.count, g.seed);
+  const std::string name = std::string(cb::ShapeName(g.shape)) + ":" +
+                           std::to_string(filters.size()) + ":" + std::to_string(g.seed);
+  SetResult res;
+  if (RunFilters(opt, name, filters, g.seed, &res) != 0) return 1;
+  // Points inside random rules mostly land in earlier, wider rules when most
+  // fields are wildcards: few distinct first matches, say so.
+  std::printf("distinct first matches in the trace: %u of %zu rules%s\n", res.distinct,
+              filters.size(),
+              res.distinct * 4 < std::min<size_t>(filters.size(), opt.trace)
+                  ? " (degenerate: most points inside a random rule are first matched by a few "
+                    "earlier, wider rules)"
+                  : "");
+  results->push_back(res);
+  return 0;
+}
+
+void PrintSummary(const std::vector<SetResult>& results) {
+  std::printf(
+      "\nsummary (cycles/lookup, M lookups/s; ratios = dfw lookups/s over rte_acl's; build and "
+      "memory = dfw / rte_acl)\n");
+  std::printf(
+      "| set | rules | distinct | dfw cyc | dfw M/s | avx2 cyc | avx2 M/s | best | best cyc | "
+      "best M/s | vs avx2 | vs best | build ms dfw / acl | memory dfw / acl |\n");
+  std::printf(
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | "
+      "---: |\n");
+  for (const SetResult& r : results) {
+    const double vs_avx2 = r.dfw.lookups_per_s / r.avx2.lookups_per_s;
+    const double vs_best = r.dfw.lookups_per_s / r.best.lookups_per_s;
+    std::printf(
+        "| %s | %zu | %u | %.0f | %.2f | %.0f | %.2f | %s | %.0f | %.2f | %.2fx | %.2fx%s | %.1f / "
+        "%.1f | %zu / %zu |\n",
+        r.name.c_str(), r.rules, r.distinct, r.dfw.cycles_per_lookup, r.dfw.lookups_per_s / 1e6,
+        r.avx2.cycles_per_lookup, r.avx2.lookups_per_s / 1e6, r.best_alg, r.best.cycles_per_lookup,
+        r.best.lookups_per_s / 1e6, vs_avx2, vs_best, vs_best < 1.0 ? " (not met)" : "",
+        r.dfw_build_ms, r.acl_build_ms, r.dfw_bytes, r.acl_bytes);
+  }
 }
 
 // An IP joining an address set referenced by 4000 rules: acl1_10k with a
@@ -366,24 +445,66 @@ int RunAddressSetChange(const Options& opt) {
   return 0;
 }
 
+std::vector<std::string> SplitList(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  for (size_t p = 0; p <= s.size();) {
+    size_t q = s.find(sep, p);
+    if (q == std::string::npos) q = s.size();
+    if (q > p || sep != ',') out.push_back(s.substr(p, q - p));
+    p = q + 1;
+  }
+  return out;
+}
+
+int Usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--dir DIR] [--sets a,b] [--trace N] [--seed S] [--secs T] "
+               "[--no-address-set]\n"
+               "       [--gen shape[:count[:seed]],...] [--shapes all|a,b [--seeds 1,2,3] "
+               "[--count N]]\n"
+               "       [--lcore N] [--eal-mem MB]\n"
+               "shapes: wide-ranges wildcards overlap few many dfw (count 0 = the shape's "
+               "default)\n",
+               argv0);
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options opt;
+  std::vector<std::string> shapes;
+  std::vector<uint64_t> seeds = {1, 2, 3};
+  uint32_t count = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
     if (a == "--dir") {
       opt.dir = next();
     } else if (a == "--sets") {
-      opt.sets.clear();
-      std::string s = next();
-      for (size_t p = 0; p <= s.size();) {
-        size_t q = s.find(',', p);
-        if (q == std::string::npos) q = s.size();
-        if (q > p) opt.sets.push_back(s.substr(p, q - p));
-        p = q + 1;
+      opt.sets = SplitList(next());
+      opt.sets_given = true;
+    } else if (a == "--gen") {
+      for (const std::string& g : SplitList(next())) {
+        // shape[:count[:seed]]
+        const auto parts = SplitList(g, ':');
+        GenSet gs{cb::Shape::kFew, 0, 1};
+        if (parts.empty() || !cb::ParseShape(parts[0], &gs.shape)) return Usage(argv[0]);
+        if (parts.size() > 1 && !parts[1].empty()) gs.count = std::stoul(parts[1]);
+        if (parts.size() > 2) gs.seed = std::stoull(parts[2]);
+        opt.gen.push_back(gs);
       }
+    } else if (a == "--shapes") {
+      shapes = SplitList(next());
+    } else if (a == "--seeds") {
+      seeds.clear();
+      for (const std::string& s : SplitList(next())) seeds.push_back(std::stoull(s));
+    } else if (a == "--count") {
+      count = static_cast<uint32_t>(std::stoul(next()));
+    } else if (a == "--lcore") {
+      opt.lcore = std::stoi(next());
+    } else if (a == "--eal-mem") {
+      opt.eal_mb = std::stoi(next());
     } else if (a == "--trace") {
       opt.trace = static_cast<uint32_t>(std::stoul(next()));
     } else if (a == "--seed") {
@@ -393,21 +514,32 @@ int main(int argc, char** argv) {
     } else if (a == "--no-address-set") {
       opt.address_set = false;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--dir DIR] [--sets a,b] [--trace N] [--seed S] [--secs T] "
-                   "[--no-address-set]\n",
-                   argv[0]);
-      return 2;
+      return Usage(argv[0]);
     }
   }
+  if (shapes.size() == 1 && shapes[0] == "all") {
+    shapes.clear();
+    for (cb::Shape s : cb::AllShapes()) shapes.push_back(cb::ShapeName(s));
+  }
+  for (const std::string& name : shapes) {
+    cb::Shape shape;
+    if (!cb::ParseShape(name, &shape)) return Usage(argv[0]);
+    for (uint64_t seed : seeds) opt.gen.push_back(GenSet{shape, count, seed});
+  }
+  // Generated sets replace the ClassBench ones unless --sets is given too.
+  if (!opt.gen.empty() && !opt.sets_given) {
+    opt.sets.clear();
+    opt.address_set = false;
+  }
+  const std::string mem = std::to_string(opt.eal_mb), lcore = std::to_string(opt.lcore);
   const char* eal_argv[] = {"bench_classifier_vs_rte_acl",
                             "--no-pci",
                             "--no-huge",
                             "--no-shconf",
                             "-m",
-                            "2048",
+                            mem.c_str(),
                             "-l",
-                            "0",
+                            lcore.c_str(),
                             "--force-max-simd-bitwidth=512",
                             "--log-level=lib.eal:error"};
   if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) {
@@ -419,6 +551,12 @@ int main(int argc, char** argv) {
   int rc = 0;
   for (const std::string& s : opt.sets) rc |= RunSet(opt, s);
   if (opt.address_set && rc == 0) rc |= RunAddressSetChange(opt);
+  std::vector<SetResult> results;
+  for (const GenSet& g : opt.gen) {
+    if (rc != 0) break;
+    rc |= RunGenerated(opt, g, &results);
+  }
+  if (!results.empty()) PrintSummary(results);
   rte_eal_cleanup();
   return rc;
 }
