@@ -322,13 +322,14 @@ int RunGenerated(const Options& opt, const GenSet& g, std::vector<SetResult>* re
                            std::to_string(filters.size()) + ":" + std::to_string(g.seed);
   SetResult res;
   if (RunFilters(opt, name, filters, g.seed, &res) != 0) return 1;
-  // Points inside random rules mostly land in earlier, wider rules when most
-  // fields are wildcards: few distinct first matches, say so.
+  // A point inside a random rule is often first matched by an earlier, wider
+  // rule (wildcards, short prefixes, large sets): the trace then exercises
+  // fewer rules than it picked. Under a quarter of them: say so.
   std::printf("distinct first matches in the trace: %u of %zu rules%s\n", res.distinct,
               filters.size(),
               res.distinct * 4 < std::min<size_t>(filters.size(), opt.trace)
-                  ? " (degenerate: most points inside a random rule are first matched by a few "
-                    "earlier, wider rules)"
+                  ? " (degenerate trace: most points inside a random rule are first matched by "
+                    "an earlier, wider rule)"
                   : "");
   results->push_back(res);
   return 0;
