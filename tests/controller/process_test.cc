@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "controller_process.h"
 #include "test_host.h"
 #include "test_util.h"
 
@@ -17,60 +18,6 @@ namespace dfw::controller::testing {
 namespace {
 
 using nlohmann::json;
-
-// A dfw-controller child process on 127.0.0.1 port 0.
-class ControllerProcess {
- public:
-  explicit ControllerProcess(const std::string& dir) : dir_(dir) {}
-  ~ControllerProcess() { Kill(SIGKILL); }
-
-  void Start() {
-    std::string port_file = dir_ + "/ports";
-    std::remove(port_file.c_str());
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = dir_ + "/controller.log";
-      FILE* f = std::fopen(log.c_str(), "a");
-      dup2(fileno(f), 1);
-      dup2(fileno(f), 2);
-      execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", (dir_ + "/db").c_str(),
-            "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--port-file",
-            port_file.c_str(), "--insecure", nullptr);
-      _exit(127);
-    }
-    ASSERT_GT(pid_, 0);
-    for (int i = 0; i < 500; ++i) {
-      std::ifstream f(port_file);
-      std::string line;
-      if (std::getline(f, line) && line.find("http=") != std::string::npos) {
-        http_port_ = std::stoi(line.substr(line.rfind(':') + 1));
-        size_t g = line.find("grpc=");
-        size_t colon = line.find(':', g);
-        if (g != std::string::npos && colon != std::string::npos) {
-          grpc_port_ = std::stoi(line.substr(colon + 1));
-        }
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    FAIL() << "dfw-controller did not start";
-  }
-  void Kill(int sig) {
-    if (pid_ <= 0) return;
-    kill(pid_, sig);
-    int st = 0;
-    waitpid(pid_, &st, 0);
-    pid_ = -1;
-  }
-  int http_port() const { return http_port_; }
-  int grpc_port() const { return grpc_port_; }
-
- private:
-  std::string dir_;
-  pid_t pid_ = -1;
-  int http_port_ = 0;
-  int grpc_port_ = 0;
-};
 
 TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
   TempDir dir;
