@@ -44,7 +44,7 @@ absl::Status ControllerServer::Start(const ControllerOptions& o) {
         "tls: no certificate (svid_dir); create one with `dfwctl ca init`, or run plaintext on "
         "loopback with --insecure");
   }
-  auto model = ModelService::Open(o.data_dir);
+  auto model = ModelService::Open(o.data_dir, o.store);
   if (!model.ok()) return model.status();
   model_ = std::move(*model);
 

@@ -5,6 +5,7 @@
 //                  (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR] [--trust-domain TD]
 //                   | --insecure) [--cert-refresh-seconds N]
 //                  [--http-allowed-host NAME]...   (a DNS name clients use for REST)
+//                  [--store-min-free-mb N] [--accept-store-loss]
 //
 // Mutual TLS by default: --pki-dir is what `dfwctl ca init` made (DIR/ca,
 // the CA; DIR/controller, the controller's SVID). --insecure (plaintext,
@@ -34,8 +35,18 @@ void Usage(FILE* out = stderr) {
                "                      (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR]\n"
                "                       [--trust-domain TD] | --insecure)\n"
                "                      [--cert-refresh-seconds N] [--http-allowed-host NAME]...\n"
+               "                      [--store-min-free-mb N] [--accept-store-loss]\n"
                "  --pki-dir DIR   what `dfwctl ca init` made: DIR/ca and DIR/controller\n"
-               "  --insecure      plaintext, no authentication: loopback addresses only\n");
+               "  --insecure      plaintext, no authentication: loopback addresses only\n"
+               "  --store-min-free-mb N  refuse writes (HTTP 507, gRPC RESOURCE_EXHAUSTED) while\n"
+               "                  the data dir's filesystem has less than N MiB available\n"
+               "                  (default 64); starting below it opens the store read-only\n"
+               "                  until space is freed\n"
+               "  --accept-store-loss  start although the store lost acknowledged writes (a\n"
+               "                  damaged, cut or deleted write-ahead log), which the controller\n"
+               "                  otherwise refuses: runs with what can be read, logs what was\n"
+               "                  lost, never reuses a revision. The alternative: restore the\n"
+               "                  data dir from a backup (docs/architecture.md, Persistence)\n");
 }
 
 }  // namespace
@@ -74,6 +85,17 @@ int main(int argc, char** argv) {
       o.trust_domain = value();
     } else if (a == "--insecure") {
       o.insecure = true;
+    } else if (a == "--accept-store-loss") {
+      o.store.accept_loss = true;
+    } else if (a == "--store-min-free-mb") {
+      std::string v = value();
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || v[0] == '-' || n > (1ull << 40)) {
+        std::fprintf(stderr, "dfw-controller: --store-min-free-mb must be a number of MiB\n");
+        return 2;
+      }
+      o.store.min_free_bytes = n << 20;
     } else if (a == "--http-allowed-host") {
       o.http_allowed_hosts.push_back(value());
     } else if (a == "--cert-refresh-seconds") {
@@ -122,7 +144,13 @@ int main(int argc, char** argv) {
     std::ofstream(tmp) << line << "\n";
     std::rename(tmp.c_str(), port_file.c_str());
   }
-  spdlog::info("dfw-controller: data dir {}, revision {}", o.data_dir, server.model()->revision());
+  spdlog::info("dfw-controller: data dir {}, revision {}{}", o.data_dir, server.model()->revision(),
+               server.model()->store().read_only() ? " (read-only: the disk is full)" : "");
+  if (o.store.accept_loss) {
+    spdlog::warn(
+        "dfw-controller: started with --accept-store-loss; remove it once this start "
+        "is done (it is needed only to start past a damaged store)");
+  }
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("dfw-controller: signal {}, stopping", sig);

@@ -287,9 +287,10 @@ ModelService::~ModelService() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir) {
+absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir,
+                                                                 const StoreOptions& options) {
   std::unique_ptr<ModelService> m(new ModelService());
-  auto store = Store::Open(data_dir);
+  auto store = Store::Open(data_dir, options);
   if (!store.ok()) return store.status();
   m->store_ = std::move(*store);
   auto st = m->store_->Load();

@@ -226,6 +226,7 @@ int HttpStatusOf(const absl::Status& s) {
     int v = 0;
     if (absl::SimpleAtoi(std::string(*p), &v)) return v;
   }
+  if (IsStoreFull(s)) return 507;  // Insufficient Storage: the store's disk is full
   return HttpStatusFor(s.code());
 }
 

@@ -52,6 +52,10 @@ struct ControllerOptions {
   // Plaintext with every caller an admin ("local:insecure"): refused unless
   // both listen addresses are loopback.
   bool insecure = false;
+  // The store (store.h, docs/architecture.md "Persistence"): the free-space
+  // reserve below which writes are refused (--store-min-free-mb), and
+  // whether to start on a damaged store (--accept-store-loss).
+  StoreOptions store;
 };
 
 // OK when `listen` (host:port) is a loopback address.

@@ -22,7 +22,9 @@
 //
 // Status codes: INVALID_ARGUMENT (400), NOT_FOUND (404), ALREADY_EXISTS
 // (409, create of an existing id), FAILED_PRECONDITION (409: revision
-// conflict, or a referenced object), INTERNAL (500: store failure).
+// conflict, or a referenced object), INTERNAL (500: store failure),
+// RESOURCE_EXHAUSTED (507: the store's disk is full, Store), UNAVAILABLE
+// (503: the store refuses writes after a failed one, until a restart).
 //
 // Thread safety: every public method is safe from any thread.
 #pragma once
@@ -64,7 +66,8 @@ struct ModelStats {
 class ModelService {
  public:
   // Opens the store in data_dir and rebuilds memberships and rulesets.
-  static absl::StatusOr<std::unique_ptr<ModelService>> Open(const std::string& data_dir);
+  static absl::StatusOr<std::unique_ptr<ModelService>> Open(const std::string& data_dir,
+                                                            const StoreOptions& store = {});
   ~ModelService();
 
   // create_only: fail with ALREADY_EXISTS when the id exists (REST POST).
