@@ -839,7 +839,10 @@ absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicy
     cs.PutRuleNum(k.substr(0, z), k.substr(z + 1), n);
   }
   if (!fresh.empty()) cs.SetNextRuleNum(compiler_->next_rule_num());
-  if (auto e = store_->Commit(cs); !e.ok()) return e;
+  if (auto e = store_->Commit(cs); !e.ok()) {
+    compiler_->ForgetRuleNums(fresh);  // not stored: allocated again next time
+    return e;
+  }
   policies_[id] = out;
   ChangeFanout fanout;
   compiler_->UpsertPolicy(out, &fanout);
@@ -1266,16 +1269,16 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   for (const auto& id : removals) {
     if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
   }
+  dfw::v1::Host h;
   if (host_changed) {
-    dfw::v1::Host h;
     h.set_id(host_id);
     h.set_hostname(host_record->hostname());
     h.set_kind(guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
     cs.Put(Kind::kHost, host_id, h);
     cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
-    host_records_[host_id] = h;
   }
   DFW_COMMIT_VM_CHANGES(changes, cs);
+  if (host_changed) host_records_[host_id] = std::move(h);  // once stored
   keep_silent();
   // Still under the writer lock: the new owner's feed holds the imports
   // before a sender can build the delta with the VM's rules.

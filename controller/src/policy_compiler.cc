@@ -81,6 +81,11 @@ std::vector<std::pair<std::string, uint32_t>> PolicyCompiler::AllocateRuleNums(
   return fresh;
 }
 
+void PolicyCompiler::ForgetRuleNums(const std::vector<std::pair<std::string, uint32_t>>& fresh) {
+  for (const auto& [k, n] : fresh) rule_nums_.erase(k);
+  if (!fresh.empty()) next_rule_num_ = fresh.front().second;
+}
+
 void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after,
                                  ChangeFanout* out) {
   auto host_of = [](const tagging::VmSpec* vm, const std::string& vnic) -> const std::string* {

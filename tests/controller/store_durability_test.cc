@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -315,6 +316,40 @@ TEST_F(FullDiskTest, RefusesWritesServesReadsAndStartsOnIt) {
   proc.Start();
   EXPECT_EQ(Rest(proc.http_port()).Get("/api/v1/vms/vm-back").status, 200);
   proc.Kill(SIGTERM);
+}
+
+// "policy/rule" -> rule_num of what vm-0 enforces.
+std::map<std::string, uint64_t> RuleNums(Rest& rest) {
+  std::map<std::string, uint64_t> out;
+  auto r = rest.Get("/api/v1/vms/vm-0/effective-rules");
+  for (const auto& rs : r.body["rulesets"]) {
+    for (const auto& rule : rs["rules"]) {
+      out[rule["policy_id"].get<std::string>() + "/" + rule["rule_id"].get<std::string>()] =
+          rule["rule_num"].get<uint64_t>();
+    }
+  }
+  return out;
+}
+
+// A policy refused on the full disk leaves no rule number behind: the
+// numbers its rules get once it is accepted are stored and survive a restart.
+TEST_F(FullDiskTest, APolicyRefusedOnTheFullDiskKeepsRuleNumbersStable) {
+  StartWithVmsThenFill("4");
+  auto policy = [](const std::string& id) {
+    return json::parse(R"({"id":")" + id + R"(","category":"CATEGORY_APPLICATION",
+      "rules":[{"id":"r1","sources":{"any":true},"destinations":{"any":true},
+                "action":"ACTION_ALLOW"}]})");
+  };
+  ASSERT_EQ(rest_->Post("/api/v1/policies", policy("a")).status, 507);
+  fs::remove(filler_);
+  ASSERT_EQ(rest_->Post("/api/v1/policies", policy("a")).status, 201);
+  ASSERT_EQ(rest_->Post("/api/v1/policies", policy("b")).status, 201);
+  auto before = RuleNums(*rest_);
+  ASSERT_EQ(before.size(), 2u);
+  proc_->Kill(SIGTERM);
+  proc_->Start();
+  Rest again(proc_->http_port());
+  EXPECT_EQ(RuleNums(again), before);
 }
 
 // Without the reserve (--store-min-free-mb 0) RocksDB meets the full disk

@@ -87,6 +87,8 @@ class PolicyCompiler {
   // Rule numbers for rules of `p` that have none yet; returns the new ones
   // ("policy\0rule", num) so the caller persists them with the change.
   std::vector<std::pair<std::string, uint32_t>> AllocateRuleNums(const dfw::v1::Policy& p);
+  // Undoes AllocateRuleNums (its result) when the change was not stored.
+  void ForgetRuleNums(const std::vector<std::pair<std::string, uint32_t>>& fresh);
   uint32_t next_rule_num() const { return next_rule_num_; }
 
   // Change inputs. Call in the order the index applied them, then Flush once.
