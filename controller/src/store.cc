@@ -359,6 +359,13 @@ absl::StatusOr<std::unique_ptr<rocksdb::DB>> Store::OpenWritable() {
     if (watermark_fd_ < 0) {
       return absl::InternalError(Cat("store: cannot open ", path, ": ", std::strerror(errno)));
     }
+    // The file's directory entry is durable too (it may have just been made).
+    int dfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    bool synced = dfd >= 0 && fsync(dfd) == 0;
+    if (dfd >= 0) close(dfd);
+    if (!synced) {
+      return absl::InternalError(Cat("store: cannot sync ", dir_, ": ", std::strerror(errno)));
+    }
   }
   // What the store holds now: a new store, one from before the watermark,
   // a crash between a WAL sync and the watermark's, an accepted loss.
