@@ -55,25 +55,36 @@ Pipeline::~Pipeline() = default;
 void Pipeline::Process(const uint8_t* const* frames, const uint16_t* lens, uint32_t n,
                        uint64_t now_ms, Verdict* out, uint8_t (*replies)[kMaxReplyLen]) noexcept {
   vnics_->Enter(worker_);
-  // Two passes over each chunk of the burst: parse everything and prefetch
-  // the connection buckets, then judge; the cache misses of the lookups
-  // overlap instead of queueing.
+  // Three passes over each chunk of the burst, so that the cache misses of
+  // its connection lookups overlap instead of queueing: parse everything,
+  // hash each key once and prefetch its bucket; then prefetch the entry each
+  // bucket points to; then judge.
   constexpr uint32_t kChunk = 32;
   ParsedPacket parsed[kChunk];
   DropReason parse[kChunk];
+  ConnTable::Probe probe[kChunk];
+  uint64_t forwarded = 0, forwarded_bytes = 0;
   for (uint32_t base = 0; base < n; base += kChunk) {
     uint32_t m = n - base < kChunk ? n - base : kChunk;
     for (uint32_t i = 0; i < m; ++i) {
       parse[i] = ParseFrame(frames[base + i], lens[base + i], &parsed[i]);
+      probe[i].keyed = false;
       if (parse[i] == DropReason::kNone && !(parsed[i].fragment && !parsed[i].first_fragment)) {
-        conntrack_.Prefetch(parsed[i].local_id, parsed[i]);
+        conntrack_.Prefetch(parsed[i].local_id, parsed[i], &probe[i]);
       }
     }
+    for (uint32_t i = 0; i < m; ++i) conntrack_.PrefetchEntry(probe[i]);
     for (uint32_t i = 0; i < m; ++i) {
-      out[base + i] =
-          One(parsed[i], parse[i], frames[base + i], lens[base + i], now_ms, replies[base + i]);
+      const Verdict v = One(parsed[i], parse[i], probe[i], frames[base + i], lens[base + i], now_ms,
+                            replies[base + i]);
+      out[base + i] = v;
+      forwarded += v.forward;
+      forwarded_bytes += v.forward ? lens[base + i] : 0;
     }
   }
+  // The totals once per burst (VPP adds its counters once per frame).
+  counters_->forwarded.Add(forwarded);
+  counters_->forwarded_bytes.Add(forwarded_bytes);
   vnics_->Leave(worker_);
 }
 
@@ -145,19 +156,19 @@ DropReason Pipeline::Spoofguard(const VnicState& v, const ParsedPacket& p) const
   return DropReason::kNone;
 }
 
-Verdict Pipeline::One(const ParsedPacket& p, DropReason parse, const uint8_t* frame, uint32_t len,
-                      uint64_t now_ms, uint8_t* reply) noexcept {
-  Verdict v =
-      parse != DropReason::kNone ? Verdict{false, parse, 0} : Judge(p, frame, len, now_ms, reply);
+Verdict Pipeline::One(const ParsedPacket& p, DropReason parse, const ConnTable::Probe& probe,
+                      const uint8_t* frame, uint32_t len, uint64_t now_ms,
+                      uint8_t* reply) noexcept {
+  Verdict v = parse != DropReason::kNone ? Verdict{false, parse, 0}
+                                         : Judge(p, probe, frame, len, now_ms, reply);
   // The first fragment's verdict is remembered for the rest of its datagram.
   if (parse == DropReason::kNone && p.first_fragment) {
     DropReason r = fragments_.RecordFirst(p.local_id, p, v.forward, v.reason, now_ms);
     if (v.forward && r != DropReason::kNone) v = Verdict{false, r, 0};
   }
-  // Counters: once per packet, from the final verdict.
+  // Counters: once per packet, from the final verdict (the totals of
+  // forwarded packets once per burst, in Process).
   if (v.forward) {
-    counters_->forwarded.Add();
-    counters_->forwarded_bytes.Add(len);
     VnicCounters& vc = counters_->vnics[p.local_id];
     if (p.dir == Direction::kIn) {
       vc.to_vm_packets.Add();
@@ -176,8 +187,8 @@ Verdict Pipeline::One(const ParsedPacket& p, DropReason parse, const uint8_t* fr
   return v;
 }
 
-Verdict Pipeline::Judge(const ParsedPacket& p, const uint8_t* frame, uint32_t len, uint64_t now_ms,
-                        uint8_t* reply) noexcept {
+Verdict Pipeline::Judge(const ParsedPacket& p, const ConnTable::Probe& probe, const uint8_t* frame,
+                        uint32_t len, uint64_t now_ms, uint8_t* reply) noexcept {
   constexpr Verdict kForward{true, DropReason::kNone, 0};
   auto drop = [](DropReason r) { return Verdict{false, r, 0}; };
   const VnicState* v = vnics_->Get(p.local_id);
@@ -194,7 +205,7 @@ Verdict Pipeline::Judge(const ParsedPacket& p, const uint8_t* frame, uint32_t le
     return r == DropReason::kNone ? kForward : drop(r);
   }
 
-  ConnVerdict cv = conntrack_.Track(p.local_id, p, now_ms);
+  ConnVerdict cv = conntrack_.Track(p.local_id, p, now_ms, &probe);
   switch (cv.kind) {
     case ConnVerdict::Kind::kEstablished: {
       if (cv.policy.generation == pol->generation || !cv.policy.revalidate) return kForward;
@@ -241,7 +252,7 @@ Verdict Pipeline::Judge(const ParsedPacket& p, const uint8_t* frame, uint32_t le
       uint32_t entry;
       DropReason why;
       ConnPolicy cp{rule_num, pol->generation, m ? m->revalidate : true};
-      if (!conntrack_.Commit(p.local_id, p, cp, now_ms, &entry, &why)) return drop(why);
+      if (!conntrack_.Commit(p.local_id, p, cp, now_ms, &entry, &why, &probe)) return drop(why);
     }
     if (config_.record_allowed || log) {
       Record(FlowEvent::Kind::kAllowed, p, rule_num, action, DropReason::kNone, now_ms);

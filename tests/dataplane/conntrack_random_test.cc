@@ -160,9 +160,18 @@ class Model {
     return p;
   }
 
+  // Half the calls take the burst path: Prefetch and PrefetchEntry first,
+  // then the probe instead of a second hash.
+  const ConnTable::Probe* MaybeProbe(const Flow& f, const ParsedPacket& p) {
+    if (Rand(2) == 0) return nullptr;
+    ct_->Prefetch(f.zone, p, &probe_);
+    ct_->PrefetchEntry(probe_);
+    return &probe_;
+  }
+
   // Tracks `p`; checks the verdict against `ref` (nullptr: expect kNew).
   ConnVerdict Expect(const Flow& f, const ParsedPacket& p, const Ref* ref, bool reply) {
-    ConnVerdict v = ct_->Track(f.zone, p, now_);
+    ConnVerdict v = ct_->Track(f.zone, p, now_, MaybeProbe(f, p));
     if (ref == nullptr) {
       EXPECT_EQ(v.kind, Kind::kNew) << Where(f);
       ++stats_[0];
@@ -176,14 +185,15 @@ class Model {
   }
   bool CommitOk(const Flow& f, const ParsedPacket& p, Ref* r) {
     DropReason why = DropReason::kNone;
-    const bool ok = ct_->Commit(f.zone, p, ConnPolicy{}, now_, &r->entry, &why);
+    const bool ok = ct_->Commit(f.zone, p, ConnPolicy{}, now_, &r->entry, &why, MaybeProbe(f, p));
     EXPECT_TRUE(ok) << Where(f) << " " << DropReasonName(why);
     return ok;
   }
   void CommitFails(const Flow& f, const ParsedPacket& p, DropReason want) {
     uint32_t e;
     DropReason why = DropReason::kNone;
-    EXPECT_FALSE(ct_->Commit(f.zone, p, ConnPolicy{}, now_, &e, &why)) << Where(f);
+    EXPECT_FALSE(ct_->Commit(f.zone, p, ConnPolicy{}, now_, &e, &why, MaybeProbe(f, p)))
+        << Where(f);
     EXPECT_EQ(why, want) << Where(f);
   }
   void CheckState(const Flow& f, const Ref& r) {
@@ -369,6 +379,7 @@ class Model {
   std::mt19937_64 rng_;
   ConnTimeouts to_;
   std::unique_ptr<ConnTable> ct_;
+  ConnTable::Probe probe_;
   std::vector<Flow> flows_;
   std::map<std::tuple<int, int>, Ref> refs_;  // (flow = zone x tuple, 0 or echo initiator + 1)
   uint64_t now_ = 0;

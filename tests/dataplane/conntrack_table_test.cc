@@ -454,15 +454,44 @@ TEST(ConntrackTable, InfoForEachSetPolicyRemove) {
 TEST(ConntrackTable, PrefetchChangesNothing) {
   ConnTable ct(SmallConfig());
   ParsedPacket out = Udp(kA, kB, 5000, 53);
-  ct.Prefetch(1, out);
-  ct.Prefetch(1, IcmpError(kB, kA, Inner(kA, kB, 17, 5000, 53)));
-  ct.Prefetch(1, Echo(kA, kB, 13, 1));  // no key: ignored
+  ConnTable::Probe probe;
+  ct.Prefetch(1, out, &probe);
+  EXPECT_TRUE(probe.keyed);
+  ct.PrefetchEntry(probe);
+  ConnTable::Probe error;
+  ct.Prefetch(1, IcmpError(kB, kA, Inner(kA, kB, 17, 5000, 53)), &error);
+  EXPECT_TRUE(error.keyed);
+  ct.PrefetchEntry(error);
+  ConnTable::Probe none;
+  none.keyed = true;
+  ct.Prefetch(1, Echo(kA, kB, 13, 1), &none);  // a timestamp request: no key
+  EXPECT_FALSE(none.keyed);
+  ct.PrefetchEntry(none);
   EXPECT_EQ(ct.size(), 0u);
-  ASSERT_TRUE(Commit(ct, 1, out, 0));
-  ct.Prefetch(1, Udp(kB, kA, 53, 5000));
-  EXPECT_EQ(ct.Track(1, out, 0).kind, Kind::kEstablished);
-  uint32_t e = ct.Track(1, out, 0).entry;
-  EXPECT_EQ(StateOf(ct, e, 0), ConnState::kUnreplied);
+  uint32_t entry = 0;
+  DropReason why = DropReason::kNone;
+  ASSERT_TRUE(ct.Commit(1, out, ConnPolicy{}, 0, &entry, &why, &probe));
+  ConnTable::Probe reply;
+  ct.Prefetch(1, Udp(kB, kA, 53, 5000), &reply);
+  ct.PrefetchEntry(reply);
+  EXPECT_NE(reply.hash, probe.hash);
+  ConnVerdict v = ct.Track(1, Udp(kB, kA, 53, 5000), 0, &reply);
+  EXPECT_EQ(v.kind, Kind::kEstablished);
+  EXPECT_TRUE(v.reply);
+  EXPECT_EQ(v.entry, entry);
+  // Prefetched again once the entry exists: the same hash, the same entry.
+  ConnTable::Probe again;
+  ct.Prefetch(1, out, &again);
+  ct.PrefetchEntry(again);
+  EXPECT_EQ(again.hash, probe.hash);
+  v = ct.Track(1, out, 0, &again);
+  EXPECT_EQ(v.kind, Kind::kEstablished);
+  EXPECT_FALSE(v.reply);
+  EXPECT_EQ(v.entry, entry);
+  EXPECT_EQ(StateOf(ct, entry, 0), ConnState::kReplied);
+  // The ICMP error quoting the connection is related through its probe.
+  EXPECT_EQ(ct.Track(1, IcmpError(kB, kA, Inner(kA, kB, 17, 5000, 53)), 0, &error).kind,
+            Kind::kRelated);
 }
 
 TEST(ConntrackTable, StateNames) {

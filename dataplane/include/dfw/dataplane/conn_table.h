@@ -204,16 +204,31 @@ class ConnTable {
   ConnTable(const ConnTable&) = delete;
   ConnTable& operator=(const ConnTable&) = delete;
 
+  // A packet's key hash, computed once by Prefetch and handed to PrefetchEntry,
+  // Track and Commit for the same packet and zone so they do not hash again.
+  struct Probe {
+    uint64_t hash = 0;
+    bool keyed = false;  // false: not probed, or the packet has no key
+  };
+
   // Looks the packet up in `zone` and, when it belongs to a connection,
   // advances its state (TCP window and flags, UDP replied, timeouts, counters).
   // `now_ms` is a monotonic clock. Non-first fragments must not come here.
-  ConnVerdict Track(uint16_t zone, const ParsedPacket& p, uint64_t now_ms) noexcept;
+  // `probe`, if given, is what Prefetch computed for this packet and zone.
+  ConnVerdict Track(uint16_t zone, const ParsedPacket& p, uint64_t now_ms,
+                    const Probe* probe = nullptr) noexcept;
 
-  // Optional, for bursts: hashes the packet's key and prefetches its two
-  // candidate buckets (and, for an ICMP error, the quoted packet's). Calling
-  // it for every packet of a burst before tracking any of them overlaps the
-  // bucket cache misses. No effect on state.
-  void Prefetch(uint16_t zone, const ParsedPacket& p) const noexcept;
+  // Optional, for bursts, in two stages over the whole burst before any of
+  // it is tracked, so that the cache misses of its packets overlap instead
+  // of queueing. No effect on state.
+  //  1. Prefetch: hashes the packet's key (for an ICMP error, the quoted
+  //     packet's) into *probe and prefetches its first candidate bucket.
+  //  2. PrefetchEntry, once that bucket has had time to arrive: prefetches
+  //     the entry its signature points to (the hot line and the counters),
+  //     or the second candidate bucket when the first has no match (entries
+  //     are placed in their first bucket unless it is full).
+  void Prefetch(uint16_t zone, const ParsedPacket& p, Probe* probe) const noexcept;
+  void PrefetchEntry(const Probe& probe) const noexcept;
 
   // Creates the connection for a packet that Track returned kNew for and the
   // policy allowed. Fails (returns false, `*reason` set) when the packet may
@@ -226,7 +241,7 @@ class ConnTable {
   // unestablished/closed entry, else (global limit) one found by a short
   // scan of the array. Expired established entries elsewhere wait for Sweep.
   bool Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& policy, uint64_t now_ms,
-              uint32_t* entry, DropReason* reason) noexcept;
+              uint32_t* entry, DropReason* reason, const Probe* probe = nullptr) noexcept;
 
   // Re-stamps an entry after revalidation, or removes it.
   void SetPolicy(uint32_t entry, const ConnPolicy& policy) noexcept;

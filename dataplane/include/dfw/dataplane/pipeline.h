@@ -101,10 +101,10 @@ class Pipeline {
   uint32_t worker() const { return worker_; }
 
  private:
-  Verdict One(const ParsedPacket& p, DropReason parse, const uint8_t* frame, uint32_t len,
-              uint64_t now_ms, uint8_t* reply) noexcept;
-  Verdict Judge(const ParsedPacket& p, const uint8_t* frame, uint32_t len, uint64_t now_ms,
-                uint8_t* reply) noexcept;
+  Verdict One(const ParsedPacket& p, DropReason parse, const ConnTable::Probe& probe,
+              const uint8_t* frame, uint32_t len, uint64_t now_ms, uint8_t* reply) noexcept;
+  Verdict Judge(const ParsedPacket& p, const ConnTable::Probe& probe, const uint8_t* frame,
+                uint32_t len, uint64_t now_ms, uint8_t* reply) noexcept;
   void Record(FlowEvent::Kind kind, const ParsedPacket& p, uint32_t rule_num, Action a,
               DropReason r, uint64_t now_ms) noexcept;
   DropReason Spoofguard(const VnicState& v, const ParsedPacket& p) const noexcept;
