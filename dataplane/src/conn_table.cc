@@ -4,9 +4,10 @@
 //
 // Index. A key is (zone, proto, family, src, dst, sport, dport, echo-reply
 // bit); each entry is indexed twice, by its orig key and by its reversed
-// (reply) key, each in one of two candidate buckets of 8 slots (the less
-// loaded at insert). A slot holds a 32-bit signature and entry<<1|direction.
-// A lookup hashes the packet's tuple once and scans both candidate buckets.
+// (reply) key, each in one of two candidate buckets of 8 slots (the first
+// unless it is nearly full, see PlaceSlot). A slot holds a 32-bit signature
+// and entry<<1|direction. A lookup hashes the packet's tuple once (in a
+// burst, in Prefetch) and scans the first bucket, then the second.
 // ICMP echo keys carry a "reply" bit, so an echo request from the responder
 // with the same identifier is its own connection, not a reply.
 //
