@@ -23,14 +23,16 @@ uint64_t UnixMs() {
                                    .count());
 }
 
-Status SaveConnections(const std::string& path, const ConnTable& table, const DataplaneState& state,
-                       uint64_t now_ms, SnapshotResult* result) {
+Status SaveConnections(const std::string& path, const std::vector<const ConnTable*>& tables,
+                       const DataplaneState& state, uint64_t now_ms, SnapshotResult* result) {
   *result = SnapshotResult{};
   v1::ConnectionSnapshot snap;
   snap.set_written_unix_ms(UnixMs());
   std::vector<ConnExport> entries;
   for (const v1::DataplaneVNic& v : state.Vnics()) {
     entries.clear();
+    const ConnTable& table =
+        *tables[OwnerWorker(v.local_id(), static_cast<uint32_t>(tables.size()))];
     table.ExportZone(static_cast<uint16_t>(v.local_id()), now_ms, 0, &entries);
     if (entries.empty()) continue;
     auto* out = snap.add_vnics();
@@ -45,8 +47,8 @@ Status SaveConnections(const std::string& path, const ConnTable& table, const Da
   return WriteFileDurably(path, data);
 }
 
-Status LoadConnections(const std::string& path, ConnTable* table, const DataplaneState& state,
-                       uint64_t now_ms, SnapshotResult* result) {
+Status LoadConnections(const std::string& path, const std::vector<ConnTable*>& tables,
+                       const DataplaneState& state, uint64_t now_ms, SnapshotResult* result) {
   *result = SnapshotResult{};
   std::string data;
   bool missing = false;
@@ -93,6 +95,7 @@ Status LoadConnections(const std::string& path, ConnTable* table, const Dataplan
       numbers.push_back(static_cast<uint32_t>(j));
     }
     if (entries.empty()) continue;
+    ConnTable* table = tables[OwnerWorker(zone->second, static_cast<uint32_t>(tables.size()))];
     ConnImportResult r =
         table->ImportAll(zone->second, entries.data(), entries.size(), now_ms, numbers.data());
     result->entries += r.imported;

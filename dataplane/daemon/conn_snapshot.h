@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dataplane_state.h"
 #include "dfw/dataplane/conn_table.h"
@@ -37,15 +38,18 @@ struct SnapshotResult {
   std::string first_error;  // load: the first refusal, named
 };
 
-// Writes every known vNIC's live connections of `table` to `path`.
-Status SaveConnections(const std::string& path, const ConnTable& table, const DataplaneState& state,
-                       uint64_t now_ms, SnapshotResult* result);
+// Writes every known vNIC's live connections to `path`; tables[w] is worker
+// w's, a vNIC's connections are in its owner's (OwnerWorker, vnic_table.h).
+Status SaveConnections(const std::string& path, const std::vector<const ConnTable*>& tables,
+                       const DataplaneState& state, uint64_t now_ms, SnapshotResult* result);
 
-// Imports the snapshot at `path` (none there: nothing to do) into `table`,
-// then removes the file. A file that is not a snapshot is an error (the
-// start goes on without it: connections are not policy) and is removed too.
-Status LoadConnections(const std::string& path, ConnTable* table, const DataplaneState& state,
-                       uint64_t now_ms, SnapshotResult* result);
+// Imports the snapshot at `path` (none there: nothing to do), each vNIC's
+// connections into the table of its owner among `tables` (the number of
+// workers may differ from the stop's), then removes the file. A file that
+// is not a snapshot is an error (the start goes on without it: connections
+// are not policy) and is removed too.
+Status LoadConnections(const std::string& path, const std::vector<ConnTable*>& tables,
+                       const DataplaneState& state, uint64_t now_ms, SnapshotResult* result);
 
 // Wall-clock milliseconds since the epoch (what the snapshot is stamped with).
 uint64_t UnixMs();

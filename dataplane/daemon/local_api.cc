@@ -196,8 +196,12 @@ grpc::Status LocalApi::ZoneOf(const std::string& vnic_id, int* zone) const {
   return grpc::Status(grpc::StatusCode::NOT_FOUND, "vnic '" + vnic_id + "' is not known here");
 }
 
-LocalApi::LocalApi(DataplaneState* state, Pipeline* pipeline, PortWorker* worker)
-    : state_(state), pipeline_(pipeline), worker_(worker), instance_id_(RandomInstanceId()) {}
+LocalApi::LocalApi(DataplaneState* state, std::vector<Pipeline*> pipelines,
+                   std::vector<PortWorker*> workers)
+    : state_(state),
+      pipelines_(std::move(pipelines)),
+      workers_(std::move(workers)),
+      instance_id_(RandomInstanceId()) {}
 
 grpc::Status LocalApi::SetVNic(grpc::ServerContext*, const v1::SetVNicRequest* req,
                                v1::DataplaneVNic* resp) {
@@ -225,18 +229,24 @@ grpc::Status LocalApi::SetState(grpc::ServerContext*, const v1::SetStateRequest*
 
 grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*,
                                 v1::CountersResponse* resp) {
-  PipelineCounters& c = pipeline_->counters();
+  auto sum = [&](auto&& get) {
+    uint64_t n = 0;
+    for (Pipeline* p : pipelines_) n += get(p->counters());
+    return n;
+  };
   resp->set_applied_revision(state_->applied_revision());
   if (refused_connections_) resp->set_api_refused_connections(refused_connections_());
   for (int r = 1; r < static_cast<int>(DropReason::kCount); ++r) {
-    uint64_t n = c.drops[r].Get();
+    uint64_t n = sum([r](PipelineCounters& c) { return c.drops[r].Get(); });
     if (!n) continue;
     auto* d = resp->add_drops();
     d->set_reason(DropReasonName(static_cast<DropReason>(r)));
     d->set_packets(n);
   }
-  for (uint32_t r = 0; r < c.rules; ++r) {
-    uint64_t n = c.rule_packets[r].Get();
+  // A rule's vNICs may belong to several workers.
+  const uint32_t rules = pipelines_[0]->counters().rules;
+  for (uint32_t r = 0; r < rules; ++r) {
+    uint64_t n = sum([r](PipelineCounters& c) { return c.rule_packets[r].Get(); });
     if (!n) continue;
     auto* rc = resp->add_rules();
     rc->set_rule_num(r);
@@ -244,10 +254,13 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
     rc->set_policy_id(policy);
     rc->set_rule_id(rule);
     rc->set_packets(n);
-    rc->set_bytes(c.rule_bytes[r].Get());
+    rc->set_bytes(sum([r](PipelineCounters& c) { return c.rule_bytes[r].Get(); }));
   }
   for (const auto& v : state_->Vnics()) {
-    const VnicCounters& vc = c.vnics[v.local_id() & kMaxLocalId];
+    // A vNIC's frames are all judged by its owner (frames without a tag,
+    // counted by whoever read them, belong to no vNIC).
+    Pipeline& owner = *pipelines_[Owner(v.local_id())];
+    const VnicCounters& vc = owner.counters().vnics[v.local_id() & kMaxLocalId];
     auto* s = resp->add_vnics();
     s->set_vnic_id(v.id());
     s->set_rx_packets(vc.to_vm_packets.Get());
@@ -255,7 +268,7 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
     s->set_tx_packets(vc.from_vm_packets.Get());
     s->set_tx_bytes(vc.from_vm_bytes.Get());
     s->set_drops(vc.drops.Get());
-    s->set_connections(pipeline_->conntrack().zone_size(static_cast<uint16_t>(v.local_id())));
+    s->set_connections(owner.conntrack().zone_size(static_cast<uint16_t>(v.local_id())));
   }
   return grpc::Status::OK;
 }
@@ -266,8 +279,15 @@ grpc::Status LocalApi::Connections(grpc::ServerContext*, const v1::ConnectionsRe
   if (grpc::Status st = ZoneOf(req->vnic_id(), &zone); !st.ok()) return st;
   std::vector<ConnInfo> conns;
   uint32_t limit = req->limit() ? req->limit() : 1000;
-  if (!worker_->RequestConnections(zone, limit, &conns)) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
+  for (uint32_t w = 0; w < workers_.size() && conns.size() < limit; ++w) {
+    if (zone >= 0 && w != Owner(static_cast<uint32_t>(zone))) continue;
+    std::vector<ConnInfo> part;
+    if (!workers_[w]->RequestConnections(zone, limit - static_cast<uint32_t>(conns.size()),
+                                         &part)) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "worker " + std::to_string(w) + " did not answer in time");
+    }
+    conns.insert(conns.end(), part.begin(), part.end());
   }
   for (const auto& c : conns) {
     auto* o = resp->add_connections();
@@ -289,8 +309,15 @@ grpc::Status LocalApi::Flush(grpc::ServerContext*, const v1::FlushRequest* req,
   int zone = -1;
   if (grpc::Status st = ZoneOf(req->vnic_id(), &zone); !st.ok()) return st;
   uint64_t n = 0;
-  if (!worker_->RequestFlush(zone, &n)) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
+  for (uint32_t w = 0; w < workers_.size(); ++w) {
+    if (zone >= 0 && w != Owner(static_cast<uint32_t>(zone))) continue;
+    uint64_t flushed = 0;
+    if (!workers_[w]->RequestFlush(zone, &flushed)) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "worker " + std::to_string(w) + " did not answer in time (" +
+                              std::to_string(n) + " connections flushed by the others)");
+    }
+    n += flushed;
   }
   resp->set_flushed(n);
   return grpc::Status::OK;
@@ -299,40 +326,42 @@ grpc::Status LocalApi::Flush(grpc::ServerContext*, const v1::FlushRequest* req,
 void LocalApi::DrainFlows(std::FILE* sink) {
   FlowEvent e;
   std::lock_guard<std::mutex> lock(flows_mu_);
-  while (pipeline_->flows().Pop(&e)) {
-    std::string vnic = state_->VnicIdOf(e.local_id);
-    if (sink) {
-      std::string line = FlowEventJson(e, vnic);
-      std::fprintf(sink, "%s\n", line.c_str());
+  for (Pipeline* pipeline : pipelines_) {
+    while (pipeline->flows().Pop(&e)) {
+      std::string vnic = state_->VnicIdOf(e.local_id);
+      if (sink) {
+        std::string line = FlowEventJson(e, vnic);
+        std::fprintf(sink, "%s\n", line.c_str());
+      }
+      v1::FlowRecord r;
+      switch (e.kind) {
+        case FlowEvent::Kind::kAllowed:
+          r.set_kind(v1::FlowRecord::KIND_ALLOWED);
+          break;
+        case FlowEvent::Kind::kDenied:
+          r.set_kind(v1::FlowRecord::KIND_DENIED);
+          break;
+        case FlowEvent::Kind::kAudit:
+          r.set_kind(v1::FlowRecord::KIND_AUDIT);
+          break;
+        case FlowEvent::Kind::kEnded:
+          r.set_kind(v1::FlowRecord::KIND_ENDED);
+          break;
+      }
+      r.set_time_ns(e.time_ms * 1000000ull);
+      r.set_vnic_id(vnic);
+      r.set_direction(e.dir == Direction::kIn ? v1::DIRECTION_IN : v1::DIRECTION_OUT);
+      r.set_protocol(e.proto);
+      r.set_src(Addr(e.family, e.src, e.sport));
+      r.set_dst(Addr(e.family, e.dst, e.dport));
+      r.set_rule_num(e.rule_num);
+      r.set_action(ProtoAction(e.action));
+      r.set_reason(DropReasonName(e.reason));
+      r.set_packets(e.packets);
+      r.set_bytes(e.bytes);
+      recent_.push_back(std::move(r));
+      if (recent_.size() > kRecentFlows) recent_.pop_front();
     }
-    v1::FlowRecord r;
-    switch (e.kind) {
-      case FlowEvent::Kind::kAllowed:
-        r.set_kind(v1::FlowRecord::KIND_ALLOWED);
-        break;
-      case FlowEvent::Kind::kDenied:
-        r.set_kind(v1::FlowRecord::KIND_DENIED);
-        break;
-      case FlowEvent::Kind::kAudit:
-        r.set_kind(v1::FlowRecord::KIND_AUDIT);
-        break;
-      case FlowEvent::Kind::kEnded:
-        r.set_kind(v1::FlowRecord::KIND_ENDED);
-        break;
-    }
-    r.set_time_ns(e.time_ms * 1000000ull);
-    r.set_vnic_id(vnic);
-    r.set_direction(e.dir == Direction::kIn ? v1::DIRECTION_IN : v1::DIRECTION_OUT);
-    r.set_protocol(e.proto);
-    r.set_src(Addr(e.family, e.src, e.sport));
-    r.set_dst(Addr(e.family, e.dst, e.dport));
-    r.set_rule_num(e.rule_num);
-    r.set_action(ProtoAction(e.action));
-    r.set_reason(DropReasonName(e.reason));
-    r.set_packets(e.packets);
-    r.set_bytes(e.bytes);
-    recent_.push_back(std::move(r));
-    if (recent_.size() > kRecentFlows) recent_.pop_front();
   }
   if (sink) std::fflush(sink);
 }
@@ -366,7 +395,7 @@ grpc::Status LocalApi::ExportConnections(grpc::ServerContext*,
   if (grpc::Status st = ZoneOfOne(req->vnic_id(), &zone); !st.ok()) return st;
   std::vector<ConnExport> out;
   uint32_t total = 0;
-  if (!worker_->RequestExport(zone, req->max_entries(), &out, &total)) {
+  if (!workers_[Owner(zone)]->RequestExport(zone, req->max_entries(), &out, &total)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
   }
   resp->mutable_entries()->Reserve(static_cast<int>(out.size()));
@@ -399,7 +428,7 @@ grpc::Status LocalApi::ImportConnections(grpc::ServerContext*,
     index.push_back(static_cast<uint32_t>(i));
   }
   ConnImportResult r;
-  if (!entries.empty() && !worker_->RequestImport(zone, entries, index, &r)) {
+  if (!entries.empty() && !workers_[Owner(zone)]->RequestImport(zone, entries, index, &r)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker did not answer in time");
   }
   for (std::string& e : r.rejected) {

@@ -2,8 +2,10 @@
 // socket, for the host agent and for operators' read-outs. Who may call it
 // is decided before gRPC sees a connection (api_socket.h). Calls are
 // serialised by DataplaneState's mutex; connection read-outs, flushes,
-// exports and imports go through the worker's mailbox (the worker owns the
-// connection table). GetState is the agent's health probe: no counters, a
+// exports and imports go through the mailbox of the worker that owns the
+// vNIC (OwnerWorker: its connections are in that worker's table only; a
+// read-out or flush of all vNICs asks every worker). Counters are the sums
+// over the workers. GetState is the agent's health probe: no counters, a
 // random instance_id drawn when the LocalApi is made (once per start).
 // Export/Import of an unknown (or empty) vnic_id: NOT_FOUND (INVALID_ARGUMENT). Errors come back as
 // INVALID_ARGUMENT (or FAILED_PRECONDITION for a delta from the wrong revision) with the message
@@ -16,6 +18,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "dataplane_state.h"
 #include "dfw/v1/dataplane.grpc.pb.h"
@@ -25,7 +28,9 @@ namespace dfw::dataplane {
 
 class LocalApi final : public v1::DataplaneService::Service {
  public:
-  LocalApi(DataplaneState* state, Pipeline* pipeline, PortWorker* worker);
+  // pipelines[w] is worker w's; the two vectors have the same size (>= 1).
+  LocalApi(DataplaneState* state, std::vector<Pipeline*> pipelines,
+           std::vector<PortWorker*> workers);
 
   // Moves flow records from the worker's ring to the read-out buffer and to
   // `sink` (a JSON-lines file, may be null). Called by the control thread.
@@ -65,9 +70,13 @@ class LocalApi final : public v1::DataplaneService::Service {
   // The zone of exactly one vNIC: empty is INVALID_ARGUMENT, unknown NOT_FOUND.
   grpc::Status ZoneOfOne(const std::string& vnic_id, uint16_t* zone) const;
 
+  uint32_t Owner(uint32_t zone) const {
+    return OwnerWorker(zone, static_cast<uint32_t>(workers_.size()));
+  }
+
   DataplaneState* state_;
-  Pipeline* pipeline_;
-  PortWorker* worker_;
+  std::vector<Pipeline*> pipelines_;
+  std::vector<PortWorker*> workers_;
   std::mutex flows_mu_;
   std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer
   std::function<uint64_t()> refused_connections_;

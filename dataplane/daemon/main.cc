@@ -32,12 +32,15 @@
 #include <grpcpp/server_posix.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -47,6 +50,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,7 +75,11 @@ int Usage(FILE* out = stderr) {
       "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
       "                     [--state-dir DIR] [--flow-log FILE]\n"
       "                     [--max-connections N] [--tcp-loose] [--no-keep-connections]\n"
-      "                     [--exit-after-ms N] [--tx-port N] [--mbufs N] -- <EAL args>\n");
+      "                     [--workers N] [--exit-after-ms N] [--tx-port N] [--mbufs N]\n"
+      "                     -- <EAL args>\n"
+      "  --workers N: N poll workers (1-16) on the first N EAL lcores (-l 0,1,...), each\n"
+      "    on its own rx/tx queue of the port (net_virtio_user ...,queues=N); a vNIC and its\n"
+      "    connections belong to worker local_id %% N; --max-connections is split evenly\n");
   return 2;
 }
 
@@ -130,7 +138,7 @@ void RemoveStaleServerSocket(const std::string& vdev) {
     std::fprintf(stderr, "dfw-dataplane: removed the stale vhost-user socket %s\n", path.c_str());
 }
 
-bool SetupPort(uint16_t port, rte_mempool* pool) {
+bool SetupPort(uint16_t port, rte_mempool* pool, uint16_t queues) {
   rte_eth_conf conf;
   std::memset(&conf, 0, sizeof(conf));
   // Link-state interrupts where the port has them: net_virtio_user as a
@@ -143,15 +151,22 @@ bool SetupPort(uint16_t port, rte_mempool* pool) {
     conf.intr_conf.lsc = 1;
     rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, OnLinkChange, nullptr);
   }
-  if (rte_eth_dev_configure(port, 1, 1, &conf) != 0) return false;
+  if (info.max_rx_queues < queues || info.max_tx_queues < queues) {
+    std::fprintf(stderr, "dfw-dataplane: port %u has %u rx / %u tx queues, --workers needs %u\n",
+                 port, info.max_rx_queues, info.max_tx_queues, queues);
+    return false;
+  }
+  if (rte_eth_dev_configure(port, queues, queues, &conf) != 0) return false;
   uint16_t rxd = 1024, txd = 1024;
   rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
   int socket = rte_eth_dev_socket_id(port);
   if (socket < 0) socket = 0;
-  if (rte_eth_rx_queue_setup(port, 0, rxd, static_cast<unsigned>(socket), nullptr, pool) != 0)
-    return false;
-  if (rte_eth_tx_queue_setup(port, 0, txd, static_cast<unsigned>(socket), nullptr) != 0)
-    return false;
+  for (uint16_t q = 0; q < queues; ++q) {
+    if (rte_eth_rx_queue_setup(port, q, rxd, static_cast<unsigned>(socket), nullptr, pool) != 0)
+      return false;
+    if (rte_eth_tx_queue_setup(port, q, txd, static_cast<unsigned>(socket), nullptr) != 0)
+      return false;
+  }
   if (rte_eth_dev_start(port) != 0) return false;
   rte_eth_promiscuous_enable(port);
   return true;
@@ -163,7 +178,7 @@ int main(int argc, char** argv) {
   std::string api = "unix:/run/dfw/dataplane.sock", state_dir, flow_log;
   uint64_t exit_after_ms = 0;
   int tx_port = -1;
-  uint32_t mbufs = 8191;
+  uint32_t mbufs = 8191, workers = 1;
   bool api_insecure_tcp = false, keep_connections = true;
   std::vector<uid_t> api_allow_uids;
   PipelineConfig pc;
@@ -208,6 +223,9 @@ int main(int argc, char** argv) {
         return Usage();
     } else if (a == "--tx-port") {
       if (!ParseFlag<int>("--tx-port", next(), 0, RTE_MAX_ETHPORTS - 1, &tx_port)) return Usage();
+    } else if (a == "--workers") {
+      if (!ParseFlag<uint32_t>("--workers", next(), 1, VnicTable::kMaxWorkers, &workers))
+        return Usage();
     } else if (a == "--mbufs") {
       if (!ParseFlag<uint32_t>("--mbufs", next(), 1, UINT32_MAX, &mbufs)) return Usage();
     } else {
@@ -255,23 +273,41 @@ int main(int argc, char** argv) {
                  "net_virtio_user0,path=SOCK,server=1,queues=1\n");
     return 1;
   }
+  if (rte_lcore_count() < workers) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: --workers %u needs %u EAL lcores, EAL has %u (give -l with %u "
+                 "cores, e.g. -l 0-%u)\n",
+                 workers, workers, rte_lcore_count(), workers, workers - 1);
+    return 1;
+  }
+  const auto queues = static_cast<uint16_t>(workers);
   rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                               static_cast<int>(rte_socket_id()));
-  if (!pool || !SetupPort(0, pool)) {
+  if (!pool || !SetupPort(0, pool, queues)) {
     std::fprintf(stderr, "dfw-dataplane: port 0 setup failed: %s\n", rte_strerror(rte_errno));
     return 1;
   }
   if (tx_port > 0) {
     if (!rte_eth_dev_is_valid_port(static_cast<uint16_t>(tx_port)) ||
-        !SetupPort(static_cast<uint16_t>(tx_port), pool)) {
+        !SetupPort(static_cast<uint16_t>(tx_port), pool, queues)) {
       std::fprintf(stderr, "dfw-dataplane: tx port %d setup failed (give a second vdev)\n",
                    tx_port);
       return 1;
     }
   }
 
-  VnicTable vnics(1);
-  Pipeline pipeline(&vnics, pc, 0);
+  VnicTable vnics(workers);
+  // Each worker's table holds its own vNICs' connections: the global limit
+  // is shared out evenly.
+  pc.conntrack.max_connections = std::max<uint32_t>(1, pc.conntrack.max_connections / workers);
+  std::vector<std::unique_ptr<Pipeline>> pipelines;
+  std::vector<Pipeline*> pipeline_ptrs;
+  std::vector<ConnTable*> tables;
+  for (uint32_t w = 0; w < workers; ++w) {
+    pipelines.push_back(std::make_unique<Pipeline>(&vnics, pc, w));
+    pipeline_ptrs.push_back(pipelines.back().get());
+    tables.push_back(&pipelines.back()->conntrack());
+  }
   if (!state_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(state_dir, ec);
@@ -300,9 +336,7 @@ int main(int argc, char** argv) {
     SnapshotResult r;
     if (!keep_connections) {
       unlink(snapshot.c_str());  // an older stop's: never imported later
-    } else if (Status st =
-                   LoadConnections(snapshot, &pipeline.conntrack(), state, MonotonicMs(), &r);
-               !st.ok()) {
+    } else if (Status st = LoadConnections(snapshot, tables, state, MonotonicMs(), &r); !st.ok()) {
       std::fprintf(stderr, "dfw-dataplane: connections of the last stop not restored: %s\n",
                    st.message().c_str());
     } else if (r.entries || r.expired || r.unknown || r.rejected) {
@@ -313,14 +347,31 @@ int main(int argc, char** argv) {
           r.first_error.c_str());
     }
   }
-  PortWorkerConfig wc;
-  wc.tx_port = tx_port;
-  PortWorker worker(&pipeline, pool, wc);
+  std::unique_ptr<WorkerRings> rings;
+  if (workers > 1) {
+    std::string error;
+    rings = WorkerRings::Create("dfw_redispatch", workers, 4096, &error);
+    if (!rings) {
+      std::fprintf(stderr, "dfw-dataplane: %s\n", error.c_str());
+      return 1;
+    }
+  }
+  std::vector<std::unique_ptr<PortWorker>> port_workers;
+  std::vector<PortWorker*> worker_ptrs;
+  for (uint32_t w = 0; w < workers; ++w) {
+    PortWorkerConfig wc;
+    wc.tx_port = tx_port;
+    wc.queue = static_cast<uint16_t>(w);
+    wc.rings = rings.get();
+    wc.index = w;
+    port_workers.push_back(std::make_unique<PortWorker>(pipelines[w].get(), pool, wc));
+    worker_ptrs.push_back(port_workers.back().get());
+  }
 
   std::FILE* sink = flow_log.empty() ? nullptr : std::fopen(flow_log.c_str(), "a");
   if (!flow_log.empty() && !sink)
     std::fprintf(stderr, "dfw-dataplane: cannot open %s\n", flow_log.c_str());
-  LocalApi service(&state, &pipeline, &worker);
+  LocalApi service(&state, pipeline_ptrs, worker_ptrs);
   // A unix socket is ours (ApiSocket: 0600, peer uid checked) and gRPC gets
   // only the admitted connections; the server itself listens on nothing.
   // TCP (--api-insecure-tcp, loopback) is gRPC's own listener.
@@ -363,8 +414,9 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu\n", api.c_str(),
-              state.Vnics().size(), static_cast<unsigned long long>(state.applied_revision()));
+  std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu workers=%u\n", api.c_str(),
+              state.Vnics().size(), static_cast<unsigned long long>(state.applied_revision()),
+              workers);
   std::fflush(stdout);
   // The control loop (flow records, shutdown) on a plain thread; the worker
   // on this, the EAL main lcore's thread, so its mempool accesses use the
@@ -378,10 +430,23 @@ int main(int argc, char** argv) {
     }
     if (api_socket) api_socket->Stop();  // no new connection for a server shutting down
     server->Shutdown();
-    worker.Stop();
+    for (auto& w : port_workers) w->Stop();
   });
   const auto worker_start = std::chrono::steady_clock::now();
-  worker.Run();
+  // Workers 1..N-1 on the next EAL lcores, worker 0 on this one.
+  uint32_t launched = 1;
+  unsigned lcore = 0;
+  RTE_LCORE_FOREACH_WORKER(lcore) {
+    if (launched == workers) break;
+    rte_eal_remote_launch(
+        [](void* w) {
+          static_cast<PortWorker*>(w)->Run();
+          return 0;
+        },
+        port_workers[launched++].get(), lcore);
+  }
+  port_workers[0]->Run();
+  rte_eal_mp_wait_lcore();
   control.join();
   const auto worker_us = std::chrono::duration_cast<std::chrono::microseconds>(
                              std::chrono::steady_clock::now() - worker_start)
@@ -391,8 +456,8 @@ int main(int argc, char** argv) {
   // next start (a crash keeps nothing).
   if (!snapshot.empty() && keep_connections) {
     SnapshotResult r;
-    if (Status st = SaveConnections(snapshot, pipeline.conntrack(), state, MonotonicMs(), &r);
-        !st.ok()) {
+    const std::vector<const ConnTable*> stopped(tables.begin(), tables.end());
+    if (Status st = SaveConnections(snapshot, stopped, state, MonotonicMs(), &r); !st.ok()) {
       std::fprintf(stderr, "dfw-dataplane: connections not kept for the next start: %s\n",
                    st.message().c_str());
     } else {
@@ -400,14 +465,21 @@ int main(int argc, char** argv) {
                   r.vnics);
     }
   }
-  PipelineCounters& c = pipeline.counters();
-  std::printf("dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld\n",
-              static_cast<unsigned long long>(worker.rx_packets()),
-              static_cast<unsigned long long>(worker.tx_packets()),
-              static_cast<unsigned long long>(c.forwarded.Get()),
-              static_cast<unsigned long long>(worker.rx_packets() - c.forwarded.Get()),
-              static_cast<long long>(worker_us));
+  uint64_t rx = 0, tx = 0, forwarded = 0, redispatched = 0;
+  for (uint32_t w = 0; w < workers; ++w) {
+    rx += port_workers[w]->rx_packets();
+    tx += port_workers[w]->tx_packets();
+    redispatched += port_workers[w]->redispatched();
+    forwarded += pipelines[w]->counters().forwarded.Get();
+  }
+  std::printf(
+      "dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld "
+      "workers=%u redispatched=%llu\n",
+      static_cast<unsigned long long>(rx), static_cast<unsigned long long>(tx),
+      static_cast<unsigned long long>(forwarded), static_cast<unsigned long long>(rx - forwarded),
+      static_cast<long long>(worker_us), workers, static_cast<unsigned long long>(redispatched));
   if (sink) std::fclose(sink);
+  rings.reset();  // frames still in flight between workers go back to the pool
   rte_eth_dev_stop(0);
   rte_eth_dev_close(0);
   if (tx_port > 0) {

@@ -3,6 +3,7 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
+#include <rte_ring.h>
 
 #include <chrono>
 #include <cstring>
@@ -14,6 +15,35 @@ uint64_t MonotonicMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
                                    .count());
+}
+
+std::unique_ptr<WorkerRings> WorkerRings::Create(const std::string& name, uint32_t workers,
+                                                 uint32_t size, std::string* error) {
+  std::unique_ptr<WorkerRings> r(new WorkerRings(workers));
+  for (uint32_t from = 0; from < workers; ++from) {
+    for (uint32_t to = 0; to < workers; ++to) {
+      if (from == to) continue;
+      const std::string ring =
+          name + "_" + std::to_string(from) + "_" + std::to_string(to);  // e.g. dfw_0_1
+      rte_ring* x =
+          rte_ring_create(ring.c_str(), size, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      if (x == nullptr) {
+        *error = "redispatch ring " + ring + ": " + rte_strerror(rte_errno);
+        return nullptr;
+      }
+      r->rings_[from * workers + to] = x;
+    }
+  }
+  return r;
+}
+
+WorkerRings::~WorkerRings() {
+  for (rte_ring* x : rings_) {
+    if (x == nullptr) continue;
+    void* m = nullptr;
+    while (rte_ring_sc_dequeue(x, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    rte_ring_free(x);
+  }
 }
 
 struct PortWorker::Request {
@@ -109,6 +139,46 @@ void PortWorker::Serve(uint64_t now_ms) {
   r->done.store(true, std::memory_order_release);
 }
 
+uint16_t PortWorker::Redispatch(rte_mbuf** rx, uint16_t n) {
+  WorkerRings& rings = *config_.rings;
+  const uint32_t workers = rings.workers();
+  constexpr uint32_t kMax = 64;
+  rte_mbuf* away[VnicTable::kMaxWorkers][kMax];
+  uint16_t away_n[VnicTable::kMaxWorkers] = {};
+  uint16_t kept = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    const uint8_t* f = rte_pktmbuf_mtod(rx[i], const uint8_t*);
+    uint32_t owner = config_.index;
+    // The steering tag alone (ParseFrame reads it the same way); a frame
+    // without one is judged (and dropped) where it was read.
+    if (rte_pktmbuf_data_len(rx[i]) >= 18 && f[12] == 0x81 && f[13] == 0x00) {
+      const uint32_t vid = (static_cast<uint32_t>(f[14]) << 8 | f[15]) & 0xfff;
+      owner = OwnerWorker(vid & kMaxLocalId, workers);
+    }
+    if (owner == config_.index) {
+      rx[kept++] = rx[i];
+    } else {
+      away[owner][away_n[owner]++] = rx[i];
+    }
+  }
+  uint64_t handed = 0, lost = 0;
+  for (uint32_t w = 0; w < workers; ++w) {
+    if (away_n[w] == 0) continue;
+    const unsigned sent = rte_ring_sp_enqueue_burst(
+        rings.ring(config_.index, w), reinterpret_cast<void* const*>(away[w]), away_n[w], nullptr);
+    for (unsigned i = sent; i < away_n[w]; ++i) rte_pktmbuf_free(away[w][i]);
+    handed += sent;
+    lost += away_n[w] - sent;
+  }
+  if (handed)
+    redispatched_.store(redispatched_.load(std::memory_order_relaxed) + handed,
+                        std::memory_order_relaxed);
+  if (lost)
+    tx_dropped_.store(tx_dropped_.load(std::memory_order_relaxed) + lost,
+                      std::memory_order_relaxed);
+  return kept;
+}
+
 void PortWorker::Run() {
   constexpr uint32_t kMax = 64;
   rte_mbuf* rx[kMax];
@@ -119,8 +189,30 @@ void PortWorker::Run() {
   alignas(64) static thread_local uint8_t replies[kMax][kMaxReplyLen];
   uint32_t idle = 0, bursts = 0;
   while (!stop_.load(std::memory_order_acquire)) {
-    uint16_t n = rte_eth_rx_burst(config_.port, 0, rx, static_cast<uint16_t>(config_.burst));
+    const uint16_t read =
+        rte_eth_rx_burst(config_.port, config_.queue, rx, static_cast<uint16_t>(config_.burst));
+    uint16_t n = read;
+    if (config_.rings != nullptr) {
+      // Ours of what we read, then what the others read for us.
+      if (read) n = Redispatch(rx, read);
+      for (uint32_t w = 0; w < config_.rings->workers() && n < kMax; ++w) {
+        if (w == config_.index) continue;
+        n += static_cast<uint16_t>(rte_ring_sc_dequeue_burst(config_.rings->ring(w, config_.index),
+                                                             reinterpret_cast<void**>(rx + n),
+                                                             kMax - n, nullptr));
+      }
+    }
     uint64_t now = MonotonicMs();
+    if (n == 0 && read) {
+      // All handed to other workers: busy, not idle.
+      rx_.store(rx_.load(std::memory_order_relaxed) + read, std::memory_order_relaxed);
+      idle = 0;
+      if ((++bursts & 63) == 0) {
+        pipeline_->Maintain(now, config_.sweep_budget);
+        Serve(now);
+      }
+      continue;
+    }
     if (n == 0) {
       pipeline_->Maintain(now, config_.sweep_budget);
       Serve(now);
@@ -165,9 +257,9 @@ void PortWorker::Run() {
     }
     const uint16_t tx_port =
         config_.tx_port < 0 ? config_.port : static_cast<uint16_t>(config_.tx_port);
-    uint16_t sent = out ? rte_eth_tx_burst(tx_port, 0, tx, out) : 0;
+    uint16_t sent = out ? rte_eth_tx_burst(tx_port, config_.queue, tx, out) : 0;
     for (uint16_t i = sent; i < out; ++i) rte_pktmbuf_free(tx[i]);
-    rx_.store(rx_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    rx_.store(rx_.load(std::memory_order_relaxed) + read, std::memory_order_relaxed);
     tx_.store(tx_.load(std::memory_order_relaxed) + sent, std::memory_order_relaxed);
     if (sent < out) {
       tx_dropped_.store(tx_dropped_.load(std::memory_order_relaxed) + (out - sent),

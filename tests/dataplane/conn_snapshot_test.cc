@@ -84,7 +84,7 @@ TEST_F(ConnSnapshotTest, AStopsConnectionsComeBackAtTheNextStartOnce) {
   ASSERT_EQ(before.ImportAll(1, web.data(), web.size(), t0).imported, 50u);
   ASSERT_EQ(before.ImportAll(2, db.data(), db.size(), t0).imported, 20u);
   SnapshotResult saved;
-  Status st = SaveConnections(path_, before, state_, t0, &saved);
+  Status st = SaveConnections(path_, {&before}, state_, t0, &saved);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(saved.entries, 70u);
   EXPECT_EQ(saved.vnics, 2u);
@@ -96,7 +96,7 @@ TEST_F(ConnSnapshotTest, AStopsConnectionsComeBackAtTheNextStartOnce) {
   ConnTable after(Config());
   const uint64_t t1 = 5'000;
   SnapshotResult loaded;
-  st = LoadConnections(path_, &after, state_, t1, &loaded);
+  st = LoadConnections(path_, {&after}, state_, t1, &loaded);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(loaded.entries, 70u);
   EXPECT_EQ(loaded.vnics, 2u);
@@ -118,9 +118,39 @@ TEST_F(ConnSnapshotTest, AStopsConnectionsComeBackAtTheNextStartOnce) {
   }
   // Nothing there: a start with nothing to restore.
   ConnTable again(Config());
-  st = LoadConnections(path_, &again, state_, t1, &loaded);
+  st = LoadConnections(path_, {&again}, state_, t1, &loaded);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(loaded.entries, 0u);
+}
+
+// Workers own vNICs by local id (OwnerWorker): a stop with two workers and a
+// start with one (or the other way round) keeps every connection, each in
+// the table of the worker that owns its vNIC now.
+TEST_F(ConnSnapshotTest, ConnectionsFollowTheirVnicsOwnerAcrossADifferentNumberOfWorkers) {
+  const uint64_t t0 = 1'000'000;
+  std::vector<ConnExport> web, db;  // local ids 1 and 2: workers 1 and 0 of two
+  for (uint16_t p = 0; p < 30; ++p) web.push_back(Established(0xc6120b0b, 40000 + p, 3'600'000));
+  for (uint16_t p = 0; p < 10; ++p) db.push_back(Established(0xc6121515, 41000 + p, 3'600'000));
+  ConnTable w0(Config()), w1(Config());
+  ASSERT_EQ(w1.ImportAll(1, web.data(), web.size(), t0).imported, 30u);
+  ASSERT_EQ(w0.ImportAll(2, db.data(), db.size(), t0).imported, 10u);
+  SnapshotResult r;
+  ASSERT_TRUE(SaveConnections(path_, {&w0, &w1}, state_, t0, &r).ok());
+  EXPECT_EQ(r.entries, 40u);
+
+  ConnTable one(Config());
+  ASSERT_TRUE(LoadConnections(path_, {&one}, state_, 5'000, &r).ok());
+  EXPECT_EQ(r.entries, 40u);
+  EXPECT_EQ(one.zone_size(1), 30u);
+  EXPECT_EQ(one.zone_size(2), 10u);
+
+  ASSERT_TRUE(SaveConnections(path_, {&one}, state_, 5'000, &r).ok());
+  ConnTable a(Config()), b(Config());
+  ASSERT_TRUE(LoadConnections(path_, {&a, &b}, state_, 9'000, &r).ok());
+  EXPECT_EQ(r.entries, 40u);
+  EXPECT_EQ(b.zone_size(1), 30u);
+  EXPECT_EQ(a.zone_size(2), 10u);
+  EXPECT_EQ(a.size() + b.size(), 40u) << "each vNIC's connections in its owner's table only";
 }
 
 TEST_F(ConnSnapshotTest, ExpiredAndUnknownAndRefusedEntriesAreCountedNotImported) {
@@ -139,7 +169,7 @@ TEST_F(ConnSnapshotTest, ExpiredAndUnknownAndRefusedEntriesAreCountedNotImported
   std::ofstream(path_, std::ios::binary) << snap.SerializeAsString();
   ConnTable table(Config());
   SnapshotResult r;
-  Status st = LoadConnections(path_, &table, state_, 1000, &r);
+  Status st = LoadConnections(path_, {&table}, state_, 1000, &r);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(r.entries, 1u);
   EXPECT_EQ(r.expired, 1u);
@@ -156,12 +186,12 @@ TEST_F(ConnSnapshotTest, AFileThatIsNoSnapshotIsRefusedAndRemoved) {
   std::ofstream(path_, std::ios::binary) << "not a snapshot \xff\xff\xff";
   ConnTable table(Config());
   SnapshotResult r;
-  Status st = LoadConnections(path_, &table, state_, 1000, &r);
+  Status st = LoadConnections(path_, {&table}, state_, 1000, &r);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message(), path_ + ": is not a connection snapshot");
   EXPECT_FALSE(fs::exists(path_));
   std::ofstream(path_, std::ios::binary).close();  // 0 bytes: a cut write
-  st = LoadConnections(path_, &table, state_, 1000, &r);
+  st = LoadConnections(path_, {&table}, state_, 1000, &r);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message(), path_ + ": is empty (0 bytes), not a connection snapshot");
   EXPECT_FALSE(fs::exists(path_));

@@ -106,4 +106,8 @@ class VnicTable {
   uint32_t workers_;
 };
 
+// With several workers, the one that owns a vNIC: judges all its frames and
+// holds all its connections (port_worker.h redispatches frames to it).
+inline uint32_t OwnerWorker(uint32_t local_id, uint32_t workers) { return local_id % workers; }
+
 }  // namespace dfw::dataplane
