@@ -6,6 +6,12 @@
 #
 # usage: dataplane_vs_ovs_anchor.sh [BUILD_DIR]     (default: <repo>/build-dpb)
 #   env: FLOWS="32 10000"  SECS=10 (per measurement)  REPEAT=3  VNICS=64  ANCHOR=<ovs_ct_anchor.sh>
+#        SCALING=1: no OVS; dfw-dataplane with 1 worker (-l 1) and with --workers 2 (-l 0,1),
+#        alternating: "mixed", the pcap on both rx queues, so half of each queue's frames are
+#        the other worker's and go through the redispatch rings (what OVS-DPDK does: it picks
+#        fw0's queue by its PMD thread); "by owner", each queue gets only its worker's vNICs
+#        (splitpcap.py: the bound a steering by vNIC would give). Prints Mpps and the 2/1
+#        ratios (goal >= 1.8x).
 #
 # Pcaps: bench/dataplane/ovs_anchor/mkpcap.py makes OVS's (N flows, max(N, 1024) packets, 60-byte frames +
 # FCS = 64 bytes on the wire); mkdfwpcap.py makes ours from it: the same frames with the steering
@@ -79,12 +85,14 @@ FREE=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
 TSC_HZ=$("$BENCH" --tsc-hz)
 echo "TSC $(awk -v h="$TSC_HZ" 'BEGIN {printf "%.3f", h/1e9}') GHz; $SECS s per measurement, $REPEAT repeats, cpu 1; medians"
 
-# One run of ours: prints cycles per packet and Mpps.
-run_ours() {  # PCAP STATE_DIR MBUFS LOG
-  local pcap=$1 st=$2 mbufs=$3 log=$4
+# One run of ours: prints cycles per packet (all workers' cycles) and Mpps.
+run_ours() {  # PCAP STATE_DIR MBUFS LOG [WORKERS [PCAP2]]
+  local pcap=$1 st=$2 mbufs=$3 log=$4 workers=${5:-1} pcap2=${6:-$1}
+  local lcores=1 rx="rx_pcap=$pcap"
+  if [ "$workers" = 2 ]; then lcores=0,1; rx="rx_pcap=$pcap,rx_pcap=$pcap2"; fi
   "$DP" --api "unix:$W/api.sock" --state-dir "$st" --tx-port 1 --mbufs "$mbufs" \
-    --exit-after-ms $((SECS * 1000)) -- -l 1 --no-pci --in-memory -m 256 \
-    --file-prefix "dfwanchor$$" --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" \
+    --workers "$workers" --exit-after-ms $((SECS * 1000)) -- -l "$lcores" --no-pci --in-memory \
+    -m 256 --file-prefix "dfwanchor$$" --vdev "net_pcap0,$rx,infinite_rx=1" \
     --vdev net_null0 > "$log" 2>&1 &
   DP_PID=$!
   wait "$DP_PID" || { echo "dfw-dataplane failed:" >&2; tail -20 "$log" >&2; DP_PID=""; return 1; }
@@ -94,13 +102,43 @@ run_ours() {  # PCAP STATE_DIR MBUFS LOG
   grep -q "ready api=.* vnics=$nv revision=1" "$log" || { echo "state not loaded:" >&2; cat "$log" >&2; return 1; }
   awk -v hz="$TSC_HZ" '/dfw-dataplane: stopped/ {
       for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      if (v["dropped"] != 0 || v["rx"] != v["tx"]) { print "drops: " $0 > "/dev/stderr"; exit 1 }
-      s = v["worker_us"] / 1e6; printf "%.0f %.2f\n", hz * s / v["rx"], v["rx"] / s / 1e6 }' "$log"
+      if (v["dropped"] != 0 || v["rx"] != v["tx"] + v["in_flight"]) { print "drops: " $0 > "/dev/stderr"; exit 1 }
+      s = v["worker_us"] / 1e6; printf "%.0f %.2f\n", hz * s * v["workers"] / v["rx"], v["rx"] / s / 1e6 }' "$log"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 SUMMARY=$W/summary
+if [ "${SCALING:-0}" = 1 ]; then
+  for n in $FLOWS; do
+    pk=$(( n > 1024 ? n : 1024 ))
+    python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"
+    mkdir -p "$W/state-$n"
+    python3 "$HERE/mkdfwpcap.py" "$W/ovs-$n.pcap" "$W/dfw-$n.pcap" "$W/state-$n.txtpb" "$VNICS"
+    protoc -I"$ROOT/proto" --encode=dfw.v1.DataplanePersistedState dfw/v1/dataplane.proto \
+      < "$W/state-$n.txtpb" > "$W/state-$n/state.pb"
+    python3 "$HERE/splitpcap.py" "$W/dfw-$n.pcap" 2 "$W/own-$n-"
+    mbufs=$(( 2 * pk + 16384 ))
+    : > "$W/one-$n"; : > "$W/two-$n"; : > "$W/own-$n"
+    for r in $(seq "$REPEAT"); do
+      d1=$(run_ours "$W/dfw-$n.pcap" "$W/state-$n" "$mbufs" "$W/dp1-$n-$r.log" 1)
+      d2=$(run_ours "$W/dfw-$n.pcap" "$W/state-$n" "$mbufs" "$W/dp2-$n-$r.log" 2)
+      d3=$(run_ours "$W/own-$n-0.pcap" "$W/state-$n" "$mbufs" "$W/dp3-$n-$r.log" 2 "$W/own-$n-1.pcap")
+      rd=$(sed -n 's/.*stopped.* redispatched=\([0-9]*\).*/\1/p' "$W/dp2-$n-$r.log")
+      echo "  [$n flows, run $r] 1 worker: $d1; 2 workers mixed: $d2 (redispatched $rd); by owner: $d3 (cycles/packet, Mpps)"
+      echo "$d1" >> "$W/one-$n"; echo "$d2" >> "$W/two-$n"; echo "$d3" >> "$W/own-$n"
+    done
+    m1=$(awk '{print $2}' "$W/one-$n" | median); m2=$(awk '{print $2}' "$W/two-$n" | median)
+    m3=$(awk '{print $2}' "$W/own-$n" | median)
+    awk -v n="$n" -v m1="$m1" -v m2="$m2" -v m3="$m3" 'BEGIN {
+        printf "%6d flows | 1 worker %5.2f Mpps | 2 workers, mixed queues %5.2f Mpps = %.2fx (goal 1.8x: %s) | 2 workers, queues by owner %5.2f Mpps = %.2fx\n",
+               n, m1, m2, m2 / m1, (m2 / m1 >= 1.8 ? "MET" : "MISSED"), m3, m3 / m1 }' >> "$SUMMARY"
+  done
+  echo
+  echo "dfw-dataplane scaling, 64-byte UDP frames, net_pcap (infinite_rx) -> net_null; median of $REPEAT x $SECS s:"
+  cat "$SUMMARY"
+  exit 0
+fi
 for n in $FLOWS; do
   pk=$(( n > 1024 ? n : 1024 ))
   python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"

@@ -467,17 +467,33 @@ int main(int argc, char** argv) {
   }
   uint64_t rx = 0, tx = 0, forwarded = 0, redispatched = 0;
   for (uint32_t w = 0; w < workers; ++w) {
-    rx += port_workers[w]->rx_packets();
-    tx += port_workers[w]->tx_packets();
-    redispatched += port_workers[w]->redispatched();
+    const PortWorker& pw = *port_workers[w];
+    rx += pw.rx_packets();
+    tx += pw.tx_packets();
+    redispatched += pw.redispatched();
     forwarded += pipelines[w]->counters().forwarded.Get();
+    if (workers > 1) {
+      std::printf(
+          "dfw-dataplane: worker %u rx=%llu tx=%llu tx_dropped=%llu redispatched=%llu "
+          "forwarded=%llu idle_sleeps=%llu\n",
+          w, static_cast<unsigned long long>(pw.rx_packets()),
+          static_cast<unsigned long long>(pw.tx_packets()),
+          static_cast<unsigned long long>(pw.tx_dropped()),
+          static_cast<unsigned long long>(pw.redispatched()),
+          static_cast<unsigned long long>(pipelines[w]->counters().forwarded.Get()),
+          static_cast<unsigned long long>(pw.idle_sleeps()));
+    }
   }
+  // Frames between workers when they stopped: neither forwarded nor dropped.
+  const uint64_t in_flight = rings ? rings->InFlight() : 0;
   std::printf(
       "dfw-dataplane: stopped rx=%llu tx=%llu forwarded=%llu dropped=%llu worker_us=%lld "
-      "workers=%u redispatched=%llu\n",
+      "workers=%u redispatched=%llu in_flight=%llu\n",
       static_cast<unsigned long long>(rx), static_cast<unsigned long long>(tx),
-      static_cast<unsigned long long>(forwarded), static_cast<unsigned long long>(rx - forwarded),
-      static_cast<long long>(worker_us), workers, static_cast<unsigned long long>(redispatched));
+      static_cast<unsigned long long>(forwarded),
+      static_cast<unsigned long long>(rx - forwarded - in_flight),
+      static_cast<long long>(worker_us), workers, static_cast<unsigned long long>(redispatched),
+      static_cast<unsigned long long>(in_flight));
   if (sink) std::fclose(sink);
   rings.reset();  // frames still in flight between workers go back to the pool
   rte_eth_dev_stop(0);

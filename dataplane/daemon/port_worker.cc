@@ -5,6 +5,7 @@
 #include <rte_pause.h>
 #include <rte_ring.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -35,6 +36,12 @@ std::unique_ptr<WorkerRings> WorkerRings::Create(const std::string& name, uint32
     }
   }
   return r;
+}
+
+uint64_t WorkerRings::InFlight() const {
+  uint64_t n = 0;
+  for (rte_ring* x : rings_) n += x == nullptr ? 0 : rte_ring_count(x);
+  return n;
 }
 
 WorkerRings::~WorkerRings() {
@@ -189,22 +196,39 @@ void PortWorker::Run() {
   alignas(64) static thread_local uint8_t replies[kMax][kMaxReplyLen];
   uint32_t idle = 0, bursts = 0;
   while (!stop_.load(std::memory_order_acquire)) {
-    const uint16_t read =
-        rte_eth_rx_burst(config_.port, config_.queue, rx, static_cast<uint16_t>(config_.burst));
-    uint16_t n = read;
-    if (config_.rings != nullptr) {
-      // Ours of what we read, then what the others read for us.
-      if (read) n = Redispatch(rx, read);
-      for (uint32_t w = 0; w < config_.rings->workers() && n < kMax; ++w) {
+    uint16_t n = 0, read = 0;
+    bool blocked = false;
+    if (config_.rings == nullptr) {
+      n = read =
+          rte_eth_rx_burst(config_.port, config_.queue, rx, static_cast<uint16_t>(config_.burst));
+    } else {
+      // First what the others read for us (up to a burst), then the port
+      // for the room left (at least a quarter burst, so our own queue is
+      // never starved). A worker whose ring toward another is nearly full
+      // does not read the port at all this turn: the frames wait in the
+      // port's queue (and overflow there, counted by the port) instead of
+      // being read only to be dropped, and a fast worker cannot flood a
+      // slow one.
+      WorkerRings& rings = *config_.rings;
+      const uint16_t burst = static_cast<uint16_t>(config_.burst);
+      bool room = true;
+      for (uint32_t w = 0; w < rings.workers(); ++w) {
         if (w == config_.index) continue;
-        n += static_cast<uint16_t>(rte_ring_sc_dequeue_burst(config_.rings->ring(w, config_.index),
-                                                             reinterpret_cast<void**>(rx + n),
-                                                             kMax - n, nullptr));
+        n += static_cast<uint16_t>(rte_ring_sc_dequeue_burst(
+            rings.ring(w, config_.index), reinterpret_cast<void**>(rx + n), burst - n, nullptr));
+        room = room && rte_ring_free_count(rings.ring(config_.index, w)) >= burst;
+      }
+      blocked = !room;
+      if (room) {
+        const uint16_t want = std::max<uint16_t>(static_cast<uint16_t>(burst - n), burst / 4);
+        read = rte_eth_rx_burst(config_.port, config_.queue, rx + n, want);
+        if (read) n += Redispatch(rx + n, read);
       }
     }
     uint64_t now = MonotonicMs();
-    if (n == 0 && read) {
-      // All handed to other workers: busy, not idle.
+    if (n == 0 && (read || blocked)) {
+      // All handed to other workers, or waiting for room toward them: busy,
+      // not idle.
       rx_.store(rx_.load(std::memory_order_relaxed) + read, std::memory_order_relaxed);
       idle = 0;
       if ((++bursts & 63) == 0) {

@@ -20,7 +20,9 @@
 // (software redispatch, read from the steering tag alone), and both
 // directions of every connection meet in one table with no lock. A frame
 // with no steering tag stays where it was read (it is dropped there, by
-// name). A frame that finds its ring full is dropped and counted in
+// name). The others' frames go first; a worker whose ring toward another is
+// nearly full leaves its queue unread that turn (backpressure to the port).
+// A frame that still finds its ring full is dropped and counted in
 // tx_dropped, as frames the port refuses are.
 //
 // Thread safety: Run() on the worker's lcore; RequestConnections /
@@ -56,6 +58,9 @@ class WorkerRings {
   WorkerRings& operator=(const WorkerRings&) = delete;
   uint32_t workers() const { return workers_; }
   rte_ring* ring(uint32_t from, uint32_t to) const { return rings_[from * workers_ + to]; }
+  // Frames handed over and not yet taken (once the workers stopped: the
+  // frames in flight when they did, freed with the rings).
+  uint64_t InFlight() const;
 
  private:
   explicit WorkerRings(uint32_t workers) : workers_(workers), rings_(workers * workers, nullptr) {}

@@ -67,6 +67,8 @@
 #   dataplane restart OVS may take seconds to read fw0 again)
 #   SB_DATAPLANE_BIN=<repo>/build/dataplane/dfw-dataplane  SB_DPCTL_BIN=<same dir>/dfw-dpctl
 #   SB_DP_LCORE=0  SB_DP_MEM=256  SB_DP_EXTRA_ARGS=""  (dataplane options before "--")
+#   SB_DP_QUEUES=1  (fw0's vhost-user queues; with SB_DP_EXTRA_ARGS="--workers N",
+#   SB_DP_QUEUES=N and N lcores in SB_DP_LCORE, e.g. 0,1)
 #   SB_DP_EAL_EXTRA=""  (more EAL arguments, e.g. --iova-mode=va as dfw-dataplane.service)
 #   SB_DP_WRAP=""  (a command prefix, word-split: e.g. setpriv dropping every
 #   capability, to run the dataplane with the privileges of its systemd unit)
@@ -82,6 +84,7 @@ SB_REPO_DIR=$(cd "$SB_LIB_DIR/../.." && pwd)
 : "${SB_DP_LCORE:=0}"
 : "${SB_DP_MEM:=256}"
 : "${SB_DP_EXTRA_ARGS:=}"
+: "${SB_DP_QUEUES:=1}"
 : "${SB_DP_EAL_EXTRA:=}"
 : "${SB_DP_WRAP:=}"
 SB_BRIDGE=br-dfw
@@ -136,7 +139,8 @@ sb_cleanup() {
 # cleanup registry and the context bookkeeping are shared by all.
 _SB_SHARED_VARS=" SB_CLEANUP SB_CTX SB_CTX_DIR SB_LIB_DIR SB_REPO_DIR SB_BRIDGE SB_FW_PORT
  SB_OVS_VSWITCHD SB_OVS_SCHEMA SB_OVS_SOCKET_MEM SB_PMD_CPU_MASK SB_PMD_MAXSLEEP
- SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS SB_DP_EAL_EXTRA SB_DP_WRAP "
+ SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS SB_DP_EAL_EXTRA SB_DP_WRAP
+ SB_DP_QUEUES "
 
 _sb_ctx_vars() {
   local v shared=" ${_SB_SHARED_VARS//$'\n'/ } "
@@ -404,10 +408,11 @@ sb_dataplane_start() {
   $SB_DP_WRAP "$bin" --api "$SB_DP_API" --state-dir "$SB_DP_STATE" --flow-log "$SB_DP_FLOWS" \
     $SB_DP_EXTRA_ARGS -- -l "$SB_DP_LCORE" --no-pci --file-prefix "$SB_DP_PREFIX" \
     --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" --single-file-segments $SB_DP_EAL_EXTRA \
-    --vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=1" >>"$SB_DP_LOG" 2>&1 &
+    --vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=$SB_DP_QUEUES" >>"$SB_DP_LOG" 2>&1 &
   SB_DP_PID=$!
   for ((i = 0; i < 300; i++)); do
     if tail -c "+$from" "$SB_DP_LOG" | grep -q 'dfw-dataplane: ready'; then
+      _sb_log "$(tail -c "+$from" "$SB_DP_LOG" | grep -m1 'dfw-dataplane: ready')"
       return 0
     fi
     if ! kill -0 "$SB_DP_PID" 2>/dev/null; then
