@@ -276,12 +276,17 @@ DropReason ParseArp(const uint8_t* frame, uint32_t len, ParsedPacket* p) {
   return DropReason::kNone;
 }
 
+const ParsedPacket kEmptyPacket{};
+
 }  // namespace
 
 bool IsIcmpProto(uint8_t proto) { return proto == kProtoIcmp || proto == kProtoIcmp6; }
 
 DropReason ParseFrame(const uint8_t* frame, uint32_t len, ParsedPacket* p) noexcept {
-  *p = ParsedPacket{};
+  // Copied from a constant: `*p = ParsedPacket{}` built a temporary from
+  // its field initialisers on the stack and copied it in 16-byte loads that
+  // missed store forwarding (most of the parser's time on a hot flow).
+  *p = kEmptyPacket;
   if (len < 14) return DropReason::kRunt;
   std::memcpy(p->dst_mac, frame, 6);
   std::memcpy(p->src_mac, frame + 6, 6);

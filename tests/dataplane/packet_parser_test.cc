@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "frame_builder.h"
 
 namespace dfw::dataplane {
@@ -48,6 +50,37 @@ TEST(PacketParser, IngressBitGivesDirectionIn) {
   EXPECT_EQ(p.dir, Direction::kIn);
   EXPECT_EQ(p.sport, 53);
   EXPECT_EQ(p.dport, 5353);
+}
+
+// The parser resets the whole packet first: nothing of what the buffer held
+// before (a burst reuses it) leaks into the next packet's fields.
+TEST(PacketParser, EveryFieldIsResetBeforeParsing) {
+  ParsedPacket p;
+  std::memset(static_cast<void*>(&p), 0xab, sizeof(p));
+  Bytes udp = Cat(Eth(7, false, MacOf(1), MacOf(7), 0x0800), Ipv4(kA, kB, 17, UdpHeader(53, 5353)));
+  ASSERT_EQ(Parse(udp, &p), DropReason::kNone);
+  const ParsedPacket fresh;
+  EXPECT_EQ(p.tcp_wscale, 0xff);
+  EXPECT_EQ(p.tcp_flags, 0);
+  EXPECT_EQ(p.tcp_seq, 0u);
+  EXPECT_FALSE(p.fragment);
+  EXPECT_FALSE(p.first_fragment);
+  EXPECT_FALSE(p.icmp_error);
+  EXPECT_EQ(p.inner.src, fresh.inner.src);
+  EXPECT_EQ(p.inner.proto, 0);
+  EXPECT_FALSE(p.nd);
+  EXPECT_FALSE(p.nd_has_lladdr);
+  EXPECT_EQ(p.nd_target, fresh.nd_target);
+  EXPECT_EQ(p.arp_op, 0);
+  EXPECT_EQ(p.arp_spa, 0u);
+  EXPECT_EQ(p.src.hi, 0u) << "an IPv4 address has nothing in the high word";
+  for (uint8_t b : p.arp_sha) EXPECT_EQ(b, 0);
+  // An early refusal resets too.
+  std::memset(static_cast<void*>(&p), 0xab, sizeof(p));
+  EXPECT_EQ(Parse(Bytes(10, 0), &p), DropReason::kRunt);
+  EXPECT_EQ(p.local_id, 0);
+  EXPECT_EQ(p.tcp_wscale, 0xff);
+  EXPECT_FALSE(p.icmp_error);
 }
 
 TEST(PacketParser, Ipv4OptionsAreSkipped) {
