@@ -180,9 +180,9 @@ uint16_t PortWorker::Redispatch(rte_mbuf** rx, uint16_t n) {
   if (handed)
     redispatched_.store(redispatched_.load(std::memory_order_relaxed) + handed,
                         std::memory_order_relaxed);
-  if (lost)
-    tx_dropped_.store(tx_dropped_.load(std::memory_order_relaxed) + lost,
-                      std::memory_order_relaxed);
+  // Not expected (Run reads only when each ring has room for a burst); a
+  // guard, counted by name in this worker's own counters.
+  if (lost) pipeline_->counters().drops[static_cast<int>(DropReason::kWorkerHandoffFull)].Add(lost);
   return kept;
 }
 

@@ -22,8 +22,9 @@
 // with no steering tag stays where it was read (it is dropped there, by
 // name). The others' frames go first; a worker whose ring toward another is
 // nearly full leaves its queue unread that turn (backpressure to the port).
-// A frame that still finds its ring full is dropped and counted in
-// tx_dropped, as frames the port refuses are.
+// So a ring never overflows (a worker reads at most a burst, and only when
+// each of its rings has room for one); should a frame still find its ring
+// full it is dropped and counted as `worker-handoff-full`.
 //
 // Thread safety: Run() on the worker's lcore; RequestConnections /
 // RequestFlush / RequestExport / RequestImport / Stop from one control

@@ -46,6 +46,8 @@ enum class DropReason : uint8_t {
   kCtLimitVnic,
   kCtLimitGlobal,
   kIcmpErrorUnrelated,  // ICMP error whose inner header matches no connection
+  // Several workers.
+  kWorkerHandoffFull,  // read by one worker for another whose ring was full (overload)
   kCount,
 };
 
@@ -111,6 +113,8 @@ constexpr const char* DropReasonName(DropReason r) {
       return "ct-limit-global";
     case DropReason::kIcmpErrorUnrelated:
       return "icmp-error-unrelated";
+    case DropReason::kWorkerHandoffFull:
+      return "worker-handoff-full";
     case DropReason::kCount:
       break;
   }
