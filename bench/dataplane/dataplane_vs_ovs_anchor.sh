@@ -108,15 +108,21 @@ run_ours() {  # PCAP STATE_DIR MBUFS LOG [WORKERS [PCAP2]]
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# The inputs for N flows: OVS's pcap, ours and our persisted state. Sets pk.
+make_inputs() {  # N
+  local n=$1
+  pk=$(( n > 1024 ? n : 1024 ))
+  python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"
+  mkdir -p "$W/state-$n"
+  python3 "$HERE/mkdfwpcap.py" "$W/ovs-$n.pcap" "$W/dfw-$n.pcap" "$W/state-$n.txtpb" "$VNICS"
+  protoc -I"$ROOT/proto" --encode=dfw.v1.DataplanePersistedState dfw/v1/dataplane.proto \
+    < "$W/state-$n.txtpb" > "$W/state-$n/state.pb"
+}
+
 SUMMARY=$W/summary
 if [ "${SCALING:-0}" = 1 ]; then
   for n in $FLOWS; do
-    pk=$(( n > 1024 ? n : 1024 ))
-    python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"
-    mkdir -p "$W/state-$n"
-    python3 "$HERE/mkdfwpcap.py" "$W/ovs-$n.pcap" "$W/dfw-$n.pcap" "$W/state-$n.txtpb" "$VNICS"
-    protoc -I"$ROOT/proto" --encode=dfw.v1.DataplanePersistedState dfw/v1/dataplane.proto \
-      < "$W/state-$n.txtpb" > "$W/state-$n/state.pb"
+    make_inputs "$n"
     python3 "$HERE/splitpcap.py" "$W/dfw-$n.pcap" 2 "$W/own-$n-"
     mbufs=$(( 2 * pk + 16384 ))
     : > "$W/one-$n"; : > "$W/two-$n"; : > "$W/own-$n"
@@ -140,12 +146,7 @@ if [ "${SCALING:-0}" = 1 ]; then
   exit 0
 fi
 for n in $FLOWS; do
-  pk=$(( n > 1024 ? n : 1024 ))
-  python3 "$MKPCAP" "$n" "$pk" "$W/ovs-$n.pcap"
-  mkdir -p "$W/state-$n"
-  python3 "$HERE/mkdfwpcap.py" "$W/ovs-$n.pcap" "$W/dfw-$n.pcap" "$W/state-$n.txtpb" "$VNICS"
-  protoc -I"$ROOT/proto" --encode=dfw.v1.DataplanePersistedState dfw/v1/dataplane.proto \
-    < "$W/state-$n.txtpb" > "$W/state-$n/state.pb"
+  make_inputs "$n"
   mbufs=$(( pk + 8192 ))
   : > "$W/ours-$n" ; : > "$W/ovs-$n"
   for r in $(seq "$REPEAT"); do
