@@ -317,7 +317,7 @@ std::unique_ptr<VnicState> DataplaneState::BuildVnicState(const v1::DataplaneVNi
       st->bound_v6.push_back(p->addr);
     }
   }
-  std::sort(st->bound_v4.begin(), st->bound_v4.end());
+  st->IndexBoundV4();
   std::sort(st->bound_v6.begin(), st->bound_v6.end());
   auto b = by_vnic_.find(v.id());
   if (b != by_vnic_.end()) st->policy = b->second.compiled->policy;

@@ -5,8 +5,30 @@
 
 namespace dfw::dataplane {
 
-bool VnicState::BindsV4(uint32_t a) const {
+bool VnicState::BindsV4Sorted(uint32_t a) const {
   return std::binary_search(bound_v4.begin(), bound_v4.end(), a);
+}
+
+void VnicState::IndexBoundV4() {
+  std::sort(bound_v4.begin(), bound_v4.end());
+  bound_v4.erase(std::unique(bound_v4.begin(), bound_v4.end()), bound_v4.end());
+  v4_index_.clear();
+  v4_mask_ = 0;
+  v4_has_zero_ = false;
+  if (bound_v4.size() <= kLinearBoundV4) return;
+  size_t slots = 16;
+  while (slots < 2 * bound_v4.size()) slots *= 2;
+  v4_index_.assign(slots, 0);
+  v4_mask_ = static_cast<uint32_t>(slots - 1);
+  for (uint32_t a : bound_v4) {
+    if (a == 0) {
+      v4_has_zero_ = true;
+      continue;
+    }
+    uint32_t i = V4Slot(a);
+    while (v4_index_[i] != 0) i = (i + 1) & v4_mask_;
+    v4_index_[i] = a;
+  }
 }
 bool VnicState::BindsV6(const Ip128& a) const {
   return std::binary_search(bound_v6.begin(), bound_v6.end(), a);

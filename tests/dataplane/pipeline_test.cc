@@ -11,6 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include <iterator>
+#include <random>
+#include <set>
+#include <vector>
+
 #include "dfw/dataplane/ruleset_compiler.h"
 #include "frame_builder.h"
 #ifdef DFW_CONFORMANCE_DPDK
@@ -444,6 +449,36 @@ TEST_F(PipelineTest, SpoofguardOnEgress) {
   EXPECT_TRUE(Send(Cat(Eth(kDb, true, MacOf(0x99), kDbMac, 0x0806),
                        Arp(1, MacOf(0x99), kOtherIp, Mac{}, kDbIp)))
                   .forward);
+}
+
+// Spoofguard's bound-address index (VnicState::IndexBoundV4: open addressing
+// above 8 addresses) against a std::set on random sets of 0-600 addresses,
+// dense and sparse, 0.0.0.0 included, before and after indexing.
+TEST(BoundAddressIndex, AgreesWithASetOnRandomSets) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 400; ++round) {
+    VnicState st;
+    std::set<uint32_t> model;
+    const size_t n = round < 40 ? static_cast<size_t>(round) : rng() % 600;
+    const bool dense = rng() % 2;
+    auto draw = [&] {
+      return dense ? Ip4(198, 18, 0, 0) + rng() % 1024 : static_cast<uint32_t>(rng());
+    };
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t a = rng() % 50 == 0 ? 0 : draw();
+      st.bound_v4.push_back(a);
+      model.insert(a);
+    }
+    st.IndexBoundV4();
+    ASSERT_EQ(st.bound_v4, std::vector<uint32_t>(model.begin(), model.end()));
+    for (int q = 0; q < 2000; ++q) {
+      const uint32_t a = q % 3 == 0 && !model.empty()
+                             ? *std::next(model.begin(), rng() % model.size())
+                         : q % 97 == 0 ? 0
+                                       : draw();
+      ASSERT_EQ(st.BindsV4(a), model.count(a) == 1) << "round " << round << " n " << n << " " << a;
+    }
+  }
 }
 
 TEST_F(PipelineTest, DoubleTaggedFramesAreDropped) {
