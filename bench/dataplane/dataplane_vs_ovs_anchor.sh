@@ -9,8 +9,9 @@
 #        SCALING=1: no OVS; dfw-dataplane with 1 worker (-l 1) and with --workers 2 (-l 0,1),
 #        alternating: "mixed", the pcap on both rx queues, so half of each queue's frames are
 #        the other worker's and go through the redispatch rings (what OVS-DPDK does: it picks
-#        fw0's queue by its PMD thread); "by owner", each queue gets only its worker's vNICs
-#        (splitpcap.py: the bound a steering by vNIC would give). Prints Mpps and the 2/1
+#        fw0's queue by its PMD thread); "port per worker", --port-per-worker with a pcap
+#        port per worker holding only that worker's vNICs (splitpcap.py: what the host
+#        agent's --firewall-ports 2 steering gives each port). Prints Mpps and the 2/1
 #        ratios (goal >= 1.8x).
 #
 # Pcaps: bench/dataplane/ovs_anchor/mkpcap.py makes OVS's (N flows, max(N, 1024) packets, 60-byte frames +
@@ -86,14 +87,21 @@ TSC_HZ=$("$BENCH" --tsc-hz)
 echo "TSC $(awk -v h="$TSC_HZ" 'BEGIN {printf "%.3f", h/1e9}') GHz; $SECS s per measurement, $REPEAT repeats, cpu 1; medians"
 
 # One run of ours: prints cycles per packet (all workers' cycles) and Mpps.
-run_ours() {  # PCAP STATE_DIR MBUFS LOG [WORKERS [PCAP2]]
-  local pcap=$1 st=$2 mbufs=$3 log=$4 workers=${5:-1} pcap2=${6:-$1}
-  local lcores=1 rx="rx_pcap=$pcap"
-  if [ "$workers" = 2 ]; then lcores=0,1; rx="rx_pcap=$pcap,rx_pcap=$pcap2"; fi
-  "$DP" --api "unix:$W/api.sock" --state-dir "$st" --tx-port 1 --mbufs "$mbufs" \
+run_ours() {  # PCAP STATE_DIR MBUFS LOG [WORKERS [PCAP2 [ports]]]
+  local pcap=$1 st=$2 mbufs=$3 log=$4 workers=${5:-1} pcap2=${6:-$1} mode=${7:-queues}
+  local lcores=1 opts=(--tx-port 1) vdevs=(--vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1")
+  if [ "$workers" = 2 ]; then
+    lcores=0,1
+    vdevs=(--vdev "net_pcap0,rx_pcap=$pcap,rx_pcap=$pcap2,infinite_rx=1")
+  fi
+  if [ "$mode" = ports ]; then
+    opts=(--tx-port 2 --port-per-worker)
+    vdevs=(--vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1"
+      --vdev "net_pcap1,rx_pcap=$pcap2,infinite_rx=1")
+  fi
+  "$DP" --api "unix:$W/api.sock" --state-dir "$st" "${opts[@]}" --mbufs "$mbufs" \
     --workers "$workers" --exit-after-ms $((SECS * 1000)) -- -l "$lcores" --no-pci --in-memory \
-    -m 256 --file-prefix "dfwanchor$$" --vdev "net_pcap0,$rx,infinite_rx=1" \
-    --vdev net_null0 > "$log" 2>&1 &
+    -m 256 --file-prefix "dfwanchor$$" "${vdevs[@]}" --vdev net_null0 > "$log" 2>&1 &
   DP_PID=$!
   wait "$DP_PID" || { echo "dfw-dataplane failed:" >&2; tail -20 "$log" >&2; DP_PID=""; return 1; }
   DP_PID=""
@@ -129,15 +137,15 @@ if [ "${SCALING:-0}" = 1 ]; then
     for r in $(seq "$REPEAT"); do
       d1=$(run_ours "$W/dfw-$n.pcap" "$W/state-$n" "$mbufs" "$W/dp1-$n-$r.log" 1)
       d2=$(run_ours "$W/dfw-$n.pcap" "$W/state-$n" "$mbufs" "$W/dp2-$n-$r.log" 2)
-      d3=$(run_ours "$W/own-$n-0.pcap" "$W/state-$n" "$mbufs" "$W/dp3-$n-$r.log" 2 "$W/own-$n-1.pcap")
+      d3=$(run_ours "$W/own-$n-0.pcap" "$W/state-$n" "$mbufs" "$W/dp3-$n-$r.log" 2 "$W/own-$n-1.pcap" ports)
       rd=$(sed -n 's/.*stopped.* redispatched=\([0-9]*\).*/\1/p' "$W/dp2-$n-$r.log")
-      echo "  [$n flows, run $r] 1 worker: $d1; 2 workers mixed: $d2 (redispatched $rd); by owner: $d3 (cycles/packet, Mpps)"
+      echo "  [$n flows, run $r] 1 worker: $d1; 2 workers mixed: $d2 (redispatched $rd); port per worker: $d3 (cycles/packet, Mpps)"
       echo "$d1" >> "$W/one-$n"; echo "$d2" >> "$W/two-$n"; echo "$d3" >> "$W/own-$n"
     done
     m1=$(awk '{print $2}' "$W/one-$n" | median); m2=$(awk '{print $2}' "$W/two-$n" | median)
     m3=$(awk '{print $2}' "$W/own-$n" | median)
     awk -v n="$n" -v m1="$m1" -v m2="$m2" -v m3="$m3" 'BEGIN {
-        printf "%6d flows | 1 worker %5.2f Mpps | 2 workers, mixed queues %5.2f Mpps = %.2fx (goal 1.8x: %s) | 2 workers, queues by owner %5.2f Mpps = %.2fx\n",
+        printf "%6d flows | 1 worker %5.2f Mpps | 2 workers, mixed queues %5.2f Mpps = %.2fx (goal 1.8x: %s) | 2 workers, port per worker %5.2f Mpps = %.2fx\n",
                n, m1, m2, m2 / m1, (m2 / m1 >= 1.8 ? "MET" : "MISSED"), m3, m3 / m1 }' >> "$SUMMARY"
   done
   echo

@@ -3,6 +3,7 @@
 //   dfw-dataplane [--api unix:PATH] [--api-allow-uid UID]... [--state-dir DIR]
 //                 [--flow-log FILE] [--max-connections N] [--tcp-loose]
 //                 [--no-keep-connections] [--exit-after-ms N] [--tx-port N] [--mbufs N]
+//                 [--workers N [--port-per-worker]]
 //                 -- <EAL arguments, e.g. -l 1 --vdev net_virtio_user0,path=SOCK,server=1>
 //
 // The local API (default unix:/run/dfw/dataplane.sock) rewrites the firewall,
@@ -19,6 +20,11 @@
 // the link goes down and comes back up by itself (link-state interrupt); a
 // stale SOCK left by a killed dataplane is removed at start; net_ring,
 // net_pcap or net_null in tests).
+// --workers N --port-per-worker: ports 0..N-1 (N vdevs: fw0..fwN-1, each
+// with one queue), worker w reading and writing port w only; the host agent
+// (--firewall-ports N) steers each vNIC to its owner worker's port, so no
+// frame crosses between cores (without it: one port with N queues, and the
+// frames of a vNIC read by another worker are handed to its owner).
 // Allowed frames go back out of port 0, or of port N with --tx-port N (for
 // benchmarks: read a pcap, send to net_null). --mbufs sizes the mbuf pool
 // (net_pcap with infinite_rx keeps the whole pcap in it).
@@ -75,11 +81,13 @@ int Usage(FILE* out = stderr) {
       "                     [--api HOST:PORT --api-insecure-tcp]  (loopback only)\n"
       "                     [--state-dir DIR] [--flow-log FILE]\n"
       "                     [--max-connections N] [--tcp-loose] [--no-keep-connections]\n"
-      "                     [--workers N] [--exit-after-ms N] [--tx-port N] [--mbufs N]\n"
-      "                     -- <EAL args>\n"
+      "                     [--workers N [--port-per-worker]] [--exit-after-ms N]\n"
+      "                     [--tx-port N] [--mbufs N] -- <EAL args>\n"
       "  --workers N: N poll workers (1-16) on the first N EAL lcores (-l 0,1,...), each\n"
       "    on its own rx/tx queue of the port (net_virtio_user ...,queues=N); a vNIC and its\n"
-      "    connections belong to worker local_id %% N; --max-connections is split evenly\n");
+      "    connections belong to worker local_id %% N; --max-connections is split evenly\n"
+      "  --port-per-worker: worker w on port w instead (N vdevs, one queue each; the host\n"
+      "    agent's --firewall-ports N steers each vNIC to its owner's port)\n");
   return 2;
 }
 
@@ -179,7 +187,7 @@ int main(int argc, char** argv) {
   uint64_t exit_after_ms = 0;
   int tx_port = -1;
   uint32_t mbufs = 8191, workers = 1;
-  bool api_insecure_tcp = false, keep_connections = true;
+  bool api_insecure_tcp = false, keep_connections = true, port_per_worker = false;
   std::vector<uid_t> api_allow_uids;
   PipelineConfig pc;
   int i = 1;
@@ -226,6 +234,8 @@ int main(int argc, char** argv) {
     } else if (a == "--workers") {
       if (!ParseFlag<uint32_t>("--workers", next(), 1, VnicTable::kMaxWorkers, &workers))
         return Usage();
+    } else if (a == "--port-per-worker") {
+      port_per_worker = true;
     } else if (a == "--mbufs") {
       if (!ParseFlag<uint32_t>("--mbufs", next(), 1, UINT32_MAX, &mbufs)) return Usage();
     } else {
@@ -280,16 +290,33 @@ int main(int argc, char** argv) {
                  workers, workers, rte_lcore_count(), workers, workers - 1);
     return 1;
   }
-  const auto queues = static_cast<uint16_t>(workers);
+  // One port with a queue per worker, or (--port-per-worker) a port per
+  // worker with one queue each.
+  const uint16_t rx_ports = port_per_worker ? static_cast<uint16_t>(workers) : 1;
+  const uint16_t queues = port_per_worker ? 1 : static_cast<uint16_t>(workers);
+  if (tx_port >= 0 && tx_port < rx_ports) {
+    std::fprintf(stderr, "dfw-dataplane: --tx-port %d is a firewall port (0..%u)\n", tx_port,
+                 rx_ports - 1);
+    return 2;
+  }
+  if (rte_eth_dev_count_avail() < rx_ports) {
+    std::fprintf(stderr,
+                 "dfw-dataplane: --port-per-worker with --workers %u needs %u ports (vdevs "
+                 "net_virtio_user0..%u), EAL has %u\n",
+                 workers, rx_ports, rx_ports - 1, rte_eth_dev_count_avail());
+    return 1;
+  }
   rte_mempool* pool = rte_pktmbuf_pool_create("dfw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                               static_cast<int>(rte_socket_id()));
-  if (!pool || !SetupPort(0, pool, queues)) {
-    std::fprintf(stderr, "dfw-dataplane: port 0 setup failed: %s\n", rte_strerror(rte_errno));
-    return 1;
+  for (uint16_t p = 0; p < rx_ports; ++p) {
+    if (!pool || !SetupPort(p, pool, queues)) {
+      std::fprintf(stderr, "dfw-dataplane: port %u setup failed: %s\n", p, rte_strerror(rte_errno));
+      return 1;
+    }
   }
   if (tx_port > 0) {
     if (!rte_eth_dev_is_valid_port(static_cast<uint16_t>(tx_port)) ||
-        !SetupPort(static_cast<uint16_t>(tx_port), pool, queues)) {
+        !SetupPort(static_cast<uint16_t>(tx_port), pool, static_cast<uint16_t>(workers))) {
       std::fprintf(stderr, "dfw-dataplane: tx port %d setup failed (give a second vdev)\n",
                    tx_port);
       return 1;
@@ -361,7 +388,9 @@ int main(int argc, char** argv) {
   for (uint32_t w = 0; w < workers; ++w) {
     PortWorkerConfig wc;
     wc.tx_port = tx_port;
-    wc.queue = static_cast<uint16_t>(w);
+    wc.port = port_per_worker ? static_cast<uint16_t>(w) : 0;
+    wc.queue = port_per_worker ? 0 : static_cast<uint16_t>(w);
+    wc.tx_queue = tx_port >= 0 ? static_cast<int32_t>(w) : -1;  // tx_port: a queue per worker
     wc.rings = rings.get();
     wc.index = w;
     port_workers.push_back(std::make_unique<PortWorker>(pipelines[w].get(), pool, wc));
@@ -414,9 +443,9 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu workers=%u\n", api.c_str(),
-              state.Vnics().size(), static_cast<unsigned long long>(state.applied_revision()),
-              workers);
+  std::printf("dfw-dataplane: ready api=%s vnics=%zu revision=%llu workers=%u ports=%u\n",
+              api.c_str(), state.Vnics().size(),
+              static_cast<unsigned long long>(state.applied_revision()), workers, rx_ports);
   std::fflush(stdout);
   // The control loop (flow records, shutdown) on a plain thread; the worker
   // on this, the EAL main lcore's thread, so its mempool accesses use the
@@ -496,8 +525,10 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(in_flight));
   if (sink) std::fclose(sink);
   rings.reset();  // frames still in flight between workers go back to the pool
-  rte_eth_dev_stop(0);
-  rte_eth_dev_close(0);
+  for (uint16_t p = 0; p < rx_ports; ++p) {
+    rte_eth_dev_stop(p);
+    rte_eth_dev_close(p);
+  }
   if (tx_port > 0) {
     rte_eth_dev_stop(static_cast<uint16_t>(tx_port));
     rte_eth_dev_close(static_cast<uint16_t>(tx_port));

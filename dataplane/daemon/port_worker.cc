@@ -281,7 +281,9 @@ void PortWorker::Run() {
     }
     const uint16_t tx_port =
         config_.tx_port < 0 ? config_.port : static_cast<uint16_t>(config_.tx_port);
-    uint16_t sent = out ? rte_eth_tx_burst(tx_port, config_.queue, tx, out) : 0;
+    const uint16_t tx_queue =
+        config_.tx_queue < 0 ? config_.queue : static_cast<uint16_t>(config_.tx_queue);
+    uint16_t sent = out ? rte_eth_tx_burst(tx_port, tx_queue, tx, out) : 0;
     for (uint16_t i = sent; i < out; ++i) rte_pktmbuf_free(tx[i]);
     rx_.store(rx_.load(std::memory_order_relaxed) + read, std::memory_order_relaxed);
     tx_.store(tx_.load(std::memory_order_relaxed) + sent, std::memory_order_relaxed);

@@ -13,9 +13,11 @@
 // connection table) travel through a mailbox checked once per loop.
 //
 // Several workers (WorkerRings): worker w polls rx queue w and transmits on
-// tx queue w of the port, and owns the vNICs whose local id % workers == w:
+// tx queue w of the port, or (one port per worker) queue 0 of port w, and
+// owns the vNICs whose local id % workers == w:
 // their connections live in its Pipeline only. OVS puts a vNIC's frames on
-// whichever queue its PMD thread uses, so a frame read by the wrong worker
+// whichever queue its PMD thread uses (unless the agent steers each vNIC to
+// its owner's own firewall port), so a frame read by the wrong worker
 // is handed to its owner through a single-producer single-consumer ring
 // (software redispatch, read from the steering tag alone), and both
 // directions of every connection meet in one table with no lock. A frame
@@ -71,8 +73,9 @@ class WorkerRings {
 
 struct PortWorkerConfig {
   uint16_t port = 0;
-  uint16_t queue = 0;    // rx and tx queue of `port` (and of tx_port) this worker uses
-  int32_t tx_port = -1;  // < 0: allowed frames go back out of `port`
+  uint16_t queue = 0;     // rx and tx queue of `port` this worker uses
+  int32_t tx_port = -1;   // < 0: allowed frames go back out of `port`
+  int32_t tx_queue = -1;  // < 0: `queue` (tx_port's queue, or port's when it has none)
   uint32_t burst = 32;
   uint32_t max_idle_sleep_us = 1000;
   uint32_t sweep_budget = 256;  // connection slots aged per idle turn (and every 64 bursts)

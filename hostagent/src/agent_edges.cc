@@ -1,6 +1,8 @@
 // The real edges (agent_edges.h): thin wrappers of today's classes.
 #include "dfw/hostagent/agent_edges.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "dfw/hostagent/dataplane_client.h"
 #include "dfw/hostagent/host_agent.h"
 
@@ -12,11 +14,14 @@ class RealOvs final : public OvsEdge {
   explicit RealOvs(const HostAgentConfig& c)
       : db_socket_(c.ovsdb_socket),
         bridge_(c.bridge),
-        port_(c.firewall_port),
+        ports_(c.firewall_ports),
         type_(c.firewall_port_type),
         openflow_target_(c.openflow_target) {
-    if (c.firewall_port_type == "dpdkvhostuserclient" && !c.firewall_socket.empty())
-      options_["vhost-server-path"] = c.firewall_socket;
+    options_.resize(ports_.size());
+    for (size_t k = 0; k < ports_.size(); ++k) {
+      if (c.firewall_port_type == "dpdkvhostuserclient" && k < c.firewall_sockets.size())
+        options_[k]["vhost-server-path"] = c.firewall_sockets[k];
+    }
   }
   void Start(std::function<void()> on_change) override {
     monitor_ = std::make_unique<ovs::OvsdbMonitor>(db_socket_);
@@ -30,8 +35,13 @@ class RealOvs final : public OvsEdge {
   std::vector<ovs::OvsInterface> Snapshot() const override {
     return monitor_ ? monitor_->Snapshot() : std::vector<ovs::OvsInterface>{};
   }
-  absl::Status CreateFirewallPort() override {
-    return ovs::CreateFirewallPort(db_socket_, bridge_, port_, type_, options_);
+  absl::Status CreateFirewallPorts() override {
+    for (size_t k = 0; k < ports_.size(); ++k) {
+      if (auto s = ovs::CreateFirewallPort(db_socket_, bridge_, ports_[k], type_, options_[k]);
+          !s.ok())
+        return absl::Status(s.code(), absl::StrCat("firewall port ", ports_[k], ": ", s.message()));
+    }
+    return absl::OkStatus();
   }
   absl::Status ConnectOpenFlow() override {
     if (of_) return absl::OkStatus();
@@ -56,8 +66,10 @@ class RealOvs final : public OvsEdge {
   }
 
  private:
-  const std::string db_socket_, bridge_, port_, type_, openflow_target_;
-  std::map<std::string, std::string> options_;
+  const std::string db_socket_, bridge_;
+  const std::vector<std::string> ports_;
+  const std::string type_, openflow_target_;
+  std::vector<std::map<std::string, std::string>> options_;  // per port
   std::unique_ptr<ovs::OvsdbMonitor> monitor_;
   std::unique_ptr<ovs::OpenFlowBridge> of_;
   uint64_t epoch_ = 0;

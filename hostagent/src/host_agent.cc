@@ -106,9 +106,8 @@ void HostAgent::Reconcile() {
   ExpireImports();
   if (!edges_.ovs->synced()) return;
   if (!firewall_port_created_) {
-    if (auto s = edges_.ovs->CreateFirewallPort(); !s.ok()) {
-      spdlog::error("ovs: firewall port {} on {}: {}", config_.firewall_port, config_.bridge,
-                    s.ToString());
+    if (auto s = edges_.ovs->CreateFirewallPorts(); !s.ok()) {
+      spdlog::error("ovs: on {}: {}", config_.bridge, s.ToString());
       return;
     }
     firewall_port_created_ = true;
@@ -116,7 +115,7 @@ void HostAgent::Reconcile() {
   std::vector<Domain> domains;
   if (edges_.libvirt) domains = edges_.libvirt->Snapshot();
   std::vector<ovs::OvsInterface> rows = edges_.ovs->Snapshot();
-  HostView view = ComputeHostView(domains, rows, config_.firewall_port, config_.host_id);
+  HostView view = ComputeHostView(domains, rows, config_.firewall_ports, config_.host_id);
   if (view.errors != last_errors_) {
     for (const auto& e : view.errors) spdlog::error("host view: {}", e);
     last_errors_ = view.errors;
@@ -200,7 +199,9 @@ void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
 }
 
 void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterface>& rows) {
-  if (view.firewall_ofport <= 0) return;  // no firewall port yet: nothing to steer to
+  // A firewall port without an ofport yet: nothing to steer to (the flows
+  // installed last stay).
+  if (view.steering.firewall_ofports.empty()) return;
   auto desired = ovs::ComputeSteeringFlows(view.steering);
   if (!desired.ok()) {
     spdlog::error("steering: {}", desired.status().ToString());
@@ -214,7 +215,7 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   {
     std::map<int64_t, std::string> row_of;
     for (const auto& r : rows) row_of[r.ofport] = r.uuid;
-    want_no_flood[static_cast<uint32_t>(view.firewall_ofport)] = row_of[view.firewall_ofport];
+    for (uint32_t fw : view.steering.firewall_ofports) want_no_flood[fw] = row_of[fw];
     for (const auto& v : view.steering.vnics) want_no_flood[v.ofport] = row_of[v.ofport];
     for (uint32_t p : view.steering.isolated_ofports) want_no_flood[p] = row_of[p];
   }

@@ -45,8 +45,10 @@ void AddNonVmPort(const ovs::OvsInterface& row, HostView* view) {
 
 HostView ComputeHostView(const std::vector<Domain>& domains,
                          const std::vector<ovs::OvsInterface>& ovs_rows,
-                         const std::string& firewall_port, const std::string& host_id) {
+                         const std::vector<std::string>& firewall_ports,
+                         const std::string& host_id) {
   HostView view;
+  view.firewall_ofports.assign(firewall_ports.size(), -1);
   // Index libvirt's interfaces by interface id and by (vm uuid, mac).
   std::map<std::string, IfaceRef> by_id;
   std::map<std::pair<std::string, std::string>, IfaceRef> by_vm_mac;
@@ -61,8 +63,9 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
   std::map<const DomainInterface*, const ovs::OvsInterface*> on_bridge;
   std::map<std::string, v1::DataplaneVNic> vnics;
   for (const auto& row : ovs_rows) {
-    if (row.name == firewall_port) {
-      view.firewall_ofport = row.ofport;
+    if (auto fw = std::find(firewall_ports.begin(), firewall_ports.end(), row.name);
+        fw != firewall_ports.end()) {
+      view.firewall_ofports[static_cast<size_t>(fw - firewall_ports.begin())] = row.ofport;
       continue;
     }
     if (row.ofport <= 0) continue;  // not plugged yet (or failed)
@@ -113,7 +116,12 @@ HostView ComputeHostView(const std::vector<Domain>& domains,
     view.steering.vnics.push_back({v.local_id(), static_cast<uint16_t>(v.local_id()), v.mac()});
     view.vnics.push_back(std::move(v));
   }
-  if (view.firewall_ofport > 0) view.steering.firewall_ofport = view.firewall_ofport;
+  if (!view.firewall_ofports.empty() &&
+      std::all_of(view.firewall_ofports.begin(), view.firewall_ofports.end(),
+                  [](int64_t p) { return p > 0; })) {
+    for (int64_t p : view.firewall_ofports)
+      view.steering.firewall_ofports.push_back(static_cast<uint32_t>(p));
+  }
   std::sort(view.steering.uplink_ofports.begin(), view.steering.uplink_ofports.end());
 
   // libvirt side: the VMs, with each vNIC's id from libvirt or, failing

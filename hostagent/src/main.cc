@@ -1,7 +1,7 @@
 // dfw-hostagent: the local control plane of one hypervisor.
 //
 //   dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]
-//                 [--bridge br-dfw] [--firewall-port fw0]
+//                 [--bridge br-dfw] [--firewall-port fw0] [--firewall-ports N]
 //                 [--firewall-port-type dpdkvhostuserclient] [--firewall-socket PATH]
 //                 [--libvirt URI]... [--controller HOST:PORT]
 //                 [--host-id ID] [--hostname NAME] [--resync-ms N]
@@ -25,6 +25,11 @@
 // <ovs-rundir>/<firewall-port>.sock, the socket dfw-dataplane serves
 // (--vdev net_virtio_user0,path=<that socket>,server=1,queues=1); OVS
 // connects to it and reconnects after either side restarted.
+// --firewall-ports N (1-16, default 1): one firewall port per dataplane
+// worker, for dfw-dataplane --workers N --port-per-worker. They are named
+// from --firewall-port counting up (fw0, fw1, ...), each with its socket
+// <ovs-rundir>/<port>.sock, and each vNIC is steered to its owner worker's
+// port (local id % N), so no frame is handed between the dataplane's cores.
 // SIGINT/SIGTERM stop the agent; flows, ports and the dataplane's state are
 // left in place (the agent holds no state: a new one reconciles without
 // disturbing traffic).
@@ -32,11 +37,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -51,8 +59,8 @@ void OnSignal(int) { g_stop.store(true); }
 
 constexpr const char kUsage[] =
     "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
-    "         [--bridge NAME] [--firewall-port NAME] [--firewall-port-type TYPE]\n"
-    "         [--firewall-socket PATH]\n"
+    "         [--bridge NAME] [--firewall-port NAME] [--firewall-ports N]\n"
+    "         [--firewall-port-type TYPE] [--firewall-socket PATH]\n"
     "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
     "         [--hostname NAME] [--resync-ms N]\n"
     "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n";
@@ -60,6 +68,20 @@ constexpr const char kUsage[] =
 int Usage(const char* msg) {
   std::fprintf(stderr, "dfw-hostagent: %s\n%s", msg, kUsage);
   return 2;
+}
+
+// The names of `count` firewall ports from the first one's: a trailing
+// number counts up ("fw0" -> fw0, fw1, ...), any other name gets 1, 2, ...
+// from the second port on.
+std::vector<std::string> FirewallPortNames(const std::string& first, uint32_t count) {
+  size_t digits = first.size();
+  while (digits > 0 && std::isdigit(static_cast<unsigned char>(first[digits - 1]))) --digits;
+  if (first.size() - digits > 6) digits = first.size();  // not a counter: appended to
+  const std::string stem = first.substr(0, digits);
+  const uint32_t base = digits < first.size() ? std::stoul(first.substr(digits)) : 0;
+  std::vector<std::string> names = {first};
+  for (uint32_t k = 1; k < count; ++k) names.push_back(stem + std::to_string(base + k));
+  return names;
 }
 
 std::string ReadFirstLine(const char* path) {
@@ -79,6 +101,8 @@ int main(int argc, char** argv) {
   dfw::hostagent::SvidClientOptions svid_opts;
   svid_opts.cert_dir = "/var/lib/dfw/hostagent/svid";
   std::string token_file;
+  std::string firewall_port = "fw0", firewall_socket;
+  uint32_t firewall_ports = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -95,9 +119,17 @@ int main(int argc, char** argv) {
     if (a == "--ovsdb" && value(&cfg.ovsdb_socket)) continue;
     if (a == "--ovs-rundir" && value(&rundir)) continue;
     if (a == "--bridge" && value(&cfg.bridge)) continue;
-    if (a == "--firewall-port" && value(&cfg.firewall_port)) continue;
+    if (a == "--firewall-port" && value(&firewall_port)) continue;
     if (a == "--firewall-port-type" && value(&cfg.firewall_port_type)) continue;
-    if (a == "--firewall-socket" && value(&cfg.firewall_socket)) continue;
+    if (a == "--firewall-socket" && value(&firewall_socket)) continue;
+    if (a == "--firewall-ports" && value(&v)) {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 16)
+        return Usage("--firewall-ports: a number of ports within 1..16 (one per dataplane worker)");
+      firewall_ports = static_cast<uint32_t>(n);
+      continue;
+    }
     if (a == "--controller" && value(&cfg.controller_target)) continue;
     if (a == "--host-id" && value(&cfg.host_id)) continue;
     if (a == "--hostname" && value(&cfg.hostname)) continue;
@@ -137,7 +169,14 @@ int main(int argc, char** argv) {
     cfg.hostname = buf;
   }
   cfg.openflow_target = "unix:" + rundir + "/" + cfg.bridge + ".mgmt";
-  if (cfg.firewall_socket.empty()) cfg.firewall_socket = rundir + "/" + cfg.firewall_port + ".sock";
+  if (!firewall_socket.empty() && firewall_ports > 1)
+    return Usage(
+        "--firewall-socket names one port's socket; with --firewall-ports N each port's is "
+        "<ovs-rundir>/<port>.sock");
+  cfg.firewall_ports = FirewallPortNames(firewall_port, firewall_ports);
+  for (const std::string& port : cfg.firewall_ports)
+    cfg.firewall_sockets.push_back(firewall_socket.empty() ? rundir + "/" + port + ".sock"
+                                                           : firewall_socket);
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -176,10 +215,11 @@ int main(int argc, char** argv) {
   }
   std::string uris;
   for (const auto& u : cfg.libvirt_uris) uris += (uris.empty() ? "" : ",") + u;
+  std::string ports;
+  for (const auto& p : cfg.firewall_ports) ports += (ports.empty() ? "" : ",") + p;
   std::printf(
-      "dfw-hostagent: started host=%s bridge=%s firewall-port=%s libvirt=%s controller=%s\n",
-      cfg.host_id.c_str(), cfg.bridge.c_str(), cfg.firewall_port.c_str(),
-      uris.empty() ? "none" : uris.c_str(),
+      "dfw-hostagent: started host=%s bridge=%s firewall-ports=%s libvirt=%s controller=%s\n",
+      cfg.host_id.c_str(), cfg.bridge.c_str(), ports.c_str(), uris.empty() ? "none" : uris.c_str(),
       cfg.controller_target.empty() ? "none" : cfg.controller_target.c_str());
   std::fflush(stdout);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));

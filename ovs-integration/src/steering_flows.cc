@@ -46,17 +46,28 @@ std::string FlowSpec::ToString() const {
 }
 
 absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig& config) {
-  const uint32_t fw = config.firewall_ofport;
-  if (fw == 0 || fw >= kMaxOfport) {
+  const std::vector<uint32_t>& fws = config.firewall_ofports;
+  if (fws.empty() || fws.size() > kMaxFirewallPorts) {
     return absl::InvalidArgumentError(
-        absl::StrCat("firewall_ofport ", fw, " is not a port number (1..", kMaxOfport - 1, ")"));
+        absl::StrCat("firewall_ofports: ", fws.size(), " ports, want 1..", kMaxFirewallPorts));
   }
+  std::set<uint32_t> ports;
+  for (uint32_t fw : fws) {
+    if (fw == 0 || fw >= kMaxOfport) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("firewall_ofport ", fw, " is not a port number (1..", kMaxOfport - 1, ")"));
+    }
+    if (!ports.insert(fw).second) {
+      return absl::InvalidArgumentError(absl::StrCat("firewall_ofport ", fw, " listed twice"));
+    }
+  }
+  const std::set<uint32_t> fw_ports = ports;
+  auto fw_of = [&](uint16_t local_id) { return fws[FirewallPortIndex(local_id, fws.size())]; };
   if (config.vnics.size() > kMaxSteeredVnics) {
     return absl::InvalidArgumentError(
         absl::StrCat("vnics: ", config.vnics.size(), " vNICs, at most ", kMaxSteeredVnics,
                      " fit one broadcast flow (OpenFlow's 64 KiB message)"));
   }
-  std::set<uint32_t> ports;
   std::set<uint16_t> ids;
   std::set<std::string> macs;
   std::vector<std::string> norm_macs;
@@ -66,8 +77,8 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     if (v.ofport == 0 || v.ofport >= kMaxOfport) {
       return absl::InvalidArgumentError(absl::StrCat(what, "ofport is not a port number"));
     }
-    if (v.ofport == fw) {
-      return absl::InvalidArgumentError(absl::StrCat(what, "ofport is the firewall port's"));
+    if (fw_ports.count(v.ofport)) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "ofport is a firewall port's"));
     }
     if (v.local_id == 0 || v.local_id > kMaxLocalId) {
       return absl::InvalidArgumentError(absl::StrCat(what, "local id must be in 1..2047"));
@@ -97,7 +108,9 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
       return absl::InvalidArgumentError(absl::StrCat(what, "not a port number (1..", kMaxOfport - 1,
                                                      may_be_local ? " or LOCAL 65534)" : ")"));
     }
-    if (port == fw) return absl::InvalidArgumentError(absl::StrCat(what, "the firewall port"));
+    if (fw_ports.count(port)) {
+      return absl::InvalidArgumentError(absl::StrCat(what, "a firewall port"));
+    }
     if (!ports.insert(port).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, "also listed as a vNIC, an isolated or uplink port, or twice"));
@@ -117,7 +130,8 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     std::string out;
     for (const VnicSteering& r : config.vnics) {
       if (r.ofport == except) continue;
-      absl::StrAppendFormat(&out, "mod_vlan_vid:%u,output:%u,", r.local_id | kIngressVlanBit, fw);
+      absl::StrAppendFormat(&out, "mod_vlan_vid:%u,output:%u,", r.local_id | kIngressVlanBit,
+                            fw_of(r.local_id));
     }
     // The frame leaves the copies tagged: NORMAL gets it as it came.
     return out.empty() ? std::string("NORMAL") : absl::StrCat(out, "strip_vlan,NORMAL");
@@ -126,7 +140,7 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
 
   std::vector<FlowSpec> flows;
   flows.reserve(config.vnics.size() * 6 + config.isolated_ofports.size() +
-                config.uplink_ofports.size() * 2 + 4);
+                config.uplink_ofports.size() * 2 + fws.size() + 3);
   for (uint32_t port : config.isolated_ofports) {
     flows.push_back({0, kPrioritySteer, Cookie(port), absl::StrFormat("in_port=%u", port), "drop"});
   }
@@ -143,6 +157,7 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     const VnicSteering& v = config.vnics[i];
     const uint64_t c = Cookie(v.ofport);
     const unsigned id = v.local_id, in_id = v.local_id | kIngressVlanBit;
+    const uint32_t fw = fw_of(v.local_id);
     flows.push_back({0, kPriorityVmTagged, c,
                      absl::StrFormat("in_port=%u,vlan_tci=0x1000/0x1000", v.ofport), "drop"});
     flows.push_back({0, kPrioritySteer, c, absl::StrFormat("in_port=%u", v.ofport),
@@ -157,8 +172,10 @@ absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig&
     flows.push_back({1, kPrioritySteer, c, absl::StrFormat("in_port=%u,%s", v.ofport, kGroupDst),
                      copies_to_vnics(v.ofport)});
   }
-  flows.push_back(
-      {0, kPriorityFirewallDefault, Cookie(0), absl::StrFormat("in_port=%u", fw), "drop"});
+  for (uint32_t fw : fws) {
+    flows.push_back(
+        {0, kPriorityFirewallDefault, Cookie(0), absl::StrFormat("in_port=%u", fw), "drop"});
+  }
   flows.push_back({0, kPriorityDefault, Cookie(0), "", "drop"});
   flows.push_back({1, kPriorityGroupFromUplink, Cookie(0), kGroupDst, copies_to_vnics(0)});
   flows.push_back({1, kPriorityDefault, Cookie(0), "", "NORMAL"});

@@ -193,7 +193,7 @@ fleet_agent_start() {
   echo "--- start $(date +%T.%N)" >>"$FLEET_DIR/agent.log"
   # shellcheck disable=SC2086  # FLEET_AGENT_WRAP: a command prefix, word-split
   $FLEET_AGENT_WRAP "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" \
-    --ovs-rundir "$SB_OVS_RUN" --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" "${uris[@]}" \
+    --ovs-rundir "$SB_OVS_RUN" --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" --firewall-ports "$SB_DP_PORTS" "${uris[@]}" \
     --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
     --cert-dir "$FLEET_AGENT_SVID" "${FLEET_ENROLL[@]}" \
     --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &

@@ -116,7 +116,7 @@ hv_agent_start() {
   fleet_enroll_args "$SB_HV_HOST_ID" "$SB_DIR" "$svid" || return 1
   echo "--- start $(date +%T.%N)" >>"$SB_DIR/agent.log"
   "$FLEET_AGENT" --dataplane "$SB_DP_API" --ovsdb "$SB_DB_SOCK" --ovs-rundir "$SB_OVS_RUN" \
-    --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" --libvirt "$SB_HV_LV_URI" \
+    --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" --firewall-ports "$SB_DP_PORTS" --libvirt "$SB_HV_LV_URI" \
     --controller "$FLEET_GRPC" --host-id "$SB_HV_HOST_ID" --hostname "$SB_CTX" \
     --cert-dir "$svid" "${FLEET_ENROLL[@]}" --resync-ms 2000 >>"$SB_DIR/agent.log" 2>&1 &
   SB_HV_AGENT_PID=$!

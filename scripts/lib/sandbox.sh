@@ -32,7 +32,8 @@
 #   sb_appctl ARGS...      ovs-appctl to the private ovs-vswitchd
 #   sb_fw_port             firewall port fw0 (dpdkvhostuserclient, options:vhost-server-path=
 #                          $SB_FW_SOCK: the dataplane serves the socket, OVS connects and
-#                          retries every second); sets SB_FW_OFPORT. Call it before
+#                          retries every second), and fw1.. with SB_DP_PORTS > 1; sets
+#                          SB_FW_OFPORT (fw0's). Call it before
 #                          sb_dataplane_start: the dataplane is ready only once OVS connected
 #   sb_fw_no_flood         OFPPC_NO_FLOOD on fw0 (ovs-vswitchd keeps it in memory only)
 #   sb_dataplane_start [BIN]  dfw-dataplane on fw0 (hugepages, virtio_user server=1 on
@@ -69,6 +70,9 @@
 #   SB_DP_LCORE=0  SB_DP_MEM=256  SB_DP_EXTRA_ARGS=""  (dataplane options before "--")
 #   SB_DP_QUEUES=1  (fw0's vhost-user queues; with SB_DP_EXTRA_ARGS="--workers N",
 #   SB_DP_QUEUES=N and N lcores in SB_DP_LCORE, e.g. 0,1)
+#   SB_DP_PORTS=1  (firewall ports fw0..fwN-1, one per dataplane worker: the dataplane
+#   gets --workers N --port-per-worker and a vdev per port, the host agent
+#   --firewall-ports N; give N lcores in SB_DP_LCORE, e.g. 0,1)
 #   SB_DP_EAL_EXTRA=""  (more EAL arguments, e.g. --iova-mode=va as dfw-dataplane.service)
 #   SB_DP_WRAP=""  (a command prefix, word-split: e.g. setpriv dropping every
 #   capability, to run the dataplane with the privileges of its systemd unit)
@@ -85,6 +89,7 @@ SB_REPO_DIR=$(cd "$SB_LIB_DIR/../.." && pwd)
 : "${SB_DP_MEM:=256}"
 : "${SB_DP_EXTRA_ARGS:=}"
 : "${SB_DP_QUEUES:=1}"
+: "${SB_DP_PORTS:=1}"
 : "${SB_DP_EAL_EXTRA:=}"
 : "${SB_DP_WRAP:=}"
 SB_BRIDGE=br-dfw
@@ -140,7 +145,7 @@ sb_cleanup() {
 _SB_SHARED_VARS=" SB_CLEANUP SB_CTX SB_CTX_DIR SB_LIB_DIR SB_REPO_DIR SB_BRIDGE SB_FW_PORT
  SB_OVS_VSWITCHD SB_OVS_SCHEMA SB_OVS_SOCKET_MEM SB_PMD_CPU_MASK SB_PMD_MAXSLEEP
  SB_DATAPLANE_BIN SB_DPCTL_BIN SB_DP_LCORE SB_DP_MEM SB_DP_EXTRA_ARGS SB_DP_EAL_EXTRA SB_DP_WRAP
- SB_DP_QUEUES "
+ SB_DP_QUEUES SB_DP_PORTS "
 
 _sb_ctx_vars() {
   local v shared=" ${_SB_SHARED_VARS//$'\n'/ } "
@@ -371,21 +376,31 @@ sb_wait_ofport() {
   return 1
 }
 
+# The firewall ports' names: fw0 (SB_FW_PORT), then fw1.. (SB_DP_PORTS > 1;
+# dfw-hostagent --firewall-ports counts up the same way).
+sb_fw_ports() {
+  local k
+  for ((k = 0; k < SB_DP_PORTS; k++)); do echo "${SB_FW_PORT%0}$k"; done
+}
+
 sb_fw_port() {
+  local port
   SB_FW_SOCK=$SB_OVS_RUN/$SB_FW_PORT.sock
-  sb_on_cleanup "sb_vsctl --if-exists del-port $SB_BRIDGE $SB_FW_PORT"
   # OVS is the vhost-user client: it (re)connects to the dataplane's socket,
   # also after either side restarted.
-  sb_vsctl add-port "$SB_BRIDGE" "$SB_FW_PORT" -- \
-    set Interface "$SB_FW_PORT" type=dpdkvhostuserclient \
-    "options:vhost-server-path=$SB_FW_SOCK" || return 1
+  for port in $(sb_fw_ports); do
+    sb_on_cleanup "sb_vsctl --if-exists del-port $SB_BRIDGE $port"
+    sb_vsctl add-port "$SB_BRIDGE" "$port" -- \
+      set Interface "$port" type=dpdkvhostuserclient \
+      "options:vhost-server-path=$SB_OVS_RUN/$port.sock" || return 1
+  done
   SB_FW_OFPORT=$(sb_wait_ofport "$SB_FW_PORT")
 }
 
 sb_fw_no_flood() { sb_ofctl -O OpenFlow10 mod-port "$SB_BRIDGE" "$SB_FW_PORT" no-flood; }
 
 sb_dataplane_start() {
-  local bin=${1:-$SB_DATAPLANE_BIN} from i
+  local bin=${1:-$SB_DATAPLANE_BIN} from i k port
   if [ ! -x "$bin" ]; then
     _sb_log "no dataplane binary $bin (ninja -C build dfw-dataplane)"
     return 1
@@ -402,13 +417,24 @@ sb_dataplane_start() {
   rm -f "$SB_DP_SOCK"
   # A stale $SB_FW_SOCK (a killed dataplane's) is removed by dfw-dataplane itself.
   : "${SB_FW_SOCK:=$SB_OVS_RUN/$SB_FW_PORT.sock}"
+  local vdevs=(--vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=$SB_DP_QUEUES")
+  local ports_args=()
+  if [ "$SB_DP_PORTS" -gt 1 ]; then
+    vdevs=()
+    k=0
+    for port in $(sb_fw_ports); do
+      vdevs+=(--vdev "net_virtio_user$k,path=$SB_OVS_RUN/$port.sock,server=1,queues=1")
+      k=$((k + 1))
+    done
+    ports_args=(--workers "$SB_DP_PORTS" --port-per-worker)
+  fi
   touch "$SB_DP_LOG"
   from=$(($(stat -c %s "$SB_DP_LOG") + 1))
   # shellcheck disable=SC2086
   $SB_DP_WRAP "$bin" --api "$SB_DP_API" --state-dir "$SB_DP_STATE" --flow-log "$SB_DP_FLOWS" \
-    $SB_DP_EXTRA_ARGS -- -l "$SB_DP_LCORE" --no-pci --file-prefix "$SB_DP_PREFIX" \
-    --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" --single-file-segments $SB_DP_EAL_EXTRA \
-    --vdev "net_virtio_user0,path=$SB_FW_SOCK,server=1,queues=$SB_DP_QUEUES" >>"$SB_DP_LOG" 2>&1 &
+    "${ports_args[@]}" $SB_DP_EXTRA_ARGS -- -l "$SB_DP_LCORE" --no-pci \
+    --file-prefix "$SB_DP_PREFIX" --huge-dir "$SB_HUGE_DIR" -m "$SB_DP_MEM" \
+    --single-file-segments $SB_DP_EAL_EXTRA "${vdevs[@]}" >>"$SB_DP_LOG" 2>&1 &
   SB_DP_PID=$!
   for ((i = 0; i < 300; i++)); do
     if tail -c "+$from" "$SB_DP_LOG" | grep -q 'dfw-dataplane: ready'; then

@@ -131,6 +131,25 @@ std::vector<Bytes> ReadPcap(const std::string& path) {
   return out;
 }
 
+// web and db (dataplane_test_policy.h) and their rules at `revision`,
+// through the local API.
+void SetWebDb(v1::DataplaneService::Stub* api, uint64_t revision) {
+  for (const auto& v : {WebVnic(), DbVnic()}) {
+    grpc::ClientContext ctx;
+    v1::SetVNicRequest req;
+    *req.mutable_vnic() = v;
+    v1::DataplaneVNic resp;
+    ASSERT_TRUE(api->SetVNic(&ctx, req, &resp).ok());
+  }
+  grpc::ClientContext ctx;
+  v1::SetStateRequest req;
+  *req.mutable_full() = WebDbState(revision);
+  v1::SetStateResponse resp;
+  auto st = api->SetState(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.applied_revision(), revision);
+}
+
 class DataplaneDaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -181,22 +200,7 @@ TEST_F(DataplaneDaemonTest, EnforcesPersistedStateAfterKill9BeforeAnyAgentConnec
     auto channel = grpc::CreateChannel("unix:" + (dir_ / "api.sock").string(),
                                        grpc::InsecureChannelCredentials());
     auto api = v1::DataplaneService::NewStub(channel);
-    for (const auto& v : {WebVnic(), DbVnic()}) {
-      grpc::ClientContext ctx;
-      v1::SetVNicRequest req;
-      *req.mutable_vnic() = v;
-      v1::DataplaneVNic resp;
-      ASSERT_TRUE(api->SetVNic(&ctx, req, &resp).ok());
-    }
-    {
-      grpc::ClientContext ctx;
-      v1::SetStateRequest req;
-      *req.mutable_full() = WebDbState(7);
-      v1::SetStateResponse resp;
-      auto st = api->SetState(&ctx, req, &resp);
-      ASSERT_TRUE(st.ok()) << st.error_message();
-      EXPECT_EQ(resp.applied_revision(), 7u);
-    }
+    ASSERT_NO_FATAL_FAILURE(SetWebDb(api.get(), 7));
     {
       // A bad change: refused, naming the field; revision 7 stays.
       grpc::ClientContext ctx;
@@ -257,6 +261,65 @@ TEST_F(DataplaneDaemonTest, EnforcesPersistedStateAfterKill9BeforeAnyAgentConnec
   EXPECT_NE(flows.find("\"kind\":\"allowed\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"kind\":\"denied\",\"time_ms\""), std::string::npos) << flows;
   EXPECT_NE(flows.find("\"dport\":22"), std::string::npos) << flows;
+}
+
+// --workers 2 --port-per-worker: port w is worker w's, and the host agent
+// steers each vNIC to its owner's port (local id % 2). A frame that arrives
+// on the other port anyway is judged by its owner and leaves through the
+// owner's port: OVS takes a vNIC's tagged frames back only from that port.
+TEST_F(DataplaneDaemonTest, PortPerWorkerSendsEachVnicsFramesOutOfItsOwnersPort) {
+  using namespace tcpflag;
+  std::string log1 = (dir_ / "setup.log").string();
+  {
+    Child dp(Args("api.sock", "net_null0", "dpc"), log1);
+    ASSERT_TRUE(WaitFor(log1, "dfw-dataplane: ready", 20)) << Slurp(log1);
+    auto api = v1::DataplaneService::NewStub(grpc::CreateChannel(
+        "unix:" + (dir_ / "api.sock").string(), grpc::InsecureChannelCredentials()));
+    ASSERT_NO_FATAL_FAILURE(SetWebDb(api.get(), 3));
+    dp.Kill9();
+  }
+  const Mac web_mac = MacOf(0x11), db_mac = MacOf(0x21);
+  Tcp syn;
+  syn.sport = 40000;
+  syn.dport = 5432;
+  Tcp ssh = syn;
+  ssh.dport = 22;
+  auto frame = [&](uint16_t id, bool ingress, const Tcp& t) {
+    return Cat(Eth(id, ingress, web_mac, db_mac, 0x0800),
+               Ipv4(Ip4(198, 18, 1, 11), Ip4(198, 18, 2, 21), 6, TcpHeader(t)));
+  };
+  // web (local id 1) is worker 1's, db (2) worker 0's.
+  const Bytes web_out = frame(1, false, syn), db_in = frame(2, true, syn);
+  WritePcap((dir_ / "in0.pcap").string(), {web_out, db_in});
+  WritePcap((dir_ / "in1.pcap").string(), {frame(1, false, ssh), frame(2, true, ssh)});
+  std::vector<std::string> args = Args("api.sock",
+                                       "net_pcap0,rx_pcap=" + (dir_ / "in0.pcap").string() +
+                                           ",tx_pcap=" + (dir_ / "out0.pcap").string(),
+                                       "dpd", /*exit_after_ms=*/1500);
+  args.insert(args.begin() + 1, {"--workers", "2", "--port-per-worker"});
+  *(std::find(args.begin(), args.end(), "-l") + 1) = "0,1";
+  args.push_back("--vdev=net_pcap1,rx_pcap=" + (dir_ / "in1.pcap").string() +
+                 ",tx_pcap=" + (dir_ / "out1.pcap").string());
+  std::string log2 = (dir_ / "ports.log").string();
+  Child dp(args, log2);
+  ASSERT_EQ(dp.Wait(30), 0) << Slurp(log2);
+  EXPECT_NE(Slurp(log2).find("vnics=2 revision=3 workers=2 ports=2"), std::string::npos)
+      << Slurp(log2);
+  // web's allowed SYN was read on port 0 and left through port 1; db's
+  // ingress of it stayed on port 0; both port-22 frames were dropped.
+  EXPECT_EQ(ReadPcap((dir_ / "out0.pcap").string()), std::vector<Bytes>{db_in}) << Slurp(log2);
+  EXPECT_EQ(ReadPcap((dir_ / "out1.pcap").string()), std::vector<Bytes>{web_out}) << Slurp(log2);
+  EXPECT_NE(Slurp(log2).find("stopped rx=4 tx=2 forwarded=2 dropped=2"), std::string::npos)
+      << Slurp(log2);
+  EXPECT_NE(Slurp(log2).find("redispatched=2"), std::string::npos) << Slurp(log2);
+
+  // Fewer ports than workers: refused before any frame is read.
+  std::string log3 = (dir_ / "short.log").string();
+  args.pop_back();
+  Child short_of_ports(args, log3);
+  EXPECT_EQ(short_of_ports.Wait(30), 1) << Slurp(log3);
+  EXPECT_NE(Slurp(log3).find("--port-per-worker with --workers 2 needs 2 ports"), std::string::npos)
+      << Slurp(log3);
 }
 
 // --- GetState and connections that move with their VM -----------------------

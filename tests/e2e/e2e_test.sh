@@ -223,9 +223,10 @@ sb_vm_exec web python3 "$FLEET_LIB_DIR/probe.py" hold "${FLEET_IP[db]}" 5432 --s
   --echo-timeout 25 --status "$status" &
 hold_pid=$!
 sleep 2
-fw_dropped() {
-  sb_vsctl get interface "$SB_FW_PORT" statistics | python3 -c \
-    'import re,sys; m=re.search(r"\btx_dropped=(\d+)", sys.stdin.read()); print(m.group(1) if m else 0)'
+fw_dropped() {  # summed over the firewall ports (SB_DP_PORTS > 1: fw0, fw1, ...)
+  local port
+  for port in $(sb_fw_ports); do sb_vsctl get interface "$port" statistics; done | python3 -c \
+    'import re,sys; print(sum(int(m) for m in re.findall(r"\btx_dropped=(\d+)", sys.stdin.read())))'
 }
 dropped_before=$(fw_dropped)
 dp_log_from=$(($(stat -c %s "$SB_DP_LOG") + 1))
@@ -238,9 +239,18 @@ dropped=$(($(fw_dropped) - dropped_before))
 kept=$(tail -c "+$dp_log_from" "$SB_DP_LOG" | grep -o 'kept [0-9]* connections' | head -1)
 restored=$(tail -c "+$dp_log_from" "$SB_DP_LOG" | grep -o 'restored [0-9]* connections' | head -1)
 echo "e2e: dataplane restart took $restart_ms ms; OVS dropped $dropped frames to" \
-  "$SB_FW_PORT meanwhile; $kept, $restored; TCP: $(cat "$status")"
+  "$(sb_fw_ports | tr '\n' ' ')meanwhile; $kept, $restored; TCP: $(cat "$status")"
 if [ $hold_rc -eq 0 ]; then pass "strict-TCP connection survived the dataplane restart ($(cat "$status"))"
 else fail "strict-TCP connection broke across the dataplane restart: $(cat "$status")"; fi
+if [ "$SB_DP_PORTS" -gt 1 ]; then
+  # A firewall port per worker: OVS brought each vNIC's frames to its owner's
+  # port, so no worker handed a frame to another.
+  handed=$(tail -c "+$dp_log_from" "$SB_DP_LOG" | grep -m1 'dfw-dataplane: stopped' |
+    sed -n 's/.* rx=\([0-9]*\) .* redispatched=\([0-9]*\) .*/\1 \2/p')
+  [ -n "$handed" ] && [ "${handed#* }" = 0 ] && [ "${handed% *}" -gt 0 ] &&
+    pass "$SB_DP_PORTS firewall ports: ${handed% *} frames read, none handed between workers" ||
+    fail "frames handed between workers with a port per worker (rx, redispatched: ${handed:-no stop line})"
+fi
 [ -n "$restored" ] && [ "$restored" != "restored 0 connections" ] &&
   pass "the restarted dataplane imported the kept connections ($restored)" ||
   fail "no connection restored after the restart (${kept:-nothing kept})"
@@ -307,15 +317,17 @@ flows_after=$(sb_ofctl dump-flows "$SB_BRIDGE" --no-stats | sort)
 if [ "$flows_before" = "$flows_after" ]; then pass "steering flows as before the restart"
 else fail "steering flows differ after the ovs-vswitchd restart"; diff <(echo "$flows_before") \
   <(echo "$flows_after"); fi
-nf=never
-for _ in $(seq 100); do
-  if sb_ofctl -O OpenFlow10 show "$SB_BRIDGE" | grep -A1 "($SB_FW_PORT)" | grep -q NO_FLOOD; then
-    nf=yes
-    break
-  fi
-  sleep 0.1
+for port in $(sb_fw_ports); do
+  nf=never
+  for _ in $(seq 100); do
+    if sb_ofctl -O OpenFlow10 show "$SB_BRIDGE" | grep -A1 "($port)" | grep -q NO_FLOOD; then
+      nf=yes
+      break
+    fi
+    sleep 0.1
+  done
+  [ "$nf" = yes ] && pass "no-flood on $port again" || fail "$port is not no-flood"
 done
-[ "$nf" = yes ] && pass "no-flood on $SB_FW_PORT again" || fail "$SB_FW_PORT is not no-flood"
 grep -q 'link up' "$SB_DP_LOG" && pass "dataplane saw its link come back" ||
   fail "the dataplane logged no link up"
 expect allow web db tcp 5432

@@ -160,7 +160,7 @@ class FakeOvs final : public OvsEdge {
   void Stop() override {}
   bool synced() const override { return is_synced; }
   std::vector<ovs::OvsInterface> Snapshot() const override { return rows; }
-  absl::Status CreateFirewallPort() override {
+  absl::Status CreateFirewallPorts() override {
     log_->Add("ovs.CreateFirewallPort");
     return absl::OkStatus();
   }

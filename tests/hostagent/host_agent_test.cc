@@ -74,7 +74,7 @@ class HostAgentTest : public ::testing::Test {
     e.controller = std::move(ctl);
     HostAgentConfig cfg;
     cfg.host_id = "host-a";
-    cfg.firewall_port = "fw0";
+    cfg.firewall_ports = {"fw0"};
     cfg.resync_interval = resync;
     cfg.import_ttl = import_ttl;
     agent_ = std::make_unique<HostAgent>(cfg, std::move(e));

@@ -43,9 +43,9 @@ TEST(HostView, JoinsByInterfaceIdAndByVmUuidAndMac) {
       Row("vhu-db", "vnic-db", "52:54:00:00:00:02", "11111111-0000-0000-0000-000000000002", 6),
       Row("uplink", "", "", "", 2),  // no iface-id: not a vNIC
   };
-  HostView v = ComputeHostView(doms, rows, "fw0", "host-a");
+  HostView v = ComputeHostView(doms, rows, {"fw0"}, "host-a");
   EXPECT_TRUE(v.errors.empty());
-  EXPECT_EQ(v.firewall_ofport, 1);
+  EXPECT_EQ(v.firewall_ofports, std::vector<int64_t>{1});
   ASSERT_EQ(v.vnics.size(), 2u);
   EXPECT_EQ(v.vnics[0].id(), "vnic-db");
   EXPECT_EQ(v.vnics[0].local_id(), 6u);
@@ -53,7 +53,7 @@ TEST(HostView, JoinsByInterfaceIdAndByVmUuidAndMac) {
   EXPECT_EQ(v.vnics[0].bound_ips(0), "198.18.0.12");
   EXPECT_EQ(v.vnics[1].id(), "vnic-web");
   EXPECT_EQ(v.vnics[1].local_id(), 5u);
-  EXPECT_EQ(v.steering.firewall_ofport, 1u);
+  EXPECT_EQ(v.steering.firewall_ofports, std::vector<uint32_t>{1});
   ASSERT_EQ(v.steering.vnics.size(), 2u);
   EXPECT_EQ(v.steering.vnics[0].ofport, 6u);
   EXPECT_EQ(v.steering.vnics[0].local_id, 6);
@@ -76,7 +76,7 @@ TEST(HostView, UnknownPortsAreSteeredWithoutAddressesNeverLeftOut) {
   // dataplane drops its traffic, it has no rules), not reported as a VM.
   std::vector<ovs::OvsInterface> rows = {Row("fw0", "", "", "", 3),
                                          Row("stray", "vnic-x", "52:54:00:AA:BB:CC", "", 9)};
-  HostView v = ComputeHostView({}, rows, "fw0", "h");
+  HostView v = ComputeHostView({}, rows, {"fw0"}, "h");
   ASSERT_EQ(v.vnics.size(), 1u);
   EXPECT_EQ(v.vnics[0].mac(), "52:54:00:aa:bb:cc");
   EXPECT_EQ(v.vnics[0].bound_ips_size(), 0);
@@ -90,7 +90,7 @@ TEST(HostView, PortsThatCannotBeSteeredAreNamedInErrors) {
       Row("nomac", "vnic-nomac", "", "", 7),
       Row("unplugged", "vnic-u", "52:54:00:00:00:08", "", -1),  // no ofport yet: skipped
   };
-  HostView v = ComputeHostView({}, rows, "fw0", "h");
+  HostView v = ComputeHostView({}, rows, {"fw0"}, "h");
   EXPECT_TRUE(v.vnics.empty());
   ASSERT_EQ(v.errors.size(), 2u);
   // Not left to NORMAL: OVS drops what they send.
@@ -111,7 +111,7 @@ TEST(HostView, PortsWithoutIfaceIdPassAsUplinksUnlessTheySayTheyAreAVm) {
       Row("odd", "", "", "", 0xff00),  // reserved number
       Row("vnet0", "vnic-a", "52:54:00:00:00:01", "", 5),
   };
-  HostView v = ComputeHostView({}, rows, "fw0", "h");
+  HostView v = ComputeHostView({}, rows, {"fw0"}, "h");
   EXPECT_EQ(v.steering.uplink_ofports, (std::vector<uint32_t>{2, 12, ovs::kLocalOfport}));
   EXPECT_EQ(v.steering.isolated_ofports, (std::vector<uint32_t>{8, 9}));
   ASSERT_EQ(v.errors.size(), 3u);
@@ -128,17 +128,35 @@ TEST(HostView, PortsWithoutIfaceIdPassAsUplinksUnlessTheySayTheyAreAVm) {
 }
 
 TEST(HostView, NoFirewallPortMeansNothingToSteerTo) {
-  HostView v = ComputeHostView({}, {Row("a", "vnic-a", "52:54:00:00:00:01", "", 4)}, "fw0", "h");
-  EXPECT_EQ(v.firewall_ofport, -1);
-  EXPECT_EQ(v.steering.firewall_ofport, 0u);
+  HostView v = ComputeHostView({}, {Row("a", "vnic-a", "52:54:00:00:00:01", "", 4)}, {"fw0"}, "h");
+  EXPECT_EQ(v.firewall_ofports, std::vector<int64_t>{-1});
+  EXPECT_TRUE(v.steering.firewall_ofports.empty());
   EXPECT_EQ(v.vnics.size(), 1u);
+}
+
+// One firewall port per dataplane worker: none of them is a vNIC, and
+// steering waits until every one of them has an ofport.
+TEST(HostView, SeveralFirewallPortsAreSteeredToOnlyWhenAllHaveOfports) {
+  std::vector<ovs::OvsInterface> rows = {Row("fw0", "", "", "", 1),
+                                         Row("vnet0", "vnic-a", "52:54:00:00:00:01", "", 5),
+                                         Row("fw1", "", "", "", -1)};
+  HostView v = ComputeHostView({}, rows, {"fw0", "fw1"}, "h");
+  EXPECT_EQ(v.firewall_ofports, (std::vector<int64_t>{1, -1}));
+  EXPECT_TRUE(v.steering.firewall_ofports.empty());
+  EXPECT_TRUE(v.steering.uplink_ofports.empty());  // fw1 is not an uplink
+  rows[2].ofport = 2;
+  v = ComputeHostView({}, rows, {"fw0", "fw1"}, "h");
+  EXPECT_EQ(v.steering.firewall_ofports, (std::vector<uint32_t>{1, 2}));
+  ASSERT_EQ(v.vnics.size(), 1u);
+  EXPECT_EQ(v.vnics[0].id(), "vnic-a");
+  EXPECT_TRUE(v.steering.uplink_ofports.empty());
 }
 
 TEST(HostView, InterfacesNotOnTheBridgeAreReportedOnlyWithAnId) {
   std::vector<Domain> doms = {Dom("22222222-0000-0000-0000-000000000001", "vm",
                                   {{"52:54:00:00:00:01", "bridge", "", "vnic-1", {}},
                                    {"52:54:00:00:00:02", "network", "", "", {}}})};
-  HostView v = ComputeHostView(doms, {}, "fw0", "h");
+  HostView v = ComputeHostView(doms, {}, {"fw0"}, "h");
   ASSERT_EQ(v.vms.size(), 1u);
   ASSERT_EQ(v.vms[0].vnics_size(), 1);
   EXPECT_EQ(v.vms[0].vnics(0).id(), "vnic-1");

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <random>
 #include <set>
 #include <sstream>
@@ -14,7 +16,7 @@
 namespace dfw::ovs {
 namespace {
 
-SteeringConfig OneVnic() { return {1, {{5, 7, "52:54:00:00:00:05"}}}; }
+SteeringConfig OneVnic() { return {{1}, {{5, 7, "52:54:00:00:00:05"}}}; }
 
 TEST(SteeringFlows, OneVnicGivesDesign4FlowsPlusFailClosedOnes) {
   absl::StatusOr<std::vector<FlowSpec>> flows = ComputeSteeringFlows(OneVnic());
@@ -58,7 +60,7 @@ TEST(SteeringFlows, EveryFlowCarriesOurCookiePrefix) {
 }
 
 TEST(SteeringFlows, MacIsLowerCasedAndHighestLocalIdFitsAVid) {
-  SteeringConfig c{1, {{6, 2047, "52:54:00:AB:CD:EF"}}};
+  SteeringConfig c{{1}, {{6, 2047, "52:54:00:AB:CD:EF"}}};
   auto flows = ComputeSteeringFlows(c);
   ASSERT_TRUE(flows.ok()) << flows.status();
   bool seen = false;
@@ -73,7 +75,7 @@ TEST(SteeringFlows, MacIsLowerCasedAndHighestLocalIdFitsAVid) {
 }
 
 TEST(SteeringFlows, NoVnicsLeavesBridgeDefaultsOnly) {
-  auto flows = ComputeSteeringFlows({3, {}});
+  auto flows = ComputeSteeringFlows({{3}, {}});
   ASSERT_TRUE(flows.ok()) << flows.status();
   EXPECT_EQ(flows->size(), 4u);
 }
@@ -86,22 +88,22 @@ void ExpectInvalid(const SteeringConfig& c, const std::string& says) {
 }
 
 TEST(SteeringFlows, InvalidConfigsAreRejectedWithTheReason) {
-  ExpectInvalid({0, {}}, "firewall_ofport 0");
-  ExpectInvalid({0xff00, {}}, "firewall_ofport");
-  ExpectInvalid({1, {{1, 7, "52:54:00:00:00:05"}}}, "the firewall port's");
-  ExpectInvalid({1, {{0, 7, "52:54:00:00:00:05"}}}, "not a port number");
-  ExpectInvalid({1, {{5, 0, "52:54:00:00:00:05"}}}, "local id must be in 1..2047");
-  ExpectInvalid({1, {{5, 2048, "52:54:00:00:00:05"}}}, "local id must be in 1..2047");
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:05"}}}, "not a unicast MAC");
-  ExpectInvalid({1, {{5, 7, "52-54-00-00-00-05"}}}, "not a unicast MAC");
-  ExpectInvalid({1, {{5, 7, "01:00:5e:00:00:01"}}}, "not a unicast MAC");
-  ExpectInvalid({1, {{5, 7, "ff:ff:ff:ff:ff:ff"}}}, "not a unicast MAC");
-  ExpectInvalid({1, {{5, 7, "00:00:00:00:00:00"}}}, "not a unicast MAC");
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}, {5, 8, "52:54:00:00:00:06"}}},
+  ExpectInvalid({{0}, {}}, "firewall_ofport 0");
+  ExpectInvalid({{0xff00}, {}}, "firewall_ofport");
+  ExpectInvalid({{1}, {{1, 7, "52:54:00:00:00:05"}}}, "a firewall port's");
+  ExpectInvalid({{1}, {{0, 7, "52:54:00:00:00:05"}}}, "not a port number");
+  ExpectInvalid({{1}, {{5, 0, "52:54:00:00:00:05"}}}, "local id must be in 1..2047");
+  ExpectInvalid({{1}, {{5, 2048, "52:54:00:00:00:05"}}}, "local id must be in 1..2047");
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:05"}}}, "not a unicast MAC");
+  ExpectInvalid({{1}, {{5, 7, "52-54-00-00-00-05"}}}, "not a unicast MAC");
+  ExpectInvalid({{1}, {{5, 7, "01:00:5e:00:00:01"}}}, "not a unicast MAC");
+  ExpectInvalid({{1}, {{5, 7, "ff:ff:ff:ff:ff:ff"}}}, "not a unicast MAC");
+  ExpectInvalid({{1}, {{5, 7, "00:00:00:00:00:00"}}}, "not a unicast MAC");
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:00:05"}, {5, 8, "52:54:00:00:00:06"}}},
                 "ofport listed twice");
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}, {6, 7, "52:54:00:00:00:06"}}},
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:00:05"}, {6, 7, "52:54:00:00:00:06"}}},
                 "local id used by another vNIC");
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:05"}}},
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:05"}}},
                 "mac used by another vNIC");
 }
 
@@ -120,11 +122,11 @@ TEST(SteeringFlows, PortsThatCannotBeSteeredSendNothing) {
     ++drops_from_9;
   }
   EXPECT_EQ(drops_from_9, 1);
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {5}}, "isolated ofport 5: also listed");
-  ExpectInvalid({1, {}, {9, 9}}, "isolated ofport 9: also listed");
-  ExpectInvalid({1, {}, {1}}, "isolated ofport 1: the firewall port");
-  ExpectInvalid({1, {}, {0}}, "isolated ofport 0: not a port number");
-  ExpectInvalid({1, {}, {kLocalOfport}}, "isolated ofport 65534: not a port number");
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:00:05"}}, {5}}, "isolated ofport 5: also listed");
+  ExpectInvalid({{1}, {}, {9, 9}}, "isolated ofport 9: also listed");
+  ExpectInvalid({{1}, {}, {1}}, "isolated ofport 1: a firewall port");
+  ExpectInvalid({{1}, {}, {0}}, "isolated ofport 0: not a port number");
+  ExpectInvalid({{1}, {}, {kLocalOfport}}, "isolated ofport 65534: not a port number");
 }
 
 TEST(SteeringFlows, UnknownPortsAreDeniedKnownUplinksAndLocalPassUntagged) {
@@ -154,24 +156,25 @@ TEST(SteeringFlows, UnknownPortsAreDeniedKnownUplinksAndLocalPassUntagged) {
 }
 
 TEST(SteeringFlows, InvalidUplinksAreRejectedWithTheReason) {
-  ExpectInvalid({1, {}, {}, {0}}, "uplink ofport 0: not a port number");
-  ExpectInvalid({1, {}, {}, {0xff00}}, "uplink ofport 65280: not a port number");
-  ExpectInvalid({1, {}, {}, {0xffff}}, "uplink ofport 65535: not a port number");
-  ExpectInvalid({1, {}, {}, {1}}, "uplink ofport 1: the firewall port");
-  ExpectInvalid({1, {{5, 7, "52:54:00:00:00:05"}}, {}, {5}}, "uplink ofport 5: also listed");
-  ExpectInvalid({1, {}, {9}, {9}}, "uplink ofport 9: also listed");
-  ExpectInvalid({1, {}, {}, {3, 3}}, "uplink ofport 3: also listed");
+  ExpectInvalid({{1}, {}, {}, {0}}, "uplink ofport 0: not a port number");
+  ExpectInvalid({{1}, {}, {}, {0xff00}}, "uplink ofport 65280: not a port number");
+  ExpectInvalid({{1}, {}, {}, {0xffff}}, "uplink ofport 65535: not a port number");
+  ExpectInvalid({{1}, {}, {}, {1}}, "uplink ofport 1: a firewall port");
+  ExpectInvalid({{1}, {{5, 7, "52:54:00:00:00:05"}}, {}, {5}}, "uplink ofport 5: also listed");
+  ExpectInvalid({{1}, {}, {9}, {9}}, "uplink ofport 9: also listed");
+  ExpectInvalid({{1}, {}, {}, {3, 3}}, "uplink ofport 3: also listed");
 }
 
 // What the group-addressed flows of table 1 do with a broadcast from
 // `in_port`, read off the flow text the way OVS would (first match by
-// priority): the steering tags copied to the firewall port, in order, and
-// whether the frame then goes to NORMAL untagged.
+// priority): the steering tags copied to a firewall port (with the port),
+// in order, and whether the frame then goes to NORMAL untagged.
 struct GroupDelivery {
-  std::vector<unsigned> tags;
+  std::vector<std::pair<unsigned, uint32_t>> copies;  // (tag, firewall port)
   bool normal_untagged = false;
 };
-GroupDelivery DeliverBroadcast(const std::vector<FlowSpec>& flows, uint32_t in_port, uint32_t fw) {
+GroupDelivery DeliverBroadcast(const std::vector<FlowSpec>& flows, uint32_t in_port,
+                               const std::vector<uint32_t>& fws) {
   const std::string group = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00";
   const FlowSpec* best = nullptr;
   for (const FlowSpec& f : flows) {
@@ -189,9 +192,11 @@ GroupDelivery DeliverBroadcast(const std::vector<FlowSpec>& flows, uint32_t in_p
     if (a.rfind("mod_vlan_vid:", 0) == 0) {
       tag = std::stoul(a.substr(13));
       tagged = true;
-    } else if (a == "output:" + std::to_string(fw)) {
+    } else if (a.rfind("output:", 0) == 0) {
+      const auto port = static_cast<uint32_t>(std::stoul(a.substr(7)));
+      EXPECT_NE(std::find(fws.begin(), fws.end(), port), fws.end()) << best->actions;
       EXPECT_TRUE(tagged) << best->actions;
-      d.tags.push_back(tag);
+      d.copies.emplace_back(tag, port);
     } else if (a == "strip_vlan") {
       tagged = false;
     } else if (a == "NORMAL") {
@@ -207,8 +212,12 @@ TEST(SteeringFlows, BroadcastReachesEveryOtherVnicThroughItsIngressOnRandomConfi
   std::mt19937 rng(12);
   for (int round = 0; round < 200; ++round) {
     SteeringConfig c;
-    c.firewall_ofport = 1 + rng() % 3000;
-    std::set<uint32_t> used_ports = {c.firewall_ofport};
+    std::set<uint32_t> used_ports;
+    const size_t fw_ports = 1 + rng() % 3;
+    while (c.firewall_ofports.size() < fw_ports) {
+      const uint32_t port = 1 + rng() % 3000;
+      if (used_ports.insert(port).second) c.firewall_ofports.push_back(port);
+    }
     std::set<uint16_t> used_ids;
     const int n = static_cast<int>(rng() % 12);
     while (static_cast<int>(c.vnics.size()) < n) {
@@ -225,22 +234,70 @@ TEST(SteeringFlows, BroadcastReachesEveryOtherVnicThroughItsIngressOnRandomConfi
     auto flows = ComputeSteeringFlows(c);
     ASSERT_TRUE(flows.ok()) << flows.status();
     // The reference: a broadcast goes once into every local vNIC's ingress
-    // but the sender's, then to NORMAL untagged.
-    auto expected_tags = [&](uint32_t sender) {
-      std::vector<unsigned> tags;
+    // but the sender's, through that vNIC's owner worker's port (local id
+    // modulo the ports), then to NORMAL untagged.
+    auto expected = [&](uint32_t sender) {
+      std::vector<std::pair<unsigned, uint32_t>> copies;
       for (const VnicSteering& v : c.vnics) {
-        if (v.ofport != sender) tags.push_back(v.local_id | kIngressVlanBit);
+        if (v.ofport == sender) continue;
+        copies.emplace_back(v.local_id | kIngressVlanBit,
+                            c.firewall_ofports[v.local_id % c.firewall_ofports.size()]);
       }
-      return tags;
+      return copies;
     };
     std::vector<uint32_t> senders = c.uplink_ofports;
     for (const VnicSteering& v : c.vnics) senders.push_back(v.ofport);
     for (uint32_t from : senders) {
-      GroupDelivery d = DeliverBroadcast(*flows, from, c.firewall_ofport);
-      EXPECT_EQ(d.tags, expected_tags(from)) << "round " << round << " from " << from;
+      GroupDelivery d = DeliverBroadcast(*flows, from, c.firewall_ofports);
+      EXPECT_EQ(d.copies, expected(from)) << "round " << round << " from " << from;
       EXPECT_TRUE(d.normal_untagged) << "round " << round << " from " << from;
     }
   }
+}
+
+// Several firewall ports (one per dataplane worker): every flow that sends
+// a vNIC's tagged frame to the dataplane, or takes one back from it, uses
+// that vNIC's owner's port (local id % ports), and each firewall port drops
+// what it sends with a tag it does not own.
+TEST(SteeringFlows, EachVnicCrossesOnlyItsOwnerWorkersFirewallPort) {
+  SteeringConfig c{{1, 2}, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:06"}}};
+  c.uplink_ofports = {3};
+  auto flows = ComputeSteeringFlows(c);
+  ASSERT_TRUE(flows.ok()) << flows.status();
+  auto owner = [](unsigned tag) { return (tag & kMaxLocalId) % 2 == 0 ? 1u : 2u; };
+  int tagged_outputs = 0, tagged_returns = 0;
+  std::set<std::string> fail_closed;
+  for (const FlowSpec& f : *flows) {
+    unsigned in_port = 0, vlan = 0;
+    if (std::sscanf(f.match.c_str(), "in_port=%u,dl_vlan=%u", &in_port, &vlan) == 2) {
+      EXPECT_EQ(in_port, owner(vlan)) << f.ToString();
+      ++tagged_returns;
+    }
+    if ((f.match == "in_port=1" || f.match == "in_port=2") && f.actions == "drop") {
+      EXPECT_EQ(f.priority, kPriorityFirewallDefault);
+      fail_closed.insert(f.match);
+    }
+    std::istringstream in(f.actions);
+    unsigned tag = 0;
+    for (std::string a; std::getline(in, a, ',');) {
+      if (a.rfind("mod_vlan_vid:", 0) == 0) tag = std::stoul(a.substr(13));
+      if (a.rfind("output:", 0) == 0 && tag != 0) {
+        EXPECT_EQ(std::stoul(a.substr(7)), owner(tag)) << f.ToString();
+        ++tagged_outputs;
+      }
+      if (a == "strip_vlan") tag = 0;
+    }
+  }
+  // Per vNIC: egress, unicast ingress, and one broadcast copy from the other
+  // vNIC and one from the uplinks.
+  EXPECT_EQ(tagged_outputs, 2 * 4);
+  EXPECT_EQ(tagged_returns, 2 * 2);
+  EXPECT_EQ(fail_closed, (std::set<std::string>{"in_port=1", "in_port=2"}));
+  ExpectInvalid({{}, {}}, "firewall_ofports: 0 ports");
+  ExpectInvalid({{1, 1}, {}}, "firewall_ofport 1 listed twice");
+  ExpectInvalid({std::vector<uint32_t>(kMaxFirewallPorts + 1, 1), {}}, "firewall_ofports: 17");
+  ExpectInvalid({{1, 2}, {{2, 7, "52:54:00:00:00:05"}}}, "a firewall port's");
+  ExpectInvalid({{1, 2}, {}, {}, {2}}, "uplink ofport 2: a firewall port");
 }
 
 TEST(SteeringFlows, AllFlowsParseInOvsAndCarryInOpenFlow13WithDistinctKeys) {
@@ -280,7 +337,7 @@ TEST(SteeringFlows, CanonicalFormIsWhatOvsPrintsAfterOpenFlow13) {
 }
 
 TEST(SteeringFlows, MoreVnicsThanOneBroadcastFlowCanCarryAreRefused) {
-  SteeringConfig c{1, {}};
+  SteeringConfig c{{1}, {}};
   for (uint16_t id = 1; id <= kMaxSteeredVnics + 1; ++id) {
     c.vnics.push_back({id + 9u, id, absl::StrFormat("52:54:00:00:%02x:%02x", id >> 8, id & 0xff)});
   }

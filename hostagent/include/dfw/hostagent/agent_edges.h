@@ -74,8 +74,8 @@ class OvsEdge {
   virtual void Stop() = 0;
   virtual bool synced() const = 0;
   virtual std::vector<ovs::OvsInterface> Snapshot() const = 0;
-  // Creates the firewall port if missing (idempotent).
-  virtual absl::Status CreateFirewallPort() = 0;
+  // Creates the firewall ports if missing (idempotent).
+  virtual absl::Status CreateFirewallPorts() = 0;
   // Opens an OpenFlow connection if there is none. Each new connection
   // increments openflow_epoch(): ovs-vswitchd may have restarted, so the
   // flags it keeps in memory only (no-flood) must be set again.

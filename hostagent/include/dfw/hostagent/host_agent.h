@@ -74,15 +74,18 @@ struct HostAgentConfig {
   std::string ovsdb_socket;               // ovsdb-server's unix socket path
   std::string openflow_target;            // "unix:<rundir>/<bridge>.mgmt"
   std::string bridge = "br-dfw";
-  std::string firewall_port = "fw0";
+  // The firewall ports, one per dataplane worker: port k serves worker k
+  // (dfw-dataplane --workers N --port-per-worker), and each vNIC is steered
+  // to its owner worker's port (ovs::FirewallPortIndex). Most hosts: one.
+  std::vector<std::string> firewall_ports = {"fw0"};
   // OVS is the vhost-user client of the dataplane's socket (the dataplane
   // serves it: net_virtio_user server=1), so it reconnects by itself after
-  // ovs-vswitchd restarts. For this type the port gets
-  // options:vhost-server-path=firewall_socket.
+  // ovs-vswitchd restarts. For this type port k gets
+  // options:vhost-server-path=firewall_sockets[k].
   std::string firewall_port_type = "dpdkvhostuserclient";
-  std::string firewall_socket;    // e.g. "<ovs rundir>/fw0.sock"
-  std::string dataplane_target;   // "unix:<path>"
-  std::string controller_target;  // "host:port"; empty: no controller
+  std::vector<std::string> firewall_sockets;  // e.g. "<ovs rundir>/fw0.sock"
+  std::string dataplane_target;               // "unix:<path>"
+  std::string controller_target;              // "host:port"; empty: no controller
   // The session's credentials: mutual TLS from the host's SVID
   // (SvidClient::Credentials), or plaintext for an explicitly insecure
   // loopback controller. Required with a controller.

@@ -9,7 +9,7 @@
 //  - the VMs to report to the controller (with their vNICs).
 //
 // Join. An OVS row is a vNIC when it has an iface-id and an ofport and is
-// not the firewall port. Its libvirt interface is the one whose interface id
+// not a firewall port. Its libvirt interface is the one whose interface id
 // equals the iface-id, else the one with the row's attached-mac on the
 // domain whose uuid is the row's vm-uuid. A vNIC on OVS that libvirt does not
 // know is still steered (the dataplane drops its traffic: it has no rules),
@@ -46,7 +46,10 @@
 namespace dfw::hostagent {
 
 struct HostView {
-  int64_t firewall_ofport = -1;          // -1: the firewall port has no ofport yet
+  // The firewall ports' ofports, in the order of their names (port k serves
+  // the dataplane's worker k); -1: that port has no ofport yet. Steering
+  // waits for all of them: steering.firewall_ofports stays empty until then.
+  std::vector<int64_t> firewall_ofports;
   std::vector<v1::DataplaneVNic> vnics;  // sorted by id
   ovs::SteeringConfig steering;          // firewall port, vnics, isolated, uplinks
   std::vector<v1::Vm> vms;               // sorted by id
@@ -55,6 +58,7 @@ struct HostView {
 
 HostView ComputeHostView(const std::vector<Domain>& domains,
                          const std::vector<ovs::OvsInterface>& ovs_rows,
-                         const std::string& firewall_port, const std::string& host_id);
+                         const std::vector<std::string>& firewall_ports,
+                         const std::string& host_id);
 
 }  // namespace dfw::hostagent

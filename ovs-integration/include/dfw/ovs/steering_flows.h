@@ -11,7 +11,7 @@
 // is about (the vNIC's, the isolated or uplink port's; 0 for bridge-wide
 // flows), for debugging.
 //
-//   table 0 (from where)
+//   table 0 (from where)              <fw> = the vNIC's firewall port
 //   p200 in_port=<vnic>,vlan_tci=0x1000/0x1000  drop              VM-tagged
 //   p200 in_port=<uplink>,vlan_tci=0x1000/0x1000  drop    tagged from uplink
 //   p100 in_port=<vnic>            push tag <id>, output:<fw>      egress
@@ -19,12 +19,12 @@
 //   p100 in_port=<fw>,dl_vlan=<id|0x800>  pop tag, output:<vnic>   ingress
 //   p100 in_port=<isolated>        drop     a VM port that cannot be steered
 //   p100 in_port=<uplink>          resubmit(,1)   uplinks, LOCAL
-//   p10  in_port=<fw>              drop     unknown/absent tag: fail closed
+//   p10  in_port=<fw k>            drop     unknown/absent tag: fail closed (each)
 //   p0                             drop     unknown ports: default deny
 //   table 1 (to where)
 //   p100 dl_dst=<vnic mac>         push tag <id|0x800>, output:<fw>
 //   p100 in_port=<vnic A>,dl_dst=<group bit>
-//          per other vNIC R: tag <R|0x800>, output:<fw>; then pop tag, NORMAL
+//          per other vNIC R: tag <R|0x800>, output:<R's fw>; then pop tag, NORMAL
 //   p50  dl_dst=<group bit>        (from uplinks) the same for every vNIC
 //   p0                             NORMAL
 //
@@ -53,6 +53,12 @@
 //  - Size: a group flow lists up to N copies (32 bytes each in OpenFlow
 //    1.3) and one OpenFlow message carries at most 64 KiB: at most
 //    kMaxSteeredVnics vNICs per bridge (the flow set grows as N²).
+//  - Several firewall ports (one per dataplane worker): each vNIC's frames
+//    enter and leave through its owner worker's port only, so no frame
+//    crosses between the dataplane's cores. A tagged frame from another
+//    firewall port than the vNIC's is dropped (p10). The dataplane and the
+//    agent must agree on the number of ports (dfw-dataplane --workers N
+//    --port-per-worker, dfw-host-agent --firewall-ports N).
 //  - Fail closed: when the dataplane is down, everything steered to <fw> is
 //    lost: vNICs neither send nor receive; other ports are unaffected.
 //
@@ -80,6 +86,9 @@ inline constexpr uint16_t kMaxLocalId = 0x7ff;
 // message) must stay below OpenFlow's 64 KiB message length.
 inline constexpr size_t kMaxSteeredVnics = 2000;
 
+// Firewall ports per bridge: one per dataplane worker (VnicTable::kMaxWorkers).
+inline constexpr size_t kMaxFirewallPorts = 16;
+
 // OFPP_MAX: ofports from here on are reserved (LOCAL, CONTROLLER, ...).
 inline constexpr uint32_t kMaxOfport = 0xff00;
 // OFPP_LOCAL: the bridge's own port, as OVSDB reports its ofport.
@@ -97,8 +106,16 @@ struct VnicSteering {
   std::string mac;        // "52:54:00:00:00:05" (any case)
 };
 
+// The firewall port of index k serves the dataplane's worker k; a vNIC's
+// frames go to (and come back from) its owner's port only. Mirrors
+// dfw::dataplane::OwnerWorker (vnic_table.h).
+inline size_t FirewallPortIndex(uint16_t local_id, size_t ports) { return local_id % ports; }
+
 struct SteeringConfig {
-  uint32_t firewall_ofport = 0;
+  // One port per dataplane worker (fw0, fw1, ...; most hosts: one). A vNIC
+  // with local id L is steered to firewall_ofports[FirewallPortIndex(L, n)]:
+  // the worker that owns its connections reads it without a handoff.
+  std::vector<uint32_t> firewall_ofports;
   std::vector<VnicSteering> vnics;
   // VM ports that cannot be steered (no local id or no MAC): everything they
   // send is dropped in OVS (p100 in_port=<port> drop) rather than left to
@@ -127,10 +144,11 @@ struct FlowSpec {
 
 // The full steering flow set, in a stable order. Errors (InvalidArgument)
 // name the offending vNIC or port: ofport 0 or >= 0xff00 (an uplink may also
-// be kLocalOfport), the firewall port used as a vNIC / isolated / uplink
-// port, a port in two roles or twice, duplicate local id / MAC, local id
-// outside 1..2047, bad MAC, more than kMaxSteeredVnics vNICs. On error nothing is returned: the
-// caller keeps the flows it installed last.
+// be kLocalOfport), no firewall port or more than kMaxFirewallPorts, a
+// firewall port used as a vNIC / isolated / uplink port, a port in two roles
+// or twice, duplicate local id / MAC, local id outside 1..2047, bad MAC, more
+// than kMaxSteeredVnics vNICs. On error nothing is returned: the caller
+// keeps the flows it installed last.
 absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig& config);
 
 }  // namespace dfw::ovs
