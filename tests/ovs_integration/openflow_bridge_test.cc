@@ -86,7 +86,7 @@ class OpenFlowBridgeTest : public ::testing::Test {
   }
 
   static SteeringConfig TwoVnics() {
-    return {1, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:06"}}};
+    return {{1}, {{5, 7, "52:54:00:00:00:05"}, {6, 8, "52:54:00:00:00:06"}}};
   }
   static std::vector<FlowSpec> Flows(const SteeringConfig& c) {
     auto f = ComputeSteeringFlows(c);
@@ -167,7 +167,7 @@ TEST_F(OpenFlowBridgeTest, ReconcileFixesOursAndLeavesForeignFlowsAlone) {
 
 TEST_F(OpenFlowBridgeTest, FlowSetChangeIsAtomicForConcurrentReaders) {
   const std::vector<FlowSpec> both = Flows(TwoVnics());
-  const std::vector<FlowSpec> one = Flows({1, {{5, 7, "52:54:00:00:00:05"}}});
+  const std::vector<FlowSpec> one = Flows({{1}, {{5, 7, "52:54:00:00:00:05"}}});
   const FlowSet both_set = Canonical(both), one_set = Canonical(one);
   ASSERT_TRUE(bridge_->Reconcile(both).ok());
 
@@ -232,7 +232,7 @@ TEST_F(OpenFlowBridgeTest, RejectedBundleChangesNothing) {
 TEST_F(OpenFlowBridgeTest, TheLargestBroadcastFlowFitsOneOpenFlowMessage) {
   // kMaxSteeredVnics vNICs: the uplinks' broadcast flow carries a copy for
   // each; the switch must take it whole.
-  SteeringConfig c{1, {}};
+  SteeringConfig c{{1}, {}};
   for (uint16_t id = 1; id <= kMaxSteeredVnics; ++id) {
     c.vnics.push_back({id + 9u, id, absl::StrFormat("52:54:00:00:%02x:%02x", id >> 8, id & 0xff)});
   }
