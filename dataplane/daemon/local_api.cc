@@ -385,6 +385,7 @@ grpc::Status LocalApi::GetState(grpc::ServerContext*, const v1::GetStateRequest*
   for (auto& v : state_->Vnics()) *resp->add_vnics() = std::move(v);
   resp->set_instance_id(instance_id_);
   resp->set_restored(state_->restored());
+  resp->set_firewall_ports(firewall_ports_);
   return grpc::Status::OK;
 }
 

@@ -38,6 +38,9 @@ class LocalApi final : public v1::DataplaneService::Service {
 
   // Where Counters reads api_refused_connections (ApiSocket::refused). Set
   // before the server starts; unset, the field stays 0.
+  // The firewall ports the workers read, reported by GetState (default 1).
+  // Set before the server starts.
+  void SetFirewallPorts(uint32_t ports) { firewall_ports_ = ports; }
   void SetRefusedConnections(std::function<uint64_t()> refused) {
     refused_connections_ = std::move(refused);
   }
@@ -81,6 +84,7 @@ class LocalApi final : public v1::DataplaneService::Service {
   std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer
   std::function<uint64_t()> refused_connections_;
   const uint64_t instance_id_;
+  uint32_t firewall_ports_ = 1;
 };
 
 // ConnectionEntry <-> ConnExport. FromProto checks what the narrower C++

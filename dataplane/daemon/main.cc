@@ -401,6 +401,7 @@ int main(int argc, char** argv) {
   if (!flow_log.empty() && !sink)
     std::fprintf(stderr, "dfw-dataplane: cannot open %s\n", flow_log.c_str());
   LocalApi service(&state, pipeline_ptrs, worker_ptrs);
+  service.SetFirewallPorts(rx_ports);
   // A unix socket is ours (ApiSocket: 0600, peer uid checked) and gRPC gets
   // only the admitted connections; the server itself listens on nothing.
   // TCP (--api-insecure-tcp, loopback) is gRPC's own listener.

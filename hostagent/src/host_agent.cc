@@ -136,6 +136,21 @@ void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
     return;
   }
   bool restarted = dataplane_up_ && st->instance_id() != dataplane_instance_;
+  if (st->firewall_ports() != dataplane_ports_) {
+    dataplane_ports_ = st->firewall_ports();
+    const size_t ours = config_.firewall_ports.size();
+    if (dataplane_ports_ > ours) {
+      spdlog::error(
+          "dataplane: its workers read {} firewall ports, this agent makes {} (--firewall-ports): "
+          "what the workers without a port send back is lost; give --firewall-ports {}",
+          dataplane_ports_, ours, dataplane_ports_);
+    } else if (dataplane_ports_ != 0 && dataplane_ports_ < ours) {
+      spdlog::warn(
+          "dataplane: its workers read {} firewall ports, this agent has {} (--firewall-ports): "
+          "steering to the first {} only",
+          dataplane_ports_, ours, dataplane_ports_);
+    }
+  }
   dataplane_instance_ = st->instance_id();
   if (!dataplane_up_ || restarted) {
     spdlog::info("dataplane: reachable at {} (instance {:x}{}, revision {}, {} vNICs{})",
@@ -202,7 +217,12 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   // A firewall port without an ofport yet: nothing to steer to (the flows
   // installed last stay).
   if (view.steering.firewall_ofports.empty()) return;
-  auto desired = ovs::ComputeSteeringFlows(view.steering);
+  // Never steer a vNIC to a port the dataplane does not read: with fewer
+  // ports there (e.g. one port of N queues), the first ones only.
+  ovs::SteeringConfig steering = view.steering;
+  if (dataplane_ports_ >= 1 && dataplane_ports_ < steering.firewall_ofports.size())
+    steering.firewall_ofports.resize(dataplane_ports_);
+  auto desired = ovs::ComputeSteeringFlows(steering);
   if (!desired.ok()) {
     spdlog::error("steering: {}", desired.status().ToString());
     return;

@@ -87,6 +87,7 @@ class FakeDataplane final : public DataplaneEdge {
   bool export_fails = false;
   uint64_t revision = 0;
   uint64_t instance_id = 1;
+  uint32_t firewall_ports = 0;  // GetState's (0: not reported)
   std::map<std::string, v1::DataplaneVNic> vnics;
   std::map<std::string, std::vector<v1::ConnectionEntry>> conns;
   std::map<std::string, std::vector<v1::ConnectionEntry>> imported;
@@ -114,6 +115,7 @@ class FakeDataplane final : public DataplaneEdge {
     v1::GetStateResponse r;
     r.set_applied_revision(revision);
     r.set_instance_id(instance_id);
+    r.set_firewall_ports(firewall_ports);
     for (const auto& [id, v] : vnics) *r.add_vnics() = v;
     return r;
   }

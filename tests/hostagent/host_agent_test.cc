@@ -57,7 +57,8 @@ class HostAgentTest : public ::testing::Test {
   void SetUp() override { Make(); }
 
   void Make(std::chrono::milliseconds resync = std::chrono::hours(1),
-            std::chrono::milliseconds import_ttl = std::chrono::seconds(60)) {
+            std::chrono::milliseconds import_ttl = std::chrono::seconds(60),
+            std::vector<std::string> firewall_ports = {"fw0"}) {
     agent_.reset();
     HostAgentEdges e;
     auto dp = std::make_unique<FakeDataplane>(&log_);
@@ -74,12 +75,24 @@ class HostAgentTest : public ::testing::Test {
     e.controller = std::move(ctl);
     HostAgentConfig cfg;
     cfg.host_id = "host-a";
-    cfg.firewall_ports = {"fw0"};
+    cfg.firewall_ports = firewall_ports;
     cfg.resync_interval = resync;
     cfg.import_ttl = import_ttl;
     agent_ = std::make_unique<HostAgent>(cfg, std::move(e));
     ASSERT_TRUE(agent_->StartEdges().ok());
-    ovs_->rows = {Row("fw0", "", "", 1)};
+    ovs_->rows.clear();
+    for (size_t k = 0; k < firewall_ports.size(); ++k)
+      ovs_->rows.push_back(Row(firewall_ports[k], "", "", static_cast<int64_t>(k + 1)));
+  }
+  // The actions of the installed flow that takes what vNIC port `ofport`
+  // sends to the dataplane ("mod_vlan_vid:<id>,output:<firewall port>").
+  std::string EgressActions(uint32_t ofport) const {
+    for (const ovs::FlowSpec& f : ovs_->flows) {
+      if (f.table == 0 && f.match == "in_port=" + std::to_string(ofport) &&
+          f.actions.rfind("mod_vlan_vid", 0) == 0)
+        return f.actions;
+    }
+    return "";
   }
 
   // VM a: vNIC "vnic-a" on ofport 5.
@@ -130,6 +143,27 @@ TEST_F(HostAgentTest, VnicGoesToTheDataplaneAndGetsNoFloodBeforeAnyFlowSteersToI
   EXPECT_TRUE(log_.InOrder({"ovs.NoFlood 6", "ovs.Reconcile steer=5,6"}, from));
   EXPECT_EQ(log_.Find("dp.SetVnic vnic-a", from), -1);
   EXPECT_EQ(log_.Find("ovs.NoFlood 5", from), -1);
+}
+
+// A firewall port per dataplane worker: each vNIC goes to its owner's port
+// (local id % ports), and never to a port the dataplane does not read.
+TEST_F(HostAgentTest, VnicsAreSteeredToTheirOwnersFirewallPortOfThoseTheDataplaneReads) {
+  Make(std::chrono::hours(1), std::chrono::seconds(60), {"fw0", "fw1"});  // ofports 1, 2
+  dp_->firewall_ports = 2;
+  PlugA();  // ofport 5: worker 1
+  PlugB();  // ofport 6: worker 0
+  agent_->Pass();
+  EXPECT_EQ(EgressActions(5), "mod_vlan_vid:5,output:2");
+  EXPECT_EQ(EgressActions(6), "mod_vlan_vid:6,output:1");
+  EXPECT_TRUE(log_.InOrder({"ovs.NoFlood 2", "ovs.Reconcile steer=5,6"})) << "fw1 too";
+
+  // The dataplane restarted with one port (its workers share it): fw1 is
+  // read by nobody, so everything goes to fw0.
+  dp_->firewall_ports = 1;
+  dp_->instance_id = 2;
+  agent_->Pass();
+  EXPECT_EQ(EgressActions(5), "mod_vlan_vid:5,output:1");
+  EXPECT_EQ(EgressActions(6), "mod_vlan_vid:6,output:1");
 }
 
 TEST_F(HostAgentTest, IsolatedVmPortGetsNoFloodButNoSteeringAndUplinksKeepFlooding) {

@@ -180,6 +180,7 @@ class HostAgent {
   std::chrono::steady_clock::time_point last_flow_check_{};
   bool dataplane_up_ = false;
   uint64_t dataplane_instance_ = 0;
+  uint32_t dataplane_ports_ = 0;  // firewall ports it reads (GetState); 0: not known
   std::map<std::string, v1::DataplaneVNic> pushed_;  // what the dataplane has
   std::map<std::string, std::string> vnic_vm_;       // vNIC -> VM it was last reported in
   std::set<std::string> reported_vms_;               // VM ids of the last report
