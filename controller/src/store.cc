@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <iterator>
 #include <mutex>
 
 #include "absl/strings/cord.h"
@@ -198,6 +199,16 @@ void ChangeSet::AddEvent(dfw::v1::ChangeEvent::Kind kind, const std::string& id,
   e.set_actor(t_actor.empty() ? "controller" : t_actor);
   *e.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
   events_.push_back(std::move(e));
+}
+
+void ChangeSet::Append(ChangeSet&& other) {
+  ops_.insert(ops_.end(), std::make_move_iterator(other.ops_.begin()),
+              std::make_move_iterator(other.ops_.end()));
+  events_.insert(events_.end(), std::make_move_iterator(other.events_.begin()),
+                 std::make_move_iterator(other.events_.end()));
+  if (other.next_rule_num_ != 0) next_rule_num_ = other.next_rule_num_;
+  other.ops_.clear();
+  other.events_.clear();
 }
 
 bool IsStoreFull(const absl::Status& s) {

@@ -107,6 +107,8 @@ class ChangeSet {
   void PutRuleNum(const std::string& policy_id, const std::string& rule_id, uint32_t num);
   void SetNextRuleNum(uint32_t next) { next_rule_num_ = next; }
   void AddEvent(dfw::v1::ChangeEvent::Kind kind, const std::string& id, bool deleted);
+  // Appends `other`'s writes and events after this one's (same revision).
+  void Append(ChangeSet&& other);
   const std::vector<dfw::v1::ChangeEvent>& events() const { return events_; }
   bool empty() const { return ops_.empty() && events_.empty(); }
 
