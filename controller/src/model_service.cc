@@ -279,6 +279,33 @@ void MigrateTagSources(dfw::v1::Vm* vm) {
 
 }  // namespace
 
+void ModelService::VmTable::Put(dfw::v1::Vm vm) {
+  auto it = vms_.find(vm.id());
+  if (it != vms_.end() && it->second.host() != vm.host()) {
+    auto h = by_host_.find(it->second.host());
+    if (h != by_host_.end() && h->second.erase(vm.id()) && h->second.empty()) by_host_.erase(h);
+  }
+  by_host_[vm.host()].insert(vm.id());
+  std::string id = vm.id();
+  vms_[id] = std::move(vm);
+}
+
+std::optional<dfw::v1::Vm> ModelService::VmTable::Erase(const std::string& id) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return std::nullopt;
+  auto h = by_host_.find(it->second.host());
+  if (h != by_host_.end() && h->second.erase(id) && h->second.empty()) by_host_.erase(h);
+  std::optional<dfw::v1::Vm> old = std::move(it->second);
+  vms_.erase(it);
+  return old;
+}
+
+const std::set<std::string>& ModelService::VmTable::OfHost(const std::string& host) const {
+  static const std::set<std::string> kNone;
+  auto it = by_host_.find(host);
+  return it == by_host_.end() ? kNone : it->second;
+}
+
 ModelService::ModelService() = default;
 ModelService::~ModelService() {
   std::lock_guard<std::mutex> l(rmu_);
@@ -304,7 +331,7 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::stri
     auto spec = tagging::VmFromProto(vm);
     if (!spec.ok()) return Prefixed(spec.status(), Cat("stored VM '", vm.id(), "': "));
     vms.push_back(std::move(*spec));
-    m->vms_[vm.id()] = std::move(vm);
+    m->vms_.Put(std::move(vm));
   }
   for (auto& g : st->groups) {
     auto spec = tagging::GroupFromProto(g);
@@ -444,9 +471,9 @@ absl::Status RemoveVmInto(tagging::MembershipIndex* index, const std::string& id
                              &fanout);                                                       \
       compiler_->OnMembershipDelta(c.delta);                                                 \
       if (c.proto_after) {                                                                   \
-        vms_[c.id] = *c.proto_after;                                                         \
+        vms_.Put(*c.proto_after);                                                            \
       } else {                                                                               \
-        vms_.erase(c.id);                                                                    \
+        vms_.Erase(c.id);                                                                    \
       }                                                                                      \
     }                                                                                        \
     compiler_->Flush(cs.revision(), &fanout);                                                \
@@ -513,7 +540,8 @@ absl::StatusOr<dfw::v1::ListVmsResponse> ModelService::ListVms(
     const dfw::v1::ListRequest& req) const {
   std::shared_lock l(mu_);
   return Page<dfw::v1::Vm, dfw::v1::ListVmsResponse>(
-      vms_, req, [](dfw::v1::ListVmsResponse* r, const dfw::v1::Vm& v) { *r->add_vms() = v; });
+      vms_.all(), req,
+      [](dfw::v1::ListVmsResponse* r, const dfw::v1::Vm& v) { *r->add_vms() = v; });
 }
 
 absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteVm(const dfw::v1::DeleteRequest& req) {
@@ -570,7 +598,7 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
     }
   }
   if (req.expected_revision() != 0) {
-    uint64_t cur = vms_[req.vm_ids(0)].revision();
+    uint64_t cur = vms_.at(req.vm_ids(0)).revision();
     if (auto s = CheckExpected(req.expected_revision(), "VM", req.vm_ids(0), &cur); !s.ok()) {
       return s;
     }
@@ -584,7 +612,7 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
     VmChange c;
     c.id = id;
     c.before = *index_->FindVm(id);
-    dfw::v1::Vm out = vms_[id];
+    dfw::v1::Vm out = vms_.at(id);
     auto api = ApiTagsAfterTag(out, set, unset);
     if (api.ok() && api->size() > kMaxTagsPerVm) {
       api = absl::InvalidArgumentError(
@@ -1062,13 +1090,76 @@ void SanitizeGuestReport(dfw::v1::Vm* vm, const dfw::v1::Vm* old,
 
 }  // namespace
 
+// Host reports staged for one change (ModelService::StageInventory): the
+// store writes, the index changes in the order applied, and what vms_ and
+// host_records_ held before, to undo them when the change is not stored.
+struct ModelService::InventoryBatch {
+  explicit InventoryBatch(uint64_t revision) : cs(revision) {}
+  ChangeSet cs;                     // at the batch's revision
+  bool effective = false;           // a VM or host record changed: a new revision
+  std::vector<dfw::v1::Vm> silent;  // stored without a revision when nothing is effective
+  std::vector<VmChange> changes;
+  std::vector<std::pair<std::string, std::string>> moved;  // (vm, new host)
+  std::set<std::string> attaching;  // hosts whose Hello is staged: they count as connected
+  std::vector<std::pair<std::string, std::optional<dfw::v1::Vm>>> vms_before;
+  std::vector<std::pair<std::string, std::optional<dfw::v1::Host>>> hosts_before;
+  Clock::time_point now = Clock::now();
+
+  void SetVm(VmTable& vms, const std::string& id, const std::optional<dfw::v1::Vm>& vm) {
+    std::optional<dfw::v1::Vm> before;
+    if (vm) {
+      auto it = vms.find(id);
+      if (it != vms.end()) before = it->second;
+      vms.Put(*vm);
+    } else {
+      before = vms.Erase(id);
+    }
+    vms_before.emplace_back(id, std::move(before));
+  }
+  void SetHost(std::map<std::string, dfw::v1::Host>& hosts, dfw::v1::Host h) {
+    auto it = hosts.find(h.id());
+    hosts_before.emplace_back(
+        h.id(), it == hosts.end() ? std::nullopt : std::optional(std::move(it->second)));
+    std::string id = h.id();
+    hosts[id] = std::move(h);
+  }
+  // Puts vms_ and host_records_ back as they were before the batch.
+  void Undo(VmTable& vms, std::map<std::string, dfw::v1::Host>& hosts) {
+    for (auto it = vms_before.rbegin(); it != vms_before.rend(); ++it) {
+      if (it->second) {
+        vms.Put(std::move(*it->second));
+      } else {
+        vms.Erase(it->first);
+      }
+    }
+    for (auto it = hosts_before.rbegin(); it != hosts_before.rend(); ++it) {
+      if (it->second) {
+        hosts[it->first] = std::move(*it->second);
+      } else {
+        hosts.erase(it->first);
+      }
+    }
+    vms_before.clear();
+    hosts_before.clear();
+  }
+};
+
 absl::Status ModelService::ApplyInventory(const std::string& host_id,
+                                          const std::vector<dfw::v1::Vm>& vms_set,
+                                          const std::vector<std::string>& vms_removed) {
+  InventoryBatch batch(revision_ + 1);
+  if (auto s = StageInventory(host_id, vms_set, vms_removed, false, nullptr, batch); !s.ok()) {
+    return s;
+  }
+  return CommitInventory(batch);
+}
+
+absl::Status ModelService::StageInventory(const std::string& host_id,
                                           const std::vector<dfw::v1::Vm>& vms_set,
                                           const std::vector<std::string>& vms_removed,
                                           bool replace_host, const dfw::v1::Host* host_record,
-                                          uint64_t* revision_out) {
-  *revision_out = revision_;
-  const auto now = Clock::now();
+                                          InventoryBatch& batch) {
+  const auto now = batch.now;
   // Validate every VM first: nothing is applied when one is wrong.
   std::vector<tagging::VmSpec> specs;
   std::vector<dfw::v1::Vm> protos;
@@ -1076,6 +1167,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   std::set<std::string> listed;
   std::vector<std::string> refused;  // VMs another connected host holds
   auto connected = [&](const std::string& host) {
+    if (batch.attaching.count(host)) return true;
     std::lock_guard<std::mutex> r(rmu_);
     auto it = hosts_.find(host);
     return it != hosts_.end() && it->second->connected;
@@ -1085,7 +1177,7 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   if (guest) {
     std::set<std::string> reported;
     for (const auto& vm : vms_set) reported.insert(vm.id());
-    holders = AddressHolders(vms_, reported);
+    holders = AddressHolders(vms_.all(), reported);
   }
   for (size_t i = 0; i < vms_set.size(); ++i) {
     dfw::v1::Vm vm = vms_set[i];
@@ -1145,9 +1237,9 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
         for (const auto& a : n.addresses()) reported.emplace(CanonicalAddress(a.ip()), vm.id());
       }
     }
-    for (const auto& [id, old] : vms_) {
-      if (!IsGuestHost(old.host()) || listed.count(id)) continue;
-      dfw::v1::Vm vm = old;
+    auto quarantine = [&](const std::string& id) {
+      if (listed.count(id)) return;
+      dfw::v1::Vm vm = vms_.at(id);
       bool changed = false;
       for (auto& n : *vm.mutable_vnics()) {
         for (auto& a : *n.mutable_addresses()) {
@@ -1158,14 +1250,20 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
           changed = true;
         }
       }
-      if (!changed) continue;
+      if (!changed) return;
       vm.set_revision(0);
       auto spec = tagging::VmFromProto(vm);
-      if (!spec.ok()) continue;  // it was valid when stored; never expected
+      if (!spec.ok()) return;  // it was valid when stored; never expected
       spdlog::warn("host {} reports addresses guest VM {} claimed: the guest's are quarantined",
                    host_id, id);
       specs.push_back(std::move(*spec));
       protos.push_back(std::move(vm));
+    };
+    if (!reported.empty()) {
+      vms_.ForHostsWithPrefix(kGuestHostPrefix,
+                              [&](const std::string&, const std::set<std::string>& ids) {
+                                for (const auto& id : ids) quarantine(id);
+                              });
     }
   }
   if (!refused.empty()) {
@@ -1185,8 +1283,8 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   std::vector<std::string> removals;
   if (replace_host) {
     handover_.KeepClaims(host_id, [&](const std::string& id) { return listed.count(id) > 0; });
-    for (const auto& [id, vm] : vms_) {
-      if (vm.host() == host_id && !listed.count(id)) removals.push_back(id);
+    for (const auto& id : vms_.OfHost(host_id)) {
+      if (!listed.count(id)) removals.push_back(id);
     }
   }
   std::set<std::string> removing;
@@ -1225,25 +1323,23 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
         it == host_records_.end() || it->second.hostname() != host_record->hostname() ||
         it->second.kind() != (guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
   }
-  auto put_silent = [&](ChangeSet* cs) {
-    for (const auto& vm : silent) cs->Put(Kind::kVm, vm.id(), vm);
-  };
-  auto keep_silent = [&] {
-    for (auto& vm : silent) vms_[vm.id()] = std::move(vm);
-  };
   if (specs.empty() && removals.empty() && !host_changed) {
-    if (silent.empty()) return absl::OkStatus();
-    ChangeSet cs(revision_);
-    put_silent(&cs);
-    if (auto s = store_->Commit(cs); !s.ok()) return s;
-    keep_silent();
+    // Nothing effective: stored with the batch, at no new revision of its own.
+    for (auto& vm : silent) {
+      batch.cs.Put(Kind::kVm, vm.id(), vm);
+      std::string id = vm.id();
+      batch.SetVm(vms_, id, vm);
+      batch.silent.push_back(std::move(vm));
+    }
     return absl::OkStatus();
   }
 
-  uint64_t rev = revision_ + 1;
+  // This report's writes go to its own ChangeSet first: a VM the index
+  // refuses leaves nothing of the report in the batch.
+  uint64_t rev = batch.cs.revision();
   std::vector<VmChange> changes;
   ChangeSet cs(rev);
-  put_silent(&cs);
+  for (const auto& vm : silent) cs.Put(Kind::kVm, vm.id(), vm);
   std::vector<std::pair<std::string, std::string>> moved;  // (vm, new host)
   for (const auto& vm : protos) {
     auto o = vms_.find(vm.id());
@@ -1269,21 +1365,59 @@ absl::Status ModelService::ApplyInventory(const std::string& host_id,
   for (const auto& id : removals) {
     if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
   }
-  dfw::v1::Host h;
   if (host_changed) {
+    dfw::v1::Host h;
     h.set_id(host_id);
     h.set_hostname(host_record->hostname());
     h.set_kind(guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
     cs.Put(Kind::kHost, host_id, h);
     cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
+    batch.SetHost(host_records_, std::move(h));
   }
-  DFW_COMMIT_VM_CHANGES(changes, cs);
-  if (host_changed) host_records_[host_id] = std::move(h);  // once stored
-  keep_silent();
+  // Staged: the model shows the report now (a later report of the batch
+  // reads it); CommitInventory stores it or puts everything back.
+  batch.cs.Append(std::move(cs));
+  for (auto& vm : silent) {
+    std::string id = vm.id();
+    batch.SetVm(vms_, id, vm);
+  }
+  for (auto& c : changes) {
+    batch.SetVm(vms_, c.id, c.proto_after);
+    batch.changes.push_back(std::move(c));
+  }
+  batch.moved.insert(batch.moved.end(), moved.begin(), moved.end());
+  batch.effective = true;
+  return absl::OkStatus();
+}
+
+absl::Status ModelService::CommitInventory(InventoryBatch& batch) {
+  if (!batch.effective) {
+    if (batch.silent.empty()) return absl::OkStatus();
+    ChangeSet cs(revision_);
+    for (const auto& vm : batch.silent) cs.Put(Kind::kVm, vm.id(), vm);
+    if (auto s = store_->Commit(cs); !s.ok()) {
+      batch.Undo(vms_, host_records_);
+      return s;
+    }
+    return absl::OkStatus();
+  }
+  if (auto s = store_->Commit(batch.cs); !s.ok()) {
+    UndoVmChanges(index_.get(), batch.changes);
+    batch.Undo(vms_, host_records_);
+    return s;
+  }
+  uint64_t rev = batch.cs.revision();
+  ChangeFanout fanout;
+  for (auto& c : batch.changes) {
+    compiler_->OnVmChanged(c.before ? &*c.before : nullptr, c.after ? &*c.after : nullptr, &fanout);
+    compiler_->OnMembershipDelta(c.delta);
+  }
+  compiler_->Flush(rev, &fanout);
+  Committed(rev);
+  Publish(fanout, rev);
   // Still under the writer lock: the new owner's feed holds the imports
   // before a sender can build the delta with the VM's rules.
-  for (const auto& [vm_id, to] : moved) SendImports(vm_id, to, now);
-  *revision_out = rev;
+  for (const auto& [vm_id, to] : batch.moved) SendImports(vm_id, to, batch.now);
   return absl::OkStatus();
 }
 
@@ -1326,19 +1460,63 @@ absl::Status ModelService::AddConnectionExport(const std::string& host_id,
 absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
     const dfw::v1::HostHello& hello, std::function<void()> wake,
     std::function<bool(dfw::v1::ControllerToHost)> deliver) {
-  const std::string& host_id = hello.host().id();
-  if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) return s;
+  std::vector<HostHelloRequest> one(1);
+  one[0].hello = hello;
+  one[0].actor = ActorScope::Current();
+  one[0].wake = std::move(wake);
+  one[0].deliver = std::move(deliver);
+  return std::move(AttachHosts(std::move(one))[0]);
+}
+
+std::vector<absl::StatusOr<ModelService::Attached>> ModelService::AttachHosts(
+    std::vector<HostHelloRequest> hellos) {
+  std::vector<absl::StatusOr<Attached>> out(hellos.size(),
+                                            absl::InternalError("hello: not applied"));
+  std::vector<bool> staged(hellos.size(), false);
   std::unique_lock l(mu_);
-  if (!host_records_.count(host_id) && host_records_.size() >= kMaxHosts) {
-    return absl::ResourceExhaustedError(Cat("host.id: host '", host_id, "' would be host ",
-                                            host_records_.size() + 1, ", above the limit of ",
-                                            kMaxHosts, "; remove hosts that are gone first"));
+  InventoryBatch batch(revision_ + 1);
+  for (size_t i = 0; i < hellos.size(); ++i) {
+    const dfw::v1::HostHello& hello = hellos[i].hello;
+    const std::string& host_id = hello.host().id();
+    if (auto s = ValidateObjectId(host_id, "host.id"); !s.ok()) {
+      out[i] = s;
+      continue;
+    }
+    // host_records_ already holds the hosts staged before this one.
+    if (!host_records_.count(host_id) && host_records_.size() >= kMaxHosts) {
+      out[i] = absl::ResourceExhaustedError(Cat("host.id: host '", host_id, "' would be host ",
+                                                host_records_.size() + 1, ", above the limit of ",
+                                                kMaxHosts, "; remove hosts that are gone first"));
+      continue;
+    }
+    ActorScope actor(hellos[i].actor);  // the change log names who reported
+    std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
+    if (auto s = StageInventory(host_id, vms, {}, true, &hello.host(), batch); !s.ok()) {
+      out[i] = s;  // this report alone: nothing of it was staged
+      continue;
+    }
+    // Connected from here on for the reports staged after it, as it would
+    // be had its Hello been applied alone, before theirs.
+    batch.attaching.insert(host_id);
+    staged[i] = true;
   }
-  std::vector<dfw::v1::Vm> vms(hello.vms().begin(), hello.vms().end());
-  uint64_t rev = 0;
-  if (auto s = ApplyInventory(host_id, vms, {}, true, &hello.host(), &rev); !s.ok()) return s;
-  Attached out;
+  if (auto s = CommitInventory(batch); !s.ok()) {
+    for (size_t i = 0; i < hellos.size(); ++i) {
+      if (staged[i]) out[i] = s;
+    }
+    return out;
+  }
   std::lock_guard<std::mutex> r(rmu_);
+  for (size_t i = 0; i < hellos.size(); ++i) {
+    if (!staged[i]) continue;
+    out[i] = BindSessionLocked(hellos[i]);
+  }
+  return out;
+}
+
+ModelService::Attached ModelService::BindSessionLocked(HostHelloRequest& req) {
+  const std::string& host_id = req.hello.host().id();
+  Attached out;
   auto& hs = hosts_[host_id];
   if (!hs) {
     hs = std::make_unique<HostState>();
@@ -1347,8 +1525,8 @@ absl::StatusOr<ModelService::Attached> ModelService::AttachHost(
   if (!hs->feed) hs->feed = std::make_shared<HostFeed>(host_id);
   out.feed = hs->feed;
   uint64_t sent = hs->feed->last_sent();
-  out.full = hello.held_revision() == 0 || hello.held_revision() != sent;
-  out.generation = hs->feed->Attach(std::move(wake), std::move(deliver));
+  out.full = req.hello.held_revision() == 0 || req.hello.held_revision() != sent;
+  out.generation = hs->feed->Attach(std::move(req.wake), std::move(req.deliver));
   if (out.full) hs->feed->RequestFull();  // no wake: callers Kick() once bound
   hs->connected = true;
   // What the host must reach. A full state is built at the current
@@ -1370,8 +1548,7 @@ absl::Status ModelService::UpdateInventory(const std::string& host_id,
   std::unique_lock l(mu_);
   std::vector<dfw::v1::Vm> vms(update.vms_set().begin(), update.vms_set().end());
   std::vector<std::string> removed(update.vms_removed().begin(), update.vms_removed().end());
-  uint64_t rev = 0;
-  return ApplyInventory(host_id, vms, removed, false, nullptr, &rev);
+  return ApplyInventory(host_id, vms, removed);
 }
 
 absl::Status ModelService::Ack(const std::string& host_id, const dfw::v1::Ack& ack) {
@@ -1440,10 +1617,8 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
       }
     }
   }
-  std::vector<std::string> vm_ids;
-  for (const auto& [id, vm] : vms_) {
-    if (vm.host() == host_id) vm_ids.push_back(id);
-  }
+  const auto& held = vms_.OfHost(host_id);
+  std::vector<std::string> vm_ids(held.begin(), held.end());
   if (!known && vm_ids.empty()) {
     return absl::NotFoundError(Cat("id: host '", host_id, "' does not exist"));
   }
@@ -1463,7 +1638,7 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
   for (auto& c : changes) {
     compiler_->OnVmChanged(&*c.before, nullptr, &fanout);
     compiler_->OnMembershipDelta(c.delta);
-    vms_.erase(c.id);
+    vms_.Erase(c.id);
   }
   compiler_->Flush(rev, &fanout);
   fanout.erase(host_id);  // its rulesets go with it; nobody is left to tell

@@ -38,8 +38,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "dfw/controller/host_feed.h"
@@ -155,6 +158,25 @@ class ModelService {
   };
   absl::StatusOr<Attached> AttachHost(const dfw::v1::HostHello& hello, std::function<void()> wake,
                                       std::function<bool(dfw::v1::ControllerToHost)> deliver);
+  // Several Hellos as one change (the registration storm: HostSessionService
+  // batches the Hellos that queue up while a change is applied). The result
+  // is each Hello's, in order, exactly as if they had been attached one at a
+  // time in that order (a VM two of them report goes to the first; the
+  // second's report of it is a refused claim), except that every effective
+  // change is stored as one RocksDB batch at one revision, compiled once,
+  // and each affected host's feed gets one merge for the whole batch: a
+  // connected host gets at most one delta for it, a host of the batch one
+  // full state at that revision (or later). A Hello that fails validation
+  // fails alone (nothing of it applied); a store failure fails every Hello
+  // of the batch and undoes them all. `actor` names the reporter in the
+  // change log (empty: the calling thread's ActorScope).
+  struct HostHelloRequest {
+    dfw::v1::HostHello hello;
+    std::string actor;
+    std::function<void()> wake;
+    std::function<bool(dfw::v1::ControllerToHost)> deliver;
+  };
+  std::vector<absl::StatusOr<Attached>> AttachHosts(std::vector<HostHelloRequest> hellos);
   absl::Status UpdateInventory(const std::string& host_id, const dfw::v1::InventoryUpdate& update);
   // One chunk of the connections a host exports for a vNIC of a VM it holds
   // (host.proto, ConnectionExport), kept for the VM's next owner. One for a
@@ -206,10 +228,23 @@ class ModelService {
   struct HostState;
   struct RevisionRecord;
 
+  struct InventoryBatch;
+
   // Writer-path helpers (writer lock held).
+  // One host's report as its own change.
   absl::Status ApplyInventory(const std::string& host_id, const std::vector<dfw::v1::Vm>& vms_set,
+                              const std::vector<std::string>& vms_removed);
+  // Validates one host's report and applies it to the index, vms_ and
+  // host_records_ as part of `batch` (a later report of the batch sees it);
+  // on error nothing of this report is applied. Not stored until
+  // CommitInventory, which stores the batch as one change at one revision
+  // (or, on a store error, undoes every report of it).
+  absl::Status StageInventory(const std::string& host_id, const std::vector<dfw::v1::Vm>& vms_set,
                               const std::vector<std::string>& vms_removed, bool replace_host,
-                              const dfw::v1::Host* host_record, uint64_t* revision_out);
+                              const dfw::v1::Host* host_record, InventoryBatch& batch);
+  absl::Status CommitInventory(InventoryBatch& batch);
+  // Binds a session whose Hello is applied to its host's feed (rmu_ held).
+  Attached BindSessionLocked(HostHelloRequest& req);
   void Publish(ChangeFanout& fanout, uint64_t revision);
   // Queues the connections exported for `vm_id` on the feed of its new
   // owner `to` (creating the host's feed when its session is not bound yet).
@@ -225,7 +260,38 @@ class ModelService {
   uint64_t revision_ = 0;
   std::unique_ptr<tagging::MembershipIndex> index_;
   std::unique_ptr<PolicyCompiler> compiler_;
-  std::map<std::string, dfw::v1::Vm> vms_;
+  // VMs by id, and each host's VM ids: a host's report finds the VMs it no
+  // longer lists, and a hypervisor's the guest-reported VMs, without a scan
+  // of every VM (that made the registration storm O(hosts x VMs)).
+  class VmTable {
+   public:
+    using Map = std::map<std::string, dfw::v1::Vm>;
+    const Map& all() const { return vms_; }
+    Map::const_iterator find(const std::string& id) const { return vms_.find(id); }
+    Map::const_iterator begin() const { return vms_.begin(); }
+    Map::const_iterator end() const { return vms_.end(); }
+    size_t size() const { return vms_.size(); }
+    size_t count(const std::string& id) const { return vms_.count(id); }
+    const dfw::v1::Vm& at(const std::string& id) const { return vms_.at(id); }
+    void Put(dfw::v1::Vm vm);
+    // The VM's last value (nullopt: there was none).
+    std::optional<dfw::v1::Vm> Erase(const std::string& id);
+    // Ids of the VMs whose host is `host` (sorted).
+    const std::set<std::string>& OfHost(const std::string& host) const;
+    // Hosts with at least one VM whose id starts with `prefix`, and their VMs.
+    template <typename F>
+    void ForHostsWithPrefix(std::string_view prefix, F&& f) const {
+      for (auto it = by_host_.lower_bound(std::string(prefix));
+           it != by_host_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+        f(it->first, it->second);
+      }
+    }
+
+   private:
+    Map vms_;
+    std::map<std::string, std::set<std::string>> by_host_;
+  };
+  VmTable vms_;
   std::map<std::string, dfw::v1::SecurityGroup> groups_;
   std::map<std::string, dfw::v1::Policy> policies_;
   std::map<std::string, dfw::v1::Host> host_records_;
