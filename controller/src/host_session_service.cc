@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <optional>
+
 #include "grpc_auth.h"
 
 namespace dfw::controller {
@@ -35,6 +38,12 @@ class SessionReactor final
       return;
     }
     ActorScope actor(caller_.actor);
+    if (in_.msg_case() == dfw::v1::HostToController::kHello) {
+      // Applied on the registration thread, in a batch: reading goes on
+      // from OnAttached.
+      if (grpc::Status s = SubmitHello(); !s.ok()) FinishOnce(s);
+      return;
+    }
     grpc::Status error = Handle();
     if (!error.ok()) {
       FinishOnce(error);
@@ -63,37 +72,107 @@ class SessionReactor final
   }
 
  private:
+  // The feed's deliver callback (under the feed's callback lock). Before
+  // OnAttached has bound the session (feed_, generation_) a message is
+  // parked: its write must be able to report WriteDone.
   bool Send(dfw::v1::ControllerToHost msg) {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (finished_) return false;
+      if (!bound_) {
+        parked_ = std::move(msg);
+        return true;
+      }
       out_ = std::move(msg);
     }
     StartWrite(&out_);
     return true;
   }
 
+  // The feed's wake callback (under the feed's callback lock): a wake
+  // before OnAttached is passed on by OnAttached.
+  void Wake() {
+    std::weak_ptr<HostFeed> feed;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!bound_) {
+        missed_wake_ = true;
+        return;
+      }
+      feed = feed_;
+    }
+    service_->Schedule(std::move(feed));
+  }
+
+  grpc::Status SubmitHello() {
+    if (hello_sent_)
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
+    if (grpc::Status s = CheckHelloIdentity(); !s.ok()) return s;
+    hello_sent_ = true;
+    ModelService::HostHelloRequest req;
+    req.hello = std::move(*in_.mutable_hello());
+    req.actor = caller_.actor;
+    req.wake = [this] { Wake(); };
+    req.deliver = [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); };
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      hello_pending_ = true;
+    }
+    int vms = req.hello.vms_size();
+    service_->SubmitHello(std::move(req), [this, vms](absl::StatusOr<ModelService::Attached> a) {
+      OnAttached(std::move(a), vms);
+    });
+    return grpc::Status::OK;
+  }
+
+  // The registration thread applied the Hello (or failed it). The reactor
+  // stays "pending" (FinishOnce defers, so OnDone cannot free it) until this
+  // function no longer touches it.
+  void OnAttached(absl::StatusOr<ModelService::Attached> attached, int vms) {
+    if (!attached.ok()) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        hello_pending_ = false;
+      }
+      FinishOnce(ToGrpc(attached.status()));
+      return;
+    }
+    bool wake = false;
+    bool write = false;
+    bool cancelled = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      feed_ = attached->feed;
+      generation_ = attached->generation;
+      bound_ = true;
+      wake = missed_wake_;
+      cancelled = deferred_finish_.has_value();
+      if (!cancelled && parked_) {
+        out_ = std::move(*parked_);
+        write = true;
+      }
+      parked_.reset();
+    }
+    if (!cancelled) {
+      spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(), vms,
+                    attached->full ? "full state" : "delta from held revision");
+      if (write) StartWrite(&out_);
+      if (wake) service_->Schedule(feed_);
+      feed_->Kick();
+      StartRead(&in_);
+    }
+    std::optional<grpc::Status> finish;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      hello_pending_ = false;
+      finish.swap(deferred_finish_);
+    }
+    // The stream ended while the Hello was applied: detach, then finish.
+    if (finish) FinishOnce(*finish);
+  }
+
   grpc::Status Handle() {
     switch (in_.msg_case()) {
-      case dfw::v1::HostToController::kHello: {
-        if (feed_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "hello: sent twice");
-        if (grpc::Status s = CheckHelloIdentity(); !s.ok()) return s;
-        HostSessionService* svc = service_;
-        auto attached = model_->AttachHost(
-            in_.hello(), [] {}, [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
-        if (!attached.ok()) return ToGrpc(attached.status());
-        // The wake needs the feed itself (weak): set it now, then bind and kick.
-        std::weak_ptr<HostFeed> weak = attached->feed;
-        feed_ = attached->feed;
-        generation_ =
-            feed_->Attach([svc, weak] { svc->Schedule(weak); },
-                          [this](dfw::v1::ControllerToHost m) { return Send(std::move(m)); });
-        feed_->Kick();
-        spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(),
-                      in_.hello().vms_size(),
-                      attached->full ? "full state" : "delta from held revision");
-        return grpc::Status::OK;
-      }
       case dfw::v1::HostToController::kInventory: {
         if (!feed_)
           return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "inventory: send hello first");
@@ -182,12 +261,20 @@ class SessionReactor final
   }
 
   void FinishOnce(const grpc::Status& s) {
+    std::shared_ptr<HostFeed> feed;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (finished_) return;
+      if (hello_pending_) {
+        // The registration thread still holds this reactor: OnAttached
+        // finishes (OnDone would free it under that thread's feet).
+        if (!deferred_finish_) deferred_finish_ = s;
+        return;
+      }
       finished_ = true;
+      feed = feed_;
     }
-    if (feed_) feed_->Detach(generation_);
+    if (feed) feed->Detach(generation_);
     Finish(s);
   }
 
@@ -195,12 +282,19 @@ class SessionReactor final
   HostSessionService* service_;
   const Authorizer* authz_;
   Caller caller_;
-  std::shared_ptr<HostFeed> feed_;  // set by the hello (reads are sequential)
+  bool hello_sent_ = false;  // reads are sequential
+  // Set once by OnAttached (under mu_), before any write starts.
+  std::shared_ptr<HostFeed> feed_;
   uint64_t generation_ = 0;
   dfw::v1::HostToController in_;
   dfw::v1::ControllerToHost out_;
   std::mutex mu_;
   bool finished_ = false;
+  bool hello_pending_ = false;  // the registration thread holds the Hello
+  bool bound_ = false;          // feed_ and generation_ are set
+  bool missed_wake_ = false;
+  std::optional<dfw::v1::ControllerToHost> parked_;
+  std::optional<grpc::Status> deferred_finish_;
 };
 
 }  // namespace
@@ -209,15 +303,74 @@ HostSessionService::HostSessionService(ModelService* model, const Authorizer* au
                                        int sender_threads)
     : model_(model), authz_(authz) {
   for (int i = 0; i < sender_threads; ++i) senders_.emplace_back([this] { SenderLoop(); });
+  registrar_ = std::thread([this] { RegistrationLoop(); });
 }
 
 HostSessionService::~HostSessionService() {
+  {
+    std::lock_guard<std::mutex> l(reg_mu_);
+    reg_stop_ = true;
+  }
+  reg_cv_.notify_all();
+  registrar_.join();
   {
     std::lock_guard<std::mutex> l(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   for (auto& t : senders_) t.join();
+}
+
+void HostSessionService::SubmitHello(
+    ModelService::HostHelloRequest hello,
+    std::function<void(absl::StatusOr<ModelService::Attached>)> done) {
+  {
+    std::lock_guard<std::mutex> l(reg_mu_);
+    if (!reg_stop_) {
+      hellos_.push_back({std::move(hello), std::move(done)});
+      reg_cv_.notify_one();
+      return;
+    }
+  }
+  done(absl::UnavailableError("hello: the controller is stopping"));
+}
+
+void HostSessionService::RegistrationLoop() {
+  for (;;) {
+    std::vector<HelloJob> batch;
+    {
+      std::unique_lock<std::mutex> l(reg_mu_);
+      reg_cv_.wait(l, [&] { return reg_stop_ || !hellos_.empty(); });
+      if (reg_stop_) break;
+      size_t vms = 0;
+      while (!hellos_.empty() && batch.size() < kMaxBatchHellos) {
+        size_t n = static_cast<size_t>(hellos_.front().hello.hello.vms_size());
+        if (!batch.empty() && vms + n > kMaxBatchVms) break;
+        vms += n;
+        batch.push_back(std::move(hellos_.front()));
+        hellos_.pop_front();
+      }
+    }
+    std::vector<ModelService::HostHelloRequest> reqs;
+    reqs.reserve(batch.size());
+    for (auto& job : batch) reqs.push_back(std::move(job.hello));
+    auto t0 = std::chrono::steady_clock::now();
+    auto results = model_->AttachHosts(std::move(reqs));
+    if (batch.size() > 1) {
+      spdlog::info("registration: {} Hellos applied as one change in {} ms", batch.size(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - t0)
+                       .count());
+    }
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
+  }
+  // Stopping: the sessions still waiting end (UNAVAILABLE).
+  std::deque<HelloJob> left;
+  {
+    std::lock_guard<std::mutex> l(reg_mu_);
+    left.swap(hellos_);
+  }
+  for (auto& job : left) job.done(absl::UnavailableError("hello: the controller is stopping"));
 }
 
 grpc::ServerBidiReactor<dfw::v1::HostToController, dfw::v1::ControllerToHost>*

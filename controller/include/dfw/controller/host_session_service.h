@@ -3,13 +3,23 @@
 // sessions cost no thread each.
 //
 // A session: the first message must be a Hello (host id and inventory); the
-// controller applies the inventory as one change and requests the host's
-// full desired state; from then on the host's HostFeed collects what changes
-// for it, inventory updates go up as InventoryUpdate and acks record the
-// host's realized revision. Messages are built by a small pool of sender
-// threads (never on the writer's path and never on gRPC's threads), one
-// write in flight per stream; a host that reads slowly gets coalesced deltas
+// controller applies the inventory and requests the host's full desired
+// state; from then on the host's HostFeed collects what changes for it,
+// inventory updates go up as InventoryUpdate and acks record the host's
+// realized revision. Messages are built by a small pool of sender threads
+// (never on the writer's path and never on gRPC's threads), one write in
+// flight per stream; a host that reads slowly gets coalesced deltas
 // (host_feed.h).
+//
+// Registration. Hellos are applied by one registration thread, never on
+// gRPC's threads: it takes every Hello queued (up to kMaxBatchHellos Hellos
+// and kMaxBatchVms VMs, at least one) and applies them as one change
+// (ModelService::AttachHosts), so the Hellos that arrive while a change is
+// applied cost one membership update, one compile, one store write and one
+// delta per connected host together, not one each: a storm of N Hellos is
+// O(N), not O(N^2). It never waits for more Hellos to come: a Hello waits at
+// most for the batch being applied and then its own. A session reads its
+// next message only once its Hello is applied.
 //
 // Trust: the stream opens only for a host or VM identity (authz.h,
 // kHostSession); a host's Hello must carry the certificate's host id, a
@@ -19,11 +29,13 @@
 // are logged with its SPIFFE ID as the actor.
 //
 // Thread safety: gRPC calls the reactors on its own threads; everything they
-// touch is locked.
+// touch is locked. SubmitHello is safe from any thread; a Hello's `done`
+// runs on the registration thread.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -55,8 +67,22 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
   // many built messages in memory; the rest wait as merged feed state.
   static constexpr int kMaxInFlight = 64;
 
+  // Queues a Hello for the registration thread; `done` gets its result
+  // there (UNAVAILABLE when the service stops first). Never blocks.
+  void SubmitHello(ModelService::HostHelloRequest hello,
+                   std::function<void(absl::StatusOr<ModelService::Attached>)> done);
+  // A batch's bounds (registration above): at 100 VMs per host the VM bound
+  // comes first, 100 hosts, about 1-2 s of work on a 2-core machine.
+  static constexpr size_t kMaxBatchHellos = 128;
+  static constexpr size_t kMaxBatchVms = 10000;
+
  private:
+  struct HelloJob {
+    ModelService::HostHelloRequest hello;
+    std::function<void(absl::StatusOr<ModelService::Attached>)> done;
+  };
   void SenderLoop();
+  void RegistrationLoop();
   ModelService* model_;
   const Authorizer* authz_;
   std::mutex mu_;
@@ -66,6 +92,12 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
   int in_flight_ = 0;
   bool stop_ = false;
   std::vector<std::thread> senders_;
+
+  std::mutex reg_mu_;
+  std::condition_variable reg_cv_;
+  std::deque<HelloJob> hellos_;
+  bool reg_stop_ = false;
+  std::thread registrar_;
 };
 
 }  // namespace dfw::controller
