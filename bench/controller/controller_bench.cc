@@ -5,6 +5,10 @@
 //                    [--moves 20] [--move-connections 10000]
 //                    [--data-dir DIR] [--channel-per-host] [--tls]
 //
+// Environment: DFW_BENCH_CONTROLLER=PATH runs that dfw-controller binary
+// instead of the one built with the bench (to compare two builds with one
+// bench); DFW_BENCH_EXTRA_WAIT_MS, DFW_BENCH_VERBOSE as below.
+//
 // Spawns the real dfw-controller (its own process, so its memory is its
 // own), loads groups and policies through the gRPC API (each write is one
 // RocksDB WriteBatch with a synced WAL), then opens --hosts HostSession
@@ -57,6 +61,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,6 +223,10 @@ struct Controller {
 // pki_dir empty: --insecure; else --pki-dir pki_dir (mutual TLS).
 Controller Spawn(const std::string& dir, const std::string& pki_dir) {
   Controller c;
+  // DFW_BENCH_CONTROLLER: another dfw-controller binary (an older build to
+  // compare with, measured by the same bench in the same minutes).
+  const char* bin = std::getenv("DFW_BENCH_CONTROLLER");
+  if (bin == nullptr || *bin == '\0') bin = DFW_CONTROLLER_BIN;
   std::string port_file = dir + "/ports";
   std::remove(port_file.c_str());
   auto t0 = Clock::now();
@@ -229,13 +238,11 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir) {
     dup2(fileno(f), 2);
     std::string db = dir + "/db";
     if (pki_dir.empty()) {
-      execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", db.c_str(), "--grpc-listen",
-            "127.0.0.1:0", "--http-listen", "", "--port-file", port_file.c_str(), "--insecure",
-            nullptr);
+      execl(bin, bin, "--data-dir", db.c_str(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "",
+            "--port-file", port_file.c_str(), "--insecure", nullptr);
     } else {
-      execl(DFW_CONTROLLER_BIN, DFW_CONTROLLER_BIN, "--data-dir", db.c_str(), "--grpc-listen",
-            "127.0.0.1:0", "--http-listen", "", "--port-file", port_file.c_str(), "--pki-dir",
-            pki_dir.c_str(), nullptr);
+      execl(bin, bin, "--data-dir", db.c_str(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "",
+            "--port-file", port_file.c_str(), "--pki-dir", pki_dir.c_str(), nullptr);
     }
     _exit(127);
   }
@@ -368,6 +375,7 @@ struct Recorder {
   std::condition_variable cv;
   int full_count = 0;
   Clock::time_point last_full;
+  std::set<uint64_t> full_revisions;  // of first full states: the registration's changes
   size_t full_prefixes = 0, full_rules = 0;
   // revision -> (hosts that received it, last receive time)
   std::map<uint64_t, std::pair<int, Clock::time_point>> deltas;
@@ -453,6 +461,7 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
         if (!got_full_) {
           got_full_ = true;
           ++rec_->full_count;
+          rec_->full_revisions.insert(rev);
           rec_->last_full = now;
           for (const auto& s : in_.full().address_sets()) rec_->full_prefixes += s.prefixes_size();
           for (const auto& r : in_.full().rulesets()) rec_->full_rules += r.rules_size();
@@ -829,8 +838,15 @@ int main(int argc, char** argv) {
     seen = now_seen;
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
-  std::printf("registration deltas drained %.0f ms after the last full state\n",
-              Ms(Clock::now() - fleet->rec.last_full));
+  {
+    std::lock_guard<std::mutex> l(fleet->rec.mu);
+    size_t reg_deltas = 0;
+    for (const auto& [rev, d] : fleet->rec.deltas) reg_deltas += d.first;
+    std::printf(
+        "registration deltas drained %.0f ms after the last full state; %zu deltas to hosts "
+        "already connected, full states at %zu distinct revisions\n",
+        Ms(Clock::now() - fleet->rec.last_full), reg_deltas, fleet->rec.full_revisions.size());
+  }
   if (const char* w = std::getenv("DFW_BENCH_EXTRA_WAIT_MS")) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(w)));
   }
