@@ -71,10 +71,12 @@ class HostSessionService final : public dfw::v1::HostSessionService::CallbackSer
   // there (UNAVAILABLE when the service stops first). Never blocks.
   void SubmitHello(ModelService::HostHelloRequest hello,
                    std::function<void(absl::StatusOr<ModelService::Attached>)> done);
-  // A batch's bounds (registration above): at 100 VMs per host the VM bound
-  // comes first, 100 hosts, about 1-2 s of work on a 2-core machine.
+  // A batch's bounds (registration above), which bound how long the batch
+  // holds the writer lock (API writes, readers and senders wait): at 100 VMs
+  // per host the VM bound comes first, 50 hosts, 2-4 s at 1,000 hosts and
+  // 10,000 groups on a busy 2-core machine (docs/PERFORMANCE.md).
   static constexpr size_t kMaxBatchHellos = 128;
-  static constexpr size_t kMaxBatchVms = 10000;
+  static constexpr size_t kMaxBatchVms = 5000;
 
  private:
   struct HelloJob {
