@@ -18,6 +18,9 @@ PACKAGES=(
   # control plane
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libspdlog-dev nlohmann-json3-dev libcpp-httplib-dev
+  # the controller's etcd store: etcd for its tests and HA (its .proto files come from
+  # golang-etcd-server-dev, fetched by cmake/EtcdProto.cmake, not installed)
+  etcd-server etcd-client
   # guest agent (vmagent/): nftables, conntrack, NFLOG; nft and conntrack tools
   libnftables-dev libnftnl-dev libmnl-dev libnetfilter-conntrack-dev libnetfilter-log-dev
   nftables conntrack

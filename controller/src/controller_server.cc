@@ -1,5 +1,6 @@
 #include "dfw/controller/controller_server.h"
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
@@ -30,74 +31,9 @@ absl::Status CheckLoopback(const std::string& listen) {
           "loopback only: give the controller a certificate instead"));
 }
 
-ControllerServer::ControllerServer() = default;
-ControllerServer::~ControllerServer() { Stop(); }
+namespace {
 
-absl::Status ControllerServer::Start(const ControllerOptions& o) {
-  if (o.insecure) {
-    if (auto s = CheckLoopback(o.grpc_listen); !s.ok()) return s;
-    if (!o.http_listen.empty()) {
-      if (auto s = CheckLoopback(o.http_listen); !s.ok()) return s;
-    }
-  } else if (o.svid_dir.empty()) {
-    return absl::InvalidArgumentError(
-        "tls: no certificate (svid_dir); create one with `dfwctl ca init`, or run plaintext on "
-        "loopback with --insecure");
-  }
-  auto model = ModelService::Open(o.data_dir, o.store);
-  if (!model.ok()) return model.status();
-  model_ = std::move(*model);
-
-  std::unique_ptr<trust::CertificateAuthority> ca;
-  std::string td = o.trust_domain;
-  if (!o.ca_dir.empty()) {
-    auto loaded = trust::CertificateAuthority::Load(o.ca_dir);
-    if (!loaded.ok()) return loaded.status();
-    ca = std::move(*loaded);
-    if (!td.empty() && td != ca->trust_domain()) {
-      return absl::InvalidArgumentError(
-          Cat("trust_domain: '", td, "' is not the CA's ('", ca->trust_domain(), "')"));
-    }
-    td = ca->trust_domain();
-  }
-  revoked_ = std::make_unique<RevocationList>();
-  if (o.insecure) {
-    authz_ = std::make_unique<Authorizer>(Authorizer::Insecure());
-    spdlog::warn("dfw-controller: INSECURE: plaintext on loopback, every caller is an admin");
-  } else {
-    if (td.empty()) {
-      return absl::InvalidArgumentError("trust_domain: required without a CA (--ca-dir)");
-    }
-    if (auto s = trust::ReadSvid(o.svid_dir); !s.ok()) return s.status();
-    authz_ = std::make_unique<Authorizer>(td, revoked_.get());
-  }
-  enrollment_ = std::make_unique<Enrollment>(model_.get(), std::move(ca), revoked_.get());
-  if (auto s = enrollment_->Load(); !s.ok()) return s;
-
-  if (auto s = StartGrpc(o); !s.ok()) return s;
-  if (!o.http_listen.empty()) {
-    size_t colon = o.http_listen.rfind(':');
-    if (colon == std::string::npos) {
-      return absl::InvalidArgumentError(Cat("http_listen: '", o.http_listen, "' is not host:port"));
-    }
-    RestTlsOptions tls;
-    if (!o.insecure) tls.svid_dir = o.svid_dir;
-    tls.refresh = o.cert_refresh;
-    rest_ = std::make_unique<RestApi>(model_.get(), enrollment_.get(), authz_.get(), tls);
-    rest_->SetAllowedHosts(o.http_allowed_hosts);
-    auto port = rest_->Start(o.http_listen.substr(0, colon),
-                             std::atoi(o.http_listen.substr(colon + 1).c_str()));
-    if (!port.ok()) return port.status();
-    http_port_ = *port;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
-  controller_service_ = std::make_unique<ControllerGrpcService>(model_.get(), authz_.get());
-  session_service_ = std::make_unique<HostSessionService>(model_.get(), authz_.get());
-  trust_service_ = std::make_unique<TrustGrpcService>(enrollment_.get(), authz_.get());
-
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ControllerOptions& o) {
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (o.insecure) {
     creds = grpc::InsecureServerCredentials();
@@ -115,8 +51,243 @@ absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
     topts.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
     creds = grpc::experimental::TlsServerCredentials(topts);
   }
+  return creds;
+}
+
+}  // namespace
+
+ControllerServer::ControllerServer() = default;
+ControllerServer::~ControllerServer() { Stop(); }
+
+absl::Status ControllerServer::Start(const ControllerOptions& o) {
+  if (o.insecure) {
+    if (auto s = CheckLoopback(o.grpc_listen); !s.ok()) return s;
+    if (!o.http_listen.empty()) {
+      if (auto s = CheckLoopback(o.http_listen); !s.ok()) return s;
+    }
+  } else if (o.svid_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "tls: no certificate (svid_dir); create one with `dfwctl ca init`, or run plaintext on "
+        "loopback with --insecure");
+  }
+  if (auto s = InitTrust(o); !s.ok()) return s;
+  if (o.etcd.endpoints.empty()) {
+    auto store = Store::Open(o.data_dir, o.store);
+    if (!store.ok()) return store.status();
+    if (auto s = Lead(o, std::move(*store)); !s.ok()) return s;
+    leading_ = true;
+    return absl::OkStatus();
+  }
+#ifndef DFW_WITH_ETCD
+  return absl::InvalidArgumentError(
+      "etcd: this controller was built without the etcd store (-DDFW_WITH_ETCD=OFF)");
+#else
+  if (auto s = StartStandby(o); !s.ok()) return s;
+  ControllerOptions lead = o;
+  auto host_of = [](const std::string& listen) { return listen.substr(0, listen.rfind(':')); };
+  lead.grpc_listen = Cat(host_of(o.grpc_listen), ":", grpc_port_);
+  if (!o.http_listen.empty()) lead.http_listen = Cat(host_of(o.http_listen), ":", http_port_);
+  if (lead.advertise_grpc.empty()) lead.advertise_grpc = lead.grpc_listen;
+  if (lead.advertise_http.empty()) lead.advertise_http = lead.http_listen;
+  if (lead.name.empty()) lead.name = lead.advertise_grpc;
+  election_ = std::make_unique<EtcdLeaderElection>(
+      o.etcd, EtcdLeaderElection::LeaderInfo{lead.name, lead.advertise_grpc, lead.advertise_http},
+      o.lease_ttl);
+  campaign_ = std::thread([this, lead] { Campaign(lead); });
+  return absl::OkStatus();
+#endif
+}
+
+absl::Status ControllerServer::InitTrust(const ControllerOptions& o) {
+  std::string td = o.trust_domain;
+  if (!o.ca_dir.empty()) {
+    auto loaded = trust::CertificateAuthority::Load(o.ca_dir);
+    if (!loaded.ok()) return loaded.status();
+    ca_ = std::move(*loaded);
+    if (!td.empty() && td != ca_->trust_domain()) {
+      return absl::InvalidArgumentError(
+          Cat("trust_domain: '", td, "' is not the CA's ('", ca_->trust_domain(), "')"));
+    }
+    td = ca_->trust_domain();
+  }
+  revoked_ = std::make_unique<RevocationList>();
+  if (o.insecure) {
+    authz_ = std::make_unique<Authorizer>(Authorizer::Insecure());
+    spdlog::warn("dfw-controller: INSECURE: plaintext on loopback, every caller is an admin");
+  } else {
+    if (td.empty()) {
+      return absl::InvalidArgumentError("trust_domain: required without a CA (--ca-dir)");
+    }
+    if (auto s = trust::ReadSvid(o.svid_dir); !s.ok()) return s.status();
+    authz_ = std::make_unique<Authorizer>(td, revoked_.get());
+  }
+  trust_domain_ = td;
+  return absl::OkStatus();
+}
+
+absl::Status ControllerServer::Lead(const ControllerOptions& o, std::unique_ptr<Store> store) {
+  auto model = ModelService::Open(std::move(store));
+  if (!model.ok()) return model.status();
+  model_ = std::move(*model);
+  enrollment_ = std::make_unique<Enrollment>(model_.get(), std::move(ca_), revoked_.get());
+  if (auto s = enrollment_->Load(); !s.ok()) return s;
+
+  if (auto s = StartGrpc(o); !s.ok()) return s;
+  if (!o.http_listen.empty()) {
+    rest_ = std::make_unique<RestApi>(model_.get(), enrollment_.get(), authz_.get(), RestTlsFor(o));
+    if (auto s = StartRest(o, rest_.get()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+RestTlsOptions ControllerServer::RestTlsFor(const ControllerOptions& o) {
+  RestTlsOptions tls;
+  if (!o.insecure) tls.svid_dir = o.svid_dir;
+  tls.refresh = o.cert_refresh;
+  return tls;
+}
+
+absl::Status ControllerServer::StartRest(const ControllerOptions& o, RestApi* rest) {
+  size_t colon = o.http_listen.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(Cat("http_listen: '", o.http_listen, "' is not host:port"));
+  }
+  rest->SetAllowedHosts(o.http_allowed_hosts);
+  auto port = rest->Start(o.http_listen.substr(0, colon),
+                          std::atoi(o.http_listen.substr(colon + 1).c_str()));
+  if (!port.ok()) return port.status();
+  http_port_ = *port;
+  return absl::OkStatus();
+}
+
+bool ControllerServer::WaitLeading(std::chrono::milliseconds timeout) {
+  std::unique_lock l(leader_mu_);
+  leader_cv_.wait_for(l, timeout, [&] { return leading_.load(); });
+  return leading_.load();
+}
+
+RestApi::Leader ControllerServer::leader() const {
+  std::lock_guard l(leader_mu_);
+  return leader_;
+}
+
+#ifdef DFW_WITH_ETCD
+// A standby's gRPC: every method of every service answers UNAVAILABLE with
+// where the leader is (to an authenticated caller).
+class StandbyGrpcService : public grpc::CallbackGenericService {
+ public:
+  StandbyGrpcService(bool insecure, std::function<RestApi::Leader()> leader)
+      : insecure_(insecure), leader_(std::move(leader)) {}
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+    class Reactor : public grpc::ServerGenericBidiReactor {
+     public:
+      explicit Reactor(const grpc::Status& s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    if (!insecure_ && !ctx->auth_context()->IsPeerAuthenticated()) {
+      return new Reactor(
+          grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a client certificate is required"));
+    }
+    RestApi::Leader l = leader_();
+    if (l.grpc.empty()) {
+      return new Reactor(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                      "controller: this controller is a standby and no leader is "
+                                      "known yet; retry shortly"));
+    }
+    ctx->AddTrailingMetadata("dfw-leader-grpc", l.grpc);
+    ctx->AddTrailingMetadata("dfw-leader-http", l.http);
+    return new Reactor(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                    Cat("controller: this controller is a standby; the leader is ",
+                                        l.name, " at grpc ", l.grpc, ", http ", l.http)));
+  }
+
+ private:
+  const bool insecure_;
+  std::function<RestApi::Leader()> leader_;
+};
+#else
+class StandbyGrpcService {};
+#endif
+
+absl::Status ControllerServer::StartStandby(const ControllerOptions& o) {
+#ifdef DFW_WITH_ETCD
+  auto leader = [this] { return this->leader(); };
+  standby_service_ = std::make_unique<StandbyGrpcService>(o.insecure, leader);
   grpc::ServerBuilder b;
-  b.AddListeningPort(o.grpc_listen, creds, &grpc_port_);
+  b.AddListeningPort(o.grpc_listen, ServerCredentials(o), &grpc_port_);
+  b.RegisterCallbackGenericService(standby_service_.get());
+  standby_grpc_ = b.BuildAndStart();
+  if (!standby_grpc_ || grpc_port_ == 0) {
+    return absl::UnavailableError(Cat("grpc: cannot listen on ", o.grpc_listen));
+  }
+  if (!o.http_listen.empty()) {
+    standby_rest_ = std::make_unique<RestApi>(authz_.get(), RestTlsFor(o), leader);
+    if (auto s = StartRest(o, standby_rest_.get()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+#else
+  (void)o;
+  return absl::UnimplementedError("etcd: built without the etcd store");
+#endif
+}
+
+void ControllerServer::StopStandby() {
+  if (standby_rest_) standby_rest_->Stop();
+  if (standby_grpc_) {
+    standby_grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    standby_grpc_.reset();
+  }
+  standby_rest_.reset();
+  standby_service_.reset();
+}
+
+void ControllerServer::Campaign(ControllerOptions o) {
+#ifdef DFW_WITH_ETCD
+  auto lost = [this, on_lost = o.on_lost_leadership](const std::string& why) {
+    leading_ = false;
+    if (on_lost) on_lost(why);
+  };
+  absl::Status s = election_->Campaign(
+      [this](const EtcdLeaderElection::LeaderInfo& l) {
+        std::lock_guard g(leader_mu_);
+        leader_ = {l.name, l.grpc, l.http};
+      },
+      lost);
+  if (!s.ok()) return;  // stopped
+  auto t0 = std::chrono::steady_clock::now();
+  StopStandby();
+  auto store = EtcdStore::Open(o.etcd);
+  if (store.ok()) (*store)->SetLeaderGuard(election_->key(), election_->create_revision());
+  s = store.ok() ? Lead(o, std::move(*store)) : store.status();
+  if (!s.ok()) {
+    spdlog::error("dfw-controller: elected but cannot serve: {}", std::string(s.message()));
+    lost(Cat("elected but cannot serve: ", s.message()));
+    return;
+  }
+  {
+    std::lock_guard g(leader_mu_);
+    leader_ = {o.name, o.advertise_grpc, o.advertise_http};
+    leading_ = true;
+  }
+  leader_cv_.notify_all();
+  spdlog::info(
+      "dfw-controller: {} leads at revision {} (took over in {} ms: store loaded, "
+      "rulesets compiled)",
+      o.name, model_->revision(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+#else
+  (void)o;
+#endif
+}
+
+absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
+  controller_service_ = std::make_unique<ControllerGrpcService>(model_.get(), authz_.get());
+  session_service_ = std::make_unique<HostSessionService>(model_.get(), authz_.get());
+  trust_service_ = std::make_unique<TrustGrpcService>(enrollment_.get(), authz_.get());
+
+  grpc::ServerBuilder b;
+  b.AddListeningPort(o.grpc_listen, ServerCredentials(o), &grpc_port_);
   b.RegisterService(controller_service_.get());
   b.RegisterService(session_service_.get());
   b.RegisterService(trust_service_.get());
@@ -130,6 +301,9 @@ absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
 }
 
 void ControllerServer::Stop() {
+  if (election_) election_->Stop();  // wakes a campaign; a leader's lease is revoked
+  if (campaign_.joinable()) campaign_.join();
+  StopStandby();
   if (rest_) rest_->Stop();
   if (grpc_server_) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -143,6 +317,8 @@ void ControllerServer::Stop() {
   authz_.reset();
   revoked_.reset();
   model_.reset();
+  election_.reset();
+  leading_ = false;
 }
 
 }  // namespace dfw::controller

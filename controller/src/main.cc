@@ -6,6 +6,12 @@
 //                   | --insecure) [--cert-refresh-seconds N]
 //                  [--http-allowed-host NAME]...   (a DNS name clients use for REST)
 //                  [--store-min-free-mb N] [--accept-store-loss]
+//   or, several controllers in high availability on etcd (etcd_store.h):
+//   dfw-controller --etcd-endpoints HOST:PORT,... [--etcd-prefix /dfw/]
+//                  [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]]
+//                  [--etcd-max-txn-ops N] [--etcd-max-request-bytes N]
+//                  [--name NAME] [--advertise-grpc HOST:PORT] [--advertise-http HOST:PORT]
+//                  [--lease-ttl SECONDS] ...the listen and TLS flags above
 //
 // Mutual TLS by default: --pki-dir is what `dfwctl ca init` made (DIR/ca,
 // the CA; DIR/controller, the controller's SVID). --insecure (plaintext,
@@ -14,10 +20,13 @@
 // Listens on loopback by default (port 0 picks a free port). Prints
 //   listening grpc=127.0.0.1:PORT http=127.0.0.1:PORT
 // once both are bound (and writes the same line to --port-file), then serves
-// until SIGINT or SIGTERM.
+// until SIGINT or SIGTERM. With etcd the line ends in role=standby: the
+// controller answers with where the leader is until it is elected, then
+// logs "leads"; it exits (status 3) if it loses the leadership.
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -25,6 +34,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dfw/controller/controller_server.h"
+#include "dfw/tagging/str_cat.h"
 
 namespace {
 
@@ -36,6 +46,12 @@ void Usage(FILE* out = stderr) {
                "                       [--trust-domain TD] | --insecure)\n"
                "                      [--cert-refresh-seconds N] [--http-allowed-host NAME]...\n"
                "                      [--store-min-free-mb N] [--accept-store-loss]\n"
+               "       dfw-controller --etcd-endpoints HOST:PORT,... [--etcd-prefix /dfw/]\n"
+               "                      [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]]\n"
+               "                      [--etcd-max-txn-ops N] [--etcd-max-request-bytes N]\n"
+               "                      [--name NAME] [--advertise-grpc HOST:PORT]\n"
+               "                      [--advertise-http HOST:PORT] [--lease-ttl SECONDS]\n"
+               "                      (the listen and TLS flags as above)\n"
                "  --pki-dir DIR   what `dfwctl ca init` made: DIR/ca and DIR/controller\n"
                "  --insecure      plaintext, no authentication: loopback addresses only\n"
                "  --store-min-free-mb N  refuse writes (HTTP 507, gRPC RESOURCE_EXHAUSTED) while\n"
@@ -46,7 +62,15 @@ void Usage(FILE* out = stderr) {
                "                  damaged, cut or deleted write-ahead log), which the controller\n"
                "                  otherwise refuses: runs with what can be read, logs what was\n"
                "                  lost, never reuses a revision. The alternative: restore the\n"
-               "                  data dir from a backup (docs/architecture.md, Persistence)\n");
+               "                  data dir from a backup (docs/architecture.md, Persistence)\n"
+               "  --etcd-endpoints LIST  keep the store in etcd and run as one of several\n"
+               "                  controllers: one leads (an etcd lease), the others stand by\n"
+               "                  and answer with where the leader is; plaintext to etcd only\n"
+               "                  on loopback, else --etcd-ca (and --etcd-cert/--etcd-key)\n"
+               "  --etcd-max-txn-ops N  etcd's --max-txn-ops (default 128): a change with more\n"
+               "                  writes is refused whole; raise both together\n"
+               "  --lease-ttl S   the leader's etcd lease (default 5): how long a dead leader\n"
+               "                  holds the leadership before a standby takes over\n");
 }
 
 }  // namespace
@@ -96,6 +120,38 @@ int main(int argc, char** argv) {
         return 2;
       }
       o.store.min_free_bytes = n << 20;
+    } else if (a == "--etcd-endpoints") {
+      auto eps = dfw::controller::ParseEtcdEndpoints(value());
+      if (!eps.ok()) {
+        std::fprintf(stderr, "dfw-controller: %s\n", std::string(eps.status().message()).c_str());
+        return 2;
+      }
+      o.etcd.endpoints = *eps;
+    } else if (a == "--etcd-prefix") {
+      o.etcd.prefix = value();
+    } else if (a == "--etcd-ca") {
+      o.etcd.ca_file = value();
+    } else if (a == "--etcd-cert") {
+      o.etcd.cert_file = value();
+    } else if (a == "--etcd-key") {
+      o.etcd.key_file = value();
+    } else if (a == "--etcd-max-txn-ops" || a == "--etcd-max-request-bytes" || a == "--lease-ttl") {
+      std::string v = value();
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || v[0] == '-' || n == 0 || n > (1ull << 32)) {
+        std::fprintf(stderr, "dfw-controller: %s must be a positive number\n", a.c_str());
+        return 2;
+      }
+      if (a == "--etcd-max-txn-ops") o.etcd.max_txn_ops = n;
+      if (a == "--etcd-max-request-bytes") o.etcd.max_request_bytes = n;
+      if (a == "--lease-ttl") o.lease_ttl = std::chrono::seconds(n);
+    } else if (a == "--name") {
+      o.name = value();
+    } else if (a == "--advertise-grpc") {
+      o.advertise_grpc = value();
+    } else if (a == "--advertise-http") {
+      o.advertise_http = value();
     } else if (a == "--http-allowed-host") {
       o.http_allowed_hosts.push_back(value());
     } else if (a == "--cert-refresh-seconds") {
@@ -114,8 +170,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (o.data_dir.empty()) {
-    std::fprintf(stderr, "dfw-controller: --data-dir is required\n");
+  if (o.data_dir.empty() && o.etcd.endpoints.empty()) {
+    std::fprintf(stderr, "dfw-controller: --data-dir (or --etcd-endpoints) is required\n");
     Usage();
     return 2;
   }
@@ -125,6 +181,12 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // every thread inherits the mask
 
+  o.on_lost_leadership = [](const std::string& why) {
+    // A deposed leader must not serve; etcd refuses its writes already.
+    spdlog::critical("dfw-controller: lost the leadership ({}); exiting", why);
+    spdlog::default_logger()->flush();
+    std::_Exit(3);
+  };
   dfw::controller::ControllerServer server;
   if (auto s = server.Start(o); !s.ok()) {
     std::fprintf(stderr, "dfw-controller: %s\n", std::string(s.message()).c_str());
@@ -137,6 +199,7 @@ int main(int argc, char** argv) {
     line += " http=" + host_of(o.http_listen) + ":" + std::to_string(server.http_port());
   }
   line += o.insecure ? " tls=off" : " tls=mutual";
+  if (!o.etcd.endpoints.empty()) line += server.leading() ? " role=leader" : " role=standby";
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);
   if (!port_file.empty()) {
@@ -144,8 +207,14 @@ int main(int argc, char** argv) {
     std::ofstream(tmp) << line << "\n";
     std::rename(tmp.c_str(), port_file.c_str());
   }
-  spdlog::info("dfw-controller: data dir {}, revision {}{}", o.data_dir, server.model()->revision(),
-               server.model()->store().read_only() ? " (read-only: the disk is full)" : "");
+  if (o.etcd.endpoints.empty()) {
+    spdlog::info("dfw-controller: data dir {}, revision {}{}", o.data_dir,
+                 server.model()->revision(),
+                 server.model()->store().read_only() ? " (read-only: the disk is full)" : "");
+  } else {
+    spdlog::info("dfw-controller: store in etcd {} prefix {}; standing by until elected",
+                 dfw::Join(o.etcd.endpoints, ","), o.etcd.prefix);
+  }
   if (o.store.accept_loss) {
     spdlog::warn(
         "dfw-controller: started with --accept-store-loss; remove it once this start "

@@ -316,10 +316,14 @@ ModelService::~ModelService() {
 
 absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir,
                                                                  const StoreOptions& options) {
-  std::unique_ptr<ModelService> m(new ModelService());
   auto store = Store::Open(data_dir, options);
   if (!store.ok()) return store.status();
-  m->store_ = std::move(*store);
+  return Open(std::move(*store));
+}
+
+absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(std::unique_ptr<Store> store) {
+  std::unique_ptr<ModelService> m(new ModelService());
+  m->store_ = std::move(store);
   auto st = m->store_->Load();
   if (!st.ok()) return st.status();
   m->revision_ = st->revision;

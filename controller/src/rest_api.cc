@@ -390,6 +390,44 @@ class RestApi::Guarded {
 RestApi::RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* authz,
                  const RestTlsOptions& tls)
     : model_(model), enrollment_(enrollment), authz_(authz) {
+  SetUpServer(tls);
+  Routes();
+}
+
+RestApi::RestApi(const Authorizer* authz, const RestTlsOptions& tls, std::function<Leader()> leader)
+    : model_(nullptr), enrollment_(nullptr), authz_(authz) {
+  SetUpServer(tls);
+  StandbyRoutes(std::move(leader));
+}
+
+void RestApi::StandbyRoutes(std::function<Leader()> leader) {
+  httplib::Server::Handler answer = [leader = std::move(leader)](const Request&, Response& res) {
+    Leader l = leader();
+    absl::Status s = absl::UnavailableError(
+        l.http.empty() && l.grpc.empty()
+            ? std::string("controller: this controller is a standby and no leader is known yet; "
+                          "retry shortly")
+            : Cat("controller: this controller is a standby; the leader is ", l.name, " at http ",
+                  l.http, ", grpc ", l.grpc));
+    SendError(res, s);
+    nlohmann::json j = nlohmann::json::parse(res.body, nullptr, false);
+    j["leader"] = {{"name", l.name}, {"grpc", l.grpc}, {"http", l.http}};
+    res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                    "application/json");
+    if (!l.http.empty()) res.set_header("X-Dfw-Leader", l.http);
+    res.set_header("Retry-After", "1");
+  };
+  // Authorized as on the leader: the leader's address only to a caller
+  // who may make that request there.
+  Guarded s(*server_, authz_);
+  const std::string any = "/.*";
+  s.Get(any, answer);
+  s.Post(any, answer);
+  s.Put(any, answer);
+  s.Delete(any, answer);
+}
+
+void RestApi::SetUpServer(const RestTlsOptions& tls) {
   if (!tls.svid_dir.empty()) {
     tls_ = std::make_unique<RestTls>(tls.svid_dir, tls.refresh);
     tls_status_ = tls_->Load();
@@ -403,7 +441,6 @@ RestApi::RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* 
   }
   if (!server_) server_ = std::make_unique<httplib::Server>();
   InstallRequestGuards(*server_);
-  Routes();
 }
 
 RestApi::~RestApi() { Stop(); }

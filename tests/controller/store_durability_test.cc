@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "controller_process.h"
+#include "dfw/controller/rocks_store.h"
 #include "dfw/controller/store.h"
 #include "dfw/v1/controller.grpc.pb.h"
 #include "test_util.h"
@@ -77,7 +78,7 @@ TEST(StoreDurabilityTest, KillNineRestartKeepsEveryWriteAndAStoreWithoutWatermar
     EXPECT_EQ(again.Get("/api/v1/vms/vm-" + std::to_string(i)).status, 200) << i;
   }
   // A store from before the watermark (no file): starts and gets one.
-  std::string mark = proc.data_dir() + "/" + Store::kWatermarkFile;
+  std::string mark = proc.data_dir() + "/" + RocksStore::kWatermarkFile;
   ASSERT_TRUE(fs::exists(mark));
   proc.Kill(SIGTERM);
   fs::remove(mark);

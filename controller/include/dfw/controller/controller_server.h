@@ -5,17 +5,37 @@
 // Secure by default: without svid_dir the server refuses to start unless
 // `insecure` is set, and insecure refuses any non-loopback address.
 //
+// High availability (issue 15; etcd_store.h). With etcd endpoints the store
+// is etcd and several controllers share it; one leads, elected through an
+// etcd lease. Start binds the listen addresses at once, as a standby: every
+// gRPC call is answered UNAVAILABLE and every REST request 503, both naming
+// the leader (gRPC: the message and the trailing metadata dfw-leader-grpc /
+// dfw-leader-http; REST: the body's "leader" and X-Dfw-Leader), so clients
+// given several controller addresses go to it. Once elected (a thread
+// campaigns), the standby listeners are closed and the controller loads the
+// store and serves on the same ports; every write it makes is guarded by
+// its leadership in etcd. If the leadership is lost, on_lost_leadership runs
+// once (dfw-controller exits: a restarted process stands by again).
+//
 // Thread safety: Start and Stop from one thread; the services are
-// thread-safe.
+// thread-safe. model() and enrollment() are null until leading() (always
+// leading without etcd).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "dfw/controller/etcd_store.h"
 #include "dfw/controller/model_service.h"
+#include "dfw/controller/rest_api.h"
 
 namespace grpc {
 class Server;
@@ -27,9 +47,14 @@ class Authorizer;
 class ControllerGrpcService;
 class Enrollment;
 class HostSessionService;
-class RestApi;
 class RevocationList;
+class StandbyGrpcService;
 class TrustGrpcService;
+}  // namespace dfw::controller
+namespace dfw::trust {
+class CertificateAuthority;
+}
+namespace dfw::controller {
 
 struct ControllerOptions {
   std::string data_dir;
@@ -56,6 +81,16 @@ struct ControllerOptions {
   // reserve below which writes are refused (--store-min-free-mb), and
   // whether to start on a damaged store (--accept-store-loss).
   StoreOptions store;
+
+  // High availability: etcd.endpoints non-empty puts the store in etcd
+  // (data_dir is then unused) and elects a leader among the controllers.
+  EtcdOptions etcd;
+  std::string name;            // in the leader key and logs; default: host:grpc port
+  std::string advertise_grpc;  // what a standby tells clients; default: the
+  std::string advertise_http;  // listen address with the bound port
+  std::chrono::seconds lease_ttl{5};
+  // Runs once when the leadership is lost (from the lease's thread).
+  std::function<void(const std::string& why)> on_lost_leadership;
 };
 
 // OK when `listen` (host:port) is a loopback address.
@@ -71,11 +106,37 @@ class ControllerServer {
 
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  // Serving as the leader (a controller without etcd always is).
+  bool leading() const { return leading_.load(); }
+  // Waits until leading() or `timeout`; leading().
+  bool WaitLeading(std::chrono::milliseconds timeout);
+  // The leader as last seen while standing by (empty fields: unknown).
+  RestApi::Leader leader() const;
   ModelService* model() { return model_.get(); }
   Enrollment* enrollment() { return enrollment_.get(); }
 
  private:
+  absl::Status InitTrust(const ControllerOptions& o);
+  // Loads the model from `store` and serves (the leader's part of Start).
+  absl::Status Lead(const ControllerOptions& o, std::unique_ptr<Store> store);
+  absl::Status StartStandby(const ControllerOptions& o);
+  void StopStandby();
+  void Campaign(ControllerOptions o);
   absl::Status StartGrpc(const ControllerOptions& o);
+  static RestTlsOptions RestTlsFor(const ControllerOptions& o);
+  // Binds o.http_listen and serves `rest` there; sets http_port_.
+  absl::Status StartRest(const ControllerOptions& o, RestApi* rest);
+  std::unique_ptr<trust::CertificateAuthority> ca_;  // until Lead hands it to Enrollment
+  std::string trust_domain_;
+  std::unique_ptr<EtcdLeaderElection> election_;
+  std::unique_ptr<StandbyGrpcService> standby_service_;
+  std::unique_ptr<grpc::Server> standby_grpc_;
+  std::unique_ptr<RestApi> standby_rest_;
+  std::thread campaign_;
+  std::atomic<bool> leading_{false};
+  mutable std::mutex leader_mu_;
+  std::condition_variable leader_cv_;
+  RestApi::Leader leader_;
   std::unique_ptr<ModelService> model_;
   std::unique_ptr<RevocationList> revoked_;
   std::unique_ptr<Authorizer> authz_;

@@ -13,7 +13,7 @@
 // refused from then on, also on open host sessions.
 //
 // How. Tokens ("t/<sha256>") and certificates ("c/<serial>") live in the
-// controller's RocksDB store and are written through
+// controller's store and are written through
 // ModelService::CommitAuxiliary: each is a revision of its own with a
 // change log event naming the actor. Only the token's hash is stored. The
 // CA (trust::CertificateAuthority) signs; without one (a controller started

@@ -71,6 +71,8 @@ class ModelService {
   // Opens the store in data_dir and rebuilds memberships and rulesets.
   static absl::StatusOr<std::unique_ptr<ModelService>> Open(const std::string& data_dir,
                                                             const StoreOptions& store = {});
+  // The same over an opened store (RocksStore, EtcdStore).
+  static absl::StatusOr<std::unique_ptr<ModelService>> Open(std::unique_ptr<Store> store);
   ~ModelService();
 
   // create_only: fail with ALREADY_EXISTS when the id exists (REST POST).
@@ -163,7 +165,7 @@ class ModelService {
   // is each Hello's, in order, exactly as if they had been attached one at a
   // time in that order (a VM two of them report goes to the first; the
   // second's report of it is a refused claim), except that every effective
-  // change is stored as one RocksDB batch at one revision, compiled once,
+  // change is stored as one store write at one revision, compiled once,
   // and each affected host's feed gets one merge for the whole batch: a
   // connected host gets at most one delta for it, a host of the batch one
   // full state at that revision (or later). A Hello that fails validation

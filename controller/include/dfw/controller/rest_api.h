@@ -67,6 +67,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -101,6 +102,16 @@ class RestApi {
   // `enrollment` may be null (no trust routes: they answer 404).
   RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* authz,
           const RestTlsOptions& tls);
+  // A standby controller's REST (high availability, etcd_store.h): the same
+  // TLS and request guards, and every request answered 503 UNAVAILABLE
+  // with where the leader is: the error names it, the body's "leader"
+  // object holds {name, grpc, http} and the header X-Dfw-Leader its HTTP
+  // address, so a client retries there. `leader` is called per request
+  // (empty fields: no leader known yet).
+  struct Leader {
+    std::string name, grpc, http;
+  };
+  RestApi(const Authorizer* authz, const RestTlsOptions& tls, std::function<Leader()> leader);
   ~RestApi();
 
   // Binds host:port (port 0 = any free port) and serves on a background
@@ -130,7 +141,9 @@ class RestApi {
 
   class Guarded;
   void Routes();
+  void StandbyRoutes(std::function<Leader()> leader);
   void TrustRoutes(Guarded& s);
+  void SetUpServer(const RestTlsOptions& tls);
   ModelService* model_;
   Enrollment* enrollment_;
   const Authorizer* authz_;

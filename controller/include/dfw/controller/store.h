@@ -1,63 +1,31 @@
-// Store: the controller's durable state in an embedded RocksDB.
+// Store: the controller's durable state.
 //
 // What. Every object an operator or a host writes (VMs, security groups,
 // policies, hosts), the global revision counter, the stable rule numbers and
 // a change log for Watch.
 //
-// How. One RocksDB database in the data directory, default column family,
-// one key prefix per kind:
+// How. One key space, one key prefix per kind (the same in every backend):
 //   "v/<vm id>"  Vm proto            "g/<group id>"  SecurityGroup proto
 //   "p/<policy>" Policy proto        "h/<host id>"   Host proto
 //   "n/<policy>\0<rule id>" fixed32 rule number (stable across updates)
 //   "t/<token hash>" JoinToken       "c/<serial>"   IssuedCertificate (trust.proto)
 //   "l/<rev be64><seq be32>" ChangeEvent   (change log, trimmed to kLogKeep)
 //   "m/revision" fixed64, "m/next_rule_num" fixed32
-// One change = one ChangeSet = one WriteBatch written with sync=true, the new
-// revision inside the same batch: after Commit returns OK the change survives
-// a crash (kill -9, power loss with a honest disk); before, nothing of it does.
-//
-// A damaged WAL is not opened silently (issue 15). RocksDB replays its WAL
-// up to the first bad record and opens, and a WAL cut at a record boundary
-// or deleted looks like a shorter history: acknowledged writes would be
-// gone and their revisions reused. So the store keeps its own record of
-// the last acknowledged revision outside RocksDB, the watermark file
-// (kWatermarkFile in the data dir: one 32-byte record rewritten in place
-// with pwrite + fdatasync after each committed change, after the WAL sync:
-// it is never ahead of an acknowledged write; a crash between the two
-// leaves it one change behind, which is harmless). Open checks the
-// database read-only first (nothing in the directory changes when it
-// refuses): a corrupt WAL record, or "m/revision" below the watermark, is
-// refused with a message naming the files and both revisions, unless
-// StoreOptions::accept_loss (--accept-store-loss), which opens what can be
-// read (point-in-time recovery), logs the loss loudly and continues the
-// revision from the watermark so no revision is reused. A store without a
-// watermark file (first start, or a store from before the watermark) gets
-// one.
-//
-// A full disk is not met by RocksDB (whose error paths abort in the
-// packaged 7.8 build). Commit refuses a change while the filesystem of the
-// data dir has less than StoreOptions::min_free_bytes available
-// (RESOURCE_EXHAUSTED; IsStoreFull), and Open on such a filesystem opens
-// the database read-only: reads work, writes are refused, and the first
-// write after space is back reopens it read-write. RocksDB's info log
-// (DIR/LOG) is written by a logger of ours that drops lines on a full disk
-// (RocksDB's own aborts at its second failed line). A write RocksDB fails
-// anyway (an IO error) is returned (nothing of it applied) and every later
-// write is refused (UNAVAILABLE) until the controller restarts: the
-// database is not closed after such an error (RocksDB 7.8 asserts when it
-// closes a WAL writer that saw one); the WAL holds every acknowledged
-// write, as after kill -9.
+// One change = one ChangeSet written atomically with the new revision:
+// after Commit returns OK the change is durable; before, nothing of it is
+// visible. The backends: RocksStore (rocks_store.h: one RocksDB in the data
+// directory, the default) and EtcdStore (etcd_store.h: the keys under a
+// prefix in an etcd cluster, for controllers in high availability).
 //
 // Thread safety: Commit calls must be serialized by the caller (the
-// controller's single writer); Load and ChangesSince may run concurrently
-// with Commit.
+// controller's single writer); Load, Get, ForEach and ChangesSince may run
+// concurrently with Commit.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -65,10 +33,6 @@
 #include "absl/status/statusor.h"
 #include "dfw/v1/model.pb.h"
 #include "dfw/v1/realization.pb.h"
-
-namespace rocksdb {
-class DB;
-}
 
 namespace dfw::controller {
 
@@ -112,13 +76,17 @@ class ChangeSet {
   const std::vector<dfw::v1::ChangeEvent>& events() const { return events_; }
   bool empty() const { return ops_.empty() && events_.empty(); }
 
- private:
-  friend class Store;
+  // What a backend writes: the objects' puts and deletes in order, then
+  // the events (the change log) and the next rule number (0: unchanged).
   struct Op {
     std::string key;
     bool del = false;
     std::string value;
   };
+  const std::vector<Op>& ops() const { return ops_; }
+  uint32_t next_rule_num() const { return next_rule_num_; }
+
+ private:
   uint64_t revision_;
   std::vector<Op> ops_;
   std::vector<dfw::v1::ChangeEvent> events_;
@@ -153,52 +121,39 @@ struct StoreOptions {
 // HTTP 507 over REST).
 bool IsStoreFull(const absl::Status& s);
 
+// The store's interface. Two backends keep the same keys (layout above):
+// RocksStore (rocks_store.h), the embedded default for one controller, and
+// EtcdStore (etcd_store.h), for several controllers on an etcd cluster.
 class Store {
  public:
-  // Opens (creating if missing) the database in `dir`.
+  // Opens (creating if missing) the embedded RocksDB store in `dir`
+  // (RocksStore).
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
                                                      const StoreOptions& options = {});
-  ~Store();
+  virtual ~Store() = default;
 
-  static constexpr char kWatermarkFile[] = "dfw-acked-revision";
-  // Opened read-only (the disk was full at start) and not reopened yet.
-  bool read_only() const;
+  // Writes are refused for now (the disk was full at start and is still).
+  virtual bool read_only() const = 0;
+  // Where the store is, for logs: a directory, or etcd endpoints and prefix.
+  virtual std::string Describe() const = 0;
 
-  absl::StatusOr<StoredState> Load() const;
-  // Writes the change atomically with a synced WAL.
-  absl::Status Commit(const ChangeSet& change);
+  virtual absl::StatusOr<StoredState> Load() const = 0;
+  // Writes the change atomically and durably: after OK it survives a crash
+  // of the controller (and, for etcd, of a minority of the cluster); on an
+  // error nothing of it is written.
+  virtual absl::Status Commit(const ChangeSet& change) = 0;
   // One stored object of a kind (NOT_FOUND if absent), and every object of a
   // kind, for the kinds StoredState does not carry (tokens, certificates).
-  absl::Status Get(Kind kind, const std::string& id, google::protobuf::Message* out) const;
-  absl::Status ForEach(Kind kind,
-                       const std::function<absl::Status(const std::string& value)>& fn) const;
+  virtual absl::Status Get(Kind kind, const std::string& id,
+                           google::protobuf::Message* out) const = 0;
+  virtual absl::Status ForEach(
+      Kind kind, const std::function<absl::Status(const std::string& value)>& fn) const = 0;
   // Change log entries with revision > from_revision, at most `limit`.
   // FAILED_PRECONDITION when from_revision is older than the retained log.
-  absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ChangesSince(uint64_t from_revision,
-                                                                 size_t limit) const;
+  virtual absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> ChangesSince(uint64_t from_revision,
+                                                                         size_t limit) const = 0;
 
   static constexpr uint64_t kLogKeep = 100000;  // revisions of change log kept
-
- private:
-  Store(std::string dir, const StoreOptions& options);
-  absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(bool read_only, bool point_in_time) const;
-  absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenWritable();
-  absl::Status CheckAcked(uint64_t stored, std::optional<uint64_t> acked);
-  absl::Status CheckWritable();
-  absl::Status WriteWatermark(uint64_t revision);
-  uint64_t StoredRevision(rocksdb::DB* db = nullptr) const;
-
-  const std::string dir_;
-  const StoreOptions options_;
-  // Readers share it; reopening the database (read-only -> read-write)
-  // takes it exclusively.
-  mutable std::shared_mutex db_mu_;
-  std::unique_ptr<rocksdb::DB> db_;
-  bool read_only_ = false;
-  bool failed_ = false;  // a write failed: no more writes to db_
-  uint64_t floor_ = 0;   // revisions continue above it (accepted loss)
-  int watermark_fd_ = -1;
-  uint64_t watermark_ = 0;
 };
 
 }  // namespace dfw::controller
