@@ -1,9 +1,11 @@
 // dfwctl: the operator's shell interface to dfw-controller (REST/JSON).
 //
-//   dfwctl [--server URL] [-o table|json] RESOURCE VERB [ARGS]
+//   dfwctl [--server URL[,URL...]] [-o table|json] RESOURCE VERB [ARGS]
 //
 // Server: --server, else $DFW_SERVER, else the "server" of config.json in
-// the config dir, else https://127.0.0.1:8080.
+// the config dir, else https://127.0.0.1:8080. Several URLs (controllers in
+// high availability): the next is tried when one is unreachable, and a
+// standby's answer naming the leader is followed to it.
 // Identity: the SVID in the config dir ($DFW_CONFIG_DIR, else
 // $XDG_CONFIG_HOME/dfw, else ~/.config/dfw; $DFW_CERT_DIR overrides where
 // the svid.pem / svid_key.pem / svid_bundle.pem are): the client
@@ -43,7 +45,8 @@ namespace {
 constexpr int kOk = 0, kError = 1, kUsage = 2, kInvalid = 3, kNotFound = 4, kConflict = 5,
               kUnreachable = 6, kDenied = 7;
 
-const char kUsageText[] = R"(usage: dfwctl [--server URL] [-o table|json] RESOURCE VERB [ARGS]
+const char kUsageText[] =
+    R"(usage: dfwctl [--server URL[,URL...]] [-o table|json] RESOURCE VERB [ARGS]
 
   vm list | get VM | put -f FILE | delete VM
   vm tag VM... SCOPE=VALUE... [--remove SCOPE[=VALUE]]...
@@ -78,7 +81,8 @@ change the domain's libvirt metadata on its host. Tables show each tag's
 source, e.g. app=web (libvirt); -o json shows tags, api_tags, host_tags.
 
 VM arguments are ids or names. Server: --server, $DFW_SERVER, the config
-dir's config.json, or https://127.0.0.1:8080. Identity: the SVID in the
+dir's config.json, or https://127.0.0.1:8080; several, comma-separated, for
+controllers in high availability (the leader is found and followed). Identity: the SVID in the
 config dir ($DFW_CONFIG_DIR, $XDG_CONFIG_HOME/dfw or ~/.config/dfw;
 $DFW_CERT_DIR for the certificate files). --insecure: plain http, loopback
 only. Exit codes: 0 ok, 2 usage, 3 invalid (400), 4 not found (404),
@@ -90,6 +94,7 @@ struct Reply {
   int status = 0;
   json body;
   std::string raw;
+  std::string leader;  // a standby's X-Dfw-Leader: host:port of the leader's REST
 };
 
 // Where dfwctl finds its identity and its controller.
@@ -120,9 +125,62 @@ class Api {
   // `ca_bundle`: verify the controller with this file instead of the SVID's
   // bundle (enrollment, before there is an SVID). `anonymous`: present no
   // client certificate.
+  // cfg.server may list several controllers ("https://a:8080,https://b:8080",
+  // controllers in high availability): a call goes to the one that answered
+  // last; one unreachable, the next is tried; a standby's 503 naming the
+  // leader (X-Dfw-Leader) is followed when the leader is in the list.
   static std::unique_ptr<Api> Open(const Config& cfg, const std::string& ca_bundle = "",
                                    bool anonymous = false) {
-    const std::string& url = cfg.server;
+    std::vector<Server> servers;
+    std::stringstream list(cfg.server);
+    std::string url;
+    while (std::getline(list, url, ',')) {
+      auto cli = Client(cfg, url, ca_bundle, anonymous);
+      if (!cli) return nullptr;
+      servers.push_back({url, std::move(cli)});
+    }
+    if (servers.empty()) {
+      std::fprintf(stderr, "dfwctl: no server given\n");
+      return nullptr;
+    }
+    return std::unique_ptr<Api>(new Api(std::move(servers)));
+  }
+
+  Reply Call(const std::string& method, const std::string& path, const std::string& body = "") {
+    Reply out;
+    // Each server at most once, plus one hop to a leader a standby named.
+    for (size_t tries = 0; tries <= servers_.size(); ++tries) {
+      out = CallOne(*servers_[current_].cli, method, path, body);
+      if (out.status == -1 && tries + 1 < servers_.size()) {
+        current_ = (current_ + 1) % servers_.size();
+        continue;
+      }
+      if (out.status != 503 || out.leader.empty()) break;
+      size_t next = servers_.size();
+      for (size_t i = 0; i < servers_.size(); ++i) {
+        if (HostPort(servers_[i].url) == HostPort(out.leader)) next = i;
+      }
+      if (next == servers_.size() || next == current_) break;  // not ours to follow
+      current_ = next;
+    }
+    return out;
+  }
+
+ private:
+  struct Server {
+    std::string url;
+    std::unique_ptr<httplib::Client> cli;
+  };
+  // "https://10.0.0.1:8080/" -> "10.0.0.1:8080".
+  static std::string HostPort(std::string url) {
+    size_t b = url.find("://");
+    if (b != std::string::npos) url = url.substr(b + 3);
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    return url;
+  }
+
+  static std::unique_ptr<httplib::Client> Client(const Config& cfg, const std::string& url,
+                                                 const std::string& ca_bundle, bool anonymous) {
     bool https = url.rfind("https://", 0) == 0;
     if (!https) {
       if (url.rfind("http://", 0) != 0) {
@@ -141,7 +199,7 @@ class Api {
                      url.c_str());
         return nullptr;
       }
-      return std::unique_ptr<Api>(new Api(std::make_unique<httplib::Client>(url)));
+      return Configure(std::make_unique<httplib::Client>(url));
     }
     std::string cert = cfg.cert_dir + "/" + dfw::trust::kSvidFile;
     std::string key = cfg.cert_dir + "/" + dfw::trust::kSvidKeyFile;
@@ -167,15 +225,16 @@ class Api {
     }
     cli->set_ca_cert_path(bundle.c_str());
     cli->enable_server_certificate_verification(true);
-    return std::unique_ptr<Api>(new Api(std::move(cli)));
+    return Configure(std::move(cli));
   }
 
-  Reply Call(const std::string& method, const std::string& path, const std::string& body = "") {
+  static Reply CallOne(httplib::Client& cli, const std::string& method, const std::string& path,
+                       const std::string& body) {
     auto call = [&]() -> httplib::Result {
-      if (method == "GET") return cli_->Get(path.c_str());
-      if (method == "POST") return cli_->Post(path.c_str(), body, "application/json");
-      if (method == "PUT") return cli_->Put(path.c_str(), body, "application/json");
-      return cli_->Delete(path.c_str());
+      if (method == "GET") return cli.Get(path.c_str());
+      if (method == "POST") return cli.Post(path.c_str(), body, "application/json");
+      if (method == "PUT") return cli.Put(path.c_str(), body, "application/json");
+      return cli.Delete(path.c_str());
     };
     httplib::Result r = call();
     Reply out;
@@ -187,17 +246,21 @@ class Api {
     out.status = r->status;
     out.raw = r->body;
     out.body = json::parse(r->body, nullptr, false);
+    out.leader = r->get_header_value("X-Dfw-Leader");
     return out;
   }
 
- private:
-  explicit Api(std::unique_ptr<httplib::Client> cli) : cli_(std::move(cli)) {
-    cli_->set_connection_timeout(3, 0);
-    cli_->set_read_timeout(60, 0);
-    cli_->set_keep_alive(true);   // one TLS handshake for the several calls a command makes
-    cli_->set_tcp_nodelay(true);  // requests in several TLS records: no Nagle wait
+  static std::unique_ptr<httplib::Client> Configure(std::unique_ptr<httplib::Client> cli) {
+    cli->set_connection_timeout(3, 0);
+    cli->set_read_timeout(60, 0);
+    cli->set_keep_alive(true);   // one TLS handshake for the several calls a command makes
+    cli->set_tcp_nodelay(true);  // requests in several TLS records: no Nagle wait
+    return cli;
   }
-  std::unique_ptr<httplib::Client> cli_;
+
+  explicit Api(std::vector<Server> servers) : servers_(std::move(servers)) {}
+  std::vector<Server> servers_;
+  size_t current_ = 0;
 };
 
 int Fail(const Reply& r) {

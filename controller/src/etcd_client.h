@@ -35,7 +35,7 @@ class EtcdClient {
   absl::Status Txn(const etcdserverpb::TxnRequest& req, etcdserverpb::TxnResponse* resp);
   // One lease keep-alive round trip on the current endpoint; the lease's
   // remaining TTL (0 when etcd no longer knows it).
-  absl::StatusOr<int64_t> KeepAliveOnce(int64_t lease);
+  absl::StatusOr<int64_t> KeepAliveOnce(int64_t lease, std::chrono::milliseconds deadline);
 
   const std::string& endpoint() const;
   std::chrono::milliseconds timeout() const { return options_.timeout; }

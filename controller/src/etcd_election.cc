@@ -67,7 +67,7 @@ absl::Status EtcdLeaderElection::Campaign(
       lease_ = gr.id();
       renewed = std::chrono::steady_clock::now();
     } else if (std::chrono::steady_clock::now() - renewed > ttl_ / 3) {
-      auto left = client_->KeepAliveOnce(lease_);
+      auto left = client_->KeepAliveOnce(lease_, RoundTrip());
       if (left.ok() && *left > 0) renewed = std::chrono::steady_clock::now();
       if (left.ok() && *left <= 0) lease_ = 0;  // expired while standing by: a new one
       if (lease_ == 0) continue;
@@ -110,15 +110,28 @@ absl::Status EtcdLeaderElection::Campaign(
   }
 }
 
+std::chrono::milliseconds EtcdLeaderElection::RoundTrip() const {
+  // A keep-alive waits at most a sixth of the TTL, so several endpoints get
+  // a try before the lease runs out.
+  return std::min(std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / 6,
+                  options_.timeout / 3);
+}
+
 void EtcdLeaderElection::KeepAlive() {
   auto renewed = std::chrono::steady_clock::now();
   std::string why;
+  bool failed = false;
   for (;;) {
     {
+      // Every third of the TTL; after a failure, again soon (another
+      // endpoint: the client moved on).
       std::unique_lock l(mu_);
-      if (cv_.wait_for(l, ttl_ / 3, [&] { return stop_; })) return;
+      auto pause = failed ? std::chrono::milliseconds(100)
+                          : std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / 3;
+      if (cv_.wait_for(l, pause, [&] { return stop_; })) return;
     }
-    auto left = client_->KeepAliveOnce(lease_);
+    auto left = client_->KeepAliveOnce(lease_, RoundTrip());
+    failed = !left.ok();
     if (left.ok() && *left > 0) {
       renewed = std::chrono::steady_clock::now();
       continue;

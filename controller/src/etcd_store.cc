@@ -183,11 +183,12 @@ absl::Status EtcdClient::Txn(const etcdserverpb::TxnRequest& req, etcdserverpb::
   return FromGrpc(s, Cat("txn (", endpoints_[i].address, ")"));
 }
 
-absl::StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease) {
+absl::StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease,
+                                                  std::chrono::milliseconds deadline) {
   size_t seen = current_.load();
   size_t i = seen % endpoints_.size();
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout / 3);
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   auto stream = endpoints_[i].lease->LeaseKeepAlive(&ctx);
   etcdserverpb::LeaseKeepAliveRequest req;
   req.set_id(lease);

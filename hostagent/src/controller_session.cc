@@ -13,7 +13,22 @@ using std::chrono::milliseconds;
 ControllerSession::ControllerSession(std::string target,
                                      std::shared_ptr<grpc::ChannelCredentials> credentials,
                                      Hooks hooks)
-    : target_(std::move(target)), credentials_(std::move(credentials)), hooks_(std::move(hooks)) {}
+    : targets_(SplitTargets(target)),
+      credentials_(std::move(credentials)),
+      hooks_(std::move(hooks)) {}
+
+std::vector<std::string> ControllerSession::SplitTargets(const std::string& list) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= list.size()) {
+    size_t e = list.find(',', b);
+    if (e == std::string::npos) e = list.size();
+    if (e > b) out.push_back(list.substr(b, e - b));
+    b = e + 1;
+  }
+  if (out.empty()) out.push_back(list);
+  return out;
+}
 
 ControllerSession::~ControllerSession() { Stop(); }
 
@@ -102,6 +117,7 @@ bool ControllerSession::SendInventoryLocked() {
 
 void ControllerSession::Run() {
   milliseconds backoff(500);
+  size_t failed_in_cycle = 0;  // sessions in a row that got nothing
   for (;;) {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -109,8 +125,17 @@ void ControllerSession::Run() {
     }
     bool got_message = RunOnce();
     if (got_message) backoff = milliseconds(500);
+    failed_in_cycle = got_message ? 0 : failed_in_cycle + 1;
     std::unique_lock<std::mutex> l(mu_);
     if (stop_) return;
+    // To the leader a standby named, now; to the next of several
+    // controllers after a short pause: the backoff grows only once every
+    // one of them was tried.
+    if (follow_ || (targets_.size() > 1 && failed_in_cycle % targets_.size() != 0)) {
+      follow_ = false;
+      cv_.wait_for(l, milliseconds(100), [this] { return stop_; });
+      continue;
+    }
     cv_.wait_for(l, backoff, [this] { return stop_; });
     backoff = std::min(backoff * 2, milliseconds(10000));
   }
@@ -121,7 +146,8 @@ bool ControllerSession::RunOnce() {
   // default 4 MB: take what the dataplane takes (256 MB).
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
-  auto channel = grpc::CreateCustomChannel(target_, credentials_, args);
+  const std::string& target = targets_[current_];
+  auto channel = grpc::CreateCustomChannel(target, credentials_, args);
   auto stub = v1::HostSessionService::NewStub(channel);
   grpc::ClientContext ctx;
   {
@@ -159,7 +185,7 @@ bool ControllerSession::RunOnce() {
     // (a Hello holding what it last sent gets nothing until the next change).
     connected_ = true;
     sessions_++;
-    spdlog::info("controller: session open to {} (held revision {}, {} VMs)", target_,
+    spdlog::info("controller: session open to {} (held revision {}, {} VMs)", target,
                  hello_msg.hello().held_revision(), hello_msg.hello().vms_size());
     v1::ControllerToHost in;
     while (stream->Read(&in)) {
@@ -206,8 +232,30 @@ bool ControllerSession::RunOnce() {
   }
   connected_ = false;
   grpc::Status st = stream->Finish();
-  spdlog::warn("controller: session to {} ended: {}", target_,
+  spdlog::warn("controller: session to {} ended: {}", target,
                st.ok() ? std::string("closed") : st.error_message());
+  std::string leader;
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    const auto& md = ctx.GetServerTrailingMetadata();
+    if (auto it = md.find("dfw-leader-grpc"); it != md.end()) {
+      leader.assign(it->second.data(), it->second.size());
+    }
+  }
+  if (!leader.empty()) {
+    auto it = std::find(targets_.begin(), targets_.end(), leader);
+    if (it == targets_.end()) {
+      spdlog::warn(
+          "controller: {} names the leader {}, which is not one of --controller's; "
+          "not followed",
+          target, leader);
+    } else if (static_cast<size_t>(it - targets_.begin()) != current_) {
+      current_ = static_cast<size_t>(it - targets_.begin());
+      follow_ = true;
+      spdlog::info("controller: following the leader to {}", leader);
+      return got_message;
+    }
+  }
+  if (!got_message) current_ = (current_ + 1) % targets_.size();
   return got_message;
 }
 

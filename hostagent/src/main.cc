@@ -3,7 +3,7 @@
 //   dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]
 //                 [--bridge br-dfw] [--firewall-port fw0] [--firewall-ports N]
 //                 [--firewall-port-type dpdkvhostuserclient] [--firewall-socket PATH]
-//                 [--libvirt URI]... [--controller HOST:PORT]
+//                 [--libvirt URI]... [--controller HOST:PORT[,HOST:PORT...]]
 //                 [--host-id ID] [--hostname NAME] [--resync-ms N]
 //                 [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE]
 //                 [--insecure]
@@ -48,6 +48,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "dfw/hostagent/controller_session.h"
 #include "dfw/hostagent/host_agent.h"
 #include "dfw/hostagent/svid_client.h"
 #include "dfw/trust/loopback.h"
@@ -61,7 +62,7 @@ constexpr const char kUsage[] =
     "usage: dfw-hostagent --dataplane unix:PATH --ovsdb PATH [--ovs-rundir DIR]\n"
     "         [--bridge NAME] [--firewall-port NAME] [--firewall-ports N]\n"
     "         [--firewall-port-type TYPE] [--firewall-socket PATH]\n"
-    "         [--libvirt URI]... [--controller HOST:PORT] [--host-id ID]\n"
+    "         [--libvirt URI]... [--controller HOST:PORT[,...]] [--host-id ID]\n"
     "         [--hostname NAME] [--resync-ms N]\n"
     "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n";
 
@@ -183,8 +184,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<dfw::hostagent::SvidClient> svid;
   if (!cfg.controller_target.empty()) {
     if (insecure) {
-      if (!dfw::trust::IsLoopbackHostPort(cfg.controller_target)) {
-        return Usage("--insecure: the controller must be a loopback address");
+      for (const auto& t : dfw::hostagent::ControllerSession::SplitTargets(cfg.controller_target)) {
+        if (!dfw::trust::IsLoopbackHostPort(t)) {
+          return Usage("--insecure: the controller must be a loopback address");
+        }
       }
       spdlog::warn("dfw-hostagent: INSECURE: plaintext session to {}", cfg.controller_target);
       cfg.controller_credentials = grpc::InsecureChannelCredentials();

@@ -5,10 +5,12 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "dfw/hostagent/controller_session.h"
 #include "dfw/trust/ca.h"
 #include "dfw/trust/peer.h"
 #include "dfw/trust/svid.h"
@@ -25,6 +27,33 @@ std::string Path(const std::string& dir, const char* file) { return dir + "/" + 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                       what + ": " + s.error_message());
+}
+
+// Calls the TrustService of the controllers in `list` ("a:1,b:2") in turn,
+// from the one that answered last, until one answers other than
+// UNAVAILABLE; a standby's answer naming a leader in the list goes there
+// next. Each address at most once, plus one hop to a named leader.
+grpc::Status CallControllers(
+    const std::string& list, std::atomic<size_t>* current,
+    const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const std::function<grpc::Status(v1::TrustService::Stub&, grpc::ClientContext&)>& fn) {
+  const std::vector<std::string> targets = ControllerSession::SplitTargets(list);
+  grpc::Status s;
+  for (size_t tries = 0; tries <= targets.size(); ++tries) {
+    size_t i = current->load() % targets.size();
+    auto stub = v1::TrustService::NewStub(grpc::CreateChannel(targets[i], creds));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    s = fn(*stub, ctx);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
+    const auto& md = ctx.GetServerTrailingMetadata();
+    auto it = md.find("dfw-leader-grpc");
+    auto leader = it == md.end() ? targets.end()
+                                 : std::find(targets.begin(), targets.end(),
+                                             std::string(it->second.data(), it->second.size()));
+    current->store(leader != targets.end() ? static_cast<size_t>(leader - targets.begin()) : i + 1);
+  }
+  return s;
 }
 
 }  // namespace
@@ -71,17 +100,17 @@ absl::Status SvidClient::Enroll(const std::function<bool()>& stop) {
       std::make_shared<grpc::experimental::StaticDataCertificateProvider>(bundle.str()));
   opts.watch_root_certs();
   opts.set_verify_server_certs(true);
-  auto stub = v1::TrustService::NewStub(
-      grpc::CreateChannel(o_.controller_target, grpc::experimental::TlsCredentials(opts)));
+  auto creds = grpc::experimental::TlsCredentials(opts);
   milliseconds backoff(500);
   for (;;) {
     v1::EnrollRequest req;
     req.set_token(o_.join_token);
     req.set_csr_pem(kc->csr_pem);
     v1::CertificateResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    grpc::Status s = stub->Enroll(&ctx, req, &resp);
+    grpc::Status s = CallControllers(o_.controller_target, &current_, creds,
+                                     [&](v1::TrustService::Stub& stub, grpc::ClientContext& ctx) {
+                                       return stub.Enroll(&ctx, req, &resp);
+                                     });
     if (s.ok()) {
       if (auto w = trust::WriteSvid(o_.cert_dir, {kc->key_pem, resp.cert_pem(), resp.bundle_pem()});
           !w.ok()) {
@@ -108,13 +137,13 @@ absl::Status SvidClient::Enroll(const std::function<bool()>& stop) {
 absl::Status SvidClient::RenewNow() {
   auto kc = trust::GenerateKeyAndCsr("dfw-hostagent");
   if (!kc.ok()) return kc.status();
-  auto stub = v1::TrustService::NewStub(grpc::CreateChannel(o_.controller_target, Credentials()));
   v1::RenewRequest req;
   req.set_csr_pem(kc->csr_pem);
   v1::CertificateResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Status s = stub->Renew(&ctx, req, &resp);
+  grpc::Status s = CallControllers(o_.controller_target, &current_, Credentials(),
+                                   [&](v1::TrustService::Stub& stub, grpc::ClientContext& ctx) {
+                                     return stub.Renew(&ctx, req, &resp);
+                                   });
   if (!s.ok()) return FromGrpc(s, "renew");
   if (auto w = trust::WriteSvid(o_.cert_dir, {kc->key_pem, resp.cert_pem(), resp.bundle_pem()});
       !w.ok()) {

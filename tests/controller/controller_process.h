@@ -87,6 +87,15 @@ class ControllerProcess {
   int http_port() const { return http_port_; }
   int grpc_port() const { return grpc_port_; }
   int exit_code() const { return exit_code_; }
+  // Still running (reaps it, recording exit_code(), once it has exited).
+  bool running() {
+    if (pid_ <= 0) return false;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) != pid_) return true;
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    pid_ = -1;
+    return false;
+  }
 
  private:
   std::string dir_;

@@ -141,6 +141,7 @@ class EtcdLeaderElection {
 
  private:
   void KeepAlive();
+  std::chrono::milliseconds RoundTrip() const;
 
   const EtcdOptions options_;
   const LeaderInfo self_;

@@ -28,6 +28,15 @@
 // A delta that does not apply (wrong from_revision) is nacked and the
 // session restarts to get a full state.
 //
+// Several controllers (high availability, the controller's etcd_store.h):
+// the target may list them, "host:port,host:port". A session goes to one;
+// when it ends without the controller having sent anything, the next is
+// tried after 0.1 s (the backoff above grows only once every controller
+// was tried in turn). A standby ends the session at once with UNAVAILABLE and the
+// leader's address (trailing metadata dfw-leader-grpc): when that address
+// is in the list the next session goes there without waiting out the
+// backoff. An address not in the list is not followed (logged).
+//
 // Trust. The channel's credentials are the caller's: mutual TLS with the
 // host's SVID (svid_client.h), or plaintext only for a loopback controller
 // the operator explicitly marked insecure.
@@ -100,6 +109,9 @@ class ControllerSession {
   // Exports dropped because kMaxQueuedExports were already waiting.
   uint64_t exports_dropped() const { return exports_dropped_.load(); }
 
+  // "a:1,b:2" -> {"a:1", "b:2"} (empty items dropped).
+  static std::vector<std::string> SplitTargets(const std::string& list);
+
  private:
   void Run();
   // One session; returns true if it received at least one message.
@@ -109,7 +121,9 @@ class ControllerSession {
   // Under mu_: writes the waiting exports; false if the stream broke.
   bool FlushExportsLocked(grpc::ClientReaderWriter<v1::HostToController, v1::ControllerToHost>* s);
 
-  const std::string target_;
+  const std::vector<std::string> targets_;
+  size_t current_ = 0;   // index in targets_ (session thread only)
+  bool follow_ = false;  // a standby named the leader: reconnect at once
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   Hooks hooks_;  // set before Start()
 

@@ -85,7 +85,7 @@ struct HostAgentConfig {
   std::string firewall_port_type = "dpdkvhostuserclient";
   std::vector<std::string> firewall_sockets;  // e.g. "<ovs rundir>/fw0.sock"
   std::string dataplane_target;               // "unix:<path>"
-  std::string controller_target;              // "host:port"; empty: no controller
+  std::string controller_target;              // "host:port[,host:port...]"; empty: none
   // The session's credentials: mutual TLS from the host's SVID
   // (SvidClient::Credentials), or plaintext for an explicitly insecure
   // loopback controller. Required with a controller.

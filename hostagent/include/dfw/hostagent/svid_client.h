@@ -33,7 +33,7 @@ class ChannelCredentials;
 namespace dfw::hostagent {
 
 struct SvidClientOptions {
-  std::string controller_target;  // host:port
+  std::string controller_target;  // host:port, or several comma-separated (HA)
   std::string cert_dir;
   std::string join_token;            // used only when cert_dir has no SVID
   std::string ca_bundle;             // PEM file: the controller's CA, for enrollment
@@ -67,6 +67,8 @@ class SvidClient {
   bool stop_ = false;
   std::thread thread_;
   std::atomic<uint64_t> renewals_{0};
+  // The controller of o_.controller_target's list that answered last.
+  std::atomic<size_t> current_{0};
 };
 
 }  // namespace dfw::hostagent
