@@ -298,7 +298,9 @@ absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
 }
 
 void ControllerServer::Stop() {
+#ifdef DFW_WITH_ETCD
   if (election_) election_->Stop();  // wakes a campaign; a leader's lease is revoked
+#endif
   if (campaign_.joinable()) campaign_.join();
   StopStandby();
   if (rest_) rest_->Stop();
@@ -314,7 +316,9 @@ void ControllerServer::Stop() {
   authz_.reset();
   revoked_.reset();
   model_.reset();
+#ifdef DFW_WITH_ETCD
   election_.reset();
+#endif
   leading_ = false;
 }
 

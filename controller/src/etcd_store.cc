@@ -61,25 +61,6 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
                       Cat("etcd: ", what, ": ", s.error_message()));
 }
 
-absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(const std::string& list) {
-  std::vector<std::string> out;
-  std::stringstream ss(list);
-  std::string ep;
-  while (std::getline(ss, ep, ',')) {
-    if (ep.rfind("http://", 0) == 0) ep = ep.substr(7);
-    if (ep.rfind("https://", 0) == 0) ep = ep.substr(8);
-    size_t colon = ep.rfind(':');
-    if (ep.empty() || colon == std::string::npos || colon == 0 || colon + 1 == ep.size() ||
-        ep.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
-      return absl::InvalidArgumentError(
-          Cat("etcd endpoints: '", ep, "' is not host:port (in '", list, "')"));
-    }
-    out.push_back(ep);
-  }
-  if (out.empty()) return absl::InvalidArgumentError("etcd endpoints: none given");
-  return out;
-}
-
 // ---- EtcdClient ----
 
 absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdOptions& o) {

@@ -1,8 +1,12 @@
 #include "dfw/controller/store.h"
 
+#include <sstream>
+
+#include "dfw/controller/etcd_store.h"
 #include "dfw/controller/rocks_store.h"
 #include "google/protobuf/util/time_util.h"
 #include "store_keys.h"
+#include "str_util.h"
 
 namespace dfw::controller {
 
@@ -57,6 +61,25 @@ void ChangeSet::Append(ChangeSet&& other) {
 bool IsStoreFull(const absl::Status& s) {
   return s.code() == absl::StatusCode::kResourceExhausted &&
          s.GetPayload(store_keys::kStoreFullPayload).has_value();
+}
+
+absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  std::string ep;
+  while (std::getline(ss, ep, ',')) {
+    if (ep.rfind("http://", 0) == 0) ep = ep.substr(7);
+    if (ep.rfind("https://", 0) == 0) ep = ep.substr(8);
+    size_t colon = ep.rfind(':');
+    if (ep.empty() || colon == std::string::npos || colon == 0 || colon + 1 == ep.size() ||
+        ep.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+      return absl::InvalidArgumentError(
+          Cat("etcd endpoints: '", ep, "' is not host:port (in '", list, "')"));
+    }
+    out.push_back(ep);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("etcd endpoints: none given");
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,

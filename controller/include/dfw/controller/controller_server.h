@@ -128,7 +128,9 @@ class ControllerServer {
   absl::Status StartRest(const ControllerOptions& o, RestApi* rest);
   std::unique_ptr<trust::CertificateAuthority> ca_;  // until Lead hands it to Enrollment
   std::string trust_domain_;
+#ifdef DFW_WITH_ETCD
   std::unique_ptr<EtcdLeaderElection> election_;
+#endif
   std::unique_ptr<StandbyGrpcService> standby_service_;
   std::unique_ptr<grpc::Server> standby_grpc_;
   std::unique_ptr<RestApi> standby_rest_;
