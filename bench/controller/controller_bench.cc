@@ -3,7 +3,7 @@
 //   bench_controller [--hosts 1000] [--vms 100000] [--groups 10000]
 //                    [--rules 20000] [--changes 100] [--settle-ms 500]
 //                    [--moves 20] [--move-connections 10000]
-//                    [--data-dir DIR] [--channel-per-host] [--tls]
+//                    [--data-dir DIR] [--channel-per-host] [--tls] [--etcd]
 //
 // Environment: DFW_BENCH_CONTROLLER=PATH runs that dfw-controller binary
 // instead of the one built with the bench (to compare two builds with one
@@ -11,7 +11,8 @@
 //
 // Spawns the real dfw-controller (its own process, so its memory is its
 // own), loads groups and policies through the gRPC API (each write is one
-// RocksDB WriteBatch with a synced WAL), then opens --hosts HostSession
+// RocksDB WriteBatch with a synced WAL; with --etcd one etcd transaction),
+// then opens --hosts HostSession
 // streams from this one process (gRPC callback API); each simulated host
 // registers 1/hosts of the VMs (with tags and one vNIC each) and acks every
 // revision it receives.
@@ -30,6 +31,22 @@
 // Compare --channel-per-host with --tls: same connection shape, the only
 // difference is TLS.
 //
+// Store. Default: the embedded RocksDB (dfw-controller --data-dir DIR/db).
+// --etcd: the bench starts one etcd member of its own (/usr/bin/etcd, data
+// dir DIR/etcd, client and peer URLs on free loopback ports, log
+// DIR/etcd.log) and runs the controller with --etcd-endpoints against it
+// (plaintext: loopback); everything else is the same. etcd runs with
+// --max-txn-ops kEtcdMaxTxnOps and --max-request-bytes kEtcdMaxRequestBytes,
+// and the controller with the same --etcd-max-txn-ops/-request-bytes: a
+// registration batch (up to 128 Hellos and 5,000 VMs, host_session_service.h)
+// is one transaction of a put and a change-log entry per VM and per host,
+// ~10,300 operations and ~1.5 MB at most, above etcd's defaults (128
+// operations, 1.5 MiB), which the controller would refuse whole. The
+// restart phase restarts the controller against the same etcd (it loads the
+// model from etcd). etcd is stopped by its pid and its data dir removed at
+// the end, also when the bench fails (an exit handler, SIGINT/SIGTERM taken
+// by a thread, and PR_SET_PDEATHSIG should the bench itself be killed).
+//
 // Measures:
 //   - API write rate (PutGroup / PutPolicy / Tag, synced WAL);
 //   - cold registration: first Hello sent -> every host holds its full state;
@@ -41,11 +58,14 @@
 //     -> the destination has every ConnectionImport entry, -> the
 //     destination has the delta with the VM's vNIC ruleset (and the source
 //     the delta removing it); the imports must come before that delta;
-//   - controller restart: load from RocksDB, then all hosts reconnect and
-//     get full state;
-//   - controller RSS.
+//   - controller restart: load from RocksDB (or etcd), then all hosts
+//     reconnect and get full state;
+//   - controller RSS (and etcd's, with --etcd; and etcd's database size).
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,7 +101,7 @@ struct Flags {
   int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 100, settle_ms = 500;
   int moves = 20, move_connections = 10000;
   std::string data_dir;
-  bool tls = false, channel_per_host = false;
+  bool tls = false, channel_per_host = false, etcd = false;
 };
 
 constexpr char kTrustDomain[] = "bench.test";
@@ -212,6 +232,204 @@ Policy MakePolicy(int p, int groups) {
   return pol;
 }
 
+// ------------------------------------------------------------- the etcd
+
+// etcd's transaction limits for --etcd, given to etcd and to the controller
+// alike. A registration batch is at most 5,000 VMs and 128 hosts
+// (HostSessionService::kMaxBatchVms, kMaxBatchHellos), each a put and a
+// change-log entry: 2 x 5,128 + the revision and rule-number keys, ~10,300
+// operations; ~300 bytes per VM (key, the VM, its log entry), ~1.5 MB.
+constexpr int kEtcdMaxTxnOps = 16384;
+constexpr int kEtcdMaxRequestBytes = 8 << 20;
+constexpr char kEtcdBinary[] = "/usr/bin/etcd";
+
+// The children to stop when the bench ends early (exit, SIGINT, SIGTERM):
+// the controller and etcd, by pid (atomic: the signal thread reads them).
+std::atomic<pid_t> g_controller_pid{-1};
+std::atomic<pid_t> g_etcd_pid{-1};
+std::mutex g_stop_mu;         // one StopChildren at a time
+std::string g_etcd_data_dir;  // removed with etcd (g_stop_mu)
+
+// A loopback TCP port free at the time of the call.
+int FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+std::string RunCommand(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  pclose(p);
+  return out;
+}
+
+void KillChild(std::atomic<pid_t>* pid) {
+  pid_t p = pid->exchange(-1);
+  if (p <= 0) return;
+  kill(p, SIGKILL);
+  waitpid(p, nullptr, 0);
+}
+
+// Exit handler: whatever is still running is killed, etcd's data removed.
+void StopChildren() {
+  std::lock_guard<std::mutex> l(g_stop_mu);
+  KillChild(&g_controller_pid);
+  KillChild(&g_etcd_pid);
+  if (!g_etcd_data_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(g_etcd_data_dir, ec);
+    g_etcd_data_dir.clear();
+  }
+}
+
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// SIGINT and SIGTERM are blocked in every thread and taken by this one:
+// children stopped, etcd's data removed, then exit.
+void WatchStopSignals() {
+  sigset_t set = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // threads made later inherit it
+  std::thread([set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::fprintf(stderr, "signal %d: stopping the controller and etcd\n", sig);
+    StopChildren();
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+// In a child before exec: the signals the bench blocked, unblocked again.
+void UnblockStopSignals() {
+  sigset_t set = StopSignals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+// [[noreturn]] exit for a failed run: children stopped, etcd's data removed.
+[[noreturn]] void FailExit() {
+  StopChildren();
+  std::_Exit(1);  // the fleet's live streams would hold up a normal exit
+}
+
+// Starts args[0] with args, stdout and stderr appended to log; its pid also
+// in *pid (to be stopped when the bench ends early).
+pid_t SpawnChild(std::vector<std::string> args, const std::string& log, std::atomic<pid_t>* pid) {
+  pid_t p = fork();
+  if (p == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the bench
+    UnblockStopSignals();
+    FILE* f = std::fopen(log.c_str(), "a");
+    if (f != nullptr) {
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  *pid = p;
+  return p;
+}
+
+struct Etcd {
+  int client_port = 0, peer_port = 0;
+  std::string endpoint;  // 127.0.0.1:PORT
+};
+
+// One etcd member on loopback, data in dir/etcd, log in dir/etcd.log;
+// returns once it answers `etcdctl endpoint health`.
+Etcd StartEtcd(const std::string& dir) {
+  if (access(kEtcdBinary, X_OK) != 0) {
+    std::fprintf(stderr, "%s not found: run scripts/install-deps.sh (etcd-server)\n", kEtcdBinary);
+    std::exit(1);
+  }
+  Etcd e;
+  e.client_port = FreeLoopbackPort();
+  e.peer_port = FreeLoopbackPort();
+  e.endpoint = "127.0.0.1:" + std::to_string(e.client_port);
+  std::string client = "http://" + e.endpoint;
+  std::string peer = "http://127.0.0.1:" + std::to_string(e.peer_port);
+  const std::string data_dir = dir + "/etcd";
+  std::error_code ec;
+  std::filesystem::remove_all(data_dir, ec);  // a reused --data-dir: start empty
+  {
+    std::lock_guard<std::mutex> l(g_stop_mu);
+    g_etcd_data_dir = data_dir;
+  }
+  std::vector<std::string> args = {kEtcdBinary,
+                                   "--name=bench",
+                                   "--data-dir=" + data_dir,
+                                   "--listen-client-urls=" + client,
+                                   "--advertise-client-urls=" + client,
+                                   "--listen-peer-urls=" + peer,
+                                   "--initial-advertise-peer-urls=" + peer,
+                                   "--initial-cluster=bench=" + peer,
+                                   "--initial-cluster-state=new",
+                                   "--initial-cluster-token=dfw-bench",
+                                   "--max-txn-ops=" + std::to_string(kEtcdMaxTxnOps),
+                                   "--max-request-bytes=" + std::to_string(kEtcdMaxRequestBytes),
+                                   "--logger=zap",
+                                   "--log-outputs=stderr"};
+  std::string log = dir + "/etcd.log";
+  pid_t pid = SpawnChild(args, log, &g_etcd_pid);
+  auto t0 = Clock::now();
+  for (;;) {
+    std::string out =
+        RunCommand("ETCDCTL_API=3 etcdctl --command-timeout=1s --endpoints=" + e.endpoint +
+                   " endpoint health 2>&1");
+    if (out.find("is healthy") != std::string::npos) break;
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      g_etcd_pid = -1;
+      std::fprintf(stderr, "etcd exited; see %s\n", log.c_str());
+      FailExit();
+    }
+    if (Ms(Clock::now() - t0) > 20000) {
+      std::fprintf(stderr, "etcd did not become healthy in 20 s; see %s\n", log.c_str());
+      FailExit();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return e;
+}
+
+// etcd's database size (etcdctl endpoint status), bytes; 0 if unknown.
+long EtcdDbSize(const Etcd& e) {
+  std::string out =
+      RunCommand("ETCDCTL_API=3 etcdctl --command-timeout=5s --endpoints=" + e.endpoint +
+                 " endpoint status -w fields 2>/dev/null");
+  size_t p = out.find("\"DBSize\" : ");
+  return p == std::string::npos ? 0 : std::strtol(out.c_str() + p + 11, nullptr, 10);
+}
+
+void StopEtcd() {
+  if (pid_t p = g_etcd_pid.exchange(-1); p > 0) {
+    kill(p, SIGTERM);
+    waitpid(p, nullptr, 0);
+  }
+  StopChildren();  // removes the data dir
+}
+
 // ------------------------------------------------------- the controller
 
 struct Controller {
@@ -220,8 +438,10 @@ struct Controller {
   double start_ms = 0;
 };
 
-// pki_dir empty: --insecure; else --pki-dir pki_dir (mutual TLS).
-Controller Spawn(const std::string& dir, const std::string& pki_dir) {
+// pki_dir empty: --insecure; else --pki-dir pki_dir (mutual TLS). etcd
+// null: the store is RocksDB in dir/db; else etcd (the controller is up
+// once it leads: it loaded the model from etcd).
+Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd* etcd) {
   Controller c;
   // DFW_BENCH_CONTROLLER: another dfw-controller binary (an older build to
   // compare with, measured by the same bench in the same minutes).
@@ -229,23 +449,33 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir) {
   if (bin == nullptr || *bin == '\0') bin = DFW_CONTROLLER_BIN;
   std::string port_file = dir + "/ports";
   std::remove(port_file.c_str());
-  auto t0 = Clock::now();
-  c.pid = fork();
-  if (c.pid == 0) {
-    std::string log = dir + "/controller.log";
-    FILE* f = std::fopen(log.c_str(), "a");
-    dup2(fileno(f), 1);
-    dup2(fileno(f), 2);
-    std::string db = dir + "/db";
-    if (pki_dir.empty()) {
-      execl(bin, bin, "--data-dir", db.c_str(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "",
-            "--port-file", port_file.c_str(), "--insecure", nullptr);
-    } else {
-      execl(bin, bin, "--data-dir", db.c_str(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "",
-            "--port-file", port_file.c_str(), "--pki-dir", pki_dir.c_str(), nullptr);
-    }
-    _exit(127);
+  std::string log = dir + "/controller.log";
+  std::error_code ec;
+  auto log_from = std::filesystem::exists(log) ? std::filesystem::file_size(log, ec) : 0;
+  std::vector<std::string> args = {bin, "--grpc-listen", "127.0.0.1:0", "--http-listen",
+                                   "",  "--port-file",   port_file};
+  if (etcd == nullptr) {
+    args.insert(args.end(), {"--data-dir", dir + "/db"});
+  } else {
+    args.insert(args.end(),
+                {"--etcd-endpoints", etcd->endpoint, "--etcd-prefix", "/dfw-bench/", "--name",
+                 "bench", "--etcd-max-txn-ops", std::to_string(kEtcdMaxTxnOps),
+                 "--etcd-max-request-bytes", std::to_string(kEtcdMaxRequestBytes)});
   }
+  if (pki_dir.empty()) {
+    args.push_back("--insecure");
+  } else {
+    args.insert(args.end(), {"--pki-dir", pki_dir});
+  }
+  auto t0 = Clock::now();
+  c.pid = SpawnChild(args, log, &g_controller_pid);
+  auto exited = [&] {
+    int st;
+    if (waitpid(c.pid, &st, WNOHANG) != c.pid) return false;
+    g_controller_pid = -1;
+    std::fprintf(stderr, "dfw-controller exited; see %s\n", log.c_str());
+    return true;
+  };
   for (;;) {
     std::ifstream f(port_file);
     std::string line;
@@ -254,10 +484,23 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir) {
       c.grpc = c.grpc.substr(0, c.grpc.find(' '));
       break;
     }
-    int st;
-    if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
-      std::fprintf(stderr, "dfw-controller exited; see %s/controller.log\n", dir.c_str());
-      std::exit(1);
+    if (exited()) FailExit();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // With etcd the port file comes while it stands by: up once it logs that
+  // it leads (elected, model loaded from etcd, rulesets compiled).
+  while (etcd != nullptr) {
+    std::ifstream f(log);
+    f.seekg(static_cast<std::streamoff>(log_from));
+    std::string line;
+    bool leads = false;
+    while (std::getline(f, line))
+      leads = leads || line.find(" leads at revision") != std::string::npos;
+    if (leads) break;
+    if (exited()) FailExit();
+    if (Ms(Clock::now() - t0) > 600000) {
+      std::fprintf(stderr, "dfw-controller not leading after 600 s; see %s\n", log.c_str());
+      FailExit();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -269,6 +512,7 @@ void Stop(Controller& c, int sig) {
   kill(c.pid, sig);
   int st;
   waitpid(c.pid, &st, 0);
+  g_controller_pid = -1;
 }
 
 // ------------------------------------------------------------- the PKI
@@ -709,6 +953,7 @@ int64_t RefusedClaims(ControllerService::Stub* api, const std::string& host) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  WatchStopSignals();  // before any other thread
   Flags f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -718,6 +963,10 @@ int main(int argc, char** argv) {
     }
     if (a == "--channel-per-host") {
       f.channel_per_host = true;
+      continue;
+    }
+    if (a == "--etcd") {
+      f.etcd = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -771,7 +1020,22 @@ int main(int argc, char** argv) {
         f.hosts, ms, ms / (f.hosts + 2));
   }
   std::string pki_dir = pki ? pki->dir : "";
-  Controller ctl = Spawn(f.data_dir, pki_dir);
+  std::atexit(StopChildren);
+  std::unique_ptr<Etcd> etcd;
+  if (f.etcd) {
+    etcd = std::make_unique<Etcd>(StartEtcd(f.data_dir));
+    std::string version = RunCommand(std::string(kEtcdBinary) + " --version 2>/dev/null");
+    version = version.substr(0, version.find('\n'));
+    std::printf(
+        "store: etcd (%s), one member on %s, --max-txn-ops %d --max-request-bytes %d (the "
+        "controller's --etcd-max-txn-ops/--etcd-max-request-bytes the same)\n",
+        version.c_str(), etcd->endpoint.c_str(), kEtcdMaxTxnOps, kEtcdMaxRequestBytes);
+  } else {
+    std::printf("store: RocksDB (embedded), %s/db\n", f.data_dir.c_str());
+  }
+  const char* store_write = f.etcd ? "one etcd txn each" : "synced WAL";
+  auto etcd_rss = [&] { return etcd ? RssKiB(g_etcd_pid) : 0L; };
+  Controller ctl = Spawn(f.data_dir, pki_dir, etcd.get());
   auto api_ch = grpc::CreateChannel(ctl.grpc, Creds(pki.get(), pki ? &pki->admin : nullptr));
   auto api = ControllerService::NewStub(api_ch);
 
@@ -785,7 +1049,7 @@ int main(int argc, char** argv) {
     auto s = api->PutGroup(&ctx, req, &out);
     if (!s.ok()) {
       std::fprintf(stderr, "PutGroup: %s\n", s.error_message().c_str());
-      return 1;
+      FailExit();
     }
   }
   double groups_ms = Ms(Clock::now() - t0);
@@ -798,15 +1062,15 @@ int main(int argc, char** argv) {
     auto s = api->PutPolicy(&ctx, req, &out);
     if (!s.ok()) {
       std::fprintf(stderr, "PutPolicy: %s\n", s.error_message().c_str());
-      return 1;
+      FailExit();
     }
   }
   double policies_ms = Ms(Clock::now() - t0);
   std::printf(
       "API writes: %d PutGroup in %.0f ms (%.0f/s), %d PutPolicy in %.0f ms (%.0f/s), sequential, "
-      "synced WAL\n",
+      "%s\n",
       f.groups, groups_ms, f.groups / groups_ms * 1000, policies, policies_ms,
-      policies / policies_ms * 1000);
+      policies / policies_ms * 1000, store_write);
 
   // ---- cold registration: every host says hello with its inventory.
   auto hellos = MakeHellos(f);
@@ -818,8 +1082,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "not every host got its full state (%d); %d sessions failed, the first: %s\n",
                  fleet->rec.full_count, fleet->rec.failed, fleet->rec.first_error.c_str());
-    Stop(ctl, SIGKILL);
-    std::_Exit(1);  // the fleet's live streams would hold up a normal exit
+    FailExit();
   }
   double cold_ms = Ms(fleet->rec.last_full - t0);
   std::printf(
@@ -850,7 +1113,7 @@ int main(int argc, char** argv) {
   if (const char* w = std::getenv("DFW_BENCH_EXTRA_WAIT_MS")) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(w)));
   }
-  long rss_loaded = RssKiB(ctl.pid);
+  long rss_loaded = RssKiB(ctl.pid), etcd_rss_loaded = etcd_rss();
 
   // ---- tag changes, one at a time: accepted -> last affected host has its delta.
   std::mt19937 rng(42);
@@ -886,7 +1149,7 @@ int main(int argc, char** argv) {
     auto accepted = Clock::now();
     if (!s.ok()) {
       std::fprintf(stderr, "Tag: %s\n", s.error_message().c_str());
-      return 1;
+      FailExit();
     }
     api_lat.push_back(Ms(accepted - start));
     std::this_thread::sleep_for(std::chrono::milliseconds(f.settle_ms));
@@ -1105,13 +1368,13 @@ int main(int argc, char** argv) {
   double burst_ms = Ms(Clock::now() - t0);
   std::printf("API Tag writes with %d sessions attached, 4 clients: %d in %.0f ms (%.0f/s)\n",
               f.hosts, burst, burst_ms, burst / burst_ms * 1000);
-  long rss_after = RssKiB(ctl.pid);
+  long rss_after = RssKiB(ctl.pid), etcd_rss_after = etcd_rss();
   Disconnect(*fleet);
   fleet.reset();
 
-  // ---- restart: load from RocksDB, then every host reconnects.
+  // ---- restart: load from RocksDB (or the same etcd), then every host reconnects.
   Stop(ctl, SIGTERM);
-  ctl = Spawn(f.data_dir, pki_dir);
+  ctl = Spawn(f.data_dir, pki_dir, etcd.get());
   auto fleet2 = std::make_unique<Fleet>();
   t0 = Clock::now();
   Connect(*fleet2, ctl.grpc, hellos, f.channel_per_host, pki.get());
@@ -1121,22 +1384,29 @@ int main(int argc, char** argv) {
         stderr,
         "reconnect: not every host got its full state (%d); %d sessions failed, the first: %s\n",
         fleet2->rec.full_count, fleet2->rec.failed, fleet2->rec.first_error.c_str());
-    Stop(ctl, SIGKILL);
-    std::_Exit(1);  // the fleet's live streams would hold up a normal exit
+    FailExit();
   }
   double warm_ms = Ms(fleet2->rec.last_full - t0);
-  long rss_restarted = RssKiB(ctl.pid);
+  long rss_restarted = RssKiB(ctl.pid), etcd_rss_restarted = etcd_rss();
   std::printf(
-      "controller restart: start (RocksDB load + rebuild) %.0f ms; all %d hosts reconnect -> full "
+      "controller restart: start (%s load + rebuild) %.0f ms; all %d hosts reconnect -> full "
       "state in %.0f ms\n",
-      ctl.start_ms, f.hosts, warm_ms);
+      f.etcd ? "etcd" : "RocksDB", ctl.start_ms, f.hosts, warm_ms);
   std::printf(
       "controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB "
       "after restart\n",
       rss_loaded / 1024.0, rss_after / 1024.0, rss_restarted / 1024.0);
+  if (etcd) {
+    std::printf(
+        "etcd RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB after "
+        "restart; etcd database size %.0f MiB\n",
+        etcd_rss_loaded / 1024.0, etcd_rss_after / 1024.0, etcd_rss_restarted / 1024.0,
+        EtcdDbSize(*etcd) / 1048576.0);
+  }
   Disconnect(*fleet2);
   fleet2.reset();
   Stop(ctl, SIGTERM);
+  StopEtcd();
   if (own_dir) std::filesystem::remove_all(f.data_dir);
   return 0;
 }
