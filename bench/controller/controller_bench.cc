@@ -422,6 +422,42 @@ long EtcdDbSize(const Etcd& e) {
   return p == std::string::npos ? 0 : std::strtol(out.c_str() + p + 11, nullptr, 10);
 }
 
+// One of etcd's Prometheus metrics (GET /metrics on the client URL), the
+// sum of its samples named exactly `name` (no labels); -1 if absent.
+struct EtcdMetrics {
+  std::string text;
+  double Get(const std::string& name) const {
+    double sum = -1;
+    size_t p = 0;
+    while ((p = text.find("\n" + name + " ", p)) != std::string::npos) {
+      p += name.size() + 2;
+      sum = (sum < 0 ? 0 : sum) + std::strtod(text.c_str() + p, nullptr);
+    }
+    return sum;
+  }
+};
+
+EtcdMetrics ReadEtcdMetrics(const Etcd& e) {
+  return {"\n" + RunCommand("curl -s --max-time 5 http://" + e.endpoint + "/metrics")};
+}
+
+// etcd's disk syncs between two readings: its WAL fsyncs (one per raft
+// Ready with entries: here about one per transaction) and its backend
+// (bbolt) commits, each with its mean time.
+void PrintEtcdDisk(const char* what, const EtcdMetrics& a, const EtcdMetrics& b) {
+  auto d = [&](const std::string& n) { return b.Get(n) - a.Get(n); };
+  double wal_n = d("etcd_disk_wal_fsync_duration_seconds_count");
+  double wal_s = d("etcd_disk_wal_fsync_duration_seconds_sum");
+  double be_n = d("etcd_disk_backend_commit_duration_seconds_count");
+  double be_s = d("etcd_disk_backend_commit_duration_seconds_sum");
+  double props = d("etcd_server_proposals_committed_total");
+  std::printf(
+      "etcd disk, %s: %.0f proposals committed, %.0f WAL fsyncs (mean %.2f ms), %.0f backend "
+      "commits (mean %.2f ms)\n",
+      what, props, wal_n, wal_n > 0 ? wal_s / wal_n * 1000 : 0.0, be_n,
+      be_n > 0 ? be_s / be_n * 1000 : 0.0);
+}
+
 void StopEtcd() {
   if (pid_t p = g_etcd_pid.exchange(-1); p > 0) {
     kill(p, SIGTERM);
@@ -1035,6 +1071,8 @@ int main(int argc, char** argv) {
   }
   const char* store_write = f.etcd ? "one etcd txn each" : "synced WAL";
   auto etcd_rss = [&] { return etcd ? RssKiB(g_etcd_pid) : 0L; };
+  auto etcd_metrics = [&] { return etcd ? ReadEtcdMetrics(*etcd) : EtcdMetrics(); };
+  EtcdMetrics m_start = etcd_metrics();
   Controller ctl = Spawn(f.data_dir, pki_dir, etcd.get());
   auto api_ch = grpc::CreateChannel(ctl.grpc, Creds(pki.get(), pki ? &pki->admin : nullptr));
   auto api = ControllerService::NewStub(api_ch);
@@ -1071,6 +1109,8 @@ int main(int argc, char** argv) {
       "%s\n",
       f.groups, groups_ms, f.groups / groups_ms * 1000, policies, policies_ms,
       policies / policies_ms * 1000, store_write);
+  EtcdMetrics m_api = etcd_metrics();
+  if (etcd) PrintEtcdDisk("API writes", m_start, m_api);
 
   // ---- cold registration: every host says hello with its inventory.
   auto hellos = MakeHellos(f);
@@ -1114,6 +1154,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(w)));
   }
   long rss_loaded = RssKiB(ctl.pid), etcd_rss_loaded = etcd_rss();
+  if (etcd) PrintEtcdDisk("registration", m_api, etcd_metrics());
 
   // ---- tag changes, one at a time: accepted -> last affected host has its delta.
   std::mt19937 rng(42);
@@ -1345,6 +1386,7 @@ int main(int argc, char** argv) {
   // ---- tag write throughput with every session attached (4 clients).
   std::atomic<int> next{0};
   int burst = std::max(200, f.changes * 5);
+  EtcdMetrics m_burst = etcd_metrics();
   t0 = Clock::now();
   std::vector<std::thread> ws;
   for (int w = 0; w < 4; ++w) {
@@ -1368,6 +1410,7 @@ int main(int argc, char** argv) {
   double burst_ms = Ms(Clock::now() - t0);
   std::printf("API Tag writes with %d sessions attached, 4 clients: %d in %.0f ms (%.0f/s)\n",
               f.hosts, burst, burst_ms, burst / burst_ms * 1000);
+  if (etcd) PrintEtcdDisk("Tag writes", m_burst, etcd_metrics());
   long rss_after = RssKiB(ctl.pid), etcd_rss_after = etcd_rss();
   Disconnect(*fleet);
   fleet.reset();
