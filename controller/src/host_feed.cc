@@ -90,7 +90,22 @@ void HostFeed::RequestFull() {
   {
     std::lock_guard<std::mutex> l(mu_);
     full_ = true;
+    resumed_ = false;
     pending_ = HostChanges();
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
+void HostFeed::Resume(uint64_t held, HostChanges diff) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    full_ = false;
+    resumed_ = true;
+    pending_ = std::move(diff);
+    last_sent_ = held;
+    ++stats_.resumes;
     WakeIfIdleLocked(&wake);
   }
   if (wake) CallWake();
@@ -123,13 +138,22 @@ std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& co
     ++stats_.imports;
     return msg;
   }
+  if (!full_ && pending_.empty() && revision <= last_sent_) {  // resumed at the current revision
+    resumed_ = false;
+    return std::nullopt;
+  }
   if (full_) {
     *msg.mutable_full() = compiler.FullState(host_id_, revision);
     ++stats_.fulls;
   } else {
+    if (resumed_) {  // the journals here do not start at last_sent_
+      pending_.sets_full.insert(pending_.sets_touched.begin(), pending_.sets_touched.end());
+      pending_.sets_touched.clear();
+    }
     *msg.mutable_delta() = compiler.BuildDelta(host_id_, pending_, last_sent_, revision);
   }
   full_ = false;
+  resumed_ = false;
   pending_ = HostChanges();
   last_sent_ = revision;
   in_flight_ = true;

@@ -154,8 +154,15 @@ class SessionReactor final
       parked_.reset();
     }
     if (!cancelled) {
-      spdlog::debug("host {} connected with {} VMs ({})", feed_->host_id(), vms,
-                    attached->full ? "full state" : "delta from held revision");
+      if (attached->full) {
+        spdlog::debug("host {} connected with {} VMs (full state)", feed_->host_id(), vms);
+      } else if (attached->resumed) {
+        spdlog::debug("host {} connected with {} VMs (delta from its digests: {} objects differ)",
+                      feed_->host_id(), vms, attached->differing);
+      } else {
+        spdlog::debug("host {} connected with {} VMs (delta from the revision sent)",
+                      feed_->host_id(), vms);
+      }
       if (write) StartWrite(&out_);
       if (wake) service_->Schedule(feed_);
       feed_->Kick();

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dfw/controller/policy_validator.h"
+#include "dfw/proto/state_digest.h"
 #include "dfw/tagging/proto_convert.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
@@ -1518,6 +1519,21 @@ std::vector<absl::StatusOr<ModelService::Attached>> ModelService::AttachHosts(
   return out;
 }
 
+namespace {
+
+// Digests a resume can trust: each of the size SHA-256 gives, with an id.
+bool UsableDigests(const dfw::v1::HeldDigests& held) {
+  auto ok = [](const auto& objs) {
+    return std::all_of(objs.begin(), objs.end(), [](const dfw::v1::HeldObject& o) {
+      return !o.id().empty() && o.digest().size() == proto::kDigestBytes;
+    });
+  };
+  return (held.rulesets_size() > 0 || held.address_sets_size() > 0) && ok(held.rulesets()) &&
+         ok(held.address_sets());
+}
+
+}  // namespace
+
 ModelService::Attached ModelService::BindSessionLocked(HostHelloRequest& req) {
   const std::string& host_id = req.hello.host().id();
   Attached out;
@@ -1528,22 +1544,44 @@ ModelService::Attached ModelService::BindSessionLocked(HostHelloRequest& req) {
   }
   if (!hs->feed) hs->feed = std::make_shared<HostFeed>(host_id);
   out.feed = hs->feed;
-  uint64_t sent = hs->feed->last_sent();
-  out.full = req.hello.held_revision() == 0 || req.hello.held_revision() != sent;
+  const uint64_t sent = hs->feed->last_sent();
+  const uint64_t held = req.hello.held_revision();
   out.generation = hs->feed->Attach(std::move(req.wake), std::move(req.deliver));
-  if (out.full) hs->feed->RequestFull();  // no wake: callers Kick() once bound
   hs->connected = true;
-  // What the host must reach. A full state is built at the current
-  // revision. A host resuming with a delta must reach only the changes that
-  // concerned it while it was away: each was merged into its feed and raised
-  // `want` (Publish). Revisions that concerned no host (a group nothing uses,
-  // a tag no group reads) leave nothing to send and nothing to ack, so
-  // waiting for them would leave the host pending for ever.
-  if (out.full) hs->want = revision_;
-  // Holding exactly what this process last sent is as good as its ack. Any
-  // other held revision (above what was sent, or anything after a restart,
-  // when nothing was sent yet) proves nothing: the full state's ack will.
-  if (!out.full) AdvanceAcked(*hs, sent);
+  // Nothing is sent until the caller Kick()s the feed once bound.
+  if (held != 0 && held == sent) {
+    // Resuming what this process last sent: the changes merged into the
+    // feed while the host was away, and only those (each raised `want` in
+    // Publish). Revisions that concerned no host (a group nothing uses, a
+    // tag no group reads) leave nothing to send and nothing to ack, so
+    // waiting for them would leave the host pending for ever. Holding
+    // exactly what was sent is as good as its ack.
+    AdvanceAcked(*hs, sent);
+    return out;
+  }
+  // A revision this process did not send (it restarted, took over as
+  // leader, or the host's dataplane restored an older state): the host's
+  // digests say what it holds, and a delta of what differs from its current
+  // state takes it to the current revision. A delta must go forward, so at
+  // the current revision only an exact match resumes (nothing to send: as
+  // good as an ack). Without usable digests, or holding a revision above
+  // ours (another history), a full state; a held revision proves nothing
+  // there, only the full state's ack will.
+  if (held != 0 && held <= revision_ && UsableDigests(req.hello.held())) {
+    HostChanges diff = compiler_->DiffHeld(host_id, req.hello.held());
+    if (held < revision_ || diff.empty()) {
+      out.resumed = true;
+      out.differing = diff.rulesets_set.size() + diff.rulesets_removed.size() +
+                      diff.sets_full.size() + diff.sets_removed.size();
+      hs->feed->Resume(held, std::move(diff));
+      hs->want = revision_;
+      if (held == revision_) AdvanceAcked(*hs, held);
+      return out;
+    }
+  }
+  out.full = true;
+  hs->feed->RequestFull();
+  hs->want = revision_;  // a full state is built at the current revision
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "dfw/proto/state_digest.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -453,6 +454,44 @@ dfw::v1::HostDesiredState PolicyCompiler::FullState(const std::string& host,
     }
   }
   return st;
+}
+
+HostChanges PolicyCompiler::DiffHeld(const std::string& host,
+                                     const dfw::v1::HeldDigests& held) const {
+  HostChanges c;
+  absl::flat_hash_map<std::string_view, std::string_view> rulesets, sets;
+  for (const auto& h : held.rulesets()) rulesets[h.id()] = h.digest();
+  for (const auto& h : held.address_sets()) sets[h.id()] = h.digest();
+  auto hv = host_vnics_.find(host);
+  if (hv != host_vnics_.end()) {
+    dfw::v1::VNicRuleset rs;
+    for (const auto& v : hv->second) {
+      auto r = vnic_rules_.find(v);
+      if (r == vnic_rules_.end()) continue;
+      bool same = false;
+      if (auto h = rulesets.find(v); h != rulesets.end()) {
+        rs.Clear();
+        FillRuleset(v, *r->second, &rs);
+        same = proto::RulesetDigest(rs) == h->second;
+        rulesets.erase(h);
+      }
+      if (!same) c.rulesets_set.insert(v);
+    }
+  }
+  for (const auto& [v, d] : rulesets) c.rulesets_removed.emplace(v);
+  auto refs = host_set_refs_.find(host);
+  if (refs != host_set_refs_.end()) {
+    for (const auto& [id, n] : refs->second) {
+      bool same = false;
+      if (auto h = sets.find(id); h != sets.end()) {
+        same = proto::AddressSetDigest(id, *SetContents(id)) == h->second;
+        sets.erase(h);
+      }
+      if (!same) c.sets_full.insert(id);
+    }
+  }
+  for (const auto& [id, d] : sets) c.sets_removed.emplace(id);
+  return c;
 }
 
 dfw::v1::HostDelta PolicyCompiler::BuildDelta(const std::string& host, const HostChanges& c,

@@ -9,10 +9,8 @@
 #include <set>
 #include <vector>
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-
 #include "dfw/dataplane/conn_table.h"
+#include "dfw/proto/state_digest.h"
 #include "durable_file.h"
 
 namespace dfw::dataplane {
@@ -136,25 +134,6 @@ Status ParsePrefixes(const v1::AddressSet& set, std::vector<IpPrefix>* out) {
     out->push_back(*p);
   }
   return Status::Ok();
-}
-
-// What vNICs share a compiled ruleset by: the rules and the default rule,
-// not the vNIC id or the revision. Each serialized with its length in
-// front (no copy of the ruleset; these messages have no map fields, so the
-// bytes are a function of the content).
-std::string ContentKey(const v1::VNicRuleset& rs) {
-  std::string key;
-  {
-    google::protobuf::io::StringOutputStream out(&key);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    auto put = [&coded](const google::protobuf::MessageLite& m) {
-      coded.WriteVarint64(m.ByteSizeLong());
-      m.SerializeWithCachedSizes(&coded);
-    };
-    for (const auto& r : rs.rules()) put(r);
-    put(rs.default_rule());
-  }
-  return key;
 }
 
 // The ruleset as vNICs share it: without the vNIC id and the revision.
@@ -348,6 +327,27 @@ size_t DataplaneState::shared_rulesets() const {
   return shared_.size();
 }
 
+v1::HeldDigests DataplaneState::HeldDigests(uint64_t* revision) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  *revision = revision_;
+  v1::HeldDigests out;
+  std::map<const Compiled*, std::string> digest;  // one hash per shared ruleset
+  for (const auto& [vnic, b] : by_vnic_) {
+    if (!b.compiled) continue;
+    auto [it, fresh] = digest.try_emplace(b.compiled);
+    if (fresh) it->second = proto::RulesetDigest(b.compiled->content);
+    auto* h = out.add_rulesets();
+    h->set_id(vnic);
+    h->set_digest(it->second);
+  }
+  for (const auto& [id, set] : sets_) {
+    auto* h = out.add_address_sets();
+    h->set_id(id);
+    h->set_digest(proto::AddressSetDigest(set));
+  }
+  return out;
+}
+
 Status DataplaneState::SetVnic(const v1::DataplaneVNic& vnic) {
   std::lock_guard<std::mutex> lock(mu_);
   if (vnic.id().empty()) return Err("vnic.id", "must not be empty");
@@ -467,7 +467,7 @@ Status DataplaneState::ApplyFullLocked(
   std::map<std::string, std::unique_ptr<Compiled>> shared;
   std::map<std::string, Binding> by_vnic;
   for (const FullEntry& e : entries) {
-    std::string key = ContentKey(*e.ruleset);
+    std::string key = proto::RulesetContentKey(*e.ruleset);
     auto it = shared.find(key);
     if (it == shared.end()) {
       std::unique_ptr<Compiled> c;
@@ -571,7 +571,7 @@ Status DataplaneState::ApplyDelta(const v1::HostDelta& d) {
   std::map<std::string, std::unique_ptr<Compiled>> fresh;  // by content key
   std::map<std::string, Binding> rebound;                  // compiled null: removed
   for (const auto& rs : d.rulesets_set()) {
-    std::string key = ContentKey(rs);
+    std::string key = proto::RulesetContentKey(rs);
     Compiled* c = nullptr;
     if (auto held = shared_.find(key); held != shared_.end()) {
       c = held->second.get();

@@ -74,6 +74,11 @@ class DataplaneState {
   std::pair<std::string, std::string> RuleOf(uint32_t rule_num) const;
   // Distinct compiled rulesets held (vNICs with the same rules share one).
   size_t shared_rulesets() const;
+  // The digest of each ruleset (by vNIC) and address set held
+  // (dfw/proto/state_digest.h): what a reconnecting host agent tells its
+  // controller it holds, with the revision they are of. One hash per shared
+  // ruleset, one per set.
+  v1::HeldDigests HeldDigests(uint64_t* revision) const;
 
  private:
   struct Compiled;

@@ -379,13 +379,18 @@ grpc::Status LocalApi::FlowRecords(grpc::ServerContext*, const v1::FlowRecordsRe
 
 namespace dfw::dataplane {
 
-grpc::Status LocalApi::GetState(grpc::ServerContext*, const v1::GetStateRequest*,
+grpc::Status LocalApi::GetState(grpc::ServerContext*, const v1::GetStateRequest* req,
                                 v1::GetStateResponse* resp) {
   resp->set_applied_revision(state_->applied_revision());
   for (auto& v : state_->Vnics()) *resp->add_vnics() = std::move(v);
   resp->set_instance_id(instance_id_);
   resp->set_restored(state_->restored());
   resp->set_firewall_ports(firewall_ports_);
+  if (req->digests()) {  // and the revision they are of
+    uint64_t revision = 0;
+    *resp->mutable_held() = state_->HeldDigests(&revision);
+    resp->set_applied_revision(revision);
+  }
   return grpc::Status::OK;
 }
 

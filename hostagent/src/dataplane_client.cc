@@ -68,8 +68,10 @@ absl::StatusOr<v1::CountersResponse> DataplaneClient::Counters() {
   return Call(&v1::DataplaneService::Stub::Counters, v1::CountersRequest(), "Counters");
 }
 
-absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState() {
-  return Call(&v1::DataplaneService::Stub::GetState, v1::GetStateRequest(), "GetState");
+absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState(bool digests) {
+  v1::GetStateRequest req;
+  req.set_digests(digests);
+  return Call(&v1::DataplaneService::Stub::GetState, req, "GetState");
 }
 
 absl::StatusOr<v1::ExportConnectionsResponse> DataplaneClient::ExportConnections(

@@ -129,7 +129,7 @@ void HostAgent::Reconcile() {
 }
 
 void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
-  auto st = edges_.dataplane->GetState();
+  auto st = edges_.dataplane->GetState(false);
   if (!st.ok()) {
     if (dataplane_up_) spdlog::warn("dataplane: {}", st.status().ToString());
     dataplane_up_ = false;
@@ -381,8 +381,13 @@ v1::HostHello HostAgent::BuildHello() {
     std::lock_guard<std::mutex> l(view_mu_);
     for (const auto& vm : last_view_.vms) *hello.add_vms() = vm;
   }
-  auto st = edges_.dataplane->GetState();
-  hello.set_held_revision(st.ok() ? st->applied_revision() : 0);
+  // The revision held and what it consists of: a controller that did not
+  // send it (restarted, or newly elected) answers with what differs.
+  auto st = edges_.dataplane->GetState(true);
+  if (st.ok()) {
+    hello.set_held_revision(st->applied_revision());
+    if (st->applied_revision() != 0) *hello.mutable_held() = std::move(*st->mutable_held());
+  }
   return hello;
 }
 

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,7 +28,9 @@
 #include "dfw/hostagent/controller_session.h"
 #include "dfw/tagging/str_cat.h"
 #include "etcd_cluster.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "host_view.h"
 
 namespace dfw::controller::testing {
 namespace {
@@ -47,6 +50,8 @@ struct SimHost {
   std::vector<dfw::v1::Vm> vms;
   std::atomic<uint64_t> applied{0};
   std::atomic<uint64_t> fulls{0}, deltas{0};
+  std::mutex mu;
+  HostView view;  // what it holds: its Hello's digests
   std::unique_ptr<hostagent::ControllerSession> session;
 };
 
@@ -108,22 +113,25 @@ class HaTest : public ::testing::Test {
         dfw::v1::HostHello hello;
         hello.mutable_host()->set_id(hp->id);
         for (const auto& vm : hp->vms) *hello.add_vms() = vm;
-        hello.set_held_revision(hp->applied.load());
+        std::lock_guard<std::mutex> l(hp->mu);
+        hello.set_held_revision(hp->view.revision);
+        if (hp->view.revision != 0) *hello.mutable_held() = hp->view.Digests();
         return hello;
       };
       hooks.apply = [hp](const dfw::v1::ControllerToHost& m) -> absl::StatusOr<uint64_t> {
+        std::lock_guard<std::mutex> l(hp->mu);
         if (m.has_delta()) {
-          if (m.delta().from_revision() != hp->applied.load()) {
+          if (m.delta().from_revision() != hp->view.revision) {
             return absl::FailedPreconditionError(
-                Cat("delta from ", m.delta().from_revision(), ", holding ", hp->applied.load()));
+                Cat("delta from ", m.delta().from_revision(), ", holding ", hp->view.revision));
           }
           hp->deltas++;
-          hp->applied = m.delta().to_revision();
         } else {
           hp->fulls++;
-          hp->applied = m.full().revision();
         }
-        return hp->applied.load();
+        hp->view.Apply(m);
+        hp->applied = hp->view.revision;
+        return hp->view.revision;
       };
       host->session = std::make_unique<hostagent::ControllerSession>(
           grpc_list, grpc::InsecureChannelCredentials(), hooks);
@@ -415,6 +423,25 @@ TEST_F(HaTest, KillTheLeaderControllerThenEtcdsLeaderNothingLost) {
   std::printf("HA hosts received %llu full states and %llu deltas in %d rounds\n",
               static_cast<unsigned long long>(fulls), static_cast<unsigned long long>(deltas),
               round);
+  // Each host's one full state is its first: after every failover it
+  // resumed from its digests with a delta.
+  EXPECT_EQ(fulls, static_cast<uint64_t>(kHosts));
+  // And holds what the leader computes for its VMs now.
+  for (const auto& h : hosts_) {
+    HostView want;
+    for (const auto& vm : h->vms) {
+      Reply r = Call(leader_, "GET", Cat("/api/v1/vms/", vm.id(), "/effective-rules"));
+      ASSERT_TRUE(r.ok) << vm.id() << " " << r.status;
+      dfw::v1::EffectiveRulesResponse eff;
+      ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body.dump(), &eff).ok());
+      for (const auto& rs : eff.rulesets()) want.rulesets[rs.vnic_id()] = HostView::Rules(rs);
+      for (const auto& s : eff.address_sets())
+        want.sets[s.id()] = {s.prefixes().begin(), s.prefixes().end()};
+    }
+    std::lock_guard<std::mutex> l(h->mu);
+    EXPECT_EQ(h->view.rulesets, want.rulesets) << h->id;
+    EXPECT_EQ(h->view.sets, want.sets) << h->id;
+  }
 }
 
 }  // namespace

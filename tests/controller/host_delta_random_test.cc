@@ -2,27 +2,36 @@
 // the start plus every delta it was sent must equal a full state computed
 // from scratch at the end of each step. Exercises the incremental path
 // (membership deltas, applied-to changes, VM moves between hosts, policy and
-// group edits, address-set journals) without gRPC.
+// group edits, address-set journals) without gRPC; and the resume after a
+// controller restart, where a host's digests replace the feed's history.
 #include <map>
 #include <random>
 #include <set>
 
 #include "dfw/controller/host_feed.h"
 #include "dfw/controller/model_service.h"
+#include "dfw/proto/state_digest.h"
 #include "host_view.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
 namespace {
 
-TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
-  TempDir dir;
-  auto model = ModelService::Open(dir.path() + "/db");
-  ASSERT_TRUE(model.ok());
-  ModelService& m = **model;
-  std::mt19937 rng(std::getenv("DFW_SEED") ? std::atoi(std::getenv("DFW_SEED")) : 7);
-  const int kVms = 60, kGroups = 12, kPolicies = 6, kHosts = 4;
-  auto vm_proto = [&](int i, int host) {
+// A model of kVms VMs on kHosts hosts, groups and policies, changed at
+// random; the hosts' feeds are drained by hand into HostViews.
+class RandomFleet {
+ public:
+  static constexpr int kVms = 60, kGroups = 12, kPolicies = 6, kHosts = 4;
+
+  explicit RandomFleet(unsigned seed) : rng(seed), views(kHosts) {}
+
+  void Open() {
+    auto model = ModelService::Open(dir.path() + "/db");
+    ASSERT_TRUE(model.ok()) << model.status();
+    m = std::move(*model);
+  }
+
+  dfw::v1::Vm VmProto(int i, int host) {
     dfw::v1::Vm vm;
     vm.set_id("vm" + std::to_string(i));
     vm.set_name("vm" + std::to_string(i));
@@ -36,8 +45,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
     n->set_id("n" + std::to_string(i));
     n->add_addresses()->set_ip("198.18.0." + std::to_string(i + 1));
     return vm;
-  };
-  auto group_proto = [&](int k) {
+  }
+  dfw::v1::SecurityGroup GroupProto(int k) {
     dfw::v1::SecurityGroup g;
     g.set_id("g" + std::to_string(k));
     auto* c = g.add_criteria()->add_conditions()->mutable_tag();
@@ -46,8 +55,8 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
     if (rng() % 4 == 0)
       g.mutable_static_members()->add_ip_prefixes("198.19." + std::to_string(k) + ".0/24");
     return g;
-  };
-  auto policy_proto = [&](int p) {
+  }
+  dfw::v1::Policy PolicyProto(int p) {
     dfw::v1::Policy pol;
     pol.set_id("p" + std::to_string(p));
     pol.set_category(dfw::v1::CATEGORY_APPLICATION);
@@ -63,54 +72,79 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
       r->set_action(dfw::v1::ACTION_ALLOW);
     }
     return pol;
-  };
-  for (int k = 0; k < kGroups; ++k) {
-    dfw::v1::PutGroupRequest r;
-    *r.mutable_group() = group_proto(k);
-    ASSERT_TRUE(m.PutGroup(r).ok());
   }
-  for (int p = 0; p < kPolicies; ++p) {
-    dfw::v1::PutPolicyRequest r;
-    *r.mutable_policy() = policy_proto(p);
-    ASSERT_TRUE(m.PutPolicy(r).ok());
+
+  void Populate() {
+    for (int k = 0; k < kGroups; ++k) {
+      dfw::v1::PutGroupRequest r;
+      *r.mutable_group() = GroupProto(k);
+      ASSERT_TRUE(m->PutGroup(r).ok());
+    }
+    for (int p = 0; p < kPolicies; ++p) {
+      dfw::v1::PutPolicyRequest r;
+      *r.mutable_policy() = PolicyProto(p);
+      ASSERT_TRUE(m->PutPolicy(r).ok());
+    }
+    // Hosts register through the session path with feeds we drain by hand.
+    feeds.assign(kHosts, nullptr);
+    gens.assign(kHosts, 0);
+    for (int h = 0; h < kHosts; ++h) {
+      dfw::v1::HostHello hello;
+      hello.mutable_host()->set_id("h" + std::to_string(h));
+      for (int i = h; i < kVms; i += kHosts) *hello.add_vms() = VmProto(i, h);
+      auto a = Attach(hello);
+      ASSERT_TRUE(a.ok());
+      feeds[h] = a->feed;
+      gens[h] = a->generation;
+    }
   }
-  // Hosts register through the session path with feeds we drain by hand.
-  std::vector<std::shared_ptr<HostFeed>> feeds;
-  std::vector<uint64_t> gens;
-  std::vector<HostView> views(kHosts);
-  for (int h = 0; h < kHosts; ++h) {
+
+  absl::StatusOr<ModelService::Attached> Attach(const dfw::v1::HostHello& hello) {
+    return m->AttachHost(
+        hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+  }
+
+  // The Hello host h sends when it comes back: its VMs as the model has
+  // them, the revision it holds.
+  dfw::v1::HostHello HelloOf(int h) {
     dfw::v1::HostHello hello;
     hello.mutable_host()->set_id("h" + std::to_string(h));
-    for (int i = h; i < kVms; i += kHosts) *hello.add_vms() = vm_proto(i, h);
-    auto a = m.AttachHost(
-        hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
-    ASSERT_TRUE(a.ok());
-    feeds.push_back(a->feed);
-    gens.push_back(a->generation);
+    auto all = m->ListVms(dfw::v1::ListRequest());
+    EXPECT_TRUE(all.ok());
+    for (const auto& vm : all->vms()) {
+      if (vm.host() == "h" + std::to_string(h)) *hello.add_vms() = vm;
+    }
+    hello.set_held_revision(views[h].revision);
+    return hello;
   }
-  auto drain = [&] {
+
+  // Messages of host h (all hosts if -1) into its view; counts fulls.
+  void Drain(int only = -1) {
     for (int h = 0; h < kHosts; ++h) {
-      while (auto msg = m.NextMessage(feeds[h].get())) {
+      if (only >= 0 && h != only) continue;
+      while (auto msg = m->NextMessage(feeds[h].get())) {
+        if (msg->has_full()) ++fulls;
+        if (msg->has_delta()) ++deltas;
         views[h].Apply(*msg);
         feeds[h]->WriteDone(gens[h]);
       }
     }
-  };
-  auto check = [&](int step) {
+  }
+
+  void Check(int step) {
     for (int h = 0; h < kHosts; ++h) {
       HostFeed probe("h" + std::to_string(h));
       probe.RequestFull();
-      auto full = m.NextMessage(&probe);
+      auto full = m->NextMessage(&probe);
       ASSERT_TRUE(full && full->has_full());
       HostView want;
       want.Apply(*full);
       EXPECT_EQ(views[h].rulesets, want.rulesets) << "host " << h << " step " << step;
       EXPECT_EQ(views[h].sets, want.sets) << "host " << h << " step " << step;
     }
-  };
-  drain();
-  check(-1);
-  for (int step = 0; step < 300; ++step) {
+  }
+
+  void RandomChange() {
     int op = static_cast<int>(rng() % 10);
     if (op < 5) {  // tag change
       dfw::v1::TagRequest t;
@@ -122,73 +156,204 @@ TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
       u->set_scope(s->scope());
       u->set_value(std::to_string(rng() % 4));
       if (u->value() == s->value()) t.clear_remove();
-      auto r = m.Tag(t);  // the VM may have been deleted
+      auto r = m->Tag(t);  // the VM may have been deleted
       ASSERT_TRUE(r.ok() || r.status().code() == absl::StatusCode::kNotFound) << r.status();
     } else if (op == 5) {  // a VM moves to another host
       dfw::v1::PutVmRequest r;
       int i = static_cast<int>(rng() % kVms);
-      auto cur = m.GetVm("vm" + std::to_string(i));
-      if (!cur.ok()) continue;
+      auto cur = m->GetVm("vm" + std::to_string(i));
+      if (!cur.ok()) return;
       *r.mutable_vm() = *cur;
       r.mutable_vm()->set_host("h" + std::to_string(rng() % kHosts));
-      ASSERT_TRUE(m.PutVm(r).ok());
+      ASSERT_TRUE(m->PutVm(r).ok());
     } else if (op == 6) {  // policy edit
       dfw::v1::PutPolicyRequest r;
-      *r.mutable_policy() = policy_proto(static_cast<int>(rng() % kPolicies));
-      ASSERT_TRUE(m.PutPolicy(r).ok());
+      *r.mutable_policy() = PolicyProto(static_cast<int>(rng() % kPolicies));
+      ASSERT_TRUE(m->PutPolicy(r).ok());
     } else if (op == 7) {  // group edit
       dfw::v1::PutGroupRequest r;
-      *r.mutable_group() = group_proto(static_cast<int>(rng() % kGroups));
-      ASSERT_TRUE(m.PutGroup(r).ok());
+      *r.mutable_group() = GroupProto(static_cast<int>(rng() % kGroups));
+      ASSERT_TRUE(m->PutGroup(r).ok());
     } else if (op == 8) {  // VM deleted and re-created
       int i = static_cast<int>(rng() % kVms);
       dfw::v1::DeleteRequest d;
       d.set_id("vm" + std::to_string(i));
-      if (m.DeleteVm(d).ok() && rng() % 2) {
+      if (m->DeleteVm(d).ok() && rng() % 2) {
         dfw::v1::PutVmRequest r;
-        *r.mutable_vm() = vm_proto(i, static_cast<int>(rng() % kHosts));
-        ASSERT_TRUE(m.PutVm(r).ok());
+        *r.mutable_vm() = VmProto(i, static_cast<int>(rng() % kHosts));
+        ASSERT_TRUE(m->PutVm(r).ok());
       }
     } else {  // address change on a vNIC
       int i = static_cast<int>(rng() % kVms);
-      auto cur = m.GetVm("vm" + std::to_string(i));
-      if (!cur.ok()) continue;
+      auto cur = m->GetVm("vm" + std::to_string(i));
+      if (!cur.ok()) return;
       dfw::v1::PutVmRequest r;
       *r.mutable_vm() = *cur;
       r.mutable_vm()->mutable_vnics(0)->add_addresses()->set_ip("198.18.1." +
                                                                 std::to_string(rng() % 200 + 1));
-      ASSERT_TRUE(m.PutVm(r).ok());
+      ASSERT_TRUE(m->PutVm(r).ok());
     }
-    if (rng() % 25 == 0) {  // a host reconnects holding what it has: it gets a delta, not a full
-      int h = static_cast<int>(rng() % kHosts);
-      drain();
-      m.DetachHost("h" + std::to_string(h), gens[h]);
+  }
+
+  TempDir dir;
+  std::mt19937 rng;
+  std::unique_ptr<ModelService> m;
+  std::vector<std::shared_ptr<HostFeed>> feeds;
+  std::vector<uint64_t> gens;
+  std::vector<HostView> views;
+  int fulls = 0, deltas = 0;
+};
+
+// What "the same content" means to a resume (state_digest.h).
+TEST(StateDigestTest, SameContentSameDigestWhateverTheVnicRevisionOrOrder) {
+  dfw::v1::VNicRuleset a;
+  a.set_vnic_id("n1");
+  a.set_revision(5);
+  auto* r = a.add_rules();
+  r->set_rule_num(7);
+  r->set_policy_id("p");
+  r->set_rule_id("r");
+  r->mutable_sources()->add_address_set_ids("g:web");
+  r->set_action(dfw::v1::ACTION_ALLOW);
+  a.mutable_default_rule()->set_action(dfw::v1::ACTION_DROP);
+  dfw::v1::VNicRuleset b = a;
+  b.set_vnic_id("n2");
+  b.set_revision(9);
+  EXPECT_EQ(proto::RulesetDigest(a), proto::RulesetDigest(b));
+  EXPECT_EQ(proto::RulesetDigest(a).size(), proto::kDigestBytes);
+  b.mutable_rules(0)->set_action(dfw::v1::ACTION_DROP);
+  EXPECT_NE(proto::RulesetDigest(a), proto::RulesetDigest(b));
+  b = a;
+  b.mutable_default_rule()->set_action(dfw::v1::ACTION_ALLOW);
+  EXPECT_NE(proto::RulesetDigest(a), proto::RulesetDigest(b));
+
+  dfw::v1::AddressSet s;
+  s.set_id("g:web");
+  for (const char* p : {"198.18.0.2/32", "198.18.0.1/32", "198.18.0.2/32"}) s.add_prefixes(p);
+  EXPECT_EQ(proto::AddressSetDigest(s),
+            proto::AddressSetDigest("g:web", {"198.18.0.1/32", "198.18.0.2/32"}));
+  EXPECT_NE(proto::AddressSetDigest(s),
+            proto::AddressSetDigest("g:db", {"198.18.0.1/32", "198.18.0.2/32"}));
+  EXPECT_NE(proto::AddressSetDigest(s), proto::AddressSetDigest("g:web", {"198.18.0.1/32"}));
+  // Lengths in front: moving a character between id and prefix changes it.
+  EXPECT_NE(proto::AddressSetDigest("a", {"bc"}), proto::AddressSetDigest("ab", {"c"}));
+  EXPECT_NE(proto::AddressSetDigest("g", {}), proto::AddressSetDigest("g", {""}));
+}
+
+unsigned Seed() { return std::getenv("DFW_SEED") ? std::atoi(std::getenv("DFW_SEED")) : 7; }
+
+TEST(HostDeltaRandomTest, FullPlusDeltasEqualsRecomputedFullState) {
+  RandomFleet f(Seed());
+  ASSERT_NO_FATAL_FAILURE(f.Open());
+  ASSERT_NO_FATAL_FAILURE(f.Populate());
+  const int kHosts = RandomFleet::kHosts, kVms = RandomFleet::kVms;
+  f.Drain();
+  f.Check(-1);
+  for (int step = 0; step < 300; ++step) {
+    ASSERT_NO_FATAL_FAILURE(f.RandomChange());
+    if (f.rng() % 25 == 0) {  // a host reconnects holding what it has: it gets a delta, not a full
+      int h = static_cast<int>(f.rng() % kHosts);
+      f.Drain();
+      f.m->DetachHost("h" + std::to_string(h), f.gens[h]);
       dfw::v1::TagRequest t;  // a change while it is away
-      t.add_vm_ids("vm" + std::to_string(rng() % kVms));
+      t.add_vm_ids("vm" + std::to_string(f.rng() % kVms));
       auto* s = t.add_set();
       s->set_scope("app");
-      s->set_value(std::to_string(rng() % 4));
-      (void)m.Tag(t);
-      dfw::v1::HostHello hello;
-      hello.mutable_host()->set_id("h" + std::to_string(h));
-      auto all = m.ListVms(dfw::v1::ListRequest());
-      ASSERT_TRUE(all.ok());
-      for (const auto& vm : all->vms()) {
-        if (vm.host() == "h" + std::to_string(h)) *hello.add_vms() = vm;
-      }
-      hello.set_held_revision(views[h].revision);
-      auto a = m.AttachHost(
-          hello, [] {}, [](dfw::v1::ControllerToHost) { return true; });
+      s->set_value(std::to_string(f.rng() % 4));
+      (void)f.m->Tag(t);
+      auto a = f.Attach(f.HelloOf(h));
       ASSERT_TRUE(a.ok());
       EXPECT_FALSE(a->full);
-      gens[h] = a->generation;
+      EXPECT_FALSE(a->resumed);  // what this process sent: no digests needed
+      f.gens[h] = a->generation;
     }
-    if (rng() % 3 == 0 || step == 299) {  // hosts read at random moments: deltas coalesce
-      drain();
-      check(step);
+    if (f.rng() % 3 == 0 || step == 299) {  // hosts read at random moments: deltas coalesce
+      f.Drain();
+      f.Check(step);
       if (::testing::Test::HasFailure()) return;
     }
   }
+}
+
+// The controller restarts (reopened from its store, nothing of the feeds
+// kept) while hosts hold states of several ages: some current, some left
+// behind while their agents were away, one whose dataplane lost an object.
+// Each comes back with its held revision and digests and gets a delta, not
+// a full state, and ends equal to a full state recomputed from scratch,
+// also when changes land between its Hello and its first message.
+TEST(HostDeltaRandomTest, AfterARestartHostsResumeFromTheirDigests) {
+  RandomFleet f(Seed() + 1);
+  ASSERT_NO_FATAL_FAILURE(f.Open());
+  ASSERT_NO_FATAL_FAILURE(f.Populate());
+  const int kHosts = RandomFleet::kHosts;
+  f.Drain();
+  int resumed = 0;
+  for (int round = 0; round < 12; ++round) {
+    for (int step = 0; step < 20; ++step) {
+      ASSERT_NO_FATAL_FAILURE(f.RandomChange());
+      if (f.rng() % 3 == 0) f.Drain(static_cast<int>(f.rng() % kHosts));  // some fall behind
+    }
+    f.m.reset();  // the controller stops: every feed is gone
+    ASSERT_NO_FATAL_FAILURE(f.Open());
+    int tampered = -1;
+    if (round % 3 == 2) {  // a host's dataplane lost a set and holds a stale ruleset
+      tampered = round % kHosts;
+      HostView& v = f.views[tampered];
+      if (!v.sets.empty()) v.sets.erase(v.sets.begin());
+      if (!v.rulesets.empty()) v.rulesets.begin()->second = HostView::Rules(dfw::v1::VNicRuleset());
+    }
+    int want_fulls = f.fulls;
+    for (int h = 0; h < kHosts; ++h) {
+      dfw::v1::HostHello hello = f.HelloOf(h);
+      *hello.mutable_held() = f.views[h].Digests();
+      auto a = f.Attach(hello);
+      ASSERT_TRUE(a.ok()) << a.status();
+      // A delta cannot go from the current revision to itself: only a
+      // damaged state held at the current revision takes a full one.
+      EXPECT_NE(a->full, a->resumed) << "host " << h << " round " << round;
+      if (a->full) EXPECT_EQ(h, tampered) << "round " << round;
+      want_fulls += a->full;
+      resumed += a->resumed;
+      f.feeds[h] = a->feed;
+      f.gens[h] = a->generation;
+    }
+    if (round % 2) ASSERT_NO_FATAL_FAILURE(f.RandomChange());  // before the first message
+    f.Drain();
+    EXPECT_EQ(f.fulls, want_fulls) << "round " << round;
+    f.Check(round);
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_GE(resumed, 12 * kHosts - 4);  // all but the damaged hosts at the current revision
+}
+
+// A Hello without digests (an older agent, a guest agent), with digests
+// that are not digests, or holding a revision above the controller's gets
+// a full state.
+TEST(HostDeltaRandomTest, WithoutUsableDigestsAFullState) {
+  RandomFleet f(Seed());
+  ASSERT_NO_FATAL_FAILURE(f.Open());
+  ASSERT_NO_FATAL_FAILURE(f.Populate());
+  f.Drain();
+  ASSERT_NO_FATAL_FAILURE(f.RandomChange());
+  f.m.reset();
+  ASSERT_NO_FATAL_FAILURE(f.Open());
+  uint64_t now = f.m->revision();
+  auto attach = [&](int h, std::function<void(dfw::v1::HostHello*)> edit) {
+    dfw::v1::HostHello hello = f.HelloOf(h);
+    *hello.mutable_held() = f.views[h].Digests();
+    edit(&hello);
+    auto a = f.Attach(hello);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() && a->full && !a->resumed;
+  };
+  EXPECT_TRUE(attach(0, [](dfw::v1::HostHello* h) { h->clear_held(); }));
+  EXPECT_TRUE(attach(1, [](dfw::v1::HostHello* h) {
+    auto* held = h->mutable_held();
+    ASSERT_GT(held->rulesets_size(), 0);
+    held->mutable_rulesets(0)->set_digest("short");
+  }));
+  EXPECT_TRUE(attach(2, [&](dfw::v1::HostHello* h) { h->set_held_revision(now + 1); }));
+  EXPECT_FALSE(attach(3, [](dfw::v1::HostHello*) {}));  // the control: usable, resumed
 }
 
 }  // namespace

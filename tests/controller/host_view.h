@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 
+#include "dfw/proto/state_digest.h"
 #include "dfw/v1/host.pb.h"
 #include "gtest/gtest.h"
 
@@ -20,6 +21,23 @@ struct HostView {
   static std::string Rules(dfw::v1::VNicRuleset r) {
     r.set_revision(0);
     return r.SerializeAsString();
+  }
+  // What a host agent reports in its Hello (the dataplane's HeldDigests).
+  dfw::v1::HeldDigests Digests() const {
+    dfw::v1::HeldDigests out;
+    for (const auto& [vnic, bytes] : rulesets) {
+      dfw::v1::VNicRuleset r;
+      EXPECT_TRUE(r.ParseFromString(bytes));
+      auto* h = out.add_rulesets();
+      h->set_id(vnic);
+      h->set_digest(proto::RulesetDigest(r));
+    }
+    for (const auto& [id, prefixes] : sets) {
+      auto* h = out.add_address_sets();
+      h->set_id(id);
+      h->set_digest(proto::AddressSetDigest(id, {prefixes.begin(), prefixes.end()}));
+    }
+    return out;
   }
   void Apply(const dfw::v1::ControllerToHost& m) {
     if (m.has_full()) {

@@ -16,6 +16,7 @@
 
 #include "dataplane_state.h"
 #include "dfw/dataplane/linear_classifier.h"
+#include "dfw/proto/state_digest.h"
 #include "random_rules.h"
 
 namespace dfw::dataplane {
@@ -93,6 +94,22 @@ struct Model {
   std::map<std::string, v1::VNicRuleset> rulesets;
   std::map<std::string, v1::AddressSet> sets;
 };
+
+// What the state reports holding (HeldDigests, for the host agent's Hello)
+// is the model's rulesets and sets, digested one by one, at its revision.
+void ExpectHeld(const DataplaneState& s, const Model& m) {
+  uint64_t revision = 0;
+  v1::HeldDigests held = s.HeldDigests(&revision);
+  EXPECT_EQ(revision, m.revision);
+  std::map<std::string, std::string> rulesets, sets;
+  for (const auto& h : held.rulesets()) EXPECT_TRUE(rulesets.emplace(h.id(), h.digest()).second);
+  for (const auto& h : held.address_sets()) EXPECT_TRUE(sets.emplace(h.id(), h.digest()).second);
+  std::map<std::string, std::string> want_rulesets, want_sets;
+  for (const auto& [id, rs] : m.rulesets) want_rulesets[id] = proto::RulesetDigest(rs);
+  for (const auto& [id, set] : m.sets) want_sets[id] = proto::AddressSetDigest(set);
+  EXPECT_EQ(rulesets, want_rulesets);
+  EXPECT_EQ(sets, want_sets);
+}
 
 class SharedRulesetTest : public ::testing::Test {
  protected:
@@ -423,6 +440,7 @@ TEST_F(SharedRulesetTest, RandomDeltasEnforceWhatTheLinearReferenceDoes) {
       m = next;
       EXPECT_EQ(s.applied_revision(), m.revision);
       ASSERT_NO_FATAL_FAILURE(ExpectEnforces(table, m, &gen, 20));
+      ExpectHeld(s, m);
       if (step % 20 == 19) {
         // A full state of the same model: the same verdicts, compiled afresh.
         v1::HostDesiredState again;
@@ -446,6 +464,7 @@ TEST_F(SharedRulesetTest, RandomDeltasEnforceWhatTheLinearReferenceDoes) {
     ASSERT_TRUE(st.ok()) << st.message();
     EXPECT_EQ(loaded.applied_revision(), m.revision);
     ASSERT_NO_FATAL_FAILURE(ExpectEnforces(table2, m, &gen, 20));
+    ExpectHeld(loaded, m);
   }
 }
 

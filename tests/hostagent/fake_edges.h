@@ -88,6 +88,7 @@ class FakeDataplane final : public DataplaneEdge {
   uint64_t revision = 0;
   uint64_t instance_id = 1;
   uint32_t firewall_ports = 0;  // GetState's (0: not reported)
+  v1::HeldDigests held;         // GetState(true)
   std::map<std::string, v1::DataplaneVNic> vnics;
   std::map<std::string, std::vector<v1::ConnectionEntry>> conns;
   std::map<std::string, std::vector<v1::ConnectionEntry>> imported;
@@ -110,13 +111,14 @@ class FakeDataplane final : public DataplaneEdge {
     log_->Add(absl::StrCat("dp.SetState ", revision));
     return revision;
   }
-  absl::StatusOr<v1::GetStateResponse> GetState() override {
+  absl::StatusOr<v1::GetStateResponse> GetState(bool with_digests) override {
     if (down) return absl::UnavailableError("dataplane GetState: connection refused");
     v1::GetStateResponse r;
     r.set_applied_revision(revision);
     r.set_instance_id(instance_id);
     r.set_firewall_ports(firewall_ports);
     for (const auto& [id, v] : vnics) *r.add_vnics() = v;
+    if (with_digests) *r.mutable_held() = held;
     return r;
   }
   absl::StatusOr<v1::ExportConnectionsResponse> ExportConnections(const std::string& id) override {

@@ -319,6 +319,35 @@ TEST_F(HostAgentTest, ImportsKeptForAtMost64Vnics) {
   EXPECT_EQ(agent_->migration_stats().entries_rejected, 3u);
 }
 
+// The Hello names the revision the dataplane holds and the digests of what
+// it holds, so a controller that did not send it (restarted, failed over)
+// can answer with a delta; holding nothing, neither.
+TEST_F(HostAgentTest, HelloCarriesTheHeldRevisionAndTheDigestsOfWhatIsHeld) {
+  PlugA();
+  agent_->Pass();
+  dp_->revision = 12;
+  auto* r = dp_->held.add_rulesets();
+  r->set_id("vnic-a");
+  r->set_digest(std::string(32, 'r'));
+  auto* s = dp_->held.add_address_sets();
+  s->set_id("g:web");
+  s->set_digest(std::string(32, 's'));
+  v1::HostHello hello = ctl_->hooks.hello();
+  EXPECT_EQ(hello.held_revision(), 12u);
+  EXPECT_EQ(hello.held().SerializeAsString(), dp_->held.SerializeAsString());
+  ASSERT_EQ(hello.vms_size(), 1);
+
+  dp_->revision = 0;
+  hello = ctl_->hooks.hello();
+  EXPECT_EQ(hello.held_revision(), 0u);
+  EXPECT_FALSE(hello.has_held());
+
+  dp_->down = true;  // unreachable: holds nothing the controller can count on
+  hello = ctl_->hooks.hello();
+  EXPECT_EQ(hello.held_revision(), 0u);
+  EXPECT_FALSE(hello.has_held());
+}
+
 TEST_F(HostAgentTest, SessionRestartsWhenTheDataplaneLostItsState) {
   PlugA();
   dp_->revision = 7;

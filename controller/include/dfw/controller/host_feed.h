@@ -52,6 +52,13 @@ class HostFeed {
   // Writer side.
   void Merge(const HostChanges& changes);
   void RequestFull();
+  // The host holds `held`, which this process did not send (it restarted,
+  // or took over as leader), and `diff` (PolicyCompiler::DiffHeld) is what
+  // differs from its current state: the next message is a delta from `held`
+  // carrying `diff` and whatever is merged meanwhile. Address sets touched
+  // before that delta is taken go whole (their journals here may hold
+  // changes the host already has).
+  void Resume(uint64_t held, HostChanges diff);
   // A VM's connections for this host (vm_handover.h): sent before any state
   // message, so the revision that gives the host the VM's rules, merged in
   // the same change, cannot overtake them. Not part of last_sent(); kept
@@ -68,12 +75,15 @@ class HostFeed {
   void WriteDone(uint64_t generation);
 
   struct Stats {
-    uint64_t messages = 0, fulls = 0, merged_changes = 0, imports = 0, imports_dropped = 0;
+    uint64_t messages = 0, fulls = 0, resumes = 0, merged_changes = 0, imports = 0,
+             imports_dropped = 0;
   };
   Stats stats() const;
 
  private:
-  bool PendingLocked() const { return full_ || !pending_.empty() || !imports_.empty(); }
+  // resumed_: even an empty delta is owed (it moves the host to the
+  // current revision), unless it already holds it.
+  bool PendingLocked() const { return full_ || resumed_ || !pending_.empty() || !imports_.empty(); }
   void WakeIfIdleLocked(bool* wake);
   void CallWake();
 
@@ -82,6 +92,7 @@ class HostFeed {
   HostChanges pending_;
   std::deque<dfw::v1::ConnectionImport> imports_;
   bool full_ = false;
+  bool resumed_ = false;  // Resume() until the next Take
   bool scheduled_ = false;
   bool in_flight_ = false;
   uint64_t last_sent_ = 0;

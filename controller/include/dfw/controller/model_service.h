@@ -125,8 +125,11 @@ class ModelService {
   // and binds the session to the host's feed (kept across sessions): when
   // the hello's held_revision is the last revision this controller sent the
   // host, the host gets one delta with what changed meanwhile (and that
-  // revision counts as acked), else a full state (and held_revision counts
-  // for nothing: only the ack of the full state proves it). Returns the
+  // revision counts as acked); else, when the hello carries the digests of
+  // what it holds (a controller restart, a failover), a delta of the
+  // objects that differ from its current state (`resumed`); else a full
+  // state (and held_revision counts for nothing: only the ack of the full
+  // state proves it). Returns the
   // feed and the session's generation; nothing is sent until the caller
   // Kick()s the feed. A new host beyond kMaxHosts: RESOURCE_EXHAUSTED.
   //
@@ -156,7 +159,9 @@ class ModelService {
   struct Attached {
     std::shared_ptr<HostFeed> feed;
     uint64_t generation = 0;
-    bool full = false;
+    bool full = false;     // a full state follows
+    bool resumed = false;  // a delta from the host's digests follows
+    size_t differing = 0;  // when resumed: objects sent whole or removed
   };
   absl::StatusOr<Attached> AttachHost(const dfw::v1::HostHello& hello, std::function<void()> wake,
                                       std::function<bool(dfw::v1::ControllerToHost)> deliver);

@@ -104,6 +104,13 @@ class PolicyCompiler {
   // (the current revision).
   dfw::v1::HostDelta BuildDelta(const std::string& host, const HostChanges& c,
                                 uint64_t from_revision, uint64_t to_revision) const;
+  // What `host` must be sent to go from what it holds (`held`: digests by
+  // object, dfw/proto/state_digest.h) to its current state: the rulesets
+  // and sets that differ or are missing, whole, and those held that it no
+  // longer needs, removed. The digests of a reconnecting host whose state
+  // this process did not send (a restart, a failover): a delta from them
+  // replaces a full state. A held id given twice counts once (the last).
+  HostChanges DiffHeld(const std::string& host, const dfw::v1::HeldDigests& held) const;
   // Rulesets of these vNICs (those known) and the address sets they name.
   void EffectiveRules(const std::vector<std::string>& vnic_ids,
                       google::protobuf::RepeatedPtrField<dfw::v1::VNicRuleset>* rulesets,

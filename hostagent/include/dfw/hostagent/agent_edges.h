@@ -54,8 +54,9 @@ class DataplaneEdge {
   virtual absl::Status RemoveVnic(const std::string& id) = 0;
   // A full state or a delta; returns the revision now applied.
   virtual absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) = 0;
-  // The health probe: revision, vNICs, instance id.
-  virtual absl::StatusOr<v1::GetStateResponse> GetState() = 0;
+  // The health probe: revision, vNICs, instance id; `digests` also the
+  // digests of what is held (for a Hello: hashes the whole state).
+  virtual absl::StatusOr<v1::GetStateResponse> GetState(bool digests) = 0;
   // Every tracked connection of `vnic_id`.
   virtual absl::StatusOr<v1::ExportConnectionsResponse> ExportConnections(
       const std::string& vnic_id) = 0;

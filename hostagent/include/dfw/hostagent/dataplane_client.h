@@ -33,7 +33,7 @@ class DataplaneClient final : public DataplaneEdge {
   absl::Status RemoveVnic(const std::string& id) override;
   // Applies a full state or a delta; returns the revision now applied.
   absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) override;
-  absl::StatusOr<v1::GetStateResponse> GetState() override;
+  absl::StatusOr<v1::GetStateResponse> GetState(bool digests) override;
   absl::StatusOr<v1::ExportConnectionsResponse> ExportConnections(
       const std::string& vnic_id) override;
   absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
