@@ -311,13 +311,17 @@ TEST(HostDeltaRandomTest, AfterARestartHostsResumeFromTheirDigests) {
       // A delta cannot go from the current revision to itself: only a
       // damaged state held at the current revision takes a full one.
       EXPECT_NE(a->full, a->resumed) << "host " << h << " round " << round;
-      if (a->full) EXPECT_EQ(h, tampered) << "round " << round;
+      if (a->full) {
+        EXPECT_EQ(h, tampered) << "round " << round;
+      }
       want_fulls += a->full;
       resumed += a->resumed;
       f.feeds[h] = a->feed;
       f.gens[h] = a->generation;
     }
-    if (round % 2) ASSERT_NO_FATAL_FAILURE(f.RandomChange());  // before the first message
+    if (round % 2) {  // a change before the first message
+      ASSERT_NO_FATAL_FAILURE(f.RandomChange());
+    }
     f.Drain();
     EXPECT_EQ(f.fulls, want_fulls) << "round " << round;
     f.Check(round);
