@@ -1,6 +1,6 @@
 // dfw-vmagent: the guest agent (guest_agent.h), run as root inside the VM.
 //
-//   dfw-vmagent --controller HOST:PORT [--cert-dir DIR]
+//   dfw-vmagent --controller HOST:PORT[,HOST:PORT...] [--cert-dir DIR]
 //               [--join-token-file FILE --ca-bundle FILE] [--insecure]
 //               [--vm-uuid UUID] [--interface IF]... [--hostname NAME]
 //               [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]
@@ -13,6 +13,11 @@
 // one-time token from --join-token-file (dfwctl enroll create --vm UUID),
 // verifying the controller with --ca-bundle. --insecure (plaintext) is
 // refused unless the controller is a loopback address.
+//
+// Several controllers (high availability, comma-separated): the session and
+// the SVID's enrollment and renewal follow the leader among them, as the
+// host agent's do. They must listen on one port: the guest's bypass lets
+// the controllers' addresses through on that port.
 //
 // The VM's UUID is /sys/class/dmi/id/product_uuid unless --vm-uuid; the
 // interfaces are every one but loopback (up or down) unless --interface. The
@@ -31,8 +36,10 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -47,7 +54,7 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
 constexpr const char kUsage[] =
-    "usage: dfw-vmagent --controller HOST:PORT [--cert-dir DIR]\n"
+    "usage: dfw-vmagent --controller HOST:PORT[,HOST:PORT...] [--cert-dir DIR]\n"
     "         [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
     "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
     "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
@@ -206,20 +213,32 @@ int main(int argc, char** argv) {
   }
   if (status_cmd) return Status(cfg.status_file);
   if (cfg.controller_target.empty()) return Usage("--controller is required");
-  if (!ResolveController(cfg.controller_target, &cfg.render.bypass.controller_ips,
-                         &cfg.render.bypass.controller_port)) {
-    return Usage("--controller: '" + cfg.controller_target +
-                 "' is not HOST:PORT with a host that resolves");
+  std::vector<std::string> controllers;
+  {
+    std::stringstream ss(cfg.controller_target);
+    for (std::string t; std::getline(ss, t, ',');) controllers.push_back(t);
+  }
+  for (const std::string& t : controllers) {
+    uint16_t port = 0;
+    if (!ResolveController(t, &cfg.render.bypass.controller_ips, &port)) {
+      return Usage("--controller: '" + t + "' is not HOST:PORT with a host that resolves");
+    }
+    if (cfg.render.bypass.controller_port != 0 && port != cfg.render.bypass.controller_port) {
+      return Usage("--controller: '" + t + "' listens on port " + std::to_string(port) + ", '" +
+                   controllers[0] + "' on " + std::to_string(cfg.render.bypass.controller_port) +
+                   ": the controllers must share one port (the guest's bypass opens one)");
+    }
+    cfg.render.bypass.controller_port = port;
+    if (insecure && !dfw::trust::IsLoopbackHostPort(t)) {
+      return Usage("--insecure: the controller must be a loopback address, not '" + t + "'");
+    }
   }
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<dfw::hostagent::SvidClient> svid;
-  if (insecure) {
-    if (!dfw::trust::IsLoopbackHostPort(cfg.controller_target)) {
-      return Usage("--insecure: the controller must be a loopback address");
-    }
+  if (insecure) {  // every controller is a loopback address (checked above)
     spdlog::warn("dfw-vmagent: INSECURE: plaintext session to {}", cfg.controller_target);
     cfg.credentials = grpc::InsecureChannelCredentials();
   } else {

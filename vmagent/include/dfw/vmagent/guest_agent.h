@@ -69,7 +69,7 @@ class NftMonitor;
 class FlowMonitor;
 
 struct GuestAgentConfig {
-  std::string controller_target;  // host:port
+  std::string controller_target;  // host:port, or several comma-separated (HA)
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   FactsOptions facts;
   RenderOptions render;                      // bypass filled by the caller
