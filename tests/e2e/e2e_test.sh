@@ -272,6 +272,7 @@ fleet_wait_realized 20 || fail "agent did not come back after the dataplane rest
 echo "== 6. controller stopped: enforcement unchanged; restarted: no drift"
 dp_rev=$(sb_dpctl -o json counters | python3 -c \
   'import json,sys; print(int(json.load(sys.stdin).get("appliedRevision", 0)))')
+agent_lines=$(wc -l <"$FLEET_DIR/agent.log")
 fleet_controller_stop
 sleep 1
 expect allow web db tcp 5432
@@ -285,6 +286,14 @@ ctl_rev=$(fleet_revision)
 echo "e2e: dataplane revision $dp_rev before, $dp_rev2 after; controller at $ctl_rev"
 [ "$dp_rev2" = "$ctl_rev" ] && pass "dataplane enforces the controller's revision" ||
   fail "drift: dataplane $dp_rev2, controller $ctl_rev"
+# The agent's Hello carried the digests of what the dataplane holds: the
+# restarted controller answers with what differs (here nothing), never a
+# full state.
+if tail -n +$((agent_lines + 1)) "$FLEET_DIR/agent.log" | grep -q "enforced (full state"; then
+  fail "the restarted controller sent a full state: the host's digests were not used"
+else
+  pass "the host resumed from its digests: no full state after the controller restart"
+fi
 expect allow web db tcp 5432
 expect block db web tcp 5432
 expect block other db tcp 5432
