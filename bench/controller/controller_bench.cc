@@ -4,6 +4,7 @@
 //                    [--rules 20000] [--changes 100] [--settle-ms 500]
 //                    [--moves 20] [--move-connections 10000]
 //                    [--data-dir DIR] [--channel-per-host] [--tls] [--etcd]
+//                    [--resume]
 //
 // Environment: DFW_BENCH_CONTROLLER=PATH runs that dfw-controller binary
 // instead of the one built with the bench (to compare two builds with one
@@ -59,7 +60,22 @@
 //     destination has the delta with the VM's vNIC ruleset (and the source
 //     the delta removing it); the imports must come before that delta;
 //   - controller restart: load from RocksDB (or etcd), then all hosts
-//     reconnect and get full state;
+//     reconnect and get full state (and the time until every host's ack of
+//     it is written);
+//     with --resume the hosts resume instead: each HostSim keeps what it
+//     holds (HeldState: its revision, per vNIC the digest of its ruleset,
+//     per address set its content, interned fleet-wide by SetInterner since
+//     at full size each host holds ~125,000 prefixes) and its reconnect
+//     Hello carries held_revision and the digests (HostHello.held), so the
+//     restarted controller sends each a delta of what differs. Measured:
+//     reconnect -> every host has its first message, -> its ack is written;
+//     full states vs deltas received and their bytes (ByteSizeLong) vs the
+//     full states of cold registration. Checked: every host then holds the
+//     controller's revision (and the controller sees it acked), applied
+//     every message as is, and got no full state; else exit 1. The
+//     bookkeeping runs on the gRPC callback threads before each ack, so with
+//     --resume the registration and delta figures include it (without it,
+//     nothing is kept);
 //   - controller RSS (and etcd's, with --etcd; and etcd's database size).
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -79,13 +95,17 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
+#include "dfw/proto/state_digest.h"
 #include "dfw/trust/ca.h"
 #include "dfw/trust/spiffe_id.h"
 #include "dfw/trust/svid.h"
@@ -101,7 +121,7 @@ struct Flags {
   int hosts = 1000, vms = 100000, groups = 10000, rules = 20000, changes = 100, settle_ms = 500;
   int moves = 20, move_connections = 10000;
   std::string data_dir;
-  bool tls = false, channel_per_host = false, etcd = false;
+  bool tls = false, channel_per_host = false, etcd = false, resume = false;
 };
 
 constexpr char kTrustDomain[] = "bench.test";
@@ -614,6 +634,245 @@ std::shared_ptr<grpc::ChannelCredentials> Creds(const Pki* pki, const dfw::trust
 
 // ------------------------------------------------------ simulated hosts
 
+// ----------------------------------------- what a host holds (--resume)
+
+uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return x;
+}
+
+// A 128-bit hash of a set of prefixes: a sum over them, so it does not
+// depend on their order and a delta updates it from its added and removed
+// prefixes alone.
+struct SetHash {
+  uint64_t a = 0, b = 0;
+  void Add(std::string_view p) {
+    uint64_t h = std::hash<std::string_view>()(p);
+    a += Mix64(h);
+    b += Mix64(h ^ 0x9e3779b97f4a7c15ull);
+  }
+  void Remove(std::string_view p) {
+    uint64_t h = std::hash<std::string_view>()(p);
+    a -= Mix64(h);
+    b -= Mix64(h ^ 0x9e3779b97f4a7c15ull);
+  }
+};
+
+// An address set's content as hosts hold it, one copy fleet-wide.
+struct SetContent {
+  std::string id;
+  SetHash hash;
+  std::vector<std::string> prefixes;  // sorted, unique
+  std::string digest;                 // proto::AddressSetDigest(id, prefixes)
+  bool interned;                      // counted in SetInterner::Size (its mutex)
+};
+
+// The set contents the simulated hosts hold, interned: at full size every
+// host holds ~125,000 prefixes, and a copy per host would take several GB.
+// Looked up by set id and SetHash, so a host applying a full state hashes
+// its prefixes and one applying a set delta only its added and removed
+// ones; a content no host holds yet is built (sorted) and SHA-256'd once.
+// An entry goes when the last host holding it lets go. Thread-safe (the
+// hosts' gRPC callback threads).
+class SetInterner {
+ public:
+  // The content (id, h); `make` builds its sorted, unique prefixes when no
+  // host holds it.
+  template <typename Make>
+  std::shared_ptr<const SetContent> Get(const std::string& id, const SetHash& h, Make make) {
+    Key key{id, h.a, h.b};
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = table_.find(key);
+      if (it != table_.end()) {
+        if (auto p = it->second.lock()) return p;
+      }
+    }
+    auto* c = new SetContent{id, h, make(), "", false};
+    c->digest = dfw::proto::AddressSetDigest(c->id, c->prefixes);
+    std::shared_ptr<const SetContent> p(c, [this](const SetContent* x) { Release(x); });
+    std::shared_ptr<const SetContent> out;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto& slot = table_[std::move(key)];
+      out = slot.lock();  // another host made it meanwhile: p goes, after the lock
+      if (!out) {
+        slot = out = p;
+        c->interned = true;
+        ++contents_;
+        prefixes_ += c->prefixes.size();
+      }
+    }
+    return out;
+  }
+  // Distinct contents held and their prefixes.
+  std::pair<size_t, size_t> Size() {
+    std::lock_guard<std::mutex> l(mu_);
+    return {contents_, prefixes_};
+  }
+
+ private:
+  struct Key {
+    std::string id;
+    uint64_t a, b;
+    bool operator==(const Key& o) const { return a == o.a && b == o.b && id == o.id; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const { return k.a; }
+  };
+  void Release(const SetContent* x) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = table_.find(Key{x->id, x->hash.a, x->hash.b});
+      if (it != table_.end() && it->second.expired()) table_.erase(it);
+      if (x->interned) {
+        --contents_;
+        prefixes_ -= x->prefixes.size();
+      }
+    }
+    delete x;
+  }
+  std::mutex mu_;
+  std::unordered_map<Key, std::weak_ptr<const SetContent>, KeyHash> table_;
+  size_t contents_ = 0, prefixes_ = 0;
+};
+
+SetInterner& Interner() {
+  static auto* in = new SetInterner();  // never destroyed: hosts may outlive main's locals
+  return *in;
+}
+
+// What one simulated host holds, as its dataplane would report it in a
+// Hello (HostHello.held_revision, .held): the revision, per vNIC the digest
+// of its ruleset (computed when it arrives; the rules are not kept), per
+// address set its content (interned). Applied on the host's gRPC callback
+// thread (one at a time per session); read by the bench between sessions.
+struct HeldState {
+  uint64_t revision = 0;
+  std::unordered_map<std::string, std::string> rulesets;  // vNIC -> proto::RulesetDigest
+  std::unordered_map<std::string, std::shared_ptr<const SetContent>> sets;
+  // What the controller sent that a host could not apply as is: a delta not
+  // from the held revision, a change to a set not held, a prefix added twice
+  // or removed while absent. Must stay 0.
+  uint64_t anomalies = 0;
+  std::string first_anomaly;
+
+  void Anomaly(const std::string& what) {
+    if (anomalies++ == 0) first_anomaly = what;
+  }
+
+  std::shared_ptr<const SetContent> Whole(const AddressSet& s) {
+    SetHash h;
+    for (const auto& p : s.prefixes()) h.Add(p);
+    return Interner().Get(s.id(), h, [&] {
+      std::vector<std::string> v(s.prefixes().begin(), s.prefixes().end());
+      std::sort(v.begin(), v.end());
+      v.erase(std::unique(v.begin(), v.end()), v.end());
+      if (v.size() != static_cast<size_t>(s.prefixes_size())) Anomaly("duplicates in " + s.id());
+      return v;
+    });
+  }
+
+  // A set delta on the content held: only the changed prefixes are hashed;
+  // the new content is built only if no host holds it yet.
+  std::shared_ptr<const SetContent> Change(const SetContent& old, const AddressSetDelta& x) {
+    auto sorted = [](const google::protobuf::RepeatedPtrField<std::string>& r) {
+      std::vector<const std::string*> v;
+      v.reserve(static_cast<size_t>(r.size()));
+      for (const auto& s : r) v.push_back(&s);
+      std::sort(v.begin(), v.end(), [](const auto* a, const auto* b) { return *a < *b; });
+      return v;
+    };
+    auto held = [&](const std::string& p) {
+      return std::binary_search(old.prefixes.begin(), old.prefixes.end(), p);
+    };
+    std::vector<const std::string*> add, rem;
+    SetHash h = old.hash;
+    for (const std::string* p : sorted(x.added())) {
+      if (held(*p) || (!add.empty() && *add.back() == *p)) {
+        Anomaly(x.id() + " +" + *p + ": already held");
+        continue;
+      }
+      add.push_back(p);
+      h.Add(*p);
+    }
+    for (const std::string* p : sorted(x.removed())) {
+      if (!held(*p) || (!rem.empty() && *rem.back() == *p)) {
+        Anomaly(x.id() + " -" + *p + ": not held");
+        continue;
+      }
+      rem.push_back(p);
+      h.Remove(*p);
+    }
+    return Interner().Get(old.id, h, [&] {
+      std::vector<std::string> v;
+      v.reserve(old.prefixes.size() + add.size() - rem.size());
+      size_t j = 0, k = 0;
+      for (const auto& p : old.prefixes) {
+        if (j < rem.size() && *rem[j] == p) {
+          ++j;
+          continue;
+        }
+        while (k < add.size() && *add[k] < p) v.push_back(*add[k++]);
+        v.push_back(p);
+      }
+      while (k < add.size()) v.push_back(*add[k++]);
+      return v;
+    });
+  }
+
+  void Apply(const ControllerToHost& m) {
+    if (m.has_full()) {
+      const auto& f = m.full();
+      decltype(rulesets) r;
+      decltype(sets) s;  // built beside the old ones, so shared contents stay interned
+      for (const auto& rs : f.rulesets()) r[rs.vnic_id()] = dfw::proto::RulesetDigest(rs);
+      for (const auto& a : f.address_sets()) s[a.id()] = Whole(a);
+      rulesets.swap(r);
+      sets.swap(s);
+      revision = f.revision();
+      return;
+    }
+    const auto& d = m.delta();
+    if (d.from_revision() != revision) {
+      Anomaly("delta from " + std::to_string(d.from_revision()) + ", held " +
+              std::to_string(revision));
+    }
+    for (const auto& rs : d.rulesets_set()) rulesets[rs.vnic_id()] = dfw::proto::RulesetDigest(rs);
+    for (const auto& v : d.rulesets_removed()) rulesets.erase(v);
+    for (const auto& a : d.address_sets_set()) sets[a.id()] = Whole(a);
+    for (const auto& x : d.address_set_deltas()) {
+      auto it = sets.find(x.id());
+      if (it == sets.end()) {
+        Anomaly("delta for a set not held: " + x.id());
+        continue;
+      }
+      it->second = Change(*it->second, x);
+    }
+    for (const auto& id : d.address_sets_removed()) sets.erase(id);
+    revision = d.to_revision();
+  }
+
+  HeldDigests Digests() const {
+    HeldDigests out;
+    for (const auto& [vnic, digest] : rulesets) {
+      auto* o = out.add_rulesets();
+      o->set_id(vnic);
+      o->set_digest(digest);
+    }
+    for (const auto& [id, c] : sets) {
+      auto* o = out.add_address_sets();
+      o->set_id(id);
+      o->set_digest(c->digest);
+    }
+    return out;
+  }
+};
+
 // The VM move in progress (Recorder::mu): what the source and destination
 // sessions see of it from t0, the source's first export chunk.
 struct MoveWatch {
@@ -667,6 +926,16 @@ struct Recorder {
   std::vector<ImportLog> imports;  // index = host number
   uint64_t stray_imports = 0;      // import messages no move in progress explains
   MoveWatch move;
+  // Each session's first state message (full or delta) and when the host's
+  // ack of it was written.
+  int first_count = 0, first_acked = 0;
+  Clock::time_point last_first, last_first_ack;
+  // --resume only (count_bytes): state messages received, with their
+  // ByteSizeLong, and what the deltas carried.
+  bool count_bytes = false;
+  uint64_t msgs_full = 0, msgs_delta = 0, bytes_full = 0, bytes_delta = 0;
+  uint64_t first_full_bytes = 0;  // of each session's first full state
+  uint64_t delta_rulesets = 0, delta_sets_whole = 0, delta_set_changes = 0, delta_prefixes = 0;
 };
 
 bool SetsRuleset(const ControllerToHost& m, const std::string& vnic) {
@@ -688,8 +957,10 @@ bool RemovesRuleset(const ControllerToHost& m, const std::string& vnic) {
 
 class HostSim final : public grpc::ClientBidiReactor<HostToController, ControllerToHost> {
  public:
-  HostSim(HostSessionService::Stub* stub, HostToController hello, int index, Recorder* rec)
-      : hello_(std::move(hello)), index_(index), rec_(rec) {
+  // held: what the host holds, kept up to date (--resume); null: nothing kept.
+  HostSim(HostSessionService::Stub* stub, HostToController hello, int index, Recorder* rec,
+          HeldState* held)
+      : hello_(std::move(hello)), index_(index), rec_(rec), held_(held) {
     // Like a host agent, which retries until it is connected: with one
     // connection per host, 1,000 connects meet a controller busy with the
     // registration storm, and a fail-fast call would end with UNAVAILABLE
@@ -716,8 +987,32 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     if (!ok) return;
     auto now = Clock::now();
     uint64_t rev = 0;
+    const bool state_msg = in_.has_full() || in_.has_delta();
+    const size_t bytes = rec_->count_bytes && state_msg ? in_.ByteSizeLong() : 0;
     {
       std::lock_guard<std::mutex> l(rec_->mu);
+      if (state_msg && !got_first_) {
+        got_first_ = true;
+        ++rec_->first_count;
+        rec_->last_first = now;
+        if (rec_->count_bytes && in_.has_full()) rec_->first_full_bytes += bytes;
+      }
+      if (rec_->count_bytes && state_msg) {
+        if (in_.has_full()) {
+          ++rec_->msgs_full;
+          rec_->bytes_full += bytes;
+        } else {
+          const auto& d = in_.delta();
+          ++rec_->msgs_delta;
+          rec_->bytes_delta += bytes;
+          rec_->delta_rulesets += d.rulesets_set_size();
+          rec_->delta_sets_whole += d.address_sets_set_size();
+          rec_->delta_set_changes += d.address_set_deltas_size();
+          for (const auto& a : d.address_sets_set()) rec_->delta_prefixes += a.prefixes_size();
+          for (const auto& x : d.address_set_deltas())
+            rec_->delta_prefixes += x.added_size() + x.removed_size();
+        }
+      }
       MoveWatch& mv = rec_->move;
       if (in_.has_connections()) {
         const auto& c = in_.connections();
@@ -779,6 +1074,8 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
         }
       }
     }
+    // Applied before the ack goes, as a host agent does.
+    if (held_ != nullptr && state_msg) held_->Apply(in_);
     // Free a full state or an import now: parsing the next delta into in_
     // would free their thousands of strings on the latency path of that delta.
     if (!in_.has_delta()) in_ = ControllerToHost();
@@ -790,10 +1087,20 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     StartRead(&in_);
   }
   void OnWriteDone(bool ok) override {
+    bool first_ack = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       writing_ = false;
       if (!ok) return;
+      first_ack = writing_ack_ && !acked_first_;
+      acked_first_ = acked_first_ || writing_ack_;
+      writing_ack_ = false;
+    }
+    if (first_ack) {
+      std::lock_guard<std::mutex> l(rec_->mu);
+      ++rec_->first_acked;
+      rec_->last_first_ack = Clock::now();
+      rec_->cv.notify_all();
     }
     MaybeWrite();
   }
@@ -819,6 +1126,7 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
         out_.mutable_ack()->set_revision(pending_ack_);
         out_.mutable_ack()->set_ok(true);
         pending_ack_ = 0;
+        writing_ack_ = true;
       } else if (!queue_.empty()) {
         out_ = std::move(queue_.front());
         queue_.pop_front();
@@ -834,10 +1142,13 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
   ControllerToHost in_;
   int index_;
   Recorder* rec_;
+  HeldState* held_;
   std::mutex mu_;
   std::deque<HostToController> queue_;
   bool writing_ = false;
+  bool writing_ack_ = false, acked_first_ = false;  // mu_
   bool got_full_ = false;
+  bool got_first_ = false;  // a state message came (rec_->mu)
   uint64_t pending_ack_ = 0;
 };
 
@@ -865,8 +1176,9 @@ std::vector<HostToController> MakeHellos(const Flags& f) {
 
 // pki null: plaintext. Channels: one per host (per_host; always with TLS,
 // each host presents its own certificate), else kSharedChannels shared.
+// held: one HeldState per host, kept up to date by its session (--resume).
 void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToController>& hellos,
-             bool per_host, const Pki* pki) {
+             bool per_host, const Pki* pki, std::vector<HeldState>* held) {
   size_t n = per_host ? hellos.size() : kSharedChannels;
   fleet.rec.imports.resize(hellos.size());
   for (size_t c = 0; c < n; ++c) {
@@ -881,7 +1193,8 @@ void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToCo
   }
   for (size_t h = 0; h < hellos.size(); ++h) {
     fleet.hosts.push_back(std::make_unique<HostSim>(fleet.stubs[h % n].get(), hellos[h],
-                                                    static_cast<int>(h), &fleet.rec));
+                                                    static_cast<int>(h), &fleet.rec,
+                                                    held ? &(*held)[h] : nullptr));
   }
 }
 
@@ -890,6 +1203,14 @@ void Disconnect(Fleet& fleet) {
   std::unique_lock<std::mutex> l(fleet.rec.mu);
   fleet.rec.cv.wait_for(l, std::chrono::seconds(30),
                         [&] { return fleet.rec.done == static_cast<int>(fleet.hosts.size()); });
+}
+
+// --resume after the restart: n hosts' first message acked (or failed).
+bool WaitFirstAcked(Fleet& fleet, int n, int timeout_s) {
+  std::unique_lock<std::mutex> l(fleet.rec.mu);
+  fleet.rec.cv.wait_for(l, std::chrono::seconds(timeout_s),
+                        [&] { return fleet.rec.first_acked + fleet.rec.failed >= n; });
+  return fleet.rec.first_acked >= n;
 }
 
 bool WaitFull(Fleet& fleet, int n, int timeout_s) {
@@ -985,6 +1306,29 @@ int64_t RefusedClaims(ControllerService::Stub* api, const std::string& host) {
   return -1;
 }
 
+// The controller's current revision: Realization of one policy (of none
+// when there are none), cheap.
+uint64_t CurrentRevision(ControllerService::Stub* api, int policies) {
+  grpc::ClientContext ctx;
+  RealizationRequest req;
+  if (policies > 0) req.set_policy_id("pol-00000");
+  RealizationResponse out;
+  if (!api->Realization(&ctx, req, &out).ok()) return 0;
+  return out.current_revision();
+}
+
+// How many of the bench's hosts the controller does not see at revision
+// rev (ListHosts: the revision each host acknowledged last).
+int HostsNotAcked(ControllerService::Stub* api, uint64_t rev, int hosts) {
+  grpc::ClientContext ctx;
+  ListRequest req;
+  ListHostsResponse out;
+  if (!api->ListHosts(&ctx, req, &out).ok()) return hosts;
+  int at = 0;
+  for (const auto& h : out.hosts()) at += h.realized_revision() == rev ? 1 : 0;
+  return hosts - at;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1003,6 +1347,10 @@ int main(int argc, char** argv) {
     }
     if (a == "--etcd") {
       f.etcd = true;
+      continue;
+    }
+    if (a == "--resume") {
+      f.resume = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -1114,9 +1462,13 @@ int main(int argc, char** argv) {
 
   // ---- cold registration: every host says hello with its inventory.
   auto hellos = MakeHellos(f);
+  // --resume: what each host holds, kept across the restart.
+  std::vector<HeldState> held(f.resume ? f.hosts : 0);
+  std::vector<HeldState>* held_ptr = f.resume ? &held : nullptr;
   auto fleet = std::make_unique<Fleet>();
+  fleet->rec.count_bytes = f.resume;
   t0 = Clock::now();
-  Connect(*fleet, ctl.grpc, hellos, f.channel_per_host, pki.get());
+  Connect(*fleet, ctl.grpc, hellos, f.channel_per_host, pki.get(), held_ptr);
   if (!WaitFull(*fleet, f.hosts, 600)) {
     std::lock_guard<std::mutex> l(fleet->rec.mu);
     std::fprintf(stderr,
@@ -1125,10 +1477,24 @@ int main(int argc, char** argv) {
     FailExit();
   }
   double cold_ms = Ms(fleet->rec.last_full - t0);
+  uint64_t cold_full_bytes = 0;
+  {
+    std::lock_guard<std::mutex> l(fleet->rec.mu);
+    cold_full_bytes = fleet->rec.first_full_bytes;
+  }
   std::printf(
       "cold registration (hello with inventory -> full state, all hosts): %.0f ms; "
       "avg per host %zu compiled rules, %zu address-set prefixes\n",
       cold_ms, fleet->rec.full_rules / f.hosts, fleet->rec.full_prefixes / f.hosts);
+  if (f.resume) {
+    std::lock_guard<std::mutex> l(fleet->rec.mu);
+    std::printf(
+        "  --resume: registration and delta figures include the hosts' bookkeeping of what they "
+        "hold (ruleset digests, interned set contents) on the gRPC callback threads; full states "
+        "%.1f MiB in all (ByteSizeLong), %.0f KiB per host\n",
+        fleet->rec.first_full_bytes / 1048576.0,
+        fleet->rec.first_full_bytes / 1024.0 / std::max(1, fleet->rec.full_count));
+  }
   // Let the registration deltas drain: wait until no delta arrived for 1 s.
   auto drain_start = Clock::now();
   for (size_t seen = SIZE_MAX;;) {
@@ -1417,36 +1783,156 @@ int main(int argc, char** argv) {
 
   // ---- restart: load from RocksDB (or the same etcd), then every host reconnects.
   Stop(ctl, SIGTERM);
+  // --resume: every host's Hello carries what it holds (its revision and
+  // digests), built before the clock starts, as a dataplane keeps them.
+  int with_digests = 0;
+  if (f.resume) {
+    size_t rulesets = 0, sets = 0, prefixes = 0, hello_bytes = 0;
+    uint64_t rev_min = UINT64_MAX, rev_max = 0;
+    for (int h = 0; h < f.hosts; ++h) {
+      const HeldState& st = held[h];
+      auto* hello = hellos[h].mutable_hello();
+      hello->set_held_revision(st.revision);
+      *hello->mutable_held() = st.Digests();
+      if (!st.rulesets.empty() || !st.sets.empty()) ++with_digests;
+      rulesets += st.rulesets.size();
+      sets += st.sets.size();
+      for (const auto& [id, c] : st.sets) prefixes += c->prefixes.size();
+      hello_bytes += hello->held().ByteSizeLong();
+      rev_min = std::min(rev_min, st.revision);
+      rev_max = std::max(rev_max, st.revision);
+    }
+    auto [contents, interned] = Interner().Size();
+    std::printf(
+        "--resume: hosts hold revisions %lu..%lu; per host on average %zu ruleset digests, %zu "
+        "address sets, %zu prefixes; fleet-wide %zu distinct set contents with %zu prefixes "
+        "interned (%.1f%% of the %zu the hosts hold); %d Hellos carry digests, %.1f KiB each on "
+        "average\n",
+        static_cast<unsigned long>(rev_min), static_cast<unsigned long>(rev_max),
+        rulesets / f.hosts, sets / f.hosts, prefixes / f.hosts, contents, interned,
+        prefixes ? 100.0 * interned / prefixes : 0.0, prefixes, with_digests,
+        hello_bytes / 1024.0 / f.hosts);
+  }
   ctl = Spawn(f.data_dir, pki_dir, etcd.get());
+  auto api2 = ControllerService::NewStub(
+      grpc::CreateChannel(ctl.grpc, Creds(pki.get(), pki ? &pki->admin : nullptr)));
+  // A host that holds the current revision with matching digests is sent
+  // nothing: not waited for.
+  int expect = f.hosts;
+  uint64_t rev_restarted = 0;
+  if (f.resume) {
+    rev_restarted = CurrentRevision(api2.get(), policies);
+    expect = static_cast<int>(std::count_if(held.begin(), held.end(), [&](const HeldState& st) {
+      return st.revision != rev_restarted;
+    }));
+  }
   auto fleet2 = std::make_unique<Fleet>();
+  fleet2->rec.count_bytes = f.resume;
   t0 = Clock::now();
-  Connect(*fleet2, ctl.grpc, hellos, f.channel_per_host, pki.get());
-  if (!WaitFull(*fleet2, f.hosts, 600)) {
+  Connect(*fleet2, ctl.grpc, hellos, f.channel_per_host, pki.get(), held_ptr);
+  if (f.resume ? !WaitFirstAcked(*fleet2, expect, 600) : !WaitFull(*fleet2, f.hosts, 600)) {
     std::lock_guard<std::mutex> l(fleet2->rec.mu);
-    std::fprintf(
-        stderr,
-        "reconnect: not every host got its full state (%d); %d sessions failed, the first: %s\n",
-        fleet2->rec.full_count, fleet2->rec.failed, fleet2->rec.first_error.c_str());
+    std::fprintf(stderr,
+                 "reconnect: not every host got its %s (%d, acked %d); %d sessions failed, the "
+                 "first: %s\n",
+                 f.resume ? "first message" : "full state",
+                 f.resume ? fleet2->rec.first_count : fleet2->rec.full_count,
+                 fleet2->rec.first_acked, fleet2->rec.failed, fleet2->rec.first_error.c_str());
     FailExit();
   }
-  double warm_ms = Ms(fleet2->rec.last_full - t0);
-  long rss_restarted = RssKiB(ctl.pid), etcd_rss_restarted = etcd_rss();
-  std::printf(
-      "controller restart: start (%s load + rebuild) %.0f ms; all %d hosts reconnect -> full "
-      "state in %.0f ms\n",
-      f.etcd ? "etcd" : "RocksDB", ctl.start_ms, f.hosts, warm_ms);
-  std::printf(
-      "controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB "
-      "after restart\n",
-      rss_loaded / 1024.0, rss_after / 1024.0, rss_restarted / 1024.0);
-  if (etcd) {
+  long rss_restarted = 0, etcd_rss_restarted = 0;
+  auto print_rss = [&] {
     std::printf(
-        "etcd RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB after "
-        "restart; etcd database size %.0f MiB\n",
-        etcd_rss_loaded / 1024.0, etcd_rss_after / 1024.0, etcd_rss_restarted / 1024.0,
-        EtcdDbSize(*etcd) / 1048576.0);
+        "controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB "
+        "after restart\n",
+        rss_loaded / 1024.0, rss_after / 1024.0, rss_restarted / 1024.0);
+    if (etcd) {
+      std::printf(
+          "etcd RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst, %.0f MiB "
+          "after restart; etcd database size %.0f MiB\n",
+          etcd_rss_loaded / 1024.0, etcd_rss_after / 1024.0, etcd_rss_restarted / 1024.0,
+          EtcdDbSize(*etcd) / 1048576.0);
+    }
+  };
+  if (!f.resume) {
+    double warm_ms = Ms(fleet2->rec.last_full - t0);
+    rss_restarted = RssKiB(ctl.pid);
+    etcd_rss_restarted = etcd_rss();
+    std::printf(
+        "controller restart: start (%s load + rebuild) %.0f ms; all %d hosts reconnect -> full "
+        "state in %.0f ms\n",
+        f.etcd ? "etcd" : "RocksDB", ctl.start_ms, f.hosts, warm_ms);
+    print_rss();
+    // After the figures above: the hosts' acks of their full states.
+    if (WaitFirstAcked(*fleet2, f.hosts, 60)) {
+      std::lock_guard<std::mutex> l(fleet2->rec.mu);
+      std::printf("  every host's ack of its full state written %.0f ms after the reconnect\n",
+                  Ms(fleet2->rec.last_first_ack - t0));
+    }
+  } else {
+    double first_ms, acked_ms;
+    {
+      std::lock_guard<std::mutex> l(fleet2->rec.mu);
+      first_ms = expect > 0 ? Ms(fleet2->rec.last_first - t0) : 0;
+      acked_ms = expect > 0 ? Ms(fleet2->rec.last_first_ack - t0) : 0;
+    }
+    rss_restarted = RssKiB(ctl.pid);
+    etcd_rss_restarted = etcd_rss();
+    std::printf(
+        "controller restart: start (%s load + rebuild) %.0f ms; all %d hosts reconnect with their "
+        "digests (--resume) -> every host has its first message in %.0f ms, its ack written in "
+        "%.0f ms (%d hosts held the controller's revision %lu already: none expected)\n",
+        f.etcd ? "etcd" : "RocksDB", ctl.start_ms, f.hosts, first_ms, acked_ms, f.hosts - expect,
+        static_cast<unsigned long>(rev_restarted));
+    print_rss();
+    // The check, cheap: the controller sees every host at its revision (its
+    // acks may still be in flight: up to 10 s), and after the sessions end
+    // every host holds that revision, got no full state and nothing it could
+    // not apply.
+    uint64_t current = CurrentRevision(api2.get(), policies);
+    int not_acked = f.hosts;
+    for (auto w = Clock::now(); Ms(Clock::now() - w) < 10000;) {
+      if ((not_acked = HostsNotAcked(api2.get(), current, f.hosts)) == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    Disconnect(*fleet2);
+    int wrong_rev = 0;
+    uint64_t anomalies = 0;
+    std::string first_anomaly;
+    for (const HeldState& st : held) {
+      wrong_rev += st.revision != current ? 1 : 0;
+      if (st.anomalies > 0 && anomalies == 0) first_anomaly = st.first_anomaly;
+      anomalies += st.anomalies;
+    }
+    const Recorder& r = fleet2->rec;  // sessions done
+    uint64_t bytes = r.bytes_full + r.bytes_delta;
+    std::printf(
+        "resume after the restart: %d of %d hosts sent digests; received %lu full states and %lu "
+        "deltas, %lu bytes (ByteSizeLong; %.1f per host) vs %.1f MiB of full states at cold "
+        "registration (%.4f%%); the deltas set %lu rulesets and %lu address sets whole (%lu "
+        "prefixes with the set deltas' added and removed) and change %lu sets\n",
+        with_digests, f.hosts, static_cast<unsigned long>(r.msgs_full),
+        static_cast<unsigned long>(r.msgs_delta), static_cast<unsigned long>(bytes),
+        static_cast<double>(bytes) / f.hosts, cold_full_bytes / 1048576.0,
+        cold_full_bytes ? 100.0 * bytes / cold_full_bytes : 0.0,
+        static_cast<unsigned long>(r.delta_rulesets),
+        static_cast<unsigned long>(r.delta_sets_whole),
+        static_cast<unsigned long>(r.delta_prefixes),
+        static_cast<unsigned long>(r.delta_set_changes));
+    std::printf(
+        "resume check: controller at revision %lu; hosts holding another revision %d; hosts the "
+        "controller does not see at it (ListHosts) %d; full states %lu; anomalies %lu%s%s\n",
+        static_cast<unsigned long>(current), wrong_rev, not_acked,
+        static_cast<unsigned long>(r.msgs_full), static_cast<unsigned long>(anomalies),
+        anomalies ? ", the first: " : "", first_anomaly.c_str());
+    bool fulls_wrong = with_digests == f.hosts && r.msgs_full > 0;
+    if (fulls_wrong || wrong_rev > 0 || not_acked > 0 || anomalies > 0) {
+      std::fprintf(stderr, "resume check failed%s\n",
+                   fulls_wrong ? ": full states although every host sent its digests" : "");
+      FailExit();
+    }
   }
-  Disconnect(*fleet2);
+  if (!f.resume) Disconnect(*fleet2);  // --resume: done above
   fleet2.reset();
   Stop(ctl, SIGTERM);
   StopEtcd();
