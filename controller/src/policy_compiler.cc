@@ -456,6 +456,17 @@ dfw::v1::HostDesiredState PolicyCompiler::FullState(const std::string& host,
   return st;
 }
 
+std::string PolicyCompiler::SetContentDigest(const std::string& set_id) const {
+  auto content = SetContents(set_id);
+  std::lock_guard<std::mutex> l(cache_mu_);
+  SetDigest& d = set_digests_[set_id];
+  if (d.content != content) {
+    d.digest = proto::AddressSetDigest(set_id, *content);
+    d.content = std::move(content);
+  }
+  return d.digest;
+}
+
 HostChanges PolicyCompiler::DiffHeld(const std::string& host,
                                      const dfw::v1::HeldDigests& held) const {
   HostChanges c;
@@ -484,7 +495,7 @@ HostChanges PolicyCompiler::DiffHeld(const std::string& host,
     for (const auto& [id, n] : refs->second) {
       bool same = false;
       if (auto h = sets.find(id); h != sets.end()) {
-        same = proto::AddressSetDigest(id, *SetContents(id)) == h->second;
+        same = SetContentDigest(id) == h->second;
         sets.erase(h);
       }
       if (!same) c.sets_full.insert(id);

@@ -157,6 +157,16 @@ class PolicyCompiler {
   mutable std::mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<std::string>>>
       group_addr_cache_;
+  // DiffHeld's digest of each set's content, valid while SetContents
+  // returns the same content object (held here, so its address cannot be
+  // reused): a reconnect storm digests each set once, not once per host.
+  // One entry per set id DiffHeld has seen.
+  struct SetDigest {
+    std::shared_ptr<const std::vector<std::string>> content;
+    std::string digest;
+  };
+  mutable absl::flat_hash_map<std::string, SetDigest> set_digests_;  // under cache_mu_
+  std::string SetContentDigest(const std::string& set_id) const;
   // Per address set: its recent content deltas by revision. A host whose
   // last revision is older than the journal reaches gets the set whole.
   struct SetJournal {
