@@ -331,6 +331,7 @@ v1::HeldDigests DataplaneState::HeldDigests(uint64_t* revision) const {
   std::lock_guard<std::mutex> lock(mu_);
   *revision = revision_;
   v1::HeldDigests out;
+  if (need_full_) return out;                     // it takes no delta: nothing to resume from
   std::map<const Compiled*, std::string> digest;  // one hash per shared ruleset
   for (const auto& [vnic, b] : by_vnic_) {
     if (!b.compiled) continue;

@@ -77,7 +77,8 @@ class DataplaneState {
   // The digest of each ruleset (by vNIC) and address set held
   // (dfw/proto/state_digest.h): what a reconnecting host agent tells its
   // controller it holds, with the revision they are of. One hash per shared
-  // ruleset, one per set.
+  // ruleset, one per set. None while deltas are refused (an incremental
+  // update failed halfway): the controller then sends a full state.
   v1::HeldDigests HeldDigests(uint64_t* revision) const;
 
  private:

@@ -383,10 +383,15 @@ v1::HostHello HostAgent::BuildHello() {
   }
   // The revision held and what it consists of: a controller that did not
   // send it (restarted, or newly elected) answers with what differs.
-  auto st = edges_.dataplane->GetState(true);
+  // After a delta the dataplane refused, no digests: a full state repairs
+  // whatever made it refuse (a resume would send a delta again).
+  const bool digests = !want_full_.load();
+  auto st = edges_.dataplane->GetState(digests);
   if (st.ok()) {
     hello.set_held_revision(st->applied_revision());
-    if (st->applied_revision() != 0) *hello.mutable_held() = std::move(*st->mutable_held());
+    if (digests && st->applied_revision() != 0) {
+      *hello.mutable_held() = std::move(*st->mutable_held());
+    }
   }
   return hello;
 }
@@ -402,6 +407,8 @@ absl::StatusOr<uint64_t> HostAgent::Apply(const v1::ControllerToHost& msg) {
   }
   auto t0 = steady_clock::now();
   auto r = edges_.dataplane->SetState(req);
+  if (!r.ok() && msg.has_delta()) want_full_ = true;
+  if (r.ok() && msg.has_full()) want_full_ = false;
   if (r.ok()) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
     spdlog::info("dataplane: revision {} enforced ({} in {} us)", *r,

@@ -85,6 +85,7 @@ class FakeDataplane final : public DataplaneEdge {
   explicit FakeDataplane(CallLog* log) : log_(log) {}
   bool down = false;
   bool export_fails = false;
+  bool refuse_deltas = false;
   uint64_t revision = 0;
   uint64_t instance_id = 1;
   uint32_t firewall_ports = 0;  // GetState's (0: not reported)
@@ -107,6 +108,9 @@ class FakeDataplane final : public DataplaneEdge {
   }
   absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) override {
     if (down) return absl::UnavailableError("dataplane SetState: connection refused");
+    if (refuse_deltas && req.has_delta()) {
+      return absl::FailedPreconditionError("delta: an earlier delta failed halfway");
+    }
     revision = req.has_full() ? req.full().revision() : req.delta().to_revision();
     log_->Add(absl::StrCat("dp.SetState ", revision));
     return revision;

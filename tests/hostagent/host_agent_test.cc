@@ -346,6 +346,26 @@ TEST_F(HostAgentTest, HelloCarriesTheHeldRevisionAndTheDigestsOfWhatIsHeld) {
   hello = ctl_->hooks.hello();
   EXPECT_EQ(hello.held_revision(), 0u);
   EXPECT_FALSE(hello.has_held());
+  dp_->down = false;
+
+  // A delta the dataplane refused: the next Hello asks for a full state (no
+  // digests, which would bring a delta again); once a full state is
+  // applied, digests again.
+  dp_->revision = 12;
+  dp_->refuse_deltas = true;
+  v1::ControllerToHost delta;
+  delta.mutable_delta()->set_from_revision(12);
+  delta.mutable_delta()->set_to_revision(13);
+  EXPECT_FALSE(ctl_->hooks.apply(delta).ok());
+  hello = ctl_->hooks.hello();
+  EXPECT_EQ(hello.held_revision(), 12u);
+  EXPECT_FALSE(hello.has_held());
+  v1::ControllerToHost full;
+  full.mutable_full()->set_revision(14);
+  ASSERT_TRUE(ctl_->hooks.apply(full).ok());
+  hello = ctl_->hooks.hello();
+  EXPECT_EQ(hello.held_revision(), 14u);
+  EXPECT_TRUE(hello.has_held());
 }
 
 TEST_F(HostAgentTest, SessionRestartsWhenTheDataplaneLostItsState) {

@@ -194,6 +194,8 @@ class HostAgent {
   mutable std::mutex view_mu_;
   HostView last_view_;
   std::atomic<uint64_t> passes_{0};
+  // A delta was refused: the next Hello carries no digests (a full state).
+  std::atomic<bool> want_full_{false};
   std::atomic<uint64_t> bundles_{0};
   std::atomic<uint64_t> exports_{0}, export_failures_{0}, entries_exported_{0};
   std::atomic<uint64_t> entries_imported_{0}, entries_rejected_{0}, entries_expired_{0};
