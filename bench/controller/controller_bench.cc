@@ -78,10 +78,8 @@
 //     nothing is kept);
 //   - controller RSS (and etcd's, with --etcd; and etcd's database size).
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +105,7 @@
 
 #include "dfw/proto/state_digest.h"
 #include "dfw/trust/ca.h"
+#include "dfw/trust/loopback.h"
 #include "dfw/trust/spiffe_id.h"
 #include "dfw/trust/svid.h"
 #include "dfw/v1/controller.grpc.pb.h"
@@ -270,22 +269,6 @@ std::atomic<pid_t> g_etcd_pid{-1};
 std::mutex g_stop_mu;         // one StopChildren at a time
 std::string g_etcd_data_dir;  // removed with etcd (g_stop_mu)
 
-// A loopback TCP port free at the time of the call.
-int FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 std::string RunCommand(const std::string& cmd) {
   std::string out;
   FILE* p = popen(cmd.c_str(), "r");
@@ -384,8 +367,8 @@ Etcd StartEtcd(const std::string& dir) {
     std::exit(1);
   }
   Etcd e;
-  e.client_port = FreeLoopbackPort();
-  e.peer_port = FreeLoopbackPort();
+  e.client_port = dfw::trust::FreeLoopbackPort();
+  e.peer_port = dfw::trust::FreeLoopbackPort();
   e.endpoint = "127.0.0.1:" + std::to_string(e.client_port);
   std::string client = "http://" + e.endpoint;
   std::string peer = "http://127.0.0.1:" + std::to_string(e.peer_port);

@@ -4,9 +4,7 @@
 // killed (SIGKILL) and reaped by the destructor, also when a test fails.
 #pragma once
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,25 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "dfw/trust/loopback.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
 
-// A loopback TCP port free at the time of the call.
-inline int FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
+using trust::FreeLoopbackPort;
 
 class EtcdCluster {
  public:

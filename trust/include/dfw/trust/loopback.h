@@ -14,5 +14,9 @@ namespace dfw::trust {
 bool IsLoopbackHost(std::string_view host);
 // The host part of "host:port" (or "[v6]:port") is loopback.
 bool IsLoopbackHostPort(std::string_view host_port);
+// A TCP port on 127.0.0.1 that was free at the time of the call (0 if none
+// could be bound): for tests and benchmarks that start servers needing a
+// port known in advance (etcd members, controllers on fixed ports).
+int FreeLoopbackPort();
 
 }  // namespace dfw::trust
