@@ -72,9 +72,9 @@ absl::Status ControllerServer::Start(const ControllerOptions& o) {
   }
   if (auto s = InitTrust(o); !s.ok()) return s;
   if (o.etcd.endpoints.empty()) {
-    auto store = Store::Open(o.data_dir, o.store);
-    if (!store.ok()) return store.status();
-    if (auto s = Lead(o, std::move(*store)); !s.ok()) return s;
+    auto model = ModelService::Open(o.data_dir, o.store);
+    if (!model.ok()) return model.status();
+    if (auto s = Lead(o, std::move(*model)); !s.ok()) return s;
     leading_ = true;
     return absl::OkStatus();
   }
@@ -93,6 +93,7 @@ absl::Status ControllerServer::Start(const ControllerOptions& o) {
   election_ = std::make_unique<EtcdLeaderElection>(
       o.etcd, EtcdLeaderElection::LeaderInfo{lead.name, lead.advertise_grpc, lead.advertise_http},
       o.lease_ttl);
+  if (o.warm_standby) follower_ = std::thread([this, etcd = o.etcd] { Follow(etcd); });
   campaign_ = std::thread([this, lead] { Campaign(lead); });
   return absl::OkStatus();
 #endif
@@ -125,10 +126,9 @@ absl::Status ControllerServer::InitTrust(const ControllerOptions& o) {
   return absl::OkStatus();
 }
 
-absl::Status ControllerServer::Lead(const ControllerOptions& o, std::unique_ptr<Store> store) {
-  auto model = ModelService::Open(std::move(store));
-  if (!model.ok()) return model.status();
-  model_ = std::move(*model);
+absl::Status ControllerServer::Lead(const ControllerOptions& o,
+                                    std::unique_ptr<ModelService> model) {
+  model_ = std::move(model);
   enrollment_ = std::make_unique<Enrollment>(model_.get(), std::move(ca_), revoked_.get());
   if (auto s = enrollment_->Load(); !s.ok()) return s;
 
@@ -252,15 +252,34 @@ void ControllerServer::Campaign(ControllerOptions o) {
       lost);
   if (!s.ok()) return;  // stopped
   auto t0 = std::chrono::steady_clock::now();
-  StopStandby();
-  auto store = EtcdStore::Open(o.etcd);
-  if (store.ok()) (*store)->SetLeaderGuard(election_->key(), election_->create_revision());
-  s = store.ok() ? Lead(o, std::move(*store)) : store.status();
+  EtcdStore* store = nullptr;
+  std::unique_ptr<ModelService> model = TakeWarmModel(std::chrono::seconds(10), &store);
+  const bool warm = model != nullptr;
+  if (!warm) {
+    auto opened = EtcdStore::Open(o.etcd);
+    if (opened.ok()) {
+      store = opened->get();
+      auto loaded = ModelService::Open(std::move(*opened));
+      if (loaded.ok()) model = std::move(*loaded);
+      s = loaded.status();
+    } else {
+      s = opened.status();
+    }
+  }
+  if (model) {
+    // Guarded before any write: a deposed leader's late write was refused by
+    // etcd, so what was followed or loaded is all there is.
+    store->SetLeaderGuard(election_->key(), election_->create_revision());
+    if (warm) model->PrepareToLead();
+    StopStandby();
+    s = Lead(o, std::move(model));
+  }
   if (!s.ok()) {
     spdlog::error("dfw-controller: elected but cannot serve: {}", std::string(s.message()));
     lost(Cat("elected but cannot serve: ", s.message()));
     return;
   }
+  took_over_warm_ = warm;
   {
     std::lock_guard g(leader_mu_);
     leader_ = {o.name, o.advertise_grpc, o.advertise_http};
@@ -268,14 +287,99 @@ void ControllerServer::Campaign(ControllerOptions o) {
   }
   leader_cv_.notify_all();
   spdlog::info(
-      "dfw-controller: {} leads at revision {} (took over in {} ms: store loaded, "
-      "rulesets compiled)",
-      o.name, model_->revision(),
+      "dfw-controller: {} leads at revision {} (took over in {} ms: {})", o.name,
+      model_->revision(),
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-          .count());
+          .count(),
+      warm ? "warm model followed to the revision stored" : "store loaded, rulesets compiled");
 #else
   (void)o;
 #endif
+}
+
+void ControllerServer::Follow(EtcdOptions etcd) {
+#ifdef DFW_WITH_ETCD
+  auto stopping = [this] {
+    std::lock_guard l(warm_mu_);
+    return stop_follow_;
+  };
+  while (!stopping()) {
+    auto opened = EtcdStore::Open(etcd);
+    absl::Status s = opened.status();
+    std::unique_ptr<ModelService> model;
+    EtcdStore* store = nullptr;
+    if (opened.ok()) {
+      store = opened->get();
+      auto loaded = ModelService::Open(std::move(*opened));
+      s = loaded.status();
+      if (loaded.ok()) model = std::move(*loaded);
+    }
+    if (!model) {
+      spdlog::warn("dfw-controller: standby: cannot load the store ({}); again in 1 s",
+                   std::string(s.message()));
+      std::unique_lock l(warm_mu_);
+      warm_cv_.wait_for(l, std::chrono::seconds(1), [&] { return stop_follow_; });
+      continue;
+    }
+    ModelService* m = model.get();
+    {
+      std::lock_guard l(warm_mu_);
+      if (stop_follow_) return;
+      warm_ = std::move(model);
+      warm_store_ = store;
+      followed_revision_ = m->revision();
+    }
+    warm_cv_.notify_all();
+    spdlog::info("dfw-controller: standby: warm model at revision {}, following the store",
+                 m->revision());
+    absl::Status broken;
+    s = store->Follow(m->opened_backend_revision(), [&](StoredChange c) {
+      if (c.revision <= m->revision()) return true;  // in the snapshot already
+      broken = m->ApplyFollowed(c);
+      if (!broken.ok()) return false;
+      {
+        std::lock_guard l(warm_mu_);
+        followed_revision_ = c.revision;
+      }
+      warm_cv_.notify_all();
+      return true;
+    });
+    if (broken.ok() && s.ok() && stopping()) return;  // the model is handed over
+    spdlog::warn("dfw-controller: standby: stopped following the store ({}); loading it again",
+                 std::string((broken.ok() ? s : broken).message()));
+    std::lock_guard l(warm_mu_);
+    warm_.reset();
+    warm_store_ = nullptr;
+    followed_revision_ = 0;
+  }
+#else
+  (void)etcd;
+#endif
+}
+
+std::unique_ptr<ModelService> ControllerServer::TakeWarmModel(std::chrono::milliseconds wait,
+                                                              EtcdStore** store) {
+  if (!follower_.joinable()) return nullptr;
+  std::unique_lock l(warm_mu_);
+  absl::StatusOr<uint64_t> target = absl::UnavailableError("no warm model");
+  if (warm_store_ != nullptr) target = warm_store_->Revision();
+  if (target.ok()) {
+    warm_cv_.wait_for(l, wait, [&] { return followed_revision_.load() >= *target; });
+  }
+  stop_follow_ = true;
+  if (warm_store_ != nullptr) warm_store_->StopFollowing();
+  l.unlock();
+  warm_cv_.notify_all();
+  follower_.join();  // the follower returns at once, or after the load it is in
+  if (!target.ok() || !warm_ || warm_->revision() != *target) {
+    spdlog::warn("dfw-controller: the warm model is not at the revision stored ({}); loading cold",
+                 target.ok() ? Cat(warm_ ? warm_->revision() : 0, " vs ", *target)
+                             : std::string(target.status().message()));
+    warm_.reset();
+    return nullptr;
+  }
+  *store = warm_store_;
+  return std::move(warm_);
 }
 
 absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
@@ -302,6 +406,14 @@ void ControllerServer::Stop() {
   if (election_) election_->Stop();  // wakes a campaign; a leader's lease is revoked
 #endif
   if (campaign_.joinable()) campaign_.join();
+  {
+    std::lock_guard l(warm_mu_);
+    stop_follow_ = true;
+    if (warm_store_ != nullptr) warm_store_->StopFollowing();
+  }
+  warm_cv_.notify_all();
+  if (follower_.joinable()) follower_.join();
+  warm_.reset();
   StopStandby();
   if (rest_) rest_->Stop();
   if (grpc_server_) {

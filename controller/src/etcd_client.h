@@ -37,6 +37,11 @@ class EtcdClient {
   // remaining TTL (0 when etcd no longer knows it).
   absl::StatusOr<int64_t> KeepAliveOnce(int64_t lease, std::chrono::milliseconds deadline);
 
+  // A watch stream on the current endpoint; `rotate` first moves to the
+  // next endpoint (after a stream broke).
+  std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
+  Watch(grpc::ClientContext* ctx, bool rotate, std::string* address);
+
   const std::string& endpoint() const;
   std::chrono::milliseconds timeout() const { return options_.timeout; }
 
@@ -46,6 +51,7 @@ class EtcdClient {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<etcdserverpb::KV::Stub> kv;
     std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+    std::unique_ptr<etcdserverpb::Watch::Stub> watch;
   };
   explicit EtcdClient(const EtcdOptions& options) : options_(options) {}
   absl::Status Retry(const char* what,

@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdOptions
     e.channel = grpc::CreateCustomChannel(ep, creds, args);
     e.kv = etcdserverpb::KV::NewStub(e.channel);
     e.lease = etcdserverpb::Lease::NewStub(e.channel);
+    e.watch = etcdserverpb::Watch::NewStub(e.channel);
     c->endpoints_.push_back(std::move(e));
   }
   return c;
@@ -162,6 +163,18 @@ absl::Status EtcdClient::Txn(const etcdserverpb::TxnRequest& req, etcdserverpb::
   grpc::Status s = endpoints_[i].kv->Txn(&ctx, req, resp);
   if (Transient(s)) current_.compare_exchange_strong(seen, seen + 1);
   return FromGrpc(s, Cat("txn (", endpoints_[i].address, ")"));
+}
+
+std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
+EtcdClient::Watch(grpc::ClientContext* ctx, bool rotate, std::string* address) {
+  size_t seen = current_.load();
+  if (rotate) {
+    current_.compare_exchange_strong(seen, seen + 1);
+    seen = current_.load();
+  }
+  Endpoint& e = endpoints_[seen % endpoints_.size()];
+  *address = e.address;
+  return e.watch->Watch(ctx);
 }
 
 absl::StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease,
@@ -269,6 +282,7 @@ absl::StatusOr<StoredState> EtcdStore::Load() const {
   if (auto e = parse_all('h', &st.hosts); !e.ok()) return e;
   auto nums = RangePrefix("n/", "", SIZE_MAX, &at);
   if (!nums.ok()) return nums.status();
+  st.backend_revision = at;
   for (const auto& [key, v] : *nums) {
     std::string k = key.substr(2);
     size_t z = k.find('\0');
@@ -461,6 +475,94 @@ absl::StatusOr<std::vector<dfw::v1::ChangeEvent>> EtcdStore::ChangesSince(uint64
     out.push_back(std::move(e));
   }
   return out;
+}
+
+absl::StatusOr<uint64_t> EtcdStore::Revision() const {
+  etcdserverpb::RangeRequest req;
+  req.set_key(options_.prefix + kRevisionKey);
+  etcdserverpb::RangeResponse resp;
+  if (auto s = client_->Range(req, &resp); !s.ok()) return s;
+  if (resp.kvs_size() == 0) return 0;
+  const std::string& v = resp.kvs(0).value();
+  if (v.size() != 8) return absl::DataLossError(Cat("store: ", options_.prefix, kRevisionKey));
+  return ReadBe(v.data(), 8);
+}
+
+void EtcdStore::StopFollowing() {
+  std::lock_guard l(follow_mu_);
+  follow_stopped_ = true;
+  if (follow_ctx_ != nullptr) follow_ctx_->TryCancel();
+}
+
+absl::Status EtcdStore::Follow(int64_t after, const std::function<bool(StoredChange)>& fn) {
+  const std::string end = PrefixEnd(options_.prefix);
+  bool rotate = false;
+  for (int failures = 0;; rotate = true) {
+    grpc::ClientContext ctx;
+    // etcd's WithRequireLeader: a member cut off from its cluster's leader
+    // ends the watch (instead of staying silent), so it moves on.
+    ctx.AddMetadata("hasleader", "true");
+    {
+      std::lock_guard l(follow_mu_);
+      if (follow_stopped_) return absl::OkStatus();
+      follow_ctx_ = &ctx;
+    }
+    std::string address;
+    auto stream = client_->Watch(&ctx, rotate, &address);
+    etcdserverpb::WatchRequest req;
+    auto* create = req.mutable_create_request();
+    create->set_key(options_.prefix);
+    create->set_range_end(end);
+    create->set_start_revision(after + 1);
+    absl::Status result = absl::OkStatus();
+    bool done = false;
+    etcdserverpb::WatchResponse resp;
+    if (stream->Write(req)) {
+      while (!done && stream->Read(&resp)) {
+        if (resp.compact_revision() > 0) {
+          result = absl::FailedPreconditionError(Cat("etcd: watch: history compacted to revision ",
+                                                     resp.compact_revision(), " past ", after, " (",
+                                                     address, "); load the store again"));
+          done = true;
+          break;
+        }
+        if (resp.canceled()) break;  // another endpoint, from `after`
+        failures = 0;
+        const auto& evs = resp.events();
+        for (int i = 0; i < evs.size() && !done;) {
+          StoredChange c;
+          c.backend_revision = evs[i].kv().mod_revision();
+          for (; i < evs.size() && evs[i].kv().mod_revision() == c.backend_revision; ++i) {
+            const auto& kv = evs[i].kv();
+            std::string key = kv.key().substr(options_.prefix.size());
+            if (key.starts_with("l/")) continue;
+            bool del = evs[i].type() == mvccpb::Event::DELETE;
+            if (key == kRevisionKey && !del && kv.value().size() == 8) {
+              c.revision = ReadBe(kv.value().data(), 8);
+            }
+            c.ops.push_back({std::move(key), del, del ? std::string() : kv.value()});
+          }
+          after = c.backend_revision;
+          if (c.revision != 0 && !fn(std::move(c))) done = true;
+        }
+      }
+    }
+    {
+      std::lock_guard l(follow_mu_);
+      follow_ctx_ = nullptr;
+      if (follow_stopped_) done = true;
+    }
+    if (done) {
+      ctx.TryCancel();
+      (void)stream->Finish();
+      return result;
+    }
+    grpc::Status st = stream->Finish();
+    spdlog::warn("etcd: watch on {} ended ({}); following again from revision {}", address,
+                 st.ok() ? std::string("closed") : st.error_message(), after + 1);
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(1000, 50 << std::min(failures++, 4))));
+  }
 }
 
 }  // namespace dfw::controller

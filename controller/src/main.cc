@@ -11,7 +11,7 @@
 //                  [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]]
 //                  [--etcd-max-txn-ops N] [--etcd-max-request-bytes N]
 //                  [--name NAME] [--advertise-grpc HOST:PORT] [--advertise-http HOST:PORT]
-//                  [--lease-ttl SECONDS] ...the listen and TLS flags above
+//                  [--lease-ttl SECONDS] [--cold-standby] ...the listen and TLS flags above
 //
 // Mutual TLS by default: --pki-dir is what `dfwctl ca init` made (DIR/ca,
 // the CA; DIR/controller, the controller's SVID). --insecure (plaintext,
@@ -51,7 +51,7 @@ void Usage(FILE* out = stderr) {
                "                      [--etcd-max-txn-ops N] [--etcd-max-request-bytes N]\n"
                "                      [--name NAME] [--advertise-grpc HOST:PORT]\n"
                "                      [--advertise-http HOST:PORT] [--lease-ttl SECONDS]\n"
-               "                      (the listen and TLS flags as above)\n"
+               "                      [--cold-standby] (the listen and TLS flags as above)\n"
                "  --pki-dir DIR   what `dfwctl ca init` made: DIR/ca and DIR/controller\n"
                "  --insecure      plaintext, no authentication: loopback addresses only\n"
                "  --store-min-free-mb N  refuse writes (HTTP 507, gRPC RESOURCE_EXHAUSTED) while\n"
@@ -70,7 +70,10 @@ void Usage(FILE* out = stderr) {
                "  --etcd-max-txn-ops N  etcd's --max-txn-ops (default 128): a change with more\n"
                "                  writes is refused whole; raise both together\n"
                "  --lease-ttl S   the leader's etcd lease (default 5): how long a dead leader\n"
-               "                  holds the leadership before a standby takes over\n");
+               "                  holds the leadership before a standby takes over\n"
+               "  --cold-standby  a standby loads the store only once elected; by default it\n"
+               "                  keeps a warm model (as much memory as the leader's) that\n"
+               "                  follows the store, so taking over costs no full load\n");
 }
 
 }  // namespace
@@ -146,6 +149,8 @@ int main(int argc, char** argv) {
       if (a == "--etcd-max-txn-ops") o.etcd.max_txn_ops = n;
       if (a == "--etcd-max-request-bytes") o.etcd.max_request_bytes = n;
       if (a == "--lease-ttl") o.lease_ttl = std::chrono::seconds(n);
+    } else if (a == "--cold-standby") {
+      o.warm_standby = false;
     } else if (a == "--name") {
       o.name = value();
     } else if (a == "--advertise-grpc") {

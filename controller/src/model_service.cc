@@ -11,6 +11,7 @@
 #include "dfw/tagging/proto_convert.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
+#include "store_keys.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -328,6 +329,7 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(std::unique_ptr
   auto st = m->store_->Load();
   if (!st.ok()) return st.status();
   m->revision_ = st->revision;
+  m->opened_backend_revision_ = st->backend_revision;
   m->watch_revision_ = st->revision;
   std::vector<tagging::VmSpec> vms;
   std::vector<tagging::GroupSpec> groups;
@@ -367,6 +369,146 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(std::unique_ptr
     m->host_records_[h.id()] = std::move(h);
   }
   return m;
+}
+
+// ---------------------------------------------------- following the store
+
+absl::Status ModelService::ApplyFollowed(const StoredChange& change) {
+  std::unique_lock l(mu_);
+  if (change.revision != revision_ + 1) {
+    return absl::FailedPreconditionError(
+        Cat("follow: revision ", change.revision, " does not follow this model's ", revision_));
+  }
+  // The change's last write of each key is its outcome (as in the store).
+  std::map<std::string, const ChangeSet::Op*> last;
+  for (const auto& op : change.ops) last[op.key] = &op;
+  std::vector<const ChangeSet::Op*> vms, group_puts, group_dels, policies, hosts;
+  for (const auto& [key, op] : last) {
+    if (key.size() < 2 || key[1] != '/') continue;
+    switch (key[0]) {
+      case 'v':
+        vms.push_back(op);
+        break;
+      case 'g':
+        (op->del ? group_dels : group_puts).push_back(op);
+        break;
+      case 'p':
+        policies.push_back(op);
+        break;
+      case 'h':
+        hosts.push_back(op);
+        break;
+      case 'n': {
+        // Never deleted: numbers stay stored after their policy goes.
+        const std::string k = key.substr(2);
+        if (!op->del && op->value.size() == 4 && k.find('\0') != std::string::npos) {
+          compiler_->AdoptRuleNum(k,
+                                  static_cast<uint32_t>(store_keys::ReadBe(op->value.data(), 4)));
+        }
+        break;
+      }
+      case 'm':
+        if (key == store_keys::kNextRuleNumKey && op->value.size() == 4) {
+          compiler_->AdoptNextRuleNum(
+              static_cast<uint32_t>(store_keys::ReadBe(op->value.data(), 4)));
+        }
+        break;
+      default:
+        break;  // tokens and certificates: Enrollment reads them when leading
+    }
+  }
+  auto parse = [](const ChangeSet::Op& op, google::protobuf::Message* m) -> absl::Status {
+    if (!m->ParseFromString(op.value)) {
+      return absl::DataLossError(Cat("follow: cannot parse ", op.key));
+    }
+    return absl::OkStatus();
+  };
+  auto id_of = [](const ChangeSet::Op& op) { return op.key.substr(2); };
+  ChangeFanout fanout;
+  // Groups first (a VM's or policy's change may need a new group), then
+  // VMs, policies, and the groups deleted last (nothing references them).
+  for (const auto* op : group_puts) {
+    dfw::v1::SecurityGroup g;
+    if (auto s = parse(*op, &g); !s.ok()) return s;
+    auto spec = tagging::GroupFromProto(g);
+    if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: group '", g.id(), "': "));
+    auto delta = index_->UpsertGroup(*spec);
+    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", g.id(), "': "));
+    compiler_->OnMembershipDelta(*delta);
+    groups_[g.id()] = std::move(g);
+  }
+  for (const auto* op : vms) {
+    const std::string id = id_of(*op);
+    std::optional<tagging::VmSpec> before;
+    if (const auto* b = index_->FindVm(id)) before = *b;
+    if (op->del) {
+      if (!before) continue;
+      auto delta = index_->RemoveVm(id);
+      if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: vm '", id, "': "));
+      compiler_->OnVmChanged(&*before, nullptr, &fanout);
+      compiler_->OnMembershipDelta(*delta);
+      vms_.Erase(id);
+      continue;
+    }
+    dfw::v1::Vm vm;
+    if (auto s = parse(*op, &vm); !s.ok()) return s;
+    MigrateTagSources(&vm);
+    auto spec = tagging::VmFromProto(vm);
+    if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: vm '", id, "': "));
+    auto delta = index_->UpsertVm(*spec);
+    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: vm '", id, "': "));
+    const tagging::VmSpec* after = index_->FindVm(id);
+    compiler_->OnVmChanged(before ? &*before : nullptr, after, &fanout);
+    compiler_->OnMembershipDelta(*delta);
+    vms_.Put(std::move(vm));
+  }
+  for (const auto* op : policies) {
+    const std::string id = id_of(*op);
+    if (op->del) {
+      if (policies_.erase(id) != 0) compiler_->RemovePolicy(id, &fanout, false);
+      continue;
+    }
+    dfw::v1::Policy p;
+    if (auto s = parse(*op, &p); !s.ok()) return s;
+    compiler_->UpsertPolicy(p, &fanout);
+    policies_[id] = std::move(p);
+  }
+  for (const auto* op : group_dels) {
+    const std::string id = id_of(*op);
+    if (!groups_.erase(id)) continue;
+    auto delta = index_->RemoveGroup(id);
+    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", id, "': "));
+    compiler_->OnMembershipDelta(*delta);
+  }
+  for (const auto* op : hosts) {
+    const std::string id = id_of(*op);
+    if (op->del) {
+      host_records_.erase(id);
+      std::lock_guard<std::mutex> rl(rmu_);
+      hosts_.erase(id);
+      continue;
+    }
+    dfw::v1::Host h;
+    if (auto s = parse(*op, &h); !s.ok()) return s;
+    h.set_connected(false);  // not to this process
+    host_records_[id] = std::move(h);
+  }
+  compiler_->Flush(change.revision, &fanout);  // no feed here: nothing is sent
+  Committed(change.revision);
+  return absl::OkStatus();
+}
+
+void ModelService::PrepareToLead() {
+  std::shared_lock l(mu_);
+  std::lock_guard<std::mutex> rl(rmu_);
+  for (const auto& [id, h] : host_records_) {
+    auto& hs = hosts_[id];
+    if (!hs) {
+      hs = std::make_unique<HostState>();
+      hs->id = id;
+    }
+    hs->want = revision_;
+  }
 }
 
 uint64_t ModelService::revision() const {

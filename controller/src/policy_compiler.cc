@@ -87,6 +87,12 @@ void PolicyCompiler::ForgetRuleNums(const std::vector<std::pair<std::string, uin
   if (!fresh.empty()) next_rule_num_ = fresh.front().second;
 }
 
+void PolicyCompiler::AdoptRuleNum(const std::string& key, uint32_t num) { rule_nums_[key] = num; }
+
+void PolicyCompiler::AdoptNextRuleNum(uint32_t next) {
+  next_rule_num_ = std::max<uint32_t>(next, 1);
+}
+
 void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after,
                                  ChangeFanout* out) {
   auto host_of = [](const tagging::VmSpec* vm, const std::string& vnic) -> const std::string* {
@@ -257,8 +263,8 @@ void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
   for (auto& v : affected) dirty_vnics_.insert(std::move(v));
 }
 
-void PolicyCompiler::RemovePolicy(const std::string& policy_id, ChangeFanout* out) {
-  (void)out;
+void PolicyCompiler::RemovePolicy(const std::string& policy_id, ChangeFanout* out,
+                                  bool forget_rule_nums) {
   auto it = policies_.find(policy_id);
   if (it == policies_.end()) return;
   const PolicyEntry& pe = *it->second;
@@ -281,7 +287,7 @@ void PolicyCompiler::RemovePolicy(const std::string& policy_id, ChangeFanout* ou
       if (bg->second.empty()) by_group_.erase(bg);
     }
   }
-  if (out != nullptr) {
+  if (out != nullptr && forget_rule_nums) {
     for (const auto& r : pe.policy.rules()) rule_nums_.erase(NumKey(policy_id, r.id()));
   }
   policies_.erase(it);

@@ -1,7 +1,8 @@
 // The etcd store and leader election (issue 15) against real etcd members
 // on loopback (etcd_cluster.h): the same answers as the RocksDB store on a
 // random history, one writer per revision, a deposed leader refused by etcd,
-// changes above etcd's limits refused whole, a member lost.
+// changes above etcd's limits refused whole, a member lost; a standby's
+// model following the store equal to a load of it.
 #include "dfw/controller/etcd_store.h"
 
 #include <future>
@@ -11,6 +12,7 @@
 #include "dfw/controller/rocks_store.h"
 #include "etcd_cluster.h"
 #include "gtest/gtest.h"
+#include "random_fleet.h"
 
 namespace dfw::controller::testing {
 namespace {
@@ -254,6 +256,146 @@ TEST_F(EtcdStoreTest, ModelServiceComesBackFromEtcd) {
   auto p = (*model)->GetPolicy("p1");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->rules_size(), 1);
+}
+
+// A standby's warm model (EtcdStore::Follow + ModelService::ApplyFollowed)
+// against the reference, a model loaded from the store: while a leader makes
+// random changes (tags, VM moves and deletes, group and policy edits and
+// deletes, hosts' inventory and removal), the follower, opened midway, must
+// reach the leader's revision and then compute for every host exactly the
+// full state (rulesets with their rule numbers, address sets) that a cold
+// load of the store computes, and hold the same objects.
+TEST_F(EtcdStoreTest, AFollowingModelHoldsWhatALoadOfTheStoreHolds) {
+  RandomFleet f(std::getenv("DFW_SEED") ? std::atoi(std::getenv("DFW_SEED")) : 11);
+  auto leader_store = EtcdStore::Open(Options(etcd_));
+  ASSERT_TRUE(leader_store.ok()) << leader_store.status();
+  ASSERT_NO_FATAL_FAILURE(f.Open(std::move(*leader_store)));
+  ASSERT_NO_FATAL_FAILURE(f.Populate());
+
+  auto follower_store = EtcdStore::Open(Options(etcd_));
+  ASSERT_TRUE(follower_store.ok());
+  EtcdStore* fs = follower_store->get();
+  auto opened = ModelService::Open(std::move(*follower_store));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<ModelService> follower = std::move(*opened);
+  absl::Status applied = absl::OkStatus();
+  auto followed = std::async(std::launch::async, [&] {
+    return fs->Follow(follower->opened_backend_revision(), [&](StoredChange c) {
+      applied = follower->ApplyFollowed(c);
+      return applied.ok();
+    });
+  });
+
+  auto compare = [&](int step) {
+    uint64_t want = f.m->revision();
+    ASSERT_EQ(follower->WaitForRevisionAbove(want - 1, std::chrono::seconds(10)), want)
+        << "step " << step << ": " << applied;
+    auto cold_store = EtcdStore::Open(Options(etcd_));
+    ASSERT_TRUE(cold_store.ok());
+    auto cold = ModelService::Open(std::move(*cold_store));
+    ASSERT_TRUE(cold.ok()) << cold.status();
+    ASSERT_EQ((*cold)->revision(), want);
+    for (int h = 0; h < RandomFleet::kHosts; ++h) {
+      std::string host = "h" + std::to_string(h);
+      HostView a = RandomFleet::FullView(*follower, host);
+      HostView b = RandomFleet::FullView(**cold, host);
+      EXPECT_EQ(a.rulesets, b.rulesets) << host << " step " << step;
+      EXPECT_EQ(a.sets, b.sets) << host << " step " << step;
+    }
+    dfw::v1::ListRequest all;  // one page: the fleet is smaller than the largest
+    all.set_page_size(1000);
+    EXPECT_EQ(follower->ListVms(all)->SerializeAsString(),
+              (*cold)->ListVms(all)->SerializeAsString());
+    EXPECT_EQ(follower->ListGroups(all)->SerializeAsString(),
+              (*cold)->ListGroups(all)->SerializeAsString());
+    EXPECT_EQ(follower->ListPolicies(all)->SerializeAsString(),
+              (*cold)->ListPolicies(all)->SerializeAsString());
+    EXPECT_EQ(follower->ListHosts()->hosts_size(), (*cold)->ListHosts()->hosts_size());
+  };
+
+  for (int step = 0; step < 240; ++step) {
+    int op = static_cast<int>(f.rng() % 12);
+    if (op == 0) {  // a policy deleted, and put again: its rules keep their numbers
+      dfw::v1::DeleteRequest d;
+      d.set_id("p" + std::to_string(f.rng() % RandomFleet::kPolicies));
+      if (f.m->DeletePolicy(d).ok() && f.rng() % 2) {
+        dfw::v1::PutPolicyRequest r;
+        *r.mutable_policy() = f.PolicyProto(std::atoi(d.id().c_str() + 1));
+        r.mutable_policy()->mutable_rules(0)->set_id("fresh" + std::to_string(step));
+        ASSERT_TRUE(f.m->PutPolicy(r).ok());
+      }
+    } else if (op == 1) {  // a group made and removed
+      dfw::v1::PutGroupRequest g;
+      *g.mutable_group() = f.GroupProto(100 + step);
+      g.mutable_group()->mutable_static_members()->add_group_ids("g0");
+      ASSERT_TRUE(f.m->PutGroup(g).ok());
+      if (f.rng() % 2) {
+        dfw::v1::DeleteRequest d;
+        d.set_id(g.group().id());
+        ASSERT_TRUE(f.m->DeleteGroup(d).ok());
+      }
+    } else if (op == 2) {  // a host's inventory: a VM gone, one new
+      int h = static_cast<int>(f.rng() % RandomFleet::kHosts);
+      dfw::v1::InventoryUpdate u;
+      dfw::v1::Vm* vm = u.add_vms_set();
+      *vm = f.VmProto(RandomFleet::kVms + step, h);
+      vm->mutable_vnics(0)->mutable_addresses(0)->set_ip("198.19.1." +
+                                                         std::to_string(step % 250 + 1));
+      auto vms = f.m->ListVms(dfw::v1::ListRequest());
+      for (const auto& vm : vms->vms()) {
+        if (vm.host() == "h" + std::to_string(h)) {
+          u.add_vms_removed(vm.id());
+          break;
+        }
+      }
+      auto st = f.m->UpdateInventory("h" + std::to_string(h), u);
+      ASSERT_TRUE(st.ok()) << st;
+    } else if (op == 3 && step % 5 == 0) {  // a host removed, then back
+      int h = static_cast<int>(f.rng() % RandomFleet::kHosts);
+      std::string host = "h" + std::to_string(h);
+      dfw::v1::HostHello back = f.HelloOf(h);
+      back.set_held_revision(0);
+      f.m->DetachHost(host, f.gens[h]);
+      ASSERT_TRUE(f.m->DeleteHost(host).ok());
+      auto a = f.Attach(back);
+      ASSERT_TRUE(a.ok()) << a.status();
+      f.feeds[h] = a->feed;
+      f.gens[h] = a->generation;
+    } else {
+      ASSERT_NO_FATAL_FAILURE(f.RandomChange());
+    }
+    if (step % 40 == 39) {
+      ASSERT_NO_FATAL_FAILURE(compare(step));
+      if (::testing::Test::HasFailure()) break;
+    }
+  }
+  fs->StopFollowing();
+  EXPECT_TRUE(followed.get().ok());
+  EXPECT_TRUE(applied.ok()) << applied;
+}
+
+// A follower whose history etcd compacted is told to load again.
+TEST_F(EtcdStoreTest, FollowingPastACompactedHistoryAsksForALoad) {
+  auto store = EtcdStore::Open(Options(etcd_));
+  ASSERT_TRUE(store.ok());
+  auto model = ModelService::Open(std::move(*store));
+  ASSERT_TRUE(model.ok());
+  for (int i = 0; i < 3; ++i) {
+    dfw::v1::PutVmRequest r;
+    *r.mutable_vm() = MakeVm("vm" + std::to_string(i), i);
+    ASSERT_TRUE((*model)->PutVm(r).ok());
+  }
+  std::string why;
+  ASSERT_TRUE(etcd_.Compact(&why)) << why;
+  auto follower = EtcdStore::Open(Options(etcd_));
+  ASSERT_TRUE(follower.ok());
+  int seen = 0;
+  auto s = (*follower)->Follow(1, [&](StoredChange) {
+    ++seen;
+    return true;
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(seen, 0);
 }
 
 TEST(EtcdStoreOptionsTest, PlaintextToANonLoopbackEndpointIsRefused) {

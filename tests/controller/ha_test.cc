@@ -315,6 +315,8 @@ TEST_F(HaTest, KillTheLeaderControllerThenEtcdsLeaderNothingLost) {
                   round % 250, R"(/32"]}})"))
             .ok)
         << Logs();
+    std::vector<size_t> log_before;
+    for (const auto& c : controllers_) log_before.push_back(c->Log().size());
     auto t0 = Clock::now();
     controllers_[victim]->Kill(SIGKILL);
     leader_ = -1;
@@ -322,6 +324,17 @@ TEST_F(HaTest, KillTheLeaderControllerThenEtcdsLeaderNothingLost) {
     ASSERT_TRUE(change.ok) << "round " << r << "\n" << Logs();
     to_leader.push_back(Ms(Clock::now() - t0));
     EXPECT_NE(leader_, victim);
+    // It took over with the model it followed while standing by.
+    std::string took;
+    WaitFor(
+        [&] {
+          std::string log = controllers_[leader_]->Log();
+          size_t p = log.find("leads at revision", log_before[leader_]);
+          if (p != std::string::npos) took = log.substr(p, log.find('\n', p) - p);
+          return !took.empty();
+        },
+        5000);
+    EXPECT_NE(took.find("warm model followed"), std::string::npos) << "round " << r << ": " << took;
     ASSERT_TRUE(WaitAllAcked(current_revision_, Clock::now() + std::chrono::seconds(30)))
         << "round " << r << ": hosts at " << hosts_[0]->applied << "," << hosts_[1]->applied
         << "... of " << current_revision_ << "\n"

@@ -11,10 +11,14 @@
 // gRPC call is answered UNAVAILABLE and every REST request 503, both naming
 // the leader (gRPC: the message and the trailing metadata dfw-leader-grpc /
 // dfw-leader-http; REST: the body's "leader" and X-Dfw-Leader), so clients
-// given several controller addresses go to it. Once elected (a thread
-// campaigns), the standby listeners are closed and the controller loads the
-// store and serves on the same ports; every write it makes is guarded by
-// its leadership in etcd. If the leadership is lost, on_lost_leadership runs
+// given several controller addresses go to it. A standby keeps a warm
+// model (warm_standby): a thread loads the store and follows it through an
+// etcd watch (EtcdStore::Follow, ModelService::ApplyFollowed), so the
+// memberships and rulesets are computed as the leader commits. Once elected
+// (a thread campaigns), the controller catches its warm model up to the
+// revision stored (or, without one in time, loads the store cold), closes
+// the standby listeners and serves on the same ports; every write it makes
+// is guarded by its leadership in etcd. If the leadership is lost, on_lost_leadership runs
 // once (dfw-controller exits: a restarted process stands by again).
 //
 // Thread safety: Start and Stop from one thread; the services are
@@ -89,6 +93,9 @@ struct ControllerOptions {
   std::string advertise_grpc;  // what a standby tells clients; default: the
   std::string advertise_http;  // listen address with the bound port
   std::chrono::seconds lease_ttl{5};
+  // A standby follows the store with a model of its own (memory as the
+  // leader's); false: it loads the store only once elected (--cold-standby).
+  bool warm_standby = true;
   // Runs once when the leadership is lost (from the lease's thread).
   std::function<void(const std::string& why)> on_lost_leadership;
 };
@@ -113,15 +120,24 @@ class ControllerServer {
   // The leader as last seen while standing by (empty fields: unknown).
   RestApi::Leader leader() const;
   ModelService* model() { return model_.get(); }
+  // While standing by: the revision the warm model has followed to (0: none
+  // loaded yet). Once leading: whether it took over with its warm model.
+  uint64_t followed_revision() const { return followed_revision_.load(); }
+  bool took_over_warm() const { return took_over_warm_.load(); }
   Enrollment* enrollment() { return enrollment_.get(); }
 
  private:
   absl::Status InitTrust(const ControllerOptions& o);
-  // Loads the model from `store` and serves (the leader's part of Start).
-  absl::Status Lead(const ControllerOptions& o, std::unique_ptr<Store> store);
+  // Serves `model` (the leader's part of Start).
+  absl::Status Lead(const ControllerOptions& o, std::unique_ptr<ModelService> model);
   absl::Status StartStandby(const ControllerOptions& o);
   void StopStandby();
   void Campaign(ControllerOptions o);
+  // The warm standby's thread: opens the store, follows it; again on error.
+  void Follow(EtcdOptions etcd);
+  // Stops the follower once its model reached the revision stored (or after
+  // `wait`); the model and its store when it did, else null.
+  std::unique_ptr<ModelService> TakeWarmModel(std::chrono::milliseconds wait, EtcdStore** store);
   absl::Status StartGrpc(const ControllerOptions& o);
   static RestTlsOptions RestTlsFor(const ControllerOptions& o);
   // Binds o.http_listen and serves `rest` there; sets http_port_.
@@ -135,6 +151,14 @@ class ControllerServer {
   std::unique_ptr<grpc::Server> standby_grpc_;
   std::unique_ptr<RestApi> standby_rest_;
   std::thread campaign_;
+  std::thread follower_;
+  std::mutex warm_mu_;  // the follower's hand-off
+  std::condition_variable warm_cv_;
+  bool stop_follow_ = false;
+  EtcdStore* warm_store_ = nullptr;     // the warm model's (it owns it)
+  std::unique_ptr<ModelService> warm_;  // written by the follower only
+  std::atomic<uint64_t> followed_revision_{0};
+  std::atomic<bool> took_over_warm_{false};
   std::atomic<bool> leading_{false};
   mutable std::mutex leader_mu_;
   std::condition_variable leader_cv_;

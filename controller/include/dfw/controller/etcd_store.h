@@ -52,6 +52,10 @@
 #include "absl/status/statusor.h"
 #include "dfw/controller/store.h"
 
+namespace grpc {
+class ClientContext;
+}  // namespace grpc
+
 namespace dfw::controller {
 
 class EtcdClient;
@@ -94,6 +98,23 @@ class EtcdStore : public Store {
   // create-revision (the leader key EtcdLeaderElection holds).
   void SetLeaderGuard(const std::string& key, int64_t create_revision);
 
+  // Follows the store (a standby keeping its model warm): an etcd watch on
+  // the prefix from etcd revision `after` + 1 (a Load's
+  // StoredState::backend_revision, or the last change's). Each transaction
+  // that made a model revision reaches `fn` whole, in order (etcd never
+  // splits one revision's events between watch responses); other writes
+  // under the prefix (the leader key) are skipped. A broken stream, or a
+  // member that lost its cluster's leader, moves the watch to the next
+  // endpoint from the last change seen. Returns OK when `fn` returns false
+  // or StopFollowing is called (also before Follow starts), and
+  // FAILED_PRECONDITION when etcd compacted its history past the last
+  // change seen (the follower must Load again).
+  absl::Status Follow(int64_t after, const std::function<bool(StoredChange)>& fn);
+  // Ends Follow (from any thread); for good: Follow returns at once after.
+  void StopFollowing();
+  // The model revision stored now ("m/revision"; a linearizable read).
+  absl::StatusOr<uint64_t> Revision() const;
+
  private:
   explicit EtcdStore(const EtcdOptions& options);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> RangePrefix(
@@ -103,6 +124,9 @@ class EtcdStore : public Store {
   std::unique_ptr<EtcdClient> client_;
   std::string guard_key_;  // full key; empty: no guard
   int64_t guard_create_revision_ = 0;
+  std::mutex follow_mu_;
+  bool follow_stopped_ = false;
+  grpc::ClientContext* follow_ctx_ = nullptr;  // the watch's, while one is open
 };
 
 // Leader election on an etcd lease: the leader key ("<prefix>leader")

@@ -221,6 +221,22 @@ class ModelService {
     return host_id.substr(0, kGuestHostPrefix.size()) == kGuestHostPrefix;
   }
 
+  // A standby's warm model (controller_server.h): applies a change another
+  // controller committed to the store (EtcdStore::Follow) to the index, the
+  // compiler and the tables exactly as a Load of the store after it would
+  // find them (docs/architecture.md, "Warm standbys"). Nothing is written
+  // and no host is sent anything. The change's revision must follow this
+  // model's (FAILED_PRECONDITION otherwise); any other error (an object
+  // that does not parse, an index refusal) leaves the model unusable: the
+  // caller opens the store again.
+  absl::Status ApplyFollowed(const StoredChange& change);
+  // The backend revision (StoredState::backend_revision) of the store
+  // snapshot this model was opened from: where following starts.
+  int64_t opened_backend_revision() const { return opened_backend_revision_; }
+  // A followed model taking over: every known host is pending at the
+  // current revision until it acks to this process, as after Open.
+  void PrepareToLead();
+
   // A change that touches no rule (an enrollment token, a certificate
   // issued or revoked): `fill` adds its writes and change log events under
   // the writer lock; the change then commits as one batch at the next
@@ -265,6 +281,7 @@ class ModelService {
   std::unique_ptr<Store> store_;
   mutable std::shared_mutex mu_;  // writer lock / readers
   uint64_t revision_ = 0;
+  int64_t opened_backend_revision_ = 0;
   std::unique_ptr<tagging::MembershipIndex> index_;
   std::unique_ptr<PolicyCompiler> compiler_;
   // VMs by id, and each host's VM ids: a host's report finds the VMs it no

@@ -90,12 +90,18 @@ class PolicyCompiler {
   // Undoes AllocateRuleNums (its result) when the change was not stored.
   void ForgetRuleNums(const std::vector<std::pair<std::string, uint32_t>>& fresh);
   uint32_t next_rule_num() const { return next_rule_num_; }
+  // Rule numbers another controller allocated and stored (a standby
+  // following the store): "policy\0rule" -> num, and the next free one.
+  void AdoptRuleNum(const std::string& key, uint32_t num);
+  void AdoptNextRuleNum(uint32_t next);
 
   // Change inputs. Call in the order the index applied them, then Flush once.
   void OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after, ChangeFanout* out);
   void OnMembershipDelta(const tagging::MembershipDelta& delta);
   void UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out);
-  void RemovePolicy(const std::string& policy_id, ChangeFanout* out);
+  // forget_rule_nums: false keeps the rules' numbers (as the store does: a
+  // standby following it).
+  void RemovePolicy(const std::string& policy_id, ChangeFanout* out, bool forget_rule_nums = true);
   void Flush(uint64_t revision, ChangeFanout* out);
 
   // Read side.

@@ -96,6 +96,9 @@ class ChangeSet {
 // The whole store, read once at start.
 struct StoredState {
   uint64_t revision = 0;
+  // The backend's own revision of this snapshot (etcd's; 0 for RocksDB):
+  // where a standby following the store starts (EtcdStore::Follow).
+  int64_t backend_revision = 0;
   uint32_t next_rule_num = 1;
   std::vector<dfw::v1::Vm> vms;
   std::vector<dfw::v1::SecurityGroup> groups;
@@ -106,6 +109,16 @@ struct StoredState {
     uint32_t num;
   };
   std::vector<RuleNum> rule_nums;
+};
+
+// One change another writer committed, as it wrote it (a standby following
+// the leader, EtcdStore::Follow): the model revision it made and its object,
+// rule-number and metadata keys (store_keys layout, without the backend's
+// prefix), in the order written; change log keys are left out.
+struct StoredChange {
+  uint64_t revision = 0;
+  int64_t backend_revision = 0;
+  std::vector<ChangeSet::Op> ops;
 };
 
 struct StoreOptions {
