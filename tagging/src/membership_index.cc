@@ -4,8 +4,10 @@
 #include "dfw/tagging/membership_index.h"
 
 #include <algorithm>
+#include <bit>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -259,11 +261,12 @@ struct MembershipIndex::State {
     }
   }
 
-  // Calls f(v) for every VM that could be a member of `g` (some more than
-  // once): for each conjunction, the smallest posting list among its
-  // conditions; plus static and included members. A conjunction with no
-  // indexed condition makes every VM a candidate (f is then called once per
-  // live VM and nothing else).
+  // Calls f(v, sure) for every VM that could be a member of `g` (some more
+  // than once): for each conjunction, the smallest posting list among its
+  // conditions; plus static and included members. `sure` means v is a member
+  // (it passed every condition of a conjunction already), so Eval would only
+  // confirm it. A conjunction with no indexed condition makes every VM a
+  // candidate (f is then called once per live VM and nothing else).
   template <typename F>
   void ForEachCandidate(const GroupRec& g, F&& f) const {
     static const absl::flat_hash_set<VmIdx> kEmpty;
@@ -272,6 +275,7 @@ struct MembershipIndex::State {
     struct Source {
       std::vector<const absl::flat_hash_set<VmIdx>*> sets;  // smallest first
       std::vector<const CompiledCond*> os;                  // OS conditions, by verdict table
+      bool sure = false;  // no condition left unchecked (a name other than equals)
     };
     std::vector<Source> sources;
     std::vector<const CompiledCond*> os_only, name_only;
@@ -310,28 +314,28 @@ struct MembershipIndex::State {
       if (!indexed.empty()) {
         std::sort(indexed.begin(), indexed.end(),
                   [](const auto* a, const auto* b) { return a->size() < b->size(); });
-        sources.push_back({std::move(indexed), std::move(os_conds)});
+        sources.push_back({std::move(indexed), std::move(os_conds), name == nullptr});
       } else if (os) {
         os_only.push_back(os);  // through the (small) set of distinct OS strings
       } else if (name) {
         name_only.push_back(name);  // through the name index: a range for prefixes
       } else {
-        ForEachLiveVm(f);
+        ForEachLiveVm([&](VmIdx v) { f(v, false); });
         return;
       }
     }
     for (const auto& id : g.spec.static_vms) {
-      if (auto it = vm_by_id.find(id); it != vm_by_id.end()) f(it->second);
+      if (auto it = vm_by_id.find(id); it != vm_by_id.end()) f(it->second, false);
     }
     for (GroupIdx inc : g.includes) {
-      for (VmIdx v : groups[inc].members) f(v);
+      for (VmIdx v : groups[inc].members) f(v, false);
     }
     for (const auto& src : sources) {
       for (VmIdx v : *src.sets[0]) {
         bool all = true;
         for (size_t k = 1; k < src.sets.size() && all; ++k) all = src.sets[k]->contains(v);
         for (size_t k = 0; k < src.os.size() && all; ++k) all = src.os[k]->os_verdict[vm_os_id[v]];
-        if (all) f(v);
+        if (all) f(v, src.sure);
       }
     }
     for (const CompiledCond* c : name_only) {
@@ -339,12 +343,12 @@ struct MembershipIndex::State {
         for (auto it = name_vms.lower_bound(c->match.value);
              it != name_vms.end() && std::string_view(it->first).starts_with(c->match.value);
              ++it) {
-          for (VmIdx v : it->second) f(v);
+          for (VmIdx v : it->second) f(v, false);
         }
       } else {
         for (const auto& [vm_name, set] : name_vms) {
           if (c->match.Matches(vm_name)) {
-            for (VmIdx v : set) f(v);
+            for (VmIdx v : set) f(v, false);
           }
         }
       }
@@ -352,7 +356,7 @@ struct MembershipIndex::State {
     for (const CompiledCond* os : os_only) {
       for (const auto& [os_name, set] : os_vms) {
         if (os->match.Matches(os_name)) {
-          for (VmIdx v : set) f(v);
+          for (VmIdx v : set) f(v, false);
         }
       }
     }
@@ -840,18 +844,64 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
     s.Link(k, std::move(groups[order[k]]));
     s.groups[k].rank = k;
   }
+  // Each VM's vNICs and each vNIC's bound addresses, packed: counting a
+  // group's vNICs and addresses below reads these, not each member's VmRec
+  // and VnicRow (a cache miss each).
+  std::vector<size_t> nic_begin(s.vms.size() + 1), addr_begin(s.vnics.size() + 1);
+  std::vector<VnicId> nics;
+  std::vector<IpPrefix> addrs;
+  for (VmIdx v = 0; v < s.vms.size(); ++v) {
+    nics.insert(nics.end(), s.vms[v].vnic_ids.begin(), s.vms[v].vnic_ids.end());
+    nic_begin[v + 1] = nics.size();
+  }
+  for (VnicId n = 0; n < s.vnics.size(); ++n) {
+    if (const auto* a = s.KnownVnic(n)) addrs.insert(addrs.end(), a->begin(), a->end());
+    addr_begin[n + 1] = addrs.size();
+  }
+  // Groups in topological order (member_of and inclusion read the members of
+  // groups below). A group's members, then its vNIC and address counts while
+  // its tables are in cache; every group's members are kept, group after
+  // group, for the VMs' group lists.
+  std::vector<VmIdx> all;
+  std::vector<size_t> all_begin{0};
   for (GroupIdx gi = 0; gi < s.groups.size(); ++gi) {
     GroupRec& g = s.groups[gi];
-    std::vector<VmIdx> in;
-    s.ForEachCandidate(g, [&](VmIdx v) {
-      if (s.Eval(g, v)) in.push_back(v);
+    auto first = static_cast<std::ptrdiff_t>(all.size());
+    s.ForEachCandidate(g, [&](VmIdx v, bool sure) {
+      if (sure || s.Eval(g, v)) all.push_back(v);
     });
-    SortUnique(in);
-    g.members.reserve(in.size());
-    g.vnic_refs.reserve(in.size());
-    g.addr_refs.reserve(in.size());
-    for (VmIdx v : in) s.SetMember(gi, v, true);
+    std::sort(all.begin() + first, all.end());
+    all.erase(std::unique(all.begin() + first, all.end()), all.end());
+    size_t n_in = all.size() - first;
+    g.members.reserve(n_in);
+    g.vnic_refs.reserve(n_in);
+    g.addr_refs.reserve(n_in);
+    g.members.insert(all.begin() + first, all.end());
+    for (auto it = all.begin() + first; it != all.end(); ++it) {
+      for (size_t k = nic_begin[*it]; k < nic_begin[*it + 1]; ++k) {
+        if (++g.vnic_refs[nics[k]] != 1) continue;
+        for (size_t j = addr_begin[nics[k]]; j < addr_begin[nics[k] + 1]; ++j)
+          s.AddAddr(g, addrs[j]);
+      }
+    }
     s.RefreshClosures(gi);
+    all_begin.push_back(all.size());
+  }
+  // Each VM's group list in one VM-ordered pass (a counting sort of `all` by
+  // VM): sorted, since groups were visited in slot order.
+  std::vector<size_t> vm_begin(s.vms.size() + 1);
+  for (VmIdx v : all) ++vm_begin[v + 1];
+  std::partial_sum(vm_begin.begin(), vm_begin.end(), vm_begin.begin());
+  std::vector<GroupIdx> by_vm(all.size());
+  std::vector<size_t> at(vm_begin.begin(), vm_begin.end() - 1);
+  for (GroupIdx gi = 0; gi < s.groups.size(); ++gi) {
+    for (size_t k = all_begin[gi]; k < all_begin[gi + 1]; ++k) by_vm[at[all[k]]++] = gi;
+  }
+  for (VmIdx v = 0; v < s.vms.size(); ++v) {
+    // The capacity growing one by one leaves (room for later changes).
+    size_t n = vm_begin[v + 1] - vm_begin[v];
+    if (n != 0) s.vms[v].groups.reserve(std::bit_ceil(n));
+    s.vms[v].groups.assign(by_vm.begin() + vm_begin[v], by_vm.begin() + vm_begin[v + 1]);
   }
   s_ = std::move(fresh);
   return absl::OkStatus();
@@ -1001,7 +1051,7 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertGroup(GroupSpec spec) {
   s.Rerank();
   s.RefreshClosures(gi);
   absl::flat_hash_set<VmIdx> cand(s.groups[gi].members.begin(), s.groups[gi].members.end());
-  s.ForEachCandidate(s.groups[gi], [&](VmIdx v) { cand.insert(v); });
+  s.ForEachCandidate(s.groups[gi], [&](VmIdx v, bool) { cand.insert(v); });
   std::map<std::pair<uint32_t, GroupIdx>, absl::flat_hash_set<VmIdx>> pending;
   pending[{s.groups[gi].rank, gi}] = std::move(cand);
   s.Propagate(std::move(pending));
