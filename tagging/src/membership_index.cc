@@ -705,22 +705,25 @@ struct MembershipIndex::State {
     }
   }
 
-  void SetVmFacts(VmIdx v, const VmSpec& spec) {
+  // Everything of `spec` but its vNICs: copied from a const spec, moved from
+  // an rvalue (Load's, which it owns).
+  template <typename Spec>
+  void SetVmFacts(VmIdx v, Spec&& spec) {
     VmRec& vm = vms[v];
-    vm.spec.id = spec.id;
-    vm.spec.name = spec.name;
-    vm.spec.host = spec.host;
-    vm.spec.guest_os = spec.guest_os;
-    vm.spec.hostname = spec.hostname;
-    vm.spec.tags = spec.tags;
-    vm.name_lower = AsciiLower(spec.name);
-    vm.os_lower = AsciiLower(spec.guest_os);
+    vm.spec.id = std::forward<Spec>(spec).id;
+    vm.spec.name = std::forward<Spec>(spec).name;
+    vm.spec.host = std::forward<Spec>(spec).host;
+    vm.spec.guest_os = std::forward<Spec>(spec).guest_os;
+    vm.spec.hostname = std::forward<Spec>(spec).hostname;
+    vm.spec.tags = std::forward<Spec>(spec).tags;
+    vm.name_lower = AsciiLower(vm.spec.name);
+    vm.os_lower = AsciiLower(vm.spec.guest_os);
     vm.os_id = InternOs(vm.os_lower);
     if (vm_os_id.size() <= v) vm_os_id.resize(vms.size());
     vm_os_id[v] = vm.os_id;
     vm.tags.clear();
     vm.scopes.clear();
-    for (const auto& t : spec.tags) {
+    for (const auto& t : vm.spec.tags) {
       vm.tags.push_back(InternTag(t));
       vm.scopes.push_back(InternScope(t.scope));
     }
@@ -751,13 +754,14 @@ MembershipIndex::~MembershipIndex() = default;
 
 absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpec> groups) {
   // Validate the whole set before touching anything.
-  absl::flat_hash_set<std::string> vm_ids, vnic_ids, group_ids;
+  absl::flat_hash_set<absl::string_view> vm_ids, vnic_ids;  // views into `vms`
+  vm_ids.reserve(vms.size());
   for (size_t i = 0; i < vms.size(); ++i) {
-    if (!vm_ids.insert(vms[i].id).second) {
+    if (!vm_ids.insert(Key(vms[i].id)).second) {
       return absl::InvalidArgumentError(Cat("vms[", i, "].id: '", vms[i].id, "' appears twice"));
     }
     for (size_t j = 0; j < vms[i].vnics.size(); ++j) {
-      if (!vnic_ids.insert(vms[i].vnics[j].id).second) {
+      if (!vnic_ids.insert(Key(vms[i].vnics[j].id)).second) {
         return absl::InvalidArgumentError(
             Cat("vms[", i, "].vnics[", j, "].id: vNIC '", vms[i].vnics[j].id, "' appears twice"));
       }
@@ -823,20 +827,45 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
   auto fresh = std::make_unique<State>();
   State& s = *fresh;
   s.vms.resize(vms.size());
+  s.vm_by_id.reserve(vms.size());
+  s.vnic_by_id.reserve(vnic_ids.size());
+  for (VmIdx v = 0; v < vms.size(); ++v) {
+    s.vm_by_id.emplace(vms[v].id, v);
+    s.SetVmFacts(v, std::move(vms[v]));  // the vNICs stay, for AttachVnics
+    s.vms[v].spec.tags.shrink_to_fit();  // as a copy would be: not the caller's spare room
+    s.vms[v].live = true;
+  }
   {
     // Size the posting lists once instead of growing them 1M times.
-    absl::flat_hash_map<std::pair<std::string, std::string>, uint32_t> counts;
-    for (const auto& vm : vms) {
-      for (const auto& t : vm.tags) ++counts[{t.scope, t.value}];
+    std::vector<size_t> tag_n(s.tag_vms.size()), scope_n(s.scope_vms.size());
+    for (const VmRec& vm : s.vms) {
+      for (TagId t : vm.tags) ++tag_n[t];
+      for (ScopeId sc : vm.scopes) ++scope_n[sc];
     }
-    for (const auto& [tag, n] : counts) s.tag_vms[s.InternTag({tag.first, tag.second})].reserve(n);
+    for (TagId t = 0; t < tag_n.size(); ++t) s.tag_vms[t].reserve(tag_n[t]);
+    for (ScopeId sc = 0; sc < scope_n.size(); ++sc) s.scope_vms[sc].reserve(scope_n[sc]);
   }
+  // IndexVm, but the name index is filled in name order, each name placed
+  // at the end (inserting by key compares some 17 names per VM).
+  std::vector<std::pair<std::string_view, VmIdx>> names;
+  names.reserve(vms.size());
   for (VmIdx v = 0; v < vms.size(); ++v) {
-    s.SetVmFacts(v, vms[v]);
-    s.vms[v].live = true;
-    s.vm_by_id[vms[v].id] = v;
-    s.IndexVm(v, true);
+    const VmRec& vm = s.vms[v];
+    for (TagId t : vm.tags) s.tag_vms[t].insert(v);
+    for (ScopeId sc : vm.scopes) s.scope_vms[sc].insert(v);
+    s.os_vms[vm.os_lower].insert(v);
+    names.emplace_back(vm.name_lower, v);
     s.AttachVnics(v, std::move(vms[v].vnics));
+  }
+  std::sort(names.begin(), names.end());
+  for (const auto& [name, v] : names) {
+    auto at = s.name_vms.end();
+    if (at == s.name_vms.begin() || std::prev(at)->first != name) {
+      at = s.name_vms.emplace_hint(at, std::string(name), absl::flat_hash_set<VmIdx>{});
+    } else {
+      --at;
+    }
+    at->second.insert(v);
   }
   s.groups.resize(groups.size());
   for (GroupIdx k = 0; k < order.size(); ++k) {
