@@ -927,7 +927,7 @@ absl::Status MembershipIndex::Load(std::vector<VmSpec> vms, std::vector<GroupSpe
     for (size_t k = all_begin[gi]; k < all_begin[gi + 1]; ++k) by_vm[at[all[k]]++] = gi;
   }
   for (VmIdx v = 0; v < s.vms.size(); ++v) {
-    // The capacity growing one by one leaves (room for later changes).
+    // The capacity inserting one by one would have left: room for changes.
     size_t n = vm_begin[v + 1] - vm_begin[v];
     if (n != 0) s.vms[v].groups.reserve(std::bit_ceil(n));
     s.vms[v].groups.assign(by_vm.begin() + vm_begin[v], by_vm.begin() + vm_begin[v + 1]);
