@@ -316,6 +316,151 @@ ModelService::~ModelService() {
   }
 }
 
+// ------------------------------------------------------------ the change
+
+// A VM changed in the index: before -> after (nullopt: absent), the
+// membership delta, and its stored value after (nullopt: deleted).
+struct ModelService::VmChange {
+  std::string id;
+  std::optional<tagging::VmSpec> before, after;
+  tagging::MembershipDelta delta;
+  std::optional<dfw::v1::Vm> proto_after;
+};
+
+// One change to the model, made under the writer lock (model_service.h,
+// "How"): each step changes the index at once and records how to undo it;
+// Commit writes `cs` to the store and only then tells the tables and the
+// compiler, in the order the steps were staged, flushes the compiler,
+// publishes to the host feeds and records the revision for realization. A
+// Change that is not committed (an early return, a step or the store
+// failing) undoes its steps, in reverse, when it goes out of scope, so no
+// caller writes an undo path of its own.
+class ModelService::Change {
+ public:
+  Change(ModelService* m, uint64_t revision) : cs(revision), m_(m) {}
+  ~Change() { Undo(); }
+  Change(const Change&) = delete;
+  Change& operator=(const Change&) = delete;
+
+  uint64_t revision() const { return cs.revision(); }
+  // VM c.id changed in the index; once written the compiler is told and,
+  // when `table` (else the caller staged vms_ itself), vms_ takes
+  // c.proto_after (nullopt: the VM goes).
+  void Vm(VmChange c, bool table = true) {
+    auto p = std::make_shared<VmChange>(std::move(c));
+    ModelService* m = m_;
+    undo_.push_back([m, p] {
+      if (p->before) {
+        (void)m->index_->UpsertVm(*p->before);
+      } else {
+        (void)m->index_->RemoveVm(p->id);
+      }
+    });
+    apply_.push_back([m, p, table](ChangeFanout& out) {
+      m->compiler_->OnVmChanged(p->before ? &*p->before : nullptr, p->after ? &*p->after : nullptr,
+                                &out);
+      m->compiler_->OnMembershipDelta(p->delta);
+      if (!table) return;
+      if (p->proto_after) {
+        m->vms_.Put(*p->proto_after);
+      } else {
+        m->vms_.Erase(p->id);
+      }
+    });
+  }
+  // Removes VM `id`, which the index holds, from the index and the store.
+  absl::Status RemoveVm(const std::string& id, bool table = true) {
+    VmChange c;
+    c.id = id;
+    c.before = *m_->index_->FindVm(id);
+    auto delta = m_->index_->RemoveVm(id);
+    if (!delta.ok()) return delta.status();
+    c.delta = std::move(*delta);
+    cs.Delete(Kind::kVm, id);
+    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
+    Vm(std::move(c), table);
+    return absl::OkStatus();
+  }
+  // Group `id` upserted in (or removed from) the index, `before` its spec
+  // until then; once written groups_ takes `after` (nullopt: erased).
+  void Group(const std::string& id, std::optional<tagging::GroupSpec> before,
+             tagging::MembershipDelta delta, std::optional<dfw::v1::SecurityGroup> after) {
+    auto d = std::make_shared<tagging::MembershipDelta>(std::move(delta));
+    ModelService* m = m_;
+    undo_.push_back([m, id, before = std::move(before)] {
+      if (before) {
+        (void)m->index_->UpsertGroup(*before);
+      } else {
+        (void)m->index_->RemoveGroup(id);
+      }
+    });
+    apply_.push_back([m, id, d, after = std::move(after)](ChangeFanout&) {
+      if (after) {
+        m->groups_[id] = *after;
+      } else {
+        m->groups_.erase(id);
+      }
+      m->compiler_->OnMembershipDelta(*d);
+    });
+  }
+  // Other steps: an undo of something done now; once written, a step
+  // before the compiler's flush, one after it (before the publication),
+  // and one after the publication.
+  void OnUndo(std::function<void()> f) { undo_.push_back(std::move(f)); }
+  void OnCommit(std::function<void(ChangeFanout&)> f) { apply_.push_back(std::move(f)); }
+  void AfterFlush(std::function<void(ChangeFanout&)> f) { flushed_.push_back(std::move(f)); }
+  void AfterPublish(std::function<void()> f) { published_.push_back(std::move(f)); }
+  // Takes `other`'s writes and steps after this one's (same revision);
+  // `other` is left empty.
+  void Append(Change&& other) {
+    cs.Append(std::move(other.cs));
+    auto move_all = [](auto& to, auto& from) {
+      for (auto& f : from) to.push_back(std::move(f));
+      from.clear();
+    };
+    move_all(undo_, other.undo_);
+    move_all(apply_, other.apply_);
+    move_all(flushed_, other.flushed_);
+    move_all(published_, other.published_);
+  }
+  // Undoes every step now, in reverse (nothing was written).
+  void Undo() {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
+    undo_.clear();
+    apply_.clear();
+    flushed_.clear();
+    published_.clear();
+  }
+  bool has_steps() const { return !apply_.empty() || !undo_.empty(); }
+
+  ChangeSet cs;
+
+ private:
+  friend class ModelService;
+  ModelService* m_;
+  std::vector<std::function<void()>> undo_;
+  std::vector<std::function<void(ChangeFanout&)>> apply_, flushed_;
+  std::vector<std::function<void()>> published_;
+};
+
+absl::Status ModelService::Commit(Change& c) {
+  if (auto s = store_->Commit(c.cs); !s.ok()) {
+    c.Undo();
+    return s;
+  }
+  c.undo_.clear();
+  const uint64_t rev = c.revision();
+  ChangeFanout fanout;
+  for (auto& f : c.apply_) f(fanout);
+  compiler_->Flush(rev, &fanout);
+  for (auto& f : c.flushed_) f(fanout);
+  Committed(rev);
+  Publish(fanout, rev);
+  for (auto& f : c.published_) f();
+  c.Undo();  // nothing left to undo: clears the steps
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir,
                                                                  const StoreOptions& options) {
   auto store = Store::Open(data_dir, options);
@@ -519,15 +664,11 @@ uint64_t ModelService::revision() const {
 absl::StatusOr<uint64_t> ModelService::CommitAuxiliary(
     const std::function<absl::Status(ChangeSet&)>& fill) {
   std::unique_lock l(mu_);
-  uint64_t rev = revision_ + 1;
-  ChangeSet cs(rev);
-  if (auto s = fill(cs); !s.ok()) return s;
-  if (cs.empty()) return revision_;  // nothing to change: no revision
-  if (auto s = store_->Commit(cs); !s.ok()) return s;
-  ChangeFanout none;
-  Committed(rev);
-  Publish(none, rev);
-  return rev;
+  Change change(this, revision_ + 1);
+  if (auto s = fill(change.cs); !s.ok()) return s;
+  if (change.cs.empty()) return revision_;  // nothing to change: no revision
+  if (auto s = Commit(change); !s.ok()) return s;
+  return revision_;
 }
 
 void ModelService::Committed(uint64_t revision) {
@@ -568,66 +709,6 @@ void ModelService::Publish(ChangeFanout& fanout, uint64_t revision) {
 
 // ------------------------------------------------------------------- VMs
 
-namespace {
-struct VmChange {
-  std::string id;
-  std::optional<tagging::VmSpec> before, after;
-  tagging::MembershipDelta delta;
-  std::optional<dfw::v1::Vm> proto_after;  // nullopt: deleted
-};
-
-void UndoVmChanges(tagging::MembershipIndex* index, std::vector<VmChange>& changes) {
-  for (auto it = changes.rbegin(); it != changes.rend(); ++it) {
-    if (it->before) {
-      (void)index->UpsertVm(*it->before);
-    } else {
-      (void)index->RemoveVm(it->id);
-    }
-  }
-}
-
-// Removes VM `id` (which the index holds) as part of change `cs`, appending
-// to `changes`; on failure every change so far is undone.
-absl::Status RemoveVmInto(tagging::MembershipIndex* index, const std::string& id, ChangeSet& cs,
-                          std::vector<VmChange>& changes) {
-  VmChange c;
-  c.id = id;
-  c.before = *index->FindVm(id);
-  auto delta = index->RemoveVm(id);
-  if (!delta.ok()) {
-    UndoVmChanges(index, changes);
-    return delta.status();
-  }
-  c.delta = std::move(*delta);
-  cs.Delete(Kind::kVm, id);
-  cs.AddEvent(ChangeEvent::KIND_VM, id, true);
-  changes.push_back(std::move(c));
-  return absl::OkStatus();
-}
-}  // namespace
-
-#define DFW_COMMIT_VM_CHANGES(changes, cs)                                                   \
-  do {                                                                                       \
-    if (auto s = store_->Commit(cs); !s.ok()) {                                              \
-      UndoVmChanges(index_.get(), changes);                                                  \
-      return s;                                                                              \
-    }                                                                                        \
-    ChangeFanout fanout;                                                                     \
-    for (auto& c : changes) {                                                                \
-      compiler_->OnVmChanged(c.before ? &*c.before : nullptr, c.after ? &*c.after : nullptr, \
-                             &fanout);                                                       \
-      compiler_->OnMembershipDelta(c.delta);                                                 \
-      if (c.proto_after) {                                                                   \
-        vms_.Put(*c.proto_after);                                                            \
-      } else {                                                                               \
-        vms_.Erase(c.id);                                                                    \
-      }                                                                                      \
-    }                                                                                        \
-    compiler_->Flush(cs.revision(), &fanout);                                                \
-    Committed(cs.revision());                                                                \
-    Publish(fanout, cs.revision());                                                          \
-  } while (0)
-
 absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req,
                                                 bool create_only) {
   if (!req.has_vm()) return absl::InvalidArgumentError("vm: required");
@@ -658,21 +739,20 @@ absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req
   }
   dfw::v1::Vm out = req.vm();
   spec->tags = SetTagSources(api, host, &out);
-  uint64_t rev = revision_ + 1;
-  std::vector<VmChange> changes(1);
-  VmChange& c = changes[0];
+  Change change(this, revision_ + 1);
+  VmChange c;
   c.id = req.vm().id();
   if (const auto* b = index_->FindVm(c.id)) c.before = *b;
   auto delta = index_->UpsertVm(*spec);
   if (!delta.ok()) return Prefixed(delta.status(), "vm.");
   c.delta = std::move(*delta);
   c.after = *index_->FindVm(c.id);
-  out.set_revision(rev);
+  out.set_revision(change.revision());
   c.proto_after = out;
-  ChangeSet cs(rev);
-  cs.Put(Kind::kVm, c.id, out);
-  cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
-  DFW_COMMIT_VM_CHANGES(changes, cs);
+  change.cs.Put(Kind::kVm, c.id, out);
+  change.cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+  change.Vm(std::move(c));
+  if (auto s = Commit(change); !s.ok()) return s;
   return out;
 }
 
@@ -697,20 +777,11 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteVm(const dfw::v1::De
   if (old == vms_.end()) return absl::NotFoundError(Cat("id: VM '", req.id(), "' does not exist"));
   uint64_t cur = old->second.revision();
   if (auto s = CheckExpected(req.expected_revision(), "VM", req.id(), &cur); !s.ok()) return s;
-  uint64_t rev = revision_ + 1;
-  std::vector<VmChange> changes(1);
-  VmChange& c = changes[0];
-  c.id = req.id();
-  c.before = *index_->FindVm(c.id);
-  auto delta = index_->RemoveVm(c.id);
-  if (!delta.ok()) return delta.status();
-  c.delta = std::move(*delta);
-  ChangeSet cs(rev);
-  cs.Delete(Kind::kVm, c.id);
-  cs.AddEvent(ChangeEvent::KIND_VM, c.id, true);
-  DFW_COMMIT_VM_CHANGES(changes, cs);
+  Change change(this, revision_ + 1);
+  if (auto s = change.RemoveVm(req.id()); !s.ok()) return s;
+  if (auto s = Commit(change); !s.ok()) return s;
   dfw::v1::DeleteResponse resp;
-  resp.set_revision(rev);
+  resp.set_revision(revision_);
   return resp;
 }
 
@@ -750,9 +821,8 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
       return s;
     }
   }
-  uint64_t rev = revision_ + 1;
-  std::vector<VmChange> changes;
-  ChangeSet cs(rev);
+  Change change(this, revision_ + 1);
+  const uint64_t rev = change.revision();
   dfw::v1::TagResponse resp;
   resp.set_revision(rev);
   for (const auto& id : req.vm_ids()) {
@@ -765,27 +835,21 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
       api = absl::InvalidArgumentError(
           Cat("set: VM '", id, "' would hold ", api->size(), " API tags; at most ", kMaxTagsPerVm));
     }
-    if (!api.ok()) {
-      UndoVmChanges(index_.get(), changes);
-      return api.status();
-    }
+    if (!api.ok()) return api.status();
     tagging::VmSpec next = *c.before;
     next.tags = SetTagSources(*api, TagsOf(out.host_tags()), &out);
     auto delta = index_->UpsertVm(std::move(next));
-    if (!delta.ok()) {
-      UndoVmChanges(index_.get(), changes);
-      return delta.status();
-    }
+    if (!delta.ok()) return delta.status();
     c.delta = std::move(*delta);
     c.after = *index_->FindVm(id);
     out.set_revision(rev);
-    cs.Put(Kind::kVm, id, out);
-    cs.AddEvent(ChangeEvent::KIND_VM, id, false);
+    change.cs.Put(Kind::kVm, id, out);
+    change.cs.AddEvent(ChangeEvent::KIND_VM, id, false);
     *resp.add_vms() = out;
     c.proto_after = std::move(out);
-    changes.push_back(std::move(c));
+    change.Vm(std::move(c));
   }
-  DFW_COMMIT_VM_CHANGES(changes, cs);
+  if (auto s = Commit(change); !s.ok()) return s;
   return resp;
 }
 
@@ -893,26 +957,13 @@ absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::Put
     }
     return Prefixed(st, "group.");
   }
-  uint64_t rev = revision_ + 1;
+  Change change(this, revision_ + 1);
   dfw::v1::SecurityGroup out = req.group();
-  out.set_revision(rev);
-  ChangeSet cs(rev);
-  cs.Put(Kind::kGroup, id, out);
-  cs.AddEvent(ChangeEvent::KIND_GROUP, id, false);
-  if (auto s = store_->Commit(cs); !s.ok()) {
-    if (before) {
-      (void)index_->UpsertGroup(*before);
-    } else {
-      (void)index_->RemoveGroup(id);
-    }
-    return s;
-  }
-  groups_[id] = out;
-  ChangeFanout fanout;
-  compiler_->OnMembershipDelta(*delta);
-  compiler_->Flush(rev, &fanout);
-  Committed(rev);
-  Publish(fanout, rev);
+  out.set_revision(change.revision());
+  change.cs.Put(Kind::kGroup, id, out);
+  change.cs.AddEvent(ChangeEvent::KIND_GROUP, id, false);
+  change.Group(id, std::move(before), std::move(*delta), out);
+  if (auto s = Commit(change); !s.ok()) return s;
   return out;
 }
 
@@ -953,22 +1004,13 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteGroup(
   tagging::GroupSpec before = *index_->FindGroup(req.id());
   auto delta = index_->RemoveGroup(req.id());
   if (!delta.ok()) return delta.status();
-  uint64_t rev = revision_ + 1;
-  ChangeSet cs(rev);
-  cs.Delete(Kind::kGroup, req.id());
-  cs.AddEvent(ChangeEvent::KIND_GROUP, req.id(), true);
-  if (auto s = store_->Commit(cs); !s.ok()) {
-    (void)index_->UpsertGroup(before);
-    return s;
-  }
-  groups_.erase(req.id());
-  ChangeFanout fanout;
-  compiler_->OnMembershipDelta(*delta);
-  compiler_->Flush(rev, &fanout);
-  Committed(rev);
-  Publish(fanout, rev);
+  Change change(this, revision_ + 1);
+  change.cs.Delete(Kind::kGroup, req.id());
+  change.cs.AddEvent(ChangeEvent::KIND_GROUP, req.id(), true);
+  change.Group(req.id(), std::move(before), std::move(*delta), std::nullopt);
+  if (auto s = Commit(change); !s.ok()) return s;
   dfw::v1::DeleteResponse resp;
-  resp.set_revision(rev);
+  resp.set_revision(revision_);
   return resp;
 }
 
@@ -1002,28 +1044,24 @@ absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicy
       !e.ok()) {
     return e;
   }
-  uint64_t rev = revision_ + 1;
+  Change change(this, revision_ + 1);
   dfw::v1::Policy out = req.policy();
-  out.set_revision(rev);
-  ChangeSet cs(rev);
-  cs.Put(Kind::kPolicy, id, out);
-  cs.AddEvent(ChangeEvent::KIND_POLICY, id, false);
+  out.set_revision(change.revision());
+  change.cs.Put(Kind::kPolicy, id, out);
+  change.cs.AddEvent(ChangeEvent::KIND_POLICY, id, false);
   auto fresh = compiler_->AllocateRuleNums(out);
   for (const auto& [k, n] : fresh) {
     size_t z = k.find('\0');
-    cs.PutRuleNum(k.substr(0, z), k.substr(z + 1), n);
+    change.cs.PutRuleNum(k.substr(0, z), k.substr(z + 1), n);
   }
-  if (!fresh.empty()) cs.SetNextRuleNum(compiler_->next_rule_num());
-  if (auto e = store_->Commit(cs); !e.ok()) {
-    compiler_->ForgetRuleNums(fresh);  // not stored: allocated again next time
-    return e;
-  }
-  policies_[id] = out;
-  ChangeFanout fanout;
-  compiler_->UpsertPolicy(out, &fanout);
-  compiler_->Flush(rev, &fanout);
-  Committed(rev);
-  Publish(fanout, rev);
+  if (!fresh.empty()) change.cs.SetNextRuleNum(compiler_->next_rule_num());
+  // Not stored: allocated again next time.
+  change.OnUndo([this, fresh] { compiler_->ForgetRuleNums(fresh); });
+  change.OnCommit([this, out](ChangeFanout& fanout) {
+    policies_[out.id()] = out;
+    compiler_->UpsertPolicy(out, &fanout);
+  });
+  if (auto e = Commit(change); !e.ok()) return e;
   return out;
 }
 
@@ -1052,19 +1090,16 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeletePolicy(
   }
   uint64_t cur = old->second.revision();
   if (auto s = CheckExpected(req.expected_revision(), "policy", req.id(), &cur); !s.ok()) return s;
-  uint64_t rev = revision_ + 1;
-  ChangeSet cs(rev);
-  cs.Delete(Kind::kPolicy, req.id());
-  cs.AddEvent(ChangeEvent::KIND_POLICY, req.id(), true);
-  if (auto s = store_->Commit(cs); !s.ok()) return s;
-  policies_.erase(req.id());
-  ChangeFanout fanout;
-  compiler_->RemovePolicy(req.id(), &fanout);
-  compiler_->Flush(rev, &fanout);
-  Committed(rev);
-  Publish(fanout, rev);
+  Change change(this, revision_ + 1);
+  change.cs.Delete(Kind::kPolicy, req.id());
+  change.cs.AddEvent(ChangeEvent::KIND_POLICY, req.id(), true);
+  change.OnCommit([this, id = req.id()](ChangeFanout& fanout) {
+    policies_.erase(id);
+    compiler_->RemovePolicy(id, &fanout);
+  });
+  if (auto s = Commit(change); !s.ok()) return s;
   dfw::v1::DeleteResponse resp;
-  resp.set_revision(rev);
+  resp.set_revision(revision_);
   return resp;
 }
 
@@ -1241,16 +1276,17 @@ void SanitizeGuestReport(dfw::v1::Vm* vm, const dfw::v1::Vm* old,
 // store writes, the index changes in the order applied, and what vms_ and
 // host_records_ held before, to undo them when the change is not stored.
 struct ModelService::InventoryBatch {
-  explicit InventoryBatch(uint64_t revision) : cs(revision) {}
-  ChangeSet cs;                     // at the batch's revision
+  InventoryBatch(ModelService* m, uint64_t revision) : change(m, revision) {}
   bool effective = false;           // a VM or host record changed: a new revision
   std::vector<dfw::v1::Vm> silent;  // stored without a revision when nothing is effective
-  std::vector<VmChange> changes;
   std::vector<std::pair<std::string, std::string>> moved;  // (vm, new host)
   std::set<std::string> attaching;  // hosts whose Hello is staged: they count as connected
   std::vector<std::pair<std::string, std::optional<dfw::v1::Vm>>> vms_before;
   std::vector<std::pair<std::string, std::optional<dfw::v1::Host>>> hosts_before;
   Clock::time_point now = Clock::now();
+  // The reports' writes and index steps, at the batch's revision. Last, so
+  // that an uncommitted batch undoes its index steps first.
+  Change change;
 
   void SetVm(VmTable& vms, const std::string& id, const std::optional<dfw::v1::Vm>& vm) {
     std::optional<dfw::v1::Vm> before;
@@ -1294,7 +1330,7 @@ struct ModelService::InventoryBatch {
 absl::Status ModelService::ApplyInventory(const std::string& host_id,
                                           const std::vector<dfw::v1::Vm>& vms_set,
                                           const std::vector<std::string>& vms_removed) {
-  InventoryBatch batch(revision_ + 1);
+  InventoryBatch batch(this, revision_ + 1);
   if (auto s = StageInventory(host_id, vms_set, vms_removed, false, nullptr, batch); !s.ok()) {
     return s;
   }
@@ -1473,7 +1509,7 @@ absl::Status ModelService::StageInventory(const std::string& host_id,
   if (specs.empty() && removals.empty() && !host_changed) {
     // Nothing effective: stored with the batch, at no new revision of its own.
     for (auto& vm : silent) {
-      batch.cs.Put(Kind::kVm, vm.id(), vm);
+      batch.change.cs.Put(Kind::kVm, vm.id(), vm);
       std::string id = vm.id();
       batch.SetVm(vms_, id, vm);
       batch.silent.push_back(std::move(vm));
@@ -1481,13 +1517,13 @@ absl::Status ModelService::StageInventory(const std::string& host_id,
     return absl::OkStatus();
   }
 
-  // This report's writes go to its own ChangeSet first: a VM the index
-  // refuses leaves nothing of the report in the batch.
-  uint64_t rev = batch.cs.revision();
-  std::vector<VmChange> changes;
-  ChangeSet cs(rev);
-  for (const auto& vm : silent) cs.Put(Kind::kVm, vm.id(), vm);
-  std::vector<std::pair<std::string, std::string>> moved;  // (vm, new host)
+  // This report is a Change of its own first: a VM the index refuses
+  // leaves nothing of the report in the batch (its steps are undone).
+  const uint64_t rev = batch.change.revision();
+  Change report(this, rev);
+  for (const auto& vm : silent) report.cs.Put(Kind::kVm, vm.id(), vm);
+  std::vector<std::pair<std::string, std::optional<dfw::v1::Vm>>> staged;  // vms_ after it
+  std::vector<std::pair<std::string, std::string>> moved;                  // (vm, new host)
   for (const auto& vm : protos) {
     auto o = vms_.find(vm.id());
     if (o == vms_.end() || o->second.host() != vm.host()) moved.emplace_back(vm.id(), vm.host());
@@ -1497,41 +1533,37 @@ absl::Status ModelService::StageInventory(const std::string& host_id,
     c.id = specs[i].id;
     if (const auto* b = index_->FindVm(c.id)) c.before = *b;
     auto delta = index_->UpsertVm(specs[i]);
-    if (!delta.ok()) {
-      UndoVmChanges(index_.get(), changes);
-      return Prefixed(delta.status(), Cat("vms[", i, "]."));
-    }
+    if (!delta.ok()) return Prefixed(delta.status(), Cat("vms[", i, "]."));
     c.delta = std::move(*delta);
     c.after = *index_->FindVm(c.id);
     protos[i].set_revision(rev);
-    cs.Put(Kind::kVm, c.id, protos[i]);
-    cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+    report.cs.Put(Kind::kVm, c.id, protos[i]);
+    report.cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+    staged.emplace_back(c.id, protos[i]);
     c.proto_after = std::move(protos[i]);
-    changes.push_back(std::move(c));
+    report.Vm(std::move(c), /*table=*/false);  // vms_ is staged below
   }
   for (const auto& id : removals) {
-    if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
+    if (auto st = report.RemoveVm(id, /*table=*/false); !st.ok()) return st;
+    staged.emplace_back(id, std::nullopt);
   }
   if (host_changed) {
     dfw::v1::Host h;
     h.set_id(host_id);
     h.set_hostname(host_record->hostname());
     h.set_kind(guest ? dfw::v1::HOST_KIND_GUEST : dfw::v1::HOST_KIND_HYPERVISOR);
-    cs.Put(Kind::kHost, host_id, h);
-    cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
+    report.cs.Put(Kind::kHost, host_id, h);
+    report.cs.AddEvent(ChangeEvent::KIND_HOST, host_id, false);
     batch.SetHost(host_records_, std::move(h));
   }
   // Staged: the model shows the report now (a later report of the batch
   // reads it); CommitInventory stores it or puts everything back.
-  batch.cs.Append(std::move(cs));
+  batch.change.Append(std::move(report));
   for (auto& vm : silent) {
     std::string id = vm.id();
     batch.SetVm(vms_, id, vm);
   }
-  for (auto& c : changes) {
-    batch.SetVm(vms_, c.id, c.proto_after);
-    batch.changes.push_back(std::move(c));
-  }
+  for (const auto& [id, vm] : staged) batch.SetVm(vms_, id, vm);
   batch.moved.insert(batch.moved.end(), moved.begin(), moved.end());
   batch.effective = true;
   return absl::OkStatus();
@@ -1548,20 +1580,10 @@ absl::Status ModelService::CommitInventory(InventoryBatch& batch) {
     }
     return absl::OkStatus();
   }
-  if (auto s = store_->Commit(batch.cs); !s.ok()) {
-    UndoVmChanges(index_.get(), batch.changes);
-    batch.Undo(vms_, host_records_);
+  if (auto s = Commit(batch.change); !s.ok()) {
+    batch.Undo(vms_, host_records_);  // the index steps are undone
     return s;
   }
-  uint64_t rev = batch.cs.revision();
-  ChangeFanout fanout;
-  for (auto& c : batch.changes) {
-    compiler_->OnVmChanged(c.before ? &*c.before : nullptr, c.after ? &*c.after : nullptr, &fanout);
-    compiler_->OnMembershipDelta(c.delta);
-  }
-  compiler_->Flush(rev, &fanout);
-  Committed(rev);
-  Publish(fanout, rev);
   // Still under the writer lock: the new owner's feed holds the imports
   // before a sender can build the delta with the VM's rules.
   for (const auto& [vm_id, to] : batch.moved) SendImports(vm_id, to, batch.now);
@@ -1621,7 +1643,7 @@ std::vector<absl::StatusOr<ModelService::Attached>> ModelService::AttachHosts(
                                             absl::InternalError("hello: not applied"));
   std::vector<bool> staged(hellos.size(), false);
   std::unique_lock l(mu_);
-  InventoryBatch batch(revision_ + 1);
+  InventoryBatch batch(this, revision_ + 1);
   for (size_t i = 0; i < hellos.size(); ++i) {
     const dfw::v1::HostHello& hello = hellos[i].hello;
     const std::string& host_id = hello.host().id();
@@ -1806,29 +1828,17 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
   if (!known && vm_ids.empty()) {
     return absl::NotFoundError(Cat("id: host '", host_id, "' does not exist"));
   }
-  uint64_t rev = revision_ + 1;
-  std::vector<VmChange> changes;
-  ChangeSet cs(rev);
+  Change change(this, revision_ + 1);
   for (const auto& id : vm_ids) {
-    if (auto st = RemoveVmInto(index_.get(), id, cs, changes); !st.ok()) return st;
+    if (auto st = change.RemoveVm(id); !st.ok()) return st;
   }
-  if (host_records_.count(host_id)) cs.Delete(Kind::kHost, host_id);
-  cs.AddEvent(ChangeEvent::KIND_HOST, host_id, true);
-  if (auto s = store_->Commit(cs); !s.ok()) {
-    UndoVmChanges(index_.get(), changes);
-    return s;
-  }
-  ChangeFanout fanout;
-  for (auto& c : changes) {
-    compiler_->OnVmChanged(&*c.before, nullptr, &fanout);
-    compiler_->OnMembershipDelta(c.delta);
-    vms_.Erase(c.id);
-  }
-  compiler_->Flush(rev, &fanout);
-  fanout.erase(host_id);  // its rulesets go with it; nobody is left to tell
-  host_records_.erase(host_id);
-  Committed(rev);
-  Publish(fanout, rev);
+  if (host_records_.count(host_id)) change.cs.Delete(Kind::kHost, host_id);
+  change.cs.AddEvent(ChangeEvent::KIND_HOST, host_id, true);
+  change.AfterFlush([this, host_id](ChangeFanout& fanout) {
+    fanout.erase(host_id);  // its rulesets go with it; nobody is left to tell
+    host_records_.erase(host_id);
+  });
+  if (auto s = Commit(change); !s.ok()) return s;
   {
     std::lock_guard<std::mutex> r(rmu_);
     auto it = hosts_.find(host_id);
@@ -1847,7 +1857,7 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
     }
   }
   dfw::v1::DeleteResponse resp;
-  resp.set_revision(rev);
+  resp.set_revision(revision_);
   return resp;
 }
 

@@ -18,7 +18,11 @@
 // WriteBatch with a synced WAL (on failure the index change is undone) ->
 // PolicyCompiler recomputes only what the delta touches -> each affected
 // host's changes are merged into its HostFeed -> realization records the
-// revision and which hosts must ack it. Readers share the lock.
+// revision and which hosts must ack it. Every method makes its change as
+// one ModelService::Change (model_service.cc): its index steps carry their
+// undo, run when the change is not committed, and Commit is the one tail
+// (write, then tables and compiler, flush, publish, realization). Readers
+// share the lock.
 //
 // Status codes: INVALID_ARGUMENT (400), NOT_FOUND (404), ALREADY_EXISTS
 // (409, create of an existing id), FAILED_PRECONDITION (409: revision
@@ -252,6 +256,14 @@ class ModelService {
   struct RevisionRecord;
 
   struct InventoryBatch;
+  struct VmChange;
+  // One change: its store writes, the index steps made (with their undo)
+  // and what to tell the tables and the compiler once written (the .cc).
+  class Change;
+  // Writes the change and, only then, applies its steps, flushes the
+  // compiler, publishes to the host feeds and records the revision; on a
+  // store error undoes its steps and changes nothing (writer lock held).
+  absl::Status Commit(Change& change);
 
   // Writer-path helpers (writer lock held).
   // One host's report as its own change.
