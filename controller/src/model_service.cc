@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dfw/controller/policy_validator.h"
+#include "dfw/controller/tag_sources.h"
 #include "dfw/proto/state_digest.h"
 #include "dfw/tagging/proto_convert.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -19,6 +20,12 @@ namespace dfw::controller {
 using dfw::v1::ChangeEvent;
 using google::protobuf::util::TimeUtil;
 using Clock = std::chrono::steady_clock;
+using tag_sources::ApiTagsAfterTag;
+using tag_sources::ApiTagsForPut;
+using tag_sources::MigrateTagSources;
+using tag_sources::SetTagSources;
+using tag_sources::TagList;
+using tag_sources::TagsOf;
 
 struct ModelService::HostState {
   std::string id;
@@ -141,142 +148,6 @@ absl::StatusOr<Resp> Page(const std::map<std::string, M>& all, const dfw::v1::Li
   for (; it != all.end() && n < size; ++it, ++n) add(&resp, it->second);
   if (it != all.end() && n > 0) resp.set_next_page_token(std::prev(it)->first);
   return resp;
-}
-
-// ---- Tag sources (the rule: docs/architecture.md, "Tags: API and libvirt
-// metadata"). A VM's proto keeps host_tags (the host's last report of its
-// libvirt metadata), api_tags (set through the API) and tags, the effective
-// set the index matches on. All three are stored sorted and unique.
-using TagList = std::vector<tagging::Tag>;
-using ProtoTags = google::protobuf::RepeatedPtrField<dfw::v1::Tag>;
-
-void SortUnique(TagList* tags) {
-  std::sort(tags->begin(), tags->end());
-  tags->erase(std::unique(tags->begin(), tags->end()), tags->end());
-}
-
-TagList TagsOf(const ProtoTags& in) {
-  TagList out;
-  for (const auto& t : in) out.push_back({t.scope(), t.value()});
-  SortUnique(&out);
-  return out;
-}
-
-void TagsToProto(const TagList& tags, ProtoTags* out) {
-  out->Clear();
-  for (const auto& t : tags) {
-    auto* pt = out->Add();
-    pt->set_scope(t.scope);
-    pt->set_value(t.value);
-  }
-}
-
-bool Contains(const TagList& tags, const tagging::Tag& t) {
-  return std::binary_search(tags.begin(), tags.end(), t);
-}
-
-// Scopes the API holds a tag of (plain tags claim nothing).
-std::set<std::string> ClaimedScopes(const TagList& api) {
-  std::set<std::string> out;
-  for (const auto& t : api) {
-    if (!t.scope.empty()) out.insert(t.scope);
-  }
-  return out;
-}
-
-// api ∪ host, where the API's values of a scope replace the host's.
-TagList EffectiveTags(const TagList& api, const TagList& host) {
-  auto claimed = ClaimedScopes(api);
-  TagList out = api;
-  for (const auto& t : host) {
-    if (t.scope.empty() || !claimed.count(t.scope)) out.push_back(t);
-  }
-  SortUnique(&out);
-  return out;
-}
-
-// Sets both sources and the effective tags of `vm`; returns the effective tags.
-TagList SetTagSources(const TagList& api, const TagList& host, dfw::v1::Vm* vm) {
-  TagList eff = EffectiveTags(api, host);
-  TagsToProto(api, vm->mutable_api_tags());
-  TagsToProto(host, vm->mutable_host_tags());
-  TagsToProto(eff, vm->mutable_tags());
-  return eff;
-}
-
-std::string TagText(const tagging::Tag& t) {
-  return t.scope.empty() ? t.value : Cat(t.scope, "=", t.value);
-}
-
-absl::Status FromMetadata(const std::string& field, const tagging::Tag& t, const dfw::v1::Vm& vm) {
-  return absl::FailedPreconditionError(
-      Cat(field, ": tag '", TagText(t), "' of VM '", vm.id(),
-          "' comes from the domain's libvirt metadata and the API cannot remove it; change it in "
-          "the domain's libvirt metadata on ",
-          vm.host().empty() ? "the host that reported it" : Cat("host '", vm.host(), "'")));
-}
-
-// The tags a whole-VM write (PutVm) gives: `want` is the effective set the
-// caller asks for (a GET -> PUT round trip changes nothing). Tags only the
-// metadata carries stay the host's; a scope with any other requested value
-// becomes the API's, with all its requested values. Leaving out a
-// metadata-only tag the result would still carry is refused.
-absl::StatusOr<TagList> ApiTagsForPut(const TagList& want, const dfw::v1::Vm& old) {
-  TagList api_old = TagsOf(old.api_tags());
-  TagList host = TagsOf(old.host_tags());
-  TagList host_only;
-  for (const auto& t : EffectiveTags(api_old, host)) {
-    if (!Contains(api_old, t)) host_only.push_back(t);
-  }
-  TagList api;
-  for (const auto& t : want) {
-    if (!Contains(host_only, t)) api.push_back(t);
-  }
-  auto claimed = ClaimedScopes(api);
-  for (const auto& t : want) {
-    if (claimed.count(t.scope)) api.push_back(t);
-  }
-  SortUnique(&api);
-  for (const auto& t : host_only) {
-    if (!Contains(want, t) && (t.scope.empty() || !claimed.count(t.scope))) {
-      return FromMetadata("vm.tags", t, old);
-    }
-  }
-  return api;
-}
-
-// The API's tags of `vm` after a Tag request: removals, then additions. A
-// removal that the API's tags do not hold while the metadata keeps the tag
-// (or, for a whole scope, a value of it) effective is refused.
-absl::StatusOr<TagList> ApiTagsAfterTag(const dfw::v1::Vm& vm, const TagList& set,
-                                        const TagList& unset) {
-  TagList api = TagsOf(vm.api_tags());
-  TagList host = TagsOf(vm.host_tags());
-  std::vector<bool> removed_any(unset.size());
-  for (size_t i = 0; i < unset.size(); ++i) {
-    const auto& u = unset[i];
-    removed_any[i] = std::erase_if(api, [&](const tagging::Tag& t) {
-                       return t.scope == u.scope && (u.value.empty() || t.value == u.value);
-                     }) > 0;
-  }
-  api.insert(api.end(), set.begin(), set.end());
-  SortUnique(&api);
-  TagList eff = EffectiveTags(api, host);
-  for (size_t i = 0; i < unset.size(); ++i) {
-    if (removed_any[i]) continue;
-    const auto& u = unset[i];
-    for (const auto& t : host) {
-      if (t.scope == u.scope && (u.value.empty() || t.value == u.value) && Contains(eff, t)) {
-        return FromMetadata(Cat("remove[", i, "]"), t, vm);
-      }
-    }
-  }
-  return api;
-}
-
-// Older stores kept only `tags`, owned by the API.
-void MigrateTagSources(dfw::v1::Vm* vm) {
-  if (vm->host_tags_size() == 0 && vm->api_tags_size() == 0) *vm->mutable_api_tags() = vm->tags();
 }
 
 }  // namespace
