@@ -319,6 +319,11 @@ absl::Status ModelService::Commit(Change& c) {
     c.Undo();
     return s;
   }
+  Apply(c, /*publish=*/true);
+  return absl::OkStatus();
+}
+
+void ModelService::Apply(Change& c, bool publish) {
   c.undo_.clear();
   const uint64_t rev = c.revision();
   ChangeFanout fanout;
@@ -326,10 +331,9 @@ absl::Status ModelService::Commit(Change& c) {
   compiler_->Flush(rev, &fanout);
   for (auto& f : c.flushed_) f(fanout);
   Committed(rev);
-  Publish(fanout, rev);
+  if (publish) Publish(fanout, rev);
   for (auto& f : c.published_) f();
   c.Undo();  // nothing left to undo: clears the steps
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir,
@@ -389,15 +393,15 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(std::unique_ptr
 
 // ---------------------------------------------------- following the store
 
-absl::Status ModelService::ApplyFollowed(const StoredChange& change) {
+absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
   std::unique_lock l(mu_);
-  if (change.revision != revision_ + 1) {
+  if (stored.revision != revision_ + 1) {
     return absl::FailedPreconditionError(
-        Cat("follow: revision ", change.revision, " does not follow this model's ", revision_));
+        Cat("follow: revision ", stored.revision, " does not follow this model's ", revision_));
   }
   // The change's last write of each key is its outcome (as in the store).
   std::map<std::string, const ChangeSet::Op*> last;
-  for (const auto& op : change.ops) last[op.key] = &op;
+  for (const auto& op : stored.ops) last[op.key] = &op;
   std::vector<const ChangeSet::Op*> vms, group_puts, group_dels, policies, hosts;
   for (const auto& [key, op] : last) {
     if (key.size() < 2 || key[1] != '/') continue;
@@ -440,77 +444,87 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& change) {
     return absl::OkStatus();
   };
   auto id_of = [](const ChangeSet::Op& op) { return op.key.substr(2); };
-  ChangeFanout fanout;
-  // Groups first (a VM's or policy's change may need a new group), then
-  // VMs, policies, and the groups deleted last (nothing references them).
+  // The leader's change again, as the same steps (its writes are already
+  // stored): groups put first (a VM's or policy's change may need a new
+  // group), then VMs, policies, and the groups deleted last.
+  Change change(this, stored.revision);
   for (const auto* op : group_puts) {
     dfw::v1::SecurityGroup g;
     if (auto s = parse(*op, &g); !s.ok()) return s;
     auto spec = tagging::GroupFromProto(g);
     if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: group '", g.id(), "': "));
+    std::optional<tagging::GroupSpec> before;
+    if (const auto* b = index_->FindGroup(g.id())) before = *b;
     auto delta = index_->UpsertGroup(*spec);
     if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", g.id(), "': "));
-    compiler_->OnMembershipDelta(*delta);
-    groups_[g.id()] = std::move(g);
+    std::string id = g.id();
+    change.Group(id, std::move(before), std::move(*delta), std::move(g));
   }
   for (const auto* op : vms) {
     const std::string id = id_of(*op);
-    std::optional<tagging::VmSpec> before;
-    if (const auto* b = index_->FindVm(id)) before = *b;
     if (op->del) {
-      if (!before) continue;
-      auto delta = index_->RemoveVm(id);
-      if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: vm '", id, "': "));
-      compiler_->OnVmChanged(&*before, nullptr, &fanout);
-      compiler_->OnMembershipDelta(*delta);
-      vms_.Erase(id);
+      if (index_->FindVm(id) == nullptr) continue;
+      if (auto s = change.RemoveVm(id); !s.ok()) return s;
       continue;
     }
+    VmChange c;
+    c.id = id;
     dfw::v1::Vm vm;
     if (auto s = parse(*op, &vm); !s.ok()) return s;
     MigrateTagSources(&vm);
     auto spec = tagging::VmFromProto(vm);
     if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: vm '", id, "': "));
+    if (const auto* b = index_->FindVm(id)) c.before = *b;
     auto delta = index_->UpsertVm(*spec);
     if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: vm '", id, "': "));
-    const tagging::VmSpec* after = index_->FindVm(id);
-    compiler_->OnVmChanged(before ? &*before : nullptr, after, &fanout);
-    compiler_->OnMembershipDelta(*delta);
-    vms_.Put(std::move(vm));
+    c.delta = std::move(*delta);
+    c.after = *index_->FindVm(id);
+    c.proto_after = std::move(vm);
+    change.Vm(std::move(c));
   }
   for (const auto* op : policies) {
     const std::string id = id_of(*op);
     if (op->del) {
-      if (policies_.erase(id) != 0) compiler_->RemovePolicy(id, &fanout, false);
+      change.OnCommit([this, id](ChangeFanout& fanout) {
+        if (policies_.erase(id) != 0) compiler_->RemovePolicy(id, &fanout, false);
+      });
       continue;
     }
     dfw::v1::Policy p;
     if (auto s = parse(*op, &p); !s.ok()) return s;
-    compiler_->UpsertPolicy(p, &fanout);
-    policies_[id] = std::move(p);
+    change.OnCommit([this, p = std::move(p)](ChangeFanout& fanout) {
+      compiler_->UpsertPolicy(p, &fanout);
+      policies_[p.id()] = p;
+    });
   }
   for (const auto* op : group_dels) {
     const std::string id = id_of(*op);
-    if (!groups_.erase(id)) continue;
+    const auto* before = index_->FindGroup(id);
+    if (before == nullptr) continue;
+    tagging::GroupSpec kept = *before;
     auto delta = index_->RemoveGroup(id);
     if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", id, "': "));
-    compiler_->OnMembershipDelta(*delta);
+    change.Group(id, std::move(kept), std::move(*delta), std::nullopt);
   }
   for (const auto* op : hosts) {
     const std::string id = id_of(*op);
-    if (op->del) {
+    std::optional<dfw::v1::Host> h;
+    if (!op->del) {
+      h.emplace();
+      if (auto s = parse(*op, &*h); !s.ok()) return s;
+      h->set_connected(false);  // not to this process
+    }
+    change.OnCommit([this, id, h = std::move(h)](ChangeFanout&) {
+      if (h) {
+        host_records_[id] = *h;
+        return;
+      }
       host_records_.erase(id);
       std::lock_guard<std::mutex> rl(rmu_);
       hosts_.erase(id);
-      continue;
-    }
-    dfw::v1::Host h;
-    if (auto s = parse(*op, &h); !s.ok()) return s;
-    h.set_connected(false);  // not to this process
-    host_records_[id] = std::move(h);
+    });
   }
-  compiler_->Flush(change.revision, &fanout);  // no feed here: nothing is sent
-  Committed(change.revision);
+  Apply(change, /*publish=*/false);  // no feed here: nothing is sent
   return absl::OkStatus();
 }
 

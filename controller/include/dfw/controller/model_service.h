@@ -264,6 +264,9 @@ class ModelService {
   // compiler, publishes to the host feeds and records the revision; on a
   // store error undoes its steps and changes nothing (writer lock held).
   absl::Status Commit(Change& change);
+  // The written change's steps, flush and revision; the publication to the
+  // host feeds and realization only when `publish` (a followed change: no).
+  void Apply(Change& change, bool publish);
 
   // Writer-path helpers (writer lock held).
   // One host's report as its own change.
