@@ -70,7 +70,7 @@ Condition TagCond(int scope, int v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n_vms = 100000, n_groups = 10000, n_changes = 2000;
+  int n_vms = 100000, n_groups = 10000, n_changes = 2000, n_new = 0;
   uint64_t seed = 42;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--vms"))
@@ -79,10 +79,13 @@ int main(int argc, char** argv) {
       n_groups = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--changes"))
       n_changes = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--new-vms"))
+      n_new = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--seed"))
       seed = strtoull(argv[i + 1], nullptr, 10);
     else {
-      fprintf(stderr, "usage: %s [--vms N] [--groups N] [--changes N] [--seed N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--vms N] [--groups N] [--changes N] [--new-vms N] [--seed N]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -185,6 +188,13 @@ int main(int argc, char** argv) {
     groups.push_back(std::move(g));
   }
 
+  // --new-vms: the last N VMs are left out of the load and registered one
+  // at a time afterwards (UpsertVm of a VM the index has never seen, as a
+  // host's Hello does during the registration storm).
+  n_new = std::clamp(n_new, 0, n_vms);
+  std::vector<VmSpec> fresh(std::make_move_iterator(vms.end() - n_new),
+                            std::make_move_iterator(vms.end()));
+  vms.resize(vms.size() - n_new);
   long rss0 = RssKiB();
   MembershipIndex index;
   double t0 = CpuSeconds();
@@ -204,7 +214,7 @@ int main(int argc, char** argv) {
   std::vector<double> lat_us;
   size_t groups_touched = 0, max_touched = 0;
   for (int i = 0; i < n_changes; ++i) {
-    std::string id = "vm-" + std::to_string(pick(n_vms));
+    std::string id = "vm-" + std::to_string(pick(n_vms - n_new));
     Tag next{"app", Value(0, pick(1000))};
     auto c0 = std::chrono::steady_clock::now();
     auto d = index.ChangeTags(id, {next}, {{"app", ""}});
@@ -222,6 +232,21 @@ int main(int argc, char** argv) {
     return lat_us[std::min(lat_us.size() - 1, size_t(p * lat_us.size()))];
   };
 
+  std::vector<double> new_us;
+  size_t new_groups = 0;
+  for (auto& vm : fresh) {
+    auto c0 = std::chrono::steady_clock::now();
+    auto d = index.UpsertVm(std::move(vm));
+    auto c1 = std::chrono::steady_clock::now();
+    if (!d.ok()) {
+      fprintf(stderr, "new VM failed: %s\n", std::string(d.status().message()).c_str());
+      return 1;
+    }
+    new_us.push_back(std::chrono::duration<double, std::micro>(c1 - c0).count());
+    new_groups += d->groups.size();
+  }
+  std::sort(new_us.begin(), new_us.end());
+
   printf("membership benchmark: %d VMs x 10 tags, %d groups (seed %llu)\n", n_vms, n_groups,
          static_cast<unsigned long long>(seed));
   printf(
@@ -237,6 +262,18 @@ int main(int argc, char** argv) {
       n_changes, pct(0.5), pct(0.9), pct(0.99), lat_us.back());
   printf("  groups changed per tag change: mean %.1f, max %zu\n",
          static_cast<double>(groups_touched) / n_changes, max_touched);
+  if (!new_us.empty()) {
+    double sum = 0;
+    for (double u : new_us) sum += u;
+    auto npct = [&](double p) {
+      return new_us[std::min(new_us.size() - 1, size_t(p * new_us.size()))];
+    };
+    printf(
+        "  new VM (UpsertVm of a VM not loaded) over %zu VMs: mean %.1f us, median %.1f us, p99 "
+        "%.1f us; groups joined per VM: mean %.1f\n",
+        new_us.size(), sum / new_us.size(), npct(0.5), npct(0.99),
+        static_cast<double>(new_groups) / new_us.size());
+  }
   printf("  memory: index RSS growth %.1f MiB; index estimate %.1f MiB\n", (rss1 - rss0) / 1024.0,
          stats.approx_bytes / 1048576.0);
   return 0;

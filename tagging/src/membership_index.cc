@@ -66,6 +66,11 @@ struct GroupRec {
   std::vector<TagId> tag_refs;
   std::vector<ScopeId> scope_refs;
   bool name_cond = false, os_cond = false;
+  // Each conjunction's anchor (State::anchor_*): the one condition a VM new
+  // to the index must meet for the conjunction to hold.
+  std::vector<TagId> anchor_tags;
+  std::vector<ScopeId> anchor_scopes;
+  bool anchor_name = false, anchor_os = false;
   uint32_t rank = 0;
   absl::flat_hash_set<VmIdx> members;
   absl::flat_hash_map<VnicId, uint32_t> vnic_refs;
@@ -164,6 +169,15 @@ struct MembershipIndex::State {
   std::map<std::string, absl::flat_hash_set<VmIdx>, std::less<>> name_vms;
   absl::flat_hash_map<std::string, absl::flat_hash_set<VmIdx>> os_vms;  // lower-case OS
   absl::flat_hash_set<GroupIdx> name_groups, os_groups;
+  // Anchors: per conjunction without a member_of condition, its most
+  // selective tag condition (fewest VMs when linked), else scope, else name,
+  // else OS condition. Conditions are all positive, so a VM new to the index
+  // can only meet a conjunction whose anchor it meets; a conjunction with a
+  // member_of condition is reached through its child (Propagate), an
+  // inclusion the same way. UpsertVm of a new VM evaluates these groups
+  // only, not every group that names one of its tags (tag_groups).
+  std::vector<std::vector<GroupIdx>> anchor_tag_groups, anchor_scope_groups;
+  absl::flat_hash_set<GroupIdx> anchor_name_groups, anchor_os_groups;
   absl::flat_hash_map<std::string, uint32_t> os_ids;  // lower-case OS -> id, never shrinks
   std::vector<std::string> os_names;
   std::vector<uint32_t> vm_os_id;  // VmRec::os_id again, compact, for candidate filtering
@@ -180,6 +194,7 @@ struct MembershipIndex::State {
     if (fresh) {
       tag_vms.emplace_back();
       tag_groups.emplace_back();
+      anchor_tag_groups.emplace_back();
     }
     return it->second;
   }
@@ -188,6 +203,7 @@ struct MembershipIndex::State {
     if (fresh) {
       scope_vms.emplace_back();
       scope_groups.emplace_back();
+      anchor_scope_groups.emplace_back();
     }
     return it->second;
   }
@@ -605,7 +621,7 @@ struct MembershipIndex::State {
         };
         return cost(a.kind) < cost(b.kind);
       });
-      g.conj.push_back(std::move(cc));
+      SetAnchor(g, g.conj.emplace_back(std::move(cc)));
     }
     SortUnique(g.children);
     SortUnique(g.tag_refs);
@@ -616,6 +632,35 @@ struct MembershipIndex::State {
     if (g.os_cond) os_groups.insert(gi);
     for (const auto& id : g.spec.static_vms) static_vm_groups[id].push_back(gi);
     for (GroupIdx c : g.children) groups[c].parents.push_back(gi);
+    SortUnique(g.anchor_tags);
+    SortUnique(g.anchor_scopes);
+    for (TagId t : g.anchor_tags) anchor_tag_groups[t].push_back(gi);
+    for (ScopeId sc : g.anchor_scopes) anchor_scope_groups[sc].push_back(gi);
+    if (g.anchor_name) anchor_name_groups.insert(gi);
+    if (g.anchor_os) anchor_os_groups.insert(gi);
+  }
+
+  void SetAnchor(GroupRec& g, const std::vector<CompiledCond>& conj) {
+    const CompiledCond* best = nullptr;
+    auto vms_of = [&](const CompiledCond& c) {
+      return c.kind == Condition::Kind::kTag ? tag_vms[c.id].size() : scope_vms[c.id].size();
+    };
+    // A tag before a scope, then the fewest VMs.
+    auto rank = [&](const CompiledCond& c) {
+      return std::pair(c.kind == Condition::Kind::kTag ? 0 : 1, vms_of(c));
+    };
+    for (const auto& c : conj) {
+      if (c.kind == Condition::Kind::kMemberOf) return;  // reached through the child
+      if (c.kind != Condition::Kind::kTag && c.kind != Condition::Kind::kTagScope) continue;
+      if (best == nullptr || rank(c) < rank(*best)) best = &c;
+    }
+    if (best != nullptr) {
+      (best->kind == Condition::Kind::kTag ? g.anchor_tags : g.anchor_scopes).push_back(best->id);
+      return;
+    }
+    bool name = std::any_of(conj.begin(), conj.end(),
+                            [](const auto& c) { return c.kind == Condition::Kind::kVmName; });
+    (name ? g.anchor_name : g.anchor_os) = true;
   }
 
   void Unlink(GroupIdx gi) {
@@ -624,6 +669,10 @@ struct MembershipIndex::State {
     for (ScopeId s : g.scope_refs) EraseValue(scope_groups[s], gi);
     name_groups.erase(gi);
     os_groups.erase(gi);
+    for (TagId t : g.anchor_tags) EraseValue(anchor_tag_groups[t], gi);
+    for (ScopeId sc : g.anchor_scopes) EraseValue(anchor_scope_groups[sc], gi);
+    anchor_name_groups.erase(gi);
+    anchor_os_groups.erase(gi);
     for (const auto& id : g.spec.static_vms) {
       auto it = static_vm_groups.find(Key(id));
       EraseValue(it->second, gi);
@@ -959,11 +1008,15 @@ absl::StatusOr<MembershipDelta> MembershipIndex::UpsertVm(VmSpec spec) {
     s.SetVmFacts(v, spec);
     s.vms[v].live = true;
     s.IndexVm(v, true);
-    for (TagId t : s.vms[v].tags) seeds.insert(s.tag_groups[t].begin(), s.tag_groups[t].end());
-    for (ScopeId sc : s.vms[v].scopes)
-      seeds.insert(s.scope_groups[sc].begin(), s.scope_groups[sc].end());
-    seeds.insert(s.name_groups.begin(), s.name_groups.end());
-    seeds.insert(s.os_groups.begin(), s.os_groups.end());
+    // Only the groups whose anchors it meets (State::anchor_*).
+    for (TagId t : s.vms[v].tags) {
+      seeds.insert(s.anchor_tag_groups[t].begin(), s.anchor_tag_groups[t].end());
+    }
+    for (ScopeId sc : s.vms[v].scopes) {
+      seeds.insert(s.anchor_scope_groups[sc].begin(), s.anchor_scope_groups[sc].end());
+    }
+    seeds.insert(s.anchor_name_groups.begin(), s.anchor_name_groups.end());
+    seeds.insert(s.anchor_os_groups.begin(), s.anchor_os_groups.end());
     if (auto sv = s.static_vm_groups.find(spec.id); sv != s.static_vm_groups.end()) {
       seeds.insert(sv->second.begin(), sv->second.end());
     }
