@@ -67,6 +67,21 @@ Condition TagCond(int scope, int v) {
   return c;
 }
 
+// Runs f() and appends its wall time in µs to `out`; f()'s result.
+template <typename F>
+auto Timed(std::vector<double>& out, F&& f) {
+  auto c0 = std::chrono::steady_clock::now();
+  auto r = f();
+  out.push_back(
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - c0).count());
+  return r;
+}
+
+// The p-th value of a sorted, non-empty sample.
+double Percentile(const std::vector<double>& sorted, double p) {
+  return sorted[std::min(sorted.size() - 1, size_t(p * sorted.size()))];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -216,33 +231,25 @@ int main(int argc, char** argv) {
   for (int i = 0; i < n_changes; ++i) {
     std::string id = "vm-" + std::to_string(pick(n_vms - n_new));
     Tag next{"app", Value(0, pick(1000))};
-    auto c0 = std::chrono::steady_clock::now();
-    auto d = index.ChangeTags(id, {next}, {{"app", ""}});
-    auto c1 = std::chrono::steady_clock::now();
+    auto d = Timed(lat_us, [&] { return index.ChangeTags(id, {next}, {{"app", ""}}); });
     if (!d.ok()) {
       fprintf(stderr, "change failed: %s\n", std::string(d.status().message()).c_str());
       return 1;
     }
-    lat_us.push_back(std::chrono::duration<double, std::micro>(c1 - c0).count());
     groups_touched += d->groups.size();
     max_touched = std::max(max_touched, d->groups.size());
   }
   std::sort(lat_us.begin(), lat_us.end());
-  auto pct = [&](double p) {
-    return lat_us[std::min(lat_us.size() - 1, size_t(p * lat_us.size()))];
-  };
+  auto pct = [&](double p) { return Percentile(lat_us, p); };
 
   std::vector<double> new_us;
   size_t new_groups = 0;
   for (auto& vm : fresh) {
-    auto c0 = std::chrono::steady_clock::now();
-    auto d = index.UpsertVm(std::move(vm));
-    auto c1 = std::chrono::steady_clock::now();
+    auto d = Timed(new_us, [&] { return index.UpsertVm(std::move(vm)); });
     if (!d.ok()) {
       fprintf(stderr, "new VM failed: %s\n", std::string(d.status().message()).c_str());
       return 1;
     }
-    new_us.push_back(std::chrono::duration<double, std::micro>(c1 - c0).count());
     new_groups += d->groups.size();
   }
   std::sort(new_us.begin(), new_us.end());
@@ -265,9 +272,7 @@ int main(int argc, char** argv) {
   if (!new_us.empty()) {
     double sum = 0;
     for (double u : new_us) sum += u;
-    auto npct = [&](double p) {
-      return new_us[std::min(new_us.size() - 1, size_t(p * new_us.size()))];
-    };
+    auto npct = [&](double p) { return Percentile(new_us, p); };
     printf(
         "  new VM (UpsertVm of a VM not loaded) over %zu VMs: mean %.1f us, median %.1f us, p99 "
         "%.1f us; groups joined per VM: mean %.1f\n",

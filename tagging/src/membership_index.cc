@@ -626,18 +626,32 @@ struct MembershipIndex::State {
     SortUnique(g.children);
     SortUnique(g.tag_refs);
     SortUnique(g.scope_refs);
-    for (TagId t : g.tag_refs) tag_groups[t].push_back(gi);
-    for (ScopeId s : g.scope_refs) scope_groups[s].push_back(gi);
-    if (g.name_cond) name_groups.insert(gi);
-    if (g.os_cond) os_groups.insert(gi);
-    for (const auto& id : g.spec.static_vms) static_vm_groups[id].push_back(gi);
-    for (GroupIdx c : g.children) groups[c].parents.push_back(gi);
     SortUnique(g.anchor_tags);
     SortUnique(g.anchor_scopes);
-    for (TagId t : g.anchor_tags) anchor_tag_groups[t].push_back(gi);
-    for (ScopeId sc : g.anchor_scopes) anchor_scope_groups[sc].push_back(gi);
-    if (g.anchor_name) anchor_name_groups.insert(gi);
-    if (g.anchor_os) anchor_os_groups.insert(gi);
+    Lists(gi, g.tag_refs, g.scope_refs, g.name_cond, g.os_cond, tag_groups, scope_groups,
+          name_groups, os_groups, true);
+    Lists(gi, g.anchor_tags, g.anchor_scopes, g.anchor_name, g.anchor_os, anchor_tag_groups,
+          anchor_scope_groups, anchor_name_groups, anchor_os_groups, true);
+    for (const auto& id : g.spec.static_vms) static_vm_groups[id].push_back(gi);
+    for (GroupIdx c : g.children) groups[c].parents.push_back(gi);
+  }
+
+  // Adds `gi` to (or removes it from) the group lists of these tags,
+  // scopes, and of name and OS conditions.
+  static void Lists(GroupIdx gi, const std::vector<TagId>& tags, const std::vector<ScopeId>& scopes,
+                    bool name, bool os, std::vector<std::vector<GroupIdx>>& by_tag,
+                    std::vector<std::vector<GroupIdx>>& by_scope,
+                    absl::flat_hash_set<GroupIdx>& names, absl::flat_hash_set<GroupIdx>& oses,
+                    bool add) {
+    for (TagId t : tags) add ? by_tag[t].push_back(gi) : EraseValue(by_tag[t], gi);
+    for (ScopeId sc : scopes) add ? by_scope[sc].push_back(gi) : EraseValue(by_scope[sc], gi);
+    if (add) {
+      if (name) names.insert(gi);
+      if (os) oses.insert(gi);
+    } else {
+      names.erase(gi);
+      oses.erase(gi);
+    }
   }
 
   void SetAnchor(GroupRec& g, const std::vector<CompiledCond>& conj) {
@@ -665,14 +679,10 @@ struct MembershipIndex::State {
 
   void Unlink(GroupIdx gi) {
     GroupRec& g = groups[gi];
-    for (TagId t : g.tag_refs) EraseValue(tag_groups[t], gi);
-    for (ScopeId s : g.scope_refs) EraseValue(scope_groups[s], gi);
-    name_groups.erase(gi);
-    os_groups.erase(gi);
-    for (TagId t : g.anchor_tags) EraseValue(anchor_tag_groups[t], gi);
-    for (ScopeId sc : g.anchor_scopes) EraseValue(anchor_scope_groups[sc], gi);
-    anchor_name_groups.erase(gi);
-    anchor_os_groups.erase(gi);
+    Lists(gi, g.tag_refs, g.scope_refs, g.name_cond, g.os_cond, tag_groups, scope_groups,
+          name_groups, os_groups, false);
+    Lists(gi, g.anchor_tags, g.anchor_scopes, g.anchor_name, g.anchor_os, anchor_tag_groups,
+          anchor_scope_groups, anchor_name_groups, anchor_os_groups, false);
     for (const auto& id : g.spec.static_vms) {
       auto it = static_vm_groups.find(Key(id));
       EraseValue(it->second, gi);
