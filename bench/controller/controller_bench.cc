@@ -4,7 +4,7 @@
 //                    [--rules 20000] [--changes 100] [--settle-ms 500]
 //                    [--moves 20] [--move-connections 10000]
 //                    [--data-dir DIR] [--channel-per-host] [--tls] [--etcd]
-//                    [--resume]
+//                    [--resume] [--failover [--cold-standby] [--failover-kill]]
 //
 // Environment: DFW_BENCH_CONTROLLER=PATH runs that dfw-controller binary
 // instead of the one built with the bench (to compare two builds with one
@@ -47,6 +47,20 @@
 // model from etcd). etcd is stopped by its pid and its data dir removed at
 // the end, also when the bench fails (an exit handler, SIGINT/SIGTERM taken
 // by a thread, and PR_SET_PDEATHSIG should the bench itself be killed).
+//
+// Takeover (--etcd --failover): a second dfw-controller, --name
+// bench-standby, its own port and log (DIR/controller-standby.log), starts
+// as a standby right after the leader, before any write, so it follows
+// every one (warm; with --cold-standby it runs with --cold-standby and loads
+// the store only once elected). In place of the restart phase the leader is
+// sent SIGTERM (it revokes its lease: the standby is elected at once; with
+// --failover-kill SIGKILL, and the standby waits for the lease's TTL) with
+// every host attached, and measured from the signal: the standby accepting
+// an API write (PutGroup), the takeover time the standby logs ("took over
+// in N ms: ..."), every host reconnected to the standby's address with its
+// full state (each once its session to the old leader ended; a session the
+// standby answers UNAVAILABLE is opened again after >= 100 ms), and the
+// standby's RSS before the failover. Not with --resume.
 //
 // Measures:
 //   - API write rate (PutGroup / PutPolicy / Tag, synced WAL);
@@ -121,6 +135,10 @@ struct Flags {
   int moves = 20, move_connections = 10000;
   std::string data_dir;
   bool tls = false, channel_per_host = false, etcd = false, resume = false;
+  // --failover: a standby controller on the same etcd from the start; the
+  // leader is stopped in place of the restart. --cold-standby: the standby
+  // runs with --cold-standby. --failover-kill: SIGKILL instead of SIGTERM.
+  bool failover = false, cold_standby = false, failover_kill = false;
 };
 
 constexpr char kTrustDomain[] = "bench.test";
@@ -265,6 +283,7 @@ constexpr char kEtcdBinary[] = "/usr/bin/etcd";
 // The children to stop when the bench ends early (exit, SIGINT, SIGTERM):
 // the controller and etcd, by pid (atomic: the signal thread reads them).
 std::atomic<pid_t> g_controller_pid{-1};
+std::atomic<pid_t> g_standby_pid{-1};  // --failover: the second controller
 std::atomic<pid_t> g_etcd_pid{-1};
 std::mutex g_stop_mu;         // one StopChildren at a time
 std::string g_etcd_data_dir;  // removed with etcd (g_stop_mu)
@@ -290,6 +309,7 @@ void KillChild(std::atomic<pid_t>* pid) {
 void StopChildren() {
   std::lock_guard<std::mutex> l(g_stop_mu);
   KillChild(&g_controller_pid);
+  KillChild(&g_standby_pid);
   KillChild(&g_etcd_pid);
   if (!g_etcd_data_dir.empty()) {
     std::error_code ec;
@@ -475,20 +495,34 @@ struct Controller {
   pid_t pid = -1;
   std::string grpc;
   double start_ms = 0;
+  std::string log;                               // its log (stdout and stderr)
+  std::atomic<pid_t>* slot = &g_controller_pid;  // where the exit handler finds its pid
+};
+
+// --failover's second controller: a standby on the same etcd, its own ports,
+// name, port file and log; warm unless cold (--cold-standby).
+struct StandbyRole {
+  bool standby = false, cold = false;
 };
 
 // pki_dir empty: --insecure; else --pki-dir pki_dir (mutual TLS). etcd
 // null: the store is RocksDB in dir/db; else etcd (the controller is up
-// once it leads: it loaded the model from etcd).
-Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd* etcd) {
+// once it leads: it loaded the model from etcd). role.standby (etcd only):
+// named bench-standby, log dir/controller-standby.log, up once its port file
+// says it stands by.
+Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd* etcd,
+                 StandbyRole role = {}) {
   Controller c;
+  if (role.standby) c.slot = &g_standby_pid;
+  const std::string suffix = role.standby ? "-standby" : "";
   // DFW_BENCH_CONTROLLER: another dfw-controller binary (an older build to
   // compare with, measured by the same bench in the same minutes).
   const char* bin = std::getenv("DFW_BENCH_CONTROLLER");
   if (bin == nullptr || *bin == '\0') bin = DFW_CONTROLLER_BIN;
-  std::string port_file = dir + "/ports";
+  std::string port_file = dir + "/ports" + suffix;
   std::remove(port_file.c_str());
-  std::string log = dir + "/controller.log";
+  std::string log = dir + "/controller" + suffix + ".log";
+  c.log = log;
   std::error_code ec;
   auto log_from = std::filesystem::exists(log) ? std::filesystem::file_size(log, ec) : 0;
   std::vector<std::string> args = {bin, "--grpc-listen", "127.0.0.1:0", "--http-listen",
@@ -496,10 +530,11 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd*
   if (etcd == nullptr) {
     args.insert(args.end(), {"--data-dir", dir + "/db"});
   } else {
-    args.insert(args.end(),
-                {"--etcd-endpoints", etcd->endpoint, "--etcd-prefix", "/dfw-bench/", "--name",
-                 "bench", "--etcd-max-txn-ops", std::to_string(kEtcdMaxTxnOps),
-                 "--etcd-max-request-bytes", std::to_string(kEtcdMaxRequestBytes)});
+    args.insert(args.end(), {"--etcd-endpoints", etcd->endpoint, "--etcd-prefix", "/dfw-bench/",
+                             "--name", role.standby ? "bench-standby" : "bench",
+                             "--etcd-max-txn-ops", std::to_string(kEtcdMaxTxnOps),
+                             "--etcd-max-request-bytes", std::to_string(kEtcdMaxRequestBytes)});
+    if (role.cold) args.push_back("--cold-standby");
   }
   if (pki_dir.empty()) {
     args.push_back("--insecure");
@@ -507,11 +542,11 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd*
     args.insert(args.end(), {"--pki-dir", pki_dir});
   }
   auto t0 = Clock::now();
-  c.pid = SpawnChild(args, log, &g_controller_pid);
+  c.pid = SpawnChild(args, log, c.slot);
   auto exited = [&] {
     int st;
     if (waitpid(c.pid, &st, WNOHANG) != c.pid) return false;
-    g_controller_pid = -1;
+    *c.slot = -1;
     std::fprintf(stderr, "dfw-controller exited; see %s\n", log.c_str());
     return true;
   };
@@ -528,7 +563,7 @@ Controller Spawn(const std::string& dir, const std::string& pki_dir, const Etcd*
   }
   // With etcd the port file comes while it stands by: up once it logs that
   // it leads (elected, model loaded from etcd, rulesets compiled).
-  while (etcd != nullptr) {
+  while (etcd != nullptr && !role.standby) {
     std::ifstream f(log);
     f.seekg(static_cast<std::streamoff>(log_from));
     std::string line;
@@ -551,7 +586,20 @@ void Stop(Controller& c, int sig) {
   kill(c.pid, sig);
   int st;
   waitpid(c.pid, &st, 0);
-  g_controller_pid = -1;
+  *c.slot = -1;
+}
+
+// The line a controller logged when it took the lead after offset `from`
+// of its log ("... leads at revision R (took over in N ms: ...)"); empty
+// if none yet.
+std::string LeadsLine(const std::string& log, std::uintmax_t from) {
+  std::ifstream f(log);
+  f.seekg(static_cast<std::streamoff>(from));
+  std::string line, out;
+  while (std::getline(f, line)) {
+    if (line.find(" leads at revision") != std::string::npos) out = line;
+  }
+  return out;
 }
 
 // ------------------------------------------------------------- the PKI
@@ -919,6 +967,14 @@ struct Recorder {
   uint64_t msgs_full = 0, msgs_delta = 0, bytes_full = 0, bytes_delta = 0;
   uint64_t first_full_bytes = 0;  // of each session's first full state
   uint64_t delta_rulesets = 0, delta_sets_whole = 0, delta_set_changes = 0, delta_prefixes = 0;
+  // --failover's reconnect: a session that ends before any state message
+  // (the standby answers UNAVAILABLE while it does not lead; its standby
+  // listener, shut down for the takeover, may cancel a call) is not a
+  // failure: its host is queued here to try again (RetryUnavailable), as a
+  // host agent tries again after 0.1 s. retries: by status code.
+  bool retry_unavailable = false;
+  std::vector<int> to_retry;
+  std::map<int, uint64_t> retries;
 };
 
 bool SetsRuleset(const ControllerToHost& m, const std::string& vnic) {
@@ -956,6 +1012,9 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
     StartCall();
   }
   void Cancel() { ctx_.TryCancel(); }
+  // Under rec->mu: this session's full state came; it ended.
+  bool got_full() const { return got_full_; }
+  bool done() const { return done_; }
   // Queues a message (an InventoryUpdate, a ConnectionExport) behind the
   // ones queued before it; one write in flight at a time, acks in between.
   void Send(HostToController m) {
@@ -1090,7 +1149,11 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
   void OnDone(const grpc::Status& s) override {
     std::lock_guard<std::mutex> l(rec_->mu);
     ++rec_->done;
-    if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) {
+    done_ = true;
+    if (rec_->retry_unavailable && !got_first_) {
+      rec_->to_retry.push_back(index_);
+      ++rec_->retries[s.error_code()];
+    } else if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) {
       if (rec_->failed++ == 0)
         rec_->first_error = std::to_string(s.error_code()) + " " + s.error_message();
     }
@@ -1132,6 +1195,7 @@ class HostSim final : public grpc::ClientBidiReactor<HostToController, Controlle
   bool writing_ack_ = false, acked_first_ = false;  // mu_
   bool got_full_ = false;
   bool got_first_ = false;  // a state message came (rec_->mu)
+  bool done_ = false;       // OnDone ran (rec_->mu)
   uint64_t pending_ack_ = 0;
 };
 
@@ -1139,6 +1203,10 @@ struct Fleet {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<HostSessionService::Stub>> stubs;
   std::vector<std::unique_ptr<HostSim>> hosts;
+  // Sessions replaced by RetryUnavailable, kept until the fleet goes (their
+  // OnDone may still be returning when they are replaced).
+  std::vector<std::unique_ptr<HostSim>> retired;
+  std::vector<HostToController> hellos;  // what RetryUnavailable sends
   Recorder rec;
 };
 
@@ -1160,16 +1228,26 @@ std::vector<HostToController> MakeHellos(const Flags& f) {
 // pki null: plaintext. Channels: one per host (per_host; always with TLS,
 // each host presents its own certificate), else kSharedChannels shared.
 // held: one HeldState per host, kept up to date by its session (--resume).
+// fast_reconnect (--failover): the channels try to connect again 100 ms
+// after a refused connect instead of gRPC's 1 s doubling backoff (a host
+// agent opens a new channel for each attempt, 0.1 s apart).
 void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToController>& hellos,
-             bool per_host, const Pki* pki, std::vector<HeldState>* held) {
+             bool per_host, const Pki* pki, std::vector<HeldState>* held,
+             bool fast_reconnect = false) {
   size_t n = per_host ? hellos.size() : kSharedChannels;
   fleet.rec.imports.resize(hellos.size());
+  if (fast_reconnect) fleet.hellos = hellos;
   for (size_t c = 0; c < n; ++c) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     args.SetInt("dfw.bench.channel",
                 static_cast<int>(c));  // distinct channels, distinct connections
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (fast_reconnect) {
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 100);
+    }
     fleet.channels.push_back(
         grpc::CreateCustomChannel(target, Creds(pki, pki ? &pki->hosts[c] : nullptr), args));
     fleet.stubs.push_back(HostSessionService::NewStub(fleet.channels.back()));
@@ -1184,8 +1262,28 @@ void Connect(Fleet& fleet, const std::string& target, const std::vector<HostToCo
 void Disconnect(Fleet& fleet) {
   for (auto& h : fleet.hosts) h->Cancel();
   std::unique_lock<std::mutex> l(fleet.rec.mu);
-  fleet.rec.cv.wait_for(l, std::chrono::seconds(30),
-                        [&] { return fleet.rec.done == static_cast<int>(fleet.hosts.size()); });
+  fleet.rec.cv.wait_for(l, std::chrono::seconds(30), [&] {
+    return fleet.rec.done == static_cast<int>(fleet.hosts.size() + fleet.retired.size());
+  });
+}
+
+// --failover: the hosts whose session was answered UNAVAILABLE before any
+// state message, taken from the queue.
+std::vector<int> TakeRetries(Fleet& fleet) {
+  std::vector<int> again;
+  std::lock_guard<std::mutex> l(fleet.rec.mu);
+  again.swap(fleet.rec.to_retry);
+  return again;
+}
+
+// Each of them opens a new session (same channel, same Hello).
+void RetryUnavailable(Fleet& fleet, const std::vector<int>& again) {
+  const size_t n = fleet.stubs.size();
+  for (int h : again) {
+    fleet.retired.push_back(std::move(fleet.hosts[h]));
+    fleet.hosts[h] = std::make_unique<HostSim>(fleet.stubs[h % n].get(), fleet.hellos[h], h,
+                                               &fleet.rec, nullptr);
+  }
 }
 
 // --resume after the restart: n hosts' first message acked (or failed).
@@ -1312,6 +1410,157 @@ int HostsNotAcked(ControllerService::Stub* api, uint64_t rev, int hosts) {
   return hosts - at;
 }
 
+// ---------------------------------------------------------- --failover
+
+// The leader is stopped (SIGTERM, or SIGKILL with --failover-kill) with every
+// host attached; the standby takes over. Measured from the signal: the
+// standby accepting an API write (a PutGroup every 10 ms, on a channel
+// connected to it before the signal), the takeover the standby logs, and
+// every host, once its session to the old leader ended, reconnected to the
+// standby and holding its full state (and its ack written). Hosts go
+// straight to the standby's address (a host agent given both addresses
+// would first wait its 0.5 s backoff and try the old one: not modelled);
+// a session the standby answers UNAVAILABLE, not leading yet, is opened
+// again after >= 100 ms, the agent's pause between controllers.
+void RunFailover(const Flags& f, Controller& leader, Controller& standby,
+                 std::unique_ptr<Fleet> fleet, const std::vector<HostToController>& hellos,
+                 const Pki* pki) {
+  const int sig = f.failover_kill ? SIGKILL : SIGTERM;
+  grpc::ChannelArguments pa;
+  pa.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 10);
+  pa.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 10);
+  pa.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 10);
+  auto probe = ControllerService::NewStub(
+      grpc::CreateCustomChannel(standby.grpc, Creds(pki, pki ? &pki->admin : nullptr), pa));
+  PutGroupRequest probe_req;
+  *probe_req.mutable_group() = MakeGroup(0);  // a group no policy uses
+  probe_req.mutable_group()->set_id("g-failover-probe");
+  std::string before_err;
+  {  // connects the channel: the standby answers UNAVAILABLE
+    grpc::ClientContext ctx;
+    SecurityGroup out;
+    auto s = probe->PutGroup(&ctx, probe_req, &out);
+    before_err = s.ok() ? "OK (?)" : s.error_message();
+  }
+  const long standby_rss = RssKiB(standby.pid), leader_rss = RssKiB(leader.pid);
+  std::printf(
+      "failover: standby RSS before the failover %.0f MiB (leader %.0f MiB); the standby answers "
+      "a PutGroup: %s\n",
+      standby_rss / 1024.0, leader_rss / 1024.0, before_err.c_str());
+  std::atomic<double> exit_ms{-1}, write_ms{-1};
+  std::atomic<int> attempts{0};
+  std::mutex err_mu;
+  std::string last_err;
+  auto tk = Clock::now();
+  kill(leader.pid, sig);
+  std::thread reaper([&] {
+    int st;
+    waitpid(leader.pid, &st, 0);
+    *leader.slot = -1;
+    exit_ms = Ms(Clock::now() - tk);
+  });
+  std::thread prober([&] {
+    while (Ms(Clock::now() - tk) < 600000) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      SecurityGroup out;
+      auto s = probe->PutGroup(&ctx, probe_req, &out);
+      ++attempts;
+      if (s.ok()) {
+        write_ms = Ms(Clock::now() - tk);
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> l(err_mu);
+        last_err = s.error_message();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  // The hosts: each session to the old leader ends (it shuts its server
+  // down, or its connections reset), then they reconnect.
+  {
+    std::unique_lock<std::mutex> l(fleet->rec.mu);
+    fleet->rec.cv.wait_for(l, std::chrono::seconds(60), [&] { return fleet->rec.done >= f.hosts; });
+  }
+  const double ended_ms = Ms(Clock::now() - tk);
+  auto fleet2 = std::make_unique<Fleet>();
+  fleet2->rec.retry_unavailable = true;
+  Connect(*fleet2, standby.grpc, hellos, f.channel_per_host, pki, nullptr, true);
+  bool all = false;
+  int progress = -1;  // full states; 60 s without a new one ends the wait
+  for (auto last = Clock::now(); Ms(Clock::now() - last) < 60000;) {
+    std::vector<int> again = TakeRetries(*fleet2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    RetryUnavailable(*fleet2, again);
+    std::lock_guard<std::mutex> l(fleet2->rec.mu);
+    if ((all = fleet2->rec.full_count >= f.hosts) || fleet2->rec.failed > 0) break;
+    if (fleet2->rec.full_count != progress || !again.empty()) last = Clock::now();
+    progress = fleet2->rec.full_count;
+  }
+  if (!all) {
+    std::lock_guard<std::mutex> l(fleet2->rec.mu);
+    std::fprintf(stderr,
+                 "failover: not every host got its full state from the new leader (%d); %d "
+                 "sessions failed, the first: %s\n",
+                 fleet2->rec.full_count, fleet2->rec.failed, fleet2->rec.first_error.c_str());
+    int shown = 0;
+    for (size_t h = 0; h < fleet2->hosts.size() && shown < 10; ++h) {
+      const HostSim& sim = *fleet2->hosts[h];
+      if (sim.got_full()) continue;
+      ++shown;
+      std::fprintf(stderr, "  %s: no full state, session %s\n", HostId(static_cast<int>(h)).c_str(),
+                   sim.done() ? "ended" : "open");
+    }
+    FailExit();
+  }
+  const double hosts_ms = Ms(fleet2->rec.last_full - tk);
+  double acked_ms = -1;
+  if (WaitFirstAcked(*fleet2, f.hosts, 60)) {
+    std::lock_guard<std::mutex> l(fleet2->rec.mu);
+    acked_ms = Ms(fleet2->rec.last_first_ack - tk);
+  }
+  prober.join();
+  reaper.join();
+  const long standby_rss_after = RssKiB(standby.pid);
+  std::string leads = LeadsLine(standby.log, 0);
+  std::string took = leads.substr(std::min(leads.size(), leads.find(" leads at revision")));
+  uint64_t retries = 0;
+  std::string retry_codes;
+  {
+    std::lock_guard<std::mutex> l(fleet2->rec.mu);
+    for (const auto& [code, n] : fleet2->rec.retries) {
+      retries += n;
+      retry_codes += (retry_codes.empty() ? "" : ", ") + std::to_string(n) + " with status " +
+                     std::to_string(code);
+    }
+  }
+  std::printf(
+      "failover (%s to the leader with %d hosts attached; %s standby), from the signal:\n"
+      "  the old leader exited %.0f ms; its host sessions all ended %.0f ms%s\n"
+      "  -> the standby accepts an API write (PutGroup, one every 10 ms): %.0f ms (%d attempts)\n"
+      "  the standby's log: \"%s\"\n"
+      "  -> every host reconnected to it has its full state: %.0f ms (reconnects from %.0f ms; "
+      "%lu sessions ended before a state message and were opened again%s%s%s)\n"
+      "  -> every host's ack of it written: %.0f ms\n"
+      "  new leader's RSS: %.0f MiB before the failover, %.0f MiB with every host back\n",
+      f.failover_kill ? "SIGKILL" : "SIGTERM", f.hosts, f.cold_standby ? "cold" : "warm",
+      exit_ms.load(), ended_ms,
+      f.failover_kill ? " (SIGKILL: the lease is not revoked; the standby waits for its TTL)" : "",
+      write_ms.load(), attempts.load(), took.c_str(), hosts_ms, ended_ms,
+      static_cast<unsigned long>(retries), retry_codes.empty() ? "" : ": ", retry_codes.c_str(),
+      retry_codes.empty() ? "" : " (14 UNAVAILABLE, 1 CANCELLED)", acked_ms, standby_rss / 1024.0,
+      standby_rss_after / 1024.0);
+  const bool warm_taken = leads.find("warm model followed") != std::string::npos;
+  if (!f.cold_standby && !warm_taken) {
+    std::printf("  NOTE: the warm standby did not take a warm model (see %s)\n",
+                standby.log.c_str());
+  }
+  Disconnect(*fleet2);
+  fleet2.reset();
+  fleet.reset();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1324,16 +1573,17 @@ int main(int argc, char** argv) {
       f.tls = f.channel_per_host = true;
       continue;
     }
-    if (a == "--channel-per-host") {
-      f.channel_per_host = true;
-      continue;
-    }
-    if (a == "--etcd") {
-      f.etcd = true;
-      continue;
-    }
-    if (a == "--resume") {
-      f.resume = true;
+    // Switches without a value.
+    const std::pair<const char*, bool*> switches[] = {{"--channel-per-host", &f.channel_per_host},
+                                                      {"--etcd", &f.etcd},
+                                                      {"--resume", &f.resume},
+                                                      {"--failover", &f.failover},
+                                                      {"--cold-standby", &f.cold_standby},
+                                                      {"--failover-kill", &f.failover_kill}};
+    auto sw = std::find_if(std::begin(switches), std::end(switches),
+                           [&](const auto& x) { return a == x.first; });
+    if (sw != std::end(switches)) {
+      *sw->second = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -1363,6 +1613,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "unknown flag %s\n", a.c_str());
       return 2;
     }
+  }
+  if (f.failover && !f.etcd) {
+    std::fprintf(stderr, "--failover needs --etcd\n");
+    return 2;
+  }
+  if (f.failover && f.resume) {
+    std::fprintf(stderr,
+                 "--failover: --resume is not supported (hosts reconnect without digests)\n");
+    return 2;
+  }
+  if ((f.cold_standby || f.failover_kill) && !f.failover) {
+    std::fprintf(stderr, "--cold-standby and --failover-kill go with --failover\n");
+    return 2;
   }
   bool own_dir = f.data_dir.empty();
   if (own_dir) {
@@ -1405,6 +1668,16 @@ int main(int argc, char** argv) {
   auto etcd_metrics = [&] { return etcd ? ReadEtcdMetrics(*etcd) : EtcdMetrics(); };
   EtcdMetrics m_start = etcd_metrics();
   Controller ctl = Spawn(f.data_dir, pki_dir, etcd.get());
+  // --failover: the standby, up before the first write, so it follows them all.
+  Controller standby;
+  if (f.failover) {
+    standby = Spawn(f.data_dir, pki_dir, etcd.get(), {true, f.cold_standby});
+    std::printf("standby: %s on %s (%s), up in %.0f ms\n", f.cold_standby ? "cold" : "warm",
+                standby.grpc.c_str(),
+                f.cold_standby ? "--cold-standby: loads the store once elected"
+                               : "follows the store through an etcd watch",
+                standby.start_ms);
+  }
   auto api_ch = grpc::CreateChannel(ctl.grpc, Creds(pki.get(), pki ? &pki->admin : nullptr));
   auto api = ControllerService::NewStub(api_ch);
 
@@ -1761,6 +2034,17 @@ int main(int argc, char** argv) {
               f.hosts, burst, burst_ms, burst / burst_ms * 1000);
   if (etcd) PrintEtcdDisk("Tag writes", m_burst, etcd_metrics());
   long rss_after = RssKiB(ctl.pid), etcd_rss_after = etcd_rss();
+  if (f.failover) {
+    std::printf(
+        "controller RSS: %.0f MiB loaded with sessions, %.0f MiB after the write burst; etcd RSS "
+        "%.0f / %.0f MiB at the same points\n",
+        rss_loaded / 1024.0, rss_after / 1024.0, etcd_rss_loaded / 1024.0, etcd_rss_after / 1024.0);
+    RunFailover(f, ctl, standby, std::move(fleet), hellos, pki.get());
+    Stop(standby, SIGTERM);
+    StopEtcd();
+    if (own_dir) std::filesystem::remove_all(f.data_dir);
+    return 0;
+  }
   Disconnect(*fleet);
   fleet.reset();
 
