@@ -361,10 +361,14 @@ std::unique_ptr<ModelService> ControllerServer::TakeWarmModel(std::chrono::milli
                                                               EtcdStore** store) {
   if (!follower_.joinable()) return nullptr;
   std::unique_lock l(warm_mu_);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  // A follower still loading (a controller elected as it starts) is waited
+  // for: its load is the one a cold takeover would make.
+  warm_cv_.wait_until(l, until, [&] { return warm_store_ != nullptr; });
   absl::StatusOr<uint64_t> target = absl::UnavailableError("no warm model");
   if (warm_store_ != nullptr) target = warm_store_->Revision();
   if (target.ok()) {
-    warm_cv_.wait_for(l, wait, [&] { return followed_revision_.load() >= *target; });
+    warm_cv_.wait_until(l, until, [&] { return followed_revision_.load() >= *target; });
   }
   stop_follow_ = true;
   if (warm_store_ != nullptr) warm_store_->StopFollowing();

@@ -135,8 +135,9 @@ class ControllerServer {
   void Campaign(ControllerOptions o);
   // The warm standby's thread: opens the store, follows it; again on error.
   void Follow(EtcdOptions etcd);
-  // Stops the follower once its model reached the revision stored (or after
-  // `wait`); the model and its store when it did, else null.
+  // Stops the follower (after waiting for one still loading) once its model
+  // reached the revision stored, or after `wait` in all; the model and its
+  // store when it did, else null.
   std::unique_ptr<ModelService> TakeWarmModel(std::chrono::milliseconds wait, EtcdStore** store);
   absl::Status StartGrpc(const ControllerOptions& o);
   static RestTlsOptions RestTlsFor(const ControllerOptions& o);
