@@ -183,4 +183,14 @@ HostFeed::Stats HostFeed::stats() const {
   return stats_;
 }
 
+HostFeed::Depth HostFeed::depth() const {
+  std::lock_guard<std::mutex> l(mu_);
+  Depth d;
+  d.objects = pending_.rulesets_set.size() + pending_.rulesets_removed.size() +
+              pending_.sets_full.size() + pending_.sets_removed.size() +
+              pending_.sets_touched.size() + imports_.size();
+  d.owed = PendingLocked();
+  return d;
+}
+
 }  // namespace dfw::controller

@@ -314,8 +314,16 @@ class ModelService::Change {
   std::vector<std::function<void()>> published_;
 };
 
+absl::Status ModelService::StoreCommit(const ChangeSet& cs) {
+  auto start = Clock::now();
+  absl::Status s = store_->Commit(cs);
+  store_commit_seconds_.Observe(std::chrono::duration<double>(Clock::now() - start).count());
+  (s.ok() ? store_commits_ : store_commit_failures_).fetch_add(1, std::memory_order_relaxed);
+  return s;
+}
+
 absl::Status ModelService::Commit(Change& c) {
-  if (auto s = store_->Commit(c.cs); !s.ok()) {
+  if (auto s = StoreCommit(c.cs); !s.ok()) {
     c.Undo();
     return s;
   }
@@ -1459,7 +1467,7 @@ absl::Status ModelService::CommitInventory(InventoryBatch& batch) {
     if (batch.silent.empty()) return absl::OkStatus();
     ChangeSet cs(revision_);
     for (const auto& vm : batch.silent) cs.Put(Kind::kVm, vm.id(), vm);
-    if (auto s = store_->Commit(cs); !s.ok()) {
+    if (auto s = StoreCommit(cs); !s.ok()) {
       batch.Undo(vms_, host_records_);
       return s;
     }
@@ -1679,9 +1687,14 @@ void ModelService::AdvanceAcked(HostState& hs, uint64_t revision) {
     auto& rec = *rit->second;
     if (rec.pending > 0 && std::binary_search(rec.affected.begin(), rec.affected.end(), &hs) &&
         --rec.pending == 0) {
-      rec.done = now;
+      RevisionDone(rec, now);
     }
   }
+}
+
+void ModelService::RevisionDone(RevisionRecord& rec, Clock::time_point now) {
+  rec.done = now;
+  realization_seconds_.Observe(std::chrono::duration<double>(now - rec.accepted).count());
 }
 
 void ModelService::DetachHost(const std::string& host_id, uint64_t generation) {
@@ -1735,7 +1748,9 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::stri
         auto pos = std::lower_bound(rec->affected.begin(), rec->affected.end(), gone);
         if (pos == rec->affected.end() || *pos != gone) continue;
         rec->affected.erase(pos);
-        if (gone->acked < revision && rec->pending > 0 && --rec->pending == 0) rec->done = now;
+        if (gone->acked < revision && rec->pending > 0 && --rec->pending == 0) {
+          RevisionDone(*rec, now);
+        }
       }
       if (it->second->feed) it->second->feed->Detach(it->second->feed->generation());
       hosts_.erase(it);
@@ -1766,6 +1781,35 @@ ModelStats ModelService::Stats() const {
   s.refused_vm_claims = refused_vm_claims_;
   s.handover = handover_.stats();
   return s;
+}
+
+ModelMetrics ModelService::Metrics(bool per_host) const {
+  ModelMetrics m;
+  m.stats = Stats();
+  std::shared_lock l(mu_);
+  std::lock_guard<std::mutex> r(rmu_);
+  auto now = Clock::now();
+  for (const auto& [revision, rec] : revisions_) {  // by revision: the first pending is the oldest
+    if (rec->pending == 0) continue;
+    m.oldest_unrealized_seconds = std::chrono::duration<double>(now - rec->accepted).count();
+    break;
+  }
+  for (const auto& [id, hs] : hosts_) {
+    if (hs->acked < hs->want) ++m.hosts_pending;
+    HostFeed::Depth d;
+    if (hs->feed) d = hs->feed->depth();
+    m.feed_objects += d.objects;
+    m.feed_objects_max = std::max(m.feed_objects_max, d.objects);
+    m.feeds_owed += d.owed ? 1 : 0;
+    if (per_host) {
+      m.hosts.push_back({id, hs->connected, hs->acked, hs->want, d.objects});
+    }
+  }
+  m.store_commits = store_commits_.load(std::memory_order_relaxed);
+  m.store_commit_failures = store_commit_failures_.load(std::memory_order_relaxed);
+  m.store_commit_seconds = store_commit_seconds_.Read();
+  m.realization_seconds = realization_seconds_.Read();
+  return m;
 }
 
 }  // namespace dfw::controller

@@ -79,6 +79,15 @@ class HostFeed {
              imports_dropped = 0;
   };
   Stats stats() const;
+  // What the host is still owed (GET /metrics): objects merged and not yet
+  // sent (rulesets and address sets set, removed or touched, and connection
+  // imports), and whether a message is owed at all (a full state or a
+  // resume counts even with no object).
+  struct Depth {
+    size_t objects = 0;
+    bool owed = false;
+  };
+  Depth depth() const;
 
  private:
   // resumed_: even an empty delta is owed (it moves the host to the

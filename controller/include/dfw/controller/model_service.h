@@ -50,6 +50,7 @@
 
 #include "absl/status/statusor.h"
 #include "dfw/controller/host_feed.h"
+#include "dfw/controller/metrics.h"
 #include "dfw/controller/policy_compiler.h"
 #include "dfw/controller/store.h"
 #include "dfw/controller/vm_handover.h"
@@ -68,6 +69,33 @@ struct ModelStats {
   HandoverStats handover;
   tagging::IndexStats index;
   CompilerStats compiler;
+};
+
+// What GET /metrics shows of the model (ModelService::Metrics, read when
+// scraped; docs/architecture.md, "Metrics").
+struct ModelMetrics {
+  ModelStats stats;
+  // Hosts whose realized revision is below the one they must reach
+  // (connected or not), and the age of the oldest revision this process
+  // recorded that some affected host has not acked (0 when none; after a
+  // restart the hosts are pending with no record until they ack).
+  size_t hosts_pending = 0;
+  double oldest_unrealized_seconds = 0;
+  // Feed depth (HostFeed::depth): objects merged and not yet sent, summed
+  // over hosts and the largest; feeds owing a message.
+  size_t feed_objects = 0, feed_objects_max = 0, feeds_owed = 0;
+  uint64_t store_commits = 0, store_commit_failures = 0;
+  metrics::Histogram::Snapshot store_commit_seconds;
+  // Accepted -> last affected host acked, for revisions that affected at
+  // least one host.
+  metrics::Histogram::Snapshot realization_seconds;
+  struct Host {
+    std::string id;
+    bool connected = false;
+    uint64_t realized_revision = 0, want_revision = 0;
+    size_t feed_objects = 0;
+  };
+  std::vector<Host> hosts;  // only when asked for (cardinality), by id
 };
 
 class ModelService {
@@ -203,6 +231,8 @@ class ModelService {
   std::optional<dfw::v1::ControllerToHost> NextMessage(HostFeed* feed) const;
 
   ModelStats Stats() const;
+  // Under the reader lock; the per-host list only when `per_host`.
+  ModelMetrics Metrics(bool per_host) const;
 
   // Size limits on what the API (REST and gRPC: PutVm, Tag, PutGroup) may
   // write; beyond them INVALID_ARGUMENT names the field and the limit
@@ -292,6 +322,8 @@ class ModelService {
   // completes (rmu_ held).
   void AdvanceAcked(HostState& hs, uint64_t revision);
   void Committed(uint64_t revision);
+  // store_->Commit, counted and timed for GET /metrics.
+  absl::Status StoreCommit(const ChangeSet& cs);
 
   std::unique_ptr<Store> store_;
   mutable std::shared_mutex mu_;  // writer lock / readers
@@ -341,6 +373,13 @@ class ModelService {
   std::map<std::string, std::unique_ptr<HostState>> hosts_;
   std::map<uint64_t, std::unique_ptr<RevisionRecord>> revisions_;
   uint64_t refused_vm_claims_ = 0;
+
+  // GET /metrics: updated where the work happens, read when scraped.
+  std::atomic<uint64_t> store_commits_{0}, store_commit_failures_{0};
+  metrics::Histogram store_commit_seconds_{metrics::LatencyBuckets()};
+  metrics::Histogram realization_seconds_{metrics::RealizationBuckets()};
+  // A revision record's last affected host acked (or left): its latency.
+  void RevisionDone(RevisionRecord& rec, std::chrono::steady_clock::time_point now);
 
   std::atomic<uint64_t> watch_revision_{0};
   mutable std::mutex watch_mu_;

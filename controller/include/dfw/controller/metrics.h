@@ -1,0 +1,78 @@
+// Metrics for GET /metrics: a lock-free histogram that the hot paths
+// update where the work happens, and a writer of the Prometheus text
+// exposition format 0.0.4 (written by hand: no client library).
+//
+// The format, as the writer emits it: for each family a "# HELP name text"
+// and a "# TYPE name counter|gauge|histogram" line, then its samples
+// "name{label="value",...} number". A histogram family `h` has the samples
+// h_bucket{...,le="<bound>"} (cumulative, ascending, the last le="+Inf"),
+// h_sum and h_count (equal to the +Inf bucket). Label values escape \, "
+// and newline; HELP text escapes \ and newline.
+//
+// Thread safety: Histogram::Observe and Read are safe from any thread
+// (relaxed atomics; a Read concurrent with Observes sees each bucket at
+// some moment and derives _count from the buckets it read, so the
+// rendered histogram is always consistent). Exposition is single-threaded.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace dfw::controller::metrics {
+
+// Bucket bounds in seconds, ascending.
+// Requests and store commits: 0.5 ms .. 10 s.
+std::vector<double> LatencyBuckets();
+// Realization (accepted -> last affected host acked): 5 ms .. 5 min.
+std::vector<double> RealizationBuckets();
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void Observe(double seconds);
+
+  struct Snapshot {
+    std::vector<double> bounds;        // upper bounds, without +Inf
+    std::vector<uint64_t> cumulative;  // bounds.size() + 1 entries, the last +Inf
+    uint64_t count = 0;                // == cumulative.back()
+    double sum = 0;                    // seconds
+  };
+  Snapshot Read() const;
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> counts_;  // per bucket, not cumulative
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+using Labels = std::vector<std::pair<std::string_view, std::string>>;
+
+class Exposition {
+ public:
+  // Starts a family (its HELP and TYPE lines). type: counter, gauge or
+  // histogram. Every sample that follows belongs to it.
+  void Family(std::string_view name, std::string_view type, std::string_view help);
+  void Sample(std::string_view name, const Labels& labels, double value);
+  // A histogram's _bucket, _sum and _count samples under `labels`.
+  void Histogram(std::string_view name, const Labels& labels, const Histogram::Snapshot& s);
+  const std::string& text() const { return out_; }
+
+ private:
+  void Line(std::string_view name, const Labels& labels, std::string_view extra_name,
+            std::string_view extra_value, std::string_view value);
+  std::string out_;
+};
+
+// The Content-Type of the text format.
+inline constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+
+// Exposed for tests: how label values and numbers are written.
+std::string EscapeLabelValue(std::string_view v);
+std::string FormatNumber(double v);
+
+}  // namespace dfw::controller::metrics
