@@ -98,6 +98,9 @@ Permission PermissionForRest(std::string_view method, std::string_view path) {
     return Permission::kAdmin;
   }
   if (method == "DELETE" && StartsWith(path, "/api/v1/hosts/")) return Permission::kAdmin;
+  // Metrics: counts and sizes, no object names (per-host series name hosts,
+  // which ListHosts shows a viewer too).
+  if (path == "/metrics") return method == "GET" ? Permission::kRead : Permission::kDeny;
   if (method == "GET" || method == "HEAD") return Permission::kRead;
   if (method == "POST" || method == "PUT" || method == "DELETE" || method == "PATCH") {
     return Permission::kWrite;

@@ -153,6 +153,7 @@ absl::Status ControllerServer::StartRest(const ControllerOptions& o, RestApi* re
     return absl::InvalidArgumentError(Cat("http_listen: '", o.http_listen, "' is not host:port"));
   }
   rest->SetAllowedHosts(o.http_allowed_hosts);
+  rest->SetMetricsPerHost(o.metrics_per_host);
   auto port = rest->Start(o.http_listen.substr(0, colon),
                           std::atoi(o.http_listen.substr(colon + 1).c_str()));
   if (!port.ok()) return port.status();

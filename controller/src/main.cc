@@ -5,7 +5,7 @@
 //                  (--pki-dir DIR | --svid-dir DIR [--ca-dir DIR] [--trust-domain TD]
 //                   | --insecure) [--cert-refresh-seconds N]
 //                  [--http-allowed-host NAME]...   (a DNS name clients use for REST)
-//                  [--store-min-free-mb N] [--accept-store-loss]
+//                  [--store-min-free-mb N] [--accept-store-loss] [--metrics-per-host]
 //   or, several controllers in high availability on etcd (etcd_store.h):
 //   dfw-controller --etcd-endpoints HOST:PORT,... [--etcd-prefix /dfw/]
 //                  [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]]
@@ -46,6 +46,7 @@ void Usage(FILE* out = stderr) {
                "                       [--trust-domain TD] | --insecure)\n"
                "                      [--cert-refresh-seconds N] [--http-allowed-host NAME]...\n"
                "                      [--store-min-free-mb N] [--accept-store-loss]\n"
+               "                      [--metrics-per-host]\n"
                "       dfw-controller --etcd-endpoints HOST:PORT,... [--etcd-prefix /dfw/]\n"
                "                      [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]]\n"
                "                      [--etcd-max-txn-ops N] [--etcd-max-request-bytes N]\n"
@@ -54,6 +55,8 @@ void Usage(FILE* out = stderr) {
                "                      [--cold-standby] (the listen and TLS flags as above)\n"
                "  --pki-dir DIR   what `dfwctl ca init` made: DIR/ca and DIR/controller\n"
                "  --insecure      plaintext, no authentication: loopback addresses only\n"
+               "  --metrics-per-host  GET /metrics adds series per host (one each per host:\n"
+               "                  off by default for the cardinality)\n"
                "  --store-min-free-mb N  refuse writes (HTTP 507, gRPC RESOURCE_EXHAUSTED) while\n"
                "                  the data dir's filesystem has less than N MiB available\n"
                "                  (default 64); starting below it opens the store read-only\n"
@@ -149,6 +152,8 @@ int main(int argc, char** argv) {
       if (a == "--etcd-max-txn-ops") o.etcd.max_txn_ops = n;
       if (a == "--etcd-max-request-bytes") o.etcd.max_request_bytes = n;
       if (a == "--lease-ttl") o.lease_ttl = std::chrono::seconds(n);
+    } else if (a == "--metrics-per-host") {
+      o.metrics_per_host = true;
     } else if (a == "--cold-standby") {
       o.warm_standby = false;
     } else if (a == "--name") {

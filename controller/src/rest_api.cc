@@ -4,9 +4,11 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -14,6 +16,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "dfw/controller/enrollment.h"
+#include "dfw/controller/metrics.h"
 #include "dfw/trust/loopback.h"
 #include "google/protobuf/util/json_util.h"
 #include "rest_tls.h"
@@ -306,8 +309,102 @@ void RestApi::RaiseListenBacklog() {
   }
 }
 
+// Requests by (method, route template, status class), each with a latency
+// histogram. Every route is registered before the server starts, so the
+// set is fixed: a request costs two relaxed atomic adds and a histogram
+// observation, with no lock and no allocation.
+class RestApi::RequestMetrics {
+ public:
+  struct Route {
+    Route(std::string m, std::string r) : method(std::move(m)), route(std::move(r)) {}
+    const std::string method, route;
+    std::array<std::atomic<uint64_t>, 5> by_class{};  // 1xx .. 5xx
+    metrics::Histogram seconds{metrics::LatencyBuckets()};
+  };
+
+  RequestMetrics() {
+    for (const char* m : {"GET", "POST", "PUT", "DELETE", "other"}) {
+      unmatched_.push_back(&routes_.emplace_back(m, "unmatched"));
+    }
+  }
+  // The label of a route pattern: "/api/v1/vms/([^/]+)" -> "/api/v1/vms/{id}".
+  Route* Add(const std::string& method, const std::string& pattern) {
+    std::string route = pattern;
+    for (auto [from, to] :
+         {std::pair<std::string_view, std::string_view>{"([^/]+)", "{id}"}, {"/.*", "/{any}"}}) {
+      for (size_t at = route.find(from); at != std::string::npos; at = route.find(from, at)) {
+        route.replace(at, from.size(), to);
+        at += to.size();
+      }
+    }
+    return &routes_.emplace_back(method, route);
+  }
+  // Requests no route took (refused before routing, or no such route):
+  // one series per method, never per path.
+  Route* Unmatched(std::string_view method) {
+    for (Route* r : unmatched_) {
+      if (r->method == method) return r;
+    }
+    return unmatched_.back();
+  }
+  // The request being served on this thread: when its headers were read
+  // (the pre-routing handler) and the route that took it (Guarded).
+  static inline thread_local std::optional<std::chrono::steady_clock::time_point> t_start;
+  static inline thread_local Route* t_route = nullptr;
+
+  static void Record(Route* r, int status, double seconds) {
+    int cls = status / 100;
+    if (cls < 1 || cls > 5) cls = 5;
+    r->by_class[cls - 1].fetch_add(1, std::memory_order_relaxed);
+    r->seconds.Observe(seconds);
+  }
+  void Render(metrics::Exposition& e) const {
+    e.Family("dfw_controller_http_requests_total", "counter",
+             "REST requests answered, by method, route template and status class.");
+    for (const Route& r : routes_) {
+      for (size_t c = 0; c < r.by_class.size(); ++c) {
+        uint64_t n = r.by_class[c].load(std::memory_order_relaxed);
+        if (n == 0) continue;
+        e.Sample("dfw_controller_http_requests_total",
+                 {{"method", r.method}, {"route", r.route}, {"code", Cat(c + 1, "xx")}},
+                 static_cast<double>(n));
+      }
+    }
+    e.Family("dfw_controller_http_request_duration_seconds", "histogram",
+             "REST request latency from the request's headers read to its response ready "
+             "to write, by method and route template.");
+    for (const Route& r : routes_) {
+      auto snap = r.seconds.Read();
+      if (snap.count == 0) continue;
+      e.Histogram("dfw_controller_http_request_duration_seconds",
+                  {{"method", r.method}, {"route", r.route}}, snap);
+    }
+  }
+
+ private:
+  std::deque<Route> routes_;  // stable addresses; only appended before Start
+  std::vector<Route*> unmatched_;
+};
+
 void RestApi::InstallRequestGuards(httplib::Server& s) {
+  // Counted once the response is final and before it is written (so a
+  // client that saw the answer finds it counted).
+  s.set_post_routing_handler([this](const Request& req, Response& res) {
+    double seconds = 0;
+    if (RequestMetrics::t_start) {
+      seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - *RequestMetrics::t_start)
+              .count();
+    }
+    RequestMetrics::Route* r =
+        RequestMetrics::t_route ? RequestMetrics::t_route : requests_->Unmatched(req.method);
+    RequestMetrics::Record(r, res.status, seconds);
+    RequestMetrics::t_start.reset();
+    RequestMetrics::t_route = nullptr;
+  });
   s.set_pre_routing_handler([this](const Request& req, Response& res) {
+    RequestMetrics::t_start = std::chrono::steady_clock::now();
+    RequestMetrics::t_route = nullptr;
     std::vector<std::string> hosts;
     {
       std::lock_guard l(hosts_mu_);
@@ -359,12 +456,19 @@ thread_local const Caller* t_rest_caller = nullptr;
 // path), with the caller as the change's actor.
 class RestApi::Guarded {
  public:
-  Guarded(httplib::Server& s, const Authorizer* authz) : s_(s), authz_(authz) {}
-  void Get(const std::string& p, httplib::Server::Handler h) { s_.Get(p, Wrap(std::move(h))); }
-  void Post(const std::string& p, httplib::Server::Handler h) { s_.Post(p, Wrap(std::move(h))); }
-  void Put(const std::string& p, httplib::Server::Handler h) { s_.Put(p, Wrap(std::move(h))); }
+  Guarded(httplib::Server& s, const Authorizer* authz, RequestMetrics* requests)
+      : s_(s), authz_(authz), requests_(requests) {}
+  void Get(const std::string& p, httplib::Server::Handler h) {
+    s_.Get(p, Wrap("GET", p, std::move(h)));
+  }
+  void Post(const std::string& p, httplib::Server::Handler h) {
+    s_.Post(p, Wrap("POST", p, std::move(h)));
+  }
+  void Put(const std::string& p, httplib::Server::Handler h) {
+    s_.Put(p, Wrap("PUT", p, std::move(h)));
+  }
   void Delete(const std::string& p, httplib::Server::Handler h) {
-    s_.Delete(p, Wrap(std::move(h)));
+    s_.Delete(p, Wrap("DELETE", p, std::move(h)));
   }
   template <typename F>
   void set_error_handler(F&& f) {
@@ -372,9 +476,12 @@ class RestApi::Guarded {
   }
 
  private:
-  httplib::Server::Handler Wrap(httplib::Server::Handler h) {
+  httplib::Server::Handler Wrap(const std::string& method, const std::string& pattern,
+                                httplib::Server::Handler h) {
     const Authorizer* authz = authz_;
-    return [authz, h = std::move(h)](const Request& req, Response& res) {
+    RequestMetrics::Route* route = requests_->Add(method, pattern);
+    return [authz, route, h = std::move(h)](const Request& req, Response& res) {
+      RequestMetrics::t_route = route;  // refusals below count for the route too
       auto caller = authz->Authorize(PeerLeafPem(req.ssl), PermissionForRest(req.method, req.path));
       if (!caller.ok()) return SendError(res, caller.status());
       ActorScope actor(caller->actor);
@@ -385,6 +492,7 @@ class RestApi::Guarded {
   }
   httplib::Server& s_;
   const Authorizer* authz_;
+  RequestMetrics* requests_;
 };
 
 RestApi::RestApi(ModelService* model, Enrollment* enrollment, const Authorizer* authz,
@@ -419,7 +527,7 @@ void RestApi::StandbyRoutes(std::function<Leader()> leader) {
   };
   // Authorized as on the leader: the leader's address only to a caller
   // who may make that request there.
-  Guarded s(*server_, authz_);
+  Guarded s(*server_, authz_, requests_.get());
   const std::string any = "/.*";
   s.Get(any, answer);
   s.Post(any, answer);
@@ -428,6 +536,7 @@ void RestApi::StandbyRoutes(std::function<Leader()> leader) {
 }
 
 void RestApi::SetUpServer(const RestTlsOptions& tls) {
+  requests_ = std::make_unique<RequestMetrics>();
   if (!tls.svid_dir.empty()) {
     tls_ = std::make_unique<RestTls>(tls.svid_dir, tls.refresh);
     tls_status_ = tls_->Load();
@@ -460,7 +569,7 @@ void RestApi::Stop() {
 }
 
 void RestApi::Routes() {
-  Guarded s(*server_, authz_);
+  Guarded s(*server_, authz_, requests_.get());
   ModelService* m = model_;
   const std::string id = "/([^/]+)";
 
@@ -641,6 +750,9 @@ void RestApi::Routes() {
                         {"connections_dropped", st.handover.entries_dropped}};
     res.set_content(j.dump(), "application/json");
   });
+  s.Get("/metrics", [this](const Request&, Response& res) {
+    res.set_content(RenderMetrics(), metrics::kContentType);
+  });
   TrustRoutes(s);
   s.set_error_handler([](const Request& req, Response& res) {
     if (!res.body.empty()) return;
@@ -657,6 +769,96 @@ void RestApi::Routes() {
                                     res.status));
     }
   });
+}
+
+std::string RestApi::RenderMetrics() const {
+  ModelMetrics mm = model_->Metrics(metrics_per_host_);
+  const ModelStats& st = mm.stats;
+  metrics::Exposition e;
+  auto gauge = [&e](const char* name, const char* help, double v) {
+    e.Family(name, "gauge", help);
+    e.Sample(name, {}, v);
+  };
+  auto d = [](auto v) { return static_cast<double>(v); };
+  gauge("dfw_controller_revision", "The model's current revision.", d(st.revision));
+  e.Family("dfw_controller_hosts", "gauge",
+           "Hosts this controller knows, by whether their session is connected.");
+  e.Sample("dfw_controller_hosts", {{"state", "connected"}}, d(st.connected_hosts));
+  e.Sample("dfw_controller_hosts", {{"state", "disconnected"}},
+           d(st.hosts - std::min(st.hosts, st.connected_hosts)));
+  gauge("dfw_controller_hosts_pending",
+        "Hosts whose realized revision is below the one they must reach.", d(mm.hosts_pending));
+  gauge("dfw_controller_oldest_unrealized_revision_age_seconds",
+        "Age of the oldest revision some affected host has not acked (0: none).",
+        mm.oldest_unrealized_seconds);
+  e.Family("dfw_controller_realization_duration_seconds", "histogram",
+           "From a revision accepted to the last host it affected acking it.");
+  e.Histogram("dfw_controller_realization_duration_seconds", {}, mm.realization_seconds);
+  gauge("dfw_controller_feed_pending_objects",
+        "Objects (rulesets, address sets, connection imports) merged into host feeds and not "
+        "yet sent, summed over hosts.",
+        d(mm.feed_objects));
+  gauge("dfw_controller_feed_pending_objects_max",
+        "The largest number of objects one host feed holds unsent.", d(mm.feed_objects_max));
+  gauge("dfw_controller_feeds_owing", "Host feeds owing their host a message.", d(mm.feeds_owed));
+  e.Family("dfw_controller_store_commits_total", "counter",
+           "Store commits (one per change), by result.");
+  e.Sample("dfw_controller_store_commits_total", {{"result", "ok"}}, d(mm.store_commits));
+  e.Sample("dfw_controller_store_commits_total", {{"result", "error"}},
+           d(mm.store_commit_failures));
+  e.Family("dfw_controller_store_commit_duration_seconds", "histogram",
+           "Latency of one store commit (a synced write), failed ones included.");
+  e.Histogram("dfw_controller_store_commit_duration_seconds", {}, mm.store_commit_seconds);
+  // ModelService::Stats(): the model, the membership index, the compiler.
+  struct Gauge {
+    const char* name;
+    const char* help;
+    double value;
+  };
+  for (const Gauge& g : {
+           Gauge{"dfw_controller_vms", "VMs in the model.", d(st.vms)},
+           Gauge{"dfw_controller_groups", "Security groups in the model.", d(st.groups)},
+           Gauge{"dfw_controller_policies", "Policies in the model.", d(st.policies)},
+           Gauge{"dfw_controller_memberships", "(group, VM) pairs in the membership index.",
+                 d(st.index.memberships)},
+           Gauge{"dfw_controller_membership_vnic_refs",
+                 "(group, vNIC) pairs in the membership index.", d(st.index.vnic_refs)},
+           Gauge{"dfw_controller_membership_address_refs",
+                 "(group, address) pairs in the membership index.", d(st.index.address_refs)},
+           Gauge{"dfw_controller_membership_index_bytes",
+                 "Estimate of the membership index's heap use in bytes.", d(st.index.approx_bytes)},
+           Gauge{"dfw_controller_compiled_rules", "Rules of all policies, as compiled.",
+                 d(st.compiler.rules)},
+           Gauge{"dfw_controller_compiled_rule_refs",
+                 "(vNIC, rule) pairs in the compiled rulesets.", d(st.compiler.compiled_rule_refs)},
+           Gauge{"dfw_controller_vnics_with_rules", "vNICs with at least one rule.",
+                 d(st.compiler.vnics_with_rules)},
+       }) {
+    gauge(g.name, g.help, g.value);
+  }
+  e.Family("dfw_controller_refused_vm_claims_total", "counter",
+           "VMs a host reported that another connected host holds, since the start.");
+  e.Sample("dfw_controller_refused_vm_claims_total", {}, d(st.refused_vm_claims));
+  if (metrics_per_host_) {
+    auto per_host = [&](const char* name, const char* help, auto value) {
+      e.Family(name, "gauge", help);
+      for (const auto& h : mm.hosts) e.Sample(name, {{"host", h.id}}, d(value(h)));
+    };
+    using H = ModelMetrics::Host;
+    per_host("dfw_controller_host_connected",
+             "1 when the host's session is connected (per host: --metrics-per-host).",
+             [](const H& h) { return h.connected ? 1 : 0; });
+    per_host("dfw_controller_host_realized_revision",
+             "The highest revision the host acked to this process (per host).",
+             [](const H& h) { return h.realized_revision; });
+    per_host("dfw_controller_host_wanted_revision", "The revision the host must reach (per host).",
+             [](const H& h) { return h.want_revision; });
+    per_host("dfw_controller_host_feed_pending_objects",
+             "Objects merged into the host's feed and not yet sent (per host).",
+             [](const H& h) { return h.feed_objects; });
+  }
+  requests_->Render(e);
+  return e.text();
 }
 
 void RestApi::TrustRoutes(Guarded& s) {

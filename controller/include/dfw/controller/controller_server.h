@@ -67,6 +67,8 @@ struct ControllerOptions {
   // Names a browser or client may use in Host besides loopback and the
   // address a connection arrived on (rest_api.h): the controller's DNS names.
   std::vector<std::string> http_allowed_hosts;
+  // GET /metrics with per-host series (--metrics-per-host; cardinality).
+  bool metrics_per_host = false;
 
   // Trust (docs/architecture.md, "Trust"): mutual TLS on gRPC and REST.
   // svid_dir: the controller's own certificate in spiffe-helper's layout

@@ -15,6 +15,8 @@
 //   GET    /api/v1/groups/{id}/members
 //   GET    /api/v1/hosts, /api/v1/realization[?policy_id=], /api/v1/status
 //   GET    /api/v1/changes?from_revision=N[&wait_ms=M]   the change log
+//   GET    /metrics                       Prometheus text format 0.0.4 (read:
+//                                          viewer and up; docs/architecture.md, "Metrics")
 //
 // Every object response carries ETag: "<revision>"; writes take If-Match
 // (or ?expected_revision=) for optimistic concurrency. Errors:
@@ -123,6 +125,9 @@ class RestApi {
   // Host header may name besides loopback, "localhost" and the address the
   // connection arrived on. Call before Start.
   void SetAllowedHosts(std::vector<std::string> hosts);
+  // GET /metrics adds one series per host per per-host family (off by
+  // default: its cardinality grows with the fleet). Call before Start.
+  void SetMetricsPerHost(bool on) { metrics_per_host_ = on; }
 
  private:
   // Installs the request guards on `s`: CheckRequest before routing, the
@@ -140,6 +145,12 @@ class RestApi {
   std::vector<std::string> allowed_hosts_;
 
   class Guarded;
+  // Requests by method, route template and status class, with latency
+  // (the .cc): counted when each response is final, before it is written.
+  class RequestMetrics;
+  std::unique_ptr<RequestMetrics> requests_;
+  bool metrics_per_host_ = false;
+  std::string RenderMetrics() const;
   void Routes();
   void StandbyRoutes(std::function<Leader()> leader);
   void TrustRoutes(Guarded& s);
