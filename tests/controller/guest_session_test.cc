@@ -12,6 +12,7 @@
 #include "dfw/trust/ca.h"
 #include "dfw/trust/svid.h"
 #include "test_host.h"
+#include "test_pki.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
@@ -170,27 +171,8 @@ TEST_F(GuestSessionModelTest, AnAddressAnotherVmHoldsIsQuarantined) {
 }
 
 // The identity checks need real certificates: mutual TLS, a VM and a host.
-class GuestSessionTrustTest : public ::testing::Test {
+class GuestSessionTrustTest : public TlsControllerTest {
  protected:
-  void SetUp() override {
-    auto ca = trust::CertificateAuthority::Init(dir_.path() + "/pki/ca", "dfw.test");
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    ca_ = std::move(*ca);
-    trust::IssueOptions c;
-    c.id = {"dfw.test", trust::IdKind::kController, "test"};
-    c.server_auth = true;
-    c.ip_sans = {"127.0.0.1"};
-    auto ctl = ca_->IssueWithNewKey(c);
-    ASSERT_TRUE(ctl.ok()) << ctl.status();
-    ASSERT_TRUE(trust::WriteSvid(dir_.path() + "/pki/controller",
-                                 {ctl->key_pem, ctl->cert.cert_pem, ca_->bundle_pem()})
-                    .ok());
-    ControllerOptions o;
-    o.data_dir = dir_.path() + "/db";
-    o.svid_dir = dir_.path() + "/pki/controller";
-    o.ca_dir = dir_.path() + "/pki/ca";
-    ASSERT_TRUE(server_.Start(o).ok());
-  }
   std::shared_ptr<grpc::ChannelCredentials> As(trust::IdKind kind, const std::string& name) {
     trust::IssueOptions io;
     io.id = {"dfw.test", kind, name};
@@ -202,10 +184,6 @@ class GuestSessionTrustTest : public ::testing::Test {
     so.pem_cert_chain = kc->cert.cert_pem;
     return grpc::SslCredentials(so);
   }
-
-  TempDir dir_;
-  ControllerServer server_;
-  std::unique_ptr<trust::CertificateAuthority> ca_;
 };
 
 TEST_F(GuestSessionTrustTest, AVmIdentitySpeaksOnlyForItsOwnVm) {

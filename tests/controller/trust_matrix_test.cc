@@ -38,6 +38,7 @@
 #include "dfw/v1/trust.grpc.pb.h"
 #include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
+#include "test_pki.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
@@ -256,6 +257,7 @@ std::vector<RestCall> AllRestCalls() {
       {"GET", "/api/v1/realization", Need::kRead},
       {"GET", "/api/v1/changes", Need::kRead},
       {"GET", "/api/v1/status", Need::kRead},
+      {"GET", "/metrics", Need::kRead},
       {"POST", "/api/v1/enroll", Need::kEnroll},
       {"POST", "/api/v1/renew", Need::kSelf},
       {"POST", "/api/v1/join-tokens", Need::kAdmin},
@@ -268,24 +270,11 @@ std::vector<RestCall> AllRestCalls() {
 class TrustMatrixTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto ca = trust::CertificateAuthority::Init(dir_.path() + "/pki/ca", kTd);
+    auto ca = MakeTestPki(dir_.path(), kTd);
     ASSERT_TRUE(ca.ok()) << ca.status();
     ca_ = std::move(*ca);
-    IssueOptions c;
-    c.id = {kTd, IdKind::kController, "test"};
-    c.server_auth = true;
-    c.dns_sans = {"localhost"};
-    c.ip_sans = {"127.0.0.1"};
-    auto ctl = ca_->IssueWithNewKey(c);
-    ASSERT_TRUE(ctl.ok()) << ctl.status();
-    ASSERT_TRUE(trust::WriteSvid(dir_.path() + "/pki/controller",
-                                 {ctl->key_pem, ctl->cert.cert_pem, ca_->bundle_pem()})
-                    .ok());
     bundle_file_ = dir_.path() + "/pki/controller/" + trust::kSvidBundleFile;
-    ControllerOptions o;
-    o.data_dir = dir_.path() + "/db";
-    o.svid_dir = dir_.path() + "/pki/controller";
-    o.ca_dir = dir_.path() + "/pki/ca";
+    ControllerOptions o = TlsControllerOptions(dir_.path());
     o.cert_refresh = 1s;
     auto s = server_.Start(o);
     ASSERT_TRUE(s.ok()) << s;
