@@ -280,7 +280,6 @@ void ControllerServer::Campaign(ControllerOptions o) {
     lost(Cat("elected but cannot serve: ", s.message()));
     return;
   }
-  took_over_warm_ = warm;
   {
     std::lock_guard g(leader_mu_);
     leader_ = {o.name, o.advertise_grpc, o.advertise_http};

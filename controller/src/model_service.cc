@@ -214,6 +214,93 @@ class ModelService::Change {
   Change& operator=(const Change&) = delete;
 
   uint64_t revision() const { return cs.revision(); }
+  // Upserts `spec` in the index (the index's error, nothing staged, when
+  // it refuses) and `stored` in the store; once written vms_ takes `stored`
+  // too, unless `table` is false (the caller staged vms_ itself).
+  absl::Status UpsertVm(tagging::VmSpec spec, const dfw::v1::Vm& stored, bool table = true) {
+    VmChange c;
+    c.id = spec.id;
+    if (const auto* b = m_->index_->FindVm(c.id)) c.before = *b;
+    auto delta = m_->index_->UpsertVm(std::move(spec));
+    if (!delta.ok()) return delta.status();
+    c.delta = std::move(*delta);
+    c.after = *m_->index_->FindVm(c.id);
+    cs.Put(Kind::kVm, c.id, stored);
+    cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
+    if (table) c.proto_after = stored;
+    Vm(std::move(c), table);
+    return absl::OkStatus();
+  }
+  // Removes VM `id`, which the index holds, from the index and the store.
+  absl::Status RemoveVm(const std::string& id, bool table = true) {
+    VmChange c;
+    c.id = id;
+    c.before = *m_->index_->FindVm(id);
+    auto delta = m_->index_->RemoveVm(id);
+    if (!delta.ok()) return delta.status();
+    c.delta = std::move(*delta);
+    cs.Delete(Kind::kVm, id);
+    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
+    Vm(std::move(c), table);
+    return absl::OkStatus();
+  }
+  // Upserts group `spec` in the index (the index's error, nothing staged,
+  // when it refuses) and `stored` in the store; once written groups_ takes
+  // `stored` too.
+  absl::Status UpsertGroup(tagging::GroupSpec spec, const dfw::v1::SecurityGroup& stored) {
+    std::string id = spec.id;
+    std::optional<tagging::GroupSpec> before;
+    if (const auto* b = m_->index_->FindGroup(id)) before = *b;
+    auto delta = m_->index_->UpsertGroup(std::move(spec));
+    if (!delta.ok()) return delta.status();
+    cs.Put(Kind::kGroup, id, stored);
+    cs.AddEvent(ChangeEvent::KIND_GROUP, id, false);
+    Group(id, std::move(before), std::move(*delta), stored);
+    return absl::OkStatus();
+  }
+  // Removes group `id`, which the index holds, from the index and the store.
+  absl::Status RemoveGroup(const std::string& id) {
+    tagging::GroupSpec before = *m_->index_->FindGroup(id);
+    auto delta = m_->index_->RemoveGroup(id);
+    if (!delta.ok()) return delta.status();
+    cs.Delete(Kind::kGroup, id);
+    cs.AddEvent(ChangeEvent::KIND_GROUP, id, true);
+    Group(id, std::move(before), std::move(*delta), std::nullopt);
+    return absl::OkStatus();
+  }
+  // Other steps: an undo of something done now; once written, a step
+  // before the compiler's flush, and one after it (before the publication).
+  void OnUndo(std::function<void()> f) { undo_.push_back(std::move(f)); }
+  void OnCommit(std::function<void(ChangeFanout&)> f) { apply_.push_back(std::move(f)); }
+  void AfterFlush(std::function<void(ChangeFanout&)> f) { flushed_.push_back(std::move(f)); }
+  // Takes `other`'s writes and steps after this one's (same revision);
+  // `other` is left empty.
+  void Append(Change&& other) {
+    cs.Append(std::move(other.cs));
+    auto move_all = [](auto& to, auto& from) {
+      for (auto& f : from) to.push_back(std::move(f));
+      from.clear();
+    };
+    move_all(undo_, other.undo_);
+    move_all(apply_, other.apply_);
+    move_all(flushed_, other.flushed_);
+  }
+  // Undoes every step now, in reverse (nothing was written).
+  void Undo() {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
+    Clear();
+  }
+  // Forgets every step (they were applied, or undone).
+  void Clear() {
+    undo_.clear();
+    apply_.clear();
+    flushed_.clear();
+  }
+
+  ChangeSet cs;
+
+ private:
+  friend class ModelService;
   // VM c.id changed in the index; once written the compiler is told and,
   // when `table` (else the caller staged vms_ itself), vms_ takes
   // c.proto_after (nullopt: the VM goes).
@@ -239,19 +326,6 @@ class ModelService::Change {
       }
     });
   }
-  // Removes VM `id`, which the index holds, from the index and the store.
-  absl::Status RemoveVm(const std::string& id, bool table = true) {
-    VmChange c;
-    c.id = id;
-    c.before = *m_->index_->FindVm(id);
-    auto delta = m_->index_->RemoveVm(id);
-    if (!delta.ok()) return delta.status();
-    c.delta = std::move(*delta);
-    cs.Delete(Kind::kVm, id);
-    cs.AddEvent(ChangeEvent::KIND_VM, id, true);
-    Vm(std::move(c), table);
-    return absl::OkStatus();
-  }
   // Group `id` upserted in (or removed from) the index, `before` its spec
   // until then; once written groups_ takes `after` (nullopt: erased).
   void Group(const std::string& id, std::optional<tagging::GroupSpec> before,
@@ -274,44 +348,9 @@ class ModelService::Change {
       m->compiler_->OnMembershipDelta(*d);
     });
   }
-  // Other steps: an undo of something done now; once written, a step
-  // before the compiler's flush, one after it (before the publication),
-  // and one after the publication.
-  void OnUndo(std::function<void()> f) { undo_.push_back(std::move(f)); }
-  void OnCommit(std::function<void(ChangeFanout&)> f) { apply_.push_back(std::move(f)); }
-  void AfterFlush(std::function<void(ChangeFanout&)> f) { flushed_.push_back(std::move(f)); }
-  void AfterPublish(std::function<void()> f) { published_.push_back(std::move(f)); }
-  // Takes `other`'s writes and steps after this one's (same revision);
-  // `other` is left empty.
-  void Append(Change&& other) {
-    cs.Append(std::move(other.cs));
-    auto move_all = [](auto& to, auto& from) {
-      for (auto& f : from) to.push_back(std::move(f));
-      from.clear();
-    };
-    move_all(undo_, other.undo_);
-    move_all(apply_, other.apply_);
-    move_all(flushed_, other.flushed_);
-    move_all(published_, other.published_);
-  }
-  // Undoes every step now, in reverse (nothing was written).
-  void Undo() {
-    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
-    undo_.clear();
-    apply_.clear();
-    flushed_.clear();
-    published_.clear();
-  }
-  bool has_steps() const { return !apply_.empty() || !undo_.empty(); }
-
-  ChangeSet cs;
-
- private:
-  friend class ModelService;
   ModelService* m_;
   std::vector<std::function<void()>> undo_;
   std::vector<std::function<void(ChangeFanout&)>> apply_, flushed_;
-  std::vector<std::function<void()>> published_;
 };
 
 absl::Status ModelService::StoreCommit(const ChangeSet& cs) {
@@ -332,7 +371,6 @@ absl::Status ModelService::Commit(Change& c) {
 }
 
 void ModelService::Apply(Change& c, bool publish) {
-  c.undo_.clear();
   const uint64_t rev = c.revision();
   ChangeFanout fanout;
   for (auto& f : c.apply_) f(fanout);
@@ -340,8 +378,7 @@ void ModelService::Apply(Change& c, bool publish) {
   for (auto& f : c.flushed_) f(fanout);
   Committed(rev);
   if (publish) Publish(fanout, rev);
-  for (auto& f : c.published_) f();
-  c.Undo();  // nothing left to undo: clears the steps
+  c.Clear();
 }
 
 absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(const std::string& data_dir,
@@ -460,13 +497,8 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
     dfw::v1::SecurityGroup g;
     if (auto s = parse(*op, &g); !s.ok()) return s;
     auto spec = tagging::GroupFromProto(g);
-    if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: group '", g.id(), "': "));
-    std::optional<tagging::GroupSpec> before;
-    if (const auto* b = index_->FindGroup(g.id())) before = *b;
-    auto delta = index_->UpsertGroup(*spec);
-    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", g.id(), "': "));
-    std::string id = g.id();
-    change.Group(id, std::move(before), std::move(*delta), std::move(g));
+    absl::Status st = spec.ok() ? change.UpsertGroup(std::move(*spec), g) : spec.status();
+    if (!st.ok()) return Prefixed(st, Cat("follow: group '", g.id(), "': "));
   }
   for (const auto* op : vms) {
     const std::string id = id_of(*op);
@@ -475,20 +507,12 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
       if (auto s = change.RemoveVm(id); !s.ok()) return s;
       continue;
     }
-    VmChange c;
-    c.id = id;
     dfw::v1::Vm vm;
     if (auto s = parse(*op, &vm); !s.ok()) return s;
     MigrateTagSources(&vm);
     auto spec = tagging::VmFromProto(vm);
-    if (!spec.ok()) return Prefixed(spec.status(), Cat("follow: vm '", id, "': "));
-    if (const auto* b = index_->FindVm(id)) c.before = *b;
-    auto delta = index_->UpsertVm(*spec);
-    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: vm '", id, "': "));
-    c.delta = std::move(*delta);
-    c.after = *index_->FindVm(id);
-    c.proto_after = std::move(vm);
-    change.Vm(std::move(c));
+    absl::Status st = spec.ok() ? change.UpsertVm(std::move(*spec), std::move(vm)) : spec.status();
+    if (!st.ok()) return Prefixed(st, Cat("follow: vm '", id, "': "));
   }
   for (const auto* op : policies) {
     const std::string id = id_of(*op);
@@ -507,12 +531,10 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
   }
   for (const auto* op : group_dels) {
     const std::string id = id_of(*op);
-    const auto* before = index_->FindGroup(id);
-    if (before == nullptr) continue;
-    tagging::GroupSpec kept = *before;
-    auto delta = index_->RemoveGroup(id);
-    if (!delta.ok()) return Prefixed(delta.status(), Cat("follow: group '", id, "': "));
-    change.Group(id, std::move(kept), std::move(*delta), std::nullopt);
+    if (index_->FindGroup(id) == nullptr) continue;
+    if (auto s = change.RemoveGroup(id); !s.ok()) {
+      return Prefixed(s, Cat("follow: group '", id, "': "));
+    }
   }
   for (const auto* op : hosts) {
     const std::string id = id_of(*op);
@@ -633,18 +655,8 @@ absl::StatusOr<dfw::v1::Vm> ModelService::PutVm(const dfw::v1::PutVmRequest& req
   dfw::v1::Vm out = req.vm();
   spec->tags = SetTagSources(api, host, &out);
   Change change(this, revision_ + 1);
-  VmChange c;
-  c.id = req.vm().id();
-  if (const auto* b = index_->FindVm(c.id)) c.before = *b;
-  auto delta = index_->UpsertVm(*spec);
-  if (!delta.ok()) return Prefixed(delta.status(), "vm.");
-  c.delta = std::move(*delta);
-  c.after = *index_->FindVm(c.id);
   out.set_revision(change.revision());
-  c.proto_after = out;
-  change.cs.Put(Kind::kVm, c.id, out);
-  change.cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
-  change.Vm(std::move(c));
+  if (auto s = change.UpsertVm(std::move(*spec), out); !s.ok()) return Prefixed(s, "vm.");
   if (auto s = Commit(change); !s.ok()) return s;
   return out;
 }
@@ -719,9 +731,6 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
   dfw::v1::TagResponse resp;
   resp.set_revision(rev);
   for (const auto& id : req.vm_ids()) {
-    VmChange c;
-    c.id = id;
-    c.before = *index_->FindVm(id);
     dfw::v1::Vm out = vms_.at(id);
     auto api = ApiTagsAfterTag(out, set, unset);
     if (api.ok() && api->size() > kMaxTagsPerVm) {
@@ -729,18 +738,11 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
           Cat("set: VM '", id, "' would hold ", api->size(), " API tags; at most ", kMaxTagsPerVm));
     }
     if (!api.ok()) return api.status();
-    tagging::VmSpec next = *c.before;
+    tagging::VmSpec next = *index_->FindVm(id);
     next.tags = SetTagSources(*api, TagsOf(out.host_tags()), &out);
-    auto delta = index_->UpsertVm(std::move(next));
-    if (!delta.ok()) return delta.status();
-    c.delta = std::move(*delta);
-    c.after = *index_->FindVm(id);
     out.set_revision(rev);
-    change.cs.Put(Kind::kVm, id, out);
-    change.cs.AddEvent(ChangeEvent::KIND_VM, id, false);
-    *resp.add_vms() = out;
-    c.proto_after = std::move(out);
-    change.Vm(std::move(c));
+    if (auto s = change.UpsertVm(std::move(next), out); !s.ok()) return s;
+    *resp.add_vms() = std::move(out);
   }
   if (auto s = Commit(change); !s.ok()) return s;
   return resp;
@@ -840,22 +842,15 @@ absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::Put
       }
     }
   }
-  std::optional<tagging::GroupSpec> before;
-  if (const auto* b = index_->FindGroup(id)) before = *b;
-  auto delta = index_->UpsertGroup(*spec);
-  if (!delta.ok()) {
-    auto st = delta.status();
+  Change change(this, revision_ + 1);
+  dfw::v1::SecurityGroup out = req.group();
+  out.set_revision(change.revision());
+  if (auto st = change.UpsertGroup(std::move(*spec), out); !st.ok()) {
     if (st.code() == absl::StatusCode::kNotFound) {
       return absl::InvalidArgumentError(Cat("group: ", st.message()));
     }
     return Prefixed(st, "group.");
   }
-  Change change(this, revision_ + 1);
-  dfw::v1::SecurityGroup out = req.group();
-  out.set_revision(change.revision());
-  change.cs.Put(Kind::kGroup, id, out);
-  change.cs.AddEvent(ChangeEvent::KIND_GROUP, id, false);
-  change.Group(id, std::move(before), std::move(*delta), out);
   if (auto s = Commit(change); !s.ok()) return s;
   return out;
 }
@@ -894,13 +889,8 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteGroup(
     return absl::FailedPreconditionError(
         Cat("id: group '", req.id(), "' is referenced by ", Join(who, ", ")));
   }
-  tagging::GroupSpec before = *index_->FindGroup(req.id());
-  auto delta = index_->RemoveGroup(req.id());
-  if (!delta.ok()) return delta.status();
   Change change(this, revision_ + 1);
-  change.cs.Delete(Kind::kGroup, req.id());
-  change.cs.AddEvent(ChangeEvent::KIND_GROUP, req.id(), true);
-  change.Group(req.id(), std::move(before), std::move(*delta), std::nullopt);
+  if (auto s = change.RemoveGroup(req.id()); !s.ok()) return s;
   if (auto s = Commit(change); !s.ok()) return s;
   dfw::v1::DeleteResponse resp;
   resp.set_revision(revision_);
@@ -1422,19 +1412,12 @@ absl::Status ModelService::StageInventory(const std::string& host_id,
     if (o == vms_.end() || o->second.host() != vm.host()) moved.emplace_back(vm.id(), vm.host());
   }
   for (size_t i = 0; i < specs.size(); ++i) {
-    VmChange c;
-    c.id = specs[i].id;
-    if (const auto* b = index_->FindVm(c.id)) c.before = *b;
-    auto delta = index_->UpsertVm(specs[i]);
-    if (!delta.ok()) return Prefixed(delta.status(), Cat("vms[", i, "]."));
-    c.delta = std::move(*delta);
-    c.after = *index_->FindVm(c.id);
     protos[i].set_revision(rev);
-    report.cs.Put(Kind::kVm, c.id, protos[i]);
-    report.cs.AddEvent(ChangeEvent::KIND_VM, c.id, false);
-    staged.emplace_back(c.id, protos[i]);
-    c.proto_after = std::move(protos[i]);
-    report.Vm(std::move(c), /*table=*/false);  // vms_ is staged below
+    // vms_ is staged below, with the batch's undo.
+    if (auto st = report.UpsertVm(std::move(specs[i]), protos[i], /*table=*/false); !st.ok()) {
+      return Prefixed(st, Cat("vms[", i, "]."));
+    }
+    staged.emplace_back(protos[i].id(), std::move(protos[i]));
   }
   for (const auto& id : removals) {
     if (auto st = report.RemoveVm(id, /*table=*/false); !st.ok()) return st;

@@ -122,10 +122,6 @@ class ControllerServer {
   // The leader as last seen while standing by (empty fields: unknown).
   RestApi::Leader leader() const;
   ModelService* model() { return model_.get(); }
-  // While standing by: the revision the warm model has followed to (0: none
-  // loaded yet). Once leading: whether it took over with its warm model.
-  uint64_t followed_revision() const { return followed_revision_.load(); }
-  bool took_over_warm() const { return took_over_warm_.load(); }
   Enrollment* enrollment() { return enrollment_.get(); }
 
  private:
@@ -161,7 +157,6 @@ class ControllerServer {
   EtcdStore* warm_store_ = nullptr;     // the warm model's (it owns it)
   std::unique_ptr<ModelService> warm_;  // written by the follower only
   std::atomic<uint64_t> followed_revision_{0};
-  std::atomic<bool> took_over_warm_{false};
   std::atomic<bool> leading_{false};
   mutable std::mutex leader_mu_;
   std::condition_variable leader_cv_;
