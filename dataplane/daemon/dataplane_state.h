@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "dfw/dataplane/rule_proto.h"
 #include "dfw/dataplane/ruleset_compiler.h"
 #include "dfw/dataplane/vnic_table.h"
 #include "dfw/v1/dataplane.pb.h"
@@ -136,15 +137,5 @@ class DataplaneState {
   std::map<std::string, Binding> by_vnic_;                   // by vNIC id
   std::map<uint32_t, std::pair<std::string, std::string>> rule_names_;
 };
-
-// The classifier's view of one CompiledRule list (exposed for tests); errors
-// name the ruleset's vnic_id. The second form finds the address sets through
-// `sets` (nullptr: not sent).
-Status RulesetSpecFromProto(const v1::VNicRuleset& rs,
-                            const std::map<std::string, v1::AddressSet>& sets, RulesetSpec* spec,
-                            std::vector<RuleMeta>* meta);
-Status RulesetSpecFromProto(const v1::VNicRuleset& rs, const std::string& vnic_id,
-                            const std::function<const v1::AddressSet*(const std::string&)>& sets,
-                            RulesetSpec* spec, std::vector<RuleMeta>* meta);
 
 }  // namespace dfw::dataplane
