@@ -42,6 +42,7 @@ constexpr std::array kGrpcTable = {
     GrpcEntry{"/dfw.v1.ControllerService/ListVms", Permission::kRead},
     GrpcEntry{"/dfw.v1.ControllerService/VmGroups", Permission::kRead},
     GrpcEntry{"/dfw.v1.ControllerService/EffectiveRules", Permission::kRead},
+    GrpcEntry{"/dfw.v1.ControllerService/Trace", Permission::kRead},
     GrpcEntry{"/dfw.v1.ControllerService/GetGroup", Permission::kRead},
     GrpcEntry{"/dfw.v1.ControllerService/ListGroups", Permission::kRead},
     GrpcEntry{"/dfw.v1.ControllerService/GroupMembers", Permission::kRead},

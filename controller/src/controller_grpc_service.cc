@@ -46,6 +46,11 @@ grpc::Status ControllerGrpcService::EffectiveRules(Ctx* ctx, const EffectiveRule
   return Serve(
       ctx, "EffectiveRules", [&] { return model_->EffectiveRules(*r); }, o);
 }
+
+grpc::Status ControllerGrpcService::Trace(Ctx* ctx, const TraceRequest* r, TraceResponse* o) {
+  return Serve(
+      ctx, "Trace", [&] { return model_->Trace(*r); }, o);
+}
 grpc::Status ControllerGrpcService::PutGroup(Ctx* ctx, const PutGroupRequest* r, SecurityGroup* o) {
   return Serve(
       ctx, "PutGroup", [&] { return model_->PutGroup(*r); }, o);

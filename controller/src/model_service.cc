@@ -8,6 +8,7 @@
 
 #include "dfw/controller/policy_validator.h"
 #include "dfw/controller/tag_sources.h"
+#include "dfw/controller/trace.h"
 #include "dfw/proto/state_digest.h"
 #include "dfw/tagging/proto_convert.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -1090,6 +1091,140 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
       }
     } else {
       pr->set_state(PolicyStateFor(*pr));
+    }
+  }
+  return resp;
+}
+
+// ------------------------------------------------------------------ trace
+
+absl::StatusOr<dfw::v1::TraceResponse> ModelService::Trace(const dfw::v1::TraceRequest& req) const {
+  if (req.from_vm_id().empty()) return absl::InvalidArgumentError("from_vm_id: required");
+  if (req.to_vm_id().empty()) return absl::InvalidArgumentError("to_vm_id: required");
+  std::shared_lock l(mu_);
+  auto vm_of = [&](const std::string& id, const char* field) -> absl::StatusOr<const dfw::v1::Vm*> {
+    auto it = vms_.find(id);
+    if (it == vms_.end()) return absl::NotFoundError(Cat(field, ": VM '", id, "' does not exist"));
+    return &it->second;
+  };
+  auto from = vm_of(req.from_vm_id(), "from_vm_id");
+  if (!from.ok()) return from.status();
+  auto to = vm_of(req.to_vm_id(), "to_vm_id");
+  if (!to.ok()) return to.status();
+
+  // Each end's vNIC and address: the one asked for (any spelling of one of
+  // the VM's addresses), else the first of its first vNIC with one (the
+  // sender's in the receiver's family).
+  struct End {
+    const dfw::v1::VNic* vnic = nullptr;
+    const dfw::v1::BoundAddress* addr = nullptr;
+  };
+  auto end_of = [](const dfw::v1::Vm& vm, const std::string& want, const char* field,
+                   std::optional<bool> v6) -> absl::StatusOr<End> {
+    std::optional<tagging::IpPrefix> asked;
+    if (!want.empty()) {
+      auto p = tagging::IpPrefix::ParseAddress(want);
+      if (!p.ok())
+        return absl::InvalidArgumentError(Cat(field, ": '", want, "' is not an address"));
+      asked = *p;
+    }
+    for (const auto& n : vm.vnics()) {
+      for (const auto& a : n.addresses()) {
+        auto p = tagging::IpPrefix::ParseAddress(a.ip());
+        if (!p.ok()) continue;
+        if (asked ? *p == *asked : (!v6 || !p->is_v4() == *v6)) return End{&n, &a};
+      }
+    }
+    if (asked) {
+      return absl::InvalidArgumentError(
+          Cat(field, ": ", want, " is not an address of VM '", vm.id(), "'"));
+    }
+    return absl::InvalidArgumentError(Cat(field, ": VM '", vm.id(), "' has no ",
+                                          v6 ? (*v6 ? "IPv6 " : "IPv4 ") : "",
+                                          "address on any vNIC"));
+  };
+  auto dst = end_of(**to, req.to_ip(), "to_ip", std::nullopt);
+  if (!dst.ok()) return dst.status();
+  auto dst_family = tagging::IpPrefix::ParseAddress(dst->addr->ip());
+  auto src = end_of(**from, req.from_ip(), "from_ip", !dst_family->is_v4());
+  if (!src.ok()) return src.status();
+  auto flow = TraceFlowOf(req, src->addr->ip(), dst->addr->ip());
+  if (!flow.ok()) return flow.status();
+
+  dfw::v1::EffectiveRulesResponse rules;
+  compiler_->EffectiveRules({src->vnic->id(), dst->vnic->id()}, rules.mutable_rulesets(),
+                            rules.mutable_address_sets());
+  std::map<std::string, const dfw::v1::AddressSet*> sets;
+  for (const auto& s : rules.address_sets()) sets.emplace(s.id(), &s);
+  auto find_set = [&sets](const std::string& id) -> const dfw::v1::AddressSet* {
+    auto it = sets.find(id);
+    return it == sets.end() ? nullptr : it->second;
+  };
+
+  dfw::v1::TraceResponse resp;
+  std::lock_guard<std::mutex> r(rmu_);
+  resp.set_revision(revision_);
+  resp.set_allowed(true);
+  resp.set_action(dfw::v1::ACTION_ALLOW);
+  for (int k = 0; k < 2; ++k) {
+    const bool egress = k == 0;
+    const dfw::v1::Vm& vm = egress ? **from : **to;
+    const End& e = egress ? *src : *dst;
+    auto* st = resp.add_stages();
+    st->set_kind(egress ? dfw::v1::TraceStage::KIND_EGRESS : dfw::v1::TraceStage::KIND_INGRESS);
+    st->set_vm_id(vm.id());
+    st->set_vm_name(vm.name());
+    st->set_vnic_id(e.vnic->id());
+    st->set_address(e.addr->ip());
+    st->set_enforcement(vm.enforcement());
+    st->set_host_id(vm.host());
+    st->set_enforced(!vm.host().empty());
+    std::string note;
+    if (st->enforced()) {
+      auto* hr = st->mutable_host();
+      hr->set_host_id(vm.host());
+      auto h = hosts_.find(vm.host());
+      if (h == hosts_.end()) {
+        hr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+        note = Cat("; host ", vm.host(), " has never connected to this controller");
+      } else {
+        const HostState& hs = *h->second;
+        hr->set_state(HostStateFor(hs.connected, hs.error, hs.acked, hs.want));
+        hr->set_realized_revision(hs.acked);
+        if (hs.error) hr->set_error(hs.error_text);
+        if (hs.last_ack.seconds() != 0) *hr->mutable_last_ack() = hs.last_ack;
+        if (!hs.connected) {
+          note = Cat("; host ", vm.host(), " is not connected: it enforces what it realized last",
+                     hs.acked ? Cat(" (revision ", hs.acked, ")") : std::string(),
+                     ", which may be older than this");
+        } else if (hs.acked < hs.want) {
+          note = Cat("; host ", vm.host(), " has realized revision ", hs.acked, " of ", hs.want,
+                     ": it may still enforce an older ruleset");
+        }
+      }
+    }
+    if (e.addr->quarantined()) {
+      note += Cat("; ", e.addr->ip(), " is quarantined (", e.addr->quarantine_reason(),
+                  "): in no group's address set");
+    }
+    if (!st->enforced()) {
+      st->set_action(dfw::v1::ACTION_ALLOW);
+      st->set_passes(true);
+      st->set_explanation(Cat(egress ? "egress" : "ingress", " of VM ", vm.id(),
+                              ": no host of ours enforces it, so nothing filters this end", note));
+      continue;
+    }
+    const dfw::v1::VNicRuleset& rs = rules.rulesets(k);
+    st->set_has_ruleset(true);
+    st->set_ruleset_revision(rs.revision());
+    TraceFlow f = *flow;
+    f.egress = egress;
+    if (auto s = TraceStageOf(rs, find_set, f, st); !s.ok()) return s;
+    st->set_explanation(st->explanation() + note);
+    if (!st->passes() && resp.allowed()) {
+      resp.set_allowed(false);
+      resp.set_decided_by(st->kind());
+      resp.set_action(st->action());
     }
   }
   return resp;

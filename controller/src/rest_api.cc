@@ -56,10 +56,13 @@ int HttpStatusFor(absl::StatusCode code) {
 
 namespace {
 
-std::string ToJson(const Message& m) {
+// `all_fields`: false, zero and empty fields too (an answer whose "no" is
+// the point, like a trace's "allowed": false).
+std::string ToJson(const Message& m, bool all_fields = false) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = all_fields;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
   return out;
 }
@@ -632,6 +635,35 @@ void RestApi::Routes() {
     dfw::v1::EffectiveRulesRequest r;
     r.set_vnic_id(req.matches[1]);
     Send(res, m->EffectiveRules(r));
+  });
+
+  // ---- trace: GET /api/v1/trace?from_vm_id=A&to_vm_id=B&protocol=6&destination_port=5432
+  // (from_ip, to_ip, source_port, icmp_type, icmp_code optional).
+  s.Get("/api/v1/trace", [m](const Request& req, Response& res) {
+    dfw::v1::TraceRequest r;
+    r.set_from_vm_id(req.get_param_value("from_vm_id"));
+    r.set_to_vm_id(req.get_param_value("to_vm_id"));
+    r.set_from_ip(req.get_param_value("from_ip"));
+    r.set_to_ip(req.get_param_value("to_ip"));
+    for (const char* name :
+         {"protocol", "destination_port", "source_port", "icmp_type", "icmp_code"}) {
+      if (!req.has_param(name)) continue;
+      auto v = ParseUint(req.get_param_value(name), name, 65535);
+      if (!v.ok()) return SendError(res, v.status());
+      const auto n = static_cast<uint32_t>(*v);
+      const std::string_view f = name;
+      if (f == "protocol") r.set_protocol(n);
+      if (f == "destination_port") r.set_destination_port(n);
+      if (f == "source_port") r.set_source_port(n);
+      if (f == "icmp_type") {
+        r.set_icmp_type(n);
+        r.set_has_icmp_type(true);
+      }
+      if (f == "icmp_code") r.set_icmp_code(n);
+    }
+    auto t = m->Trace(r);
+    if (!t.ok()) return SendError(res, t.status());
+    res.set_content(ToJson(*t, /*all_fields=*/true), "application/json");
   });
 
   // ---- groups

@@ -116,6 +116,9 @@ class ModelService {
   absl::StatusOr<dfw::v1::VmGroupsResponse> VmGroups(const std::string& vm_id) const;
   absl::StatusOr<dfw::v1::EffectiveRulesResponse> EffectiveRules(
       const dfw::v1::EffectiveRulesRequest& req) const;
+  // Which stage and rule decide a new connection between two VMs, from the
+  // rules as compiled now, with each enforcing host's realization (trace.h).
+  absl::StatusOr<dfw::v1::TraceResponse> Trace(const dfw::v1::TraceRequest& req) const;
 
   absl::StatusOr<dfw::v1::SecurityGroup> PutGroup(const dfw::v1::PutGroupRequest& req,
                                                   bool create_only = false);

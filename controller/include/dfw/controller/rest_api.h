@@ -11,6 +11,8 @@
 //   POST   /api/v1/tags                   TagRequest: tags on many VMs at once
 //   GET    /api/v1/vms/{id}/groups        which groups, and by which criterion
 //   GET    /api/v1/vms/{id}/effective-rules, /api/v1/vnics/{id}/effective-rules
+//   GET    /api/v1/trace?from_vm_id=&to_vm_id=&protocol=[&destination_port=&source_port=
+//          &icmp_type=&icmp_code=&from_ip=&to_ip=]   which rule decides a connection
 //   same CRUD for /api/v1/groups and /api/v1/policies;
 //   GET    /api/v1/groups/{id}/members
 //   GET    /api/v1/hosts, /api/v1/realization[?policy_id=], /api/v1/status
