@@ -61,6 +61,10 @@ const char kUsageText[] =
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
   changes [--from REV]                      the change log, with who made each change
+  trace FROM TO (--tcp P | --udp P | --sctp P | --icmp [T[/C]] | --icmp6 [T[/C]] |
+                 --protocol N [--port P]) [--sport P] [--from-ip IP] [--to-ip IP]
+                                            which rule decides a new connection, at
+                                            each end, and whether its host realized it
   status
 
   ca init --pki-dir DIR --trust-domain TD [--node NAME] [--san HOST|IP]...
@@ -521,6 +525,113 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file) {
   return kOk;
 }
 
+// `trace FROM TO (--tcp P | --udp P | --sctp P | --icmp [T[/C]] | --icmp6 [T[/C]]
+// | --protocol N [--port P]) [--sport P] [--from-ip IP] [--to-ip IP]`: which
+// rule of which policy decides a new connection, at the sender's egress and
+// the receiver's ingress, and whether each enforcing host has realized it.
+int Trace(Ctx& c, const std::vector<std::string>& a) {
+  std::vector<std::string> vms;
+  std::string query;
+  auto add = [&](const std::string& k, const std::string& v) {
+    query += (query.empty() ? "" : "&") + k + "=" + v;
+  };
+  bool proto_given = false;
+  for (size_t i = 1; i < a.size(); ++i) {
+    const std::string& o = a[i];
+    const bool has_value = i + 1 < a.size() && a[i + 1].rfind("--", 0) != 0;
+    auto value = [&]() -> std::string { return has_value ? a[++i] : ""; };
+    if (o == "--tcp" || o == "--udp" || o == "--sctp") {
+      std::string port = value();
+      if (port.empty()) {
+        std::fprintf(stderr, "dfwctl: %s needs a destination port\n", o.c_str());
+        return kUsage;
+      }
+      add("protocol", o == "--tcp" ? "6" : o == "--udp" ? "17" : "132");
+      add("destination_port", port);
+      proto_given = true;
+    } else if (o == "--icmp" || o == "--icmp6") {
+      add("protocol", o == "--icmp" ? "1" : "58");
+      std::string tc = value();  // TYPE or TYPE/CODE; none: an echo request
+      if (!tc.empty()) {
+        size_t slash = tc.find('/');
+        add("icmp_type", tc.substr(0, slash));
+        if (slash != std::string::npos) add("icmp_code", tc.substr(slash + 1));
+      }
+      proto_given = true;
+    } else if (o == "--protocol" || o == "--port" || o == "--sport" || o == "--from-ip" ||
+               o == "--to-ip") {
+      std::string v = value();
+      if (v.empty()) {
+        std::fprintf(stderr, "dfwctl: %s needs a value\n", o.c_str());
+        return kUsage;
+      }
+      add(o == "--protocol"  ? "protocol"
+          : o == "--port"    ? "destination_port"
+          : o == "--sport"   ? "source_port"
+          : o == "--from-ip" ? "from_ip"
+                             : "to_ip",
+          v);
+      proto_given |= o == "--protocol";
+    } else if (o.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "dfwctl: unknown option %s\n", o.c_str());
+      return kUsage;
+    } else {
+      vms.push_back(o);
+    }
+  }
+  if (vms.size() != 2 || !proto_given) {
+    std::fprintf(stderr, "dfwctl: trace needs two VMs and a protocol: trace FROM TO --tcp PORT\n%s",
+                 kUsageText);
+    return kUsage;
+  }
+  int rc = kOk;
+  std::string from, to;
+  if (!ResolveVm(c, vms[0], &from, &rc) || !ResolveVm(c, vms[1], &to, &rc)) return rc;
+  add("from_vm_id", from);
+  add("to_vm_id", to);
+  return Show(c, c.api->Call("GET", "/api/v1/trace?" + query), [](const json& b) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& st : b.value("stages", json::array())) {
+      const bool enforced = st.value("enforced", false);
+      std::string rule = !enforced ? "-"
+                         : st.value("default_rule", false)
+                             ? "default"
+                             : Str(st.value("policy_id", json(""))) + "/" +
+                                   Str(st.value("rule_id", json(""))) + " (#" +
+                                   Str(st.value("rule_num", json(0))) + ")";
+      const json host = st.value("host", json::object());
+      std::string realized =
+          !enforced
+              ? "-"
+              : Str(host.value("realized_revision", json("0"))) + " (" +
+                    Str(host.value("state", json("REALIZATION_STATE_UNSPECIFIED"))).substr(18) +
+                    ")";
+      std::string action = Str(st.value("action", json("ACTION_DROP"))).substr(7);
+      if (st.value("audit", false)) action += " (audit)";
+      rows.push_back({Str(st.value("kind", json("KIND_UNSPECIFIED"))).substr(5),
+                      Str(st.value("vm_name", st.value("vm_id", json("")))),
+                      Str(st.value("address", json(""))), Str(st.value("vnic_id", json(""))),
+                      enforced ? Str(st.value("host_id", json(""))) : "not enforced", realized,
+                      rule, action, st.value("passes", false) ? "passes" : "stops"});
+    }
+    PrintTable({"STAGE", "VM", "ADDRESS", "VNIC", "HOST", "REALIZED", "RULE", "ACTION", "RESULT"},
+               rows);
+    std::printf("\n");
+    for (const auto& st : b.value("stages", json::array()))
+      std::printf("  %s\n", Str(st.value("explanation", json(""))).c_str());
+    std::printf("\n");
+    if (b.value("allowed", false)) {
+      std::printf("verdict: ALLOWED (controller revision %s)\n",
+                  Str(b.value("revision", json("0"))).c_str());
+    } else {
+      std::printf("verdict: %s at %s (controller revision %s)\n",
+                  Str(b.value("action", json("ACTION_DROP"))).substr(7).c_str(),
+                  Str(b.value("decided_by", json("KIND_UNSPECIFIED"))).substr(5).c_str(),
+                  Str(b.value("revision", json("0"))).c_str());
+    }
+  });
+}
+
 int Run(Ctx& c, std::vector<std::string> a) {
   if (a.empty()) {
     std::fputs(kUsageText, stderr);
@@ -771,6 +882,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
                         Str(h.value("error", json("")))});
       PrintTable({"HOST", "STATE", "REALIZED", "ERROR"}, rows);
     });
+  } else if (res == "trace") {
+    return Trace(c, a);
   } else if (res == "changes") {
     std::string from = "0";
     for (size_t i = 1; i + 1 < a.size(); ++i)

@@ -89,23 +89,7 @@ TEST(ControllerProcessTest, KillNineLosesNoAcknowledgedWrite) {
       acked.size(), acked_tags.size());
 }
 
-struct Cmd {
-  int rc;
-  std::string out;
-};
-
-Cmd Dfwctl(int port, const std::string& args) {
-  std::string cmd = std::string(DFWCTL_BIN) +
-                    " --insecure --server http://127.0.0.1:" + std::to_string(port) + " " + args +
-                    " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
+Cmd Dfwctl(int port, const std::string& args) { return RunDfwctl(DFWCTL_BIN, port, args); }
 
 TEST(ControllerProcessTest, DfwctlDrivesARunningController) {
   TempDir dir;

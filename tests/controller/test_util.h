@@ -5,7 +5,10 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -18,6 +21,25 @@
 #include "gtest/gtest.h"
 
 namespace dfw::controller::testing {
+
+struct Cmd {
+  int rc;           // exit status (-1: killed by a signal)
+  std::string out;  // stdout and stderr
+};
+
+// dfwctl (the binary at `bin`) with `args`, against a plaintext controller
+// on loopback whose REST port is `port`.
+inline Cmd RunDfwctl(const std::string& bin, int port, const std::string& args) {
+  std::string cmd =
+      bin + " --insecure --server http://127.0.0.1:" + std::to_string(port) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
 
 // Polls `pred` every 10 ms until it holds or `ms` passed; its last value.
 inline bool WaitFor(const std::function<bool()>& pred, int ms = 5000) {
