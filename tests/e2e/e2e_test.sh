@@ -39,13 +39,35 @@ fail() {
   echo "FAIL  $*"
   FAILS=$((FAILS + 1))
 }
-# expect allow|block FROM TO PROTO [PORT]
+# What the controller's trace (dfwctl trace) says of a connection: allow or
+# block, or why it could not say.
+vm_name() { if [ "$1" = guest ]; then echo "$FLEET_GUEST_NAME"; else echo "ns-$1"; fi; }
+trace_verdict() {
+  local from=$1 to=$2 proto=$3 port=$4 args
+  if [ "$proto" = icmp ]; then args=(--icmp); else args=("--$proto" "$port"); fi
+  fleet_dfwctl -o json trace "$(vm_name "$from")" "$(vm_name "$to")" "${args[@]}" 2>&1 |
+    python3 -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    print("allow" if json.loads(text).get("allowed") else "block")
+except ValueError:
+    print("error: " + text.strip().replace("\n", " ")[:200])'
+}
+# expect allow|block FROM TO PROTO [PORT]; with TRACE_TOO=1 the controller's
+# trace of the same connection must agree with the packets.
 expect() {
   local want=$1 from=$2 to=$3 proto=$4 port=${5:-5432} got
   if fleet_probe "$from" "$to" "$proto" "$port"; then got=allow; else got=block; fi
   local what
   [ "$proto" = icmp ] && what="$from -> $to icmp" || what="$from -> $to $proto/$port"
   if [ "$got" = "$want" ]; then pass "$what: $got"; else fail "$what: $got, expected $want"; fi
+  if [ "${TRACE_TOO:-0}" = 1 ]; then
+    local traced
+    traced=$(trace_verdict "$from" "$to" "$proto" "$port")
+    if [ "$traced" = "$got" ]; then pass "$what: dfwctl trace agrees ($traced)"; else
+      fail "$what: dfwctl trace says '$traced', the packets $got"; fi
+  fi
 }
 guest_tags() {
   fleet_dfwctl -o json vm get "$FLEET_GUEST_NAME" 2>/dev/null | python3 -c '
@@ -112,7 +134,8 @@ case " $actors " in
 *) fail "change log actors: '$actors'" ;;
 esac
 
-echo "== 1. policy matrix"
+echo "== 1. policy matrix (each connection also traced by the controller: dfwctl trace)"
+TRACE_TOO=1
 expect allow web db tcp 5432
 expect allow web db udp 5432
 expect allow web db icmp
@@ -134,6 +157,7 @@ if [ $HAVE_GUEST = 1 ]; then
   expect block other guest tcp 5432
   expect block web guest tcp 5432    # web -> web is not allowed either
 fi
+TRACE_TOO=0
 drops=$(sb_dpctl -o json counters | python3 -c '
 import json, sys
 print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin).get("drops", [])))')
