@@ -10,7 +10,7 @@ FIX=0
 [ "${1:-}" = "--fix" ] && FIX=1
 CF=${CLANG_FORMAT:-clang-format}
 command -v "$CF" >/dev/null || { echo "check-format: $CF not found (apt-get install clang-format)" >&2; exit 1; }
-mapfile -t files < <(find bench controller dataplane hostagent ovs-integration proto scripts tagging \
+mapfile -t files < <(find base bench controller dataplane hostagent ovs-integration proto scripts tagging \
   tests trust vmagent -type f \( -name '*.cc' -o -name '*.h' -o -name '*.c' \) \
   -not -path 'tests/data/*' | sort)
 bad=()

@@ -49,8 +49,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "dfw/base/metrics.h"
 #include "dfw/controller/host_feed.h"
-#include "dfw/controller/metrics.h"
 #include "dfw/controller/policy_compiler.h"
 #include "dfw/controller/store.h"
 #include "dfw/controller/vm_handover.h"
@@ -70,6 +70,12 @@ struct ModelStats {
   tagging::IndexStats index;
   CompilerStats compiler;
 };
+
+// Bucket bounds (seconds) of the realization histogram (accepted -> last
+// affected host acked): 5 ms .. 5 min.
+inline std::vector<double> RealizationBuckets() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+}
 
 // What GET /metrics shows of the model (ModelService::Metrics, read when
 // scraped; docs/architecture.md, "Metrics").
@@ -380,7 +386,7 @@ class ModelService {
   // GET /metrics: updated where the work happens, read when scraped.
   std::atomic<uint64_t> store_commits_{0}, store_commit_failures_{0};
   metrics::Histogram store_commit_seconds_{metrics::LatencyBuckets()};
-  metrics::Histogram realization_seconds_{metrics::RealizationBuckets()};
+  metrics::Histogram realization_seconds_{RealizationBuckets()};
   // A revision record's last affected host acked (or left): its latency.
   void RevisionDone(RevisionRecord& rec, std::chrono::steady_clock::time_point now);
 

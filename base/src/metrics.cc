@@ -1,18 +1,14 @@
-#include "dfw/controller/metrics.h"
+#include "dfw/base/metrics.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
-namespace dfw::controller::metrics {
+namespace dfw::metrics {
 
 std::vector<double> LatencyBuckets() {
   return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-}
-
-std::vector<double> RealizationBuckets() {
-  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 }
 
 Histogram::Histogram(std::vector<double> bounds)
@@ -134,4 +130,4 @@ void Exposition::Histogram(std::string_view name, const Labels& labels,
   Line(std::string(name) + "_count", labels, "", "", FormatNumber(static_cast<double>(s.count)));
 }
 
-}  // namespace dfw::controller::metrics
+}  // namespace dfw::metrics

@@ -1,6 +1,10 @@
-// Metrics for GET /metrics: a lock-free histogram that the hot paths
-// update where the work happens, and a writer of the Prometheus text
-// exposition format 0.0.4 (written by hand: no client library).
+// dfw::metrics: what the product's GET /metrics listeners (the controller's
+// REST API, the host agent's --metrics-listen) share: a lock-free histogram
+// that the control paths update where the work happens, and a writer of the
+// Prometheus text exposition format 0.0.4 (written by hand: no client
+// library). Naming conventions (docs/architecture.md, "Metrics"): every
+// family has HELP and TYPE, names carry their unit (_seconds, _bytes),
+// counters end in _total, labels take bounded values only.
 //
 // The format, as the writer emits it: for each family a "# HELP name text"
 // and a "# TYPE name counter|gauge|histogram" line, then its samples
@@ -23,13 +27,11 @@
 #include <utility>
 #include <vector>
 
-namespace dfw::controller::metrics {
+namespace dfw::metrics {
 
-// Bucket bounds in seconds, ascending.
-// Requests and store commits: 0.5 ms .. 10 s.
+// Bucket bounds in seconds, ascending, for requests, calls and commits:
+// 0.5 ms .. 10 s.
 std::vector<double> LatencyBuckets();
-// Realization (accepted -> last affected host acked): 5 ms .. 5 min.
-std::vector<double> RealizationBuckets();
 
 class Histogram {
  public:
@@ -75,4 +77,4 @@ inline constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8
 std::string EscapeLabelValue(std::string_view v);
 std::string FormatNumber(double v);
 
-}  // namespace dfw::controller::metrics
+}  // namespace dfw::metrics
