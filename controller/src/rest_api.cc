@@ -18,8 +18,8 @@
 #include "dfw/base/metrics.h"
 #include "dfw/controller/enrollment.h"
 #include "dfw/trust/loopback.h"
+#include "dfw/trust/server_tls.h"
 #include "google/protobuf/util/json_util.h"
-#include "rest_tls.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -485,7 +485,8 @@ class RestApi::Guarded {
     RequestMetrics::Route* route = requests_->Add(method, pattern);
     return [authz, route, h = std::move(h)](const Request& req, Response& res) {
       RequestMetrics::t_route = route;  // refusals below count for the route too
-      auto caller = authz->Authorize(PeerLeafPem(req.ssl), PermissionForRest(req.method, req.path));
+      auto caller =
+          authz->Authorize(trust::PeerLeafPem(req.ssl), PermissionForRest(req.method, req.path));
       if (!caller.ok()) return SendError(res, caller.status());
       ActorScope actor(caller->actor);
       t_rest_caller = &*caller;
@@ -541,10 +542,10 @@ void RestApi::StandbyRoutes(std::function<Leader()> leader) {
 void RestApi::SetUpServer(const RestTlsOptions& tls) {
   requests_ = std::make_unique<RequestMetrics>();
   if (!tls.svid_dir.empty()) {
-    tls_ = std::make_unique<RestTls>(tls.svid_dir, tls.refresh);
+    tls_ = std::make_unique<trust::ServerTls>(tls.svid_dir, tls.refresh);
     tls_status_ = tls_->Load();
     if (tls_status_.ok()) {
-      RestTls* t = tls_.get();
+      trust::ServerTls* t = tls_.get();
       server_ = std::make_unique<httplib::SSLServer>([t](SSL_CTX& ctx) { return t->Setup(ctx); });
       if (!server_->is_valid())
         tls_status_ = absl::InvalidArgumentError(

@@ -13,6 +13,7 @@
 #include "exposition_parser.h"
 #include "test_host.h"
 #include "test_pki.h"
+#include "test_tls_client.h"
 #include "test_util.h"
 
 namespace dfw::controller::testing {
@@ -195,26 +196,10 @@ class MetricsTlsTest : public TlsControllerTest {
   // A client as `id` with `role` (no id: no client certificate).
   std::unique_ptr<httplib::Client> Client(std::optional<trust::SpiffeId> id,
                                           trust::Role role = trust::Role::kNone) {
-    std::string url = "https://127.0.0.1:" + std::to_string(server_.http_port());
-    std::unique_ptr<httplib::Client> cli;
-    if (!id) {
-      cli = std::make_unique<httplib::Client>(url);
-    } else {
-      trust::IssueOptions io;
-      io.id = *id;
-      io.role = role;
-      auto kc = ca_->IssueWithNewKey(io);
-      EXPECT_TRUE(kc.ok());
-      std::string d = dir_.path() + "/creds/" + id->name;
-      EXPECT_TRUE(trust::WriteSvid(d, {kc->key_pem, kc->cert.cert_pem, ca_->bundle_pem()}).ok());
-      cli = std::make_unique<httplib::Client>(url, d + "/" + trust::kSvidFile,
-                                              d + "/" + trust::kSvidKeyFile);
-    }
-    cli->set_ca_cert_path((dir_.path() + "/pki/controller/" + trust::kSvidBundleFile).c_str());
-    cli->enable_server_certificate_verification(true);
-    cli->set_connection_timeout(3, 0);
-    cli->set_read_timeout(5, 0);
-    return cli;
+    return trust::testing::TlsTestClient("https://127.0.0.1:" + std::to_string(server_.http_port()),
+                                         dir_.path() + "/pki/controller/" + trust::kSvidBundleFile,
+                                         *ca_, id, role,
+                                         dir_.path() + "/creds/" + (id ? id->name : std::string()));
   }
 };
 

@@ -322,6 +322,24 @@ TEST_F(CaTest, InspectLeafRefusesAnotherTrustDomain) {
   EXPECT_THAT(Msg(peer.status()), HasSubstr("trust domain 'other.test', not 'dfw.test'"));
 }
 
+TEST_F(CaTest, SpiffeIdOfReadsAnyTrustDomainAndNeedsExactlyOneId) {
+  TempDir other_dir;
+  auto other = CertificateAuthority::Init(other_dir.path(), "other.test");
+  ASSERT_TRUE(other.ok());
+  IssueOptions o;
+  o.id = {"other.test", IdKind::kHost, "h1"};
+  auto kc = (*other)->IssueWithNewKey(o);
+  ASSERT_TRUE(kc.ok()) << kc.status();
+  auto id = SpiffeIdOf(kc->cert.cert_pem);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, o.id);
+  o.extra_uri_sans = {"spiffe://other.test/user/alice"};
+  kc = (*other)->IssueWithNewKey(o);
+  ASSERT_TRUE(kc.ok());
+  EXPECT_FALSE(SpiffeIdOf(kc->cert.cert_pem).ok());
+  EXPECT_FALSE(SpiffeIdOf("not a certificate").ok());
+}
+
 // Re-signs `cert_pem` with the CA's key after `edit` changed it: certificates
 // this CA would never issue.
 std::string Resign(const std::string& cert_pem, const std::string& ca_key_pem,

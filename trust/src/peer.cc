@@ -129,6 +129,23 @@ absl::Status VerifyChain(std::string_view cert_pem, std::string_view bundle_pem,
   return absl::OkStatus();
 }
 
+absl::StatusOr<SpiffeId> SpiffeIdOf(std::string_view cert_pem) {
+  auto cert = internal::ParseCertPem(cert_pem, "certificate");
+  if (!cert.ok()) return cert.status();
+  auto uris = internal::UriSans(cert->get());
+  if (!uris.ok()) return uris.status();
+  if (uris->size() != 1) {
+    return absl::InvalidArgumentError(
+        Cat("certificate: ", uris->size(), " URI SANs (it must carry exactly one SPIFFE ID)"));
+  }
+  auto id = ParseSpiffeId(uris->front());
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(
+        Cat("certificate: URI SAN is not a SPIFFE ID: ", id.status().message()));
+  }
+  return id;
+}
+
 absl::StatusOr<Clock::time_point> NotAfter(std::string_view cert_pem) {
   auto cert = internal::ParseCertPem(cert_pem, "certificate");
   if (!cert.ok()) return cert.status();

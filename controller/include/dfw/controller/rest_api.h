@@ -81,6 +81,10 @@
 #include "dfw/controller/authz.h"
 #include "dfw/controller/model_service.h"
 
+namespace dfw::trust {
+class ServerTls;
+}  // namespace dfw::trust
+
 namespace httplib {
 class Server;
 struct Request;
@@ -94,7 +98,6 @@ inline constexpr size_t kRestWorkers = 64;                // connections served 
 inline constexpr int kRestReadTimeoutSeconds = 5;         // per read; also keep-alive idle
 
 class Enrollment;
-class RestTls;
 
 struct RestTlsOptions {
   std::string svid_dir;              // empty: plaintext (insecure mode)
@@ -160,7 +163,7 @@ class RestApi {
   ModelService* model_;
   Enrollment* enrollment_;
   const Authorizer* authz_;
-  std::unique_ptr<RestTls> tls_;  // before server_: the server's TLS context calls it
+  std::unique_ptr<trust::ServerTls> tls_;  // before server_: the server's TLS context calls it
   absl::Status tls_status_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;

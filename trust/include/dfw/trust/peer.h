@@ -49,6 +49,11 @@ absl::StatusOr<PeerIdentity> InspectLeaf(std::string_view cert_pem, std::string_
 absl::Status VerifyChain(std::string_view cert_pem, std::string_view bundle_pem,
                          Clock::time_point at = Clock::now());
 
+// The SPIFFE ID of cert_pem's first certificate (a process's own SVID: which
+// trust domain it belongs to). No other check; InvalidArgument when it does
+// not carry exactly one valid SPIFFE ID.
+absl::StatusOr<SpiffeId> SpiffeIdOf(std::string_view cert_pem);
+
 absl::StatusOr<Clock::time_point> NotAfter(std::string_view cert_pem);
 absl::StatusOr<Clock::time_point> NotBefore(std::string_view cert_pem);
 

@@ -1,10 +1,12 @@
-// The REST server's TLS: an OpenSSL context for httplib::SSLServer that
-// asks every client for a certificate and verifies any it gets against the
-// trust bundle (a client without one gets through the handshake, but only
-// Enroll lets it further: authz.h), TLS 1.2 at least, and serves the
-// controller's SVID, re-read from its files when they change (checked at
-// most every refresh interval, at a handshake), so a renewed certificate is
-// served without a restart.
+// ServerTls: the TLS of the product's HTTPS listeners (the controller's
+// REST API, the host agent's GET /metrics): an OpenSSL context for
+// httplib::SSLServer that asks every client for a certificate and verifies
+// any it gets against the trust bundle (a client without one gets through
+// the handshake; the server's authorization refuses it where it must: the
+// controller's authz.h, the agent's metrics_server.h), TLS 1.2 at least,
+// and serves the process's own SVID, re-read from its files when they
+// change (checked at most every refresh interval, at a handshake), so a
+// renewed certificate is served without a restart.
 //
 // Thread safety: the certificate callback runs on httplib's worker threads;
 // the current key pair is swapped under a mutex.
@@ -19,12 +21,12 @@
 
 #include "absl/status/status.h"
 
-namespace dfw::controller {
+namespace dfw::trust {
 
-class RestTls {
+class ServerTls {
  public:
-  RestTls(std::string svid_dir, std::chrono::seconds refresh);
-  ~RestTls();
+  ServerTls(std::string svid_dir, std::chrono::seconds refresh);
+  ~ServerTls();
   // Reads the SVID and bundle; call once before Setup.
   absl::Status Load();
   // httplib::SSLServer's setup callback.
@@ -46,4 +48,4 @@ class RestTls {
 // The client's leaf certificate as PEM ("" when it sent none).
 std::string PeerLeafPem(const SSL* ssl);
 
-}  // namespace dfw::controller
+}  // namespace dfw::trust

@@ -1,4 +1,4 @@
-#include "rest_tls.h"
+#include "dfw/trust/server_tls.h"
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -9,11 +9,13 @@
 #include <sstream>
 
 #include "dfw/trust/svid.h"
-#include "str_util.h"
+#include "str_cat.h"
 
-namespace dfw::controller {
+namespace dfw::trust {
 
-struct RestTls::KeyPair {
+using internal::Cat;
+
+struct ServerTls::KeyPair {
   X509* cert = nullptr;
   STACK_OF(X509) * chain = nullptr;
   EVP_PKEY* key = nullptr;
@@ -34,24 +36,24 @@ std::string FileStamp(const std::string& path) {
 
 }  // namespace
 
-RestTls::RestTls(std::string svid_dir, std::chrono::seconds refresh)
+ServerTls::ServerTls(std::string svid_dir, std::chrono::seconds refresh)
     : dir_(std::move(svid_dir)), refresh_(refresh) {}
-RestTls::~RestTls() = default;
+ServerTls::~ServerTls() = default;
 
-absl::Status RestTls::Load() {
+absl::Status ServerTls::Load() {
   std::lock_guard<std::mutex> l(mu_);
   next_check_ = {};
   return ReloadIfChanged();
 }
 
-absl::Status RestTls::ReloadIfChanged() {
+absl::Status ServerTls::ReloadIfChanged() {
   auto now = std::chrono::steady_clock::now();
   if (current_ && now < next_check_) return absl::OkStatus();
   next_check_ = now + refresh_;
   std::string stamp =
-      FileStamp(dir_ + "/" + trust::kSvidFile) + "|" + FileStamp(dir_ + "/" + trust::kSvidKeyFile);
+      FileStamp(dir_ + "/" + kSvidFile) + "|" + FileStamp(dir_ + "/" + kSvidKeyFile);
   if (current_ && stamp == stamp_) return absl::OkStatus();
-  auto svid = trust::ReadSvid(dir_);
+  auto svid = ReadSvid(dir_);
   if (!svid.ok()) return svid.status();
   auto kp = std::make_shared<KeyPair>();
   {
@@ -86,8 +88,8 @@ absl::Status RestTls::ReloadIfChanged() {
   return absl::OkStatus();
 }
 
-int RestTls::CertCallback(SSL* ssl, void* arg) {
-  auto* self = static_cast<RestTls*>(arg);
+int ServerTls::CertCallback(SSL* ssl, void* arg) {
+  auto* self = static_cast<ServerTls*>(arg);
   std::shared_ptr<KeyPair> kp;
   {
     std::lock_guard<std::mutex> l(self->mu_);
@@ -102,7 +104,7 @@ int RestTls::CertCallback(SSL* ssl, void* arg) {
   return 1;
 }
 
-bool RestTls::Setup(SSL_CTX& ctx) {
+bool ServerTls::Setup(SSL_CTX& ctx) {
   SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION |
                                 SSL_OP_NO_RENEGOTIATION);
@@ -124,7 +126,7 @@ bool RestTls::Setup(SSL_CTX& ctx) {
   }
   SSL_CTX_set_cert_store(&ctx, store);
   SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_cert_cb(&ctx, &RestTls::CertCallback, this);
+  SSL_CTX_set_cert_cb(&ctx, &ServerTls::CertCallback, this);
   return true;
 }
 
@@ -141,4 +143,4 @@ std::string PeerLeafPem(const SSL* ssl) {
   return out;
 }
 
-}  // namespace dfw::controller
+}  // namespace dfw::trust
