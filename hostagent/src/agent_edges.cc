@@ -85,6 +85,7 @@ class RealLibvirt final : public LibvirtEdge {
   void Stop() override { inv_.Stop(); }
   bool synced() const override { return inv_.synced(); }
   std::vector<Domain> Snapshot() const override { return inv_.Snapshot(); }
+  LibvirtStats stats() const override { return inv_.stats(); }
 
  private:
   LibvirtInventory inv_;
@@ -104,6 +105,7 @@ class RealController final : public ControllerEdge {
   }
   uint64_t last_acked_revision() const override { return session_.last_acked_revision(); }
   bool connected() const override { return session_.connected(); }
+  uint64_t sessions_opened() const override { return session_.sessions_opened(); }
 
  private:
   ControllerSession session_;

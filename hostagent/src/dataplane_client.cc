@@ -37,9 +37,10 @@ DataplaneClient::DataplaneClient(const std::string& target, std::chrono::millise
 template <typename Req, typename Resp>
 absl::StatusOr<Resp> DataplaneClient::Call(
     grpc::Status (v1::DataplaneService::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-    const Req& req, const char* what) {
+    const Req& req, const char* what, std::chrono::milliseconds deadline) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + deadline_);
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   (deadline.count() > 0 ? deadline : deadline_));
   Resp resp;
   grpc::Status gs = (stub_.get()->*method)(&ctx, req, &resp);
   if (!gs.ok()) return FromGrpc(gs, what);
@@ -64,8 +65,8 @@ absl::StatusOr<uint64_t> DataplaneClient::SetState(const v1::SetStateRequest& re
   return r->applied_revision();
 }
 
-absl::StatusOr<v1::CountersResponse> DataplaneClient::Counters() {
-  return Call(&v1::DataplaneService::Stub::Counters, v1::CountersRequest(), "Counters");
+absl::StatusOr<v1::CountersResponse> DataplaneClient::Counters(std::chrono::milliseconds deadline) {
+  return Call(&v1::DataplaneService::Stub::Counters, v1::CountersRequest(), "Counters", deadline);
 }
 
 absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState(bool digests) {

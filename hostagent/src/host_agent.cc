@@ -13,7 +13,11 @@ using google::protobuf::util::MessageDifferencer;
 using std::chrono::steady_clock;
 
 HostAgent::HostAgent(HostAgentConfig config, HostAgentEdges edges)
-    : config_(std::move(config)), edges_(std::move(edges)) {}
+    : config_(std::move(config)), edges_(std::move(edges)) {
+  if (edges_.dataplane) {
+    edges_.dataplane = MeterDataplane(std::move(edges_.dataplane), &dataplane_calls_);
+  }
+}
 
 HostAgent::~HostAgent() { Stop(); }
 
@@ -57,6 +61,43 @@ void HostAgent::Stop() {
 HostView HostAgent::LastView() const {
   std::lock_guard<std::mutex> l(view_mu_);
   return last_view_;
+}
+
+HostAgentMetrics HostAgent::Metrics() const {
+  HostAgentMetrics m;
+  m.controller = edges_.controller != nullptr;
+  if (edges_.controller) {
+    m.controller_connected = edges_.controller->connected();
+    m.sessions_opened = edges_.controller->sessions_opened();
+    m.realized_revision = edges_.controller->last_acked_revision();
+  }
+  m.wanted_revision = wanted_revision_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < apply_errors_.size(); ++i) {
+    m.apply_errors[i] = apply_errors_[i].load(std::memory_order_relaxed);
+  }
+  {
+    std::lock_guard<std::mutex> l(view_mu_);
+    const bool steering = !last_view_.steering.firewall_ofports.empty();
+    (steering ? m.vnics_steered : m.vnics_waiting) = last_view_.vnics.size();
+    m.vnics_isolated = last_view_.steering.isolated_ofports.size();
+    for (const auto& vm : last_view_.vms) {
+      for (const auto& n : vm.vnics()) m.vnics_not_on_bridge += n.ovs_port().empty();
+    }
+    m.vms = last_view_.vms.size();
+    m.view_errors = last_view_.errors.size();
+  }
+  m.reconcile_passes = passes_.load();
+  m.flow_bundles = bundles_.load();
+  m.migration = migration_stats();
+  m.libvirt = edges_.libvirt != nullptr;
+  if (edges_.libvirt) m.libvirt_stats = edges_.libvirt->stats();
+  m.dataplane_calls = &dataplane_calls_;
+  return m;
+}
+
+absl::StatusOr<v1::CountersResponse> HostAgent::DataplaneCounters(
+    std::chrono::milliseconds deadline) {
+  return edges_.dataplane->Counters(deadline);
 }
 
 MigrationStats HostAgent::migration_stats() const {
@@ -403,10 +444,17 @@ absl::StatusOr<uint64_t> HostAgent::Apply(const v1::ControllerToHost& msg) {
   } else if (msg.has_delta()) {
     *req.mutable_delta() = msg.delta();
   } else {
+    apply_errors_[HostAgentMetrics::kApplyInvalid]++;
     return absl::InvalidArgumentError("controller message: neither a full state nor a delta");
   }
+  wanted_revision_.store(msg.has_full() ? msg.full().revision() : msg.delta().to_revision(),
+                         std::memory_order_relaxed);
   auto t0 = steady_clock::now();
   auto r = edges_.dataplane->SetState(req);
+  if (!r.ok()) {
+    apply_errors_[IsUnreachable(r.status()) ? HostAgentMetrics::kApplyUnreachable
+                                            : HostAgentMetrics::kApplyRefused]++;
+  }
   if (!r.ok() && msg.has_delta()) want_full_ = true;
   if (r.ok() && msg.has_full()) want_full_ = false;
   if (r.ok()) {

@@ -137,6 +137,10 @@ struct State : std::enable_shared_from_this<State> {
   std::vector<Uri> uris;  // fixed after construction
 
   mutable std::mutex snap_mu;
+
+  // LibvirtInventory::stats() (any thread).
+  std::atomic<uint64_t> full_reads{0}, domain_reads{0}, connect_errors{0}, read_errors{0},
+      connections_lost{0};
 };
 
 // The opaque pointer of every libvirt registration (freed by libvirt).
@@ -175,10 +179,12 @@ bool Put(State& s, Uri& u, const std::string& uuid, std::optional<Domain> domain
   return true;
 }
 
-// Reads a domain's XML; nullopt (logged) if that fails or does not parse.
-std::optional<Domain> Read(const Uri& u, virDomainPtr dom) {
+// Reads a domain's XML; nullopt (logged, counted) if that fails or does not
+// parse.
+std::optional<Domain> Read(State& s, const Uri& u, virDomainPtr dom) {
   char* xml = virDomainGetXMLDesc(dom, 0);
   if (xml == nullptr) {
+    s.read_errors++;
     spdlog::warn("libvirt {}: cannot read domain {}: {}", u.uri, virDomainGetName(dom),
                  LastError());
     return std::nullopt;
@@ -186,6 +192,7 @@ std::optional<Domain> Read(const Uri& u, virDomainPtr dom) {
   absl::StatusOr<Domain> domain = ParseDomainXml(xml, u.uri);
   free(xml);
   if (!domain.ok()) {
+    s.read_errors++;
     spdlog::error("libvirt {}: domain {} left out of the inventory: {}", u.uri,
                   virDomainGetName(dom), domain.status().ToString());
     return std::nullopt;
@@ -199,6 +206,7 @@ bool ReadAll(State& s, Uri& u) {
   virDomainPtr* doms = nullptr;
   const int n = virConnectListAllDomains(u.conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
   if (n < 0) {
+    s.read_errors++;
     spdlog::warn("libvirt {}: cannot list domains: {}", u.uri, LastError());
     return false;
   }
@@ -209,7 +217,7 @@ bool ReadAll(State& s, Uri& u) {
     // a connection that died meanwhile leaves the old list in place.
     if (!complete) {
       // Only free the rest.
-    } else if (std::optional<Domain> d = Read(u, doms[i])) {
+    } else if (std::optional<Domain> d = Read(s, u, doms[i])) {
       domains[d->uuid] = *std::move(d);
     } else if (virConnectIsAlive(u.conn) != 1) {
       spdlog::warn("libvirt {}: connection died while reading the domains", u.uri);
@@ -222,6 +230,7 @@ bool ReadAll(State& s, Uri& u) {
   std::lock_guard<std::mutex> lock(s.snap_mu);
   u.domains = std::move(domains);
   u.synced = true;
+  s.full_reads++;
   return true;
 }
 
@@ -254,6 +263,7 @@ bool Open(State& s, size_t index) {
     u.conn = virConnectOpen(u.uri.c_str());
   }
   if (u.conn == nullptr) {
+    s.connect_errors++;
     spdlog::warn("libvirt {}: cannot connect: {}; retrying in {} ms", u.uri, LastError(),
                  u.backoff.count());
     ScheduleRetry(s, index);
@@ -278,6 +288,7 @@ bool Open(State& s, size_t index) {
                                        VIR_DOMAIN_EVENT_CALLBACK(OnMetadataChange),
                                        new Ref{s.shared_from_this(), index, u.conn}, FreeRef);
   if (u.lifecycle_id < 0 || u.metadata_id < 0) {
+    s.connect_errors++;
     spdlog::warn("libvirt {}: cannot register for domain events: {}; retrying in {} ms", u.uri,
                  LastError(), u.backoff.count());
   } else if (ReadAll(s, u)) {
@@ -314,6 +325,7 @@ void ScheduleRetry(State& s, size_t index) {
 // The connection died: keep its domains (stale) and reconnect.
 void Lost(State& s, size_t index, std::string_view why) {
   Uri& u = s.uris[index];
+  s.connections_lost++;
   spdlog::warn("libvirt {}: connection lost ({}); keeping its {} domains until it is back", u.uri,
                why, u.domains.size());
   Drop(u);
@@ -333,8 +345,9 @@ bool Refresh(State& s, size_t index, virDomainPtr dom) {
     Lost(s, index, "a call failed");
     return false;
   }
+  s.domain_reads++;
   if (active != 1) return Put(s, u, uuid, std::nullopt);
-  std::optional<Domain> domain = Read(u, dom);
+  std::optional<Domain> domain = Read(s, u, dom);
   if (!domain && virConnectIsAlive(u.conn) != 1) {
     Lost(s, index, "a call failed");
     return false;
@@ -474,6 +487,17 @@ std::vector<Domain> LibvirtInventory::Snapshot() const {
   std::sort(out.begin(), out.end(), [](const Domain& a, const Domain& b) {
     return std::tie(a.uuid, a.uri) < std::tie(b.uuid, b.uri);
   });
+  return out;
+}
+
+LibvirtStats LibvirtInventory::stats() const {
+  const State& s = *impl_->state;
+  LibvirtStats out;
+  out.full_reads = s.full_reads.load(std::memory_order_relaxed);
+  out.domain_reads = s.domain_reads.load(std::memory_order_relaxed);
+  out.connect_errors = s.connect_errors.load(std::memory_order_relaxed);
+  out.read_errors = s.read_errors.load(std::memory_order_relaxed);
+  out.connections_lost = s.connections_lost.load(std::memory_order_relaxed);
   return out;
 }
 

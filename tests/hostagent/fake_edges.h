@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -93,6 +94,7 @@ class FakeDataplane final : public DataplaneEdge {
   std::map<std::string, v1::DataplaneVNic> vnics;
   std::map<std::string, std::vector<v1::ConnectionEntry>> conns;
   std::map<std::string, std::vector<v1::ConnectionEntry>> imported;
+  v1::CountersResponse counters;  // what Counters() answers (not logged)
 
   absl::Status SetVnic(const v1::DataplaneVNic& v) override {
     if (down) return absl::UnavailableError("dataplane SetVNic: connection refused");
@@ -146,6 +148,10 @@ class FakeDataplane final : public DataplaneEdge {
     v1::ImportConnectionsResponse r;
     r.set_imported(static_cast<uint32_t>(req.entries_size()));
     return r;
+  }
+  absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds) override {
+    if (down) return absl::UnavailableError("dataplane Counters: connection refused");
+    return counters;
   }
   std::string target() const override { return "fake"; }
 
@@ -219,6 +225,8 @@ class FakeLibvirt final : public LibvirtEdge {
  public:
   bool is_synced = true;
   std::vector<Domain> domains;
+  LibvirtStats counted;  // what stats() answers
+  LibvirtStats stats() const override { return counted; }
   absl::Status Start(std::function<void()>) override { return absl::OkStatus(); }
   void Stop() override {}
   bool synced() const override { return is_synced; }
@@ -233,6 +241,8 @@ class FakeController final : public ControllerEdge {
   explicit FakeController(CallLog* log) : log_(log) {}
   ControllerSession::Hooks hooks;
   uint64_t acked = 0;
+  uint64_t sessions = 0;  // sessions_opened()
+  bool is_connected = true;
   std::vector<v1::ConnectionExport> exports;
 
   void SetHooks(ControllerSession::Hooks h) override { hooks = std::move(h); }
@@ -260,11 +270,48 @@ class FakeController final : public ControllerEdge {
     exports.push_back(std::move(m));
   }
   uint64_t last_acked_revision() const override { return acked; }
-  bool connected() const override { return true; }
+  bool connected() const override { return is_connected; }
+  uint64_t sessions_opened() const override { return sessions; }
 
  private:
   CallLog* log_;
   std::string last_;
+};
+
+// An OVS Interface row ("uuid-<name>").
+inline ovs::OvsInterface Row(std::string name, std::string iface_id, std::string mac,
+                             int64_t ofport) {
+  ovs::OvsInterface r;
+  r.uuid = "uuid-" + name;
+  r.name = std::move(name);
+  r.iface_id = std::move(iface_id);
+  r.attached_mac = std::move(mac);
+  r.ofport = ofport;
+  return r;
+}
+
+// One of each fake, logging to `log`: `edges` owns them (give it to a
+// HostAgent), the pointers stay valid as long as that agent.
+struct FakeEdgeSet {
+  explicit FakeEdgeSet(CallLog* log) {
+    auto d = std::make_unique<FakeDataplane>(log);
+    auto o = std::make_unique<FakeOvs>(log);
+    auto l = std::make_unique<FakeLibvirt>();
+    auto c = std::make_unique<FakeController>(log);
+    dp = d.get();
+    ovs = o.get();
+    lv = l.get();
+    ctl = c.get();
+    edges.dataplane = std::move(d);
+    edges.ovs = std::move(o);
+    edges.libvirt = std::move(l);
+    edges.controller = std::move(c);
+  }
+  FakeDataplane* dp;
+  FakeOvs* ovs;
+  FakeLibvirt* lv;
+  FakeController* ctl;
+  HostAgentEdges edges;
 };
 
 }  // namespace dfw::hostagent::testing

@@ -17,21 +17,13 @@ namespace {
 using testing::CallLog;
 using testing::FakeController;
 using testing::FakeDataplane;
+using testing::FakeEdgeSet;
 using testing::FakeLibvirt;
 using testing::FakeOvs;
+using testing::Row;
 
 constexpr char kVmA[] = "11111111-0000-0000-0000-00000000000a";
 constexpr char kVmB[] = "11111111-0000-0000-0000-00000000000b";
-
-ovs::OvsInterface Row(std::string name, std::string iface_id, std::string mac, int64_t ofport) {
-  ovs::OvsInterface r;
-  r.uuid = "uuid-" + name;
-  r.name = std::move(name);
-  r.iface_id = std::move(iface_id);
-  r.attached_mac = std::move(mac);
-  r.ofport = ofport;
-  return r;
-}
 
 Domain Dom(std::string uuid, std::string iface_id, std::string mac, std::string ip) {
   Domain d;
@@ -60,25 +52,17 @@ class HostAgentTest : public ::testing::Test {
             std::chrono::milliseconds import_ttl = std::chrono::seconds(60),
             std::vector<std::string> firewall_ports = {"fw0"}) {
     agent_.reset();
-    HostAgentEdges e;
-    auto dp = std::make_unique<FakeDataplane>(&log_);
-    auto ovs = std::make_unique<FakeOvs>(&log_);
-    auto lv = std::make_unique<FakeLibvirt>();
-    auto ctl = std::make_unique<FakeController>(&log_);
-    dp_ = dp.get();
-    ovs_ = ovs.get();
-    lv_ = lv.get();
-    ctl_ = ctl.get();
-    e.dataplane = std::move(dp);
-    e.ovs = std::move(ovs);
-    e.libvirt = std::move(lv);
-    e.controller = std::move(ctl);
+    FakeEdgeSet e(&log_);
+    dp_ = e.dp;
+    ovs_ = e.ovs;
+    lv_ = e.lv;
+    ctl_ = e.ctl;
     HostAgentConfig cfg;
     cfg.host_id = "host-a";
     cfg.firewall_ports = firewall_ports;
     cfg.resync_interval = resync;
     cfg.import_ttl = import_ttl;
-    agent_ = std::make_unique<HostAgent>(cfg, std::move(e));
+    agent_ = std::make_unique<HostAgent>(cfg, std::move(e.edges));
     ASSERT_TRUE(agent_->StartEdges().ok());
     ovs_->rows.clear();
     for (size_t k = 0; k < firewall_ports.size(); ++k)

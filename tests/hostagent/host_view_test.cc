@@ -3,18 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include "fake_edges.h"
+
 namespace dfw::hostagent {
 namespace {
 
 ovs::OvsInterface Row(std::string name, std::string iface_id, std::string mac, std::string vm,
                       int64_t ofport) {
-  ovs::OvsInterface r;
-  r.uuid = "uuid-" + name;
-  r.name = std::move(name);
-  r.iface_id = std::move(iface_id);
-  r.attached_mac = std::move(mac);
+  ovs::OvsInterface r = testing::Row(std::move(name), std::move(iface_id), std::move(mac), ofport);
   r.vm_uuid = std::move(vm);
-  r.ofport = ofport;
   return r;
 }
 

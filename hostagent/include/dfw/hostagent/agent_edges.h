@@ -27,6 +27,7 @@
 //    one at a time; the rest from any thread). SetHooks() before Start().
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -62,6 +63,9 @@ class DataplaneEdge {
       const std::string& vnic_id) = 0;
   virtual absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
       const v1::ImportConnectionsRequest& req) = 0;
+  // The dataplane's counters (drops by reason, per vNIC), read when GET
+  // /metrics is scraped, within `deadline`.
+  virtual absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) = 0;
   virtual std::string target() const = 0;
 };
 
@@ -100,6 +104,8 @@ class LibvirtEdge {
   virtual void Stop() = 0;
   virtual bool synced() const = 0;
   virtual std::vector<Domain> Snapshot() const = 0;
+  // What was read and what failed (GET /metrics).
+  virtual LibvirtStats stats() const { return {}; }
 };
 
 // The controller session (ControllerSession).
@@ -114,6 +120,9 @@ class ControllerEdge {
   virtual void SendConnections(v1::ConnectionExport msg) = 0;
   virtual uint64_t last_acked_revision() const = 0;
   virtual bool connected() const = 0;
+  // Sessions opened (Hello sent) since start; each after the first is a
+  // reconnect (GET /metrics).
+  virtual uint64_t sessions_opened() const { return 0; }
 };
 
 // What HostAgent is given. `libvirt` null: no libvirt (OVS only);

@@ -38,16 +38,18 @@ class DataplaneClient final : public DataplaneEdge {
       const std::string& vnic_id) override;
   absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
       const v1::ImportConnectionsRequest& req) override;
-  absl::StatusOr<v1::CountersResponse> Counters();
+  absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) override;
 
   std::string target() const override { return target_; }
 
  private:
-  // One unary call with the deadline; the error names `what`.
+  // One unary call with the deadline (the client's unless `deadline` is
+  // given); the error names `what`.
   template <typename Req, typename Resp>
   absl::StatusOr<Resp> Call(grpc::Status (v1::DataplaneService::Stub::*method)(grpc::ClientContext*,
                                                                                const Req&, Resp*),
-                            const Req& req, const char* what);
+                            const Req& req, const char* what,
+                            std::chrono::milliseconds deadline = std::chrono::milliseconds(0));
 
   std::string target_;
   std::chrono::milliseconds deadline_;

@@ -46,6 +46,7 @@
 // and drive Pass() themselves (one thread), without Start().
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -59,6 +60,7 @@
 
 #include "absl/status/status.h"
 #include "dfw/hostagent/agent_edges.h"
+#include "dfw/hostagent/agent_metrics.h"
 #include "dfw/hostagent/host_view.h"
 
 namespace grpc {
@@ -96,16 +98,6 @@ struct HostAgentConfig {
   std::chrono::milliseconds import_ttl{60000};
 };
 
-// Connections moved with VMs (status lines, tests).
-struct MigrationStats {
-  uint64_t exports = 0;          // vNIC exports sent to the controller
-  uint64_t export_failures = 0;  // ExportConnections failed: removal went on
-  uint64_t entries_exported = 0;
-  uint64_t entries_imported = 0;  // taken by the dataplane
-  uint64_t entries_rejected = 0;  // refused by the dataplane, its call failed, or over a bound
-  uint64_t entries_expired = 0;   // kept for a vNIC that did not come within import_ttl
-};
-
 class HostAgent {
  public:
   static constexpr int kExportChunk = 8192;  // entries per ConnectionExport / import call
@@ -136,6 +128,10 @@ class HostAgent {
   MigrationStats migration_stats() const;
   // The last view computed (empty before the first pass).
   HostView LastView() const;
+  // What GET /metrics shows of the agent (agent_metrics.h), read now.
+  HostAgentMetrics Metrics() const;
+  // The dataplane's counters (one call with `deadline`, counted as a call).
+  absl::StatusOr<v1::CountersResponse> DataplaneCounters(std::chrono::milliseconds deadline);
 
  private:
   struct PendingImport {
@@ -162,6 +158,8 @@ class HostAgent {
   void ExpireImports();
 
   const HostAgentConfig config_;
+  // Before edges_: the metered dataplane edge records here until destroyed.
+  DataplaneCallMetrics dataplane_calls_;
   HostAgentEdges edges_;
 
   std::mutex mu_;  // guards dirty_, stop_
@@ -199,6 +197,9 @@ class HostAgent {
   std::atomic<uint64_t> bundles_{0};
   std::atomic<uint64_t> exports_{0}, export_failures_{0}, entries_exported_{0};
   std::atomic<uint64_t> entries_imported_{0}, entries_rejected_{0}, entries_expired_{0};
+  // GET /metrics: the last revision the controller sent, apply failures.
+  std::atomic<uint64_t> wanted_revision_{0};
+  std::array<std::atomic<uint64_t>, HostAgentMetrics::kApplyErrorCount> apply_errors_{};
 };
 
 }  // namespace dfw::hostagent

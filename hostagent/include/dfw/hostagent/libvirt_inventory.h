@@ -51,6 +51,7 @@
 // that thread right after Start(), for the first read.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -100,6 +101,15 @@ struct Domain {
 // thread.
 absl::StatusOr<Domain> ParseDomainXml(std::string_view xml, std::string_view uri);
 
+// What the inventory read and what failed, since Start (GET /metrics).
+struct LibvirtStats {
+  uint64_t full_reads = 0;        // every active domain of a URI read (connect, reconnect)
+  uint64_t domain_reads = 0;      // one domain read again after an event
+  uint64_t connect_errors = 0;    // a URI could not be opened or registered for events
+  uint64_t read_errors = 0;       // listing failed, or a domain could not be read or parsed
+  uint64_t connections_lost = 0;  // a connection died (reconnected with backoff)
+};
+
 class LibvirtInventory {
  public:
   // Called after the snapshot changed (any domain of any URI).
@@ -126,6 +136,8 @@ class LibvirtInventory {
   std::vector<Domain> Snapshot() const;
   // True once every URI has been read at least once.
   bool synced() const;
+  // Counters since Start (any thread).
+  LibvirtStats stats() const;
 
  private:
   struct Impl;
