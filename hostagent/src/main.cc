@@ -6,7 +6,8 @@
 //                 [--libvirt URI]... [--controller HOST:PORT[,HOST:PORT...]]
 //                 [--host-id ID] [--hostname NAME] [--resync-ms N]
 //                 [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE]
-//                 [--insecure]
+//                 [--insecure] [--metrics-listen ADDR:PORT [--metrics-insecure]]
+//                 [--metrics-per-vnic]
 //
 // Trust: the session to the controller is mutual TLS with the host's SVID
 // in --cert-dir (default /var/lib/dfw/hostagent/svid; spiffe-helper's
@@ -30,6 +31,12 @@
 // from --firewall-port counting up (fw0, fw1, ...), each with its socket
 // <ovs-rundir>/<port>.sock, and each vNIC is steered to its owner worker's
 // port (local id % N), so no frame is handed between the dataplane's cores.
+// --metrics-listen ADDR:PORT (off by default) serves GET /metrics
+// (Prometheus text format; docs/architecture.md, "Metrics") over HTTPS with
+// the agent's SVID from --cert-dir, to users of role viewer and above of
+// its trust domain (mutual TLS; metrics_server.h). --metrics-insecure: plain
+// HTTP to anyone, refused unless ADDR is loopback, logged as a warning.
+// --metrics-per-vnic adds the dataplane's series per vNIC (cardinality).
 // SIGINT/SIGTERM stop the agent; flows, ports and the dataplane's state are
 // left in place (the agent holds no state: a new one reconciles without
 // disturbing traffic).
@@ -48,8 +55,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "dfw/hostagent/agent_metrics.h"
 #include "dfw/hostagent/controller_session.h"
 #include "dfw/hostagent/host_agent.h"
+#include "dfw/hostagent/metrics_server.h"
 #include "dfw/hostagent/svid_client.h"
 #include "dfw/trust/loopback.h"
 
@@ -64,7 +73,8 @@ constexpr const char kUsage[] =
     "         [--firewall-port-type TYPE] [--firewall-socket PATH]\n"
     "         [--libvirt URI]... [--controller HOST:PORT[,...]] [--host-id ID]\n"
     "         [--hostname NAME] [--resync-ms N]\n"
-    "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n";
+    "         [--cert-dir DIR] [--join-token-file FILE --ca-bundle FILE] [--insecure]\n"
+    "         [--metrics-listen ADDR:PORT [--metrics-insecure]] [--metrics-per-vnic]\n";
 
 int Usage(const char* msg) {
   std::fprintf(stderr, "dfw-hostagent: %s\n%s", msg, kUsage);
@@ -104,6 +114,9 @@ int main(int argc, char** argv) {
   std::string token_file;
   std::string firewall_port = "fw0", firewall_socket;
   uint32_t firewall_ports = 1;
+  std::string metrics_listen;
+  bool metrics_insecure = false;
+  bool metrics_per_vnic = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -141,6 +154,15 @@ int main(int argc, char** argv) {
       insecure = true;
       continue;
     }
+    if (a == "--metrics-listen" && value(&metrics_listen)) continue;
+    if (a == "--metrics-insecure") {
+      metrics_insecure = true;
+      continue;
+    }
+    if (a == "--metrics-per-vnic") {
+      metrics_per_vnic = true;
+      continue;
+    }
     if (a == "--libvirt" && value(&v)) {
       if (v == "none") {
         no_libvirt = true;
@@ -175,6 +197,18 @@ int main(int argc, char** argv) {
         "--firewall-socket names one port's socket; with --firewall-ports N each port's is "
         "<ovs-rundir>/<port>.sock");
   cfg.firewall_ports = FirewallPortNames(firewall_port, firewall_ports);
+  dfw::hostagent::MetricsServerOptions metrics_opts;
+  if (!metrics_listen.empty()) {
+    auto hp = dfw::hostagent::MetricsServer::ParseListen(metrics_listen);
+    if (!hp.ok()) return Usage(std::string(hp.status().message()).c_str());
+    metrics_opts.host = hp->first;
+    metrics_opts.port = hp->second;
+    if (metrics_insecure && !dfw::trust::IsLoopbackHost(metrics_opts.host))
+      return Usage("--metrics-insecure: --metrics-listen must be a loopback address");
+    if (!metrics_insecure) metrics_opts.svid_dir = svid_opts.cert_dir;
+  } else if (metrics_insecure || metrics_per_vnic) {
+    return Usage("--metrics-insecure and --metrics-per-vnic go with --metrics-listen");
+  }
   for (const std::string& port : cfg.firewall_ports)
     cfg.firewall_sockets.push_back(firewall_socket.empty() ? rundir + "/" + port + ".sock"
                                                            : firewall_socket);
@@ -216,6 +250,32 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dfw-hostagent: %s\n", s.ToString().c_str());
     return 1;
   }
+  std::unique_ptr<dfw::hostagent::MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    dfw::hostagent::AgentMetricsOptions mo;
+    mo.per_vnic = metrics_per_vnic;
+    if (svid || !metrics_insecure) mo.svid_dir = svid_opts.cert_dir;
+    metrics = std::make_unique<dfw::hostagent::MetricsServer>(
+        metrics_opts, [&agent, mo] { return dfw::hostagent::ScrapeAgent(agent, mo); });
+    auto port = metrics->Start();
+    if (!port.ok()) {
+      std::fprintf(stderr, "dfw-hostagent: --metrics-listen %s: %s\n", metrics_listen.c_str(),
+                   port.status().ToString().c_str());
+      agent.Stop();
+      return 1;
+    }
+    if (metrics_insecure) {
+      spdlog::warn(
+          "dfw-hostagent: INSECURE: GET /metrics in plain HTTP, without authentication, on "
+          "{}:{} (--metrics-insecure)",
+          metrics_opts.host, *port);
+    } else {
+      spdlog::info(
+          "dfw-hostagent: GET /metrics on https://{}:{} (mutual TLS, users of role "
+          "viewer and above)",
+          metrics_opts.host, *port);
+    }
+  }
   std::string uris;
   for (const auto& u : cfg.libvirt_uris) uris += (uris.empty() ? "" : ",") + u;
   std::string ports;
@@ -226,6 +286,7 @@ int main(int argc, char** argv) {
       cfg.controller_target.empty() ? "none" : cfg.controller_target.c_str());
   std::fflush(stdout);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (metrics) metrics->Stop();
   agent.Stop();
   if (svid) svid->Stop();
   std::printf("dfw-hostagent: stopped\n");
