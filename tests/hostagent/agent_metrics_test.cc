@@ -8,10 +8,16 @@
 #include "dfw/hostagent/agent_metrics.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
+#include "dfw/hostagent/dataplane_client.h"
 #include "dfw/hostagent/host_agent.h"
 #include "dfw/trust/ca.h"
 #include "dfw/trust/svid.h"
@@ -251,6 +257,46 @@ TEST_F(AgentMetricsTest, SvidExpiryIsTheCertificatesNotAfter) {
         Metrics(false, dir + "/none").Value("dfw_hostagent_svid_expiry_timestamp_seconds"));
   }
   std::string rm = "rm -rf '" + dir + "'";
+  EXPECT_EQ(std::system(rm.c_str()), 0);
+}
+
+// The real DataplaneClient against a dataplane that hangs (a socket that is
+// listened on and never served): the scrape gives up at its deadline and
+// shows the dataplane down.
+TEST(AgentMetricsDeadlineTest, AHungDataplaneIsDownAfterTheDeadline) {
+  char tmpl[] = "/tmp/dfw-agent-metrics-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string sock = std::string(tmpl) + "/api.sock";
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock.c_str(), sizeof(a.sun_path) - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(fd, 16), 0);  // connections wait in the backlog, never answered
+
+  CallLog log;
+  FakeEdgeSet fakes(&log);
+  fakes.edges.dataplane = std::make_unique<DataplaneClient>("unix:" + sock);
+  HostAgentConfig cfg;
+  cfg.host_id = "host-a";
+  HostAgent agent(cfg, std::move(fakes.edges));
+  AgentMetricsOptions o;
+  o.dataplane_deadline = std::chrono::milliseconds(300);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string text = ScrapeAgent(agent, o);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, std::chrono::seconds(3));
+  EXPECT_GE(took, std::chrono::milliseconds(250));
+  Scrape s = Parse(text);
+  EXPECT_EQ(s.error, "") << text;
+  EXPECT_EQ(s.Value("dfw_dataplane_up"), 0);
+  EXPECT_FALSE(s.families.count("dfw_dataplane_applied_revision"));
+  EXPECT_EQ(s.Or0("dfw_hostagent_dataplane_calls_total",
+                  {{"method", "Counters"}, {"result", "unreachable"}}),
+            1);
+  close(fd);
+  std::string rm = "rm -rf '" + std::string(tmpl) + "'";
   EXPECT_EQ(std::system(rm.c_str()), 0);
 }
 
