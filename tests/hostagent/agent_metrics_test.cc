@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <tuple>
 
 #include "dfw/hostagent/dataplane_client.h"
 #include "dfw/hostagent/host_agent.h"
@@ -128,6 +129,17 @@ TEST_F(AgentMetricsTest, ValuesFollowTheAgentsWork) {
   drop = fakes_.dp->counters.add_drops();
   drop->set_reason("policy");
   drop->set_packets(9);
+  // One policy rule under two rule numbers (two vNICs), and another rule.
+  for (auto [num, rule, packets] : {std::tuple<uint32_t, const char*, uint64_t>{3, "allow-pg", 5},
+                                    {8, "allow-pg", 2},
+                                    {4, "deny-ssh", 1}}) {
+    auto* rc = fakes_.dp->counters.add_rules();
+    rc->set_rule_num(num);
+    rc->set_policy_id("web-to-db");
+    rc->set_rule_id(rule);
+    rc->set_packets(packets);
+    rc->set_bytes(packets * 60);
+  }
   auto* v = fakes_.dp->counters.add_vnics();
   v->set_vnic_id("vnic-a");
   v->set_tx_packets(10);
@@ -174,6 +186,11 @@ TEST_F(AgentMetricsTest, ValuesFollowTheAgentsWork) {
   EXPECT_EQ(s.Or0("dfw_dataplane_applied_revision"), 7);
   EXPECT_EQ(s.Or0("dfw_dataplane_drops_total", {{"reason", "spoof-src-mac"}}), 4);
   EXPECT_EQ(s.Or0("dfw_dataplane_drops_total", {{"reason", "policy"}}), 9);
+  const LabelSet pg = {{"policy", "web-to-db"}, {"rule", "allow-pg"}};
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_hits_total", pg), 7);  // both rule numbers
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_hit_bytes_total", pg), 420);
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_hits_total", {{"policy", "web-to-db"}, {"rule", "deny-ssh"}}),
+            1);
   EXPECT_EQ(s.Or0("dfw_dataplane_packets_total", {{"direction", "from_vm"}}), 11);
   EXPECT_EQ(s.Or0("dfw_dataplane_packets_total", {{"direction", "to_vm"}}), 20);
   EXPECT_EQ(s.Or0("dfw_dataplane_bytes_total", {{"direction", "to_vm"}}), 3000);
