@@ -21,8 +21,10 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
+#include "dfw/hostagent/metrics_server.h"
 #include "dfw/vmagent/guest_agent.h"
 #include "dfw/vmagent/guest_facts.h"
+#include "exposition_parser.h"
 #include "nft_test_netns.h"
 #include "test_util.h"
 
@@ -187,6 +189,27 @@ TEST_F(GuestAgentTest, RegistersEnforcesFollowsTagsAndRepairs) {
     return !s.is_discarded() && s.value("applied_revision", 0ULL) >= Revision() &&
            s.value("repairs", 0ULL) >= 1 && s.contains("drops");
   }));
+
+  // GET /metrics: the same, in the Prometheus format, over a real socket
+  // (plain HTTP on loopback: trust is the listener's own test's matter).
+  hostagent::MetricsServerOptions mo;
+  auto* agent = agent_.get();
+  hostagent::MetricsServer server(mo, [agent] { return agent->MetricsText(); });
+  auto port = server.Start();
+  ASSERT_TRUE(port.ok()) << port.status();
+  httplib::Client cli("127.0.0.1", *port);
+  auto res = cli.Get("/metrics");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  auto m = metrics::testing::Parse(res->body);
+  ASSERT_TRUE(m.error.empty()) << m.error << "\n" << res->body;
+  EXPECT_EQ(m.Or0("dfw_vmagent_controller_connected"), 1) << res->body;
+  EXPECT_EQ(m.Or0("dfw_vmagent_nft_up"), 1) << res->body;
+  EXPECT_GE(m.Or0("dfw_vmagent_applied_revision"), static_cast<double>(Revision())) << res->body;
+  EXPECT_GE(m.Or0("dfw_vmagent_repairs_total"), 1) << res->body;
+  EXPECT_EQ(m.families.count("dfw_vmagent_rule_hits_total"), 1u) << res->body;
+  EXPECT_EQ(m.families.count("dfw_vmagent_drops_total"), 1u) << res->body;
+  server.Stop();
 }
 
 TEST_F(GuestAgentTest, StoppedAgentLeavesItsTableEnforcing) {

@@ -1,5 +1,7 @@
 #include "dfw/vmagent/guest_agent.h"
 
+#include "dfw/base/metrics.h"
+
 #include <arpa/inet.h>
 #include <spdlog/spdlog.h>
 
@@ -433,6 +435,27 @@ GuestAgentStatus GuestAgent::status() const {
   return s;
 }
 
+GuestAgent::Counters GuestAgent::ReadCounters() const {
+  Counters out;
+  std::lock_guard<std::mutex> l(mu_);
+  if (!backend_ || !have_state_) return out;
+  std::map<uint32_t, std::pair<std::string, std::string>> names;  // rule_num -> policy, rule
+  for (const auto& rs : state_.rulesets()) {
+    for (const auto& r : rs.rules()) names[r.rule_num()] = {r.policy_id(), r.rule_id()};
+  }
+  auto c = backend_->Counters();
+  if (!c.ok()) return out;
+  out.read = true;
+  for (const auto& [num, rc] : c->rules) {
+    auto n = names.find(num);
+    out.rules.push_back({num, n == names.end() ? std::string() : n->second.first,
+                         n == names.end() ? std::string("default") : n->second.second, rc.packets,
+                         rc.bytes});
+  }
+  for (const auto& [reason, n] : c->drops) out.drops[reason] = n.packets;
+  return out;
+}
+
 std::string GuestAgent::StatusJson() const {
   using nlohmann::json;
   GuestAgentStatus s = status();
@@ -449,26 +472,14 @@ std::string GuestAgent::StatusJson() const {
   j["last_error"] = s.last_error;
   json rules = json::array();
   json drops = json::object();
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (backend_ && have_state_) {
-      std::map<uint32_t, std::string> names;  // rule_num -> "policy/rule"
-      for (const auto& rs : state_.rulesets()) {
-        for (const auto& r : rs.rules()) names[r.rule_num()] = r.policy_id() + "/" + r.rule_id();
-      }
-      auto c = backend_->Counters();
-      if (c.ok()) {
-        for (const auto& [num, rc] : c->rules) {
-          auto n = names.find(num);
-          rules.push_back({{"rule", num},
-                           {"name", n == names.end() ? std::string("default") : n->second},
-                           {"packets", rc.packets},
-                           {"bytes", rc.bytes}});
-        }
-        for (const auto& [reason, n] : c->drops) drops[reason] = n.packets;
-      }
-    }
+  const Counters c = ReadCounters();
+  for (const auto& r : c.rules) {
+    rules.push_back({{"rule", r.rule_num},
+                     {"name", r.policy.empty() ? r.rule : r.policy + "/" + r.rule},
+                     {"packets", r.packets},
+                     {"bytes", r.bytes}});
   }
+  for (const auto& [reason, n] : c.drops) drops[reason] = n;
   j["rules"] = rules;
   j["drops"] = drops;
   if (flows_) {
@@ -477,6 +488,66 @@ std::string GuestAgent::StatusJson() const {
     j["flow_records_lost"] = f.queue_drops + f.nflog_overruns + f.conntrack_overruns;
   }
   return j.dump();
+}
+
+std::string GuestAgent::MetricsText() const {
+  const GuestAgentStatus s = status();
+  const Counters c = ReadCounters();
+  metrics::Exposition e;
+  auto one = [&](const char* name, const char* type, const char* help, double v) {
+    e.Family(name, type, help);
+    e.Sample(name, {}, v);
+  };
+  auto d = [](uint64_t v) { return static_cast<double>(v); };
+  one("dfw_vmagent_controller_connected", "gauge",
+      "1 while the session with the controller is open.", s.connected ? 1 : 0);
+  one("dfw_vmagent_applied_revision", "gauge", "The revision nftables enforces.",
+      d(s.applied_revision));
+  one("dfw_vmagent_audit_all", "gauge", "1 during --audit-first: every drop and reject only logs.",
+      s.audit_all ? 1 : 0);
+  one("dfw_vmagent_repairs_total", "counter",
+      "Times another process changed the agent's table and the agent put it back.", d(s.repairs));
+  one("dfw_vmagent_revalidated_deleted_total", "counter",
+      "Connections cut because the rules in force no longer allow them.", d(s.revalidated_deleted));
+  one("dfw_vmagent_foreign_base_chains", "gauge",
+      "Other tables' base chains on the agent's hooks (their drop wins over its accept).",
+      d(s.foreign_base_chains.size()));
+  one("dfw_vmagent_nft_up", "gauge",
+      "1 when this scrape read the table's counters (else no rule or drop value is shown).",
+      c.read ? 1 : 0);
+  if (c.read) {
+    // By policy and rule id (the default rule: policy "", rule "default");
+    // the nft rules of one rule number are summed by the backend.
+    std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> rules;
+    for (const auto& r : c.rules) {
+      auto& [packets, bytes] = rules[{r.policy, r.rule}];
+      packets += r.packets;
+      bytes += r.bytes;
+    }
+    e.Family("dfw_vmagent_rule_hits_total", "counter",
+             "Packets each policy rule matched in the guest's table, by policy and rule id.");
+    for (const auto& [k, v] : rules)
+      e.Sample("dfw_vmagent_rule_hits_total", {{"policy", k.first}, {"rule", k.second}},
+               d(v.first));
+    e.Family("dfw_vmagent_rule_hit_bytes_total", "counter",
+             "Bytes of the packets counted in dfw_vmagent_rule_hits_total.");
+    for (const auto& [k, v] : rules) {
+      e.Sample("dfw_vmagent_rule_hit_bytes_total", {{"policy", k.first}, {"rule", k.second}},
+               d(v.second));
+    }
+    e.Family("dfw_vmagent_drops_total", "counter",
+             "Packets the guest's table dropped, by reason (a reason appears once counted).");
+    for (const auto& [reason, n] : c.drops)
+      e.Sample("dfw_vmagent_drops_total", {{"reason", reason}}, d(n));
+  }
+  if (flows_) {
+    FlowMonitorStats f = flows_->stats();
+    one("dfw_vmagent_flow_records_total", "counter", "Flow records written.", d(f.records));
+    one("dfw_vmagent_flow_records_lost_total", "counter",
+        "Flow records lost (queue full, NFLOG or conntrack event overruns).",
+        d(f.queue_drops + f.nflog_overruns + f.conntrack_overruns));
+  }
+  return e.text();
 }
 
 void GuestAgent::WriteStatus() {

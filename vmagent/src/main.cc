@@ -5,6 +5,7 @@
 //               [--vm-uuid UUID] [--interface IF]... [--hostname NAME]
 //               [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]
 //               [--table NAME] [--nflog-group N] [--tcp-loose]
+//               [--metrics-listen ADDR:PORT [--metrics-insecure]]
 //   dfw-vmagent status [--status-file FILE]
 //
 // Trust: the session is mutual TLS with the VM's SVID
@@ -28,6 +29,12 @@
 // stop the agent; the nftables table
 // stays and keeps enforcing. `status` prints the running agent's status
 // file (default /run/dfw/vmagent.json).
+//
+// --metrics-listen ADDR:PORT (off by default) serves GET /metrics
+// (GuestAgent::MetricsText) over HTTPS with the VM's SVID, to users of role
+// viewer and above of its trust domain, as the host agent's does
+// (metrics_server.h); --metrics-insecure: plain HTTP, loopback only. The
+// port is not in the guest's bypass: a rule must allow the scraper to it.
 #include <netdb.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -44,6 +51,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
+#include "dfw/hostagent/metrics_server.h"
 #include "dfw/hostagent/svid_client.h"
 #include "dfw/trust/loopback.h"
 #include "dfw/vmagent/guest_agent.h"
@@ -59,6 +67,7 @@ constexpr const char kUsage[] =
     "         [--vm-uuid UUID] [--interface IF]... [--hostname NAME]\n"
     "         [--audit-first SECONDS] [--flow-log FILE] [--status-file FILE]\n"
     "         [--table NAME] [--nflog-group N] [--tcp-loose]\n"
+    "         [--metrics-listen ADDR:PORT [--metrics-insecure]]\n"
     "       dfw-vmagent status [--status-file FILE]\n";
 
 int Usage(const std::string& msg) {
@@ -161,6 +170,8 @@ int main(int argc, char** argv) {
   svid_opts.cert_dir = "/var/lib/dfw/vmagent/svid";
   std::string token_file;
   bool insecure = false;
+  std::string metrics_listen;
+  bool metrics_insecure = false;
   bool status_cmd = argc > 1 && std::string(argv[1]) == "status";
   for (int i = status_cmd ? 2 : 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -192,6 +203,11 @@ int main(int argc, char** argv) {
       insecure = true;
       continue;
     }
+    if (a == "--metrics-listen" && value(&metrics_listen)) continue;
+    if (a == "--metrics-insecure") {
+      metrics_insecure = true;
+      continue;
+    }
     if (a == "--tcp-loose") {
       cfg.strict_tcp_after = std::chrono::milliseconds(-1);
       continue;
@@ -213,6 +229,18 @@ int main(int argc, char** argv) {
   }
   if (status_cmd) return Status(cfg.status_file);
   if (cfg.controller_target.empty()) return Usage("--controller is required");
+  dfw::hostagent::MetricsServerOptions metrics_opts;
+  if (!metrics_listen.empty()) {
+    auto hp = dfw::hostagent::MetricsServer::ParseListen(metrics_listen);
+    if (!hp.ok()) return Usage("--metrics-listen: " + std::string(hp.status().message()));
+    metrics_opts.host = hp->first;
+    metrics_opts.port = hp->second;
+    if (metrics_insecure && !dfw::trust::IsLoopbackHost(metrics_opts.host))
+      return Usage("--metrics-insecure: --metrics-listen must be a loopback address");
+    if (!metrics_insecure) metrics_opts.svid_dir = svid_opts.cert_dir;
+  } else if (metrics_insecure) {
+    return Usage("--metrics-insecure goes with --metrics-listen");
+  }
   std::vector<std::string> controllers;
   {
     std::stringstream ss(cfg.controller_target);
@@ -258,10 +286,28 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dfw-vmagent: %s\n", s.ToString().c_str());
     return 1;
   }
+  std::unique_ptr<dfw::hostagent::MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    if (metrics_insecure) {
+      spdlog::warn(
+          "dfw-vmagent: INSECURE: GET /metrics in plain HTTP on {}, readable by anyone "
+          "on this machine",
+          metrics_listen);
+    }
+    metrics = std::make_unique<dfw::hostagent::MetricsServer>(
+        metrics_opts, [&agent] { return agent.MetricsText(); });
+    if (auto p = metrics->Start(); !p.ok()) {
+      std::fprintf(stderr, "dfw-vmagent: --metrics-listen: %s\n", p.status().ToString().c_str());
+      agent.Stop();
+      if (svid) svid->Stop();
+      return 1;
+    }
+  }
   std::printf("dfw-vmagent: started vm=%s controller=%s status=%s\n", agent.status().vm_id.c_str(),
               cfg.controller_target.c_str(), status_file.c_str());
   std::fflush(stdout);
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (metrics) metrics->Stop();
   agent.Stop();
   if (svid) svid->Stop();
   std::printf("dfw-vmagent: stopped (table inet %s stays in force)\n",

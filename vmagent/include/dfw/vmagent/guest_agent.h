@@ -42,6 +42,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -112,6 +113,10 @@ class GuestAgent {
   GuestAgentStatus status() const;
   // The status file's JSON (also what Start/housekeeping write).
   std::string StatusJson() const;
+  // GET /metrics's text (Prometheus 0.0.4; --metrics-listen): the session,
+  // revision, repairs, and the table's counters read now (per rule by
+  // policy and rule id, drops by reason). Thread-safe.
+  std::string MetricsText() const;
 
  private:
   absl::StatusOr<uint64_t> Apply(const dfw::v1::ControllerToHost& msg);
@@ -122,6 +127,19 @@ class GuestAgent {
   // Cuts the connections the rules in force deny, of those `before`'s
   // revalidating rules (or, with `all`, any rule) admitted; how many.
   size_t Revalidate(const dfw::v1::HostDesiredState& before, bool all = false);
+  // The table's counters now, rule numbers named (read: false when there
+  // is no table yet or nftables did not answer). Takes mu_.
+  struct RuleHits {
+    uint32_t rule_num = 0;
+    std::string policy, rule;  // "", "default" for the default rule
+    uint64_t packets = 0, bytes = 0;
+  };
+  struct Counters {
+    bool read = false;
+    std::vector<RuleHits> rules;
+    std::map<std::string, uint64_t> drops;
+  };
+  Counters ReadCounters() const;
   RenderOptions CurrentRender() const;  // mu_ held
   void WriteStatus();
 
