@@ -1,5 +1,7 @@
 #include "dfw/controller/enrollment.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -39,6 +41,21 @@ absl::StatusOr<trust::IdKind> KindOf(dfw::v1::IdentityKind k) {
     default:
       return absl::InvalidArgumentError("kind: must be host, vm or user");
   }
+}
+
+// What the certificate of `id` carries (trust::EnrolledLeafOptions: hosts
+// get serverAuth and, when their id is a DNS name, a DNS SAN equal to it),
+// the same at enrollment and renewal. A host id that is not a DNS name is
+// logged: its agent's HTTPS listener cannot be verified by name.
+trust::IssueOptions OptionsFor(const trust::SpiffeId& id, const char* what) {
+  trust::IssueOptions o = trust::EnrolledLeafOptions(id);
+  if (id.kind == trust::IdKind::kHost && o.dns_sans.empty()) {
+    spdlog::warn(
+        "dfw-controller: {}: host id '{}' is not a DNS name (RFC 1123); its certificate has no "
+        "DNS SAN, so a standard TLS client (Prometheus, curl) cannot verify its agent by name",
+        what, id.name);
+  }
+  return o;
 }
 
 }  // namespace
@@ -168,8 +185,7 @@ absl::StatusOr<dfw::v1::CertificateResponse> Enrollment::Enroll(const dfw::v1::E
     }
     auto id = trust::ParseSpiffeId(t.spiffe_id());
     if (!id.ok()) return absl::InternalError(Cat("stored token: ", id.status().message()));
-    trust::IssueOptions o;
-    o.id = *id;
+    trust::IssueOptions o = OptionsFor(*id, "enroll");
     if (!t.role().empty()) {
       auto r = trust::ParseRole(t.role());
       if (!r.ok()) return absl::InternalError(Cat("stored token: ", r.status().message()));
@@ -195,8 +211,7 @@ absl::StatusOr<dfw::v1::CertificateResponse> Enrollment::Renew(const dfw::v1::Re
     return absl::FailedPreconditionError("renew: needs the certificate being renewed");
   }
   if (req.csr_pem().empty()) return absl::InvalidArgumentError("csr_pem: required");
-  trust::IssueOptions o;
-  o.id = caller.peer->id;
+  trust::IssueOptions o = OptionsFor(caller.peer->id, "renew");
   o.role = caller.peer->role;
   auto held = std::chrono::duration_cast<seconds>(caller.peer->not_after - caller.peer->not_before);
   // not_before was back-dated by the skew allowance; keep the lifetime issued.

@@ -17,6 +17,7 @@
 #include <httplib.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <cctype>
 #include <chrono>
@@ -50,6 +51,39 @@ using trust::Role;
 using namespace std::chrono_literals;
 
 constexpr char kTd[] = "dfw.test";
+
+// What a certificate may be used for and the names a TLS client checks:
+// its extended key usages (XKU_SSL_CLIENT, XKU_SSL_SERVER) and its DNS SANs
+// (an IP SAN shows as "<ip>").
+struct Usage {
+  uint32_t eku = 0;
+  std::vector<std::string> dns;
+};
+Usage UsageOf(const std::string& cert_pem) {
+  Usage u;
+  BIO* b = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+  X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+  BIO_free(b);
+  if (!x) return u;
+  u.eku = X509_get_extended_key_usage(x);
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type == GEN_DNS || gn->type == GEN_IPADD) {
+      u.dns.emplace_back(
+          gn->type == GEN_IPADD
+              ? "<ip>"
+              : std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
+                            ASN1_STRING_length(gn->d.dNSName)));
+    }
+  }
+  GENERAL_NAMES_free(names);
+  X509_free(x);
+  return u;
+}
+constexpr uint32_t kClientOnly = XKU_SSL_CLIENT;
+constexpr uint32_t kClientAndServer = XKU_SSL_CLIENT | XKU_SSL_SERVER;
 
 enum class Outcome { kHandshake, kUnauthenticated, kDenied, kAllowed };
 const char* Name(Outcome o) {
@@ -487,6 +521,10 @@ TEST_F(TrustMatrixTest, EnrollWithOneTimeTokenThenSessionAsItself) {
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
   EXPECT_EQ(cert.spiffe_id(), "spiffe://dfw.test/host/h7");
+  // A host is a server too (its agent's GET /metrics), named by its host id.
+  Usage usage = UsageOf(cert.cert_pem());
+  EXPECT_EQ(usage.eku, kClientAndServer);
+  EXPECT_EQ(usage.dns, std::vector<std::string>{"h7"});
   {
     grpc::ClientContext c;
     dfw::v1::CertificateResponse again;
@@ -567,6 +605,11 @@ TEST_F(TrustMatrixTest, RenewThenRevokeEndsTheOpenSession) {
   }
   EXPECT_EQ(renewed.spiffe_id(), "spiffe://dfw.test/host/h1");
   EXPECT_NE(renewed.serial(), serials_["h1"]);
+  // Held as client-only (the test CA's), renewed with a host's extensions.
+  EXPECT_EQ(UsageOf(h1.cert_pem).eku, kClientOnly);
+  Usage usage = UsageOf(renewed.cert_pem());
+  EXPECT_EQ(usage.eku, kClientAndServer);
+  EXPECT_EQ(usage.dns, std::vector<std::string>{"h1"});
 
   Credential h1b{"h1b", Who::kHost, kc->key_pem, renewed.cert_pem(), ""};
   auto stub = dfw::v1::HostSessionService::NewStub(GrpcChannel(h1b));
@@ -706,6 +749,50 @@ TEST_F(TrustMatrixTest, DfwctlRenewsAUserCertificatePastHalfLife) {
   EXPECT_EQ(id->id.ToString(), "spiffe://dfw.test/user/carol");
   EXPECT_EQ(id->role, Role::kViewer);
   EXPECT_GT(id->not_after, std::chrono::system_clock::now() + 50min) << "the same 1 h lifetime";
+  Usage usage = UsageOf(svid->cert_pem);
+  EXPECT_EQ(usage.eku, kClientOnly) << "a user renews as a client only";
+  EXPECT_TRUE(usage.dns.empty());
+}
+
+// Enrollment by kind: VMs and users are clients only, with no DNS or IP
+// name; a host id that is not a DNS name gets serverAuth but no DNS SAN;
+// nothing is taken from the CSR.
+TEST_F(TrustMatrixTest, EnrolledCertificatesCarryTheirKindsUsagesOnly) {
+  auto admin = dfw::v1::TrustService::NewStub(GrpcChannel(admin_));
+  auto enroll = dfw::v1::TrustService::NewStub(GrpcChannel({"anon", Who::kAnonymous, "", "", ""}));
+  auto enrolled = [&](dfw::v1::IdentityKind kind, const std::string& name,
+                      const std::string& role) {
+    dfw::v1::CreateJoinTokenRequest tq;
+    tq.set_kind(kind);
+    tq.set_name(name);
+    tq.set_role(role);
+    dfw::v1::CreateJoinTokenResponse tok;
+    grpc::ClientContext c;
+    auto s = admin->CreateJoinToken(&c, tq, &tok);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    auto kc = trust::GenerateKeyAndCsr("csr-name.example.org");
+    EXPECT_TRUE(kc.ok());
+    dfw::v1::EnrollRequest eq;
+    eq.set_token(tok.token());
+    eq.set_csr_pem(kc.ok() ? kc->csr_pem : "");
+    dfw::v1::CertificateResponse cert;
+    grpc::ClientContext c2;
+    s = enroll->Enroll(&c2, eq, &cert);
+    EXPECT_TRUE(s.ok()) << name << ": " << s.error_message();
+    return UsageOf(cert.cert_pem());
+  };
+  Usage vm = enrolled(dfw::v1::IDENTITY_KIND_VM, "6f1c2a3e-0000-4000-8000-000000000001", "");
+  EXPECT_EQ(vm.eku, kClientOnly);
+  EXPECT_TRUE(vm.dns.empty());
+  Usage user = enrolled(dfw::v1::IDENTITY_KIND_USER, "dave", "admin");
+  EXPECT_EQ(user.eku, kClientOnly);
+  EXPECT_TRUE(user.dns.empty());
+  Usage odd = enrolled(dfw::v1::IDENTITY_KIND_HOST, "rack_1", "");
+  EXPECT_EQ(odd.eku, kClientAndServer);
+  EXPECT_TRUE(odd.dns.empty()) << "'rack_1' is not a DNS name";
+  Usage fqdn = enrolled(dfw::v1::IDENTITY_KIND_HOST, "hv-2.dc1.example.org", "");
+  EXPECT_EQ(fqdn.eku, kClientAndServer);
+  EXPECT_EQ(fqdn.dns, std::vector<std::string>{"hv-2.dc1.example.org"});
 }
 
 TEST(TrustModeTest, SecureByDefaultAndInsecureOnlyOnLoopback) {

@@ -37,21 +37,24 @@ std::string Slurp(const std::string& path) {
 // Seconds between two time points, as a double (for EXPECT_NEAR).
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-std::vector<std::string> UriSans(X509* x) {
+// The SANs of `type` (GEN_URI, GEN_DNS, GEN_IPADD: raw bytes), in order.
+std::vector<std::string> Sans(X509* x, int type) {
   std::vector<std::string> out;
   auto* names =
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; names && i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
-    if (gn->type == GEN_URI) {
-      out.emplace_back(
-          reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier)),
-          ASN1_STRING_length(gn->d.uniformResourceIdentifier));
+    int t = -1;
+    auto* v =
+        static_cast<ASN1_STRING*>(GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(names, i), &t));
+    if (t == type) {
+      out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                       ASN1_STRING_length(v));
     }
   }
   GENERAL_NAMES_free(names);
   return out;
 }
+std::vector<std::string> UriSans(X509* x) { return Sans(x, GEN_URI); }
 
 std::string SubjectEntry(X509* x, int nid) {
   char buf[256] = {};
@@ -226,6 +229,74 @@ TEST_F(CaTest, ServerCertificateHasItsSansAndServerAuth) {
   auto peer = InspectLeaf(kc->cert.cert_pem, kTd);
   ASSERT_TRUE(peer.ok()) << peer.status();
   EXPECT_EQ(peer->id.kind, IdKind::kController);
+}
+
+// The DNS SANs of an enrolled leaf, which never has an IP SAN.
+std::vector<std::string> DnsSans(X509* x) {
+  EXPECT_THAT(Sans(x, GEN_IPADD), ::testing::IsEmpty());
+  return Sans(x, GEN_DNS);
+}
+
+TEST(IsDnsHostNameTest, Rfc1123Labels) {
+  for (const char* ok :
+       {"h1", "host-a", "host-a.example.org", "H1.Example", "1host", "a", "x.1a", "a-b.c-d"}) {
+    EXPECT_TRUE(IsDnsHostName(ok)) << ok;
+  }
+  for (const char* bad :
+       {"", "h_1", "-h", "h-", "a..b", ".a", "a.", "10.0.0.1", "h.123", "a.-b", "a b"}) {
+    EXPECT_FALSE(IsDnsHostName(bad)) << bad;
+  }
+  EXPECT_TRUE(IsDnsHostName(std::string(63, 'a')));
+  EXPECT_FALSE(IsDnsHostName(std::string(64, 'a')));
+  std::string long_name = std::string(63, 'a') + "." + std::string(63, 'b') + "." +
+                          std::string(63, 'c') + "." + std::string(61, 'd');  // 253
+  EXPECT_TRUE(IsDnsHostName(long_name));
+  EXPECT_FALSE(IsDnsHostName(long_name + "d"));
+}
+
+// What enrollment and renewal issue, by kind: a host is a server too (its
+// agent's GET /metrics) and is named by its host id when that is a DNS name;
+// VMs and users are clients only.
+TEST_F(CaTest, EnrolledLeavesCarryTheirKindsUsagesAndNames) {
+  auto issue = [&](IdKind kind, const std::string& name) {
+    IssueOptions o = EnrolledLeafOptions({kTd, kind, name});
+    auto kc = GenerateKeyAndCsr("ignored.example.org");
+    EXPECT_TRUE(kc.ok()) << kc.status();
+    auto issued = ca_->IssueFromCsr(kc->csr_pem, o);
+    EXPECT_TRUE(issued.ok()) << issued.status();
+    return Cert(issued.ok() ? issued->cert_pem : "");
+  };
+  auto host = issue(IdKind::kHost, "host-a.example.org");
+  ASSERT_NE(host, nullptr);
+  EXPECT_EQ(X509_get_extended_key_usage(host.get()),
+            static_cast<uint32_t>(XKU_SSL_CLIENT | XKU_SSL_SERVER));
+  EXPECT_THAT(DnsSans(host.get()), ::testing::ElementsAre("host-a.example.org"));
+  EXPECT_THAT(UriSans(host.get()),
+              ::testing::ElementsAre("spiffe://dfw.test/host/host-a.example.org"));
+  EXPECT_EQ(X509_check_host(host.get(), "host-a.example.org", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(host.get(), "ignored.example.org", 0, 0, nullptr), 0)
+      << "no name from the CSR";
+  EXPECT_EQ(X509_check_purpose(host.get(), X509_PURPOSE_SSL_SERVER, 0), 1);
+  auto peer = InspectLeaf(testing::ToPem(host.get()), kTd);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_EQ(peer->id.kind, IdKind::kHost);
+
+  // Not a DNS name: a server still, but no DNS SAN.
+  auto odd = issue(IdKind::kHost, "host_b");
+  ASSERT_NE(odd, nullptr);
+  EXPECT_EQ(X509_get_extended_key_usage(odd.get()),
+            static_cast<uint32_t>(XKU_SSL_CLIENT | XKU_SSL_SERVER));
+  EXPECT_THAT(DnsSans(odd.get()), ::testing::IsEmpty());
+  EXPECT_THAT(DnsSans(issue(IdKind::kHost, "10.0.0.1").get()), ::testing::IsEmpty());
+
+  for (IdKind kind : {IdKind::kVm, IdKind::kUser, IdKind::kController}) {
+    auto x = issue(kind, "host-c");
+    ASSERT_NE(x, nullptr) << IdKindName(kind);
+    EXPECT_EQ(X509_get_extended_key_usage(x.get()), static_cast<uint32_t>(XKU_SSL_CLIENT))
+        << IdKindName(kind);
+    EXPECT_EQ(X509_check_purpose(x.get(), X509_PURPOSE_SSL_SERVER, 0), 0) << IdKindName(kind);
+    EXPECT_THAT(DnsSans(x.get()), ::testing::IsEmpty()) << IdKindName(kind);
+  }
 }
 
 TEST_F(CaTest, VerifyChainChecksIssuerAndDates) {

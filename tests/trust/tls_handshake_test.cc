@@ -14,6 +14,8 @@
 
 #include "dfw/trust/ca.h"
 #include "dfw/trust/peer.h"
+#include "dfw/trust/server_tls.h"
+#include "dfw/trust/svid.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
@@ -72,6 +74,17 @@ SslCtxPtr MakeCtx(bool server, const Credentials& c, const std::string& bundle_p
   return ctx;
 }
 
+// A connected pair of sockets whose reads and writes give up after 10 s
+// (never hang the test).
+void SocketPair(int fds[2]) {
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  timeval tv{10, 0};
+  for (int i = 0; i < 2; ++i) {
+    ::setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
+}
+
 Outcome Handshake(const Credentials& server, const Credentials& client,
                   const std::string& bundle_pem, int max_version = 0) {
   // A refused client may still write into the closed socket (TLS 1.3: the
@@ -85,12 +98,7 @@ Outcome Handshake(const Credentials& server, const Credentials& client,
     SSL_CTX_set_max_proto_version(cctx.get(), max_version);
   }
   int fds[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  timeval tv{10, 0};  // never hang the test
-  for (int fd : fds) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  }
+  SocketPair(fds);
 
   std::thread server_thread([&] {
     SslPtr ssl(SSL_new(sctx.get()));
@@ -256,6 +264,91 @@ TEST_P(TlsHandshakeTest, ServerCertificateWithoutServerAuthFailsAtTheClient) {
       Handshake({kc->key_pem, kc->cert.cert_pem}, Client(Alice()), ca_->bundle_pem(), GetParam());
   EXPECT_FALSE(r.client_ok);
   EXPECT_EQ(r.client_verify, X509_V_ERR_INVALID_PURPOSE);
+}
+
+// A standard TLS client (plain OpenSSL: a CA file and a host name, no SPIFFE
+// check) against the product's HTTPS server TLS (ServerTls, as the host
+// agent's GET /metrics listener) serving the SVID enrollment issues for
+// `id` (EnrolledLeafOptions, from a CSR). Returns the client's verify
+// result, X509_V_OK when it verified the server and exchanged data.
+long PlainClientVerifies(CertificateAuthority& ca, const SpiffeId& id, const std::string& host_name,
+                         const std::string& dir) {
+  ::signal(SIGPIPE, SIG_IGN);
+  auto kc = GenerateKeyAndCsr("from-the-csr.example.org");
+  EXPECT_TRUE(kc.ok());
+  auto issued = ca.IssueFromCsr(kc->csr_pem, EnrolledLeafOptions(id));
+  EXPECT_TRUE(issued.ok()) << issued.status();
+  if (!issued.ok()) return -1;
+  const std::string svid_dir = dir + "/agent", bundle_file = dir + "/ca.pem";
+  EXPECT_TRUE(WriteSvid(svid_dir, {kc->key_pem, issued->cert_pem, ca.bundle_pem()}).ok());
+  {
+    FILE* f = ::fopen(bundle_file.c_str(), "w");
+    EXPECT_NE(f, nullptr);
+    ::fwrite(ca.bundle_pem().data(), 1, ca.bundle_pem().size(), f);
+    ::fclose(f);
+  }
+  ServerTls tls(svid_dir, std::chrono::seconds(60));
+  auto loaded = tls.Load();
+  EXPECT_TRUE(loaded.ok()) << loaded;
+  SslCtxPtr sctx(SSL_CTX_new(TLS_server_method()));
+  EXPECT_TRUE(tls.Setup(*sctx));
+  SslCtxPtr cctx(SSL_CTX_new(TLS_client_method()));
+  EXPECT_EQ(SSL_CTX_load_verify_locations(cctx.get(), bundle_file.c_str(), nullptr), 1);
+  SSL_CTX_set_verify(cctx.get(), SSL_VERIFY_PEER, nullptr);
+
+  int fds[2];
+  SocketPair(fds);
+  std::thread server_thread([&] {
+    SslPtr ssl(SSL_new(sctx.get()));
+    SSL_set_fd(ssl.get(), fds[0]);
+    char buf[4];
+    if (SSL_accept(ssl.get()) == 1 && SSL_read(ssl.get(), buf, 4) == 4) {
+      SSL_write(ssl.get(), "pong", 4);
+    }
+    ERR_clear_error();
+    ssl.reset();
+    ::close(fds[0]);
+  });
+  bool exchanged = false;
+  long verify = -1;
+  {
+    SslPtr ssl(SSL_new(cctx.get()));
+    SSL_set_fd(ssl.get(), fds[1]);
+    SSL_set_tlsext_host_name(ssl.get(), host_name.c_str());
+    SSL_set1_host(ssl.get(), host_name.c_str());
+    // As Go's crypto/tls (Prometheus) does: the DNS SANs only, never the CN.
+    SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    if (SSL_connect(ssl.get()) == 1 && SSL_write(ssl.get(), "ping", 4) == 4) {
+      char buf[4];
+      exchanged = SSL_read(ssl.get(), buf, 4) == 4 && std::string(buf, 4) == "pong";
+    }
+    verify = SSL_get_verify_result(ssl.get());
+    ERR_clear_error();
+  }
+  server_thread.join();
+  ::close(fds[1]);
+  if (verify == X509_V_OK && !exchanged) return -1;
+  return verify;
+}
+
+TEST(EnrolledHostCertificateTest, PlainTlsClientVerifiesTheAgentByBundleAndHostId) {
+  TempDir dir;
+  auto ca = CertificateAuthority::Init(dir.path() + "/ca", kTd);
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  const SpiffeId host{kTd, IdKind::kHost, "host-a.example.org"};
+  EXPECT_EQ(PlainClientVerifies(**ca, host, "host-a.example.org", dir.path() + "/1"), X509_V_OK);
+  // The name is checked: another host's name, or the CSR's, does not verify.
+  EXPECT_EQ(PlainClientVerifies(**ca, host, "host-b.example.org", dir.path() + "/2"),
+            X509_V_ERR_HOSTNAME_MISMATCH);
+  EXPECT_EQ(PlainClientVerifies(**ca, host, "from-the-csr.example.org", dir.path() + "/3"),
+            X509_V_ERR_HOSTNAME_MISMATCH);
+  // VM and user certificates are clients only: a TLS client refuses them as servers.
+  EXPECT_EQ(PlainClientVerifies(**ca, {kTd, IdKind::kVm, "host-a.example.org"},
+                                "host-a.example.org", dir.path() + "/4"),
+            X509_V_ERR_INVALID_PURPOSE);
+  EXPECT_EQ(PlainClientVerifies(**ca, {kTd, IdKind::kUser, "host-a.example.org"},
+                                "host-a.example.org", dir.path() + "/5"),
+            X509_V_ERR_INVALID_PURPOSE);
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, TlsHandshakeTest,

@@ -409,6 +409,37 @@ absl::StatusOr<KeyAndCert> CertificateAuthority::IssueWithNewKey(const IssueOpti
   return KeyAndCert{std::move(*key_pem), std::move(*issued)};
 }
 
+bool IsDnsHostName(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::string_view last;
+  for (std::string_view rest = name;;) {
+    size_t dot = rest.find('.');
+    std::string_view label = rest.substr(0, dot);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      bool ok =
+          (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+      if (!ok) return false;
+    }
+    last = label;
+    if (dot == std::string_view::npos) break;
+    rest.remove_prefix(dot + 1);
+  }
+  return last.find_first_not_of("0123456789") != std::string_view::npos;
+}
+
+IssueOptions EnrolledLeafOptions(const SpiffeId& id) {
+  IssueOptions o;
+  o.id = id;
+  if (id.kind == IdKind::kHost) {
+    o.server_auth = true;
+    if (IsDnsHostName(id.name)) o.dns_sans = {id.name};
+  }
+  return o;
+}
+
 absl::StatusOr<KeyAndCsr> GenerateKeyAndCsr(std::string_view common_name) {
   if (common_name.size() > kMaxCn) {
     return absl::InvalidArgumentError(Cat("CSR common name '", common_name, "' is ",

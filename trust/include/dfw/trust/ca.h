@@ -119,6 +119,27 @@ class CertificateAuthority {
   std::mutex mu_;
 };
 
+// Whether `name` is a DNS host name a TLS client can check a certificate
+// against (RFC 1123): 1..253 characters, dot-separated labels of 1..63
+// characters of [A-Za-z0-9-] that neither start nor end with '-', and a last
+// label that is not all digits (so that an IPv4 literal such as "10.0.0.1" is
+// not taken for a name, RFC 3696 section 2).
+bool IsDnsHostName(std::string_view name);
+
+// The issuance policy for certificates the controller issues from a join
+// token or renews (Enrollment), by the kind of `id`; the caller adds the
+// role (users) and the validity:
+//   host  clientAuth (its host session) and serverAuth (its agent serves GET
+//         /metrics over HTTPS), and a DNS SAN equal to the host id when
+//         IsDnsHostName(id.name) (otherwise no DNS SAN: a standard TLS client
+//         cannot then verify the agent by name). The host id is what the join
+//         token was bound to, so the name is as trustworthy as the SPIFFE ID;
+//         nothing is taken from the CSR.
+//   vm, user, controller  clientAuth only, no DNS or IP SAN (least
+//         privilege; the controller's own server certificate is issued by
+//         `dfwctl ca init`, not through this).
+IssueOptions EnrolledLeafOptions(const SpiffeId& id);
+
 struct KeyAndCsr {
   std::string key_pem, csr_pem;
 };
