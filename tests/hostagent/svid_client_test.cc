@@ -6,6 +6,8 @@
 #include "dfw/hostagent/svid_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include <atomic>
 #include <chrono>
@@ -93,6 +95,22 @@ class SvidClientTest : public ::testing::Test {
     return id.ok() ? id->serial_hex : "";
   }
 
+  // Whether the SVID in `dir` is a TLS server certificate for `host_name` as
+  // a standard client checks it (serverAuth, a DNS SAN; never the CN), so
+  // that the agent's GET /metrics listener can be verified by name.
+  bool ServesAs(const std::string& dir, const std::string& host_name) {
+    auto svid = trust::ReadSvid(dir);
+    if (!svid.ok()) return false;
+    BIO* b = BIO_new_mem_buf(svid->cert_pem.data(), static_cast<int>(svid->cert_pem.size()));
+    X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+    BIO_free(b);
+    bool ok = x && X509_check_purpose(x, X509_PURPOSE_SSL_SERVER, 0) == 1 &&
+              X509_check_host(x, host_name.data(), host_name.size(),
+                              X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1;
+    X509_free(x);
+    return ok;
+  }
+
   TempDir dir_;
   ControllerServer server_;
   std::string target_, bundle_;
@@ -110,6 +128,8 @@ TEST_F(SvidClientTest, EnrollsOnceThenRenewsWithoutRestart) {
   auto id = trust::InspectLeaf(files->cert_pem, "dfw.test");
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_EQ(id->id.ToString(), "spiffe://dfw.test/host/h1");
+  EXPECT_TRUE(ServesAs(certs, "h1")) << "enrolled without serverAuth or the DNS SAN h1";
+  EXPECT_FALSE(ServesAs(certs, "h2"));
 
   // A session on that certificate.
   std::atomic<uint64_t> applied{0};
@@ -136,6 +156,7 @@ TEST_F(SvidClientTest, EnrollsOnceThenRenewsWithoutRestart) {
   std::string after = Serial(certs);
   EXPECT_NE(after, before);
   EXPECT_FALSE(after.empty());
+  EXPECT_TRUE(ServesAs(certs, "h1")) << "renewed without serverAuth or the DNS SAN h1";
 
   // The old certificate revoked: the channel's credentials follow the files
   // (refreshed every second), so the next session runs on the new one.
