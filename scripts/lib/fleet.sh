@@ -90,6 +90,12 @@ fleet_init() {
   FLEET_PKI=$FLEET_DIR/pki
   FLEET_DFWCTL_CONFIG=$FLEET_DIR/dfwctl
   FLEET_AGENT_SVID=$FLEET_DIR/agent-svid
+  # The agent's GET /metrics (mutual TLS with its SVID): a free loopback port.
+  FLEET_AGENT_METRICS=127.0.0.1:$(/usr/bin/python3 -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
   FLEET_GUEST=0
   FLEET_CA_SANS=()  # extra addresses of the controller's certificate
   GUEST_STATE_DIR=$FLEET_DIR/guests
@@ -112,6 +118,34 @@ fleet_cleanup() {
 
 fleet_dfwctl() {
   DFW_CONFIG_DIR=$FLEET_DFWCTL_CONFIG "$FLEET_DFWCTL" --server "https://$FLEET_HTTP" "$@"
+}
+
+# GET /metrics of the host agent as the fleet's admin would scrape it: the
+# CA bundle and the host id as the server's name (a standard TLS client, no
+# SPIFFE check), the admin's certificate as the client's. --anonymous: no
+# client certificate. Prints the body; fails on a TLS or HTTP error.
+fleet_agent_metrics() {
+  local cert=1
+  [ "${1:-}" = --anonymous ] && cert=0
+  /usr/bin/python3 - "$FLEET_AGENT_METRICS" "$FLEET_HOST_ID" "$FLEET_PKI/ca/ca.pem" \
+    "$FLEET_DFWCTL_CONFIG" "$cert" <<'PY'
+import http.client, ssl, sys
+addr, name, ca, cfg, cert = sys.argv[1:]
+host, port = addr.rsplit(":", 1)
+ctx = ssl.create_default_context(cafile=ca)
+if cert == "1":
+    ctx.load_cert_chain(cfg + "/svid.pem", cfg + "/svid_key.pem")
+conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=5)
+conn.sock = ctx.wrap_socket(__import__("socket").create_connection((host, int(port)), 5),
+                            server_hostname=name)
+conn.request("GET", "/metrics")
+r = conn.getresponse()
+body = r.read().decode()
+if r.status != 200:
+    print(f"HTTP {r.status}: {body.strip()[:200]}", file=sys.stderr)
+    sys.exit(1)
+print(body, end="")
+PY
 }
 
 # --- trust ---------------------------------------------------------------
@@ -196,6 +230,7 @@ fleet_agent_start() {
     --ovs-rundir "$SB_OVS_RUN" --bridge "$SB_BRIDGE" --firewall-port "$SB_FW_PORT" --firewall-ports "$SB_DP_PORTS" "${uris[@]}" \
     --controller "$FLEET_GRPC" --host-id "$FLEET_HOST_ID" --hostname "$(hostname)" \
     --cert-dir "$FLEET_AGENT_SVID" "${FLEET_ENROLL[@]}" \
+    --metrics-listen "$FLEET_AGENT_METRICS" \
     --resync-ms 2000 >>"$FLEET_DIR/agent.log" 2>&1 &
   FLEET_AGENT_PID=$!
 }

@@ -164,6 +164,56 @@ print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin).get("drops", []
 if [ "${drops:-0}" -gt 0 ]; then pass "dataplane counted $drops drops"; else
   fail "no drop counted by the dataplane"; fi
 
+echo "== 1b. the host agent's GET /metrics (mutual TLS, verified by CA and host id)"
+fleet_wait_realized 10 || fail "not realized before the scrape"
+# What the controller holds as this host's realized revision.
+rev=$(fleet_dfwctl -o json host list | python3 -c '
+import json, sys
+print(next(int(h.get("realized_revision", 0)) for h in json.load(sys.stdin)["hosts"]
+           if h["id"] == sys.argv[1]))' "$FLEET_HOST_ID")
+if m=$(fleet_agent_metrics 2>"$WORK/metrics.err"); then
+  # family{labels} value -> sums per family (labels ignored) and a few exact series.
+  check=$(printf '%s\n' "$m" | python3 -c '
+import re, sys
+sums, exact = {}, {}
+for line in sys.stdin:
+    if line.startswith("#") or not line.strip():
+        continue
+    key, value = line.rsplit(" ", 1)
+    fam = re.sub(r"\{.*", "", key)
+    sums[fam] = sums.get(fam, 0) + float(value)
+    exact[key] = float(value)
+drops, rev = int(sys.argv[1]), int(sys.argv[2])
+out = []
+def want(ok, what):
+    out.append(("ok " if ok else "bad ") + what)
+want(exact.get("dfw_dataplane_up") == 1, "dfw_dataplane_up 1")
+want(exact.get("dfw_hostagent_controller_connected") == 1, "controller session connected")
+want(exact.get("dfw_hostagent_realized_revision") == rev,
+     "realized revision %s = the controller\x27s record of it, %d" % (exact.get("dfw_hostagent_realized_revision"), rev))
+want(exact.get("dfw_hostagent_vnics{state=\"steered\"}", 0) >= 3,
+     "vNICs steered: %s" % exact.get("dfw_hostagent_vnics{state=\"steered\"}"))
+want(sums.get("dfw_dataplane_drops_total", 0) >= drops,
+     "drops %s >= the %d dfw-dpctl counted" % (sums.get("dfw_dataplane_drops_total"), drops))
+want(sums.get("dfw_hostagent_dataplane_calls_total", 0) > 0, "dataplane calls counted")
+want(sums.get("dfw_dataplane_rule_hits_total", 0) > 0,
+     "rule hits counted: %s" % sums.get("dfw_dataplane_rule_hits_total"))
+print("\n".join(out))' "${drops:-0}" "$rev")
+  while IFS= read -r line; do
+    case $line in
+    ok\ *) pass "agent metrics: ${line#ok }" ;;
+    *) fail "agent metrics: ${line#bad }" ;;
+    esac
+  done <<<"$check"
+else
+  fail "agent metrics: the scrape failed: $(head -c 300 "$WORK/metrics.err")"
+fi
+if fleet_agent_metrics --anonymous >/dev/null 2>"$WORK/metrics.err"; then
+  fail "agent metrics: read without a client certificate"
+else
+  pass "agent metrics: refused without a client certificate ($(tail -c 120 "$WORK/metrics.err" | tr -d '\n'))"
+fi
+
 echo "== 2. tag change through dfwctl: other becomes app=web"
 rev_before=$(fleet_revision)
 ms=$(fleet_time_to_enforcement other db 5432 open vm tag ns-other app=web)
