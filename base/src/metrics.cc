@@ -130,4 +130,22 @@ void Exposition::Histogram(std::string_view name, const Labels& labels,
   Line(std::string(name) + "_count", labels, "", "", FormatNumber(static_cast<double>(s.count)));
 }
 
+void RuleHits::Add(const std::string& policy, const std::string& rule, uint64_t packets,
+                   uint64_t bytes) {
+  auto& [p, b] = by_rule_[{policy, rule}];
+  p += packets;
+  b += bytes;
+}
+
+void RuleHits::Write(Exposition& e, std::string_view prefix, std::string_view hits_help) const {
+  const std::string hits = std::string(prefix) + "rule_hits_total";
+  const std::string bytes = std::string(prefix) + "rule_hit_bytes_total";
+  e.Family(hits, "counter", hits_help);
+  for (const auto& [k, v] : by_rule_)
+    e.Sample(hits, {{"policy", k.first}, {"rule", k.second}}, static_cast<double>(v.first));
+  e.Family(bytes, "counter", "Bytes of the packets counted in " + hits + ".");
+  for (const auto& [k, v] : by_rule_)
+    e.Sample(bytes, {{"policy", k.first}, {"rule", k.second}}, static_cast<double>(v.second));
+}
+
 }  // namespace dfw::metrics

@@ -273,22 +273,11 @@ std::string RenderAgentMetrics(const AgentScrape& s, bool per_vnic) {
   // operator's question. A hit is a new connection (or a stateless packet)
   // the rule decided, audited ones included; a rule appears once hit. Rule
   // numbers naming one policy rule (it is on several vNICs) add up.
-  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> rules;
-  for (const auto& rc : d.rules()) {
-    auto& [packets, bytes] = rules[{rc.policy_id(), rc.rule_id()}];
-    packets += rc.packets();
-    bytes += rc.bytes();
-  }
-  e.Family("dfw_dataplane_rule_hits_total", "counter",
-           "New connections (and stateless packets) a rule decided, by policy and rule id.");
-  for (const auto& [key, n] : rules)
-    e.Sample("dfw_dataplane_rule_hits_total", {{"policy", key.first}, {"rule", key.second}},
-             D(n.first));
-  e.Family("dfw_dataplane_rule_hit_bytes_total", "counter",
-           "Bytes of the packets counted in dfw_dataplane_rule_hits_total.");
-  for (const auto& [key, n] : rules)
-    e.Sample("dfw_dataplane_rule_hit_bytes_total", {{"policy", key.first}, {"rule", key.second}},
-             D(n.second));
+  metrics::RuleHits rules;
+  for (const auto& rc : d.rules())
+    rules.Add(rc.policy_id(), rc.rule_id(), rc.packets(), rc.bytes());
+  rules.Write(e, "dfw_dataplane_",
+              "New connections (and stateless packets) a rule decided, by policy and rule id.");
   uint64_t rx_p = 0, rx_b = 0, tx_p = 0, tx_b = 0, conns = 0;
   for (const auto& v : d.vnics()) {
     rx_p += v.rx_packets();

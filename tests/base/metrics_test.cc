@@ -217,5 +217,29 @@ TEST(ExpositionTest, FamiliesKeepTheirTypesAndHistogramsAreWellFormed) {
   EXPECT_LT(e.text().find("dfw_test_up"), e.text().find("dfw_test_call_duration_seconds"));
 }
 
+TEST(RuleHitsTest, RuleNumbersOfOnePolicyRuleAddUp) {
+  RuleHits hits;
+  hits.Add("web-to-db", "allow-pg", 5, 300);  // on one vNIC
+  hits.Add("ssh", "deny", 1, 60);
+  hits.Add("web-to-db", "allow-pg", 2, 120);  // the same rule on another
+  Exposition e;
+  hits.Write(e, "dfw_test_", "Hits.");
+  Scrape s = Parse(e.text());
+  ASSERT_EQ(s.error, "") << e.text();
+  const LabelSet pg = {{"policy", "web-to-db"}, {"rule", "allow-pg"}};
+  EXPECT_EQ(s.Or0("dfw_test_rule_hits_total", pg), 7);
+  EXPECT_EQ(s.Or0("dfw_test_rule_hit_bytes_total", pg), 420);
+  EXPECT_EQ(s.Or0("dfw_test_rule_hits_total", {{"policy", "ssh"}, {"rule", "deny"}}), 1);
+  EXPECT_EQ(s.families.at("dfw_test_rule_hits_total").samples.size(), 2u);
+  EXPECT_EQ(s.families.at("dfw_test_rule_hit_bytes_total").type, "counter");
+  // Nothing hit: both families, no sample.
+  Exposition none;
+  RuleHits().Write(none, "dfw_test_", "Hits.");
+  Scrape n = Parse(none.text());
+  ASSERT_EQ(n.error, "") << none.text();
+  EXPECT_EQ(n.families.size(), 2u);
+  EXPECT_TRUE(n.families.at("dfw_test_rule_hits_total").samples.empty());
+}
+
 }  // namespace
 }  // namespace dfw::metrics

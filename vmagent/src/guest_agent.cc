@@ -518,23 +518,10 @@ std::string GuestAgent::MetricsText() const {
   if (c.read) {
     // By policy and rule id (the default rule: policy "", rule "default");
     // the nft rules of one rule number are summed by the backend.
-    std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> rules;
-    for (const auto& r : c.rules) {
-      auto& [packets, bytes] = rules[{r.policy, r.rule}];
-      packets += r.packets;
-      bytes += r.bytes;
-    }
-    e.Family("dfw_vmagent_rule_hits_total", "counter",
-             "Packets each policy rule matched in the guest's table, by policy and rule id.");
-    for (const auto& [k, v] : rules)
-      e.Sample("dfw_vmagent_rule_hits_total", {{"policy", k.first}, {"rule", k.second}},
-               d(v.first));
-    e.Family("dfw_vmagent_rule_hit_bytes_total", "counter",
-             "Bytes of the packets counted in dfw_vmagent_rule_hits_total.");
-    for (const auto& [k, v] : rules) {
-      e.Sample("dfw_vmagent_rule_hit_bytes_total", {{"policy", k.first}, {"rule", k.second}},
-               d(v.second));
-    }
+    metrics::RuleHits rules;
+    for (const auto& r : c.rules) rules.Add(r.policy, r.rule, r.packets, r.bytes);
+    rules.Write(e, "dfw_vmagent_",
+                "Packets each policy rule matched in the guest's table, by policy and rule id.");
     e.Family("dfw_vmagent_drops_total", "counter",
              "Packets the guest's table dropped, by reason (a reason appears once counted).");
     for (const auto& [reason, n] : c.drops)

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -68,6 +69,21 @@ class Exposition {
   void Line(std::string_view name, const Labels& labels, std::string_view extra_name,
             std::string_view extra_value, std::string_view value);
   std::string out_;
+};
+
+// Hits per policy rule, by policy and rule id: what the agents' /metrics
+// show of their enforcement (the dataplane's rule counters, the guest's
+// nftables counters). The rule numbers of one policy rule (the rule is on
+// several vNICs) add up. Write emits `<prefix>rule_hits_total` (help:
+// `hits_help`) and `<prefix>rule_hit_bytes_total`, labelled {policy, rule},
+// sorted; a family without samples when nothing was hit.
+class RuleHits {
+ public:
+  void Add(const std::string& policy, const std::string& rule, uint64_t packets, uint64_t bytes);
+  void Write(Exposition& e, std::string_view prefix, std::string_view hits_help) const;
+
+ private:
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> by_rule_;
 };
 
 // The Content-Type of the text format.
