@@ -57,6 +57,12 @@ const char kUsageText[] =
   group create G [--tag S=V]... [--all-tags] [--name-starts-with X]
                  [--vm VM]... [--prefix P]... [--include G]... [--display-name N]
   policy list | get P | delete P | apply -f FILE
+  policy apply -f FILE --dry-run [--budget N] | delete P --dry-run [--budget N]
+                                            the change's impact, nothing changed: the
+                                            vNICs and hosts it reaches, rules per vNIC
+                                            before/after against the budget (default
+                                            4000; exit 1 above it), the revalidating
+                                            rules whose connections get re-checked
   host list
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
@@ -496,7 +502,69 @@ void RulesTable(const json& body) {
   }
 }
 
-int Apply(Ctx& c, const std::string& kind, const std::string& file) {
+// A policy change's impact preview (PolicyImpact): a summary line, the vNICs
+// whose ruleset changes and the hosts that would be sent it. Returns kError
+// when a vNIC would hold more rules than the budget.
+int PrintImpact(Ctx& c, const json& b) {
+  const json vnics = b.value("vnics", json::array()), hosts = b.value("hosts", json::array());
+  const unsigned over = b.value("vnics_over_budget", 0u),
+                 budget = b.value("rules_per_vnic_budget", 0u);
+  if (c.json_out) {
+    std::printf("%s\n", b.dump(2).c_str());
+  } else {
+    const char* what = b.value("deletes", false)   ? "deleted"
+                       : b.value("creates", false) ? "created"
+                                                   : "replaced";
+    std::printf(
+        "dry run: policy %s %s at revision %s would change %zu vNIC(s) on %zu host(s); "
+        "budget %u rules per vNIC, largest after %u\n",
+        Str(b["policy_id"]).c_str(), what, Str(b.value("revision", json("0"))).c_str(),
+        vnics.size(), hosts.size(), budget, b.value("max_rules_after", 0u));
+    auto list = [](const json& v) {
+      std::string s;
+      for (const auto& x : v) s += (s.empty() ? "" : ",") + Str(x);
+      return s.empty() ? std::string("-") : s;
+    };
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& v : vnics) {
+      std::string vm = Str(v.value("vm_name", json("")));
+      if (vm.empty()) vm = Str(v.value("vm_id", json("")));
+      rows.push_back({Str(v["vnic_id"]), vm, Str(v["host_id"]),
+                      std::to_string(v.value("rules_before", 0u)) + " -> " +
+                          std::to_string(v.value("rules_after", 0u)) +
+                          (v.value("over_budget", false) ? " OVER BUDGET" : ""),
+                      list(v.value("rules_added", json::array())),
+                      list(v.value("rules_removed", json::array())),
+                      list(v.value("rules_changed", json::array())) +
+                          (v.value("reordered", false) ? " (reordered)" : ""),
+                      list(v.value("revalidating_rules", json::array()))});
+    }
+    if (!rows.empty()) {
+      PrintTable({"VNIC", "VM", "HOST", "RULES", "ADDED", "REMOVED", "CHANGED", "RE-CHECKS"}, rows);
+    }
+    rows.clear();
+    for (const auto& h : hosts) {
+      rows.push_back({Str(h["host_id"]), Str(h.value("state", json(""))).substr(18),
+                      Str(h.value("realized_revision", json("0")))});
+    }
+    if (!rows.empty()) PrintTable({"HOST", "STATE", "REALIZED"}, rows);
+    if (b.value("vnics_revalidating", 0u) > 0) {
+      std::printf(
+          "RE-CHECKS: connections these revalidating rules admitted are re-checked at "
+          "their next packet and cut if the new rules deny them\n");
+    }
+    std::printf("nothing was changed\n");
+  }
+  if (over > 0) {
+    std::fprintf(stderr, "dfwctl: %u vNIC(s) would hold more than %u rules\n", over, budget);
+    return kError;
+  }
+  return kOk;
+}
+
+// `dry`: the query of a policy dry run ("?dry_run=true..."): each item's
+// impact preview is shown and nothing is applied.
+int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::string& dry = "") {
   json doc;
   if (!ReadJsonFile(file, &doc)) return kUsage;
   std::vector<json> items;
@@ -509,7 +577,11 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file) {
       std::fprintf(stderr, "dfwctl: every %s in %s needs an \"id\"\n", kind.c_str(), file.c_str());
       return kInvalid;
     }
-    Reply r = c.api->Call("PUT", "/api/v1/" + kind + "/" + Str(it["id"]), it.dump());
+    Reply r = c.api->Call("PUT", "/api/v1/" + kind + "/" + Str(it["id"]) + dry, it.dump());
+    if (!dry.empty() && r.status == 200) {
+      if (int rc = PrintImpact(c, r.body); rc != kOk) return rc;
+      continue;
+    }
     if (r.status != 200) {
       std::fprintf(stderr, "dfwctl: %s '%s' not applied\n", kind.c_str(), Str(it["id"]).c_str());
       return Fail(r);
@@ -825,6 +897,30 @@ int Run(Ctx& c, std::vector<std::string> a) {
       return Show(c, c.api->Call("GET", "/api/v1/policies/" + a[2]),
                   [&](const json& b) { table(json::array({b})); });
     }
+    // --dry-run [--budget N]: the impact preview (PolicyImpact), nothing changed.
+    std::string dry;
+    for (size_t i = 2; i < a.size(); ++i) {
+      if (a[i] == "--dry-run") {
+        dry = "?dry_run=true";
+        a.erase(a.begin() + static_cast<std::ptrdiff_t>(i--));
+      }
+    }
+    for (size_t i = 2; i < a.size(); ++i) {
+      if (a[i] != "--budget") continue;
+      if (i + 1 >= a.size() || dry.empty()) {
+        std::fprintf(stderr, "dfwctl: --budget needs a number and --dry-run\n");
+        return kUsage;
+      }
+      dry += "&rules_per_vnic_budget=" + a[i + 1];
+      a.erase(a.begin() + static_cast<std::ptrdiff_t>(i),
+              a.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+      break;
+    }
+    if (verb == "delete" && !dry.empty()) {
+      if (!need(3)) return kUsage;
+      Reply r = c.api->Call("DELETE", "/api/v1/policies/" + a[2] + dry);
+      return r.status == 200 ? PrintImpact(c, r.body) : Fail(r);
+    }
     if (verb == "delete") {
       if (!need(3)) return kUsage;
       return Show(c, c.api->Call("DELETE", "/api/v1/policies/" + a[2]), [&](const json& b) {
@@ -834,7 +930,7 @@ int Run(Ctx& c, std::vector<std::string> a) {
     if (verb == "apply") {
       std::string f = file_arg();
       if (f.empty()) return need(99) ? kOk : kUsage;
-      return Apply(c, "policies", f);
+      return Apply(c, "policies", f, dry);
     }
   } else if ((res == "host" || res == "hosts") && verb == "list") {
     return Show(c, c.api->Call("GET", "/api/v1/hosts"), [](const json& b) {

@@ -57,6 +57,9 @@ constexpr std::array kGrpcTable = {
     GrpcEntry{"/dfw.v1.ControllerService/PutGroup", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeleteGroup", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/PutPolicy", Permission::kWrite},
+    // The preview is authorized as the change it previews (as Kubernetes'
+    // dry run is): it shows what a writer is about to do.
+    GrpcEntry{"/dfw.v1.ControllerService/PreviewPolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeletePolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeleteHost", Permission::kAdmin},
     GrpcEntry{"/dfw.v1.HostSessionService/Session", Permission::kHostSession},

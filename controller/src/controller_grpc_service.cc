@@ -78,6 +78,11 @@ grpc::Status ControllerGrpcService::PutPolicy(Ctx* ctx, const PutPolicyRequest* 
   return Serve(
       ctx, "PutPolicy", [&] { return model_->PutPolicy(*r); }, o);
 }
+grpc::Status ControllerGrpcService::PreviewPolicy(Ctx* ctx, const PreviewPolicyRequest* r,
+                                                  PolicyImpact* o) {
+  return Serve(
+      ctx, "PreviewPolicy", [&] { return model_->PreviewPolicy(*r); }, o);
+}
 grpc::Status ControllerGrpcService::GetPolicy(Ctx* ctx, const GetRequest* r, Policy* o) {
   return Serve(
       ctx, "GetPolicy", [&] { return model_->GetPolicy(r->id()); }, o);

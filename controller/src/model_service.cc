@@ -910,24 +910,102 @@ absl::StatusOr<dfw::v1::GroupMembership> ModelService::GroupMembers(const std::s
 
 // --------------------------------------------------------------- policies
 
-absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicyRequest& req,
-                                                        bool create_only) {
-  if (!req.has_policy()) return absl::InvalidArgumentError("policy: required");
-  std::unique_lock l(mu_);
-  auto s = ValidatePolicy(req.policy(),
-                          [&](std::string_view g) { return groups_.count(std::string(g)) > 0; });
+absl::Status ModelService::CheckPutPolicy(const dfw::v1::Policy* p, uint64_t expected_revision,
+                                          bool create_only) const {
+  if (p == nullptr) return absl::InvalidArgumentError("policy: required");
+  auto s =
+      ValidatePolicy(*p, [&](std::string_view g) { return groups_.count(std::string(g)) > 0; });
   if (!s.ok()) return Prefixed(s, "policy.");
-  const std::string& id = req.policy().id();
-  auto old = policies_.find(id);
+  auto old = policies_.find(p->id());
   if (create_only && old != policies_.end()) {
-    return absl::AlreadyExistsError(Cat("policy.id: policy '", id, "' already exists"));
+    return absl::AlreadyExistsError(Cat("policy.id: policy '", p->id(), "' already exists"));
   }
   uint64_t cur = old == policies_.end() ? 0 : old->second.revision();
-  if (auto e = CheckExpected(req.expected_revision(), "policy", id,
-                             old == policies_.end() ? nullptr : &cur);
+  return CheckExpected(expected_revision, "policy", p->id(),
+                       old == policies_.end() ? nullptr : &cur);
+}
+
+absl::Status ModelService::CheckDeletePolicy(const std::string& id,
+                                             uint64_t expected_revision) const {
+  auto old = policies_.find(id);
+  if (old == policies_.end()) {
+    return absl::NotFoundError(Cat("id: policy '", id, "' does not exist"));
+  }
+  uint64_t cur = old->second.revision();
+  return CheckExpected(expected_revision, "policy", id, &cur);
+}
+
+absl::StatusOr<dfw::v1::PolicyImpact> ModelService::PreviewPolicy(
+    const dfw::v1::PreviewPolicyRequest& req) const {
+  std::shared_lock l(mu_);
+  const bool deletes = req.change_case() == dfw::v1::PreviewPolicyRequest::kDeletePolicyId;
+  const std::string& id = deletes ? req.delete_policy_id() : req.policy().id();
+  if (deletes) {
+    if (auto s = CheckDeletePolicy(id, req.expected_revision()); !s.ok()) return s;
+  } else if (auto s = CheckPutPolicy(req.has_policy() ? &req.policy() : nullptr,
+                                     req.expected_revision(), req.create_only());
+             !s.ok()) {
+    return s;
+  }
+  dfw::v1::PolicyImpact out;
+  out.set_revision(revision_);
+  out.set_policy_id(id);
+  out.set_deletes(deletes);
+  out.set_creates(!deletes && !policies_.count(id));
+  const uint32_t budget =
+      req.rules_per_vnic_budget() ? req.rules_per_vnic_budget() : kDefaultRulesPerVnicBudget;
+  out.set_rules_per_vnic_budget(budget);
+  std::vector<VnicImpact> vnics = compiler_->PreviewPolicy(id, deletes ? nullptr : &req.policy());
+  // Each listed vNIC's VM, from its host's VMs.
+  std::map<std::string, const dfw::v1::Vm*> vm_of;
+  std::set<std::string> hosts;
+  for (const auto& v : vnics) hosts.insert(v.host_id);
+  for (const auto& h : hosts) {
+    for (const auto& vm_id : vms_.OfHost(h)) {
+      const dfw::v1::Vm& vm = vms_.at(vm_id);
+      for (const auto& n : vm.vnics()) vm_of[n.id()] = &vm;
+    }
+  }
+  auto ids = [](const std::vector<std::string>& v,
+                google::protobuf::RepeatedPtrField<std::string>* f) { f->Add(v.begin(), v.end()); };
+  for (const auto& v : vnics) {
+    auto* o = out.add_vnics();
+    o->set_vnic_id(v.vnic_id);
+    o->set_host_id(v.host_id);
+    if (auto vm = vm_of.find(v.vnic_id); vm != vm_of.end()) {
+      o->set_vm_id(vm->second->id());
+      o->set_vm_name(vm->second->name());
+    }
+    o->set_rules_before(static_cast<uint32_t>(v.rules_before));
+    o->set_rules_after(static_cast<uint32_t>(v.rules_after));
+    ids(v.added, o->mutable_rules_added());
+    ids(v.removed, o->mutable_rules_removed());
+    ids(v.changed, o->mutable_rules_changed());
+    ids(v.revalidating, o->mutable_revalidating_rules());
+    o->set_reordered(v.reordered);
+    o->set_over_budget(v.rules_after > budget);
+    out.set_vnics_over_budget(out.vnics_over_budget() + (o->over_budget() ? 1 : 0));
+    out.set_max_rules_after(std::max(out.max_rules_after(), o->rules_after()));
+    out.set_vnics_revalidating(out.vnics_revalidating() + (v.revalidating.empty() ? 0 : 1));
+  }
+  std::lock_guard<std::mutex> r(rmu_);
+  for (const auto& h : hosts) {
+    auto it = hosts_.find(h);
+    const HostState* hs = it == hosts_.end() ? nullptr : it->second.get();
+    FillHostRealization(h, hs, hs ? hs->want : 0, out.add_hosts());
+  }
+  return out;
+}
+
+absl::StatusOr<dfw::v1::Policy> ModelService::PutPolicy(const dfw::v1::PutPolicyRequest& req,
+                                                        bool create_only) {
+  std::unique_lock l(mu_);
+  if (auto e = CheckPutPolicy(req.has_policy() ? &req.policy() : nullptr, req.expected_revision(),
+                              create_only);
       !e.ok()) {
     return e;
   }
+  const std::string& id = req.policy().id();
   Change change(this, revision_ + 1);
   dfw::v1::Policy out = req.policy();
   out.set_revision(change.revision());
@@ -968,12 +1046,7 @@ absl::StatusOr<dfw::v1::ListPoliciesResponse> ModelService::ListPolicies(
 absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeletePolicy(
     const dfw::v1::DeleteRequest& req) {
   std::unique_lock l(mu_);
-  auto old = policies_.find(req.id());
-  if (old == policies_.end()) {
-    return absl::NotFoundError(Cat("id: policy '", req.id(), "' does not exist"));
-  }
-  uint64_t cur = old->second.revision();
-  if (auto s = CheckExpected(req.expected_revision(), "policy", req.id(), &cur); !s.ok()) return s;
+  if (auto s = CheckDeletePolicy(req.id(), req.expected_revision()); !s.ok()) return s;
   Change change(this, revision_ + 1);
   change.cs.Delete(Kind::kPolicy, req.id());
   change.cs.AddEvent(ChangeEvent::KIND_POLICY, req.id(), true);
@@ -1013,6 +1086,19 @@ dfw::v1::RealizationState PolicyStateFor(const dfw::v1::PolicyRealization& pr) {
 }
 }  // namespace
 
+void ModelService::FillHostRealization(const std::string& id, const HostState* hs, uint64_t want,
+                                       dfw::v1::HostRealization* out) {
+  out->set_host_id(id);
+  if (hs == nullptr) {  // named by a VM, never seen by this process
+    out->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+    return;
+  }
+  out->set_state(HostStateFor(hs->connected, hs->error, hs->acked, want));
+  out->set_realized_revision(hs->acked);
+  if (hs->error) out->set_error(hs->error_text);
+  if (hs->last_ack.seconds() != 0) *out->mutable_last_ack() = hs->last_ack;
+}
+
 absl::StatusOr<dfw::v1::ListHostsResponse> ModelService::ListHosts() const {
   std::shared_lock l(mu_);
   std::lock_guard<std::mutex> r(rmu_);
@@ -1037,15 +1123,7 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
   std::lock_guard<std::mutex> r(rmu_);
   dfw::v1::RealizationResponse resp;
   resp.set_current_revision(revision_);
-  auto fill_host = [&](const std::string& id, const HostState& hs, uint64_t want,
-                       dfw::v1::HostRealization* out) {
-    out->set_host_id(id);
-    out->set_state(HostStateFor(hs.connected, hs.error, hs.acked, want));
-    out->set_realized_revision(hs.acked);
-    if (hs.error) out->set_error(hs.error_text);
-    if (hs.last_ack.seconds() != 0) *out->mutable_last_ack() = hs.last_ack;
-  };
-  for (const auto& [id, hs] : hosts_) fill_host(id, *hs, hs->want, resp.add_hosts());
+  for (const auto& [id, hs] : hosts_) FillHostRealization(id, hs.get(), hs->want, resp.add_hosts());
   std::vector<const dfw::v1::Policy*> ps;
   if (!req.policy_id().empty()) {
     auto it = policies_.find(req.policy_id());
@@ -1066,20 +1144,15 @@ absl::StatusOr<dfw::v1::RealizationResponse> ModelService::Realization(
       // hosts that hold a vNIC the policy applies to now. A host without
       // one (no VMs, or none in the span) does not hold the policy back.
       for (const auto& host : compiler_->HostsOfPolicy(p->id())) {
-        auto* hr = pr->add_hosts();
         auto h = hosts_.find(host);
-        if (h == hosts_.end()) {  // named by a VM, never seen by this process
-          hr->set_host_id(host);
-          hr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
-          continue;
-        }
-        fill_host(host, *h->second, std::min(p->revision(), h->second->want), hr);
+        const HostState* hs = h == hosts_.end() ? nullptr : h->second.get();
+        FillHostRealization(host, hs, hs ? std::min(p->revision(), hs->want) : 0, pr->add_hosts());
       }
       pr->set_state(PolicyStateFor(*pr));
       continue;
     }
     for (const HostState* h : rec->second->affected) {
-      fill_host(h->id, *h, p->revision(), pr->add_hosts());
+      FillHostRealization(h->id, h, p->revision(), pr->add_hosts());
     }
     if (rec->second->pending == 0) {
       pr->set_state(dfw::v1::REALIZATION_STATE_REALIZED);
@@ -1181,18 +1254,13 @@ absl::StatusOr<dfw::v1::TraceResponse> ModelService::Trace(const dfw::v1::TraceR
     st->set_enforced(!vm.host().empty());
     std::string note;
     if (st->enforced()) {
-      auto* hr = st->mutable_host();
-      hr->set_host_id(vm.host());
       auto h = hosts_.find(vm.host());
-      if (h == hosts_.end()) {
-        hr->set_state(dfw::v1::REALIZATION_STATE_DISCONNECTED);
+      const HostState* hsp = h == hosts_.end() ? nullptr : h->second.get();
+      FillHostRealization(vm.host(), hsp, hsp ? hsp->want : 0, st->mutable_host());
+      if (hsp == nullptr) {
         note = Cat("; host ", vm.host(), " has never connected to this controller");
       } else {
-        const HostState& hs = *h->second;
-        hr->set_state(HostStateFor(hs.connected, hs.error, hs.acked, hs.want));
-        hr->set_realized_revision(hs.acked);
-        if (hs.error) hr->set_error(hs.error_text);
-        if (hs.last_ack.seconds() != 0) *hr->mutable_last_ack() = hs.last_ack;
+        const HostState& hs = *hsp;
         if (!hs.connected) {
           note = Cat("; host ", vm.host(), " is not connected: it enforces what it realized last",
                      hs.acked ? Cat(" (revision ", hs.acked, ")") : std::string(),

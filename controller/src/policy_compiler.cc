@@ -25,6 +25,8 @@ struct PolicyCompiler::PolicyEntry {
   dfw::v1::Policy policy;
   std::vector<std::shared_ptr<const RuleEntry>> rules;
   std::vector<std::string> literal_set_ids;
+  // Each literal set's canonical prefixes (parallel to literal_set_ids).
+  std::vector<std::shared_ptr<const std::vector<std::string>>> literal_texts;
 };
 
 namespace {
@@ -173,8 +175,8 @@ std::vector<std::string> PolicyCompiler::AffectedVnics(const PolicyEntry& pe) co
   return out;
 }
 
-void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
-  (void)out;
+std::unique_ptr<PolicyCompiler::PolicyEntry> PolicyCompiler::Compile(
+    const dfw::v1::Policy& p) const {
   auto pe = std::make_unique<PolicyEntry>();
   pe->policy = p;
   for (int i = 0; i < p.rules_size(); ++i) {
@@ -209,10 +211,8 @@ void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
         std::string id = Cat("r:", p.id(), "/", r.id(), "/", side);
         ce->add_address_set_ids(id);
         Insert(&e->set_ids, id);
-        auto old = literal_sets_.find(id);
-        if (old == literal_sets_.end() || *old->second != *text) changed_literal_sets_.insert(id);
-        literal_sets_[id] = text;
         pe->literal_set_ids.push_back(id);
+        pe->literal_texts.push_back(std::move(text));
       }
     };
     compile_ep(r.sources(), "src", c.mutable_sources());
@@ -237,6 +237,20 @@ void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
     }
     e->all = e->applied_to.empty();
     pe->rules.push_back(std::move(e));
+  }
+  return pe;
+}
+
+void PolicyCompiler::UpsertPolicy(const dfw::v1::Policy& p, ChangeFanout* out) {
+  (void)out;
+  std::unique_ptr<PolicyEntry> pe = Compile(p);
+  for (size_t i = 0; i < pe->literal_set_ids.size(); ++i) {
+    const std::string& id = pe->literal_set_ids[i];
+    auto old = literal_sets_.find(id);
+    if (old == literal_sets_.end() || *old->second != *pe->literal_texts[i]) {
+      changed_literal_sets_.insert(id);
+    }
+    literal_sets_[id] = pe->literal_texts[i];
   }
 
   auto old = policies_.find(p.id());
@@ -595,6 +609,115 @@ void PolicyCompiler::EffectiveRules(
     auto c = SetContents(id);
     s->mutable_prefixes()->Add(c->begin(), c->end());
   }
+}
+
+std::vector<VnicImpact> PolicyCompiler::PreviewPolicy(const std::string& policy_id,
+                                                      const dfw::v1::Policy* after) const {
+  auto it = policies_.find(policy_id);
+  const PolicyEntry* before = it == policies_.end() ? nullptr : it->second.get();
+  std::unique_ptr<PolicyEntry> next = after == nullptr ? nullptr : Compile(*after);
+  std::set<std::string> vnics;
+  if (before != nullptr) {
+    for (auto& v : AffectedVnics(*before)) vnics.insert(std::move(v));
+  }
+  if (next != nullptr) {
+    for (auto& v : AffectedVnics(*next)) vnics.insert(std::move(v));
+  }
+  // A literal set's text in the entry that names it.
+  auto text_of = [](const PolicyEntry& pe, const std::string& id) {
+    for (size_t i = 0; i < pe.literal_set_ids.size(); ++i) {
+      if (pe.literal_set_ids[i] == id) return pe.literal_texts[i];
+    }
+    return std::shared_ptr<const std::vector<std::string>>();
+  };
+  // The same rule, compiled alike, naming the same sets with the same
+  // literal prefixes (its place in the order aside).
+  auto same = [&](const RuleEntry& a, const RuleEntry& b) {
+    if (a.set_ids != b.set_ids ||
+        a.compiled.SerializeAsString() != b.compiled.SerializeAsString()) {
+      return false;
+    }
+    for (const auto& id : a.set_ids) {
+      if (id.rfind("r:", 0) != 0) continue;
+      auto ta = text_of(*before, id), tb = text_of(*next, id);
+      if (!ta || !tb || *ta != *tb) return false;
+    }
+    return true;
+  };
+  auto key = [](const RuleEntry& e) {
+    return std::make_pair(e.compiled.policy_id(), e.compiled.rule_id());
+  };
+  std::vector<VnicImpact> out;
+  for (const auto& v : vnics) {
+    auto host = vnic_host_.find(v);
+    if (host == vnic_host_.end() || host->second.empty()) continue;  // enforced nowhere
+    auto groups = vnic_groups_.find(v);
+    auto applies = [&](const RuleEntry& e) {
+      if (e.all) return true;
+      if (groups == vnic_groups_.end()) return false;
+      for (const auto& g : e.applied_to) {
+        if (groups->second.contains(g)) return true;
+      }
+      return false;
+    };
+    // The vNIC's rules now and as Recompute would make them after.
+    std::vector<const RuleEntry*> now, then;
+    auto cur = vnic_rules_.find(v);
+    if (cur != vnic_rules_.end()) {
+      for (const auto& e : cur->second->rules) {
+        now.push_back(e.get());
+        if (e->compiled.policy_id() != policy_id) then.push_back(e.get());
+      }
+    }
+    std::map<std::string, const RuleEntry*> was, will;  // the policy's, by rule id
+    for (const RuleEntry* e : now) {
+      if (e->compiled.policy_id() == policy_id) was[e->compiled.rule_id()] = e;
+    }
+    if (next != nullptr) {
+      for (const auto& e : next->rules) {
+        if (!applies(*e)) continue;
+        will[e->compiled.rule_id()] = e.get();
+        then.push_back(e.get());
+      }
+    }
+    std::sort(then.begin(), then.end(), [](auto* a, auto* b) { return a->order < b->order; });
+    VnicImpact im;
+    for (const auto& [id, e] : will) {
+      auto w = was.find(id);
+      if (w == was.end()) {
+        im.added.push_back(id);
+      } else if (!same(*w->second, *e)) {
+        im.changed.push_back(id);
+      }
+    }
+    for (const auto& [id, e] : was) {
+      if (!will.count(id)) im.removed.push_back(id);
+    }
+    // Reordered: the rules it keeps, in another order.
+    std::set<std::pair<std::string, std::string>> kept_now, kept_then;
+    for (const RuleEntry* e : now) kept_now.insert(key(*e));
+    for (const RuleEntry* e : then) kept_then.insert(key(*e));
+    std::vector<std::pair<std::string, std::string>> order_now, order_then;
+    for (const RuleEntry* e : now) {
+      if (kept_then.count(key(*e))) order_now.push_back(key(*e));
+    }
+    for (const RuleEntry* e : then) {
+      if (kept_now.count(key(*e))) order_then.push_back(key(*e));
+    }
+    im.reordered = order_now != order_then;
+    if (im.added.empty() && im.removed.empty() && im.changed.empty() && !im.reordered) continue;
+    im.vnic_id = v;
+    im.host_id = host->second;
+    im.rules_before = now.size();
+    im.rules_after = then.size();
+    for (const RuleEntry* e : now) {
+      if (e->compiled.on_change() == dfw::v1::ON_CHANGE_REVALIDATE) {
+        im.revalidating.push_back(Cat(e->compiled.policy_id(), "/", e->compiled.rule_id()));
+      }
+    }
+    out.push_back(std::move(im));
+  }
+  return out;
 }
 
 std::set<std::string> PolicyCompiler::HostsOfPolicy(const std::string& policy_id) const {

@@ -143,6 +143,27 @@ absl::StatusOr<uint64_t> ExpectedRevision(const Request& req) {
   return 0;
 }
 
+// ?dry_run=true on a policy write: the impact preview instead of the change
+// (a PreviewPolicyRequest with ?rules_per_vnic_budget=N); nullopt when the
+// request is no dry run.
+absl::StatusOr<std::optional<dfw::v1::PreviewPolicyRequest>> DryRun(const Request& req) {
+  if (!req.has_param("dry_run")) return std::nullopt;
+  const std::string v = req.get_param_value("dry_run");
+  if (v == "false" || v == "0") return std::nullopt;
+  if (v != "true" && v != "1") {
+    return absl::InvalidArgumentError(
+        Cat("dry_run: '", v.substr(0, 40), "' is not true, false, 1 or 0"));
+  }
+  dfw::v1::PreviewPolicyRequest pr;
+  if (req.has_param("rules_per_vnic_budget")) {
+    auto b = ParseUint(req.get_param_value("rules_per_vnic_budget"), "rules_per_vnic_budget",
+                       UINT32_MAX);
+    if (!b.ok()) return b.status();
+    pr.set_rules_per_vnic_budget(static_cast<uint32_t>(*b));
+  }
+  return pr;
+}
+
 absl::StatusOr<dfw::v1::ListRequest> ListParams(const Request& req) {
   dfw::v1::ListRequest l;
   if (req.has_param("page_size")) {
@@ -711,6 +732,13 @@ void RestApi::Routes() {
   s.Post("/api/v1/policies", [m](const Request& req, Response& res) {
     dfw::v1::PutPolicyRequest r;
     if (auto e = ParseBody(req, r.mutable_policy()); !e.ok()) return SendError(res, e);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) {
+      *(*dry)->mutable_policy() = r.policy();
+      (*dry)->set_create_only(true);
+      return Send(res, m->PreviewPolicy(**dry));
+    }
     Send(res, m->PutPolicy(r, true), 201);
   });
   s.Get("/api/v1/policies" + id,
@@ -724,6 +752,13 @@ void RestApi::Routes() {
     auto ex = ExpectedRevision(req);
     if (!ex.ok()) return SendError(res, ex.status());
     r.set_expected_revision(*ex);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) {
+      *(*dry)->mutable_policy() = r.policy();
+      (*dry)->set_expected_revision(*ex);
+      return Send(res, m->PreviewPolicy(**dry));
+    }
     Send(res, m->PutPolicy(r));
   });
   s.Delete("/api/v1/policies" + id, [m](const Request& req, Response& res) {
@@ -732,6 +767,13 @@ void RestApi::Routes() {
     auto ex = ExpectedRevision(req);
     if (!ex.ok()) return SendError(res, ex.status());
     r.set_expected_revision(*ex);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) {
+      (*dry)->set_delete_policy_id(r.id());
+      (*dry)->set_expected_revision(*ex);
+      return Send(res, m->PreviewPolicy(**dry));
+    }
     Send(res, m->DeletePolicy(r));
   });
 

@@ -151,4 +151,42 @@ class WebToDbControllerTest : public ::testing::Test {
   std::unique_ptr<Rest> rest_;
 };
 
+// A plaintext controller on loopback with web-1 (app=web, on h1) and db-1
+// (app=db, on h2) and the groups web and db; no policy. Post() creates.
+class WebAndDbOnTwoHostsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ControllerOptions o;
+    o.data_dir = dir_.path() + "/db";
+    o.insecure = true;  // plaintext on loopback: these tests are about the model
+    ASSERT_TRUE(server_.Start(o).ok());
+    rest_ = std::make_unique<Rest>(server_.http_port());
+    Post("/api/v1/vms", VmJson("web-1", "h1", {{"app", "web"}}, "198.18.0.1"));
+    Post("/api/v1/vms", VmJson("db-1", "h2", {{"app", "db"}}, "198.18.0.2"));
+    Post("/api/v1/groups", TagGroupJson("web", "app", "web"));
+    Post("/api/v1/groups", TagGroupJson("db", "app", "db"));
+  }
+  // web -> db: allow-pg (tcp/5432) then reject-http (tcp/80), applied to
+  // both groups, priority 10.
+  static nlohmann::json WebToDb() {
+    return nlohmann::json::parse(R"({"id":"web-to-db","category":"CATEGORY_APPLICATION",
+      "priority":10,"applied_to_group_ids":["web","db"],"stateful":true,
+      "rules":[{"id":"allow-pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
+                "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],
+                "action":"ACTION_ALLOW"},
+               {"id":"reject-http","sources":{"group_ids":["web"]},
+                "destinations":{"group_ids":["db"]},
+                "services":[{"protocol":6,"destination_ports":[{"first":80}]}],
+                "action":"ACTION_REJECT"}]})");
+  }
+  void Post(const std::string& path, const nlohmann::json& body) {
+    auto r = rest_->Post(path, body);
+    ASSERT_EQ(r.status, 201) << path << ": " << r.body;
+  }
+
+  TempDir dir_;
+  ControllerServer server_;
+  std::unique_ptr<Rest> rest_;
+};
+
 }  // namespace dfw::controller::testing

@@ -19,35 +19,15 @@ namespace {
 
 using nlohmann::json;
 
-class TraceTest : public ::testing::Test {
+class TraceTest : public WebAndDbOnTwoHostsTest {
  protected:
   void SetUp() override {
-    ControllerOptions o;
-    o.data_dir = dir_.path() + "/db";
-    o.insecure = true;  // plaintext on loopback: this is about the model
-    ASSERT_TRUE(server_.Start(o).ok());
-    rest_ = std::make_unique<Rest>(server_.http_port());
-    auto post = [&](const std::string& path, const json& body) {
-      auto r = rest_->Post(path, body);
-      ASSERT_EQ(r.status, 201) << path << ": " << r.body;
-    };
-    post("/api/v1/vms", VmJson("web-1", "h1", {{"app", "web"}}, "198.18.0.1"));
-    post("/api/v1/vms", VmJson("db-1", "h2", {{"app", "db"}}, "198.18.0.2"));
+    ASSERT_NO_FATAL_FAILURE(WebAndDbOnTwoHostsTest::SetUp());
     // A VM no host of ours enforces (no host reported it).
-    post("/api/v1/vms", VmJson("laptop", "", {{"app", "web"}}, "198.18.0.9"));
-    post("/api/v1/groups", TagGroupJson("web", "app", "web"));
-    post("/api/v1/groups", TagGroupJson("db", "app", "db"));
-    post("/api/v1/policies", json::parse(R"({"id":"web-to-db","category":"CATEGORY_APPLICATION",
-      "priority":10,"applied_to_group_ids":["web","db"],"stateful":true,
-      "rules":[{"id":"allow-pg","sources":{"group_ids":["web"]},"destinations":{"group_ids":["db"]},
-                "services":[{"protocol":6,"destination_ports":[{"first":5432}]}],
-                "action":"ACTION_ALLOW"},
-               {"id":"reject-http","sources":{"group_ids":["web"]},
-                "destinations":{"group_ids":["db"]},
-                "services":[{"protocol":6,"destination_ports":[{"first":80}]}],
-                "action":"ACTION_REJECT"}]})"));
+    Post("/api/v1/vms", VmJson("laptop", "", {{"app", "web"}}, "198.18.0.9"));
+    Post("/api/v1/policies", WebToDb());
     // Evaluated before web-to-db (lower priority number), in audit mode.
-    post("/api/v1/policies", json::parse(R"({"id":"ssh-audit","category":"CATEGORY_APPLICATION",
+    Post("/api/v1/policies", json::parse(R"({"id":"ssh-audit","category":"CATEGORY_APPLICATION",
       "priority":5,"applied_to_group_ids":["web","db"],"mode":"POLICY_MODE_AUDIT",
       "rules":[{"id":"no-ssh","sources":{"any":true},"destinations":{"any":true},
                 "services":[{"protocol":6,"destination_ports":[{"first":22}]}],
@@ -59,10 +39,6 @@ class TraceTest : public ::testing::Test {
     EXPECT_EQ(r.status, want_status) << query << ": " << r.body;
     return r.body;
   }
-
-  TempDir dir_;
-  ControllerServer server_;
-  std::unique_ptr<Rest> rest_;
 };
 
 TEST_F(TraceTest, AllowedByARuleAtBothEnds) {

@@ -39,6 +39,8 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
   grpc::Status DeleteGroup(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status GroupMembers(Ctx*, const dfw::v1::GetRequest*, dfw::v1::GroupMembership*) override;
   grpc::Status PutPolicy(Ctx*, const dfw::v1::PutPolicyRequest*, dfw::v1::Policy*) override;
+  grpc::Status PreviewPolicy(Ctx*, const dfw::v1::PreviewPolicyRequest*,
+                             dfw::v1::PolicyImpact*) override;
   grpc::Status GetPolicy(Ctx*, const dfw::v1::GetRequest*, dfw::v1::Policy*) override;
   grpc::Status ListPolicies(Ctx*, const dfw::v1::ListRequest*,
                             dfw::v1::ListPoliciesResponse*) override;

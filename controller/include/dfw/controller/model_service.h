@@ -137,6 +137,21 @@ class ModelService {
                                             bool create_only = false);
   absl::StatusOr<dfw::v1::Policy> GetPolicy(const std::string& id) const;
   absl::StatusOr<dfw::v1::ListPoliciesResponse> ListPolicies(const dfw::v1::ListRequest& req) const;
+  // The impact preview of a policy change (PreviewPolicyRequest): validated
+  // exactly as PutPolicy / DeletePolicy would validate it (the same errors),
+  // then every enforced vNIC whose ruleset it would change, with its rule
+  // counts before and after against the budget, the rules added, removed,
+  // changed and the revalidating rules whose connections get re-checked,
+  // and the hosts that would be sent a change with their realization.
+  // Nothing is stored or sent. Live connection counts are not in it: the
+  // controller holds none (each host's dataplane does).
+  absl::StatusOr<dfw::v1::PolicyImpact> PreviewPolicy(
+      const dfw::v1::PreviewPolicyRequest& req) const;
+  // PreviewPolicy's rules-per-vNIC budget when the request sets none: the
+  // ruleset size the dataplane's address-set figures are measured at
+  // (docs/PERFORMANCE.md, 500 vNICs x 4,000 rules).
+  static constexpr uint32_t kDefaultRulesPerVnicBudget = 4000;
+
   absl::StatusOr<dfw::v1::DeleteResponse> DeletePolicy(const dfw::v1::DeleteRequest& req);
 
   absl::StatusOr<dfw::v1::ListHostsResponse> ListHosts() const;
@@ -306,6 +321,16 @@ class ModelService {
   // The written change's steps, flush and revision; the publication to the
   // host feeds and realization only when `publish` (a followed change: no).
   void Apply(Change& change, bool publish);
+
+  // The policy change's checks (mu_ held, either mode): the fields
+  // (ValidatePolicy, referenced groups), create_only, expected_revision.
+  absl::Status CheckPutPolicy(const dfw::v1::Policy* p, uint64_t expected_revision,
+                              bool create_only) const;
+  absl::Status CheckDeletePolicy(const std::string& id, uint64_t expected_revision) const;
+  // One host's realization toward `want` (rmu_ held); hs null: a host this
+  // process never saw (DISCONNECTED).
+  static void FillHostRealization(const std::string& id, const HostState* hs, uint64_t want,
+                                  dfw::v1::HostRealization* out);
 
   // Writer-path helpers (writer lock held).
   // One host's report as its own change.

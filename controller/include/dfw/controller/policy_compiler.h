@@ -68,6 +68,22 @@ using ChangeFanout = std::map<std::string, HostChanges>;  // by host id
 // Folds `c` (a later change) into `acc`, netting what cancels out.
 void MergeChanges(HostChanges* acc, const HostChanges& c);
 
+// What a policy change would do to one vNIC's ruleset (PolicyCompiler::
+// PreviewPolicy): rule ids of the policy the vNIC gains, loses or keeps
+// changed (compiled content or literal prefixes), and whether the rules it
+// keeps (any policy's) come in another order.
+struct VnicImpact {
+  std::string vnic_id, host_id;
+  size_t rules_before = 0, rules_after = 0;
+  std::vector<std::string> added, removed, changed;
+  bool reordered = false;
+  // Rules (any policy's, "policy/rule") in force on the vNIC before the
+  // change whose policy revalidates: the ruleset changes, so the dataplane
+  // re-checks each connection they admitted at its next packet and cuts
+  // those the new rules deny.
+  std::vector<std::string> revalidating;
+};
+
 struct CompilerStats {
   size_t policies = 0, rules = 0, vnics_with_rules = 0, compiled_rule_refs = 0;
   size_t hosts = 0, host_set_refs = 0;
@@ -121,6 +137,12 @@ class PolicyCompiler {
   void EffectiveRules(const std::vector<std::string>& vnic_ids,
                       google::protobuf::RepeatedPtrField<dfw::v1::VNicRuleset>* rulesets,
                       google::protobuf::RepeatedPtrField<dfw::v1::AddressSet>* sets) const;
+  // What storing `after` as policy `policy_id` (nullptr: deleting it) would
+  // do to each enforced vNIC (one with a host) whose ruleset it changes,
+  // by vNIC id; nothing is changed. `after` must be valid (ValidatePolicy);
+  // its new rules count as numbered.
+  std::vector<VnicImpact> PreviewPolicy(const std::string& policy_id,
+                                        const dfw::v1::Policy* after) const;
   // Policies whose rules or applied-to name the group, sorted.
   std::vector<std::string> PoliciesReferencing(const std::string& group_id) const;
   // Hosts holding at least one vNIC the policy's enabled rules apply to
@@ -133,6 +155,9 @@ class PolicyCompiler {
   struct VNicRules;
   struct PolicyEntry;
 
+  // `p` compiled (its enabled rules, with the numbers allocated so far, and
+  // its literal sets' text); changes nothing.
+  std::unique_ptr<PolicyEntry> Compile(const dfw::v1::Policy& p) const;
   std::vector<std::string> AffectedVnics(const PolicyEntry& pe) const;
   void MarkVnicsOfGroup(const std::string& group);
   void Detach(const std::string& vnic, ChangeFanout* out);
