@@ -15,6 +15,8 @@
 #include "dfw/trust/ca.h"
 #include "dfw/trust/loopback.h"
 #include "dfw/trust/svid.h"
+#include "dfw/v1/trust.grpc.pb.h"
+#include "grpc_metrics.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -135,6 +137,7 @@ absl::Status ControllerServer::Lead(const ControllerOptions& o,
   if (auto s = StartGrpc(o); !s.ok()) return s;
   if (!o.http_listen.empty()) {
     rest_ = std::make_unique<RestApi>(model_.get(), enrollment_.get(), authz_.get(), RestTlsFor(o));
+    rest_->SetGrpcMetrics(grpc_metrics_.get());
     if (auto s = StartRest(o, rest_.get()); !s.ok()) return s;
   }
   return absl::OkStatus();
@@ -391,8 +394,20 @@ absl::Status ControllerServer::StartGrpc(const ControllerOptions& o) {
   session_service_ = std::make_unique<HostSessionService>(model_.get(), authz_.get());
   trust_service_ = std::make_unique<TrustGrpcService>(enrollment_.get(), authz_.get());
 
+  std::vector<const google::protobuf::ServiceDescriptor*> services;
+  for (const char* name : {dfw::v1::ControllerService::service_full_name(),
+                           dfw::v1::HostSessionService::service_full_name(),
+                           dfw::v1::TrustService::service_full_name()}) {
+    services.push_back(google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name));
+  }
+  grpc_metrics_ = std::make_unique<GrpcRequestMetrics>(services);
   grpc::ServerBuilder b;
   b.AddListeningPort(o.grpc_listen, ServerCredentials(o), &grpc_port_);
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ic;
+    ic.push_back(grpc_metrics_->InterceptorFactory());
+    b.experimental().SetInterceptorCreators(std::move(ic));
+  }
   b.RegisterService(controller_service_.get());
   b.RegisterService(session_service_.get());
   b.RegisterService(trust_service_.get());

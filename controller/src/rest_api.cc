@@ -20,6 +20,7 @@
 #include "dfw/trust/loopback.h"
 #include "dfw/trust/server_tls.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpc_metrics.h"
 #include "str_util.h"
 
 namespace dfw::controller {
@@ -933,6 +934,7 @@ std::string RestApi::RenderMetrics() const {
              [](const H& h) { return h.feed_objects; });
   }
   requests_->Render(e);
+  if (grpc_metrics_ != nullptr) grpc_metrics_->Render(e);
   return e.text();
 }
 

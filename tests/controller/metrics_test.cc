@@ -10,6 +10,7 @@
 
 #include "dfw/trust/ca.h"
 #include "dfw/trust/svid.h"
+#include "dfw/v1/controller.grpc.pb.h"
 #include "exposition_parser.h"
 #include "test_host.h"
 #include "test_pki.h"
@@ -165,6 +166,57 @@ TEST_F(MetricsTest, HostsAndRealizationFollowSessionsAndAcks) {
     return m.Or0("dfw_controller_hosts", {{"state", "connected"}}) == 0 &&
            m.Or0("dfw_controller_hosts", {{"state", "disconnected"}}) >= 1;
   }));
+}
+
+// gRPC calls count by full method name and status code, unary ones with a
+// latency series; a host session (a stream) counts when it ends, with no
+// latency series.
+TEST_F(MetricsTest, GrpcCallsCountByMethodAndCode) {
+  auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_.grpc_port()),
+                                grpc::InsecureChannelCredentials());
+  auto stub = dfw::v1::ControllerService::NewStub(ch);
+  const std::string get_vm = "/dfw.v1.ControllerService/GetVm";
+  const std::string list_vms = "/dfw.v1.ControllerService/ListVms";
+  const std::string session = "/dfw.v1.HostSessionService/Session";
+  auto calls = [](const Scrape& s, const std::string& method, const std::string& code) {
+    return s.Or0("dfw_controller_grpc_requests_total", {{"method", method}, {"code", code}});
+  };
+  Scrape before = Metrics();
+  EXPECT_TRUE(before.families.count("dfw_controller_grpc_requests_total"));
+  {
+    dfw::v1::GetRequest req;
+    req.set_id("no-such-vm");
+    dfw::v1::Vm vm;
+    grpc::ClientContext c;
+    EXPECT_EQ(stub->GetVm(&c, req, &vm).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  for (int i = 0; i < 2; ++i) {
+    dfw::v1::ListVmsResponse resp;
+    grpc::ClientContext c;
+    EXPECT_TRUE(stub->ListVms(&c, dfw::v1::ListRequest(), &resp).ok());
+  }
+  {
+    TestHost h1(server_.grpc_port(), "h1");
+    h1.Hello({MetadataVm("db-1", {{"app", "db"}}, "198.18.0.12")});
+    ASSERT_TRUE(h1.Next());
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    Scrape m = Metrics();
+    double ended = 0;
+    for (const auto& smp : m.families["dfw_controller_grpc_requests_total"].samples) {
+      if (smp.labels.count("method") && smp.labels.at("method") == session) ended += smp.value;
+    }
+    return ended >= 1;
+  }));
+  Scrape after = Metrics();
+  EXPECT_EQ(calls(after, get_vm, "NOT_FOUND"), calls(before, get_vm, "NOT_FOUND") + 1);
+  EXPECT_EQ(calls(after, list_vms, "OK"), calls(before, list_vms, "OK") + 2);
+  EXPECT_EQ(
+      after.Or0("dfw_controller_grpc_request_duration_seconds_count", {{"method", list_vms}}),
+      before.Or0("dfw_controller_grpc_request_duration_seconds_count", {{"method", list_vms}}) + 2);
+  EXPECT_FALSE(
+      after.Value("dfw_controller_grpc_request_duration_seconds_count", {{"method", session}}))
+      << "a stream has no latency series";
 }
 
 TEST(MetricsPerHostTest, PerHostSeriesOnlyWhenAskedFor) {

@@ -50,6 +50,7 @@ namespace dfw::controller {
 class Authorizer;
 class ControllerGrpcService;
 class Enrollment;
+class GrpcRequestMetrics;
 class HostSessionService;
 class RevocationList;
 class StandbyGrpcService;
@@ -169,6 +170,8 @@ class ControllerServer {
   std::unique_ptr<ControllerGrpcService> controller_service_;
   std::unique_ptr<HostSessionService> session_service_;
   std::unique_ptr<RestApi> rest_;
+  // gRPC calls for GET /metrics; outlives the server it counts for.
+  std::unique_ptr<GrpcRequestMetrics> grpc_metrics_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;
   int http_port_ = 0;

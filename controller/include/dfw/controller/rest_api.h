@@ -98,6 +98,7 @@ inline constexpr size_t kRestWorkers = 64;                // connections served 
 inline constexpr int kRestReadTimeoutSeconds = 5;         // per read; also keep-alive idle
 
 class Enrollment;
+class GrpcRequestMetrics;
 
 struct RestTlsOptions {
   std::string svid_dir;              // empty: plaintext (insecure mode)
@@ -133,6 +134,9 @@ class RestApi {
   // GET /metrics adds one series per host per per-host family (off by
   // default: its cardinality grows with the fleet). Call before Start.
   void SetMetricsPerHost(bool on) { metrics_per_host_ = on; }
+  // GET /metrics adds the gRPC listener's calls (before Start; may stay
+  // unset: no gRPC families).
+  void SetGrpcMetrics(const GrpcRequestMetrics* m) { grpc_metrics_ = m; }
 
  private:
   // Installs the request guards on `s`: CheckRequest before routing, the
@@ -155,6 +159,7 @@ class RestApi {
   class RequestMetrics;
   std::unique_ptr<RequestMetrics> requests_;
   bool metrics_per_host_ = false;
+  const GrpcRequestMetrics* grpc_metrics_ = nullptr;
   std::string RenderMetrics() const;
   void Routes();
   void StandbyRoutes(std::function<Leader()> leader);
