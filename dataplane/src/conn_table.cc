@@ -180,6 +180,10 @@ struct ConnTable::Impl {
   uint32_t used = 0;
   uint32_t sweep_cursor = 0;
   uint32_t evict_cursor = 0;
+  // Session totals by rule number (SetSessionTotals), or null.
+  Counter* session_packets = nullptr;
+  Counter* session_bytes = nullptr;
+  uint32_t session_rules = 0;
 
   explicit Impl(const ConnTableConfig& c);
 
@@ -368,8 +372,14 @@ struct ConnTable::Impl {
   }
 
   // --- entries ---------------------------------------------------------------
-  void RemoveEntry(uint32_t i) {
+  // Removes entry i; `ended`: the connection ends (unless it moved), its
+  // totals go to its rule's session totals (conn_table.h, "Session totals").
+  void RemoveEntry(uint32_t i, bool ended = true) {
     ConnEntry& x = e[i];
+    if (ended && !(x.flags & kEntryMoved) && x.rule_num != 0 && x.rule_num < session_rules) {
+      session_packets[x.rule_num].Add(ctr[i].packets[0] + ctr[i].packets[1]);
+      session_bytes[x.rule_num].Add(ctr[i].bytes[0] + ctr[i].bytes[1]);
+    }
     ClearSlot(Hash(EntryKey(i, 0)), i << 1);
     ClearSlot(Hash(EntryKey(i, 1)), i << 1 | 1);
     if (x.flags & kEntryListed) ListUnlink(i);
@@ -390,6 +400,7 @@ struct ConnTable::Impl {
   }
 
   void Count(uint32_t i, int dir, const ParsedPacket& p) {
+    e[i].flags &= static_cast<uint8_t>(~kEntryMoved);  // a packet here: it stayed
     ConnCounters& c = ctr[i];
     ++c.packets[dir];
     c.bytes[dir] += p.ip_len;
@@ -734,6 +745,26 @@ void ConnTable::SetPolicy(uint32_t entry, const ConnPolicy& policy) noexcept {
                               : static_cast<uint8_t>(x.flags & ~kEntryRevalidate);
 }
 
+void ConnTable::SetSessionTotals(Counter* packets, Counter* bytes, uint32_t rules) noexcept {
+  Impl& t = *impl_;
+  const bool on = packets && bytes;
+  t.session_packets = on ? packets : nullptr;
+  t.session_bytes = on ? bytes : nullptr;
+  t.session_rules = on ? rules : 0;
+}
+
+uint32_t ConnTable::MarkMoved(uint16_t zone, uint64_t now_ms, uint32_t max) noexcept {
+  Impl& t = *impl_;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < t.cap && (max == 0 || n < max); ++i) {
+    if ((t.e[i].flags & kEntryUsed) && t.e[i].zone == zone && !t.Expired(i, now_ms)) {
+      t.e[i].flags |= kEntryMoved;
+      ++n;
+    }
+  }
+  return n;
+}
+
 void ConnTable::Remove(uint32_t entry) noexcept {
   Impl& t = *impl_;
   if (entry >= t.cap || !(t.e[entry].flags & kEntryUsed)) return;
@@ -843,10 +874,11 @@ Status ConnTable::ImportValid(uint16_t zone, const ConnExport& c, uint64_t now_m
   k.kf = c.family == Family::kV6 ? kKeyV6 : 0;
   k.sport = c.sport;
   k.dport = IsIcmp(c.proto) ? c.sport : c.dport;
-  // The same connection already here (either direction) is replaced; its
-  // slots free exactly the room the new entry needs, so nothing below fails.
+  // The same connection already here (either direction) is replaced, not
+  // ended (it goes on as this entry); its slots free exactly the room the
+  // new entry needs, so nothing below fails.
   int dir = 0;
-  if (const uint32_t old = t.Lookup(k, now_ms, &dir); old != kNil) t.RemoveEntry(old);
+  if (const uint32_t old = t.Lookup(k, now_ms, &dir); old != kNil) t.RemoveEntry(old, false);
   const uint64_t h0 = t.Hash(k);
   const uint64_t h1 = t.Hash(Reverse(k));
   DropReason why = DropReason::kNone;

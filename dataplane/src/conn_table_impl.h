@@ -63,6 +63,7 @@ constexpr uint8_t kEntryLoose = 0x08;    // TCP picked up mid-stream
 constexpr uint8_t kEntryRst = 0x10;      // TCP closed by RST
 constexpr uint8_t kEntryListed = 0x20;   // on its zone's early-drop list
 constexpr uint8_t kEntryIngress = 0x40;  // opened toward the vNIC (orig direction "in")
+constexpr uint8_t kEntryMoved = 0x80;    // exported with its VM: its removal is not its end
 
 // The hot part of a connection: one cache line. Addresses and ports in the
 // orig direction (the direction of the packet that created it).

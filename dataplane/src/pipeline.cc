@@ -48,7 +48,12 @@ Pipeline::Pipeline(VnicTable* vnics, const PipelineConfig& config, uint32_t work
       conntrack_(config.conntrack),
       fragments_(config.fragment_entries, config.fragment_timeout_ms),
       flows_(config.flow_ring),
-      counters_(std::make_unique<PipelineCounters>(config.max_rule_num)) {}
+      counters_(std::make_unique<PipelineCounters>(config.max_rule_num)) {
+  // Connections that end fold their totals into their rule's (any end:
+  // aged out, evicted, removed on revalidation, flushed).
+  conntrack_.SetSessionTotals(counters_->rule_session_packets.get(),
+                              counters_->rule_session_bytes.get(), counters_->rules);
+}
 
 Pipeline::~Pipeline() = default;
 

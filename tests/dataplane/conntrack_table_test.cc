@@ -321,6 +321,73 @@ TEST(ConntrackLimits, PerZoneEarlyDropsOldestUnestablished) {
   EXPECT_EQ(ct.zone_size(1), 4u);
 }
 
+// Session totals (conn_table.h): every end of an entry adds its packets and
+// bytes to its rule's, once; a move or an import's replacement does not.
+TEST(ConntrackSessionTotals, EveryEndFoldsOnceMovesAndReplacementsDoNot) {
+  ConnTable ct(SmallConfig(1024, 2));
+  constexpr uint32_t kRules = 100;
+  Counter packets[kRules], bytes[kRules];
+  ct.SetSessionTotals(packets, bytes, kRules);
+  auto commit = [&](uint16_t zone, const ParsedPacket& p, uint32_t rule, uint32_t* entry) {
+    DropReason r;
+    return ct.Commit(zone, p, ConnPolicy{rule, 1, false}, 0, entry, &r);
+  };
+  auto expect_only = [&](std::map<uint32_t, std::pair<uint64_t, uint64_t>> want) {
+    for (uint32_t r = 0; r < kRules; ++r) {
+      EXPECT_EQ(packets[r].Get(), want[r].first) << "rule " << r;
+      EXPECT_EQ(bytes[r].Get(), want[r].second) << "rule " << r;
+    }
+  };
+  const uint64_t udp = Udp(kA, kB, 1, 2).ip_len;
+  uint32_t e;
+
+  // Early drop over the per-zone limit: the unreplied (evictable) one ends.
+  ASSERT_TRUE(commit(1, Udp(kA, kB, 1000, 53), 5, &e));
+  ASSERT_EQ(ct.Track(1, Udp(kA, kB, 1000, 53), 0).kind, Kind::kEstablished);
+  ASSERT_TRUE(commit(1, Udp(kA, kB, 1001, 53), 6, &e));
+  ASSERT_EQ(ct.Track(1, Udp(kB, kA, 53, 1001), 0).kind, Kind::kEstablished);
+  expect_only({});  // open: nothing yet
+  ASSERT_TRUE(commit(1, Udp(kA, kB, 1002, 53), 7, &e));
+  EXPECT_EQ(ct.Track(1, Udp(kA, kB, 1000, 53), 0).kind, Kind::kNew);  // evicted
+  expect_only({{5, {2, 2 * udp}}});
+
+  // Remove (revalidation denied it).
+  ct.Remove(e);
+  expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+
+  // The default rule (0) and numbers past the counters: not counted.
+  ASSERT_TRUE(commit(2, Udp(kA, kB, 2000, 53), 0, &e));
+  ASSERT_TRUE(commit(2, Udp(kA, kB, 2001, 53), 150, &e));
+  EXPECT_EQ(ct.Flush(2), 2u);
+  expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+
+  // Moved (exported with its VM), then removed here: not an end. A moved
+  // entry that carries a packet here again stayed: its end counts.
+  ASSERT_TRUE(commit(3, Udp(kA, kB, 3000, 53), 8, &e));
+  EXPECT_EQ(ct.MarkMoved(3, 0), 1u);
+  EXPECT_EQ(ct.Flush(3), 1u);
+  expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+  ASSERT_TRUE(commit(3, Udp(kA, kB, 3001, 53), 8, &e));
+  EXPECT_EQ(ct.MarkMoved(3, 0), 1u);
+  ASSERT_EQ(ct.Track(3, Udp(kB, kA, 53, 3001), 0).kind, Kind::kEstablished);
+  EXPECT_EQ(ct.Flush(3), 1u);
+  expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}});
+
+  // An import replacing the same connection: it goes on, then ends once
+  // with the totals it was imported with.
+  ASSERT_TRUE(commit(4, Udp(kA, kB, 4000, 53), 9, &e));
+  ConnExport c;
+  ASSERT_TRUE(ct.Export(e, 0, &c));
+  c.packets = 10;
+  c.bytes = 1000;
+  ASSERT_TRUE(ct.Import(4, c, 0).ok());
+  EXPECT_EQ(ct.zone_size(4), 1u);
+  expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}});
+  EXPECT_EQ(ct.Sweep(ConnTimeouts{}.udp_replied, ct.capacity(), [](const ConnInfo&) {}), 2u);
+  expect_only(
+      {{5, {2, 2 * udp}}, {6, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}, {9, {10, 1000}}});
+}
+
 TEST(ConntrackLimits, PerZoneHardFailureWhenAllEstablished) {
   ConnTable ct(SmallConfig(1024, 4));
   for (uint16_t i = 0; i < 4; ++i) {

@@ -524,6 +524,165 @@ TEST_F(PipelineTest, PolicyChangeRevalidatesOrKeepsEstablishedConnections) {
   EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42001, 6432, 1, 0, kSyn)))).forward) << "kept";
 }
 
+#ifndef DFW_CONFORMANCE_DPDK
+// Session totals: a connection's packets and bytes go to its rule when it
+// ends. These drive the clock, Maintain and Flush themselves, so they run on
+// Pipeline::Process directly only (the DPDK worker ages on its own clock).
+class SessionTotalsTest : public PipelineTest {
+ protected:
+  // web:40000 -> db:5432 (rule 10 on web, rule 20 on db), then `k` data
+  // segments each way across web's side only.
+  void Open(int k) {
+    using namespace tcpflag;
+    ASSERT_NO_FATAL_FAILURE(Handshake());
+    for (int i = 0; i < k; ++i) {
+      const uint32_t out = 1001 + 100u * i, in = 5001 + 200u * i;
+      ASSERT_TRUE(
+          Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, out, in, kAck | kPsh, 100)))).forward);
+      ASSERT_TRUE(
+          Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, in, out + 100, kAck | kPsh, 200))))
+              .forward);
+    }
+  }
+  // The next sequence numbers after Open(k).
+  static uint32_t OutSeq(int k) { return 1001 + 100u * k; }
+  static uint32_t InSeq(int k) { return 5001 + 200u * k; }
+
+  // The one live connection of `zone`, as the table counts it.
+  ConnInfo Entry(uint16_t zone) {
+    ConnInfo found;
+    int n = 0;
+    pipeline_.conntrack().ForEach(now_ms_, [&](uint32_t, const ConnInfo& c) {
+      if (c.zone == zone) {
+        found = c;
+        ++n;
+      }
+    });
+    EXPECT_EQ(n, 1) << "connections of zone " << zone;
+    return found;
+  }
+  uint64_t SessionPackets(uint32_t rule) {
+    return pipeline_.counters().rule_session_packets[rule].Get();
+  }
+  uint64_t SessionBytes(uint32_t rule) {
+    return pipeline_.counters().rule_session_bytes[rule].Get();
+  }
+  // Every session total of every rule but `except` is 0.
+  void ExpectOthersZero(std::set<uint32_t> except) {
+    for (uint32_t r = 0; r < pipeline_.counters().rules; ++r) {
+      if (except.count(r)) continue;
+      EXPECT_EQ(SessionPackets(r), 0u) << "rule " << r;
+      EXPECT_EQ(SessionBytes(r), 0u) << "rule " << r;
+    }
+  }
+  void Age(uint64_t ms) {
+    now_ms_ += ms;
+    pipeline_.Maintain(now_ms_, pipeline_.conntrack().capacity());
+  }
+};
+
+TEST_F(SessionTotalsTest, FinClosedConnectionIsCountedWhenItAgesOutNotBefore) {
+  using namespace tcpflag;
+  ASSERT_NO_FATAL_FAILURE(Open(3));
+  const int k = 3;
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, OutSeq(k), InSeq(k), kAck | kFin))))
+                  .forward);
+  EXPECT_TRUE(
+      Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, InSeq(k), OutSeq(k) + 1, kAck | kFin))))
+          .forward);
+  EXPECT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(40000, 5432, OutSeq(k) + 1, InSeq(k) + 1, kAck))))
+                  .forward);
+  const ConnInfo web = Entry(kWeb);
+  EXPECT_EQ(web.policy.rule_num, 10u);
+  EXPECT_EQ(web.packets, 3u + 2u * k + 3u);  // handshake, data both ways, FIN, FIN, ACK
+  // Closed but still in the table: not counted yet.
+  Age(1000);
+  ExpectOthersZero({});
+  // Past the FIN timeouts: web's entry ends; db's (it saw the handshake
+  // only, still established) stays open and uncounted.
+  Age(ConnTimeouts{}.tcp_fin + 1);
+  EXPECT_EQ(SessionPackets(10), web.packets);
+  EXPECT_EQ(SessionBytes(10), web.bytes);
+  EXPECT_EQ(pipeline_.counters().rule_packets[10].Get(), 1u) << "hits: the SYN only";
+  ExpectOthersZero({10});
+  EXPECT_EQ(Entry(kDb).policy.rule_num, 20u);
+}
+
+TEST_F(SessionTotalsTest, RstClosedConnectionIsCountedWhenItAgesOut) {
+  using namespace tcpflag;
+  ASSERT_NO_FATAL_FAILURE(Open(2));
+  EXPECT_TRUE(Send(WebIn(kDbIp, 6, TcpHeader(Seg(5432, 40000, InSeq(2), 0, kRst)))).forward);
+  const ConnInfo web = Entry(kWeb);
+  EXPECT_EQ(web.state, ConnState::kClosed);
+  EXPECT_EQ(web.packets, 3u + 4u + 1u);
+  ExpectOthersZero({});
+  Age(ConnTimeouts{}.tcp_closed + 1);
+  EXPECT_EQ(SessionPackets(10), web.packets);
+  EXPECT_EQ(SessionBytes(10), web.bytes);
+  ExpectOthersZero({10});
+}
+
+TEST_F(SessionTotalsTest, EstablishedConnectionIsCountedWhenItAgesOut) {
+  ASSERT_NO_FATAL_FAILURE(Open(4));
+  const ConnInfo web = Entry(kWeb), db = Entry(kDb);
+  EXPECT_EQ(web.packets, 3u + 8u);
+  EXPECT_EQ(db.packets, 3u);
+  // Open for a day less a second: nothing yet.
+  Age(ConnTimeouts{}.tcp_established - 1000);
+  ExpectOthersZero({});
+  Age(1001);
+  EXPECT_EQ(SessionPackets(10), web.packets);
+  EXPECT_EQ(SessionBytes(10), web.bytes);
+  EXPECT_EQ(SessionPackets(20), db.packets);
+  EXPECT_EQ(SessionBytes(20), db.bytes);
+  ExpectOthersZero({10, 20});
+  EXPECT_EQ(pipeline_.conntrack().size(), 0u);
+}
+
+TEST_F(SessionTotalsTest, FlushEndsTheZonesConnections) {
+  ASSERT_NO_FATAL_FAILURE(Open(2));
+  const ConnInfo web = Entry(kWeb), db = Entry(kDb);
+  EXPECT_EQ(pipeline_.conntrack().Flush(kWeb), 1u);
+  EXPECT_EQ(SessionPackets(10), web.packets);
+  EXPECT_EQ(SessionBytes(10), web.bytes);
+  ExpectOthersZero({10});  // db's connection is still open
+  EXPECT_EQ(pipeline_.conntrack().Flush(-1), 1u);
+  EXPECT_EQ(SessionPackets(20), db.packets);
+  EXPECT_EQ(SessionBytes(20), db.bytes);
+  EXPECT_EQ(SessionPackets(10), web.packets) << "counted once";
+  ExpectOthersZero({10, 20});
+}
+
+TEST_F(SessionTotalsTest, ConnectionCutOnRevalidationIsCountedAndAMovedOneIsNot) {
+  using namespace tcpflag;
+  RulesetSpec web;
+  web.address_sets = {{"db", {Host4(kDbIp)}}};
+  web.rules = {Rule(80, "", "db", 6, 5432, RuleDirection::kOut)};
+  Install(kWeb, kWebMac, {kWebIp}, {}, web, {80}, {RuleOpts{Action::kAllow, false, true}});
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42000, 5432, 1, 0, kSyn)))).forward);
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42000, 5432, 1, 0, kSyn)))).forward);
+  const ConnInfo cut = Entry(kWeb);
+  EXPECT_EQ(cut.packets, 2u);
+  Install(kWeb, kWebMac, {kWebIp}, {}, RulesetSpec{}, {});
+  // The third SYN is tracked (counted by the entry), then cut with it.
+  EXPECT_EQ(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42000, 5432, 1, 0, kSyn)))).reason,
+            DropReason::kDefaultRule);
+  EXPECT_EQ(pipeline_.conntrack().size(), 0u);
+  EXPECT_EQ(SessionPackets(80), 3u);
+  EXPECT_EQ(SessionBytes(80), cut.bytes / 2 * 3);
+  ExpectOthersZero({80});
+
+  // Exported to leave with its VM: removed here, not ended here.
+  Install(kWeb, kWebMac, {kWebIp}, {}, web, {80}, {RuleOpts{Action::kAllow, false, true}});
+  ASSERT_TRUE(Send(WebOut(kDbIp, 6, TcpHeader(Seg(42001, 5432, 1, 0, kSyn)))).forward);
+  EXPECT_EQ(pipeline_.conntrack().MarkMoved(kWeb, now_ms_), 1u);
+  Age(ConnTimeouts{}.tcp_syn + 1);
+  EXPECT_EQ(pipeline_.conntrack().size(), 0u);
+  EXPECT_EQ(SessionPackets(80), 3u) << "the moved connection is not counted";
+  ExpectOthersZero({80});
+}
+#endif  // DFW_CONFORMANCE_DPDK
+
 TEST_F(PipelineTest, CountersAndFlowRecordsNameEveryDrop) {
   using namespace tcpflag;
   Send(Bytes(5, 0));

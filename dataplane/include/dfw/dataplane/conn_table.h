@@ -40,6 +40,23 @@
 // While the vNIC has no ruleset its packets are dropped before conntrack and
 // imported entries wait (aging) for the rules.
 //
+// Session totals. When a connection ends, its packets and bytes (both
+// directions, as the entry counts them: an imported entry brings those of
+// its previous host) are added to the per-rule counters given by
+// SetSessionTotals, at its admitting rule_num (as last re-stamped). It ends
+// whenever its entry goes for any reason but a move: aged out by Sweep (TCP
+// closed by FIN or RST, and the connections of a removed vNIC, which wait
+// there for their timeouts, end so), evicted by early drop or to make room
+// for an import, Remove (revalidation denied it), Flush. Not counted: rule
+// number 0 (the default rule, whose hits are not counted either) and rule
+// numbers at or above the counters' size. A move is not an end: MarkMoved
+// (the entries of a zone exported to leave with their VM) makes their later
+// removal here fold nothing, as the importing table counts them when they
+// end there; a marked entry that carries a packet here again is unmarked
+// (it stayed). An import that replaces the entry with its key is the same
+// connection going on: the replaced entry folds nothing. Entries still in
+// the table when it is destroyed are not ended (a restart exports them).
+//
 // Thread safety. A ConnTable belongs to one thread (the worker lcore that owns
 // the vNICs' traffic): Lookup/Track/Sweep from that thread only. Readers on
 // other threads get copies through the owning thread (Snapshot is called by
@@ -52,6 +69,7 @@
 #include <string>
 #include <vector>
 
+#include "dfw/dataplane/counter.h"
 #include "dfw/dataplane/drop_reason.h"
 #include "dfw/dataplane/packet_parser.h"
 #include "dfw/dataplane/ruleset_compiler.h"
@@ -243,7 +261,16 @@ class ConnTable {
   bool Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& policy, uint64_t now_ms,
               uint32_t* entry, DropReason* reason, const Probe* probe = nullptr) noexcept;
 
-  // Re-stamps an entry after revalidation, or removes it.
+  // Where ended connections' totals go (see "Session totals" above):
+  // packets[rule_num] and bytes[rule_num], arrays of `rules` counters that
+  // outlive the table; written by the owning thread. Null: not counted.
+  void SetSessionTotals(Counter* packets, Counter* bytes, uint32_t rules) noexcept;
+  // Marks the first `max` (0: all) live entries of `zone` in index order
+  // (those ExportZone copies) as moved, exported to leave with their VM:
+  // their removal here is not their end. Returns how many.
+  uint32_t MarkMoved(uint16_t zone, uint64_t now_ms, uint32_t max = 0) noexcept;
+
+  // Re-stamps an entry after revalidation, or removes it (its end).
   void SetPolicy(uint32_t entry, const ConnPolicy& policy) noexcept;
   void Remove(uint32_t entry) noexcept;
 
@@ -251,7 +278,8 @@ class ConnTable {
   // `on_end(info)` for each removed connection (flow record "ended").
   template <typename F>
   uint32_t Sweep(uint64_t now_ms, uint32_t budget, F&& on_end);
-  // Removes every entry of a zone (or all with zone < 0). Returns how many.
+  // Removes every entry of a zone (or all with zone < 0), each an end.
+  // Returns how many.
   uint32_t Flush(int zone) noexcept;
 
   // Entries held, including expired ones Sweep has not removed yet.

@@ -22,11 +22,11 @@
 // Per packet: no allocation, lock, exception, virtual call or log line.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 
 #include "dfw/dataplane/conn_table.h"
+#include "dfw/dataplane/counter.h"
 #include "dfw/dataplane/drop_reason.h"
 #include "dfw/dataplane/flow_records.h"
 #include "dfw/dataplane/fragment_table.h"
@@ -34,18 +34,6 @@
 #include "dfw/dataplane/vnic_table.h"
 
 namespace dfw::dataplane {
-
-// Written by one thread with plain increments; read anywhere.
-class Counter {
- public:
-  void Add(uint64_t n = 1) noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  uint64_t Get() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> v_{0};
-};
 
 struct VnicCounters {
   Counter to_vm_packets, to_vm_bytes;      // ingress, forwarded
@@ -57,11 +45,17 @@ struct PipelineCounters {
   explicit PipelineCounters(uint32_t max_rule_num)
       : rules(max_rule_num),
         rule_packets(new Counter[max_rule_num]),
-        rule_bytes(new Counter[max_rule_num]) {}
+        rule_bytes(new Counter[max_rule_num]),
+        rule_session_packets(new Counter[max_rule_num]),
+        rule_session_bytes(new Counter[max_rule_num]) {}
   Counter drops[static_cast<int>(DropReason::kCount)];
   Counter forwarded, forwarded_bytes, rejects_sent, audited;
   uint32_t rules;
   std::unique_ptr<Counter[]> rule_packets, rule_bytes;  // by rule_num
+  // Session totals by rule_num: the packets and bytes (both directions) of
+  // the connections the rule admitted, added when each ends (the conntrack's
+  // "Session totals"), never per packet.
+  std::unique_ptr<Counter[]> rule_session_packets, rule_session_bytes;
   VnicCounters vnics[VnicTable::kSlots];
 };
 
