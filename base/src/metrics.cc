@@ -132,20 +132,41 @@ void Exposition::Histogram(std::string_view name, const Labels& labels,
 
 void RuleHits::Add(const std::string& policy, const std::string& rule, uint64_t packets,
                    uint64_t bytes) {
-  auto& [p, b] = by_rule_[{policy, rule}];
-  p += packets;
-  b += bytes;
+  Totals& t = by_rule_[{policy, rule}];
+  t.hits += packets;
+  t.hit_bytes += bytes;
 }
 
-void RuleHits::Write(Exposition& e, std::string_view prefix, std::string_view hits_help) const {
-  const std::string hits = std::string(prefix) + "rule_hits_total";
-  const std::string bytes = std::string(prefix) + "rule_hit_bytes_total";
-  e.Family(hits, "counter", hits_help);
+void RuleHits::AddSessions(const std::string& policy, const std::string& rule, uint64_t packets,
+                           uint64_t bytes) {
+  Totals& t = by_rule_[{policy, rule}];
+  t.session_packets += packets;
+  t.session_bytes += bytes;
+}
+
+void RuleHits::WriteFamily(Exposition& e, const std::string& name, std::string_view help,
+                           uint64_t Totals::*value) const {
+  e.Family(name, "counter", help);
   for (const auto& [k, v] : by_rule_)
-    e.Sample(hits, {{"policy", k.first}, {"rule", k.second}}, static_cast<double>(v.first));
-  e.Family(bytes, "counter", "Bytes of the packets counted in " + hits + ".");
-  for (const auto& [k, v] : by_rule_)
-    e.Sample(bytes, {{"policy", k.first}, {"rule", k.second}}, static_cast<double>(v.second));
+    e.Sample(name, {{"policy", k.first}, {"rule", k.second}}, static_cast<double>(v.*value));
+}
+
+void RuleHits::Write(Exposition& e, std::string_view prefix, std::string_view hits_help,
+                     bool sessions) const {
+  const std::string p(prefix);
+  const std::string hits = p + "rule_hits_total";
+  WriteFamily(e, hits, hits_help, &Totals::hits);
+  WriteFamily(e, p + "rule_hit_bytes_total", "Bytes of the packets counted in " + hits + ".",
+              &Totals::hit_bytes);
+  if (!sessions) return;
+  WriteFamily(e, p + "rule_session_packets_total",
+              "Packets (both directions) of connections the rule admitted, counted when they "
+              "end, by policy and rule id.",
+              &Totals::session_packets);
+  WriteFamily(e, p + "rule_session_bytes_total",
+              "Bytes (both directions) of connections the rule admitted, counted when they end, "
+              "by policy and rule id.",
+              &Totals::session_bytes);
 }
 
 }  // namespace dfw::metrics

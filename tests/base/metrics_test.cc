@@ -241,5 +241,40 @@ TEST(RuleHitsTest, RuleNumbersOfOnePolicyRuleAddUp) {
   EXPECT_TRUE(n.families.at("dfw_test_rule_hits_total").samples.empty());
 }
 
+TEST(RuleHitsTest, SessionTotalsAddUpAndAreWrittenOnlyWhenAsked) {
+  RuleHits hits;
+  hits.Add("web-to-db", "allow-pg", 1, 60);
+  hits.AddSessions("web-to-db", "allow-pg", 10, 1500);  // on one vNIC
+  hits.AddSessions("web-to-db", "allow-pg", 4, 500);    // the same rule on another
+  hits.AddSessions("dns", "allow-53", 2, 150);          // ended, not hit since (a restart)
+  Exposition e;
+  hits.Write(e, "dfw_test_", "Hits.", true);
+  Scrape s = Parse(e.text());
+  ASSERT_EQ(s.error, "") << e.text();
+  const LabelSet pg = {{"policy", "web-to-db"}, {"rule", "allow-pg"}};
+  const LabelSet dns = {{"policy", "dns"}, {"rule", "allow-53"}};
+  EXPECT_EQ(s.Or0("dfw_test_rule_hits_total", pg), 1);
+  EXPECT_EQ(s.Or0("dfw_test_rule_session_packets_total", pg), 14);
+  EXPECT_EQ(s.Or0("dfw_test_rule_session_bytes_total", pg), 2000);
+  EXPECT_EQ(s.Or0("dfw_test_rule_session_packets_total", dns), 2);
+  EXPECT_EQ(s.Or0("dfw_test_rule_session_bytes_total", dns), 150);
+  EXPECT_EQ(s.families.at("dfw_test_rule_session_packets_total").type, "counter");
+  EXPECT_EQ(s.families.at("dfw_test_rule_session_bytes_total").type, "counter");
+  EXPECT_NE(s.families.at("dfw_test_rule_session_packets_total")
+                .help.find("of connections the rule admitted, counted when they end"),
+            std::string::npos)
+      << e.text();
+  // A rule with session totals only shows 0 hits.
+  ASSERT_EQ(s.families.at("dfw_test_rule_hits_total").samples.size(), 2u);
+  EXPECT_EQ(s.Or0("dfw_test_rule_hits_total", dns), 0);
+  // Without sessions (the guest agent): the hit families only.
+  Exposition plain;
+  hits.Write(plain, "dfw_test_", "Hits.");
+  Scrape p = Parse(plain.text());
+  ASSERT_EQ(p.error, "") << plain.text();
+  EXPECT_EQ(p.families.size(), 2u);
+  EXPECT_EQ(p.families.count("dfw_test_rule_session_packets_total"), 0u);
+}
+
 }  // namespace
 }  // namespace dfw::metrics

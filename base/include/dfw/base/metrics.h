@@ -76,14 +76,28 @@ class Exposition {
 // nftables counters). The rule numbers of one policy rule (the rule is on
 // several vNICs) add up. Write emits `<prefix>rule_hits_total` (help:
 // `hits_help`) and `<prefix>rule_hit_bytes_total`, labelled {policy, rule},
-// sorted; a family without samples when nothing was hit.
+// sorted, a sample for each rule added; a family without samples when
+// nothing was added. With `sessions` (a source that has session totals: the
+// dataplane) also `<prefix>rule_session_packets_total` and
+// `<prefix>rule_session_bytes_total`: the packets and bytes of the
+// connections the rule admitted, counted when they end (AddSessions).
 class RuleHits {
  public:
   void Add(const std::string& policy, const std::string& rule, uint64_t packets, uint64_t bytes);
-  void Write(Exposition& e, std::string_view prefix, std::string_view hits_help) const;
+  void AddSessions(const std::string& policy, const std::string& rule, uint64_t packets,
+                   uint64_t bytes);
+  void Write(Exposition& e, std::string_view prefix, std::string_view hits_help,
+             bool sessions = false) const;
 
  private:
-  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> by_rule_;
+  struct Totals {
+    uint64_t hits = 0, hit_bytes = 0;
+    uint64_t session_packets = 0, session_bytes = 0;
+  };
+  // One counter family of every rule: `value` picks the field.
+  void WriteFamily(Exposition& e, const std::string& name, std::string_view help,
+                   uint64_t Totals::*value) const;
+  std::map<std::pair<std::string, std::string>, Totals> by_rule_;
 };
 
 // The Content-Type of the text format.
