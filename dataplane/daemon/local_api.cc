@@ -245,9 +245,12 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
   }
   // A rule's vNICs may belong to several workers.
   const uint32_t rules = pipelines_[0]->counters().rules;
+  // A rule appears once hit or once a connection it admitted ended (after a
+  // restart, imported connections end under rules not hit since).
   for (uint32_t r = 0; r < rules; ++r) {
     uint64_t n = sum([r](PipelineCounters& c) { return c.rule_packets[r].Get(); });
-    if (!n) continue;
+    uint64_t sessions = sum([r](PipelineCounters& c) { return c.rule_session_packets[r].Get(); });
+    if (!n && !sessions) continue;
     auto* rc = resp->add_rules();
     rc->set_rule_num(r);
     auto [policy, rule] = state_->RuleOf(r);
@@ -255,6 +258,8 @@ grpc::Status LocalApi::Counters(grpc::ServerContext*, const v1::CountersRequest*
     rc->set_rule_id(rule);
     rc->set_packets(n);
     rc->set_bytes(sum([r](PipelineCounters& c) { return c.rule_bytes[r].Get(); }));
+    rc->set_session_packets(sessions);
+    rc->set_session_bytes(sum([r](PipelineCounters& c) { return c.rule_session_bytes[r].Get(); }));
   }
   for (const auto& v : state_->Vnics()) {
     // A vNIC's frames are all judged by its owner (frames without a tag,

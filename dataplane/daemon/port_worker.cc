@@ -139,6 +139,7 @@ void PortWorker::Serve(uint64_t now_ms) {
     r->flushed = ct.Flush(r->zone);
   } else if (r->kind == Request::Kind::kExport) {
     r->total = ct.ExportZone(static_cast<uint16_t>(r->zone), now_ms, r->limit, r->exported);
+    ct.MarkMoved(static_cast<uint16_t>(r->zone), now_ms, r->limit);
   } else {
     r->imported = ct.ImportAll(static_cast<uint16_t>(r->zone), r->to_import->data(),
                                r->to_import->size(), now_ms, r->numbers);

@@ -99,7 +99,9 @@ class PortWorker {
   bool RequestConnections(int zone, uint32_t limit, std::vector<ConnInfo>* out,
                           uint32_t timeout_ms = 2000);
   bool RequestFlush(int zone, uint64_t* flushed, uint32_t timeout_ms = 2000);
-  // ConnTable::ExportZone / ImportAll on the worker (conn_table.h).
+  // ConnTable::ExportZone / ImportAll on the worker (conn_table.h). The
+  // exported entries leave with their VM: MarkMoved (their removal here is
+  // not their end for the rules' session totals).
   bool RequestExport(uint16_t zone, uint32_t max, std::vector<ConnExport>* out, uint32_t* total,
                      uint32_t timeout_ms = 2000);
   bool RequestImport(uint16_t zone, const std::vector<ConnExport>& entries,

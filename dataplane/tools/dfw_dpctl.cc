@@ -3,7 +3,9 @@
 //
 //   dfw-dpctl [--api unix:PATH] [-o table|json] [--timeout SEC] <command> ...
 //     counters                          revision, refused API connections, per-vNIC,
-//                                       per-rule, per-drop-reason counters
+//                                       per-rule (hits; session totals of the ended
+//                                       connections it admitted), per-drop-reason
+//                                       counters
 //     connections [--vnic ID] [--max N] the conntrack table (all vNICs or one)
 //     connections export VNIC [--max N] a vNIC's connections as they move with
 //                                       their VM: one dfw.v1.ConnectionEntry per line
@@ -288,9 +290,12 @@ int Counters(Cli& cli) {
            Num(s.tx_bytes()), Num(s.drops()), Num(s.connections())});
   v.Print();
   std::printf("\n");
-  Table rules({"RULE", "POLICY", "RULE_ID", "PACKETS", "BYTES"});
+  // Hits (new connections it decided), then the session totals of the
+  // connections it admitted that ended.
+  Table rules({"RULE", "POLICY", "RULE_ID", "PACKETS", "BYTES", "SESSION_PKTS", "SESSION_BYTES"});
   for (const auto& c : r.rules())
-    rules.Add({Num(c.rule_num()), c.policy_id(), c.rule_id(), Num(c.packets()), Num(c.bytes())});
+    rules.Add({Num(c.rule_num()), c.policy_id(), c.rule_id(), Num(c.packets()), Num(c.bytes()),
+               Num(c.session_packets()), Num(c.session_bytes())});
   rules.Print();
   std::printf("\n");
   Table drops({"DROP_REASON", "PACKETS"});

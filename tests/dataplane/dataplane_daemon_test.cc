@@ -494,6 +494,46 @@ TEST_F(DataplaneDaemonTest, GetStateThenAVnicsConnectionsMoveToAnotherVnic) {
             std::string::npos)
       << Slurp(out);
   EXPECT_NE(std::system((dpctl + "connections export nope > " + out + " 2>&1").c_str()), 0);
+
+  // Session totals (RuleCounter): a connection counts for its rule when it
+  // ends here. web-1-eth0's was exported (moved): flushing it counts
+  // nothing. One of rule 20 (db's, not hit in this run) imported into
+  // db-1-eth0 and flushed: rule 20 shows its totals with no hit.
+  auto flush = [&](const std::string& vnic) {
+    grpc::ClientContext fctx;
+    v1::FlushRequest freq;
+    freq.set_vnic_id(vnic);
+    v1::FlushResponse fresp;
+    EXPECT_TRUE(api->Flush(&fctx, freq, &fresp).ok());
+    return fresp.flushed();
+  };
+  auto rule = [&](uint32_t num) {
+    grpc::ClientContext cctx;
+    v1::CountersResponse counters;
+    EXPECT_TRUE(api->Counters(&cctx, v1::CountersRequest(), &counters).ok());
+    for (const auto& r : counters.rules()) {
+      if (r.rule_num() == num) return r;
+    }
+    return v1::RuleCounter();
+  };
+  EXPECT_EQ(flush("web-1-eth0"), 1u);
+  EXPECT_EQ(rule(10).packets(), 1u);  // the SYN's hit
+  EXPECT_EQ(rule(10).session_packets(), 0u);
+  v1::ConnectionEntry db = c;
+  db.set_direction(v1::DIRECTION_IN);
+  db.set_rule_num(20);
+  db.set_packets(7);
+  db.set_bytes(700);
+  ASSERT_TRUE(Import(api.get(), "db-1-eth0", {db}, &imported).ok());
+  EXPECT_EQ(imported.imported(), 1u);
+  EXPECT_EQ(rule(20).rule_num(), 0u) << "open: not counted yet";
+  EXPECT_EQ(flush("db-1-eth0"), 1u);
+  const v1::RuleCounter r20 = rule(20);
+  EXPECT_EQ(r20.rule_num(), 20u);
+  EXPECT_EQ(r20.rule_id(), "db-from-web");
+  EXPECT_EQ(r20.packets(), 0u);
+  EXPECT_EQ(r20.session_packets(), 7u);
+  EXPECT_EQ(r20.session_bytes(), 700u);
 }
 
 // --- The local API's trust ---------------------------------------------------

@@ -317,7 +317,8 @@ TEST_F(DpctlTest, DrivesEverySubcommandAgainstARealDataplane) {
   r = Dpctl("counters");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("applied revision: 7\n", 0), 0u) << r.out;
-  EXPECT_NE(r.out.find("RULE  POLICY  RULE_ID    PACKETS  BYTES\n10    app     web-to-db  1"),
+  EXPECT_NE(r.out.find("RULE  POLICY  RULE_ID    PACKETS  BYTES  SESSION_PKTS  SESSION_BYTES\n"
+                       "10    app     web-to-db  1"),
             std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("default-rule  1\n"), std::string::npos) << r.out;
