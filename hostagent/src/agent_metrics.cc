@@ -271,13 +271,18 @@ std::string RenderAgentMetrics(const AgentScrape& s, bool per_vnic) {
   // Per rule, by policy and rule id: what the host enforces bounds it (the
   // rules of the policies applied here), and "is this rule hit?" is the
   // operator's question. A hit is a new connection (or a stateless packet)
-  // the rule decided, audited ones included; a rule appears once hit. Rule
-  // numbers naming one policy rule (it is on several vNICs) add up.
+  // the rule decided, audited ones included; its session totals are the
+  // packets and bytes of the connections it admitted, added when each ends.
+  // A rule appears once hit or once such a connection ended. Rule numbers
+  // naming one policy rule (it is on several vNICs) add up.
   metrics::RuleHits rules;
-  for (const auto& rc : d.rules())
+  for (const auto& rc : d.rules()) {
     rules.Add(rc.policy_id(), rc.rule_id(), rc.packets(), rc.bytes());
+    rules.AddSessions(rc.policy_id(), rc.rule_id(), rc.session_packets(), rc.session_bytes());
+  }
   rules.Write(e, "dfw_dataplane_",
-              "New connections (and stateless packets) a rule decided, by policy and rule id.");
+              "New connections (and stateless packets) a rule decided, by policy and rule id.",
+              true);
   uint64_t rx_p = 0, rx_b = 0, tx_p = 0, tx_b = 0, conns = 0;
   for (const auto& v : d.vnics()) {
     rx_p += v.rx_packets();

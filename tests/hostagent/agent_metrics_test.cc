@@ -139,7 +139,18 @@ TEST_F(AgentMetricsTest, ValuesFollowTheAgentsWork) {
     rc->set_rule_id(rule);
     rc->set_packets(packets);
     rc->set_bytes(packets * 60);
+    // Its ended connections: ten packets each hit's connection carried.
+    rc->set_session_packets(packets * 10);
+    rc->set_session_bytes(packets * 1000);
   }
+  // A rule whose connections ended with no hit since the dataplane started
+  // (imported after a restart): session totals only.
+  auto* only_sessions = fakes_.dp->counters.add_rules();
+  only_sessions->set_rule_num(9);
+  only_sessions->set_policy_id("dns");
+  only_sessions->set_rule_id("allow-53");
+  only_sessions->set_session_packets(2);
+  only_sessions->set_session_bytes(150);
   auto* v = fakes_.dp->counters.add_vnics();
   v->set_vnic_id("vnic-a");
   v->set_tx_packets(10);
@@ -191,6 +202,20 @@ TEST_F(AgentMetricsTest, ValuesFollowTheAgentsWork) {
   EXPECT_EQ(s.Or0("dfw_dataplane_rule_hit_bytes_total", pg), 420);
   EXPECT_EQ(s.Or0("dfw_dataplane_rule_hits_total", {{"policy", "web-to-db"}, {"rule", "deny-ssh"}}),
             1);
+  // Session totals of the connections the rules admitted, summed the same way.
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_session_packets_total", pg), 70);
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_session_bytes_total", pg), 7000);
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_session_packets_total",
+                  {{"policy", "web-to-db"}, {"rule", "deny-ssh"}}),
+            10);
+  const LabelSet dns = {{"policy", "dns"}, {"rule", "allow-53"}};
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_session_packets_total", dns), 2);
+  EXPECT_EQ(s.Or0("dfw_dataplane_rule_session_bytes_total", dns), 150);
+  EXPECT_EQ(s.families.at("dfw_dataplane_rule_session_packets_total").samples.size(), 3u);
+  EXPECT_EQ(s.families.at("dfw_dataplane_rule_session_bytes_total").type, "counter");
+  EXPECT_NE(s.families.at("dfw_dataplane_rule_session_bytes_total")
+                .help.find("of connections the rule admitted, counted when they end"),
+            std::string::npos);
   EXPECT_EQ(s.Or0("dfw_dataplane_packets_total", {{"direction", "from_vm"}}), 11);
   EXPECT_EQ(s.Or0("dfw_dataplane_packets_total", {{"direction", "to_vm"}}), 20);
   EXPECT_EQ(s.Or0("dfw_dataplane_bytes_total", {{"direction", "to_vm"}}), 3000);
