@@ -572,6 +572,7 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::s
     items.assign(doc.begin(), doc.end());
   else
     items.push_back(doc);
+  int over_budget = kOk;  // a dry run previews every item, then says so
   for (const auto& it : items) {
     if (!it.is_object() || !it.contains("id")) {
       std::fprintf(stderr, "dfwctl: every %s in %s needs an \"id\"\n", kind.c_str(), file.c_str());
@@ -579,7 +580,7 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::s
     }
     Reply r = c.api->Call("PUT", "/api/v1/" + kind + "/" + Str(it["id"]) + dry, it.dump());
     if (!dry.empty() && r.status == 200) {
-      if (int rc = PrintImpact(c, r.body); rc != kOk) return rc;
+      if (int rc = PrintImpact(c, r.body); rc != kOk) over_budget = rc;
       continue;
     }
     if (r.status != 200) {
@@ -594,7 +595,7 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::s
                   Str(r.body["revision"]).c_str());
     }
   }
-  return kOk;
+  return over_budget;
 }
 
 // `trace FROM TO (--tcp P | --udp P | --sctp P | --icmp [T[/C]] | --icmp6 [T[/C]]
@@ -907,7 +908,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
     }
     for (size_t i = 2; i < a.size(); ++i) {
       if (a[i] != "--budget") continue;
-      if (i + 1 >= a.size() || dry.empty()) {
+      if (i + 1 >= a.size() || dry.empty() || a[i + 1].empty() ||
+          a[i + 1].find_first_not_of("0123456789") != std::string::npos) {
         std::fprintf(stderr, "dfwctl: --budget needs a number and --dry-run\n");
         return kUsage;
       }

@@ -489,6 +489,18 @@ TEST_F(PolicyPreviewApiTest, Dfwctl) {
   EXPECT_EQ(j["deletes"], true);
   c = run("policy apply -f " + file + " --budget 1");
   EXPECT_EQ(c.rc, 2) << c.out;  // --budget only with --dry-run
+  c = run("policy apply -f " + file + " --dry-run --budget 1x");
+  EXPECT_EQ(c.rc, 2) << c.out;  // a number
+  // Every item of a file is previewed, the exit says one was over budget.
+  const std::string two = dir_.path() + "/two.json";
+  json ssh = json::parse(R"({"id":"web-ssh","category":"CATEGORY_APPLICATION","priority":20,
+    "applied_to_group_ids":["web"],
+    "rules":[{"id":"ssh","sources":{"any":true},"destinations":{"group_ids":["web"]},
+              "action":"ACTION_ALLOW"}]})");
+  std::ofstream(two) << json::array({w, ssh}).dump();
+  c = run("policy apply -f " + two + " --dry-run --budget 1");
+  EXPECT_EQ(c.rc, 1) << c.out;
+  EXPECT_NE(c.out.find("dry run: policy web-ssh created"), std::string::npos) << c.out;
   EXPECT_EQ(rest_->Get("/api/v1/policies/web-to-db").body["rules"].size(), 2u);
   EXPECT_EQ(rest_->Get("/api/v1/policies/ssh-audit").status, 200);
   EXPECT_EQ(Revision(), revision_);
