@@ -2,12 +2,13 @@
 
 #include <arpa/inet.h>
 
+#include <chrono>
 #include <random>
 
 namespace dfw::dataplane {
 namespace {
 
-constexpr size_t kRecentFlows = 4096;
+constexpr size_t kRecentFlows = 16384;
 
 std::string Addr(Family f, const Ip128& a, uint16_t port) {
   char buf[INET6_ADDRSTRLEN];
@@ -330,6 +331,12 @@ grpc::Status LocalApi::Flush(grpc::ServerContext*, const v1::FlushRequest* req,
 
 void LocalApi::DrainFlows(std::FILE* sink) {
   FlowEvent e;
+  // The workers stamp the monotonic clock (MonotonicMs); records carry Unix time.
+  const uint64_t wall_offset_ms =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count()) -
+      MonotonicMs();
   std::lock_guard<std::mutex> lock(flows_mu_);
   for (Pipeline* pipeline : pipelines_) {
     while (pipeline->flows().Pop(&e)) {
@@ -353,7 +360,7 @@ void LocalApi::DrainFlows(std::FILE* sink) {
           r.set_kind(v1::FlowRecord::KIND_ENDED);
           break;
       }
-      r.set_time_ns(e.time_ms * 1000000ull);
+      r.set_time_ns((e.time_ms + wall_offset_ms) * 1000000ull);
       r.set_vnic_id(vnic);
       r.set_direction(e.dir == Direction::kIn ? v1::DIRECTION_IN : v1::DIRECTION_OUT);
       r.set_protocol(e.proto);
@@ -364,6 +371,12 @@ void LocalApi::DrainFlows(std::FILE* sink) {
       r.set_reason(DropReasonName(e.reason));
       r.set_packets(e.packets);
       r.set_bytes(e.bytes);
+      if (e.rule_num != 0) {
+        auto [policy, rule] = state_->RuleOf(e.rule_num);
+        r.set_policy_id(policy);
+        r.set_rule_id(rule);
+      }
+      r.set_seq(++last_seq_);
       recent_.push_back(std::move(r));
       if (recent_.size() > kRecentFlows) recent_.pop_front();
     }
@@ -374,9 +387,25 @@ void LocalApi::DrainFlows(std::FILE* sink) {
 grpc::Status LocalApi::FlowRecords(grpc::ServerContext*, const v1::FlowRecordsRequest* req,
                                    v1::FlowRecordsResponse* resp) {
   std::lock_guard<std::mutex> lock(flows_mu_);
-  uint32_t max = req->max() ? req->max() : 100;
-  size_t start = recent_.size() > max ? recent_.size() - max : 0;
-  for (size_t i = start; i < recent_.size(); ++i) *resp->add_records() = recent_[i];
+  const uint32_t max = req->max() ? req->max() : 100;
+  resp->set_last_seq(last_seq_);
+  resp->set_instance_id(instance_id_);
+  uint64_t ring_lost = 0;
+  for (Pipeline* pipeline : pipelines_) ring_lost += pipeline->flows().lost();
+  resp->set_ring_lost(ring_lost);
+  if (!req->has_after_seq()) {  // the newest `max`
+    size_t start = recent_.size() > max ? recent_.size() - max : 0;
+    for (size_t i = start; i < recent_.size(); ++i) *resp->add_records() = recent_[i];
+    return grpc::Status::OK;
+  }
+  // The oldest `max` after after_seq: recent_ holds consecutive seqs ending
+  // at last_seq_.
+  if (recent_.empty() || req->after_seq() >= last_seq_) return grpc::Status::OK;
+  const uint64_t first = recent_.front().seq();
+  size_t start = req->after_seq() < first ? 0 : static_cast<size_t>(req->after_seq() - first + 1);
+  for (size_t i = start; i < recent_.size() && resp->records_size() < static_cast<int>(max); ++i) {
+    *resp->add_records() = recent_[i];
+  }
   return grpc::Status::OK;
 }
 

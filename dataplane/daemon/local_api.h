@@ -81,7 +81,8 @@ class LocalApi final : public v1::DataplaneService::Service {
   std::vector<Pipeline*> pipelines_;
   std::vector<PortWorker*> workers_;
   std::mutex flows_mu_;
-  std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer
+  std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer, consecutive seqs
+  uint64_t last_seq_ = 0;              // the newest record's seq
   std::function<uint64_t()> refused_connections_;
   const uint64_t instance_id_;
   uint32_t firewall_ports_ = 1;

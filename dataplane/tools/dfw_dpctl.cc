@@ -14,7 +14,8 @@
 //                                       rejected and the first errors)
 //     state                             what the dataplane enforces (GetState): revision,
 //                                       instance id, restored from --state-dir, vNICs
-//     flows [--max N]                   the most recent flow records (default 100)
+//     flows [--max N] [--after SEQ]     the most recent flow records (default 100);
+//                                       with --after, the oldest ones after SEQ
 //     vnics [--state-dir DIR]           the vNICs the dataplane knows (from Counters; with the
 //                                       dataplane's --state-dir also local id, MAC, IPs)
 //     set-vnic --id ID --local-id N --mac M [--ip A]...
@@ -70,7 +71,7 @@ int Usage(const std::string& why = "", FILE* out = stderr) {
                "  connections export VNIC [--max N]   (JSON lines, dfw.v1.ConnectionEntry)\n"
                "  connections import VNIC FILE\n"
                "  state\n"
-               "  flows [--max N]\n"
+               "  flows [--max N] [--after SEQ]\n"
                "  vnics [--state-dir DIR]\n"
                "  set-vnic --id ID --local-id N --mac M [--ip A]...\n"
                "  remove-vnic ID\n"
@@ -404,23 +405,28 @@ int Connections(Cli& cli, const Args& a) {
 }
 
 int Flows(Cli& cli, const Args& a) {
-  if (auto e = a.Check({"--max"}, 0); !e.empty()) return Usage(e);
+  if (auto e = a.Check({"--max", "--after"}, 0); !e.empty()) return Usage(e);
   v1::FlowRecordsRequest req;
   uint32_t max = 0;
   if (!MaxOption(a, &max)) return Usage("--max wants a positive number");
   req.set_max(max);
+  if (a.Has("--after")) {  // the oldest records after SEQ (a reader that follows)
+    uint64_t after = 0;
+    if (!ParseUint(a.Get("--after"), &after)) return Usage("--after wants a record's SEQ");
+    req.set_after_seq(after);
+  }
   grpc::ClientContext ctx;
   cli.Prepare(&ctx);
   v1::FlowRecordsResponse r;
   if (auto st = cli.stub->FlowRecords(&ctx, req, &r); !st.ok()) return cli.Fail("flows", st);
   if (cli.json) return PrintJson(r) ? kExitOk : kExitRefused;
-  Table t({"TIME_MS", "KIND", "VNIC", "DIR", "PROTO", "SRC", "DST", "RULE", "ACTION", "REASON",
-           "PACKETS", "BYTES"});
+  Table t({"SEQ", "TIME_MS", "KIND", "VNIC", "DIR", "PROTO", "SRC", "DST", "RULE", "ACTION",
+           "REASON", "PACKETS", "BYTES"});
   for (const auto& f : r.records())
-    t.Add({Num(f.time_ns() / 1000000), EnumWord(v1::FlowRecord::Kind_Name(f.kind())), f.vnic_id(),
-           EnumWord(v1::Direction_Name(f.direction())), ProtoName(f.protocol()), f.src(), f.dst(),
-           Num(f.rule_num()), EnumWord(v1::Action_Name(f.action())), f.reason(), Num(f.packets()),
-           Num(f.bytes())});
+    t.Add({Num(f.seq()), Num(f.time_ns() / 1000000), EnumWord(v1::FlowRecord::Kind_Name(f.kind())),
+           f.vnic_id(), EnumWord(v1::Direction_Name(f.direction())), ProtoName(f.protocol()),
+           f.src(), f.dst(), Num(f.rule_num()), EnumWord(v1::Action_Name(f.action())), f.reason(),
+           Num(f.packets()), Num(f.bytes())});
   t.Print();
   return kExitOk;
 }

@@ -305,9 +305,37 @@ TEST_F(DpctlTest, DrivesEverySubcommandAgainstARealDataplane) {
   EXPECT_EQ(flows.records(0).dst(), "198.18.2.21:5432");
   EXPECT_EQ(flows.records(1).kind(), v1::FlowRecord::KIND_DENIED);
   EXPECT_EQ(flows.records(1).reason(), "default-rule");
+  // What a follower (the host agent's relay) reads: consecutive seqs, the
+  // rule's policy and rule ids, Unix time.
+  EXPECT_EQ(flows.records(0).seq(), 1u);
+  EXPECT_EQ(flows.records(1).seq(), 2u);
+  EXPECT_EQ(flows.last_seq(), 2u);
+  EXPECT_EQ(flows.records(0).policy_id(), "app");
+  EXPECT_EQ(flows.records(0).rule_id(), "web-to-db");
+  EXPECT_EQ(flows.records(1).policy_id(), "");  // the default rule
+  const uint64_t now_ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  EXPECT_LT(now_ns - flows.records(0).time_ns(), 60ull * 1000000000ull)
+      << flows.records(0).time_ns();
+  r = Dpctl("-o json flows --after 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto after = FromJson<v1::FlowRecordsResponse>(r.out);
+  ASSERT_EQ(after.records_size(), 1) << r.out;
+  EXPECT_EQ(after.records(0).seq(), 2u);
+  r = Dpctl("-o json flows --after 0 --max 1");  // the oldest first
+  ASSERT_EQ(r.code, 0) << r.err;
+  after = FromJson<v1::FlowRecordsResponse>(r.out);
+  ASSERT_EQ(after.records_size(), 1) << r.out;
+  EXPECT_EQ(after.records(0).seq(), 1u);
+  r = Dpctl("-o json flows --after 2");  // nothing newer
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(FromJson<v1::FlowRecordsResponse>(r.out).records_size(), 0) << r.out;
+  EXPECT_EQ(Dpctl("flows --after x").code, 2);
   r = Dpctl("flows --max 1");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out.rfind("TIME_MS", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.rfind("SEQ", 0), 0u) << r.out;
   EXPECT_NE(r.out.find("  denied  web-1-eth0  out  tcp    198.18.1.11:40000  198.18.2.21:22  0     "
                        "drop    default-rule  1"),
             std::string::npos)
