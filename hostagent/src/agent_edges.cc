@@ -103,6 +103,7 @@ class RealController final : public ControllerEdge {
   void SendConnections(v1::ConnectionExport msg) override {
     session_.SendConnections(std::move(msg));
   }
+  bool SendFlows(const v1::FlowBatch& batch) override { return session_.SendFlows(batch); }
   uint64_t last_acked_revision() const override { return session_.last_acked_revision(); }
   bool connected() const override { return session_.connected(); }
   uint64_t sessions_opened() const override { return session_.sessions_opened(); }

@@ -25,6 +25,8 @@ const char* DataplaneCallMetrics::MethodName(Method m) {
       return "ImportConnections";
     case kCounters:
       return "Counters";
+    case kFlowRecords:
+      return "FlowRecords";
     case kMethodCount:
       break;
   }
@@ -120,6 +122,10 @@ class MeteredDataplane final : public DataplaneEdge {
   absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) override {
     return Timed(DataplaneCallMetrics::kCounters, [&] { return inner_->Counters(deadline); });
   }
+  absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after_seq, uint32_t max) override {
+    return Timed(DataplaneCallMetrics::kFlowRecords,
+                 [&] { return inner_->FlowRecords(after_seq, max); });
+  }
 
  private:
   std::unique_ptr<DataplaneEdge> inner_;
@@ -155,6 +161,15 @@ std::string RenderAgentMetrics(const AgentScrape& s, bool per_vnic) {
   counter("dfw_hostagent_controller_reconnects_total",
           "Sessions with the controller opened after the first one.",
           D(a.sessions_opened > 0 ? a.sessions_opened - 1 : 0));
+  gauge("dfw_hostagent_flow_watch",
+        "1 while the controller asks for flow records (someone observes), else 0.",
+        a.flow_watch ? 1 : 0);
+  counter("dfw_hostagent_flow_records_sent_total",
+          "Flow records relayed to the controller while it observed.", D(a.flow_records_sent));
+  counter("dfw_hostagent_flow_records_lost_total",
+          "Flow records lost on the way to the controller while it observed (the dataplane's "
+          "ring full, gone from its buffer before read, no session).",
+          D(a.flow_records_lost));
   gauge("dfw_hostagent_realized_revision",
         "The last revision acked to the controller (enforced by the dataplane).",
         D(a.realized_revision));

@@ -83,6 +83,16 @@ void ControllerSession::SendConnections(v1::ConnectionExport msg) {
   exports_.push_back(std::move(msg));
 }
 
+bool ControllerSession::SendFlows(const v1::FlowBatch& batch) {
+  v1::HostToController out;
+  *out.mutable_flows() = batch;
+  std::lock_guard<std::mutex> l(mu_);
+  if (stream_ == nullptr) return false;
+  if (stream_->Write(out)) return true;
+  ctx_->TryCancel();  // broken: the session ends
+  return false;
+}
+
 bool ControllerSession::FlushExportsLocked(
     grpc::ClientReaderWriter<v1::HostToController, v1::ControllerToHost>* s) {
   while (!exports_.empty()) {
@@ -190,6 +200,10 @@ bool ControllerSession::RunOnce() {
     v1::ControllerToHost in;
     while (stream->Read(&in)) {
       got_message = true;
+      if (in.has_flow_watch()) {  // not acked: no revision
+        if (hooks_.flow_watch) hooks_.flow_watch(in.flow_watch().enabled());
+        continue;
+      }
       if (in.has_connections()) {  // not acked: no revision
         if (hooks_.connections) {
           hooks_.connections(in.connections());
@@ -231,6 +245,7 @@ bool ControllerSession::RunOnce() {
     ctx.TryCancel();
   }
   connected_ = false;
+  if (hooks_.flow_watch) hooks_.flow_watch(false);  // the next session asks again
   grpc::Status st = stream->Finish();
   spdlog::warn("controller: session to {} ended: {}", target,
                st.ok() ? std::string("closed") : st.error_message());

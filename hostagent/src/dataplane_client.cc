@@ -69,6 +69,14 @@ absl::StatusOr<v1::CountersResponse> DataplaneClient::Counters(std::chrono::mill
   return Call(&v1::DataplaneService::Stub::Counters, v1::CountersRequest(), "Counters", deadline);
 }
 
+absl::StatusOr<v1::FlowRecordsResponse> DataplaneClient::FlowRecords(uint64_t after_seq,
+                                                                     uint32_t max) {
+  v1::FlowRecordsRequest req;
+  req.set_after_seq(after_seq);
+  req.set_max(max);
+  return Call(&v1::DataplaneService::Stub::FlowRecords, req, "FlowRecords");
+}
+
 absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState(bool digests) {
   v1::GetStateRequest req;
   req.set_digests(digests);

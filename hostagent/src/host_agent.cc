@@ -34,7 +34,10 @@ absl::Status HostAgent::StartEdges() {
     hooks.hello = [this] { return BuildHello(); };
     hooks.apply = [this](const v1::ControllerToHost& m) { return Apply(m); };
     hooks.connections = [this](const v1::ConnectionImport& m) { OnImport(m); };
+    relay_ = std::make_unique<FlowRelay>(edges_.dataplane.get(), edges_.controller.get());
+    hooks.flow_watch = [this](bool on) { relay_->SetEnabled(on); };
     edges_.controller->SetHooks(std::move(hooks));
+    relay_->Start();
   }
   return absl::OkStatus();
 }
@@ -53,6 +56,7 @@ void HostAgent::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (relay_) relay_->Stop();
   if (edges_.controller) edges_.controller->Stop();
   if (edges_.libvirt) edges_.libvirt->Stop();
   if (edges_.ovs) edges_.ovs->Stop();
@@ -89,6 +93,12 @@ HostAgentMetrics HostAgent::Metrics() const {
   m.reconcile_passes = passes_.load();
   m.flow_bundles = bundles_.load();
   m.migration = migration_stats();
+  if (relay_) {
+    const FlowRelay::Stats fs = relay_->stats();
+    m.flow_watch = relay_->enabled();
+    m.flow_records_sent = fs.records;
+    m.flow_records_lost = fs.lost;
+  }
   m.libvirt = edges_.libvirt != nullptr;
   if (edges_.libvirt) m.libvirt_stats = edges_.libvirt->stats();
   m.dataplane_calls = &dataplane_calls_;

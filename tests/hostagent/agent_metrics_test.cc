@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include "dfw/hostagent/dataplane_client.h"
@@ -81,6 +82,31 @@ class AgentMetricsTest : public ::testing::Test {
   FakeEdgeSet fakes_{&log_};  // the agent owns them
   std::unique_ptr<HostAgent> agent_;
 };
+
+// dfwctl observe's host end: whether the controller observes, records sent
+// and records lost, as the relay counts them.
+TEST_F(AgentMetricsTest, FlowRelayShowsTheWatchRecordsSentAndLost) {
+  Scrape s = Metrics();
+  EXPECT_EQ(s.Or0("dfw_hostagent_flow_watch"), 0);
+  EXPECT_EQ(s.Or0("dfw_hostagent_flow_records_sent_total"), 0);
+  ASSERT_TRUE(s.families.count("dfw_hostagent_flow_records_lost_total"));
+  fakes_.ctl->hooks.flow_watch(true);
+  for (int i = 0; i < 100 && Metrics().Or0("dfw_hostagent_flow_records_sent_total") < 2; ++i) {
+    fakes_.dp->flows.Produce(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  fakes_.dp->flows.DropInRing(5);  // the workers' ring was full
+  for (int i = 0; i < 100 && Metrics().Or0("dfw_hostagent_flow_records_lost_total") < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  s = Metrics();
+  EXPECT_EQ(s.Or0("dfw_hostagent_flow_watch"), 1);
+  EXPECT_GE(s.Or0("dfw_hostagent_flow_records_sent_total"), 2);
+  EXPECT_EQ(s.Or0("dfw_hostagent_flow_records_lost_total"), 5);
+  EXPECT_GE(s.Or0("dfw_hostagent_dataplane_calls_total", Call("FlowRecords", "ok")), 2);
+  fakes_.ctl->hooks.flow_watch(false);
+  EXPECT_EQ(Metrics().Or0("dfw_hostagent_flow_watch"), 0);
+}
 
 TEST_F(AgentMetricsTest, ValuesFollowTheAgentsWork) {
   Scrape before = Metrics();

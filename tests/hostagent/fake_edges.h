@@ -3,9 +3,12 @@
 // by all, so a test asserts which call came before which.
 //
 // Thread safety: CallLog is locked; the fakes' state is for the test's one
-// thread (HostAgent driven by Pass(), hooks called by the test).
+// thread (HostAgent driven by Pass(), hooks called by the test), but for
+// the flow records (FakeFlows: the relay reads them on its own thread).
 #pragma once
 
+#include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -81,6 +84,57 @@ class CallLog {
 
 // Logs "dp.SetVnic <id>", "dp.RemoveVnic <id>", "dp.SetState <rev>",
 // "dp.Export <id>", "dp.Import <id> <n>". GetState is not logged (every pass).
+// The dataplane's flow record buffer as LocalApi keeps it: the newest
+// `capacity` records with consecutive seqs; reads after a seq (locked).
+class FakeFlows {
+ public:
+  explicit FakeFlows(size_t capacity = 64) : capacity_(capacity) {}
+  void SetCapacity(size_t capacity) {
+    std::lock_guard<std::mutex> l(mu_);
+    capacity_ = capacity;
+  }
+  // n records for `vnic` (the workers' ring took them).
+  void Produce(size_t n, const std::string& vnic = "vnic-1") {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < n; ++i) {
+      v1::FlowRecord r;
+      r.set_seq(++last_seq_);
+      r.set_vnic_id(vnic);
+      held_.push_back(r);
+      if (held_.size() > capacity_) held_.pop_front();
+    }
+  }
+  // n records the workers dropped (their ring was full).
+  void DropInRing(uint64_t n) {
+    std::lock_guard<std::mutex> l(mu_);
+    ring_lost_ += n;
+  }
+  void Restart() {  // a new dataplane process: seqs from 1 again
+    std::lock_guard<std::mutex> l(mu_);
+    ++instance_;
+    held_.clear();
+    last_seq_ = 0;
+    ring_lost_ = 0;
+  }
+  v1::FlowRecordsResponse Read(uint64_t after, uint32_t max) {
+    std::lock_guard<std::mutex> l(mu_);
+    v1::FlowRecordsResponse r;
+    r.set_last_seq(last_seq_);
+    r.set_ring_lost(ring_lost_);
+    r.set_instance_id(instance_);
+    for (const auto& f : held_) {
+      if (f.seq() > after && r.records_size() < static_cast<int>(max)) *r.add_records() = f;
+    }
+    return r;
+  }
+
+ private:
+  size_t capacity_;
+  std::mutex mu_;
+  std::deque<v1::FlowRecord> held_;
+  uint64_t last_seq_ = 0, ring_lost_ = 0, instance_ = 1;
+};
+
 class FakeDataplane final : public DataplaneEdge {
  public:
   explicit FakeDataplane(CallLog* log) : log_(log) {}
@@ -152,6 +206,12 @@ class FakeDataplane final : public DataplaneEdge {
   absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds) override {
     if (down) return absl::UnavailableError("dataplane Counters: connection refused");
     return counters;
+  }
+  FakeFlows flows;
+  std::atomic<bool> flows_down{false};  // FlowRecords fails (UNAVAILABLE)
+  absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after, uint32_t max) override {
+    if (flows_down) return absl::UnavailableError("dataplane FlowRecords: connection refused");
+    return flows.Read(after, max);
   }
   std::string target() const override { return "fake"; }
 
@@ -273,9 +333,25 @@ class FakeController final : public ControllerEdge {
   bool connected() const override { return is_connected; }
   uint64_t sessions_opened() const override { return sessions; }
 
+  // Flow batches sent (locked: the relay sends from its own thread); while
+  // `flows_refused`, SendFlows fails as with no session open.
+  std::atomic<bool> flows_refused{false};
+  bool SendFlows(const v1::FlowBatch& b) override {
+    if (flows_refused) return false;
+    std::lock_guard<std::mutex> l(flows_mu_);
+    batches_.push_back(b);
+    return true;
+  }
+  std::vector<v1::FlowBatch> batches() {
+    std::lock_guard<std::mutex> l(flows_mu_);
+    return batches_;
+  }
+
  private:
   CallLog* log_;
   std::string last_;
+  std::mutex flows_mu_;
+  std::vector<v1::FlowBatch> batches_;
 };
 
 // An OVS Interface row ("uuid-<name>").

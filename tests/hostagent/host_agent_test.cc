@@ -444,3 +444,39 @@ TEST_F(HostAgentTest, DataplaneDownIsRetriedAndTheFlowsAreStillInstalled) {
 
 }  // namespace
 }  // namespace dfw::hostagent
+
+namespace dfw::hostagent {
+namespace {
+
+// The controller's FlowWatch (the session's flow_watch hook) starts the
+// agent's relay thread: the dataplane's records reach the controller edge
+// until the controller says stop or the session ends (hook false).
+TEST_F(HostAgentTest, FlowWatchRelaysTheDataplanesRecordsUntilStopped) {
+  ASSERT_TRUE(ctl_->hooks.flow_watch) << "StartEdges gives the session a flow_watch hook";
+  dp_->flows.Produce(4);  // before the watch: not sent
+  ctl_->hooks.flow_watch(true);
+  auto records = [&] {
+    uint64_t n = 0;
+    for (const auto& b : ctl_->batches()) n += static_cast<uint64_t>(b.records_size());
+    return n;
+  };
+  // The relay positions itself on its first round (every 100 ms); records
+  // produced from then on are sent.
+  for (int i = 0; i < 100 && records() < 3; ++i) {
+    dp_->flows.Produce(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(records(), 3u);
+  for (const auto& b : ctl_->batches()) {
+    for (const auto& r : b.records()) EXPECT_GT(r.seq(), 4u);
+  }
+  ctl_->hooks.flow_watch(false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const uint64_t stopped_at = records();
+  dp_->flows.Produce(10);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(records(), stopped_at);
+}
+
+}  // namespace
+}  // namespace dfw::hostagent

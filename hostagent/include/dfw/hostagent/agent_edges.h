@@ -66,6 +66,13 @@ class DataplaneEdge {
   // The dataplane's counters (drops by reason, per vNIC), read when GET
   // /metrics is scraped, within `deadline`.
   virtual absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) = 0;
+  // Flow records after `after_seq` (at most `max`), for the flow relay
+  // (flow_relay.h). A dataplane without them: UNIMPLEMENTED.
+  virtual absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after_seq, uint32_t max) {
+    (void)after_seq;
+    (void)max;
+    return absl::UnimplementedError("dataplane FlowRecords: not available");
+  }
   virtual std::string target() const = 0;
 };
 
@@ -118,6 +125,12 @@ class ControllerEdge {
   virtual void Restart() = 0;
   virtual void SetInventory(std::vector<v1::Vm> vms) = 0;
   virtual void SendConnections(v1::ConnectionExport msg) = 0;
+  // Flow records for the controller (ControllerSession::SendFlows): false
+  // when no session is open (the batch is not sent).
+  virtual bool SendFlows(const v1::FlowBatch& batch) {
+    (void)batch;
+    return false;
+  }
   virtual uint64_t last_acked_revision() const = 0;
   virtual bool connected() const = 0;
   // Sessions opened (Hello sent) since start; each after the first is a

@@ -57,6 +57,7 @@ class DataplaneCallMetrics {
     kExportConnections,
     kImportConnections,
     kCounters,
+    kFlowRecords,
     kMethodCount
   };
   // ok; unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED: not there);
@@ -108,6 +109,11 @@ struct HostAgentMetrics {
   uint64_t vms = 0, view_errors = 0;
   uint64_t reconcile_passes = 0, flow_bundles = 0;
   MigrationStats migration;
+  // The flow relay (dfwctl observe): on while the controller observes;
+  // records sent, and records counted lost (dataplane ring full, read too
+  // late, no session).
+  bool flow_watch = false;
+  uint64_t flow_records_sent = 0, flow_records_lost = 0;
   bool libvirt = false;  // a libvirt URI is configured
   LibvirtStats libvirt_stats;
   const DataplaneCallMetrics* dataplane_calls = nullptr;  // the agent's (outlives the copy)

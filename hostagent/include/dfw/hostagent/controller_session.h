@@ -41,6 +41,10 @@
 // host's SVID (svid_client.h), or plaintext only for a loopback controller
 // the operator explicitly marked insecure.
 //
+// Flow records (host.proto FlowWatch, FlowBatch): the controller turns the
+// `flow_watch` hook on while someone observes; SendFlows() writes a batch
+// on the open session (or returns false).
+//
 // Thread safety. Start() runs one thread of ours, on which the hooks run
 // (never concurrently with themselves). SetHooks() only before Start().
 // SetInventory(), SendConnections(), Restart(), connected() and Stop() may
@@ -79,6 +83,10 @@ class ControllerSession {
     std::function<absl::StatusOr<uint64_t>(const v1::ControllerToHost&)> apply;
     // A ConnectionImport (optional; without it imports are ignored).
     std::function<void(const v1::ConnectionImport&)> connections;
+    // The controller asks for flow records (FlowWatch) or stops asking;
+    // false also when a session ends (optional; without it the request is
+    // ignored: the guest agent has no dataplane records).
+    std::function<void(bool)> flow_watch;
   };
 
   static constexpr size_t kMaxQueuedExports = 1024;
@@ -100,6 +108,9 @@ class ControllerSession {
   void Restart();
   // A vNIC's connections (one chunk), in order with SetInventory().
   void SendConnections(v1::ConnectionExport msg);
+  // Flow records for the controller, written now on the open session; false
+  // (nothing sent) when none is open. Never queued: a record's worth is now.
+  bool SendFlows(const v1::FlowBatch& batch);
 
   // True while a session is open: its Hello was sent and the stream has not
   // ended (the controller may have nothing to send yet).

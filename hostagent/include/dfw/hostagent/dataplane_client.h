@@ -39,6 +39,7 @@ class DataplaneClient final : public DataplaneEdge {
   absl::StatusOr<v1::ImportConnectionsResponse> ImportConnections(
       const v1::ImportConnectionsRequest& req) override;
   absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) override;
+  absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after_seq, uint32_t max) override;
 
   std::string target() const override { return target_; }
 

@@ -22,7 +22,9 @@
 //     inventory update that removes the VM and before RemoveVNic; then the
 //     dataplane forgets vNICs whose flows are gone;
 //  6. reports the VMs to the controller; applies the controller's full states
-//     and deltas to the dataplane and acks them.
+//     and deltas to the dataplane and acks them;
+//  7. while the controller asks (FlowWatch), relays the dataplane's flow
+//     records to it (flow_relay.h, a thread of its own).
 // The dataplane's health probe is GetState: unreachable, or restarted (a new
 // instance_id) holding a revision below the last acked one, restarts the
 // session for a full state.
@@ -61,6 +63,7 @@
 #include "absl/status/status.h"
 #include "dfw/hostagent/agent_edges.h"
 #include "dfw/hostagent/agent_metrics.h"
+#include "dfw/hostagent/flow_relay.h"
 #include "dfw/hostagent/host_view.h"
 
 namespace grpc {
@@ -197,6 +200,8 @@ class HostAgent {
   std::atomic<uint64_t> bundles_{0};
   std::atomic<uint64_t> exports_{0}, export_failures_{0}, entries_exported_{0};
   std::atomic<uint64_t> entries_imported_{0}, entries_rejected_{0}, entries_expired_{0};
+  // Flow records to the controller while it observes (with a controller).
+  std::unique_ptr<FlowRelay> relay_;
   // GET /metrics: the last revision the controller sent, apply failures.
   std::atomic<uint64_t> wanted_revision_{0};
   std::array<std::atomic<uint64_t>, HostAgentMetrics::kApplyErrorCount> apply_errors_{};
