@@ -21,9 +21,12 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -67,6 +70,12 @@ const char kUsageText[] =
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
   changes [--from REV]                      the change log, with who made each change
+  observe [--follow] [--last N] [--max N] [--timeout S] [--vm VM] [--host H] [--group G]
+          [--verdict allowed,denied,audit,ended] [--policy P] [--rule R]
+          [--protocol tcp|udp|icmp|icmp6|sctp|N] [--port P] [--ip IP]
+                                            flow records from the hosts' dataplanes with
+                                            VM, groups, policy and rule; records lost on
+                                            the way are shown as lost (-o json: a line each)
   trace FROM TO (--tcp P | --udp P | --sctp P | --icmp [T[/C]] | --icmp6 [T[/C]] |
                  --protocol N [--port P]) [--sport P] [--from-ip IP] [--to-ip IP]
                                             which rule decides a new connection, at
@@ -705,6 +714,170 @@ int Trace(Ctx& c, const std::vector<std::string>& a) {
   });
 }
 
+// A query value, percent-encoded (RFC 3986 unreserved characters kept).
+std::string QueryValue(const std::string& v) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : v) {
+    if (std::isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// One observed flow record as a line: time, host, verdict, VM, direction,
+// protocol, source -> destination, policy/rule, reason. A loss marker says
+// how many records were lost where.
+void PrintFlow(const json& f) {
+  if (f.contains("lost")) {
+    std::printf("!! %s records lost on %s %s (not seen by this stream)\n", Str(f["lost"]).c_str(),
+                f.value("lost_where", "").c_str(), f.value("host_id", "").c_str());
+    return;
+  }
+  const json r = f.value("record", json::object());
+  std::string when = "-";
+  if (r.contains("time_ns")) {
+    const uint64_t ms = std::stoull(Str(r["time_ns"])) / 1000000;
+    std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03u", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<unsigned>(ms % 1000));
+    when = buf;
+  }
+  std::string kind = Str(r.value("kind", json("KIND_UNSPECIFIED")));
+  kind = kind.rfind("KIND_", 0) == 0 ? kind.substr(5) : kind;
+  std::string vm = f.value("vm_name", "");
+  if (vm.empty()) vm = r.value("vnic_id", "?");
+  const std::string dir = r.value("direction", "") == "DIRECTION_IN" ? "in" : "out";
+  const int proto = r.value("protocol", 0);
+  const std::string proto_name = proto == 6     ? "tcp"
+                                 : proto == 17  ? "udp"
+                                 : proto == 1   ? "icmp"
+                                 : proto == 58  ? "icmp6"
+                                 : proto == 132 ? "sctp"
+                                                : std::to_string(proto);
+  std::string by = f.value("policy_name", "");
+  if (by.empty()) by = r.value("policy_id", "");
+  if (!by.empty()) by += "/" + r.value("rule_id", "");
+  if (by.empty()) by = "default";
+  std::string reason = r.value("reason", "");
+  std::printf("%s %-12s %-8s %-16s %-3s %-5s %s -> %s %s%s%s\n", when.c_str(),
+              f.value("host_id", "").c_str(), kind.c_str(), vm.c_str(), dir.c_str(),
+              proto_name.c_str(), r.value("src", "").c_str(), r.value("dst", "").c_str(),
+              by.c_str(), reason.empty() || reason == "none" ? "" : " reason=",
+              reason.empty() || reason == "none" ? "" : reason.c_str());
+}
+
+// dfwctl observe: the flow records hosts relay through the controller
+// (GET /api/v1/flows). Without --follow, the newest records the controller
+// holds; with it, every record from then on until --timeout or --max.
+int Observe(Ctx& c, const std::vector<std::string>& a) {
+  std::string query;
+  bool follow = false;
+  uint64_t last = 20, max = 0, timeout_s = 0;
+  static const std::pair<const char*, const char*> kFilters[] = {{"--vm", "vm"},
+                                                                 {"--host", "host"},
+                                                                 {"--group", "group"},
+                                                                 {"--verdict", "verdict"},
+                                                                 {"--policy", "policy"},
+                                                                 {"--rule", "rule"},
+                                                                 {"--protocol", "protocol"},
+                                                                 {"--port", "port"},
+                                                                 {"--ip", "ip"}};
+  for (size_t i = 1; i < a.size(); ++i) {
+    const std::string& o = a[i];
+    if (o == "--follow" || o == "-f") {
+      follow = true;
+      continue;
+    }
+    if (i + 1 >= a.size()) {
+      std::fprintf(stderr, "dfwctl: observe: %s needs a value\n", o.c_str());
+      return kUsage;
+    }
+    const std::string& v = a[++i];
+    bool known = false;
+    for (const auto& [flag, param] : kFilters) {
+      if (o == flag) {
+        query += std::string("&") + param + "=" + QueryValue(v);
+        known = true;
+      }
+    }
+    if (known) continue;
+    uint64_t* num = o == "--last"      ? &last
+                    : o == "--max"     ? &max
+                    : o == "--timeout" ? &timeout_s
+                                       : nullptr;
+    if (!num) {
+      std::fprintf(stderr, "dfwctl: observe: unknown option %s\n%s", o.c_str(), kUsageText);
+      return kUsage;
+    }
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 9) {
+      std::fprintf(stderr, "dfwctl: observe: %s: '%s' is not a number\n", o.c_str(), v.c_str());
+      return kUsage;
+    }
+    *num = std::stoull(v);
+  }
+  if (last == 0 || last > 10000) {
+    std::fprintf(stderr, "dfwctl: observe: --last: 1..10000\n");
+    return kUsage;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  uint64_t cursor = 0, shown = 0;
+  for (bool first = true;; first = false) {
+    uint64_t wait_ms = first ? 0 : 10000;
+    if (timeout_s) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      if (!first && left <= 0) break;
+      wait_ms = std::min<uint64_t>(wait_ms, static_cast<uint64_t>(std::max<int64_t>(left, 0)));
+    }
+    const uint64_t limit = first ? last : 1000;
+    Reply r = c.api->Call("GET", "/api/v1/flows?cursor=" + std::to_string(cursor) +
+                                     "&limit=" + std::to_string(limit) +
+                                     "&wait_ms=" + std::to_string(wait_ms) + query);
+    if (r.status != 200) return Fail(r);
+    cursor = std::stoull(Str(r.body.value("cursor", json("0"))));
+    if (const uint64_t missed = std::stoull(Str(r.body.value("missed", json("0")))); missed) {
+      if (c.json_out) {
+        std::printf("%s\n", json{{"missed", std::to_string(missed)}}.dump().c_str());
+      } else {
+        std::printf(
+            "!! %llu records missed: they left the controller's buffer before this "
+            "stream read them\n",
+            static_cast<unsigned long long>(missed));
+      }
+    }
+    if (first && !r.body.value("watching", false)) {
+      std::fprintf(stderr,
+                   "dfwctl: observe: the hosts were not sending flow records; they are asked "
+                   "to now%s\n",
+                   follow ? "" : " (run again, or use --follow)");
+    }
+    for (const auto& f : r.body.value("flows", json::array())) {
+      if (c.json_out) {
+        std::printf("%s\n", f.dump().c_str());
+      } else {
+        PrintFlow(f);
+      }
+      if (!f.contains("lost") && max && ++shown >= max) {
+        std::fflush(stdout);
+        return kOk;
+      }
+    }
+    std::fflush(stdout);
+    if (!follow) break;
+  }
+  return kOk;
+}
+
 int Run(Ctx& c, std::vector<std::string> a) {
   if (a.empty()) {
     std::fputs(kUsageText, stderr);
@@ -982,6 +1155,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
     });
   } else if (res == "trace") {
     return Trace(c, a);
+  } else if (res == "observe") {
+    return Observe(c, a);
   } else if (res == "changes") {
     std::string from = "0";
     for (size_t i = 1; i + 1 < a.size(); ++i)

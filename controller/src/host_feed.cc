@@ -30,6 +30,7 @@ uint64_t HostFeed::Attach(std::function<void()> wake,
   std::lock_guard<std::mutex> m(mu_);
   in_flight_ = false;  // a write of the previous session is not ours to wait for
   scheduled_ = false;
+  flow_watch_sent_ = false;  // an agent's new session starts without flow records
   return ++generation_;
 }
 
@@ -125,6 +126,16 @@ void HostFeed::QueueImport(dfw::v1::ConnectionImport msg) {
   if (wake) CallWake();
 }
 
+void HostFeed::SetFlowWatch(bool on) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    flow_watch_ = on;
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
 std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& compiler,
                                                         uint64_t revision) {
   std::lock_guard<std::mutex> l(mu_);
@@ -136,6 +147,12 @@ std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& co
     imports_.pop_front();
     in_flight_ = true;
     ++stats_.imports;
+    return msg;
+  }
+  if (flow_watch_ != flow_watch_sent_) {
+    msg.mutable_flow_watch()->set_enabled(flow_watch_);
+    flow_watch_sent_ = flow_watch_;
+    in_flight_ = true;
     return msg;
   }
   if (!full_ && pending_.empty() && revision <= last_sent_) {  // resumed at the current revision

@@ -206,6 +206,16 @@ class SessionReactor final
             model_->AddConnectionExport(feed_->host_id(), std::move(*in_.mutable_connections()));
         return s.ok() ? grpc::Status::OK : ToGrpc(s);
       }
+      case dfw::v1::HostToController::kFlows: {
+        if (!feed_)
+          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "flows: send hello first");
+        if (IsVm()) {
+          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "flows: a guest agent relays no dataplane flow records");
+        }
+        model_->RelayFlows(feed_->host_id(), in_.flows());
+        return grpc::Status::OK;
+      }
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
     }

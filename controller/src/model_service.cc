@@ -1790,6 +1790,7 @@ ModelService::Attached ModelService::BindSessionLocked(HostHelloRequest& req) {
   const uint64_t sent = hs->feed->last_sent();
   const uint64_t held = req.hello.held_revision();
   out.generation = hs->feed->Attach(std::move(req.wake), std::move(req.deliver));
+  if (!IsGuestHost(host_id)) hs->feed->SetFlowWatch(flow_watch_.load());
   hs->connected = true;
   // Nothing is sent until the caller Kick()s the feed once bound.
   if (held != 0 && held == sent) {
@@ -1996,6 +1997,54 @@ ModelMetrics ModelService::Metrics(bool per_host) const {
   m.store_commit_seconds = store_commit_seconds_.Read();
   m.realization_seconds = realization_seconds_.Read();
   return m;
+}
+
+void ModelService::SetFlowWatch(bool on) {
+  std::lock_guard<std::mutex> r(rmu_);
+  flow_watch_ = on;
+  for (auto& [id, hs] : hosts_) {
+    if (hs->feed && !IsGuestHost(id)) hs->feed->SetFlowWatch(on);
+  }
+}
+
+void ModelService::RelayFlows(const std::string& host_id, const dfw::v1::FlowBatch& batch) {
+  std::vector<dfw::v1::ObservedFlow> out;
+  out.reserve(static_cast<size_t>(batch.records_size()));
+  {
+    std::shared_lock l(mu_);
+    std::map<std::string, const dfw::v1::Vm*> vm_of;  // the host's vNICs
+    for (const auto& id : vms_.OfHost(host_id)) {
+      const dfw::v1::Vm& vm = vms_.at(id);
+      for (const auto& n : vm.vnics()) vm_of[n.id()] = &vm;
+    }
+    std::map<std::string, std::vector<std::string>> groups_of;  // by VM id, filled as met
+    for (const auto& rec : batch.records()) {
+      dfw::v1::ObservedFlow f;
+      f.set_host_id(host_id);
+      *f.mutable_record() = rec;
+      if (auto it = vm_of.find(rec.vnic_id()); it != vm_of.end()) {
+        const dfw::v1::Vm& vm = *it->second;
+        f.set_vm_id(vm.id());
+        f.set_vm_name(vm.name());
+        auto [g, fresh] = groups_of.try_emplace(vm.id());
+        if (fresh) {
+          if (auto reasons = index_->GroupsOf(vm.id()); reasons.ok()) {
+            for (const auto& reason : *reasons) g->second.push_back(reason.group_id);
+            std::sort(g->second.begin(), g->second.end());
+            g->second.erase(std::unique(g->second.begin(), g->second.end()), g->second.end());
+          }
+        }
+        for (const auto& id : g->second) f.add_groups(id);
+      }
+      if (!rec.policy_id().empty()) {
+        if (auto p = policies_.find(rec.policy_id()); p != policies_.end()) {
+          f.set_policy_name(p->second.display_name());
+        }
+      }
+      out.push_back(std::move(f));
+    }
+  }
+  flow_hub_.Add(host_id, std::move(out), batch.lost());
 }
 
 }  // namespace dfw::controller

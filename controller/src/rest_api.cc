@@ -11,6 +11,7 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
@@ -787,6 +788,28 @@ void RestApi::Routes() {
     if (req.has_param("policy_id")) r.set_policy_id(req.get_param_value("policy_id"));
     Send(res, m->Realization(r));
   });
+  // dfwctl observe: flow records relayed by the hosts (flow_hub.h), after
+  // `cursor` (0: the newest), filtered, waiting up to wait_ms for one.
+  s.Get("/api/v1/flows", [m](const Request& req, Response& res) {
+    uint64_t cursor = 0, wait_ms = 0, limit = 100;
+    for (auto [name, out, max] :
+         {std::tuple<const char*, uint64_t*, uint64_t>{"cursor", &cursor, UINT64_MAX},
+          {"wait_ms", &wait_ms, 30000},
+          {"limit", &limit, FlowHub::kMaxLimit}}) {
+      if (!req.has_param(name)) continue;
+      auto v = ParseUint(req.get_param_value(name), name, max);
+      if (!v.ok()) return SendError(res, v.status());
+      *out = *v;
+    }
+    if (limit == 0) return SendError(res, absl::InvalidArgumentError("limit: 0; at least 1"));
+    auto filter = FlowFilter::Parse([&req](const std::string& name) -> std::optional<std::string> {
+      if (!req.has_param(name)) return std::nullopt;
+      return req.get_param_value(name);
+    });
+    if (!filter.ok()) return SendError(res, filter.status());
+    Send(res, absl::StatusOr<dfw::v1::ObserveResponse>(
+                  m->flow_hub().Read(cursor, *filter, limit, std::chrono::milliseconds(wait_ms))));
+  });
   s.Get("/api/v1/changes", [m](const Request& req, Response& res) {
     uint64_t from = 0, wait_ms = 0;
     if (req.has_param("from_revision")) {
@@ -915,6 +938,16 @@ std::string RestApi::RenderMetrics() const {
   e.Family("dfw_controller_refused_vm_claims_total", "counter",
            "VMs a host reported that another connected host holds, since the start.");
   e.Sample("dfw_controller_refused_vm_claims_total", {}, d(st.refused_vm_claims));
+  const FlowHub::Stats flows = model_->flow_hub().stats();
+  e.Family("dfw_controller_flow_records_total", "counter",
+           "Flow records hosts relayed for dfwctl observe, since the start.");
+  e.Sample("dfw_controller_flow_records_total", {}, d(flows.records));
+  e.Family("dfw_controller_flow_records_lost_total", "counter",
+           "Flow records hosts reported lost before they reached the controller, since the start.");
+  e.Sample("dfw_controller_flow_records_lost_total", {}, d(flows.host_lost));
+  gauge("dfw_controller_flow_watch",
+        "1 while the hosts are asked to relay flow records (someone observes).",
+        flows.watching ? 1 : 0);
   if (metrics_per_host_) {
     auto per_host = [&](const char* name, const char* help, auto value) {
       e.Family(name, "gauge", help);

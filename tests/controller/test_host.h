@@ -91,6 +91,8 @@ class TestHost {
     *m.mutable_connections() = e;
     ASSERT_TRUE(stream_->Write(m));
   }
+  // Any message (flow records, ...).
+  void Send(const dfw::v1::HostToController& m) { ASSERT_TRUE(stream_->Write(m)); }
   void Ack(uint64_t rev) {
     dfw::v1::HostToController m;
     m.mutable_ack()->set_revision(rev);

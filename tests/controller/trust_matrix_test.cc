@@ -294,6 +294,7 @@ std::vector<RestCall> AllRestCalls() {
       {"DELETE", "/api/v1/hosts/nx", Need::kAdmin},
       {"GET", "/api/v1/realization", Need::kRead},
       {"GET", "/api/v1/changes", Need::kRead},
+      {"GET", "/api/v1/flows", Need::kRead},
       {"GET", "/api/v1/status", Need::kRead},
       {"GET", "/metrics", Need::kRead},
       {"POST", "/api/v1/enroll", Need::kEnroll},

@@ -65,6 +65,10 @@ class HostFeed {
   // across sessions; at most kMaxImports are held (the oldest dropped).
   void QueueImport(dfw::v1::ConnectionImport msg);
   static constexpr size_t kMaxImports = 1024;
+  // Whether the host should send its flow records (host.proto FlowWatch):
+  // a FlowWatch goes out when this differs from what the session was last
+  // told (a new session has been told "off"), before any state message.
+  void SetFlowWatch(bool on);
 
   // Sender side (reader lock held): the next message, or nullopt when
   // nothing is pending or a write is in flight.
@@ -92,7 +96,10 @@ class HostFeed {
  private:
   // resumed_: even an empty delta is owed (it moves the host to the
   // current revision), unless it already holds it.
-  bool PendingLocked() const { return full_ || resumed_ || !pending_.empty() || !imports_.empty(); }
+  bool PendingLocked() const {
+    return full_ || resumed_ || !pending_.empty() || !imports_.empty() ||
+           flow_watch_ != flow_watch_sent_;
+  }
   void WakeIfIdleLocked(bool* wake);
   void CallWake();
 
@@ -100,6 +107,8 @@ class HostFeed {
   mutable std::mutex mu_;
   HostChanges pending_;
   std::deque<dfw::v1::ConnectionImport> imports_;
+  bool flow_watch_ = false;
+  bool flow_watch_sent_ = false;  // what this session was told (reset by Attach)
   bool full_ = false;
   bool resumed_ = false;  // Resume() until the next Take
   bool scheduled_ = false;

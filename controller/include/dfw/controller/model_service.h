@@ -50,6 +50,7 @@
 
 #include "absl/status/statusor.h"
 #include "dfw/base/metrics.h"
+#include "dfw/controller/flow_hub.h"
 #include "dfw/controller/host_feed.h"
 #include "dfw/controller/policy_compiler.h"
 #include "dfw/controller/store.h"
@@ -254,6 +255,20 @@ class ModelService {
   // The feed's next message, built under the reader lock (sender threads).
   std::optional<dfw::v1::ControllerToHost> NextMessage(HostFeed* feed) const;
 
+  // Flow records a host relays (FlowBatch) while someone observes: each
+  // resolved under the reader lock — its vNIC's VM (id, name) among the
+  // host's VMs, the VM's groups, its policy's name — and added to
+  // flow_hub(), with the batch's lost count. A record of a vNIC the host does
+  // not hold keeps empty names.
+  void RelayFlows(const std::string& host_id, const dfw::v1::FlowBatch& batch);
+  // Readers (REST GET /api/v1/flows) read here; a read makes the hub ask
+  // every hypervisor's session for records (SetFlowWatch).
+  FlowHub& flow_hub() { return flow_hub_; }
+  // Tells every hypervisor session (not guest agents: they have no
+  // dataplane records) to send flow records or stop; sessions bound later
+  // are told the same.
+  void SetFlowWatch(bool on);
+
   ModelStats Stats() const;
   // Under the reader lock; the per-host list only when `per_host`.
   ModelMetrics Metrics(bool per_host) const;
@@ -414,6 +429,9 @@ class ModelService {
   metrics::Histogram realization_seconds_{RealizationBuckets()};
   // A revision record's last affected host acked (or left): its latency.
   void RevisionDone(RevisionRecord& rec, std::chrono::steady_clock::time_point now);
+
+  std::atomic<bool> flow_watch_{false};
+  FlowHub flow_hub_{[this](bool on) { SetFlowWatch(on); }};
 
   std::atomic<uint64_t> watch_revision_{0};
   mutable std::mutex watch_mu_;
