@@ -9,6 +9,8 @@
 # it; nothing else is allowed, also between VMs on this host and VLAN.
 # Checks, with real TCP, UDP and ICMP:
 #   1. the policy matrix between all VMs, the guest included;
+#   1c. dfwctl observe shows those connections' flow records, relayed by the
+#      host through the controller with VM, groups, policy and rule;
 #   2. a tag change through dfwctl flips access (time to enforcement printed);
 #   3. a tag change in the guest's libvirt metadata flips access;
 #   4. kill -9 and restart of the host agent during a long-lived TCP
@@ -213,6 +215,48 @@ if fleet_agent_metrics --anonymous >/dev/null 2>"$WORK/metrics.err"; then
 else
   pass "agent metrics: refused without a client certificate ($(tail -c 120 "$WORK/metrics.err" | tr -d '\n'))"
 fi
+
+echo "== 1c. dfwctl observe: the host's flow records through the controller, names resolved"
+# The first read asks the hosts to send; the follower then sees the probes.
+fleet_dfwctl observe --last 1 >/dev/null 2>&1
+sleep 1
+fleet_dfwctl -o json observe --follow --timeout 12 >"$WORK/observe.jsonl" 2>"$WORK/observe.err" &
+observer=$!
+sleep 1
+expect allow web db tcp 5432
+expect block web db tcp 80
+wait "$observer"
+observe_rc=$?
+check=$(python3 -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+flows = [r for r in recs if "record" in r]
+def port(a): return a.rsplit(":", 1)[-1]
+allowed = [f for f in flows if f["record"].get("kind") == "KIND_ALLOWED"
+           and port(f["record"].get("dst", "")) == "5432" and f.get("vm_name") == "ns-web"]
+denied = [f for f in flows if f["record"].get("kind") == "KIND_DENIED"
+          and port(f["record"].get("dst", "")) == "80"]
+out = []
+def want(ok, what): out.append(("ok " if ok else "bad ") + what)
+want(allowed and allowed[0].get("policy_id", allowed[0]["record"].get("policy_id")),
+     "web -> db tcp/5432 ALLOWED on ns-web with its policy and rule (%s)" %
+     (allowed[0]["record"].get("policy_id", "") + "/" + allowed[0]["record"].get("rule_id", "")
+      if allowed else "none of %d records" % len(flows)))
+want(allowed and allowed[0].get("host_id") == sys.argv[2] and "web" in allowed[0].get("groups", []),
+     "the record names host %s and the VM groups %s" %
+     (sys.argv[2], allowed[0].get("groups") if allowed else "-"))
+want(bool(denied), "web -> db tcp/80 DENIED (%d records)" % len(denied))
+lost = sum(int(r.get("lost", 0)) for r in recs)
+print("\n".join(out))
+print("info %d records, %d lost on the way" % (len(flows), lost))' "$WORK/observe.jsonl" "$FLEET_HOST_ID" 2>&1)
+[ "$observe_rc" = 0 ] || fail "dfwctl observe exited $observe_rc: $(head -c 300 "$WORK/observe.err")"
+while IFS= read -r line; do
+  case $line in
+  ok\ *) pass "observe: ${line#ok }" ;;
+  info\ *) echo "      observe: ${line#info }" ;;
+  *) fail "observe: ${line#bad }" ;;
+  esac
+done <<<"$check"
 
 echo "== 2. tag change through dfwctl: other becomes app=web"
 rev_before=$(fleet_revision)
