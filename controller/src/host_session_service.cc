@@ -213,7 +213,7 @@ class SessionReactor final
           return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                               "flows: a guest agent relays no dataplane flow records");
         }
-        model_->RelayFlows(feed_->host_id(), in_.flows());
+        model_->RelayFlows(feed_->host_id(), std::move(*in_.mutable_flows()));
         return grpc::Status::OK;
       }
       default:

@@ -2007,7 +2007,7 @@ void ModelService::SetFlowWatch(bool on) {
   }
 }
 
-void ModelService::RelayFlows(const std::string& host_id, const dfw::v1::FlowBatch& batch) {
+void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch batch) {
   std::vector<dfw::v1::ObservedFlow> out;
   out.reserve(static_cast<size_t>(batch.records_size()));
   {
@@ -2018,10 +2018,11 @@ void ModelService::RelayFlows(const std::string& host_id, const dfw::v1::FlowBat
       for (const auto& n : vm.vnics()) vm_of[n.id()] = &vm;
     }
     std::map<std::string, std::vector<std::string>> groups_of;  // by VM id, filled as met
-    for (const auto& rec : batch.records()) {
+    for (auto& in : *batch.mutable_records()) {
       dfw::v1::ObservedFlow f;
       f.set_host_id(host_id);
-      *f.mutable_record() = rec;
+      f.mutable_record()->Swap(&in);  // moved, not copied
+      const dfw::v1::FlowRecord& rec = f.record();
       if (auto it = vm_of.find(rec.vnic_id()); it != vm_of.end()) {
         const dfw::v1::Vm& vm = *it->second;
         f.set_vm_id(vm.id());

@@ -260,7 +260,7 @@ class ModelService {
   // host's VMs, the VM's groups, its policy's name — and added to
   // flow_hub(), with the batch's lost count. A record of a vNIC the host does
   // not hold keeps empty names.
-  void RelayFlows(const std::string& host_id, const dfw::v1::FlowBatch& batch);
+  void RelayFlows(const std::string& host_id, dfw::v1::FlowBatch batch);
   // Readers (REST GET /api/v1/flows) read here; a read makes the hub ask
   // every hypervisor's session for records (SetFlowWatch).
   FlowHub& flow_hub() { return flow_hub_; }
