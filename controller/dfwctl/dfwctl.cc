@@ -768,10 +768,15 @@ void PrintFlow(const json& f) {
   if (!by.empty()) by += "/" + r.value("rule_id", "");
   if (by.empty()) by = "default";
   std::string reason = r.value("reason", "");
+  // The peer VM's name beside its address: "198.18.0.2:5432 (db-1)".
+  std::string src = r.value("src", ""), dst = r.value("dst", "");
+  if (const std::string peer = f.value("peer_vm_name", ""); !peer.empty()) {
+    (dir == "in" ? src : dst) += " (" + peer + ")";
+  }
   std::printf("%s %-12s %-8s %-16s %-3s %-5s %s -> %s %s%s%s\n", when.c_str(),
               f.value("host_id", "").c_str(), kind.c_str(), vm.c_str(), dir.c_str(),
-              proto_name.c_str(), r.value("src", "").c_str(), r.value("dst", "").c_str(),
-              by.c_str(), reason.empty() || reason == "none" ? "" : " reason=",
+              proto_name.c_str(), src.c_str(), dst.c_str(), by.c_str(),
+              reason.empty() || reason == "none" ? "" : " reason=",
               reason.empty() || reason == "none" ? "" : reason.c_str());
 }
 

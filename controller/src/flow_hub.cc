@@ -31,7 +31,9 @@ bool FlowFilter::Matches(const dfw::v1::ObservedFlow& f) const {
   if (!host.empty() && f.host_id() != host) return false;
   if (f.lost() > 0) return true;  // a loss marker: every reader of the host sees it
   const auto& r = f.record();
-  if (!vm.empty() && f.vm_id() != vm && f.vm_name() != vm) return false;
+  if (!vm.empty() && f.vm_id() != vm && f.vm_name() != vm && f.peer_vm_id() != vm &&
+      f.peer_vm_name() != vm)
+    return false;
   if (!group.empty() && std::find(f.groups().begin(), f.groups().end(), group) == f.groups().end())
     return false;
   if (!verdicts.empty() && std::find(verdicts.begin(), verdicts.end(), r.kind()) == verdicts.end())

@@ -2018,6 +2018,18 @@ void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch bat
       for (const auto& n : vm.vnics()) vm_of[n.id()] = &vm;
     }
     std::map<std::string, std::vector<std::string>> groups_of;  // by VM id, filled as met
+    std::lock_guard<std::mutex> peers(peer_mu_);
+    if (peer_revision_ != revision_) {
+      peer_vm_.clear();
+      for (const auto& [id, vm] : vms_.all()) {
+        for (const auto& n : vm.vnics()) {
+          for (const auto& a : n.addresses()) {
+            if (!a.quarantined()) peer_vm_[a.ip()] = {vm.id(), vm.name()};
+          }
+        }
+      }
+      peer_revision_ = revision_;
+    }
     for (auto& in : *batch.mutable_records()) {
       dfw::v1::ObservedFlow f;
       f.set_host_id(host_id);
@@ -2036,6 +2048,15 @@ void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch bat
           }
         }
         for (const auto& id : g->second) f.add_groups(id);
+      }
+      // The other end: "1.2.3.4:80" or "[2001:db8::1]:80".
+      const std::string& peer = rec.direction() == dfw::v1::DIRECTION_IN ? rec.src() : rec.dst();
+      std::string_view ip(peer);
+      ip = ip.substr(0, std::min(ip.size(), ip.rfind(':')));
+      if (ip.size() >= 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
+      if (auto p = peer_vm_.find(std::string(ip)); p != peer_vm_.end()) {
+        f.set_peer_vm_id(p->second.first);
+        f.set_peer_vm_name(p->second.second);
       }
       if (!rec.policy_id().empty()) {
         if (auto p = policies_.find(rec.policy_id()); p != policies_.end()) {

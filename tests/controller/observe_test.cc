@@ -52,7 +52,8 @@ struct Reference {
     for (const auto& g : f.groups()) in_groups |= g == q.group;
     bool verdict = q.verdicts.empty();
     for (auto k : q.verdicts) verdict |= k == r.kind();
-    return (q.vm.empty() || q.vm == f.vm_id() || q.vm == f.vm_name()) &&
+    return (q.vm.empty() || q.vm == f.vm_id() || q.vm == f.vm_name() || q.vm == f.peer_vm_id() ||
+            q.vm == f.peer_vm_name()) &&
            (q.group.empty() || in_groups) && verdict &&
            (q.policy.empty() || q.policy == r.policy_id() || q.policy == f.policy_name()) &&
            (q.rule.empty() || q.rule == r.rule_id()) &&
@@ -117,6 +118,10 @@ TEST(FlowHubTest, ReadsMatchAReferenceOnRandomRecordsFiltersAndCursors) {
         r->set_policy_id(pick({"p1", "p2"}));
         r->set_rule_id(pick({"r1", "r2", "r3"}));
         f.set_policy_name(r->policy_id() == "p1" ? "Web" : "Db");
+      }
+      if (rng() % 3 == 0) {
+        f.set_peer_vm_id(pick({"vm-a", "vm-b", "vm-d"}));
+        f.set_peer_vm_name(f.peer_vm_id() + "-name");
       }
       if (rng() % 5) {
         f.set_vm_id(pick({"vm-a", "vm-b", "vm-c"}));
@@ -330,6 +335,8 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(allowed["groups"], json::array({"web"}));
   EXPECT_EQ(allowed["policy_name"], "Web to DB");
   EXPECT_EQ(allowed["record"]["dst"], "198.18.0.2:5432");
+  EXPECT_EQ(allowed["peer_vm_id"], "db-1");  // the other end's address, resolved
+  EXPECT_EQ(allowed["peer_vm_name"], "db-1");
   EXPECT_FALSE(b["flows"][3].contains("vm_id"));  // a vNIC h1 does not hold: no names
   const uint64_t cursor = std::stoull(b["cursor"].get<std::string>());
   EXPECT_EQ(cursor, 4u);
@@ -338,6 +345,9 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(Rules(Flows("verdict=denied")),
             (std::vector<std::string>{"lost:3", "reject-http", "default"}));
   EXPECT_EQ(Rules(Flows("vm=web-1&port=5432")), (std::vector<std::string>{"lost:3", "allow-pg"}));
+  // Either end: db-1 is the peer of h1's records to it.
+  EXPECT_EQ(Rules(Flows("vm=db-1")),
+            (std::vector<std::string>{"lost:3", "allow-pg", "reject-http", "default"}));
   EXPECT_EQ(Rules(Flows("group=web&protocol=tcp&verdict=denied")),
             (std::vector<std::string>{"lost:3", "reject-http"}));
   EXPECT_EQ(Rules(Flows("policy=Web%20to%20DB&rule=reject-http")),
@@ -362,7 +372,7 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(c.rc, 0) << c.out;
   EXPECT_NE(c.out.find("!! 3 records lost on host h1"), std::string::npos) << c.out;
   EXPECT_NE(c.out.find("h1           DENIED   web-1            out tcp   198.18.0.1:40001 -> "
-                       "198.18.0.2:80 Web to DB/reject-http"),
+                       "198.18.0.2:80 (db-1) Web to DB/reject-http"),
             std::string::npos)
       << c.out;
   EXPECT_EQ(c.out.find("allow-pg"), std::string::npos) << c.out;

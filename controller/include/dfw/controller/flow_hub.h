@@ -42,9 +42,9 @@ namespace dfw::controller {
 // What a reader wants to see; empty fields match everything. A record
 // matches when it matches every field given.
 struct FlowFilter {
-  std::string vm;                                   // the record's VM, by id or name
-  std::string host;                                 // the reporting host's id
-  std::string group;                                // a group of the record's VM
+  std::string vm;     // the record's VM or its peer's (either end), by id or name
+  std::string host;   // the reporting host's id
+  std::string group;  // a group of the record's VM
   std::vector<dfw::v1::FlowRecord::Kind> verdicts;  // any of them
   std::string policy;                               // by id or name
   std::string rule;                                 // rule id

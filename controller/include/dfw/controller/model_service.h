@@ -46,6 +46,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -257,7 +258,9 @@ class ModelService {
 
   // Flow records a host relays (FlowBatch) while someone observes: each
   // resolved under the reader lock — its vNIC's VM (id, name) among the
-  // host's VMs, the VM's groups, its policy's name — and added to
+  // host's VMs, the VM's groups, its policy's name, the VM holding the
+  // other end's address (an index of every VM's addresses, rebuilt when the
+  // revision moved on; quarantined addresses left out) — and added to
   // flow_hub(), with the batch's lost count. A record of a vNIC the host does
   // not hold keeps empty names.
   void RelayFlows(const std::string& host_id, dfw::v1::FlowBatch batch);
@@ -431,6 +434,11 @@ class ModelService {
   void RevisionDone(RevisionRecord& rec, std::chrono::steady_clock::time_point now);
 
   std::atomic<bool> flow_watch_{false};
+  // RelayFlows' address -> (VM id, name), of revision peer_revision_ (taken
+  // under the reader lock, then peer_mu_).
+  std::mutex peer_mu_;
+  uint64_t peer_revision_ = UINT64_MAX;
+  std::unordered_map<std::string, std::pair<std::string, std::string>> peer_vm_;
   FlowHub flow_hub_{[this](bool on) { SetFlowWatch(on); }};
 
   std::atomic<uint64_t> watch_revision_{0};
