@@ -730,7 +730,7 @@ std::string QueryValue(const std::string& v) {
   return out;
 }
 
-// One observed flow record as a line: time, host, verdict, VM, direction,
+// One observed flow record as a line: time (UTC), host, verdict, VM, direction,
 // protocol, source -> destination, policy/rule, reason. A loss marker says
 // how many records were lost where.
 void PrintFlow(const json& f) {
@@ -747,7 +747,7 @@ void PrintFlow(const json& f) {
     std::tm tm{};
     gmtime_r(&secs, &tm);
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03u", tm.tm_hour, tm.tm_min, tm.tm_sec,
+    std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03uZ", tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<unsigned>(ms % 1000));
     when = buf;
   }
@@ -801,6 +801,12 @@ int Observe(Ctx& c, const std::vector<std::string>& a) {
     if (o == "--follow" || o == "-f") {
       follow = true;
       continue;
+    }
+    if (o.rfind("--", 0) != 0) {
+      std::fprintf(stderr,
+                   "dfwctl: observe: unexpected argument '%s' (filters are options: --vm %s)\n",
+                   o.c_str(), o.c_str());
+      return kUsage;
     }
     if (i + 1 >= a.size()) {
       std::fprintf(stderr, "dfwctl: observe: %s needs a value\n", o.c_str());

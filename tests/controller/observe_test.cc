@@ -370,6 +370,7 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   // dfwctl observe: a line per record, names resolved; -o json a line each.
   Cmd c = RunDfwctl(DFWCTL_BIN, server_.http_port(), "observe --vm web-1 --verdict denied");
   EXPECT_EQ(c.rc, 0) << c.out;
+  EXPECT_NE(c.out.find("22:13:20.123Z h1 "), std::string::npos) << c.out;  // time_ns in UTC
   EXPECT_NE(c.out.find("!! 3 records lost on host h1"), std::string::npos) << c.out;
   EXPECT_NE(c.out.find("h1           DENIED   web-1            out tcp   198.18.0.1:40001 -> "
                        "198.18.0.2:80 (db-1) Web to DB/reject-http"),
@@ -387,6 +388,11 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(lines[1]["record"]["rule_id"], "allow-pg");
   EXPECT_EQ(RunDfwctl(DFWCTL_BIN, server_.http_port(), "observe --verdict maybe").rc, 3);
   EXPECT_EQ(RunDfwctl(DFWCTL_BIN, server_.http_port(), "observe --last x").rc, 2);
+  c = RunDfwctl(DFWCTL_BIN, server_.http_port(), "observe web-1");
+  EXPECT_EQ(c.rc, 2);
+  EXPECT_NE(c.out.find("unexpected argument 'web-1' (filters are options: --vm web-1)"),
+            std::string::npos)
+      << c.out;
 
   // --follow: what arrives after it started, until --max records.
   std::atomic<bool> done{false};
