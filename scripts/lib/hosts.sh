@@ -96,12 +96,20 @@ EOF
     virsh -c "$SB_HV_LV_URI" list --name >/dev/null 2>&1 && break
     sleep 0.1
   done
-  # The driver's sample domain is not a VM of ours.
-  virsh -c "$SB_HV_LV_URI" destroy test >/dev/null 2>&1
-  [ -z "$(virsh -c "$SB_HV_LV_URI" list --name 2>/dev/null | tr -d '[:space:]')" ] || {
-    _hv_log "$SB_CTX: libvirtd (test driver) not usable; see $SB_DIR/libvirtd.log"
-    return 1
-  }
+  # The driver's sample domain is not a VM of ours. Until the holding
+  # connection above is open, each virsh call gets a fresh driver state (the
+  # sample running again): destroy and look again until it stays destroyed.
+  local listed
+  for ((i = 0; i < 50; i++)); do
+    virsh -c "$SB_HV_LV_URI" destroy test >/dev/null 2>&1
+    if listed=$(virsh -c "$SB_HV_LV_URI" list --name 2>/dev/null) &&
+      [ -z "$(printf '%s' "$listed" | tr -d '[:space:]')" ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  _hv_log "$SB_CTX: libvirtd (test driver) not usable; see $SB_DIR/libvirtd.log"
+  return 1
 }
 
 hv_virsh() {
