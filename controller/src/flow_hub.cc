@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <random>
 
 namespace dfw::controller {
 namespace {
@@ -100,8 +101,17 @@ absl::StatusOr<FlowFilter> FlowFilter::Parse(
   return f;
 }
 
+namespace {
+uint64_t NewEpoch() {
+  std::random_device rd;
+  uint64_t e = 0;
+  while (e == 0) e = rd() & 0xffff;
+  return e << 48;
+}
+}  // namespace
+
 FlowHub::FlowHub(std::function<void(bool)> watch, std::chrono::milliseconds lease)
-    : watch_(std::move(watch)), lease_(lease) {}
+    : watch_(std::move(watch)), lease_(lease), epoch_(NewEpoch()) {}
 
 std::optional<bool> FlowHub::LeaseLocked(Clock::time_point now, bool reading) {
   if (reading) last_read_ = now;
@@ -152,21 +162,25 @@ void FlowHub::Notify() {
 void FlowHub::Scan(uint64_t cursor, const FlowFilter& filter, size_t limit,
                    dfw::v1::ObserveResponse* out) const {
   const uint64_t first = ring_.empty() ? next_seq_ : ring_.front().seq();
-  if (cursor == 0) {  // the newest `limit`
+  if (cursor != 0 && (cursor & ~kSeqMask) != epoch_) {
+    cursor = first - 1;      // another hub's cursor: from the oldest held
+  } else if (cursor == 0) {  // the newest `limit`
     std::vector<const dfw::v1::ObservedFlow*> picked;
     for (auto it = ring_.rbegin(); it != ring_.rend() && picked.size() < limit; ++it) {
       if (filter.Matches(*it)) picked.push_back(&*it);
     }
     for (auto it = picked.rbegin(); it != picked.rend(); ++it) *out->add_flows() = **it;
-    out->set_cursor(next_seq_ - 1);
+    out->set_cursor(CursorOf(next_seq_ - 1));
     return;
+  } else {
+    cursor &= kSeqMask;
   }
   if (cursor + 1 < first) out->set_missed(out->missed() + (first - cursor - 1));
   uint64_t seq = std::max(cursor + 1, first);
-  out->set_cursor(std::max(cursor, seq - 1));
+  out->set_cursor(CursorOf(std::max(cursor, seq - 1)));
   for (; seq < next_seq_; ++seq) {
     const auto& f = ring_[static_cast<size_t>(seq - first)];
-    out->set_cursor(seq);
+    out->set_cursor(CursorOf(seq));
     if (!filter.Matches(f)) continue;
     *out->add_flows() = f;
     if (static_cast<size_t>(out->flows_size()) >= limit) return;

@@ -146,12 +146,15 @@ TEST(FlowHubTest, ReadsMatchAReferenceOnRandomRecordsFiltersAndCursors) {
       if (rng() % 4 == 0) q.port = rng() % 2 ? 5432 : 40001;
       if (rng() % 5 == 0) q.ip = pick({"198.18.0.1", "198.18.1.3"});
       const uint64_t total = ref.all.size();
-      const uint64_t cursor = rng() % 4 == 0 ? 0 : rng() % (total + 2);
+      // 0 (the newest), or the cursor of a sequence number (1..total+1).
+      const uint64_t cursor = rng() % 4 == 0 ? 0 : 1 + rng() % (total + 1);
       const size_t limit = 1 + rng() % (rng() % 2 ? 5 : 500);
-      auto got = hub.Read(cursor, q, limit, std::chrono::milliseconds(0));
+      auto got =
+          hub.Read(cursor ? hub.CursorOf(cursor) : 0, q, limit, std::chrono::milliseconds(0));
       auto want = ref.Read(cursor, q, limit);
       ASSERT_EQ(Seqs(got), Seqs(want)) << "cursor " << cursor << " limit " << limit;
-      ASSERT_EQ(got.cursor(), want.cursor()) << "cursor " << cursor << " limit " << limit;
+      ASSERT_EQ(got.cursor(), hub.CursorOf(want.cursor()))
+          << "cursor " << cursor << " limit " << limit;
       ASSERT_EQ(got.missed(), want.missed()) << "cursor " << cursor;
       for (int k = 0; k < got.flows_size(); ++k) {
         ASSERT_EQ(got.flows(k).SerializeAsString(), want.flows(k).SerializeAsString());
@@ -195,6 +198,26 @@ TEST(FlowHubTest, AReadStartsTheWatchWhichEndsALeaseAfterTheLastRead) {
   EXPECT_EQ(seen(), (std::vector<bool>{true, false, true}));
 }
 
+// A cursor of another hub (a restarted controller, another one after a
+// failover) reads from the oldest record held; a follower that started on
+// an empty hub misses nothing of a batch larger than its limit.
+TEST(FlowHubTest, ForeignCursorsAndEmptyStartsSkipNothing) {
+  FlowHub hub([](bool) {});
+  auto start = hub.Read(0, {}, 10, std::chrono::milliseconds(0));  // nothing held yet
+  EXPECT_NE(start.cursor(), 0u);
+  hub.Add("h1", std::vector<dfw::v1::ObservedFlow>(25), 0);
+  auto r = hub.Read(start.cursor(), {}, 10, std::chrono::milliseconds(0));
+  EXPECT_EQ(Seqs(r), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  FlowHub other([](bool) {});
+  for (int i = 0; i < 3; ++i) other.Add("h1", std::vector<dfw::v1::ObservedFlow>(40), 0);
+  const uint64_t foreign = other.Read(0, {}, 1, std::chrono::milliseconds(0)).cursor();  // seq 120
+  ASSERT_NE(foreign & ~FlowHub::kSeqMask, hub.CursorOf(0) & ~FlowHub::kSeqMask);
+  r = hub.Read(foreign, {}, 100, std::chrono::milliseconds(0));
+  ASSERT_EQ(r.flows_size(), 25);  // not "after 120": from the oldest held
+  EXPECT_EQ(r.flows(0).seq(), 1u);
+  EXPECT_EQ(r.cursor(), hub.CursorOf(25));
+}
+
 TEST(FlowHubTest, AWaitingReadReturnsWhatArrives) {
   FlowHub hub([](bool) {});
   const uint64_t cursor = hub.Read(0, {}, 10, std::chrono::milliseconds(0)).cursor();
@@ -213,7 +236,7 @@ TEST(FlowHubTest, AWaitingReadReturnsWhatArrives) {
   adder.join();
   ASSERT_EQ(r.flows_size(), 1);
   EXPECT_EQ(r.flows(0).vm_id(), "b");
-  EXPECT_EQ(r.cursor(), 2u);
+  EXPECT_EQ(r.cursor(), hub.CursorOf(2));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
@@ -339,7 +362,8 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(allowed["peer_vm_name"], "db-1");
   EXPECT_FALSE(b["flows"][3].contains("vm_id"));  // a vNIC h1 does not hold: no names
   const uint64_t cursor = std::stoull(b["cursor"].get<std::string>());
-  EXPECT_EQ(cursor, 4u);
+  EXPECT_EQ(cursor & FlowHub::kSeqMask, 4u);
+  const uint64_t epoch = cursor & ~FlowHub::kSeqMask;
 
   // Filters (a loss marker shows to every reader of its host).
   EXPECT_EQ(Rules(Flows("verdict=denied")),
@@ -354,7 +378,8 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
             (std::vector<std::string>{"lost:3", "reject-http"}));
   EXPECT_EQ(Rules(Flows("ip=198.18.0.7")), (std::vector<std::string>{"lost:3", "default"}));
   EXPECT_EQ(Rules(Flows("host=h2")), std::vector<std::string>{});
-  EXPECT_EQ(Rules(Flows("cursor=2")), (std::vector<std::string>{"reject-http", "default"}));
+  EXPECT_EQ(Rules(Flows("cursor=" + std::to_string(epoch | 2))),
+            (std::vector<std::string>{"reject-http", "default"}));
   EXPECT_EQ(Rules(Flows("limit=1")), (std::vector<std::string>{"default"}));
   // Bad parameters: 400 naming the parameter.
   for (const char* q :

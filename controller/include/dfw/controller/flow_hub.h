@@ -9,14 +9,17 @@
 // ObserveResponse.watching is false on the read that started the watch: the
 // hosts were not sending until then.
 //
-// Records arrive resolved (ModelService::ResolveFlows: VM, groups, policy
-// name) and are kept, in arrival order, in a ring of kCapacity with
-// consecutive sequence numbers. A reader passes the cursor of the last one
-// it saw and gets, oldest first, what follows it and matches its filter,
-// waiting up to `wait` for something to arrive; cursor 0 asks for the
-// newest `limit` records held. A cursor that fell out of the ring gets
-// ObserveResponse.missed. A host's lost records (FlowBatch.lost) are kept
-// as a loss marker (where "host"), shown to every reader whose filter
+// Records arrive resolved (ModelService::RelayFlows: VM, groups, policy
+// name, peer VM) and are kept, in arrival order, in a ring of kCapacity
+// with consecutive sequence numbers. A reader passes the cursor of the last
+// one it saw and gets, oldest first, what follows it and matches its
+// filter, waiting up to `wait` for something to arrive; cursor 0 asks for
+// the newest `limit` records held. A cursor that fell out of the ring gets
+// ObserveResponse.missed. A cursor is opaque: the hub's random epoch in its
+// top 16 bits, the sequence number below (CursorOf); a cursor of another
+// epoch (a restarted controller, another one after a failover) reads from
+// the oldest record held, never skipping what this hub numbered lower. A host's lost records
+// (FlowBatch.lost) are kept as a loss marker (where "host"), shown to every reader whose filter
 // names no other host: no loss is silent.
 //
 // Thread safety: every method from any thread (one internal mutex; Read
@@ -75,6 +78,10 @@ class FlowHub {
   // `limit` (1..kMaxLimit), waiting up to `wait` while nothing matches.
   dfw::v1::ObserveResponse Read(uint64_t cursor, const FlowFilter& filter, size_t limit,
                                 std::chrono::milliseconds wait);
+  // The cursor of sequence number `seq` (never 0: "after nothing yet" is
+  // epoch | 0, so a follower of an empty hub misses nothing).
+  uint64_t CursorOf(uint64_t seq) const { return epoch_ | seq; }
+  static constexpr uint64_t kSeqMask = (uint64_t{1} << 48) - 1;
 
   struct Stats {
     uint64_t records = 0;    // received from hosts
@@ -98,6 +105,7 @@ class FlowHub {
   std::mutex watch_call_mu_;  // serialises watch_ calls
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  const uint64_t epoch_;  // random, nonzero, in the top 16 bits
   std::deque<dfw::v1::ObservedFlow> ring_;
   uint64_t next_seq_ = 1;  // ring_.back().seq() + 1
   bool watching_ = false;
