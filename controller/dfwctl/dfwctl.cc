@@ -29,13 +29,16 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "dfw/controller/recommend.h"
 #include "dfw/trust/ca.h"
 #include "dfw/trust/loopback.h"
 #include "dfw/trust/peer.h"
@@ -66,6 +69,14 @@ const char kUsageText[] =
                                             before/after against the budget (default
                                             4000; exit 1 above it), the revalidating
                                             rules whose connections get re-checked
+  policy recommend [--window S | --from-file F] [--last N] [--vm VM] [--group G] [--host H]
+                   [--id P] [--priority N] [--enforce] [--write-dir D] [--apply]
+                                            a draft policy (audit mode unless --enforce)
+                                            allowing the connections that allowed and audit
+                                            flow records show over S seconds (default 60) or
+                                            in F (lines of -o json observe): each VM stands
+                                            for its smallest group, a VM in none for a new
+                                            group of its tags; --apply creates both
   host list
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
@@ -573,6 +584,9 @@ int PrintImpact(Ctx& c, const json& b) {
 
 // `dry`: the query of a policy dry run ("?dry_run=true..."): each item's
 // impact preview is shown and nothing is applied.
+int ApplyItems(Ctx& c, const std::string& kind, const std::vector<json>& items,
+               const std::string& file, const std::string& dry = "", bool print = true);
+
 int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::string& dry = "") {
   json doc;
   if (!ReadJsonFile(file, &doc)) return kUsage;
@@ -581,6 +595,12 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::s
     items.assign(doc.begin(), doc.end());
   else
     items.push_back(doc);
+  return ApplyItems(c, kind, items, file, dry);
+}
+
+// PUT each item (a group, a policy, a VM) in order; the first refused stops.
+int ApplyItems(Ctx& c, const std::string& kind, const std::vector<json>& items,
+               const std::string& file, const std::string& dry, bool print) {
   int over_budget = kOk;  // a dry run previews every item, then says so
   for (const auto& it : items) {
     if (!it.is_object() || !it.contains("id")) {
@@ -596,6 +616,7 @@ int Apply(Ctx& c, const std::string& kind, const std::string& file, const std::s
       std::fprintf(stderr, "dfwctl: %s '%s' not applied\n", kind.c_str(), Str(it["id"]).c_str());
       return Fail(r);
     }
+    if (!print) continue;
     if (c.json_out)
       std::printf("%s\n", r.body.dump(2).c_str());
     else {
@@ -780,6 +801,51 @@ void PrintFlow(const json& f) {
               reason.empty() || reason == "none" ? "" : reason.c_str());
 }
 
+// GET /api/v1/flows with `query` (filters): the newest `last` records held
+// (0: none, only the cursor), then, with `follow`, every record from then on until `timeout_s` (0:
+// no end). Each record, loss marker and {"missed": N} goes to `each` in order; it returns false to
+// stop.
+int ReadFlows(Ctx& c, const std::string& query, uint64_t last, bool follow, uint64_t timeout_s,
+              const std::function<bool(const json&)>& each) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  uint64_t cursor = 0;
+  for (bool first = true;; first = false) {
+    uint64_t wait_ms = first ? 0 : 10000;
+    if (timeout_s) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      if (!first && left <= 0) break;
+      wait_ms = std::min<uint64_t>(wait_ms, static_cast<uint64_t>(std::max<int64_t>(left, 0)));
+    }
+    const uint64_t limit = first ? std::max<uint64_t>(last, 1) : 1000;
+    Reply r = c.api->Call("GET", "/api/v1/flows?cursor=" + std::to_string(cursor) +
+                                     "&limit=" + std::to_string(limit) +
+                                     "&wait_ms=" + std::to_string(wait_ms) + query);
+    if (r.status != 200) return Fail(r);
+    cursor = std::stoull(Str(r.body.value("cursor", json("0"))));
+    if (const uint64_t missed = std::stoull(Str(r.body.value("missed", json("0")))); missed) {
+      if (!each(json{{"missed", std::to_string(missed)}})) return kOk;
+    }
+    if (first && !r.body.value("watching", false)) {
+      std::fprintf(stderr,
+                   "dfwctl: the hosts were not sending flow records; they are asked "
+                   "to now%s\n",
+                   follow ? "" : " (run again, or use --follow)");
+    }
+    for (const auto& f : r.body.value("flows", json::array())) {
+      if (first && last == 0) break;  // held before: only the cursor was wanted
+      if (!each(f)) {
+        std::fflush(stdout);
+        return kOk;
+      }
+    }
+    std::fflush(stdout);
+    if (!follow) break;
+  }
+  return kOk;
+}
+
 // dfwctl observe: the flow records hosts relay through the controller
 // (GET /api/v1/flows). Without --follow, the newest records the controller
 // holds; with it, every record from then on until --timeout or --max.
@@ -839,54 +905,243 @@ int Observe(Ctx& c, const std::vector<std::string>& a) {
     std::fprintf(stderr, "dfwctl: observe: --last: 1..10000\n");
     return kUsage;
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  uint64_t cursor = 0, shown = 0;
-  for (bool first = true;; first = false) {
-    uint64_t wait_ms = first ? 0 : 10000;
-    if (timeout_s) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            deadline - std::chrono::steady_clock::now())
-                            .count();
-      if (!first && left <= 0) break;
-      wait_ms = std::min<uint64_t>(wait_ms, static_cast<uint64_t>(std::max<int64_t>(left, 0)));
-    }
-    const uint64_t limit = first ? last : 1000;
-    Reply r = c.api->Call("GET", "/api/v1/flows?cursor=" + std::to_string(cursor) +
-                                     "&limit=" + std::to_string(limit) +
-                                     "&wait_ms=" + std::to_string(wait_ms) + query);
-    if (r.status != 200) return Fail(r);
-    cursor = std::stoull(Str(r.body.value("cursor", json("0"))));
-    if (const uint64_t missed = std::stoull(Str(r.body.value("missed", json("0")))); missed) {
-      if (c.json_out) {
-        std::printf("%s\n", json{{"missed", std::to_string(missed)}}.dump().c_str());
-      } else {
-        std::printf(
-            "!! %llu records missed: they left the controller's buffer before this "
-            "stream read them\n",
-            static_cast<unsigned long long>(missed));
-      }
-    }
-    if (first && !r.body.value("watching", false)) {
-      std::fprintf(stderr,
-                   "dfwctl: observe: the hosts were not sending flow records; they are asked "
-                   "to now%s\n",
-                   follow ? "" : " (run again, or use --follow)");
-    }
-    for (const auto& f : r.body.value("flows", json::array())) {
+  uint64_t shown = 0;
+  return ReadFlows(c, query, last, follow, timeout_s, [&](const json& f) {
+    if (f.contains("missed")) {
       if (c.json_out) {
         std::printf("%s\n", f.dump().c_str());
       } else {
-        PrintFlow(f);
+        std::printf(
+            "!! %s records missed: they left the controller's buffer before this "
+            "stream read them\n",
+            Str(f["missed"]).c_str());
       }
-      if (!f.contains("lost") && max && ++shown >= max) {
-        std::fflush(stdout);
-        return kOk;
+      return true;
+    }
+    if (c.json_out) {
+      std::printf("%s\n", f.dump().c_str());
+    } else {
+      PrintFlow(f);
+    }
+    return f.contains("lost") || !max || ++shown < max;
+  });
+}
+
+// Every item of a paged list (GET path?page_size=...&page_token=...).
+int ListAll(Ctx& c, const std::string& path, const char* field,
+            const std::function<void(const json&)>& each) {
+  std::string token;
+  do {
+    Reply r = c.api->Call("GET", path + "?page_size=10000&page_token=" + QueryValue(token));
+    if (r.status != 200) return Fail(r);
+    for (const auto& item : r.body.value(field, json::array())) each(item);
+    token = r.body.value("next_page_token", "");
+  } while (!token.empty());
+  return kOk;
+}
+
+// dfwctl policy recommend: a draft policy from the connections flow records
+// show (allowed and audit), over a window followed now or from a file that
+// `dfwctl -o json observe` wrote (recommend.h says how it is drawn).
+int Recommend(Ctx& c, const std::vector<std::string>& a) {
+  std::string query = "&verdict=allowed,audit", from_file, write_dir;
+  uint64_t window_s = 60, last = 0, priority = 100;
+  bool apply = false;
+  dfw::recommend::Options opt;
+  for (size_t i = 2; i < a.size(); ++i) {
+    const std::string& o = a[i];
+    if (o == "--apply" || o == "--enforce") {
+      (o == "--apply" ? apply : opt.enforce) = true;
+      continue;
+    }
+    if (i + 1 >= a.size() || o.rfind("--", 0) != 0) {
+      std::fprintf(stderr, "dfwctl: policy recommend: %s\n%s",
+                   o.rfind("--", 0) == 0 ? (o + " needs a value").c_str()
+                                         : ("unexpected argument '" + o + "'").c_str(),
+                   kUsageText);
+      return kUsage;
+    }
+    const std::string& v = a[++i];
+    if (o == "--vm" || o == "--group" || o == "--host") {
+      query += "&" + o.substr(2) + "=" + QueryValue(v);
+    } else if (o == "--from-file") {
+      from_file = v;
+    } else if (o == "--write-dir") {
+      write_dir = v;
+    } else if (o == "--id") {
+      opt.policy_id = v;
+    } else if (o == "--window" || o == "--last" || o == "--priority") {
+      if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos) {
+        std::fprintf(stderr, "dfwctl: policy recommend: %s: '%s' is not a number\n", o.c_str(),
+                     v.c_str());
+        return kUsage;
+      }
+      (o == "--window" ? window_s : o == "--last" ? last : priority) = std::stoull(v);
+    } else {
+      std::fprintf(stderr, "dfwctl: policy recommend: unknown option %s\n%s", o.c_str(),
+                   kUsageText);
+      return kUsage;
+    }
+  }
+  if (last > 10000 || priority > 1000000) {
+    std::fprintf(stderr, "dfwctl: policy recommend: --last 0..10000, --priority 0..1000000\n");
+    return kUsage;
+  }
+  opt.priority = static_cast<int>(priority);
+
+  // The connections, and what was lost on the way.
+  std::vector<dfw::recommend::Connection> conns;
+  uint64_t records = 0, lost = 0;
+  auto take = [&](const json& f) {
+    if (f.contains("lost") || f.contains("missed")) {
+      lost += std::stoull(Str(f.contains("lost") ? f["lost"] : f["missed"]));
+    } else if (auto conn = dfw::recommend::ConnectionOf(f)) {
+      ++records;
+      conns.push_back(*conn);
+    }
+    return true;
+  };
+  if (!from_file.empty()) {
+    std::ifstream in(from_file);
+    if (!in) {
+      std::fprintf(stderr, "dfwctl: cannot read %s\n", from_file.c_str());
+      return kUsage;
+    }
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json f = json::parse(line, nullptr, false);
+      if (f.is_discarded() || !f.is_object()) {
+        std::fprintf(stderr,
+                     "dfwctl: %s:%zu: not a JSON object (a line of `dfwctl -o json observe`)\n",
+                     from_file.c_str(), n);
+        return kInvalid;
+      }
+      take(f);
+    }
+  } else {
+    std::fprintf(stderr, "dfwctl: observing allowed and audit flow records for %llu s...\n",
+                 static_cast<unsigned long long>(window_s));
+    // The first read (the newest `last` held) also asks the hosts to send.
+    if (int rc = ReadFlows(c, query, last, true, window_s, take); rc != kOk) return rc;
+  }
+
+  // What the ends are: tags and groups of each VM, the size of each group.
+  dfw::recommend::Facts facts;
+  std::set<std::string> vm_ids;
+  for (const auto& conn : conns) {
+    for (const std::string* vm : {&conn.client_vm, &conn.server_vm})
+      if (!vm->empty()) vm_ids.insert(*vm);
+  }
+  for (const std::string& id : vm_ids) {
+    Reply vm = c.api->Call("GET", "/api/v1/vms/" + id);
+    if (vm.status == 404) continue;  // gone since: its address stands for it
+    if (vm.status != 200) return Fail(vm);
+    Reply groups = c.api->Call("GET", "/api/v1/vms/" + id + "/groups");
+    if (groups.status != 200) return Fail(groups);
+    dfw::recommend::VmFacts& f = facts.vms[id];
+    f.name = vm.body.value("name", "");
+    for (const auto& t : vm.body.value("tags", json::array()))
+      f.tags.emplace_back(t.value("scope", ""), t.value("value", ""));
+    for (const auto& g : groups.body.value("groups", json::array())) {
+      const std::string gid = g.value("group_id", "");
+      f.groups.push_back(gid);
+      if (facts.group_sizes.count(gid)) continue;
+      Reply m = c.api->Call("GET", "/api/v1/groups/" + gid + "/members");
+      if (m.status != 200) return Fail(m);
+      facts.group_sizes[gid] = m.body.value("vm_ids", json::array()).size();
+    }
+  }
+  if (int rc = ListAll(c, "/api/v1/groups", "groups",
+                       [&](const json& g) { facts.existing_group_ids.insert(g.value("id", "")); });
+      rc != kOk)
+    return rc;
+
+  const auto rec = dfw::recommend::Recommend(conns, facts, opt);
+  const size_t connections = rec.observed.size();
+  if (c.json_out) {
+    std::printf("%s\n", json{{"policy", rec.policy},
+                             {"groups", rec.groups},
+                             {"observed", rec.observed},
+                             {"records", records},
+                             {"lost", lost},
+                             {"error", rec.error}}
+                            .dump(2)
+                            .c_str());
+  } else {
+    std::printf("%zu connection(s) from %llu flow record(s)", connections,
+                static_cast<unsigned long long>(records));
+    if (lost) {
+      std::printf("; %llu record(s) lost or missed on the way: the draft may miss connections",
+                  static_cast<unsigned long long>(lost));
+    }
+    std::printf("\n");
+    if (!rec.groups.empty()) {
+      std::printf("\ngroups to create:\n");
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& g : rec.groups) {
+        std::string members;
+        for (const auto& cj : g.value("criteria", json::array()))
+          for (const auto& cond : cj.value("conditions", json::array()))
+            members += (members.empty() ? "tags " : " & ") + Str(cond["tag"]["scope"]) + "=" +
+                       Str(cond["tag"]["value"]);
+        for (const auto& v :
+             g.value("static_members", json::object()).value("vm_ids", json::array()))
+          members += (members.empty() ? "VM " : ", ") + Str(v);
+        rows.push_back({Str(g["id"]), members, Str(g["description"])});
+      }
+      PrintTable({"GROUP", "MEMBERS", "WHY"}, rows);
+    }
+    std::printf("\npolicy %s (%s, priority %d):\n", opt.policy_id.c_str(),
+                opt.enforce ? "enforce" : "audit", opt.priority);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& r : rec.policy["rules"]) {
+      const std::string d = Str(r["display_name"]);
+      const size_t colon = d.rfind(" : ");
+      rows.push_back({Str(r["id"]), d.substr(0, colon),
+                      colon == std::string::npos ? "" : d.substr(colon + 3)});
+    }
+    PrintTable({"RULE", "SOURCES -> DESTINATIONS", "SERVICES"}, rows);
+  }
+  if (!rec.error.empty()) {
+    std::fprintf(stderr, "dfwctl: policy recommend: %s\n", rec.error.c_str());
+    return kError;
+  }
+  if (!write_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(write_dir, ec);
+    for (const auto& [name, doc] : {std::pair<const char*, const json*>{"groups.json", &rec.groups},
+                                    {"policy.json", &rec.policy}}) {
+      std::ofstream out(write_dir + "/" + name);
+      out << doc->dump(2) << "\n";
+      if (!out) {
+        std::fprintf(stderr, "dfwctl: cannot write %s/%s\n", write_dir.c_str(), name);
+        return kError;
       }
     }
-    std::fflush(stdout);
-    if (!follow) break;
+    if (!c.json_out) {
+      std::printf(
+          "\nwritten to %s: review, then `dfwctl group apply -f %s/groups.json` (when it "
+          "lists any) and `dfwctl policy apply -f %s/policy.json [--dry-run]`\n",
+          write_dir.c_str(), write_dir.c_str(), write_dir.c_str());
+    }
   }
-  return kOk;
+  if (!apply) {
+    if (!c.json_out && write_dir.empty())
+      std::printf("\nnothing was changed (--apply creates the groups and the policy)\n");
+    return kOk;
+  }
+  if (connections == 0) {
+    std::fprintf(stderr, "dfwctl: policy recommend: no connection seen: nothing applied\n");
+    return kError;
+  }
+  // -o json: the recommendation is the output; text: a line per object.
+  if (int rc = ApplyItems(c, "groups", {rec.groups.begin(), rec.groups.end()}, "the draft", "",
+                          !c.json_out);
+      rc != kOk)
+    return rc;
+  return ApplyItems(c, "policies", {rec.policy}, "the draft", "", !c.json_out);
 }
 
 int Run(Ctx& c, std::vector<std::string> a) {
@@ -1074,6 +1329,7 @@ int Run(Ctx& c, std::vector<std::string> a) {
                         Str(p.value("revision", json("")))});
       PrintTable({"ID", "CATEGORY", "PRIORITY", "RULES", "REV"}, rows);
     };
+    if (verb == "recommend") return Recommend(c, a);
     if (verb == "list")
       return Show(c, c.api->Call("GET", "/api/v1/policies?page_size=10000"),
                   [&](const json& b) { table(b.value("policies", json::array())); });

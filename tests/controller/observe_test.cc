@@ -277,16 +277,6 @@ class ObserveTest : public WebAndDbOnTwoHostsTest {
     p["display_name"] = "Web to DB";
     Post("/api/v1/policies", p);
   }
-  // Reads h's messages, acking states, until a FlowWatch: its `enabled`
-  // (nullopt: none came).
-  static std::optional<bool> NextWatch(TestHost& h, int ms = 5000) {
-    for (auto m = h.Next(ms); m; m = h.Next(ms)) {
-      if (m->has_flow_watch()) return m->flow_watch().enabled();
-      if (m->has_full()) h.Ack(m->full().revision());
-      if (m->has_delta()) h.Ack(m->delta().to_revision());
-    }
-    return std::nullopt;
-  }
   static dfw::v1::FlowRecord Record(Kind kind, const std::string& vnic, const std::string& src,
                                     const std::string& dst, const std::string& policy,
                                     const std::string& rule, uint64_t seq) {
@@ -302,12 +292,6 @@ class ObserveTest : public WebAndDbOnTwoHostsTest {
     r.set_seq(seq);
     r.set_time_ns(1700000000123000000ull);
     return r;
-  }
-  static void SendFlows(TestHost& h, std::vector<dfw::v1::FlowRecord> records, uint64_t lost) {
-    dfw::v1::HostToController m;
-    for (auto& r : records) *m.mutable_flows()->add_records() = r;
-    m.mutable_flows()->set_lost(lost);
-    h.Send(m);
   }
   json Flows(const std::string& query) {
     auto r = rest_->Get("/api/v1/flows?" + query);

@@ -134,4 +134,23 @@ class TestHost {
   bool finished_ = false;  // Finish() called (by WaitClosed)
 };
 
+// Reads h's messages, acking states, until a FlowWatch: its `enabled`
+// (nullopt: none came within `ms` of the last message).
+inline std::optional<bool> NextWatch(TestHost& h, int ms = 5000) {
+  for (auto m = h.Next(ms); m; m = h.Next(ms)) {
+    if (m->has_flow_watch()) return m->flow_watch().enabled();
+    if (m->has_full()) h.Ack(m->full().revision());
+    if (m->has_delta()) h.Ack(m->delta().to_revision());
+  }
+  return std::nullopt;
+}
+
+// A FlowBatch from h, as its flow relay sends one.
+inline void SendFlows(TestHost& h, const std::vector<dfw::v1::FlowRecord>& records, uint64_t lost) {
+  dfw::v1::HostToController m;
+  for (const auto& r : records) *m.mutable_flows()->add_records() = r;
+  m.mutable_flows()->set_lost(lost);
+  h.Send(m);
+}
+
 }  // namespace dfw::controller::testing
