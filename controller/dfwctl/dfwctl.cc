@@ -70,13 +70,14 @@ const char kUsageText[] =
                                             4000; exit 1 above it), the revalidating
                                             rules whose connections get re-checked
   policy recommend [--window S | --from-file F] [--last N] [--vm VM] [--group G] [--host H]
-                   [--id P] [--priority N] [--enforce] [--write-dir D] [--apply]
+                   [--id P] [--priority N] [--enforce] [--scope S] [--write-dir D] [--apply]
                                             a draft policy (audit mode unless --enforce)
                                             allowing the connections that allowed and audit
                                             flow records show over S seconds (default 60) or
                                             in F (lines of -o json observe): each VM stands
-                                            for its smallest group, a VM in none for a new
-                                            group of its tags; --apply creates both
+                                            for its smallest group within its application
+                                            (--scope, default app), a VM in none for a new
+                                            group of its app tags; --apply creates both
   host list
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
@@ -970,6 +971,8 @@ int Recommend(Ctx& c, const std::vector<std::string>& a) {
       write_dir = v;
     } else if (o == "--id") {
       opt.policy_id = v;
+    } else if (o == "--scope") {
+      opt.scope = v;
     } else if (o == "--window" || o == "--last" || o == "--priority") {
       if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos) {
         std::fprintf(stderr, "dfwctl: policy recommend: %s: '%s' is not a number\n", o.c_str(),
@@ -1027,30 +1030,37 @@ int Recommend(Ctx& c, const std::vector<std::string>& a) {
     if (int rc = ReadFlows(c, query, last, true, window_s, take); rc != kOk) return rc;
   }
 
-  // What the ends are: tags and groups of each VM, the size of each group.
+  // What the ends are: every VM's tags, the ends' groups and their members.
   dfw::recommend::Facts facts;
-  std::set<std::string> vm_ids;
+  if (int rc = ListAll(c, "/api/v1/vms", "vms",
+                       [&](const json& vm) {
+                         dfw::recommend::VmFacts& f = facts.vms[vm.value("id", "")];
+                         f.name = vm.value("name", "");
+                         for (const auto& t : vm.value("tags", json::array()))
+                           f.tags.emplace_back(t.value("scope", ""), t.value("value", ""));
+                       });
+      rc != kOk)
+    return rc;
+  std::set<std::string> ends;
   for (const auto& conn : conns) {
     for (const std::string* vm : {&conn.client_vm, &conn.server_vm})
-      if (!vm->empty()) vm_ids.insert(*vm);
+      if (facts.vms.count(*vm)) ends.insert(*vm);  // a VM gone since: its address stands
   }
-  for (const std::string& id : vm_ids) {
-    Reply vm = c.api->Call("GET", "/api/v1/vms/" + id);
-    if (vm.status == 404) continue;  // gone since: its address stands for it
-    if (vm.status != 200) return Fail(vm);
+  for (const std::string& id : ends) {
     Reply groups = c.api->Call("GET", "/api/v1/vms/" + id + "/groups");
+    if (groups.status == 404) {
+      facts.vms.erase(id);
+      continue;
+    }
     if (groups.status != 200) return Fail(groups);
-    dfw::recommend::VmFacts& f = facts.vms[id];
-    f.name = vm.body.value("name", "");
-    for (const auto& t : vm.body.value("tags", json::array()))
-      f.tags.emplace_back(t.value("scope", ""), t.value("value", ""));
     for (const auto& g : groups.body.value("groups", json::array())) {
       const std::string gid = g.value("group_id", "");
-      f.groups.push_back(gid);
-      if (facts.group_sizes.count(gid)) continue;
+      facts.vms[id].groups.push_back(gid);
+      if (facts.group_members.count(gid)) continue;
       Reply m = c.api->Call("GET", "/api/v1/groups/" + gid + "/members");
       if (m.status != 200) return Fail(m);
-      facts.group_sizes[gid] = m.body.value("vm_ids", json::array()).size();
+      auto& members = facts.group_members[gid];
+      for (const auto& v : m.body.value("vm_ids", json::array())) members.push_back(Str(v));
     }
   }
   if (int rc = ListAll(c, "/api/v1/groups", "groups",

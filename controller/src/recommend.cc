@@ -72,33 +72,58 @@ struct Endpoint {
   auto operator<=>(const Endpoint&) const = default;
 };
 
+using TagSet = std::set<std::pair<std::string, std::string>>;
+
+// A VM's tags of one scope.
+TagSet TagsOf(const VmFacts& vm, const std::string& scope) {
+  TagSet out;
+  for (const auto& t : vm.tags)
+    if (t.first == scope) out.insert(t);
+  return out;
+}
+
 class Builder {
  public:
-  Builder(const Facts& facts, Recommendation* out) : facts_(facts), out_(out) {}
+  Builder(const Facts& facts, const Options& options, Recommendation* out)
+      : facts_(facts), scope_(options.scope), out_(out) {}
 
   Endpoint Of(const std::string& vm_id, const std::string& ip) {
     const auto vm = vm_id.empty() ? facts_.vms.end() : facts_.vms.find(vm_id);
     if (vm == facts_.vms.end()) {
       return {false, ip + (ip.find(':') == std::string::npos ? "/32" : "/128")};
     }
+    const TagSet app = scope_.empty() ? TagSet{} : TagsOf(vm->second, scope_);
     const std::string* best = nullptr;
     size_t best_size = 0;
     for (const std::string& g : vm->second.groups) {
-      const auto size = facts_.group_sizes.find(g);
-      if (size == facts_.group_sizes.end()) continue;  // no size known: not a candidate
-      if (!best || std::tie(size->second, g) < std::tie(best_size, *best)) {
+      const auto members = facts_.group_members.find(g);
+      if (members == facts_.group_members.end() || !WithinApp(members->second, app)) continue;
+      const size_t size = members->second.size();
+      if (!best || std::tie(size, g) < std::tie(best_size, *best)) {
         best = &g;
-        best_size = size->second;
+        best_size = size;
       }
     }
     if (best) return {true, *best};
-    return {true, Proposed(vm_id, vm->second)};
+    return {true, Proposed(vm_id, vm->second, app)};
   }
 
  private:
-  // The proposed group that stands for a VM in no group.
-  std::string Proposed(const std::string& vm_id, const VmFacts& vm) {
-    std::set<std::pair<std::string, std::string>> tags(vm.tags.begin(), vm.tags.end());
+  // Every member carries exactly the application tags `app` (any group
+  // when `app` is empty).
+  bool WithinApp(const std::vector<std::string>& members, const TagSet& app) const {
+    if (app.empty()) return true;
+    for (const std::string& m : members) {
+      const auto vm = facts_.vms.find(m);
+      if (vm == facts_.vms.end() || TagsOf(vm->second, scope_) != app) return false;
+    }
+    return true;
+  }
+
+  // The proposed group that stands for a VM in no fitting group: the VMs
+  // with its application tags, else with all its tags, else the VM itself.
+  std::string Proposed(const std::string& vm_id, const VmFacts& vm, const TagSet& app) {
+    const TagSet tags = !app.empty() ? app : TagSet(vm.tags.begin(), vm.tags.end());
     const std::string key = tags.empty() ? "vm " + vm_id : "";
     auto [it, fresh] = proposed_.try_emplace(std::make_pair(tags, key));
     if (!fresh) {
@@ -141,11 +166,10 @@ class Builder {
   }
 
   const Facts& facts_;
+  const std::string scope_;
   Recommendation* out_;
   // (tags, "vm <id>" for an untagged VM) -> (group id, index in out_->groups)
-  std::map<std::pair<std::set<std::pair<std::string, std::string>>, std::string>,
-           std::pair<std::string, size_t>>
-      proposed_;
+  std::map<std::pair<TagSet, std::string>, std::pair<std::string, size_t>> proposed_;
   std::set<std::string> taken_;
 };
 
@@ -276,7 +300,7 @@ std::optional<Connection> ConnectionOf(const json& observed) {
 Recommendation Recommend(const std::vector<Connection>& connections, const Facts& facts,
                          const Options& options) {
   Recommendation out;
-  Builder builder(facts, &out);
+  Builder builder(facts, options, &out);
   const std::set<Connection> unique(connections.begin(), connections.end());
   using Services = std::map<uint32_t, std::set<uint32_t>>;  // protocol -> ports (or 0)
   std::map<std::pair<Endpoint, Endpoint>, Services> pairs;

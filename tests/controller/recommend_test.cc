@@ -114,15 +114,30 @@ struct Fleet {
       if (std::includes(vm.begin(), vm.end(), all.begin(), all.end())) return true;
     return false;
   }
-  // The reference's choice: the smallest group (ties: lowest id); in none,
-  // the VM's tag set; untagged, the VM itself; no VM, the address.
-  std::string Identity(const std::string& vm, const std::string& ip) const {
+  // The reference's choice: the smallest group (ties: lowest id) whose
+  // members all carry the VM's tags of `scope`; in none, the VM's tags of
+  // that scope, else all its tags; untagged, the VM itself; no VM, the
+  // address.
+  std::string Identity(const std::string& vm, const std::string& ip,
+                       const std::string& scope) const {
     if (vm.empty() || !facts.vms.count(vm)) return "prefix:" + ip + "/32";
+    auto app_of = [&](const std::string& v) {
+      TagSet out;
+      if (scope.empty()) return out;
+      for (const auto& t : vm_tags.at(v))
+        if (t.first == scope) out.insert(t);
+      return out;
+    };
+    const TagSet app = app_of(vm);
     std::pair<size_t, std::string> best{SIZE_MAX, ""};
-    for (const auto& [g, m] : members)
-      if (m.count(vm)) best = std::min(best, {m.size(), g});
+    for (const auto& [g, m] : members) {
+      if (!m.count(vm)) continue;
+      bool within = true;
+      for (const std::string& other : m) within = within && (app.empty() || app_of(other) == app);
+      if (within) best = std::min(best, {m.size(), g});
+    }
     if (!best.second.empty()) return "group:" + best.second;
-    return Key(vm_tags.at(vm), vm);
+    return Key(app.empty() ? vm_tags.at(vm) : app, vm);
   }
   static std::string Key(const TagSet& tags, const std::string& vm) {
     if (tags.empty()) return "vm:" + vm;
@@ -157,23 +172,25 @@ Fleet RandomFleet(std::mt19937& rng, int vms, int groups) {
       }
     }
     f.facts.existing_group_ids.insert(g);
-    auto& m = f.members[g];
-    for (const auto& [vm, tags] : f.vm_tags)
-      if (f.group_static[g].count(vm) || f.Matches(tags, f.group_criteria[g])) m.insert(vm);
   }
-  // A group nobody's draft may take the name of.
-  f.facts.existing_group_ids.insert("rec-app-a");
   for (const auto& [vm, tags] : f.vm_tags) {
     if (rng() % 10 == 0) continue;  // a VM gone since: its address stands for it
     auto& v = f.facts.vms[vm];
     v.name = vm;
     v.tags.assign(tags.begin(), tags.end());
-    for (const auto& [g, m] : f.members) {
-      if (!m.count(vm)) continue;
+  }
+  // Members: the VMs that are (a gone VM is in no group).
+  for (const std::string& g : f.facts.existing_group_ids) {
+    auto& m = f.members[g];
+    for (auto& [vm, v] : f.facts.vms) {
+      if (!f.group_static[g].count(vm) && !f.Matches(f.vm_tags[vm], f.group_criteria[g])) continue;
+      m.insert(vm);
       v.groups.push_back(g);
-      f.facts.group_sizes[g] = m.size();
+      f.facts.group_members[g].push_back(vm);
     }
   }
+  // A group nobody's draft may take the name of.
+  f.facts.existing_group_ids.insert("rec-app-a");
   return f;
 }
 
@@ -225,12 +242,13 @@ std::set<Tuple> Allowed(const recommend::Recommendation& r, const Fleet& f) {
   return out;
 }
 
-std::set<Tuple> Expected(const std::vector<Connection>& conns, const Fleet& f) {
+std::set<Tuple> Expected(const std::vector<Connection>& conns, const Fleet& f,
+                         const std::string& scope = "app") {
   std::set<Tuple> out;
   for (const Connection& c : conns) {
     const uint32_t port = c.protocol == 1 ? 8 : c.protocol == 58 ? 128 : c.port;
-    out.emplace(f.Identity(c.client_vm, c.client_ip), f.Identity(c.server_vm, c.server_ip),
-                c.protocol, port);
+    out.emplace(f.Identity(c.client_vm, c.client_ip, scope),
+                f.Identity(c.server_vm, c.server_ip, scope), c.protocol, port);
   }
   return out;
 }
@@ -274,10 +292,11 @@ TEST(RecommendTest, TheDraftAllowsExactlyTheObservedConnectionsOnRandomFleets) {
     recommend::Options opt;
     opt.policy_id = "rec-" + std::to_string(seed);
     opt.enforce = seed % 2;
+    opt.scope = seed % 3 == 0 ? "" : seed % 3 == 1 ? "app" : "env";
     const auto r = recommend::Recommend(conns, f.facts, opt);
     SCOPED_TRACE("seed " + std::to_string(seed));
     ASSERT_EQ(r.error, "");
-    EXPECT_EQ(Allowed(r, f), Expected(conns, f));
+    EXPECT_EQ(Allowed(r, f), Expected(conns, f, opt.scope));
     EXPECT_TRUE(Validate(r).ok()) << Validate(r) << "\n" << r.policy.dump(1);
     EXPECT_EQ(r.policy["mode"], opt.enforce ? "POLICY_MODE_ENFORCE" : "POLICY_MODE_AUDIT");
     // Proposed groups: valid, new ids, holding the VMs they were drawn for.
@@ -316,7 +335,7 @@ TEST(RecommendTest, PastTheLimitsOfOneRuleTheDraftIsCutAndStaysExact) {
     f.vm_tags[vm] = {};
     f.members[g] = {vm};
     f.facts.vms[vm] = {vm, {}, {g}};
-    f.facts.group_sizes[g] = 1;
+    f.facts.group_members[g] = {vm};
     f.facts.existing_group_ids.insert(g);
     conns.push_back({vm, "198.18.100.1", "", "198.19.3.1", 6, 443});
   }
@@ -367,8 +386,10 @@ class RecommendFromRelayedFlowsTest : public WebAndDbOnTwoHostsTest {
 };
 
 TEST_F(RecommendFromRelayedFlowsTest, AFollowedWindowBecomesAPolicyThatAllowsWhatWasSeenOnly) {
-  // other-1 (app=other, env=test) is in no group; web-1 and db-1 are in web and db.
+  // web-1 and db-1 are in web and db, other-1 (app=other, env=test) only
+  // in everyone (every VM with an app tag), a group that spans applications.
   Post("/api/v1/vms", VmJson("other-1", "h1", {{"app", "other"}, {"env", "test"}}, "198.18.0.3"));
+  Post("/api/v1/groups", TagGroupJson("everyone", "app", ""));
   TestHost h1(server_.grpc_port(), "h1"), h2(server_.grpc_port(), "h2");
   h1.Hello({MetadataVm("web-1", {{"app", "web"}}, "198.18.0.1"),
             MetadataVm("other-1", {{"app", "other"}, {"env", "test"}}, "198.18.0.3")});
@@ -417,15 +438,16 @@ TEST_F(RecommendFromRelayedFlowsTest, AFollowedWindowBecomesAPolicyThatAllowsWha
   EXPECT_EQ(out["records"], 6);  // 5 audit/allowed + db's second
   EXPECT_EQ(out["observed"].size(), 5u);
   for (const json& o : out["observed"]) EXPECT_NE(o["port"], 22) << "held before the window";
-  // other-1 stands for a new group of its tags; the others for theirs.
+  // other-1 stands for a new group of its application's VMs; the others for
+  // their smallest groups (web, db: not everyone).
   ASSERT_EQ(out["groups"].size(), 1u) << out.dump(1);
-  EXPECT_EQ(out["groups"][0]["id"], "rec-app-other-env-test");
+  EXPECT_EQ(out["groups"][0]["id"], "rec-app-other");
   const json policy = out["policy"];
   EXPECT_EQ(policy["mode"], "POLICY_MODE_AUDIT");
   std::map<std::string, json> rules;
   for (const json& r : policy["rules"]) rules[r["display_name"]] = r;
   EXPECT_TRUE(rules.count("web -> db : icmp echo, tcp/5432-5433")) << policy.dump(1);
-  EXPECT_TRUE(rules.count("rec-app-other-env-test -> db : tcp/3306")) << policy.dump(1);
+  EXPECT_TRUE(rules.count("rec-app-other -> db : tcp/3306")) << policy.dump(1);
   EXPECT_TRUE(rules.count("web -> 198.19.0.9/32 : tcp/443")) << policy.dump(1);
   EXPECT_EQ(rules.size(), 3u) << policy.dump(1);
   // The files written for review are what was printed.
@@ -446,13 +468,13 @@ TEST_F(RecommendFromRelayedFlowsTest, AFollowedWindowBecomesAPolicyThatAllowsWha
       RunDfwctl(DFWCTL_BIN, server_.http_port(),
                 "policy recommend --from-file " + dir + "/flows.jsonl --id rec --enforce --apply");
   ASSERT_EQ(applied.rc, 0) << applied.out;
-  EXPECT_NE(applied.out.find("group rec-app-other-env-test applied at revision"), std::string::npos)
+  EXPECT_NE(applied.out.find("group rec-app-other applied at revision"), std::string::npos)
       << applied.out;
   EXPECT_NE(applied.out.find("policy rec applied at revision"), std::string::npos) << applied.out;
   auto stored = rest_->Get("/api/v1/policies/rec");
   ASSERT_EQ(stored.status, 200);
   EXPECT_EQ(stored.body["mode"], "POLICY_MODE_ENFORCE");
-  auto members = rest_->Get("/api/v1/groups/rec-app-other-env-test/members");
+  auto members = rest_->Get("/api/v1/groups/rec-app-other/members");
   ASSERT_EQ(members.status, 200);
   EXPECT_EQ(members.body["vm_ids"], json::array({"other-1"}));
 

@@ -8,8 +8,12 @@
 // and one policy whose rules allow exactly those connections, at the grain of
 // groups:
 //  - a VM stands for its smallest existing group (fewest VMs; ties: the
-//    lowest id). A VM in no group stands for a proposed group of the VMs that
-//    carry all of its tags, or, when it has none, a proposed group listing it;
+//    lowest id) that does not reach across applications: every member
+//    carries the VM's values of the application scope (Options::scope,
+//    "app" by default; a VM without that scope, or scope "", takes any
+//    group). A VM with no such group stands for a proposed group of the VMs
+//    that carry its application tags (all of its tags, when it has none of
+//    that scope), or, with no tag at all, a proposed group listing it;
 //  - an address that is no known VM's stands for itself (/32 or /128);
 //  - one rule per (source, destination) pair, allowing the services seen:
 //    TCP/UDP/SCTP destination ports (adjacent ports merged into ranges),
@@ -50,19 +54,23 @@ std::optional<Connection> ConnectionOf(const nlohmann::json& observed);
 struct VmFacts {
   std::string name;
   std::vector<std::pair<std::string, std::string>> tags;  // effective (scope, value)
-  std::vector<std::string> groups;                        // ids of the groups it is in
+  std::vector<std::string> groups;  // ids of the groups it is in (the ends' only)
 };
 
 struct Facts {
-  std::map<std::string, VmFacts> vms;         // by id: the VMs at the connections' ends
-  std::map<std::string, size_t> group_sizes;  // VMs in each of their groups
-  std::set<std::string> existing_group_ids;   // every group: proposed ids avoid them
+  // By id: the VMs at the connections' ends (a VM not here stands for its
+  // address), and the members of their groups (for their tags).
+  std::map<std::string, VmFacts> vms;
+  // The VMs of each group an end is in; a group not here is no candidate.
+  std::map<std::string, std::vector<std::string>> group_members;
+  std::set<std::string> existing_group_ids;  // every group: proposed ids avoid them
 };
 
 struct Options {
   std::string policy_id = "recommended";
   bool enforce = false;  // false: POLICY_MODE_AUDIT
   int priority = 100;
+  std::string scope = "app";  // the application scope ("": groups may span anything)
 };
 
 // The controller's limits on one policy (policy_validator.h; a test checks
