@@ -22,7 +22,10 @@
 #   6. controller stopped: enforcement unchanged; started again: no drift;
 #   7. ovs-vswitchd restarted: the host agent reinstalls the steering flows
 #      and no-flood, the dataplane (not restarted) gets OVS's vhost-user
-#      connection back; enforcement restored (time to web -> db printed).
+#      connection back; enforcement restored (time to web -> db printed);
+#   8. the staged rollout: a default deny in audit mode, a window of flow
+#      records, `dfwctl policy recommend`, the draft enforced alone: what was
+#      seen passes and nothing else (each connection traced too).
 # Everything runs with mutual TLS (the fleet makes a CA; the agent enrolls
 # with a one-time token); step 0 checks that plaintext and a viewer cannot
 # change anything and that the change log names who did what.
@@ -469,6 +472,73 @@ if [ $HAVE_GUEST = 1 ]; then
   expect allow guest db tcp 5432
   expect block db guest tcp 5432
 fi
+
+echo "== 8. staged rollout: default deny in audit, observe, dfwctl policy recommend, enforce"
+# A catch-all group and a default deny in audit mode after web-to-db: what it
+# would drop passes and is recorded. A window of flow records becomes a draft
+# policy; enforced alone (audit and web-to-db gone), it allows what was seen
+# and nothing else.
+cat >"$WORK/audit-all.json" <<'JSON'
+{"id": "audit-all", "display_name": "default deny, audited", "category": "CATEGORY_APPLICATION",
+ "priority": 1000, "applied_to_group_ids": ["all-vms"], "stateful": true,
+ "mode": "POLICY_MODE_AUDIT",
+ "rules": [{"id": "deny-rest", "sources": {"any": true}, "destinations": {"any": true},
+            "action": "ACTION_DROP", "log": true}]}
+JSON
+fleet_dfwctl group create all-vms --tag app >/dev/null || fail "group all-vms not created"
+fleet_dfwctl policy apply -f "$WORK/audit-all.json" >/dev/null || fail "audit-all not applied"
+fleet_wait_realized 10 || fail "the audit policy was not realized"
+fleet_dfwctl -o json policy recommend --window 12 --id recommended --write-dir "$WORK/draft" \
+  >"$WORK/recommend.json" 2>"$WORK/recommend.err" &
+recommender=$!
+sleep 2
+expect allow web db tcp 5432   # web-to-db
+expect allow other db tcp 80   # audit: would be dropped, passes
+expect allow db web udp 5432   # audit
+wait "$recommender"
+recommend_rc=$?
+[ "$recommend_rc" = 0 ] && pass "dfwctl policy recommend drafted a policy" ||
+  fail "dfwctl policy recommend exited $recommend_rc: $(head -c 300 "$WORK/recommend.err")"
+check=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+seen = {(o["client"], o["server"], o["protocol"], o["port"]) for o in d.get("observed", [])}
+out = []
+def want(ok, what): out.append(("ok " if ok else "bad ") + what)
+for c in [("ns-web", "ns-db", 6, 5432), ("ns-other", "ns-db", 6, 80), ("ns-db", "ns-web", 17, 5432)]:
+    want(c in seen, "observed %s -> %s %d/%d" % c)
+groups = [g["id"] for g in d.get("groups", [])]
+want(groups == ["rec-app-other"], "proposed groups %s (ns-other is only in all-vms, which spans apps)" % groups)
+want(d["policy"].get("mode") == "POLICY_MODE_AUDIT", "the draft is in audit mode")
+print("\n".join(out))
+print("info %d connection(s), %d record(s), %d lost; rules: %s" % (len(seen), d.get("records", 0),
+      d.get("lost", 0), "; ".join(r["display_name"] for r in d["policy"]["rules"])))' \
+  "$WORK/recommend.json" 2>&1)
+while IFS= read -r line; do
+  case $line in
+  ok\ *) pass "recommend: ${line#ok }" ;;
+  info\ *) echo "      recommend: ${line#info }" ;;
+  *) fail "recommend: ${line#bad }" ;;
+  esac
+done <<<"$check"
+# Enforce the reviewed draft in place of the audit and web-to-db policies.
+sed -i 's/POLICY_MODE_AUDIT/POLICY_MODE_ENFORCE/' "$WORK/draft/policy.json"
+fleet_dfwctl group apply -f "$WORK/draft/groups.json" >/dev/null || fail "draft groups not applied"
+fleet_dfwctl policy apply -f "$WORK/draft/policy.json" >/dev/null || fail "draft policy not applied"
+fleet_dfwctl policy delete audit-all >/dev/null || fail "audit-all not deleted"
+fleet_dfwctl policy delete web-to-db >/dev/null || fail "web-to-db not deleted"
+fleet_wait_realized 10 || fail "the recommended policy was not realized"
+TRACE_TOO=1
+expect allow web db tcp 5432
+expect allow other db tcp 80
+expect allow db web udp 5432
+expect block web db tcp 80
+expect block web db udp 5432
+expect block other db tcp 5432
+expect block db web tcp 5432
+expect block web other tcp 80
+expect block other web udp 5432
+TRACE_TOO=0
 
 echo "== flow records (last 5)"
 tail -5 "$SB_DP_FLOWS"
