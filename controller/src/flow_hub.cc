@@ -35,7 +35,9 @@ bool FlowFilter::Matches(const dfw::v1::ObservedFlow& f) const {
   if (!vm.empty() && f.vm_id() != vm && f.vm_name() != vm && f.peer_vm_id() != vm &&
       f.peer_vm_name() != vm)
     return false;
-  if (!group.empty() && std::find(f.groups().begin(), f.groups().end(), group) == f.groups().end())
+  if (!group.empty() &&
+      std::find(f.groups().begin(), f.groups().end(), group) == f.groups().end() &&
+      std::find(f.peer_groups().begin(), f.peer_groups().end(), group) == f.peer_groups().end())
     return false;
   if (!verdicts.empty() && std::find(verdicts.begin(), verdicts.end(), r.kind()) == verdicts.end())
     return false;

@@ -2018,6 +2018,17 @@ void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch bat
       for (const auto& n : vm.vnics()) vm_of[n.id()] = &vm;
     }
     std::map<std::string, std::vector<std::string>> groups_of;  // by VM id, filled as met
+    auto groups = [&](const std::string& vm_id) -> const std::vector<std::string>& {
+      auto [g, fresh] = groups_of.try_emplace(vm_id);
+      if (fresh) {
+        if (auto reasons = index_->GroupsOf(vm_id); reasons.ok()) {
+          for (const auto& reason : *reasons) g->second.push_back(reason.group_id);
+          std::sort(g->second.begin(), g->second.end());
+          g->second.erase(std::unique(g->second.begin(), g->second.end()), g->second.end());
+        }
+      }
+      return g->second;
+    };
     std::lock_guard<std::mutex> peers(peer_mu_);
     if (peer_revision_ != revision_) {
       peer_vm_.clear();
@@ -2039,15 +2050,7 @@ void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch bat
         const dfw::v1::Vm& vm = *it->second;
         f.set_vm_id(vm.id());
         f.set_vm_name(vm.name());
-        auto [g, fresh] = groups_of.try_emplace(vm.id());
-        if (fresh) {
-          if (auto reasons = index_->GroupsOf(vm.id()); reasons.ok()) {
-            for (const auto& reason : *reasons) g->second.push_back(reason.group_id);
-            std::sort(g->second.begin(), g->second.end());
-            g->second.erase(std::unique(g->second.begin(), g->second.end()), g->second.end());
-          }
-        }
-        for (const auto& id : g->second) f.add_groups(id);
+        for (const auto& id : groups(vm.id())) f.add_groups(id);
       }
       // The other end: "1.2.3.4:80" or "[2001:db8::1]:80".
       const std::string& peer = rec.direction() == dfw::v1::DIRECTION_IN ? rec.src() : rec.dst();
@@ -2057,6 +2060,7 @@ void ModelService::RelayFlows(const std::string& host_id, dfw::v1::FlowBatch bat
       if (auto p = peer_vm_.find(std::string(ip)); p != peer_vm_.end()) {
         f.set_peer_vm_id(p->second.first);
         f.set_peer_vm_name(p->second.second);
+        for (const auto& id : groups(p->second.first)) f.add_peer_groups(id);
       }
       if (!rec.policy_id().empty()) {
         if (auto p = policies_.find(rec.policy_id()); p != policies_.end()) {

@@ -50,6 +50,7 @@ struct Reference {
     auto ip_of = [](const std::string& a) { return a.substr(0, a.rfind(':')); };
     bool in_groups = false;
     for (const auto& g : f.groups()) in_groups |= g == q.group;
+    for (const auto& g : f.peer_groups()) in_groups |= g == q.group;
     bool verdict = q.verdicts.empty();
     for (auto k : q.verdicts) verdict |= k == r.kind();
     return (q.vm.empty() || q.vm == f.vm_id() || q.vm == f.vm_name() || q.vm == f.peer_vm_id() ||
@@ -122,6 +123,7 @@ TEST(FlowHubTest, ReadsMatchAReferenceOnRandomRecordsFiltersAndCursors) {
       if (rng() % 3 == 0) {
         f.set_peer_vm_id(pick({"vm-a", "vm-b", "vm-d"}));
         f.set_peer_vm_name(f.peer_vm_id() + "-name");
+        if (rng() % 2) f.add_peer_groups(pick({"g1", "g3"}));
       }
       if (rng() % 5) {
         f.set_vm_id(pick({"vm-a", "vm-b", "vm-c"}));
@@ -137,7 +139,7 @@ TEST(FlowHubTest, ReadsMatchAReferenceOnRandomRecordsFiltersAndCursors) {
       FlowFilter q;
       if (rng() % 3 == 0) q.host = pick({"h1", "h2", "h3"});
       if (rng() % 3 == 0) q.vm = pick({"vm-a", "vm-b-name", "nobody"});
-      if (rng() % 4 == 0) q.group = pick({"g1", "g2"});
+      if (rng() % 4 == 0) q.group = pick({"g1", "g2", "g3"});
       if (rng() % 3 == 0) q.verdicts = {kinds[rng() % 4]};
       if (rng() % 5 == 0) q.verdicts.push_back(kinds[rng() % 4]);
       if (rng() % 4 == 0) q.policy = pick({"p1", "Db"});
@@ -344,7 +346,8 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(allowed["record"]["dst"], "198.18.0.2:5432");
   EXPECT_EQ(allowed["peer_vm_id"], "db-1");  // the other end's address, resolved
   EXPECT_EQ(allowed["peer_vm_name"], "db-1");
-  EXPECT_FALSE(b["flows"][3].contains("vm_id"));  // a vNIC h1 does not hold: no names
+  EXPECT_EQ(allowed["peer_groups"], json::array({"db"}));  // and its groups
+  EXPECT_FALSE(b["flows"][3].contains("vm_id"));           // a vNIC h1 does not hold: no names
   const uint64_t cursor = std::stoull(b["cursor"].get<std::string>());
   EXPECT_EQ(cursor & FlowHub::kSeqMask, 4u);
   const uint64_t epoch = cursor & ~FlowHub::kSeqMask;
@@ -357,6 +360,11 @@ TEST_F(ObserveTest, RecordsRelayedByHostsComeBackResolvedAndFiltered) {
   EXPECT_EQ(Rules(Flows("vm=db-1")),
             (std::vector<std::string>{"lost:3", "allow-pg", "reject-http", "default"}));
   EXPECT_EQ(Rules(Flows("group=web&protocol=tcp&verdict=denied")),
+            (std::vector<std::string>{"lost:3", "reject-http"}));
+  // Either end: db is the group of every record's peer (db-1).
+  EXPECT_EQ(Rules(Flows("group=db")),
+            (std::vector<std::string>{"lost:3", "allow-pg", "reject-http", "default"}));
+  EXPECT_EQ(Rules(Flows("group=web&vm=db-1&port=80")),
             (std::vector<std::string>{"lost:3", "reject-http"}));
   EXPECT_EQ(Rules(Flows("policy=Web%20to%20DB&rule=reject-http")),
             (std::vector<std::string>{"lost:3", "reject-http"}));

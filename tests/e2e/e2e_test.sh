@@ -246,10 +246,11 @@ want(allowed and allowed[0].get("policy_id", allowed[0]["record"].get("policy_id
      (allowed[0]["record"].get("policy_id", "") + "/" + allowed[0]["record"].get("rule_id", "")
       if allowed else "none of %d records" % len(flows)))
 want(allowed and allowed[0].get("host_id") == sys.argv[2] and "web" in allowed[0].get("groups", [])
-     and allowed[0].get("peer_vm_name") == "ns-db",
-     "the record names host %s, the VM groups %s and the peer %s" %
+     and allowed[0].get("peer_vm_name") == "ns-db" and "db" in allowed[0].get("peer_groups", []),
+     "the record names host %s, the VM groups %s and the peer %s in %s" %
      (sys.argv[2], allowed[0].get("groups") if allowed else "-",
-      allowed[0].get("peer_vm_name") if allowed else "-"))
+      allowed[0].get("peer_vm_name") if allowed else "-",
+      allowed[0].get("peer_groups") if allowed else "-"))
 want(bool(denied), "web -> db tcp/80 DENIED (%d records)" % len(denied))
 lost = sum(int(r.get("lost", 0)) for r in recs)
 print("\n".join(out))

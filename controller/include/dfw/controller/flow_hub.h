@@ -47,7 +47,7 @@ namespace dfw::controller {
 struct FlowFilter {
   std::string vm;     // the record's VM or its peer's (either end), by id or name
   std::string host;   // the reporting host's id
-  std::string group;  // a group of the record's VM
+  std::string group;  // a group of the record's VM or its peer's (either end)
   std::vector<dfw::v1::FlowRecord::Kind> verdicts;  // any of them
   std::string policy;                               // by id or name
   std::string rule;                                 // rule id
