@@ -126,11 +126,10 @@ class Builder {
     const TagSet tags = !app.empty() ? app : TagSet(vm.tags.begin(), vm.tags.end());
     const std::string key = tags.empty() ? "vm " + vm_id : "";
     auto [it, fresh] = proposed_.try_emplace(std::make_pair(tags, key));
+    Proposal& p = it->second;
     if (!fresh) {
-      out_->groups[it->second.second]["description"] =
-          out_->groups[it->second.second]["description"].get<std::string>() + ", " +
-          (vm.name.empty() ? vm_id : vm.name);
-      return it->second.first;
+      if (p.for_vms.insert(vm.name.empty() ? vm_id : vm.name).second) Describe(p);
+      return p.id;
     }
     std::string name = "rec";
     json group;
@@ -145,14 +144,33 @@ class Builder {
       }
       group["criteria"] = json::array({{{"conditions", conditions}}});
     }
-    const std::string id = Unique(IdOf(name));
-    group["id"] = id;
-    group["display_name"] = id;
-    group["description"] =
-        "proposed by dfwctl policy recommend for " + (vm.name.empty() ? vm_id : vm.name);
-    it->second = {id, out_->groups.size()};
+    p.id = Unique(IdOf(name));
+    p.index = out_->groups.size();
+    p.for_vms.insert(vm.name.empty() ? vm_id : vm.name);
+    group["id"] = p.id;
+    group["display_name"] = p.id;
     out_->groups.push_back(group);
-    return id;
+    Describe(p);
+    return p.id;
+  }
+
+  // A proposed group and the VMs (names) it was drawn for.
+  struct Proposal {
+    std::string id;
+    size_t index = 0;  // in out_->groups
+    std::set<std::string> for_vms;
+  };
+
+  // "proposed ... for a, b, c, d, e and 7 more": a few names, not all.
+  void Describe(const Proposal& p) {
+    std::string text = "proposed by dfwctl policy recommend for ";
+    size_t n = 0;
+    for (const std::string& name : p.for_vms) {
+      if (n == 5) break;
+      text += (n++ ? ", " : "") + name;
+    }
+    if (p.for_vms.size() > n) text += " and " + std::to_string(p.for_vms.size() - n) + " more";
+    out_->groups[p.index]["description"] = text;
   }
 
   std::string Unique(const std::string& id) {
@@ -168,8 +186,8 @@ class Builder {
   const Facts& facts_;
   const std::string scope_;
   Recommendation* out_;
-  // (tags, "vm <id>" for an untagged VM) -> (group id, index in out_->groups)
-  std::map<std::pair<TagSet, std::string>, std::pair<std::string, size_t>> proposed_;
+  // (tags, "vm <id>" for an untagged VM) -> its proposed group
+  std::map<std::pair<TagSet, std::string>, Proposal> proposed_;
   std::set<std::string> taken_;
 };
 
@@ -244,7 +262,8 @@ json ServicesJson(const std::map<uint32_t, std::set<uint32_t>>& seen, std::strin
         out.push_back(part);
       }
       continue;
-    } else if (protocol == kIcmp || protocol == kIcmp6) {
+    }
+    if (protocol == kIcmp || protocol == kIcmp6) {
       s["icmp_type"] = protocol == kIcmp ? 8 : 128;  // echo request
       *text += proto + " echo";
     } else {

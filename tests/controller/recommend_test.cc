@@ -306,6 +306,17 @@ TEST(RecommendTest, TheDraftAllowsExactlyTheObservedConnectionsOnRandomFleets) {
       EXPECT_TRUE(ValidateObjectId(id, "id").ok()) << id;
       EXPECT_FALSE(f.facts.existing_group_ids.count(id)) << id;
       EXPECT_TRUE(ids.insert(id).second) << id;
+      // A few of the VMs it was drawn for, each once.
+      const std::string why = g["description"];
+      std::string list = why.substr(why.find(" for ") + 5);
+      list = list.substr(0, list.find(" and "));
+      std::vector<std::string> names;
+      for (size_t at = 0, comma; at <= list.size(); at = comma + 2) {
+        comma = std::min(list.find(", ", at), list.size());
+        names.push_back(list.substr(at, comma - at));
+      }
+      EXPECT_LE(names.size(), 5u) << why;
+      EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size()) << why;
     }
     // Each connection once, named by its rule.
     EXPECT_EQ(r.observed.size(), std::set<Connection>(conns.begin(), conns.end()).size());
