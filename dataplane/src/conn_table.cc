@@ -184,6 +184,8 @@ struct ConnTable::Impl {
   Counter* session_packets = nullptr;
   Counter* session_bytes = nullptr;
   uint32_t session_rules = 0;
+  FlowRing* ended_records = nullptr;  // SetEndedRecords
+  uint64_t last_now = 0;              // the newest now_ms given (Tick, Commit, Sweep)
 
   explicit Impl(const ConnTableConfig& c);
 
@@ -376,9 +378,12 @@ struct ConnTable::Impl {
   // totals go to its rule's session totals (conn_table.h, "Session totals").
   void RemoveEntry(uint32_t i, bool ended = true) {
     ConnEntry& x = e[i];
-    if (ended && !(x.flags & kEntryMoved) && x.rule_num != 0 && x.rule_num < session_rules) {
-      session_packets[x.rule_num].Add(ctr[i].packets[0] + ctr[i].packets[1]);
-      session_bytes[x.rule_num].Add(ctr[i].bytes[0] + ctr[i].bytes[1]);
+    if (ended && !(x.flags & kEntryMoved)) {
+      if (x.rule_num != 0 && x.rule_num < session_rules) {
+        session_packets[x.rule_num].Add(ctr[i].packets[0] + ctr[i].packets[1]);
+        session_bytes[x.rule_num].Add(ctr[i].bytes[0] + ctr[i].bytes[1]);
+      }
+      if (ended_records) RecordEnd(i);
     }
     ClearSlot(Hash(EntryKey(i, 0)), i << 1);
     ClearSlot(Hash(EntryKey(i, 1)), i << 1 | 1);
@@ -503,6 +508,27 @@ struct ConnTable::Impl {
     PlaceSlot(h1, i << 1 | 1);
     ++zone_count[k.zone];
     ++used;
+  }
+
+  // The "ended" flow record of entry i (SetEndedRecords).
+  void RecordEnd(uint32_t i) {
+    ConnInfo c;
+    Fill(i, last_now, &c);
+    FlowEvent ev;
+    ev.kind = FlowEvent::Kind::kEnded;
+    ev.family = c.family;
+    ev.dir = c.dir;
+    ev.proto = c.proto;
+    ev.local_id = c.zone;
+    ev.src = c.src;
+    ev.dst = c.dst;
+    ev.sport = c.sport;
+    ev.dport = c.dport;
+    ev.rule_num = c.policy.rule_num;
+    ev.time_ms = last_now;
+    ev.packets = c.packets;
+    ev.bytes = c.bytes;
+    ended_records->Push(ev);
   }
 
   void Fill(uint32_t i, uint64_t now, ConnInfo* out) const {
@@ -686,6 +712,7 @@ bool ConnTable::Commit(uint16_t zone, const ParsedPacket& p, const ConnPolicy& p
                        uint64_t now_ms, uint32_t* entry, DropReason* reason,
                        const Probe* probe) noexcept {
   Impl& t = *impl_;
+  t.last_now = now_ms;
   auto fail = [&](DropReason r) {
     if (reason) *reason = r;
     return false;
@@ -745,6 +772,10 @@ void ConnTable::SetPolicy(uint32_t entry, const ConnPolicy& policy) noexcept {
                               : static_cast<uint8_t>(x.flags & ~kEntryRevalidate);
 }
 
+void ConnTable::SetEndedRecords(FlowRing* ring) noexcept { impl_->ended_records = ring; }
+
+void ConnTable::Tick(uint64_t now_ms) noexcept { impl_->last_now = now_ms; }
+
 void ConnTable::SetSessionTotals(Counter* packets, Counter* bytes, uint32_t rules) noexcept {
   Impl& t = *impl_;
   const bool on = packets && bytes;
@@ -778,6 +809,7 @@ uint32_t ConnTable::SweepCursor() noexcept {
 
 uint32_t ConnTable::SweepOne(uint32_t slot, uint64_t now_ms, ConnInfo* ended) noexcept {
   Impl& t = *impl_;
+  t.last_now = now_ms;
   if (!(t.e[slot].flags & kEntryUsed) || !t.Expired(slot, now_ms)) return 0;
   t.Fill(slot, now_ms, ended);
   t.RemoveEntry(slot);

@@ -53,6 +53,8 @@ Pipeline::Pipeline(VnicTable* vnics, const PipelineConfig& config, uint32_t work
   // aged out, evicted, removed on revalidation, flushed).
   conntrack_.SetSessionTotals(counters_->rule_session_packets.get(),
                               counters_->rule_session_bytes.get(), counters_->rules);
+  // ... and each end is an "ended" flow record, whichever path ended it.
+  conntrack_.SetEndedRecords(&flows_);
 }
 
 Pipeline::~Pipeline() = default;
@@ -60,6 +62,7 @@ Pipeline::~Pipeline() = default;
 void Pipeline::Process(const uint8_t* const* frames, const uint16_t* lens, uint32_t n,
                        uint64_t now_ms, Verdict* out, uint8_t (*replies)[kMaxReplyLen]) noexcept {
   vnics_->Enter(worker_);
+  conntrack_.Tick(now_ms);
   // Three passes over each chunk of the burst, so that the cache misses of
   // its connection lookups overlap instead of queueing: parse everything,
   // hash each key once and prefetch its bucket; then prefetch the entry each
@@ -94,23 +97,9 @@ void Pipeline::Process(const uint8_t* const* frames, const uint16_t* lens, uint3
 }
 
 void Pipeline::Maintain(uint64_t now_ms, uint32_t budget) noexcept {
-  conntrack_.Sweep(now_ms, budget, [&](const ConnInfo& c) {
-    FlowEvent e;
-    e.kind = FlowEvent::Kind::kEnded;
-    e.family = c.family;
-    e.dir = c.dir;
-    e.proto = c.proto;
-    e.local_id = c.zone;
-    e.src = c.src;
-    e.dst = c.dst;
-    e.sport = c.sport;
-    e.dport = c.dport;
-    e.rule_num = c.policy.rule_num;
-    e.time_ms = now_ms;
-    e.packets = c.packets;
-    e.bytes = c.bytes;
-    flows_.Push(e);
-  });
+  // Each connection aged out becomes an "ended" record in the table itself
+  // (SetEndedRecords), as those removed on any other path do.
+  conntrack_.Sweep(now_ms, budget, [](const ConnInfo&) {});
 }
 
 void Pipeline::Record(FlowEvent::Kind kind, const ParsedPacket& p, uint32_t rule_num, Action a,

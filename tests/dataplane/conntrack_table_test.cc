@@ -2,8 +2,10 @@
 // Sweep, limits with early drop, read-outs, and a full table.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "conntrack_test_util.h"
@@ -328,6 +330,18 @@ TEST(ConntrackSessionTotals, EveryEndFoldsOnceMovesAndReplacementsDoNot) {
   constexpr uint32_t kRules = 100;
   Counter packets[kRules], bytes[kRules];
   ct.SetSessionTotals(packets, bytes, kRules);
+  // Each end is also an "ended" flow record, on whichever path.
+  FlowRing ring(1024);
+  ct.SetEndedRecords(&ring);
+  auto ended = [&] {
+    std::vector<std::pair<uint32_t, uint64_t>> out;  // (rule, packets)
+    for (FlowEvent ev; ring.Pop(&ev);) {
+      EXPECT_EQ(ev.kind, FlowEvent::Kind::kEnded);
+      out.emplace_back(ev.rule_num, ev.packets);
+    }
+    return out;
+  };
+  using Ends = std::vector<std::pair<uint32_t, uint64_t>>;
   auto commit = [&](uint16_t zone, const ParsedPacket& p, uint32_t rule, uint32_t* entry) {
     DropReason r;
     return ct.Commit(zone, p, ConnPolicy{rule, 1, false}, 0, entry, &r);
@@ -347,19 +361,24 @@ TEST(ConntrackSessionTotals, EveryEndFoldsOnceMovesAndReplacementsDoNot) {
   ASSERT_TRUE(commit(1, Udp(kA, kB, 1001, 53), 6, &e));
   ASSERT_EQ(ct.Track(1, Udp(kB, kA, 53, 1001), 0).kind, Kind::kEstablished);
   expect_only({});  // open: nothing yet
+  EXPECT_EQ(ended(), Ends{});
   ASSERT_TRUE(commit(1, Udp(kA, kB, 1002, 53), 7, &e));
   EXPECT_EQ(ct.Track(1, Udp(kA, kB, 1000, 53), 0).kind, Kind::kNew);  // evicted
   expect_only({{5, {2, 2 * udp}}});
+  EXPECT_EQ(ended(), (Ends{{5, 2}}));
 
   // Remove (revalidation denied it).
   ct.Remove(e);
   expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+  EXPECT_EQ(ended(), (Ends{{7, 1}}));
 
-  // The default rule (0) and numbers past the counters: not counted.
+  // The default rule (0) and numbers past the counters: not counted (but
+  // they end: recorded).
   ASSERT_TRUE(commit(2, Udp(kA, kB, 2000, 53), 0, &e));
   ASSERT_TRUE(commit(2, Udp(kA, kB, 2001, 53), 150, &e));
   EXPECT_EQ(ct.Flush(2), 2u);
   expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+  EXPECT_EQ(ended().size(), 2u);
 
   // Moved (exported with its VM), then removed here: not an end. A moved
   // entry that carries a packet here again stayed: its end counts.
@@ -367,11 +386,13 @@ TEST(ConntrackSessionTotals, EveryEndFoldsOnceMovesAndReplacementsDoNot) {
   EXPECT_EQ(ct.MarkMoved(3, 0), 1u);
   EXPECT_EQ(ct.Flush(3), 1u);
   expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}});
+  EXPECT_EQ(ended(), Ends{});
   ASSERT_TRUE(commit(3, Udp(kA, kB, 3001, 53), 8, &e));
   EXPECT_EQ(ct.MarkMoved(3, 0), 1u);
   ASSERT_EQ(ct.Track(3, Udp(kB, kA, 53, 3001), 0).kind, Kind::kEstablished);
   EXPECT_EQ(ct.Flush(3), 1u);
   expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}});
+  EXPECT_EQ(ended(), (Ends{{8, 2}}));
 
   // An import replacing the same connection: it goes on, then ends once
   // with the totals it was imported with.
@@ -383,9 +404,13 @@ TEST(ConntrackSessionTotals, EveryEndFoldsOnceMovesAndReplacementsDoNot) {
   ASSERT_TRUE(ct.Import(4, c, 0).ok());
   EXPECT_EQ(ct.zone_size(4), 1u);
   expect_only({{5, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}});
+  EXPECT_EQ(ended(), Ends{});  // the replaced entry goes on
   EXPECT_EQ(ct.Sweep(ConnTimeouts{}.udp_replied, ct.capacity(), [](const ConnInfo&) {}), 2u);
   expect_only(
       {{5, {2, 2 * udp}}, {6, {2, 2 * udp}}, {7, {1, udp}}, {8, {2, 2 * udp}}, {9, {10, 1000}}});
+  auto swept = ended();
+  std::sort(swept.begin(), swept.end());
+  EXPECT_EQ(swept, (Ends{{6, 2}, {9, 10}}));
 }
 
 TEST(ConntrackLimits, PerZoneHardFailureWhenAllEstablished) {

@@ -11,9 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <iterator>
 #include <random>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "dfw/dataplane/ruleset_compiler.h"
@@ -579,6 +581,16 @@ class SessionTotalsTest : public PipelineTest {
     now_ms_ += ms;
     pipeline_.Maintain(now_ms_, pipeline_.conntrack().capacity());
   }
+  // The "ended" records written since the last call: (zone, rule, packets).
+  std::vector<std::tuple<uint16_t, uint32_t, uint64_t>> Ended() {
+    std::vector<std::tuple<uint16_t, uint32_t, uint64_t>> out;
+    for (FlowEvent e; pipeline_.flows().Pop(&e);) {
+      if (e.kind == FlowEvent::Kind::kEnded) out.emplace_back(e.local_id, e.rule_num, e.packets);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  using Ends = std::vector<std::tuple<uint16_t, uint32_t, uint64_t>>;
 };
 
 TEST_F(SessionTotalsTest, FinClosedConnectionIsCountedWhenItAgesOutNotBefore) {
@@ -630,7 +642,9 @@ TEST_F(SessionTotalsTest, EstablishedConnectionIsCountedWhenItAgesOut) {
   // Open for a day less a second: nothing yet.
   Age(ConnTimeouts{}.tcp_established - 1000);
   ExpectOthersZero({});
+  EXPECT_EQ(Ended(), Ends{});
   Age(1001);
+  EXPECT_EQ(Ended(), (Ends{{kWeb, 10, web.packets}, {kDb, 20, db.packets}}));
   EXPECT_EQ(SessionPackets(10), web.packets);
   EXPECT_EQ(SessionBytes(10), web.bytes);
   EXPECT_EQ(SessionPackets(20), db.packets);
@@ -642,11 +656,14 @@ TEST_F(SessionTotalsTest, EstablishedConnectionIsCountedWhenItAgesOut) {
 TEST_F(SessionTotalsTest, FlushEndsTheZonesConnections) {
   ASSERT_NO_FATAL_FAILURE(Open(2));
   const ConnInfo web = Entry(kWeb), db = Entry(kDb);
+  Ended();
   EXPECT_EQ(pipeline_.conntrack().Flush(kWeb), 1u);
+  EXPECT_EQ(Ended(), (Ends{{kWeb, 10, web.packets}}));  // an end, recorded as such
   EXPECT_EQ(SessionPackets(10), web.packets);
   EXPECT_EQ(SessionBytes(10), web.bytes);
   ExpectOthersZero({10});  // db's connection is still open
   EXPECT_EQ(pipeline_.conntrack().Flush(-1), 1u);
+  EXPECT_EQ(Ended(), (Ends{{kDb, 20, db.packets}}));
   EXPECT_EQ(SessionPackets(20), db.packets);
   EXPECT_EQ(SessionBytes(20), db.bytes);
   EXPECT_EQ(SessionPackets(10), web.packets) << "counted once";
@@ -671,6 +688,7 @@ TEST_F(SessionTotalsTest, ConnectionCutOnRevalidationIsCountedAndAMovedOneIsNot)
   EXPECT_EQ(SessionPackets(80), 3u);
   EXPECT_EQ(SessionBytes(80), cut.bytes / 2 * 3);
   ExpectOthersZero({80});
+  EXPECT_EQ(Ended(), (Ends{{kWeb, 80, 3}}));  // the cut is the connection's end
 
   // Exported to leave with its VM: removed here, not ended here.
   Install(kWeb, kWebMac, {kWebIp}, {}, web, {80}, {RuleOpts{Action::kAllow, false, true}});
@@ -680,6 +698,7 @@ TEST_F(SessionTotalsTest, ConnectionCutOnRevalidationIsCountedAndAMovedOneIsNot)
   EXPECT_EQ(pipeline_.conntrack().size(), 0u);
   EXPECT_EQ(SessionPackets(80), 3u) << "the moved connection is not counted";
   ExpectOthersZero({80});
+  EXPECT_EQ(Ended(), Ends{}) << "nor recorded as ended";
 }
 #endif  // DFW_CONFORMANCE_DPDK
 

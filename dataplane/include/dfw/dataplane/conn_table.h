@@ -57,6 +57,12 @@
 // connection going on: the replaced entry folds nothing. Entries still in
 // the table when it is destroyed are not ended (a restart exports them).
 //
+// Ended records. With SetEndedRecords, every end above (not a move, not an
+// import's replacement) also pushes an "ended" flow record (its totals, its
+// rule) into the given ring, whichever path removed it; the ring counts what
+// it has no room for. Its time is the newest `now_ms` the table was given
+// (Tick, Commit, Sweep).
+//
 // Thread safety. A ConnTable belongs to one thread (the worker lcore that owns
 // the vNICs' traffic): Lookup/Track/Sweep from that thread only. Readers on
 // other threads get copies through the owning thread (Snapshot is called by
@@ -71,6 +77,7 @@
 
 #include "dfw/dataplane/counter.h"
 #include "dfw/dataplane/drop_reason.h"
+#include "dfw/dataplane/flow_records.h"
 #include "dfw/dataplane/packet_parser.h"
 #include "dfw/dataplane/ruleset_compiler.h"
 
@@ -265,6 +272,10 @@ class ConnTable {
   // packets[rule_num] and bytes[rule_num], arrays of `rules` counters that
   // outlive the table; written by the owning thread. Null: not counted.
   void SetSessionTotals(Counter* packets, Counter* bytes, uint32_t rules) noexcept;
+  // Where ended connections go as "ended" flow records (see above); null:
+  // nowhere. Tick tells the table the time (once per burst).
+  void SetEndedRecords(FlowRing* ring) noexcept;
+  void Tick(uint64_t now_ms) noexcept;
   // Marks the first `max` (0: all) live entries of `zone` in index order
   // (those ExportZone copies) as moved, exported to leave with their VM:
   // their removal here is not their end. Returns how many.

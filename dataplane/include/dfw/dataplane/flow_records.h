@@ -1,6 +1,7 @@
 // Flow records: what the dataplane tells the operator about connections —
 // allowed (a new connection admitted), denied (a packet refused by policy or
-// default rule), audit (would have been denied), ended (aged out or closed) —
+// default rule), audit (would have been denied), ended (any end: aged out or
+// closed, cut on revalidation, evicted, flushed; not a move) —
 // carried from the worker to a control thread through a lock-free
 // single-producer single-consumer ring, then written as JSON lines.
 //
