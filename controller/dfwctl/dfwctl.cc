@@ -986,8 +986,10 @@ int Recommend(Ctx& c, const std::vector<std::string>& a) {
       return kUsage;
     }
   }
-  if (last > 10000 || priority > 1000000) {
-    std::fprintf(stderr, "dfwctl: policy recommend: --last 0..10000, --priority 0..1000000\n");
+  if (last > 10000 || priority > 1000000 || window_s == 0) {
+    std::fprintf(stderr,
+                 "dfwctl: policy recommend: --window 1.., --last 0..10000, --priority "
+                 "0..1000000\n");
     return kUsage;
   }
   opt.priority = static_cast<int>(priority);
@@ -995,9 +997,15 @@ int Recommend(Ctx& c, const std::vector<std::string>& a) {
   // The connections, and what was lost on the way.
   std::vector<dfw::recommend::Connection> conns;
   uint64_t records = 0, lost = 0;
+  bool bad_count = false;  // a loss marker whose count is no number (a file's)
   auto take = [&](const json& f) {
     if (f.contains("lost") || f.contains("missed")) {
-      lost += std::stoull(Str(f.contains("lost") ? f["lost"] : f["missed"]));
+      const std::string n = Str(f.contains("lost") ? f["lost"] : f["missed"]);
+      if (n.empty() || n.size() > 19 || n.find_first_not_of("0123456789") != std::string::npos) {
+        bad_count = true;
+        return false;
+      }
+      lost += std::stoull(n);
     } else if (auto conn = dfw::recommend::ConnectionOf(f)) {
       ++records;
       conns.push_back(*conn);
@@ -1021,13 +1029,23 @@ int Recommend(Ctx& c, const std::vector<std::string>& a) {
                      from_file.c_str(), n);
         return kInvalid;
       }
-      take(f);
+      if (!take(f)) {
+        std::fprintf(stderr, "dfwctl: %s:%zu: \"lost\"/\"missed\": not a count\n",
+                     from_file.c_str(), n);
+        return kInvalid;
+      }
     }
   } else {
     std::fprintf(stderr, "dfwctl: observing allowed and audit flow records for %llu s...\n",
                  static_cast<unsigned long long>(window_s));
     // The first read (the newest `last` held) also asks the hosts to send.
     if (int rc = ReadFlows(c, query, last, true, window_s, take); rc != kOk) return rc;
+    if (bad_count) {
+      std::fprintf(stderr,
+                   "dfwctl: policy recommend: the controller sent a loss count that is "
+                   "no number\n");
+      return kError;
+    }
   }
 
   // What the ends are: every VM's tags, the ends' groups and their members.

@@ -509,6 +509,14 @@ TEST_F(RecommendFromRelayedFlowsTest, AFollowedWindowBecomesAPolicyThatAllowsWha
                   "policy recommend --from-file " + dir + "/bad.jsonl");
   EXPECT_EQ(bad.rc, 3);
   EXPECT_NE(bad.out.find("bad.jsonl:2: not a JSON object"), std::string::npos) << bad.out;
+  { std::ofstream(dir + "/bad.jsonl") << "{\"lost\":\"3\"}\n{\"lost\":\"many\"}\n"; }
+  bad = RunDfwctl(DFWCTL_BIN, server_.http_port(),
+                  "policy recommend --from-file " + dir + "/bad.jsonl");
+  EXPECT_EQ(bad.rc, 3);
+  EXPECT_NE(bad.out.find("bad.jsonl:2: \"lost\"/\"missed\": not a count"), std::string::npos)
+      << bad.out;
+  bad = RunDfwctl(DFWCTL_BIN, server_.http_port(), "policy recommend --window 0");
+  EXPECT_EQ(bad.rc, 2) << bad.out;  // 0 would follow for ever
 }
 
 }  // namespace
