@@ -74,6 +74,18 @@ expect() {
       fail "$what: dfwctl trace says '$traced', the packets $got"; fi
   fi
 }
+# Lines "ok WHAT", "info WHAT" or "bad WHAT" (a check's python) on stdin:
+# a PASS, a note or a FAIL each, under the label $1.
+report() {
+  local line
+  while IFS= read -r line; do
+    case $line in
+    ok\ *) pass "$1: ${line#ok }" ;;
+    info\ *) echo "      $1: ${line#info }" ;;
+    *) fail "$1: ${line#bad }" ;;
+    esac
+  done
+}
 guest_tags() {
   fleet_dfwctl -o json vm get "$FLEET_GUEST_NAME" 2>/dev/null | python3 -c '
 import json, sys
@@ -204,12 +216,7 @@ want(sums.get("dfw_hostagent_dataplane_calls_total", 0) > 0, "dataplane calls co
 want(sums.get("dfw_dataplane_rule_hits_total", 0) > 0,
      "rule hits counted: %s" % sums.get("dfw_dataplane_rule_hits_total"))
 print("\n".join(out))' "${drops:-0}" "$rev")
-  while IFS= read -r line; do
-    case $line in
-    ok\ *) pass "agent metrics: ${line#ok }" ;;
-    *) fail "agent metrics: ${line#bad }" ;;
-    esac
-  done <<<"$check"
+  report "agent metrics" <<<"$check"
 else
   fail "agent metrics: the scrape failed: $(head -c 300 "$WORK/metrics.err")"
 fi
@@ -256,13 +263,7 @@ lost = sum(int(r.get("lost", 0)) for r in recs)
 print("\n".join(out))
 print("info %d records, %d lost on the way" % (len(flows), lost))' "$WORK/observe.jsonl" "$FLEET_HOST_ID" 2>&1)
 [ "$observe_rc" = 0 ] || fail "dfwctl observe exited $observe_rc: $(head -c 300 "$WORK/observe.err")"
-while IFS= read -r line; do
-  case $line in
-  ok\ *) pass "observe: ${line#ok }" ;;
-  info\ *) echo "      observe: ${line#info }" ;;
-  *) fail "observe: ${line#bad }" ;;
-  esac
-done <<<"$check"
+report observe <<<"$check"
 
 echo "== 2. tag change through dfwctl: other becomes app=web"
 rev_before=$(fleet_revision)
@@ -515,13 +516,7 @@ print("\n".join(out))
 print("info %d connection(s), %d record(s), %d lost; rules: %s" % (len(seen), d.get("records", 0),
       d.get("lost", 0), "; ".join(r["display_name"] for r in d["policy"]["rules"])))' \
   "$WORK/recommend.json" 2>&1)
-while IFS= read -r line; do
-  case $line in
-  ok\ *) pass "recommend: ${line#ok }" ;;
-  info\ *) echo "      recommend: ${line#info }" ;;
-  *) fail "recommend: ${line#bad }" ;;
-  esac
-done <<<"$check"
+report recommend <<<"$check"
 # Enforce the reviewed draft in place of the audit and web-to-db policies.
 sed -i 's/POLICY_MODE_AUDIT/POLICY_MODE_ENFORCE/' "$WORK/draft/policy.json"
 fleet_dfwctl group apply -f "$WORK/draft/groups.json" >/dev/null || fail "draft groups not applied"
