@@ -78,6 +78,13 @@ const char kUsageText[] =
                                             for its smallest group within its application
                                             (--scope, default app), a VM in none for a new
                                             group of its app tags; --apply creates both
+  exclusion list                            the exclusion list: VMs and vNICs never filtered
+  exclusion add (--vm VM | --vnic VNIC) --reason TEXT
+                                            (admin) the firewall stops filtering it: its
+                                            frames bypass the dataplane (OVS port security
+                                            on its addresses stays), others' rules about
+                                            it stay in force
+  exclusion remove (vm:VM | vnic:VNIC)      (admin) filtered again
   host list
   realization [POLICY]
   host delete H                             forget a disconnected host and its VMs (admin)
@@ -697,7 +704,8 @@ int Trace(Ctx& c, const std::vector<std::string>& a) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& st : b.value("stages", json::array())) {
       const bool enforced = st.value("enforced", false);
-      std::string rule = !enforced ? "-"
+      std::string rule = !enforced                     ? "-"
+                         : st.value("excluded", false) ? "excluded"
                          : st.value("default_rule", false)
                              ? "default"
                              : Str(st.value("policy_id", json(""))) + "/" +
@@ -734,6 +742,84 @@ int Trace(Ctx& c, const std::vector<std::string>& a) {
                   Str(b.value("revision", json("0"))).c_str());
     }
   });
+}
+
+// dfwctl exclusion list | add (--vm VM | --vnic VNIC) --reason TEXT | remove ID
+int Exclusion(Ctx& c, const std::vector<std::string>& a) {
+  const std::string verb = a.size() > 1 ? a[1] : "list";
+  if (verb == "list") {
+    return Show(c, c.api->Call("GET", "/api/v1/exclusions"), [](const json& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& e : b.value("exclusions", json::array())) {
+        const bool vm = !Str(e.value("vm_id", json(""))).empty();
+        std::string vnics, hosts;
+        for (const auto& v : e.value("covered_vnic_ids", json::array()))
+          vnics += (vnics.empty() ? "" : ",") + Str(v);
+        for (const auto& h : e.value("host_ids", json::array()))
+          hosts += (hosts.empty() ? "" : ",") + Str(h);
+        rows.push_back({vm ? "vm:" + Str(e["vm_id"]) : "vnic:" + Str(e["vnic_id"]),
+                        vnics.empty() ? "(none known)" : vnics, hosts.empty() ? "-" : hosts,
+                        Str(e.value("reason", json(""))), Str(e.value("created_by", json(""))),
+                        Str(e.value("revision", json("0")))});
+      }
+      PrintTable({"ID", "VNICS NOT FILTERED", "HOSTS", "REASON", "BY", "REV"}, rows);
+    });
+  }
+  if (verb == "add") {
+    std::string vm, vnic, reason;
+    for (size_t i = 2; i < a.size(); ++i) {
+      const bool has_value = i + 1 < a.size();
+      if ((a[i] == "--vm" || a[i] == "--vnic" || a[i] == "--reason") && has_value) {
+        (a[i] == "--vm" ? vm : a[i] == "--vnic" ? vnic : reason) = a[i + 1];
+        ++i;
+      } else {
+        std::fprintf(stderr, "dfwctl: exclusion add: unexpected '%s'\n%s", a[i].c_str(),
+                     kUsageText);
+        return kUsage;
+      }
+    }
+    if (vm.empty() == vnic.empty() || reason.empty()) {
+      std::fprintf(stderr,
+                   "dfwctl: exclusion add needs --vm VM or --vnic VNIC (one), and --reason TEXT\n");
+      return kUsage;
+    }
+    json body = {{"reason", reason}};
+    if (!vm.empty()) {
+      int rc = kOk;
+      std::string id;
+      if (!ResolveVm(c, vm, &id, &rc)) return rc;
+      body["vm_id"] = id;
+    } else {
+      body["vnic_id"] = vnic;
+    }
+    return Show(c, c.api->Call("POST", "/api/v1/exclusions", body.dump()), [](const json& e) {
+      std::string vnics;
+      for (const auto& v : e.value("covered_vnic_ids", json::array()))
+        vnics += (vnics.empty() ? "" : ", ") + Str(v);
+      std::printf(
+          "excluded at revision %s: %s (not filtered by the firewall; OVS still checks "
+          "its addresses)\n",
+          Str(e.value("revision", json("0"))).c_str(),
+          vnics.empty() ? "no vNIC known yet" : vnics.c_str());
+    });
+  }
+  if ((verb == "remove" || verb == "delete") && a.size() == 3) {
+    std::string id = a[2];
+    if (id.rfind("vm:", 0) == 0) {  // a VM may be named
+      int rc = kOk;
+      std::string vm_id;
+      if (!ResolveVm(c, id.substr(3), &vm_id, &rc)) return rc;
+      id = "vm:" + vm_id;
+    }
+    return Show(c, c.api->Call("DELETE", "/api/v1/exclusions/" + id), [&](const json& b) {
+      std::printf("%s filtered again at revision %s\n", id.c_str(),
+                  Str(b.value("revision", json("0"))).c_str());
+    });
+  }
+  std::fprintf(stderr,
+               "dfwctl: exclusion list | add (--vm VM | --vnic VNIC) --reason TEXT | "
+               "remove (vm:VM | vnic:VNIC)\n");
+  return kUsage;
 }
 
 // A query value, percent-encoded (RFC 3986 unreserved characters kept).
@@ -1402,6 +1488,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
       if (f.empty()) return need(99) ? kOk : kUsage;
       return Apply(c, "policies", f, dry);
     }
+  } else if (res == "exclusion" || res == "exclusions") {
+    return Exclusion(c, a);
   } else if ((res == "host" || res == "hosts") && verb == "list") {
     return Show(c, c.api->Call("GET", "/api/v1/hosts"), [](const json& b) {
       std::vector<std::vector<std::string>> rows;

@@ -62,6 +62,9 @@ constexpr std::array kGrpcTable = {
     GrpcEntry{"/dfw.v1.ControllerService/PreviewPolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeletePolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeleteHost", Permission::kAdmin},
+    GrpcEntry{"/dfw.v1.ControllerService/ListExclusions", Permission::kRead},
+    GrpcEntry{"/dfw.v1.ControllerService/AddExclusion", Permission::kAdmin},
+    GrpcEntry{"/dfw.v1.ControllerService/DeleteExclusion", Permission::kAdmin},
     GrpcEntry{"/dfw.v1.HostSessionService/Session", Permission::kHostSession},
     GrpcEntry{"/dfw.v1.TrustService/Enroll", Permission::kEnroll},
     GrpcEntry{"/dfw.v1.TrustService/Renew", Permission::kSelf},
@@ -102,6 +105,10 @@ Permission PermissionForRest(std::string_view method, std::string_view path) {
     return Permission::kAdmin;
   }
   if (method == "DELETE" && StartsWith(path, "/api/v1/hosts/")) return Permission::kAdmin;
+  // The exclusion list turns the firewall off for a vNIC: an admin's call.
+  if (StartsWith(path, "/api/v1/exclusions") && method != "GET" && method != "HEAD") {
+    return Permission::kAdmin;
+  }
   // Metrics: counts and sizes, no object names (per-host series name hosts,
   // which ListHosts shows a viewer too).
   if (path == "/metrics") return method == "GET" ? Permission::kRead : Permission::kDeny;

@@ -113,6 +113,22 @@ grpc::Status ControllerGrpcService::DeleteHost(Ctx* ctx, const DeleteRequest* r,
       },
       o);
 }
+grpc::Status ControllerGrpcService::AddExclusion(Ctx* ctx, const dfw::v1::Exclusion* r,
+                                                 dfw::v1::Exclusion* o) {
+  return Serve(
+      ctx, "AddExclusion", [&] { return model_->AddExclusion(*r); }, o);
+}
+grpc::Status ControllerGrpcService::ListExclusions(Ctx* ctx, const ListRequest*,
+                                                   dfw::v1::ListExclusionsResponse* o) {
+  return Serve(
+      ctx, "ListExclusions", [&] { return model_->ListExclusions(); }, o);
+}
+grpc::Status ControllerGrpcService::DeleteExclusion(Ctx* ctx,
+                                                    const dfw::v1::DeleteExclusionRequest* r,
+                                                    DeleteResponse* o) {
+  return Serve(
+      ctx, "DeleteExclusion", [&] { return model_->DeleteExclusion(r->id()); }, o);
+}
 grpc::Status ControllerGrpcService::Realization(Ctx* ctx, const RealizationRequest* r,
                                                 RealizationResponse* o) {
   return Serve(

@@ -280,6 +280,7 @@ absl::StatusOr<StoredState> EtcdStore::Load() const {
   if (auto e = parse_all('g', &st.groups); !e.ok()) return e;
   if (auto e = parse_all('p', &st.policies); !e.ok()) return e;
   if (auto e = parse_all('h', &st.hosts); !e.ok()) return e;
+  if (auto e = parse_all('x', &st.exclusions); !e.ok()) return e;
   auto nums = RangePrefix("n/", "", SIZE_MAX, &at);
   if (!nums.ok()) return nums.status();
   st.backend_revision = at;

@@ -422,6 +422,12 @@ absl::StatusOr<std::unique_ptr<ModelService>> ModelService::Open(std::unique_ptr
     nums.emplace_back(std::move(k), rn.num);
   }
   m->compiler_ = std::make_unique<PolicyCompiler>(m->index_.get());
+  for (auto& e : st->exclusions) {
+    const bool vm = !e.vm_id().empty();
+    m->compiler_->SetExclusion(vm, vm ? e.vm_id() : e.vnic_id(), true);
+    std::string key = vm ? Cat("vm:", e.vm_id()) : Cat("vnic:", e.vnic_id());
+    m->exclusions_[key] = std::move(e);
+  }
   m->compiler_->Load(st->policies, nums, st->next_rule_num, vms, m->revision_);
   for (auto& p : st->policies) m->policies_[p.id()] = std::move(p);
   for (auto& h : st->hosts) {
@@ -448,7 +454,7 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
   // The change's last write of each key is its outcome (as in the store).
   std::map<std::string, const ChangeSet::Op*> last;
   for (const auto& op : stored.ops) last[op.key] = &op;
-  std::vector<const ChangeSet::Op*> vms, group_puts, group_dels, policies, hosts;
+  std::vector<const ChangeSet::Op*> vms, group_puts, group_dels, policies, hosts, exclusion_ops;
   for (const auto& [key, op] : last) {
     if (key.size() < 2 || key[1] != '/') continue;
     switch (key[0]) {
@@ -463,6 +469,9 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
         break;
       case 'h':
         hosts.push_back(op);
+        break;
+      case 'x':
+        exclusion_ops.push_back(op);
         break;
       case 'n': {
         // Never deleted: numbers stay stored after their policy goes.
@@ -528,6 +537,26 @@ absl::Status ModelService::ApplyFollowed(const StoredChange& stored) {
     change.OnCommit([this, p = std::move(p)](ChangeFanout& fanout) {
       compiler_->UpsertPolicy(p, &fanout);
       policies_[p.id()] = p;
+    });
+  }
+  for (const auto* op : exclusion_ops) {
+    const std::string key = id_of(*op);
+    std::optional<dfw::v1::Exclusion> e;
+    if (!op->del) {
+      e.emplace();
+      if (auto s = parse(*op, &*e); !s.ok()) return s;
+    }
+    change.OnCommit([this, key, e = std::move(e)](ChangeFanout&) {
+      auto it = exclusions_.find(key);
+      if (it != exclusions_.end()) {
+        const bool vm = !it->second.vm_id().empty();
+        compiler_->SetExclusion(vm, vm ? it->second.vm_id() : it->second.vnic_id(), false);
+        exclusions_.erase(it);
+      }
+      if (!e) return;
+      const bool vm = !e->vm_id().empty();
+      compiler_->SetExclusion(vm, vm ? e->vm_id() : e->vnic_id(), true);
+      exclusions_[key] = *e;
     });
   }
   for (const auto* op : group_dels) {
@@ -956,6 +985,11 @@ absl::StatusOr<dfw::v1::PolicyImpact> ModelService::PreviewPolicy(
       req.rules_per_vnic_budget() ? req.rules_per_vnic_budget() : kDefaultRulesPerVnicBudget;
   out.set_rules_per_vnic_budget(budget);
   std::vector<VnicImpact> vnics = compiler_->PreviewPolicy(id, deletes ? nullptr : &req.policy());
+  // Excluded vNICs: the change does nothing to them; said apart.
+  std::erase_if(vnics, [&out](const VnicImpact& v) {
+    if (v.excluded) out.add_excluded_vnic_ids(v.vnic_id);
+    return v.excluded;
+  });
   // Each listed vNIC's VM, from its host's VMs.
   std::map<std::string, const dfw::v1::Vm*> vm_of;
   std::set<std::string> hosts;
@@ -1055,6 +1089,126 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeletePolicy(
     compiler_->RemovePolicy(id, &fanout);
   });
   if (auto s = Commit(change); !s.ok()) return s;
+  dfw::v1::DeleteResponse resp;
+  resp.set_revision(revision_);
+  return resp;
+}
+
+// ---------------------------------------------------------- exclusion list
+
+namespace {
+absl::Status ValidateExclusion(const dfw::v1::Exclusion& e) {
+  if (e.vm_id().empty() == e.vnic_id().empty()) {
+    return absl::InvalidArgumentError(
+        "exclusion: give exactly one of vm_id and vnic_id (a VM, or one vNIC)");
+  }
+  if (!e.vm_id().empty()) {
+    if (auto s = tagging::ValidateId(e.vm_id(), "exclusion.vm_id"); !s.ok()) return s;
+  } else if (auto s = tagging::ValidateId(e.vnic_id(), "exclusion.vnic_id"); !s.ok()) {
+    return s;
+  }
+  if (e.reason().empty() || e.reason().size() > ModelService::kMaxExclusionReason) {
+    return absl::InvalidArgumentError(Cat("exclusion.reason: ", e.reason().size(),
+                                          " characters; give why, in 1..",
+                                          ModelService::kMaxExclusionReason));
+  }
+  for (unsigned char ch : e.reason()) {
+    if (ch < 0x20 || ch == 0x7f) {
+      return absl::InvalidArgumentError(
+          "exclusion.reason: control characters are not allowed (one printable line)");
+    }
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+dfw::v1::Exclusion ModelService::ExclusionView(const dfw::v1::Exclusion& e) const {
+  dfw::v1::Exclusion out = e;
+  const bool vm = !e.vm_id().empty();
+  std::set<std::string> hosts;
+  for (const auto& v : compiler_->VnicsCovered(vm, vm ? e.vm_id() : e.vnic_id())) {
+    out.add_covered_vnic_ids(v);
+  }
+  if (vm) {
+    if (auto it = vms_.find(e.vm_id()); it != vms_.end() && !it->second.host().empty()) {
+      hosts.insert(it->second.host());
+    }
+  } else {
+    for (const auto& [id, v] : vms_) {  // one vNIC: its VM, by a scan (a list is short)
+      for (const auto& n : v.vnics()) {
+        if (n.id() == e.vnic_id() && !v.host().empty()) hosts.insert(v.host());
+      }
+    }
+  }
+  for (const auto& h : hosts) out.add_host_ids(h);
+  return out;
+}
+
+absl::StatusOr<dfw::v1::Exclusion> ModelService::AddExclusion(const dfw::v1::Exclusion& req) {
+  if (auto s = ValidateExclusion(req); !s.ok()) return s;
+  std::unique_lock l(mu_);
+  const bool vm = !req.vm_id().empty();
+  const std::string& id = vm ? req.vm_id() : req.vnic_id();
+  const std::string key = Cat(vm ? "vm:" : "vnic:", id);
+  if (exclusions_.count(key)) {
+    return absl::AlreadyExistsError(Cat("exclusion '", key, "' is already on the list"));
+  }
+  if (exclusions_.size() >= kMaxExclusions) {
+    return absl::ResourceExhaustedError(Cat("exclusion: the list holds ", exclusions_.size(),
+                                            " entries; at most ", kMaxExclusions));
+  }
+  if (vm ? !vms_.count(id) : compiler_->VnicsCovered(false, id).empty()) {
+    return absl::NotFoundError(Cat(vm ? "exclusion.vm_id: vm '" : "exclusion.vnic_id: vNIC '", id,
+                                   "' is not in the inventory"));
+  }
+  dfw::v1::Exclusion stored;
+  stored.set_vm_id(req.vm_id());
+  stored.set_vnic_id(req.vnic_id());
+  stored.set_reason(req.reason());
+  stored.set_created_by(ActorScope::Current().empty() ? "controller" : ActorScope::Current());
+  stored.set_created_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+  stored.set_revision(revision_ + 1);
+  Change change(this, revision_ + 1);
+  change.cs.Put(Kind::kExclusion, key, stored);
+  change.cs.AddEvent(ChangeEvent::KIND_EXCLUSION, key, false);
+  change.OnCommit([this, vm, id, key, stored](ChangeFanout&) {
+    exclusions_[key] = stored;
+    compiler_->SetExclusion(vm, id, true);
+  });
+  if (auto s = Commit(change); !s.ok()) return s;
+  spdlog::warn("exclusion: {} added by {} ({}): its vNICs are no longer filtered", key,
+               stored.created_by(), stored.reason());
+  return ExclusionView(stored);
+}
+
+absl::StatusOr<dfw::v1::ListExclusionsResponse> ModelService::ListExclusions() const {
+  std::shared_lock l(mu_);
+  dfw::v1::ListExclusionsResponse out;
+  for (const auto& [key, e] : exclusions_) *out.add_exclusions() = ExclusionView(e);
+  return out;
+}
+
+absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteExclusion(const std::string& id) {
+  std::unique_lock l(mu_);
+  auto it = exclusions_.find(id);
+  if (it == exclusions_.end()) {
+    return absl::NotFoundError(
+        Cat("id: exclusion '", id, "' is not on the list (ids: vm:<vm id>, vnic:<vnic id>)"));
+  }
+  const bool vm = !it->second.vm_id().empty();
+  const std::string target = vm ? it->second.vm_id() : it->second.vnic_id();
+  Change change(this, revision_ + 1);
+  change.cs.Delete(Kind::kExclusion, id);
+  change.cs.AddEvent(ChangeEvent::KIND_EXCLUSION, id, true);
+  change.OnCommit([this, vm, id, target](ChangeFanout&) {
+    exclusions_.erase(id);
+    compiler_->SetExclusion(vm, target, false);
+  });
+  if (auto s = Commit(change); !s.ok()) return s;
+  spdlog::warn("exclusion: {} removed by {}: its vNICs are filtered again", id,
+               ActorScope::Current().empty() ? "controller" : ActorScope::Current());
   dfw::v1::DeleteResponse resp;
   resp.set_revision(revision_);
   return resp;
@@ -1960,6 +2114,8 @@ ModelStats ModelService::Stats() const {
   s.vms = vms_.size();
   s.groups = groups_.size();
   s.policies = policies_.size();
+  s.exclusions = exclusions_.size();
+  s.excluded_vnics = compiler_->excluded_vnics();
   s.index = index_->Stats();
   s.compiler = compiler_->Stats();
   std::lock_guard<std::mutex> r(rmu_);

@@ -19,6 +19,7 @@ struct PolicyCompiler::RuleEntry {
 struct PolicyCompiler::VNicRules {
   std::vector<std::shared_ptr<const RuleEntry>> rules;  // evaluation order
   uint64_t revision = 0;
+  bool excluded = false;  // on the exclusion list: no rules, default ALLOW
 };
 
 struct PolicyCompiler::PolicyEntry {
@@ -116,6 +117,13 @@ void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::V
       vnic_host_.erase(n.id);
       Detach(n.id, out);
     }
+    for (const auto& n : before->vnics) {
+      auto it = vnic_vm_.find(n.id);
+      if (it != vnic_vm_.end() && it->second == before->id) vnic_vm_.erase(it);
+    }
+  }
+  if (after) {
+    for (const auto& n : after->vnics) vnic_vm_[n.id] = after->id;
   }
   if (after && !after->host.empty()) {
     for (const auto& n : after->vnics) {
@@ -124,6 +132,38 @@ void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::V
       dirty_vnics_.insert(n.id);
     }
   }
+}
+
+void PolicyCompiler::SetExclusion(bool vm, const std::string& id, bool excluded) {
+  auto& set = vm ? excluded_vms_ : excluded_vnic_ids_;
+  if (excluded ? !set.insert(id).second : set.erase(id) == 0) return;
+  for (auto& v : VnicsCovered(vm, id)) dirty_vnics_.insert(std::move(v));
+}
+
+bool PolicyCompiler::IsExcluded(const std::string& vnic_id) const {
+  if (excluded_vnic_ids_.contains(vnic_id)) return true;
+  if (excluded_vms_.empty()) return false;
+  auto it = vnic_vm_.find(vnic_id);
+  return it != vnic_vm_.end() && excluded_vms_.contains(it->second);
+}
+
+std::vector<std::string> PolicyCompiler::VnicsCovered(bool vm, const std::string& id) const {
+  std::vector<std::string> out;
+  if (!vm) {
+    if (vnic_vm_.contains(id)) out.push_back(id);
+    return out;
+  }
+  for (const auto& [v, owner] : vnic_vm_) {  // rare (an exclusion change): a scan
+    if (owner == id) out.push_back(v);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+size_t PolicyCompiler::excluded_vnics() const {
+  size_t n = 0;
+  for (const auto& [v, owner] : vnic_vm_) n += IsExcluded(v);
+  return n;
 }
 
 void PolicyCompiler::OnMembershipDelta(const tagging::MembershipDelta& delta) {
@@ -361,27 +401,32 @@ void PolicyCompiler::Recompute(const std::string& vnic, uint64_t revision, Chang
     return;
   }
   const std::string& host = hit->second;
-  std::vector<std::shared_ptr<const RuleEntry>> rules = all_vnics_rules_;
-  auto gi = vnic_groups_.find(vnic);
-  if (gi != vnic_groups_.end()) {
-    for (const auto& g : gi->second) {
-      auto bg = by_group_.find(g);
-      if (bg != by_group_.end()) rules.insert(rules.end(), bg->second.begin(), bg->second.end());
+  const bool excluded = IsExcluded(vnic);
+  std::vector<std::shared_ptr<const RuleEntry>> rules;
+  if (!excluded) {
+    rules = all_vnics_rules_;
+    auto gi = vnic_groups_.find(vnic);
+    if (gi != vnic_groups_.end()) {
+      for (const auto& g : gi->second) {
+        auto bg = by_group_.find(g);
+        if (bg != by_group_.end()) rules.insert(rules.end(), bg->second.begin(), bg->second.end());
+      }
     }
+    std::sort(rules.begin(), rules.end(),
+              [](const auto& a, const auto& b) { return a->order < b->order; });
+    rules.erase(std::unique(rules.begin(), rules.end()), rules.end());
   }
-  std::sort(rules.begin(), rules.end(),
-            [](const auto& a, const auto& b) { return a->order < b->order; });
-  rules.erase(std::unique(rules.begin(), rules.end()), rules.end());
 
   auto old = vnic_rules_.find(vnic);
   if (old != vnic_rules_.end()) {
     const std::string& ah = vnic_attached_host_[vnic];
-    if (ah == host && old->second->rules == rules) return;
+    if (ah == host && old->second->rules == rules && old->second->excluded == excluded) return;
     Detach(vnic, out);
   }
   auto nr = std::make_shared<VNicRules>();
   nr->rules = std::move(rules);
   nr->revision = revision;
+  nr->excluded = excluded;
   AddRefs(host, *nr, out);
   vnic_rules_[vnic] = nr;
   vnic_attached_host_[vnic] = host;
@@ -443,10 +488,15 @@ std::shared_ptr<const std::vector<std::string>> PolicyCompiler::SetContents(
 void PolicyCompiler::FillRuleset(const std::string& vnic, const VNicRules& r,
                                  dfw::v1::VNicRuleset* out) const {
   out->set_vnic_id(vnic);
+  out->set_revision(r.revision);
+  if (r.excluded) {
+    out->set_excluded(true);
+    out->mutable_default_rule()->set_action(dfw::v1::ACTION_ALLOW);
+    return;
+  }
   out->mutable_rules()->Reserve(static_cast<int>(r.rules.size()));
   for (const auto& e : r.rules) *out->add_rules() = e->compiled;
   *out->mutable_default_rule() = default_rule_;
-  out->set_revision(r.revision);
 }
 
 dfw::v1::HostDesiredState PolicyCompiler::FullState(const std::string& host,
@@ -586,6 +636,8 @@ void PolicyCompiler::EffectiveRules(
     auto cached = vnic_rules_.find(v);
     if (cached != vnic_rules_.end()) {
       r = *cached->second;
+    } else if (IsExcluded(v)) {
+      r.excluded = true;
     } else {  // a vNIC on no host: computed on the spot
       r.rules = all_vnics_rules_;
       auto gi = vnic_groups_.find(v);
@@ -651,6 +703,14 @@ std::vector<VnicImpact> PolicyCompiler::PreviewPolicy(const std::string& policy_
   for (const auto& v : vnics) {
     auto host = vnic_host_.find(v);
     if (host == vnic_host_.end() || host->second.empty()) continue;  // enforced nowhere
+    if (IsExcluded(v)) {
+      VnicImpact im;
+      im.vnic_id = v;
+      im.host_id = host->second;
+      im.excluded = true;
+      out.push_back(std::move(im));
+      continue;
+    }
     auto groups = vnic_groups_.find(v);
     auto applies = [&](const RuleEntry& e) {
       if (e.all) return true;

@@ -779,6 +779,18 @@ void RestApi::Routes() {
     Send(res, m->DeletePolicy(r));
   });
 
+  // ---- the exclusion list (admin writes: authz.cc)
+  s.Get("/api/v1/exclusions",
+        [m](const Request&, Response& res) { Send(res, m->ListExclusions()); });
+  s.Post("/api/v1/exclusions", [m](const Request& req, Response& res) {
+    dfw::v1::Exclusion r;
+    if (auto e = ParseBody(req, &r); !e.ok()) return SendError(res, e);
+    Send(res, m->AddExclusion(r), 201);
+  });
+  s.Delete("/api/v1/exclusions" + id, [m](const Request& req, Response& res) {
+    Send(res, m->DeleteExclusion(req.matches[1]));
+  });
+
   // ---- hosts, realization, changes, status
   s.Get("/api/v1/hosts", [m](const Request&, Response& res) { Send(res, m->ListHosts()); });
   s.Delete("/api/v1/hosts" + id,
@@ -839,6 +851,8 @@ void RestApi::Routes() {
                         {"vms", st.vms},
                         {"groups", st.groups},
                         {"policies", st.policies},
+                        {"exclusions", st.exclusions},
+                        {"excluded_vnics", st.excluded_vnics},
                         {"hosts", st.hosts},
                         {"connected_hosts", st.connected_hosts},
                         {"memberships", st.index.memberships},
@@ -918,6 +932,9 @@ std::string RestApi::RenderMetrics() const {
            Gauge{"dfw_controller_vms", "VMs in the model.", d(st.vms)},
            Gauge{"dfw_controller_groups", "Security groups in the model.", d(st.groups)},
            Gauge{"dfw_controller_policies", "Policies in the model.", d(st.policies)},
+           Gauge{"dfw_controller_exclusions", "Entries on the exclusion list.", d(st.exclusions)},
+           Gauge{"dfw_controller_excluded_vnics", "vNICs the exclusion list covers (not filtered).",
+                 d(st.excluded_vnics)},
            Gauge{"dfw_controller_memberships", "(group, VM) pairs in the membership index.",
                  d(st.index.memberships)},
            Gauge{"dfw_controller_membership_vnic_refs",

@@ -377,6 +377,7 @@ absl::StatusOr<StoredState> RocksStore::Load() const {
   if (auto e = ParseAll(db_.get(), 'g', &st.groups); !e.ok()) return e;
   if (auto e = ParseAll(db_.get(), 'p', &st.policies); !e.ok()) return e;
   if (auto e = ParseAll(db_.get(), 'h', &st.hosts); !e.ok()) return e;
+  if (auto e = ParseAll(db_.get(), 'x', &st.exclusions); !e.ok()) return e;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("n/"); it->Valid() && it->key().starts_with("n/"); it->Next()) {
     std::string k = it->key().ToString().substr(2);

@@ -101,6 +101,16 @@ absl::Status TraceStageOf(const dfw::v1::VNicRuleset& rs,
     return absl::InvalidArgumentError(
         Cat("to_ip: ", flow.dst, " and ", flow.src, " are of different families"));
   }
+  if (rs.excluded()) {
+    out->set_excluded(true);
+    out->set_default_rule(true);
+    out->set_rule_num(0);
+    out->set_action(dfw::v1::ACTION_ALLOW);
+    out->set_passes(true);
+    out->set_explanation(Cat(flow.egress ? "egress" : "ingress", " of vNIC ", rs.vnic_id(),
+                             ": on the exclusion list, not filtered"));
+    return absl::OkStatus();
+  }
   dp::RulesetSpec spec;
   std::vector<dp::RuleMeta> meta;
   if (auto st = dp::RulesetSpecFromProto(rs, rs.vnic_id(), sets, &spec, &meta); !st.ok()) {

@@ -29,6 +29,11 @@ std::string RulesetContentKey(const v1::VNicRuleset& rs) {
       coded.WriteVarint64(m.ByteSizeLong());
       m.SerializeWithCachedSizes(&coded);
     };
+    // An excluded ruleset (no rules, default ALLOW) must never share a key
+    // with an enforced one of the same content: it starts with 11 bytes of
+    // 0xff, which no key of length-prefixed messages can (a varint has at
+    // most 10 bytes).
+    if (rs.excluded()) coded.WriteString(std::string(11, '\xff') + "excluded");
     for (const auto& r : rs.rules()) put(r);
     put(rs.default_rule());
   }

@@ -311,6 +311,8 @@ TEST_F(EtcdStoreTest, AFollowingModelHoldsWhatALoadOfTheStoreHolds) {
     EXPECT_EQ(follower->ListPolicies(all)->SerializeAsString(),
               (*cold)->ListPolicies(all)->SerializeAsString());
     EXPECT_EQ(follower->ListHosts()->hosts_size(), (*cold)->ListHosts()->hosts_size());
+    EXPECT_EQ(follower->ListExclusions()->SerializeAsString(),
+              (*cold)->ListExclusions()->SerializeAsString());
   };
 
   for (int step = 0; step < 240; ++step) {
@@ -361,6 +363,16 @@ TEST_F(EtcdStoreTest, AFollowingModelHoldsWhatALoadOfTheStoreHolds) {
       ASSERT_TRUE(a.ok()) << a.status();
       f.feeds[h] = a->feed;
       f.gens[h] = a->generation;
+    } else if (op == 4) {  // the exclusion list: a VM or a vNIC added, or removed
+      const bool vm = f.rng() % 2;
+      const std::string id = (vm ? "vm" : "n") + std::to_string(f.rng() % RandomFleet::kVms);
+      if (!f.m->DeleteExclusion((vm ? "vm:" : "vnic:") + id).ok()) {
+        dfw::v1::Exclusion e;
+        (vm ? e.mutable_vm_id() : e.mutable_vnic_id())->assign(id);
+        e.set_reason("step " + std::to_string(step));
+        auto r = f.m->AddExclusion(e);  // the VM may be gone
+        ASSERT_TRUE(r.ok() || r.status().code() == absl::StatusCode::kNotFound) << r.status();
+      }
     } else {
       ASSERT_NO_FATAL_FAILURE(f.RandomChange());
     }

@@ -224,6 +224,11 @@ std::vector<GrpcCall> AllGrpcCalls() {
       DFW_UNARY(ControllerService, PreviewPolicy, PreviewPolicyRequest, PolicyImpact, Need::kWrite),
       DFW_UNARY(ControllerService, DeletePolicy, DeleteRequest, DeleteResponse, Need::kWrite),
       DFW_UNARY(ControllerService, DeleteHost, DeleteRequest, DeleteResponse, Need::kAdmin),
+      DFW_UNARY(ControllerService, ListExclusions, ListRequest, ListExclusionsResponse,
+                Need::kRead),
+      DFW_UNARY(ControllerService, AddExclusion, Exclusion, Exclusion, Need::kAdmin),
+      DFW_UNARY(ControllerService, DeleteExclusion, DeleteExclusionRequest, DeleteResponse,
+                Need::kAdmin),
       GrpcCall{"/dfw.v1.ControllerService/Watch", Need::kRead,
                [](const Channel& ch) {
                  auto stub = dfw::v1::ControllerService::NewStub(ch);
@@ -292,6 +297,9 @@ std::vector<RestCall> AllRestCalls() {
       {"DELETE", "/api/v1/policies/nx?dry_run=true", Need::kWrite},
       {"GET", "/api/v1/hosts", Need::kRead},
       {"DELETE", "/api/v1/hosts/nx", Need::kAdmin},
+      {"GET", "/api/v1/exclusions", Need::kRead},
+      {"POST", "/api/v1/exclusions", Need::kAdmin},
+      {"DELETE", "/api/v1/exclusions/vm:nx", Need::kAdmin},
       {"GET", "/api/v1/realization", Need::kRead},
       {"GET", "/api/v1/changes", Need::kRead},
       {"GET", "/api/v1/flows", Need::kRead},

@@ -47,6 +47,11 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
   grpc::Status DeletePolicy(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status ListHosts(Ctx*, const dfw::v1::ListRequest*, dfw::v1::ListHostsResponse*) override;
   grpc::Status DeleteHost(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
+  grpc::Status AddExclusion(Ctx*, const dfw::v1::Exclusion*, dfw::v1::Exclusion*) override;
+  grpc::Status ListExclusions(Ctx*, const dfw::v1::ListRequest*,
+                              dfw::v1::ListExclusionsResponse*) override;
+  grpc::Status DeleteExclusion(Ctx*, const dfw::v1::DeleteExclusionRequest*,
+                               dfw::v1::DeleteResponse*) override;
   grpc::Status Realization(Ctx*, const dfw::v1::RealizationRequest*,
                            dfw::v1::RealizationResponse*) override;
   grpc::Status Watch(Ctx*, const dfw::v1::WatchRequest*,

@@ -65,6 +65,8 @@ namespace dfw::controller {
 struct ModelStats {
   uint64_t revision = 0;
   size_t vms = 0, groups = 0, policies = 0, hosts = 0, connected_hosts = 0;
+  // Exclusion list entries, and the vNICs they cover now.
+  size_t exclusions = 0, excluded_vnics = 0;
   // VMs a host reported that another connected host holds (refused, kept
   // with their host), since the controller started.
   uint64_t refused_vm_claims = 0;
@@ -155,6 +157,20 @@ class ModelService {
   static constexpr uint32_t kDefaultRulesPerVnicBudget = 4000;
 
   absl::StatusOr<dfw::v1::DeleteResponse> DeletePolicy(const dfw::v1::DeleteRequest& req);
+
+  // The exclusion list (model.proto, Exclusion). AddExclusion: exactly one
+  // of vm_id and vnic_id (INVALID_ARGUMENT naming the field), a reason of
+  // 1..256 printable characters, the VM or vNIC known (NOT_FOUND), not
+  // listed yet (ALREADY_EXISTS); one change (change log KIND_EXCLUSION, its
+  // actor recorded in the entry): the vNICs it covers get an excluded
+  // ruleset and their hosts steer them past the dataplane. An entry stays
+  // when its VM leaves (it covers the VM again when it comes back).
+  // DeleteExclusion: id "vm:<id>" or "vnic:<id>" (NOT_FOUND when absent).
+  absl::StatusOr<dfw::v1::Exclusion> AddExclusion(const dfw::v1::Exclusion& req);
+  absl::StatusOr<dfw::v1::ListExclusionsResponse> ListExclusions() const;
+  absl::StatusOr<dfw::v1::DeleteResponse> DeleteExclusion(const std::string& id);
+  static constexpr size_t kMaxExclusions = 1000;
+  static constexpr size_t kMaxExclusionReason = 256;
 
   absl::StatusOr<dfw::v1::ListHostsResponse> ListHosts() const;
   // Removes a host that is not connected (FAILED_PRECONDITION while it is):
@@ -417,6 +433,9 @@ class ModelService {
   VmTable vms_;
   std::map<std::string, dfw::v1::SecurityGroup> groups_;
   std::map<std::string, dfw::v1::Policy> policies_;
+  std::map<std::string, dfw::v1::Exclusion> exclusions_;  // by "vm:<id>" / "vnic:<id>"
+  // An exclusion list entry's output fields filled (covered vNICs, hosts).
+  dfw::v1::Exclusion ExclusionView(const dfw::v1::Exclusion& e) const;
   std::map<std::string, dfw::v1::Host> host_records_;
   VmHandover handover_;  // claims of moving VMs and their connections
 

@@ -77,6 +77,9 @@ struct VnicImpact {
   size_t rules_before = 0, rules_after = 0;
   std::vector<std::string> added, removed, changed;
   bool reordered = false;
+  // On the exclusion list: no rule of the change reaches it (the lists
+  // above stay empty).
+  bool excluded = false;
   // Rules (any policy's, "policy/rule") in force on the vNIC before the
   // change whose policy revalidates: the ruleset changes, so the dataplane
   // re-checks each connection they admitted at its next packet and cuts
@@ -110,6 +113,19 @@ class PolicyCompiler {
   // following the store): "policy\0rule" -> num, and the next free one.
   void AdoptRuleNum(const std::string& key, uint32_t num);
   void AdoptNextRuleNum(uint32_t next);
+
+  // The exclusion list (model.proto, Exclusion): a vNIC is excluded when its
+  // id or its VM's id is listed. An excluded vNIC's ruleset has no rules,
+  // the default rule ALLOW and `excluded` set; it still counts as a member
+  // of its groups (others' rules about it are unchanged). Marks the vNICs
+  // whose exclusion changes (Flush sends them). Before Load: taken as the
+  // starting list.
+  void SetExclusion(bool vm, const std::string& id, bool excluded);
+  bool IsExcluded(const std::string& vnic_id) const;
+  // The vNICs known to the compiler that `id` covers (a VM's vNICs, or the
+  // vNIC itself when some VM has it), sorted.
+  std::vector<std::string> VnicsCovered(bool vm, const std::string& id) const;
+  size_t excluded_vnics() const;
 
   // Change inputs. Call in the order the index applied them, then Flush once.
   void OnVmChanged(const tagging::VmSpec* before, const tagging::VmSpec* after, ChangeFanout* out);
@@ -176,6 +192,9 @@ class PolicyCompiler {
   uint32_t next_rule_num_ = 1;
 
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> vnic_groups_;
+  // The exclusion list, and each known vNIC's VM (OnVmChanged).
+  absl::flat_hash_set<std::string> excluded_vms_, excluded_vnic_ids_;
+  absl::flat_hash_map<std::string, std::string> vnic_vm_;
   absl::flat_hash_map<std::string, std::string> vnic_host_;
   absl::flat_hash_map<std::string, std::set<std::string>> host_vnics_;
   absl::flat_hash_map<std::string, std::shared_ptr<const VNicRules>> vnic_rules_;

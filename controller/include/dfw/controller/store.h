@@ -9,6 +9,7 @@
 //   "p/<policy>" Policy proto        "h/<host id>"   Host proto
 //   "n/<policy>\0<rule id>" fixed32 rule number (stable across updates)
 //   "t/<token hash>" JoinToken       "c/<serial>"   IssuedCertificate (trust.proto)
+//   "x/vm:<vm id>", "x/vnic:<vnic id>" Exclusion (the exclusion list)
 //   "l/<rev be64><seq be32>" ChangeEvent   (change log, trimmed to kLogKeep)
 //   "m/revision" fixed64, "m/next_rule_num" fixed32
 // One change = one ChangeSet written atomically with the new revision:
@@ -43,6 +44,7 @@ enum class Kind : char {
   kHost = 'h',
   kJoinToken = 't',
   kCertificate = 'c',
+  kExclusion = 'x',
 };
 
 // Who is changing the model on this thread: the transports (gRPC, REST, host
@@ -104,6 +106,7 @@ struct StoredState {
   std::vector<dfw::v1::SecurityGroup> groups;
   std::vector<dfw::v1::Policy> policies;
   std::vector<dfw::v1::Host> hosts;
+  std::vector<dfw::v1::Exclusion> exclusions;
   struct RuleNum {
     std::string policy_id, rule_id;
     uint32_t num;

@@ -8,7 +8,8 @@
 // reached:
 //   - a ruleset: its rules and default rule, each serialized with its length
 //     in front (these messages have no map fields, so the bytes are a
-//     function of the content); not the vNIC id, not the revision;
+//     function of the content), after a marker when it is excluded; not the
+//     vNIC id, not the revision;
 //   - an address set: its id and its prefixes as text, sorted and
 //     deduplicated (a set built by deltas and one sent whole match).
 // Both ends must use the same protobuf encoding of CompiledRule; a
