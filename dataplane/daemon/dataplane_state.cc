@@ -104,6 +104,11 @@ DataplaneState::~DataplaneState() = default;
 
 Status DataplaneState::Compile(const v1::VNicRuleset& ruleset, const std::string& vnic_id,
                                const SetLookup& sets, std::unique_ptr<Compiled>* out) const {
+  if (ruleset.excluded() &&
+      (ruleset.rules_size() != 0 || ruleset.default_rule().action() != v1::ACTION_ALLOW)) {
+    return Err("vNIC '" + vnic_id + "'",
+               "an excluded ruleset carries no rules and the default rule ALLOW");
+  }
   RulesetSpec spec;
   auto c = std::make_unique<Compiled>();
   if (auto st = RulesetSpecFromProto(ruleset, vnic_id, sets, &spec, &c->meta); !st.ok()) return st;
@@ -172,6 +177,15 @@ void DataplaneState::RebuildRuleNames() {
 size_t DataplaneState::shared_rulesets() const {
   std::lock_guard<std::mutex> lock(mu_);
   return shared_.size();
+}
+
+std::vector<std::string> DataplaneState::ExcludedVnics() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [vnic, b] : by_vnic_) {
+    if (b.compiled && b.compiled->content.excluded()) out.push_back(vnic);
+  }
+  return out;
 }
 
 v1::HeldDigests DataplaneState::HeldDigests(uint64_t* revision) const {

@@ -73,6 +73,9 @@ class DataplaneState {
   std::vector<v1::DataplaneVNic> Vnics() const;
   // rule_num -> (policy id, rule id) of the current rulesets.
   std::pair<std::string, std::string> RuleOf(uint32_t rule_num) const;
+  // vNICs whose ruleset is excluded (VNicRuleset.excluded: the host agent
+  // steers them past the dataplane), sorted.
+  std::vector<std::string> ExcludedVnics() const;
   // Distinct compiled rulesets held (vNICs with the same rules share one).
   size_t shared_rulesets() const;
   // The digest of each ruleset (by vNIC) and address set held

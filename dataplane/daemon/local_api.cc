@@ -420,6 +420,7 @@ grpc::Status LocalApi::GetState(grpc::ServerContext*, const v1::GetStateRequest*
   resp->set_instance_id(instance_id_);
   resp->set_restored(state_->restored());
   resp->set_firewall_ports(firewall_ports_);
+  for (auto& v : state_->ExcludedVnics()) resp->add_excluded_vnics(std::move(v));
   if (req->digests()) {  // and the revision they are of
     uint64_t revision = 0;
     *resp->mutable_held() = state_->HeldDigests(&revision);

@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -372,11 +373,13 @@ int State(Cli& cli) {
   std::printf("applied revision: %llu\n", static_cast<unsigned long long>(r.applied_revision()));
   std::printf("instance id: %016llx\n", static_cast<unsigned long long>(r.instance_id()));
   std::printf("restored from state dir: %s\n\n", r.restored() ? "yes" : "no");
-  Table t({"VNIC", "LOCAL_ID", "MAC", "IPS"});
+  const std::set<std::string> excluded(r.excluded_vnics().begin(), r.excluded_vnics().end());
+  Table t({"VNIC", "LOCAL_ID", "MAC", "IPS", "FILTERED"});
   for (const auto& v : r.vnics()) {
     std::string ips;
     for (const auto& ip : v.bound_ips()) ips += (ips.empty() ? "" : ",") + ip;
-    t.Add({v.id(), Num(v.local_id()), v.mac(), ips.empty() ? "-" : ips});
+    t.Add({v.id(), Num(v.local_id()), v.mac(), ips.empty() ? "-" : ips,
+           excluded.count(v.id()) ? "no (excluded)" : "yes"});
   }
   t.Print();
   return kExitOk;
