@@ -301,5 +301,40 @@ TEST_F(DataplaneStateTest, MulticastZeroAndTakenMacsAndTakenAddressesAreRefused)
   EXPECT_TRUE(s.SetVnic(w).ok());
 }
 
+// The exclusion list: an excluded ruleset is held (and persisted) like any
+// other and listed by ExcludedVnics (GetState); one that carries rules or
+// another default rule is refused, naming the vNIC, and what was in force
+// stays.
+TEST_F(DataplaneStateTest, ExcludedRulesetsAreListedAndOnlyTheirEmptyAllowFormIsAccepted) {
+  DataplaneState s(&table_, path_);
+  ASSERT_NO_FATAL_FAILURE(Start(&s, 7));
+  EXPECT_TRUE(s.ExcludedVnics().empty());
+  v1::HostDelta d = Delta(7, 8);
+  auto* rs = d.add_rulesets_set();
+  rs->set_vnic_id("db-1-eth0");
+  rs->set_excluded(true);
+  rs->mutable_default_rule()->set_action(v1::ACTION_DROP);
+  EXPECT_NE(Refused(s.ApplyDelta(d)).find("db-1-eth0"), std::string::npos);
+  rs->mutable_default_rule()->set_action(v1::ACTION_ALLOW);
+  *rs->add_rules() = WebDbState(7).rulesets(1).rules(0);
+  EXPECT_NE(Refused(s.ApplyDelta(d)).find("carries no rules"), std::string::npos);
+  EXPECT_EQ(s.applied_revision(), 7u);
+  EXPECT_TRUE(s.ExcludedVnics().empty());
+  rs->clear_rules();
+  Status st = s.ApplyDelta(d);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(s.ExcludedVnics(), std::vector<std::string>{"db-1-eth0"});
+  VnicTable table2;
+  DataplaneState loaded(&table2, path_);
+  ASSERT_TRUE(loaded.Load().ok());
+  EXPECT_EQ(loaded.ExcludedVnics(), std::vector<std::string>{"db-1-eth0"});
+  // Back on the list's other side: an enforced ruleset again.
+  v1::HostDelta back = Delta(8, 9);
+  *back.add_rulesets_set() = WebDbState(9).rulesets(1);
+  st = s.ApplyDelta(back);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(s.ExcludedVnics().empty());
+}
+
 }  // namespace
 }  // namespace dfw::dataplane
