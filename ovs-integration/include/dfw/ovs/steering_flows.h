@@ -5,11 +5,12 @@
 // its local id 1..2047 and MAC), the VM ports that cannot be steered and the
 // known non-VM ports (uplinks to the provider network, the bridge's LOCAL
 // port), ComputeSteeringFlows() returns the flow set to install on the
-// bridge, OpenFlow 1.3 + Nicira extensions, in ovs-ofctl syntax. Every flow
-// carries a cookie whose high 32 bits are kSteeringCookieBase's (ours:
-// reconcile touches only those) and whose low 32 bits are the port the flow
-// is about (the vNIC's, the isolated or uplink port's; 0 for bridge-wide
-// flows), for debugging.
+// bridge, OpenFlow 1.3 + Nicira extensions, in ovs-ofctl syntax. vNICs on
+// the exclusion list bypass the dataplane behind OVS port security (below).
+// Every flow carries a cookie whose high 32 bits are kSteeringCookieBase's
+// (ours: reconcile touches only those) and whose low 32 bits are the port
+// the flow is about (the vNIC's, the isolated or uplink port's; 0 for
+// bridge-wide flows), for debugging.
 //
 //   table 0 (from where)              <fw> = the vNIC's firewall port
 //   p200 in_port=<vnic>,vlan_tci=0x1000/0x1000  drop              VM-tagged
@@ -24,9 +25,31 @@
 //   table 1 (to where)
 //   p100 dl_dst=<vnic mac>         push tag <id|0x800>, output:<fw>
 //   p100 in_port=<vnic A>,dl_dst=<group bit>
-//          per other vNIC R: tag <R|0x800>, output:<R's fw>; then pop tag, NORMAL
-//   p50  dl_dst=<group bit>        (from uplinks) the same for every vNIC
+//          per other protected vNIC R: tag <R|0x800>, output:<R's fw>;
+//          then pop tag, NORMAL (floods to excluded vNICs and uplinks)
+//   p50  dl_dst=<group bit>        (from uplinks, excluded vNICs) the same
+//                                  for every protected vNIC
 //   p0                             NORMAL
+//
+//   An excluded vNIC E (ofport <e>, MAC <M>, bound addresses <A>) gets,
+//   instead of its steering flows above (all from <e>; "ok" = resubmit(,1),
+//   as from an uplink):
+//   table 0
+//   p200 in_port=<e>,vlan_tci=0x1000/0x1000  drop                VM-tagged
+//   p180 in_port=<e>,icmp6 RA (134), redirect (137)  drop
+//   p180 in_port=<e>,icmp6 NS/NA,nd_target=::  drop   options OVS can't parse
+//   p170 dl_src=<M>,NS,ipv6_src=<A or ::>,nd_sll=<M or none>  ok
+//   p170 dl_src=<M>,NA,ipv6_src=<A>,nd_target=<A>,nd_tll=<M or none>  ok
+//   p160 in_port=<e>,icmp6 NS/NA   drop       any other neighbour message
+//   p150 dl_src=<M>,arp,arp_sha=<M>,arp_spa=<A or 0.0.0.0>  ok
+//   p150 dl_src=<M>,ip,nw_src=<A>  ok;  udp 0.0.0.0:68 -> :67  ok    DHCP
+//   p150 dl_src=<M>,ipv6,ipv6_src=<A>  ok
+//   p100 in_port=<e>               drop       spoofed, or not IP/ARP
+//   table 1
+//   p100 dl_dst=<M>                output:<e>  never through the firewall
+//   and no flow for E's tags from the firewall port (they hit p10), no
+//   in_port=<e> group flow (the p50 flow serves it, as it does uplinks), no
+//   copy into the firewall for E in any group flow.
 //
 // Decisions beyond §4 (see docs/architecture.md "ovs-integration"):
 //  - Frames a VM sends already 802.1Q-tagged are dropped in OVS (p200): a
@@ -61,6 +84,38 @@
 //    --port-per-worker, dfw-host-agent --firewall-ports N).
 //  - Fail closed: when the dataplane is down, everything steered to <fw> is
 //    lost: vNICs neither send nor receive; other ports are unaffected.
+//  - Exclusion list (as NSX's DFW exclusion list): an excluded vNIC's own
+//    traffic is never filtered and keeps flowing when the dataplane is down,
+//    but every protected vNIC's ingress rules still apply to what it sends
+//    (it is treated like an uplink: unicast crosses the receiver's ingress
+//    through table 1's dl_dst flow, broadcast through the p50 copies). It is
+//    no spoofing hole: table 0 mirrors the dataplane's spoofguard
+//    (Pipeline::Spoofguard) with OVS matches on its MAC and addresses, and
+//    drops the rest (p100). Like the spoofguard it allows ARP probes (sender
+//    0.0.0.0), DHCP client requests (0.0.0.0:68 -> :67) and duplicate
+//    address detection (NS from ::), and nothing implicitly (no IPv6
+//    link-local address unless bound). Where OVS differs from the
+//    spoofguard (which checks every link-layer option of every neighbour
+//    message against the MAC, the last one winning):
+//     - the link-layer option of an RS is not checked (OVS does not parse
+//       it); nor a target link-layer option in an NS or a source one in an
+//       NA (OVS parses them, but matching them too would double the flows;
+//       receivers ignore them: RFC 4861 7.1.1, 7.1.2);
+//     - a link-layer option that is present but all-zero is allowed (OVS
+//       reads it as no option);
+//     - a second link-layer option of a kind makes OVS leave nd_target,
+//       nd_sll and nd_tll zero: such an NS/NA is dropped (p180), where the
+//       spoofguard judges it by the last option;
+//     - an NS/NA with a code other than 0 (invalid, RFC 4861; OVS's ND
+//       fields need code 0) is dropped (p160).
+//    An NA is checked for each pair of source and target: 2 x |A6|^2 flows
+//    for |A6| bound IPv6 addresses (most VMs: one to three).
+//  - Floods: an excluded vNIC's port is not `no-flood` (the host agent
+//    clears it with SetPortNoFlood(.., false)): NORMAL's flood after the
+//    group copies reaches it, as it reaches the uplinks; NORMAL never sends
+//    a frame back out its in_port, so E never gets its own broadcast.
+//  - An excluded vNIC keeps its local id, MAC and firewall port (validated
+//    and reserved the same): toggling exclusion renumbers nothing.
 //
 // Thread safety: pure functions.
 #pragma once
@@ -95,6 +150,15 @@ inline constexpr uint32_t kMaxOfport = 0xff00;
 inline constexpr uint32_t kLocalOfport = 0xfffe;
 
 inline constexpr uint16_t kPriorityVmTagged = 200;
+// An excluded vNIC's port security in table 0 (see the header comment), from
+// the first tried: neighbour messages always dropped; neighbour solicitations
+// and advertisements allowed; the other ones dropped; ARP, IPv4 and IPv6
+// allowed from its MAC and addresses. Anything else it sends falls to its
+// kPrioritySteer drop.
+inline constexpr uint16_t kPriorityExcludedNdDeny = 180;
+inline constexpr uint16_t kPriorityExcludedNd = 170;
+inline constexpr uint16_t kPriorityExcludedNdDefault = 160;
+inline constexpr uint16_t kPriorityExcludedSource = 150;
 inline constexpr uint16_t kPrioritySteer = 100;
 inline constexpr uint16_t kPriorityGroupFromUplink = 50;
 inline constexpr uint16_t kPriorityFirewallDefault = 10;
@@ -104,6 +168,16 @@ struct VnicSteering {
   uint32_t ofport = 0;
   uint16_t local_id = 0;  // 1..kMaxLocalId
   std::string mac;        // "52:54:00:00:00:05" (any case)
+  // On the exclusion list: its frames bypass the dataplane, behind OVS port
+  // security on `mac` and `addresses` (header comment). Its ofport, local id
+  // and MAC are validated and reserved as any vNIC's.
+  bool excluded = false;
+  // The addresses bound to the vNIC (the dataplane's bound_ips): one address
+  // each, IPv4 or IPv6, bare or with a full-length prefix ("198.18.10.11",
+  // "2001:db8::5", "198.18.10.11/32"). What an excluded vNIC may send from;
+  // ignored for a protected one (the dataplane checks those), but validated
+  // for every vNIC, and no address may be two vNICs'.
+  std::vector<std::string> addresses;
 };
 
 // The firewall port of index k serves the dataplane's worker k; a vNIC's
@@ -146,8 +220,9 @@ struct FlowSpec {
 // name the offending vNIC or port: ofport 0 or >= 0xff00 (an uplink may also
 // be kLocalOfport), no firewall port or more than kMaxFirewallPorts, a
 // firewall port used as a vNIC / isolated / uplink port, a port in two roles
-// or twice, duplicate local id / MAC, local id outside 1..2047, bad MAC, more
-// than kMaxSteeredVnics vNICs. On error nothing is returned: the caller
+// or twice, duplicate local id / MAC, local id outside 1..2047, bad MAC, an
+// address that is not one IPv4/IPv6 address or is another vNIC's, more than
+// kMaxSteeredVnics vNICs. On error nothing is returned: the caller
 // keeps the flows it installed last.
 absl::StatusOr<std::vector<FlowSpec>> ComputeSteeringFlows(const SteeringConfig& config);
 
