@@ -61,8 +61,8 @@ class RealOvs final : public OvsEdge {
     if (!r.ok()) of_.reset();
     return r;
   }
-  absl::Status SetPortNoFlood(uint32_t ofport) override {
-    return ovs::SetPortNoFlood(openflow_target_, ofport);
+  absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) override {
+    return ovs::SetPortNoFlood(openflow_target_, ofport, no_flood);
   }
 
  private:

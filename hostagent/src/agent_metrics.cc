@@ -187,10 +187,12 @@ std::string RenderAgentMetrics(const AgentScrape& s, bool per_vnic) {
 
   // ---- vNICs and VMs (the last view)
   e.Family("dfw_hostagent_vnics", "gauge",
-           "vNICs in the last view by state: steered (through the dataplane), waiting (the "
+           "vNICs in the last view by state: steered (through the dataplane), excluded (on the "
+           "exclusion list: past the dataplane, OVS port security only), waiting (the "
            "firewall port has no ofport yet), isolated (cannot be steered: OVS drops what it "
            "sends), not_on_bridge (a libvirt interface not on the bridge).");
   e.Sample("dfw_hostagent_vnics", {{"state", "steered"}}, D(a.vnics_steered));
+  e.Sample("dfw_hostagent_vnics", {{"state", "excluded"}}, D(a.vnics_excluded));
   e.Sample("dfw_hostagent_vnics", {{"state", "waiting"}}, D(a.vnics_waiting));
   e.Sample("dfw_hostagent_vnics", {{"state", "isolated"}}, D(a.vnics_isolated));
   e.Sample("dfw_hostagent_vnics", {{"state", "not_on_bridge"}}, D(a.vnics_not_on_bridge));

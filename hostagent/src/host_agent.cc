@@ -44,6 +44,7 @@ absl::Status HostAgent::StartEdges() {
 
 absl::Status HostAgent::Start() {
   if (auto s = StartEdges(); !s.ok()) return s;
+  running_ = true;
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -55,6 +56,11 @@ void HostAgent::Stop() {
     stop_ = true;
   }
   cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> l(excluded_mu_);
+    running_ = false;
+  }
+  pass_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (relay_) relay_->Stop();
   if (edges_.controller) edges_.controller->Stop();
@@ -84,6 +90,11 @@ HostAgentMetrics HostAgent::Metrics() const {
     const bool steering = !last_view_.steering.firewall_ofports.empty();
     (steering ? m.vnics_steered : m.vnics_waiting) = last_view_.vnics.size();
     m.vnics_isolated = last_view_.steering.isolated_ofports.size();
+    {
+      std::lock_guard<std::mutex> e(excluded_mu_);
+      m.vnics_excluded = steered_excluded_.size();
+    }
+    if (steering) m.vnics_steered -= std::min<uint64_t>(m.vnics_steered, m.vnics_excluded);
     for (const auto& vm : last_view_.vms) {
       for (const auto& n : vm.vnics()) m.vnics_not_on_bridge += n.ovs_port().empty();
     }
@@ -142,7 +153,17 @@ void HostAgent::Run() {
 }
 
 void HostAgent::Pass() {
+  uint64_t pass;
+  {
+    std::lock_guard<std::mutex> l(excluded_mu_);
+    pass = ++passes_begun_;
+  }
   Reconcile();
+  {
+    std::lock_guard<std::mutex> l(excluded_mu_);
+    passes_done_ = pass;
+  }
+  pass_cv_.notify_all();
   // The first Hello must carry the whole inventory: a Hello without the
   // VMs would tell the controller they left this host.
   bool ready = edges_.ovs->synced() && (!edges_.libvirt || edges_.libvirt->synced());
@@ -187,6 +208,9 @@ void HostAgent::SyncDataplane(const HostView& view, bool inventories_synced) {
     return;
   }
   bool restarted = dataplane_up_ && st->instance_id() != dataplane_instance_;
+  // What the dataplane holds as excluded is what steering bypasses it for;
+  // while it is unreachable the last known list stays.
+  excluded_ = {st->excluded_vnics().begin(), st->excluded_vnics().end()};
   if (st->firewall_ports() != dataplane_ports_) {
     dataplane_ports_ = st->firewall_ports();
     const size_t ours = config_.firewall_ports.size();
@@ -273,6 +297,28 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   ovs::SteeringConfig steering = view.steering;
   if (dataplane_ports_ >= 1 && dataplane_ports_ < steering.firewall_ofports.size())
     steering.firewall_ofports.resize(dataplane_ports_);
+  // vNICs on the exclusion list (the dataplane holds an excluded ruleset for
+  // them): past the dataplane, behind OVS port security on the addresses the
+  // dataplane accepted for them (valid, none bound to another vNIC: a bad
+  // report cannot stop the steering of the whole bridge).
+  std::set<std::string> excluded_ids;
+  if (!excluded_.empty()) {
+    std::map<uint32_t, const v1::DataplaneVNic*> by_local_id;
+    for (const auto& v : view.vnics) by_local_id[v.local_id()] = &v;
+    for (auto& s : steering.vnics) {
+      auto it = by_local_id.find(s.local_id);
+      if (it == by_local_id.end() || !excluded_.count(it->second->id())) continue;
+      s.excluded = true;
+      if (auto p = pushed_.find(it->second->id()); p != pushed_.end()) {
+        s.addresses.assign(p->second.bound_ips().begin(), p->second.bound_ips().end());
+      }
+      excluded_ids.insert(it->second->id());
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(excluded_mu_);
+    wanted_excluded_ = excluded_ids;  // what Apply compares the installed steering with
+  }
   auto desired = ovs::ComputeSteeringFlows(steering);
   if (!desired.ok()) {
     spdlog::error("steering: {}", desired.status().ToString());
@@ -282,12 +328,16 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   // vNIC (broadcasts reach them through the dataplane) and every isolated VM
   // port (nothing may reach it at all), each named by its OVSDB row (a port
   // re-created under the same ofport needs it again).
-  std::map<uint32_t, std::string> want_no_flood;
+  // An excluded vNIC's port is flooded to again (set after the flows that
+  // take it past the dataplane; before them it would get floods unfiltered).
+  std::map<uint32_t, std::string> want_no_flood, want_flood;
   {
     std::map<int64_t, std::string> row_of;
     for (const auto& r : rows) row_of[r.ofport] = r.uuid;
     for (uint32_t fw : view.steering.firewall_ofports) want_no_flood[fw] = row_of[fw];
-    for (const auto& v : view.steering.vnics) want_no_flood[v.ofport] = row_of[v.ofport];
+    for (const auto& v : steering.vnics) {
+      (v.excluded ? want_flood : want_no_flood)[v.ofport] = row_of[v.ofport];
+    }
     for (uint32_t p : view.steering.isolated_ofports) want_no_flood[p] = row_of[p];
   }
   auto now = steady_clock::now();
@@ -297,7 +347,8 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   // a new one tried at once, which sets no-flood again (OVS kept it in
   // memory) and reinstalls the flows (the new ovs-vswitchd has none).
   if (have_installed_ && *desired == installed_ && !due && edges_.ovs->openflow_connected() &&
-      no_flood_epoch_ == edges_.ovs->openflow_epoch() && no_flood_ == want_no_flood)
+      no_flood_epoch_ == edges_.ovs->openflow_epoch() && no_flood_ == want_no_flood &&
+      flood_ == want_flood)
     return;
   absl::StatusOr<ovs::ReconcileResult> r;
   for (;;) {
@@ -308,6 +359,7 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
     }
     if (no_flood_epoch_ != edges_.ovs->openflow_epoch()) {
       no_flood_.clear();  // ovs-vswitchd may have restarted: set it again
+      flood_.clear();
       no_flood_epoch_ = edges_.ovs->openflow_epoch();
     }
     // Before the flows: a new vNIC port never gets a flood from NORMAL.
@@ -317,7 +369,7 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
     for (const auto& [ofport, row] : want_no_flood) {
       auto it = no_flood_.find(ofport);
       if (it != no_flood_.end() && it->second == row) continue;
-      if (auto s = edges_.ovs->SetPortNoFlood(ofport); !s.ok()) {
+      if (auto s = edges_.ovs->SetPortNoFlood(ofport, true); !s.ok()) {
         spdlog::error("openflow: no-flood on ofport {}: {}", ofport, s.ToString());
         continue;  // retried next pass
       }
@@ -336,6 +388,33 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   }
   installed_ = std::move(*desired);
   have_installed_ = true;
+  // Excluded vNICs' ports: flooded to again, now that their flows bypass
+  // the dataplane.
+  std::erase_if(flood_, [&](const auto& kv) { return !want_flood.count(kv.first); });
+  bool flood_done = true;
+  for (const auto& [ofport, row] : want_flood) {
+    auto it = flood_.find(ofport);
+    if (it != flood_.end() && it->second == row) continue;
+    if (auto s = edges_.ovs->SetPortNoFlood(ofport, false); !s.ok()) {
+      spdlog::error("openflow: flood on excluded vNIC's ofport {}: {}", ofport, s.ToString());
+      flood_done = false;
+      continue;  // retried next pass
+    }
+    flood_[ofport] = row;
+  }
+  if (!flood_done) return;
+  std::lock_guard<std::mutex> l(excluded_mu_);
+  if (steered_excluded_ != excluded_ids) {
+    for (const auto& id : excluded_ids) {
+      if (!steered_excluded_.count(id))
+        spdlog::warn("steering: vNIC {} excluded: past the dataplane", id);
+    }
+    for (const auto& id : steered_excluded_) {
+      if (!excluded_ids.count(id))
+        spdlog::info("steering: vNIC {} through the dataplane again", id);
+    }
+    steered_excluded_ = std::move(excluded_ids);
+  }
 }
 
 void HostAgent::ExportAndRemove(const HostView& view) {
@@ -471,8 +550,43 @@ absl::StatusOr<uint64_t> HostAgent::Apply(const v1::ControllerToHost& msg) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
     spdlog::info("dataplane: revision {} enforced ({} in {} us)", *r,
                  msg.has_full() ? "full state" : "delta", us.count());
+    if (auto s = AwaitExclusionSteering(msg); !s.ok()) return s;
   }
   return r;
+}
+
+absl::Status HostAgent::AwaitExclusionSteering(const v1::ControllerToHost& msg) {
+  if (!running_.load()) return absl::OkStatus();  // no reconcile thread (tests driving Pass)
+  std::unique_lock<std::mutex> l(excluded_mu_);
+  // Does the revision exclude a vNIC, or take one off the list?
+  bool touches = false;
+  auto check = [&](const v1::VNicRuleset& rs) {
+    touches = touches || rs.excluded() || steered_excluded_.count(rs.vnic_id()) > 0;
+  };
+  if (msg.has_full()) {
+    touches = !steered_excluded_.empty();
+    for (const auto& rs : msg.full().rulesets()) check(rs);
+  } else {
+    for (const auto& rs : msg.delta().rulesets_set()) check(rs);
+    for (const auto& id : msg.delta().rulesets_removed()) {
+      touches = touches || steered_excluded_.count(id) > 0;
+    }
+  }
+  if (!touches) return absl::OkStatus();
+  // The revision is realized once steering matches it: a pass begun after
+  // the dataplane took it (it reads the dataplane's excluded vNICs).
+  const uint64_t begun = passes_begun_;
+  l.unlock();
+  MarkDirty();
+  l.lock();
+  if (!pass_cv_.wait_for(l, kExclusionSteeringWait,
+                         [&] { return passes_done_ > begun || !running_.load(); }) ||
+      passes_done_ <= begun || steered_excluded_ != wanted_excluded_) {
+    return absl::UnavailableError(
+        "steering: the exclusion list's flows are not installed in OVS yet (the dataplane "
+        "enforces the revision; vNICs keep their previous steering)");
+  }
+  return absl::OkStatus();
 }
 
 void HostAgent::OnImport(const v1::ConnectionImport& msg) {

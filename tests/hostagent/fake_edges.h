@@ -148,7 +148,8 @@ class FakeDataplane final : public DataplaneEdge {
   std::map<std::string, v1::DataplaneVNic> vnics;
   std::map<std::string, std::vector<v1::ConnectionEntry>> conns;
   std::map<std::string, std::vector<v1::ConnectionEntry>> imported;
-  v1::CountersResponse counters;  // what Counters() answers (not logged)
+  v1::CountersResponse counters;   // what Counters() answers (not logged)
+  std::set<std::string> excluded;  // vNICs of excluded rulesets (from SetState)
 
   absl::Status SetVnic(const v1::DataplaneVNic& v) override {
     if (down) return absl::UnavailableError("dataplane SetVNic: connection refused");
@@ -168,6 +169,15 @@ class FakeDataplane final : public DataplaneEdge {
       return absl::FailedPreconditionError("delta: an earlier delta failed halfway");
     }
     revision = req.has_full() ? req.full().revision() : req.delta().to_revision();
+    if (req.has_full()) excluded.clear();
+    for (const auto& rs : req.has_full() ? req.full().rulesets() : req.delta().rulesets_set()) {
+      if (rs.excluded()) {
+        excluded.insert(rs.vnic_id());
+      } else {
+        excluded.erase(rs.vnic_id());
+      }
+    }
+    for (const auto& id : req.delta().rulesets_removed()) excluded.erase(id);
     log_->Add(absl::StrCat("dp.SetState ", revision));
     return revision;
   }
@@ -178,6 +188,7 @@ class FakeDataplane final : public DataplaneEdge {
     r.set_instance_id(instance_id);
     r.set_firewall_ports(firewall_ports);
     for (const auto& [id, v] : vnics) *r.add_vnics() = v;
+    for (const auto& id : excluded) r.add_excluded_vnics(id);
     if (with_digests) *r.mutable_held() = held;
     return r;
   }
@@ -270,8 +281,8 @@ class FakeOvs final : public OvsEdge {
     flows = desired;
     return r;
   }
-  absl::Status SetPortNoFlood(uint32_t ofport) override {
-    log_->Add(absl::StrCat("ovs.NoFlood ", ofport));
+  absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) override {
+    log_->Add(absl::StrCat(no_flood ? "ovs.NoFlood " : "ovs.Flood ", ofport));
     return absl::OkStatus();
   }
 

@@ -442,6 +442,66 @@ TEST_F(HostAgentTest, DataplaneDownIsRetriedAndTheFlowsAreStillInstalled) {
   EXPECT_GE(log_.Find("dp.SetVnic vnic-a"), 0) << log_.Dump();
 }
 
+// The exclusion list: a vNIC whose ruleset the dataplane holds as excluded
+// is steered past the dataplane (its unicast delivered straight to its
+// port, nothing of it to the firewall port), and its port floods again only
+// after those flows are in; taken off the list, no-flood comes back before
+// the flows that steer it through the dataplane again. While the dataplane
+// is unreachable, the last list it gave stays in force.
+TEST_F(HostAgentTest, AnExcludedVnicBypassesTheDataplaneAndFloodsOnlyOnceItsFlowsAreIn) {
+  PlugA();
+  PlugB();
+  agent_->Pass();
+  ASSERT_EQ(EgressActions(5), "mod_vlan_vid:5,output:1");
+  auto direct_to = [&](const std::string& mac) {
+    for (const ovs::FlowSpec& f : ovs_->flows) {
+      if (f.table == 1 && f.match == "dl_dst=" + mac) return f.actions;
+    }
+    return std::string();
+  };
+  auto ruleset = [](const std::string& vnic, bool excluded) {
+    v1::VNicRuleset rs;
+    rs.set_vnic_id(vnic);
+    rs.set_excluded(excluded);
+    if (excluded) rs.mutable_default_rule()->set_action(v1::ACTION_ALLOW);
+    return rs;
+  };
+  v1::ControllerToHost full;
+  full.mutable_full()->set_revision(7);
+  *full.mutable_full()->add_rulesets() = ruleset("vnic-a", true);
+  *full.mutable_full()->add_rulesets() = ruleset("vnic-b", false);
+  ASSERT_TRUE(ctl_->hooks.apply(full).ok());
+  int from = log_.size();
+  agent_->Pass();
+  EXPECT_EQ(EgressActions(5), "") << "nothing of vnic-a goes to the dataplane";
+  EXPECT_EQ(direct_to("52:54:00:00:00:0a"), "output:5");
+  EXPECT_EQ(EgressActions(6), "mod_vlan_vid:6,output:1") << "vnic-b stays protected";
+  EXPECT_TRUE(log_.InOrder({"ovs.Reconcile steer=6", "ovs.Flood 5"}, from)) << log_.Dump();
+  EXPECT_EQ(log_.Find("ovs.Flood 6", from), -1);
+  EXPECT_EQ(agent_->Metrics().vnics_excluded, 1u);
+  EXPECT_EQ(agent_->Metrics().vnics_steered, 1u);
+
+  // Unreachable dataplane: the bypass stays (the excluded VM keeps talking).
+  dp_->down = true;
+  from = log_.size();
+  agent_->Pass();
+  EXPECT_EQ(EgressActions(5), "");
+  EXPECT_EQ(log_.Find("ovs.NoFlood 5", from), -1);
+  dp_->down = false;
+
+  // Off the list: no-flood first, then the flows through the dataplane.
+  v1::ControllerToHost delta;
+  delta.mutable_delta()->set_from_revision(7);
+  delta.mutable_delta()->set_to_revision(8);
+  *delta.mutable_delta()->add_rulesets_set() = ruleset("vnic-a", false);
+  ASSERT_TRUE(ctl_->hooks.apply(delta).ok());
+  from = log_.size();
+  agent_->Pass();
+  EXPECT_TRUE(log_.InOrder({"ovs.NoFlood 5", "ovs.Reconcile steer=5,6"}, from)) << log_.Dump();
+  EXPECT_EQ(EgressActions(5), "mod_vlan_vid:5,output:1");
+  EXPECT_EQ(agent_->Metrics().vnics_excluded, 0u);
+}
+
 }  // namespace
 }  // namespace dfw::hostagent
 

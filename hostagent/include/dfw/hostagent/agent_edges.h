@@ -99,8 +99,9 @@ class OvsEdge {
   // opens a new one).
   virtual absl::StatusOr<ovs::ReconcileResult> ReconcileFlows(
       const std::vector<ovs::FlowSpec>& desired) = 0;
-  // NORMAL never floods to `ofport` (ovs::SetPortNoFlood).
-  virtual absl::Status SetPortNoFlood(uint32_t ofport) = 0;
+  // NORMAL never floods to `ofport` (ovs::SetPortNoFlood), or, with
+  // no_flood false, floods to it again (an excluded vNIC's port).
+  virtual absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) = 0;
 };
 
 // libvirt's domains (LibvirtInventory).

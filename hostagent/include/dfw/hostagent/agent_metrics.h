@@ -104,8 +104,10 @@ struct HostAgentMetrics {
   // From the last view: vNICs on the bridge steered through the dataplane,
   // waiting (on the bridge, the firewall port has no ofport yet), isolated
   // (a VM port that cannot be steered: OVS drops what it sends), and libvirt
-  // interfaces not on the bridge (nothing to enforce there).
+  // interfaces not on the bridge (nothing to enforce there); excluded: on
+  // the exclusion list, steered past the dataplane (not in `steered`).
   uint64_t vnics_steered = 0, vnics_waiting = 0, vnics_isolated = 0, vnics_not_on_bridge = 0;
+  uint64_t vnics_excluded = 0;
   uint64_t vms = 0, view_errors = 0;
   uint64_t reconcile_passes = 0, flow_bundles = 0;
   MigrationStats migration;

@@ -152,6 +152,12 @@ class HostAgent {
   void ExportVnic(const std::string& vnic_id);
   v1::HostHello BuildHello();
   absl::StatusOr<uint64_t> Apply(const v1::ControllerToHost& msg);
+  // After the dataplane took a revision that excludes vNICs or takes them
+  // off the exclusion list: waits (at most kExclusionSteeringWait) for a
+  // reconcile pass to steer them accordingly; UNAVAILABLE when it did not
+  // (the revision is then not acked: the agent's session starts again).
+  absl::Status AwaitExclusionSteering(const v1::ControllerToHost& msg);
+  static constexpr std::chrono::seconds kExclusionSteeringWait{10};
   // Session thread: a ConnectionImport chunk.
   void OnImport(const v1::ConnectionImport& msg);
   // The dataplane knows (`known`) or no longer knows `vnic_id`; when it
@@ -175,6 +181,8 @@ class HostAgent {
   bool session_started_ = false;
   bool firewall_port_created_ = false;
   std::map<uint32_t, std::string> no_flood_;  // ofport -> OVSDB row uuid set on
+  std::map<uint32_t, std::string> flood_;     // excluded vNICs' ofports flooding was set on
+  std::set<std::string> excluded_;            // the dataplane's excluded vNICs (GetState)
   uint64_t no_flood_epoch_ = 0;               // OvsEdge::openflow_epoch() it holds for
   std::vector<ovs::FlowSpec> installed_;
   bool have_installed_ = false;
@@ -191,6 +199,15 @@ class HostAgent {
   std::mutex imports_mu_;        // guards known_, pending_
   std::set<std::string> known_;  // the keys of pushed_
   std::map<std::string, PendingImport> pending_;
+
+  // The excluded vNICs the installed steering bypasses the dataplane for
+  // (written by the reconcile thread, read by Apply on the session thread),
+  // and the passes begun and completed (Apply waits for one begun after it).
+  mutable std::mutex excluded_mu_;
+  std::condition_variable pass_cv_;
+  std::set<std::string> steered_excluded_, wanted_excluded_;
+  uint64_t passes_begun_ = 0, passes_done_ = 0;
+  std::atomic<bool> running_{false};  // the reconcile thread runs (Start)
 
   mutable std::mutex view_mu_;
   HostView last_view_;
