@@ -330,7 +330,8 @@ TEST_F(EtcdStoreTest, AFollowingModelHoldsWhatALoadOfTheStoreHolds) {
       dfw::v1::PutGroupRequest g;
       *g.mutable_group() = f.GroupProto(100 + step);
       g.mutable_group()->mutable_static_members()->add_group_ids("g0");
-      ASSERT_TRUE(f.m->PutGroup(g).ok());
+      auto put = f.m->PutGroup(g);
+      ASSERT_TRUE(put.ok()) << put.status();
       if (f.rng() % 2) {
         dfw::v1::DeleteRequest d;
         d.set_id(g.group().id());

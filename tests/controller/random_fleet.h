@@ -57,7 +57,7 @@ class RandomFleet {
     c->set_scope(k % 2 ? "app" : "tier");
     c->set_value(std::to_string(rng() % 4));
     if (rng() % 4 == 0)
-      g.mutable_static_members()->add_ip_prefixes("198.19." + std::to_string(k) + ".0/24");
+      g.mutable_static_members()->add_ip_prefixes("198.19." + std::to_string(k % 256) + ".0/24");
     return g;
   }
   dfw::v1::Policy PolicyProto(int p) {

@@ -25,7 +25,11 @@
 #      connection back; enforcement restored (time to web -> db printed);
 #   8. the staged rollout: a default deny in audit mode, a window of flow
 #      records, `dfwctl policy recommend`, the draft enforced alone: what was
-#      seen passes and nothing else (each connection traced too).
+#      seen passes and nothing else (each connection traced too);
+#   9. the exclusion list: two VMs excluded (admin only) talk to each other
+#      freely, also with the dataplane down, while the protected VM's rules
+#      still stop what they stop either way; OVS drops a spoofed source from
+#      an excluded VM; taken off the list, they are filtered again.
 # Everything runs with mutual TLS (the fleet makes a CA; the agent enrolls
 # with a one-time token); step 0 checks that plaintext and a viewer cannot
 # change anything and that the change log names who did what.
@@ -535,6 +539,69 @@ expect block db web tcp 5432
 expect block web other tcp 80
 expect block other web udp 5432
 TRACE_TOO=0
+
+echo "== 9. exclusion list: VMs the firewall never filters (admin only, audited)"
+DFW_CONFIG_DIR=$VIEWER_DIR "$FLEET_DFWCTL" --server "https://$FLEET_HTTP" exclusion add \
+  --vm ns-other --reason "viewer tries" >/dev/null 2>&1
+rc=$?
+[ $rc -eq 7 ] && pass "a viewer cannot exclude a VM (exit 7)" || fail "viewer exclusion: exit $rc"
+fleet_dfwctl exclusion add --vm ns-other --reason "e2e: appliance" >/dev/null &&
+  fleet_dfwctl exclusion add --vm ns-db --reason "e2e: being debugged" >/dev/null ||
+  fail "exclusion add"
+fleet_wait_realized 15 || fail "the exclusions were not realized"
+check=$(fleet_dfwctl -o json exclusion list | python3 -c '
+import json, sys
+ex = {e.get("vm_id"): e for e in json.load(sys.stdin).get("exclusions", [])}
+host = sys.argv[1]
+for vm, vnic in (("other", sys.argv[2]), ("db", sys.argv[3])):
+    e = next((e for i, e in ex.items() if i and e.get("reason", "").startswith("e2e")
+              and vnic in e.get("covered_vnic_ids", [])), None)
+    print(("ok " if e and e.get("host_ids") == [host] and e.get("created_by", "").endswith("fleet-admin")
+           else "bad ") + "%s listed with its vNIC %s on %s, by the admin: %s" % (vm, vnic, host, e))' \
+  "$FLEET_HOST_ID" "${FLEET_IFID[other]}" "${FLEET_IFID[db]}" 2>&1)
+report "exclusion list" <<<"$check"
+TRACE_TOO=1
+expect allow other db tcp 5432   # both excluded: nothing filters it
+expect allow db other tcp 5432
+expect allow web db tcp 5432     # web's egress allows it
+expect block web other tcp 80    # web's egress still stops it
+expect block other web udp 5432  # web's ingress still stops it
+TRACE_TOO=0
+# A source address the excluded VM does not hold: dropped in OVS.
+sb_vm_exec other ip addr add 198.18.10.99/32 dev eth0
+if sb_vm_exec other python3 -c '
+import socket, sys
+s = socket.socket(); s.settimeout(1.5); s.bind(("198.18.10.99", 0))
+try:
+    s.connect((sys.argv[1], 5432)); sys.exit(0)
+except OSError:
+    sys.exit(1)' "${FLEET_IP[db]}"; then
+  fail "an excluded VM reached db from a spoofed source address"
+else
+  pass "an excluded VM's spoofed source address is dropped in OVS"
+fi
+sb_vm_exec other ip addr del 198.18.10.99/32 dev eth0
+# The excluded VMs do not depend on the dataplane; the others fail closed.
+sb_dataplane_kill9
+expect allow other db tcp 5432
+expect block web db tcp 5432
+sb_dataplane_start || fail "dataplane did not restart"
+fleet_wait_realized 20 || fail "not realized after the dataplane restart"
+fleet_dfwctl exclusion remove vm:ns-other >/dev/null &&
+  fleet_dfwctl exclusion remove vm:ns-db >/dev/null || fail "exclusion remove"
+fleet_wait_realized 15 || fail "the removals were not realized"
+expect block other db tcp 5432
+expect allow other db tcp 80
+expect allow web db tcp 5432
+expect block db other tcp 5432
+other_port=$(sb_ofctl -O OpenFlow10 show "$SB_BRIDGE" | grep -A1 "(${SB_VM_PORT[other]})")
+case $other_port in *NO_FLOOD*) pass "ns-other's port is no-flood again" ;;
+*) fail "ns-other's port is not no-flood: $other_port" ;; esac
+kinds=$(fleet_dfwctl -o json changes | python3 -c '
+import json, sys
+print(sum(1 for e in json.load(sys.stdin).get("events", []) if e.get("kind") == "KIND_EXCLUSION"))')
+[ "$kinds" = 4 ] && pass "the change log holds the 4 exclusion changes" ||
+  fail "exclusion changes in the log: $kinds, expected 4"
 
 echo "== flow records (last 5)"
 tail -5 "$SB_DP_FLOWS"
