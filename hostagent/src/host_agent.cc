@@ -346,10 +346,27 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
   // ovs-vswitchd restart that fails on the old connection: it is dropped and
   // a new one tried at once, which sets no-flood again (OVS kept it in
   // memory) and reinstalls the flows (the new ovs-vswitchd has none).
+  // What the installed steering bypasses the dataplane for, once the flows
+  // and the excluded ports' flooding match `excluded_ids` (Apply waits for it).
+  auto steered = [&] {
+    std::lock_guard<std::mutex> l(excluded_mu_);
+    if (steered_excluded_ == excluded_ids) return;
+    for (const auto& id : excluded_ids) {
+      if (!steered_excluded_.count(id))
+        spdlog::warn("steering: vNIC {} excluded: past the dataplane", id);
+    }
+    for (const auto& id : steered_excluded_) {
+      if (!excluded_ids.count(id))
+        spdlog::info("steering: vNIC {} through the dataplane again", id);
+    }
+    steered_excluded_ = excluded_ids;
+  };
   if (have_installed_ && *desired == installed_ && !due && edges_.ovs->openflow_connected() &&
       no_flood_epoch_ == edges_.ovs->openflow_epoch() && no_flood_ == want_no_flood &&
-      flood_ == want_flood)
+      flood_ == want_flood) {
+    steered();
     return;
+  }
   absl::StatusOr<ovs::ReconcileResult> r;
   for (;;) {
     bool was_connected = edges_.ovs->openflow_connected();
@@ -402,19 +419,7 @@ void HostAgent::SyncFlows(const HostView& view, const std::vector<ovs::OvsInterf
     }
     flood_[ofport] = row;
   }
-  if (!flood_done) return;
-  std::lock_guard<std::mutex> l(excluded_mu_);
-  if (steered_excluded_ != excluded_ids) {
-    for (const auto& id : excluded_ids) {
-      if (!steered_excluded_.count(id))
-        spdlog::warn("steering: vNIC {} excluded: past the dataplane", id);
-    }
-    for (const auto& id : steered_excluded_) {
-      if (!excluded_ids.count(id))
-        spdlog::info("steering: vNIC {} through the dataplane again", id);
-    }
-    steered_excluded_ = std::move(excluded_ids);
-  }
+  if (flood_done) steered();
 }
 
 void HostAgent::ExportAndRemove(const HostView& view) {

@@ -164,6 +164,7 @@ class FakeDataplane final : public DataplaneEdge {
     return absl::OkStatus();
   }
   absl::StatusOr<uint64_t> SetState(const v1::SetStateRequest& req) override {
+    std::lock_guard<std::mutex> l(state_mu_);  // the session thread, or a test's
     if (down) return absl::UnavailableError("dataplane SetState: connection refused");
     if (refuse_deltas && req.has_delta()) {
       return absl::FailedPreconditionError("delta: an earlier delta failed halfway");
@@ -182,6 +183,7 @@ class FakeDataplane final : public DataplaneEdge {
     return revision;
   }
   absl::StatusOr<v1::GetStateResponse> GetState(bool with_digests) override {
+    std::lock_guard<std::mutex> l(state_mu_);
     if (down) return absl::UnavailableError("dataplane GetState: connection refused");
     v1::GetStateResponse r;
     r.set_applied_revision(revision);
@@ -228,6 +230,7 @@ class FakeDataplane final : public DataplaneEdge {
 
  private:
   CallLog* log_;
+  std::mutex state_mu_;  // revision, excluded: SetState and GetState on two threads
 };
 
 // Logs "ovs.CreateFirewallPort", "ovs.Connect" (a new OpenFlow connection),

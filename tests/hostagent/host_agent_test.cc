@@ -538,5 +538,37 @@ TEST_F(HostAgentTest, FlowWatchRelaysTheDataplanesRecordsUntilStopped) {
   EXPECT_EQ(records(), stopped_at);
 }
 
+// With the agent's own thread (Start): the session's Apply of a revision
+// that excludes a vNIC returns (and the revision is acked) only once a pass
+// has steered the vNIC past the dataplane and its port floods again.
+TEST(HostAgentThreadTest, ARevisionChangingTheExclusionListIsAckedOnlyOnceSteeringMatchesIt) {
+  CallLog log;
+  FakeEdgeSet e(&log);
+  e.ovs->rows = {Row("fw0", "", "", 1), Row("vnet5", "vnic-a", "52:54:00:00:00:0a", 5)};
+  e.lv->domains = {Dom(kVmA, "vnic-a", "52:54:00:00:00:0a", "198.18.0.10")};
+  FakeController* ctl = e.ctl;
+  HostAgentConfig cfg;
+  cfg.host_id = "host-a";
+  cfg.firewall_ports = {"fw0"};
+  cfg.resync_interval = std::chrono::hours(1);  // passes only when something changed
+  HostAgent agent(cfg, std::move(e.edges));
+  ASSERT_TRUE(agent.Start().ok());
+  for (int i = 0; i < 500 && log.Find("ovs.Reconcile steer=5") < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(log.Find("ovs.Reconcile steer=5"), 0) << log.Dump();
+  v1::ControllerToHost full;
+  full.mutable_full()->set_revision(3);
+  auto* rs = full.mutable_full()->add_rulesets();
+  rs->set_vnic_id("vnic-a");
+  rs->set_excluded(true);
+  rs->mutable_default_rule()->set_action(v1::ACTION_ALLOW);
+  auto applied = ctl->hooks.apply(full);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(*applied, 3u);
+  EXPECT_TRUE(log.InOrder({"dp.SetState 3", "ovs.Reconcile steer=", "ovs.Flood 5"})) << log.Dump();
+  agent.Stop();
+}
+
 }  // namespace
 }  // namespace dfw::hostagent
