@@ -59,7 +59,10 @@ const char kUsageText[] =
   vm untag VM... SCOPE[=VALUE]...          (SCOPE alone removes every value)
   vm groups VM                              which groups, and why
   vm rules VM | vnic rules VNIC             effective rules
-  group list | get G | members G | delete G | apply -f FILE
+  group list | get G | members G | delete G | apply -f FILE [--dry-run]
+                                            --dry-run: the VMs it would gain and lose,
+                                            the vNICs whose rules change, the address
+                                            sets and hosts sent a change; nothing changed
   group create G [--tag S=V]... [--all-tags] [--name-starts-with X]
                  [--vm VM]... [--prefix P]... [--include G]... [--display-name N]
   policy list | get P | delete P | apply -f FILE
@@ -530,6 +533,64 @@ void RulesTable(const json& body) {
   }
 }
 
+// "a,b,c" of a JSON array ("-" when empty).
+std::string CommaList(const json& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ",") + Str(x);
+  return s.empty() ? std::string("-") : s;
+}
+
+// A previewed vNIC's VM: its name, else its id.
+std::string VmOf(const json& v) {
+  std::string vm = Str(v.value("vm_name", json("")));
+  return vm.empty() ? Str(v.value("vm_id", json(""))) : vm;
+}
+
+// A group change's impact preview (GroupImpact): the VMs it gains and loses,
+// the vNICs whose rules change, the address sets and hosts sent a change.
+void PrintGroupImpact(Ctx& c, const json& b) {
+  if (c.json_out) {
+    std::printf("%s\n", b.dump(2).c_str());
+    return;
+  }
+  const json vnics = b.value("vnics", json::array()), hosts = b.value("hosts", json::array());
+  std::printf(
+      "dry run: group %s %s at revision %s: +%zu / -%zu VM(s); %zu vNIC(s) change rules, "
+      "%zu address set(s) change, on %zu host(s)\n",
+      Str(b["group_id"]).c_str(), b.value("creates", false) ? "created" : "replaced",
+      Str(b.value("revision", json("0"))).c_str(), b.value("vms_added", json::array()).size(),
+      b.value("vms_removed", json::array()).size(), vnics.size(),
+      b.value("address_sets", json::array()).size(), hosts.size());
+  if (b.contains("vms_added"))
+    std::printf("  VMs joining: %s\n", CommaList(b["vms_added"]).c_str());
+  if (b.contains("vms_removed"))
+    std::printf("  VMs leaving: %s\n", CommaList(b["vms_removed"]).c_str());
+  if (b.contains("groups_changed")) {
+    std::printf("  including groups changing too: %s\n", CommaList(b["groups_changed"]).c_str());
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& v : vnics) {
+    rows.push_back({Str(v["vnic_id"]), VmOf(v), Str(v["host_id"]),
+                    std::to_string(v.value("rules_before", 0u)) + " -> " +
+                        std::to_string(v.value("rules_after", 0u)),
+                    CommaList(v.value("rules_added", json::array())),
+                    CommaList(v.value("rules_removed", json::array()))});
+  }
+  if (!rows.empty()) PrintTable({"VNIC", "VM", "HOST", "RULES", "ADDED", "REMOVED"}, rows);
+  rows.clear();
+  for (const auto& s : b.value("address_sets", json::array())) {
+    rows.push_back({"g:" + Str(s["group_id"]), "+" + std::to_string(s.value("addresses_added", 0u)),
+                    "-" + std::to_string(s.value("addresses_removed", 0u)),
+                    CommaList(s.value("host_ids", json::array()))});
+  }
+  if (!rows.empty()) PrintTable({"ADDRESS SET", "ADDED", "REMOVED", "HOSTS"}, rows);
+  if (b.contains("excluded_vnic_ids")) {
+    std::printf("  on the exclusion list (no rules either way): %s\n",
+                CommaList(b["excluded_vnic_ids"]).c_str());
+  }
+  std::printf("nothing was changed\n");
+}
+
 // A policy change's impact preview (PolicyImpact): a summary line, the vNICs
 // whose ruleset changes and the hosts that would be sent it. Returns kError
 // when a vNIC would hold more rules than the budget.
@@ -548,24 +609,17 @@ int PrintImpact(Ctx& c, const json& b) {
         "budget %u rules per vNIC, largest after %u\n",
         Str(b["policy_id"]).c_str(), what, Str(b.value("revision", json("0"))).c_str(),
         vnics.size(), hosts.size(), budget, b.value("max_rules_after", 0u));
-    auto list = [](const json& v) {
-      std::string s;
-      for (const auto& x : v) s += (s.empty() ? "" : ",") + Str(x);
-      return s.empty() ? std::string("-") : s;
-    };
     std::vector<std::vector<std::string>> rows;
     for (const auto& v : vnics) {
-      std::string vm = Str(v.value("vm_name", json("")));
-      if (vm.empty()) vm = Str(v.value("vm_id", json("")));
-      rows.push_back({Str(v["vnic_id"]), vm, Str(v["host_id"]),
+      rows.push_back({Str(v["vnic_id"]), VmOf(v), Str(v["host_id"]),
                       std::to_string(v.value("rules_before", 0u)) + " -> " +
                           std::to_string(v.value("rules_after", 0u)) +
                           (v.value("over_budget", false) ? " OVER BUDGET" : ""),
-                      list(v.value("rules_added", json::array())),
-                      list(v.value("rules_removed", json::array())),
-                      list(v.value("rules_changed", json::array())) +
+                      CommaList(v.value("rules_added", json::array())),
+                      CommaList(v.value("rules_removed", json::array())),
+                      CommaList(v.value("rules_changed", json::array())) +
                           (v.value("reordered", false) ? " (reordered)" : ""),
-                      list(v.value("revalidating_rules", json::array()))});
+                      CommaList(v.value("revalidating_rules", json::array()))});
     }
     if (!rows.empty()) {
       PrintTable({"VNIC", "VM", "HOST", "RULES", "ADDED", "REMOVED", "CHANGED", "RE-CHECKS"}, rows);
@@ -617,7 +671,11 @@ int ApplyItems(Ctx& c, const std::string& kind, const std::vector<json>& items,
     }
     Reply r = c.api->Call("PUT", "/api/v1/" + kind + "/" + Str(it["id"]) + dry, it.dump());
     if (!dry.empty() && r.status == 200) {
-      if (int rc = PrintImpact(c, r.body); rc != kOk) over_budget = rc;
+      if (kind == "groups") {
+        PrintGroupImpact(c, r.body);
+      } else if (int rc = PrintImpact(c, r.body); rc != kOk) {
+        over_budget = rc;
+      }
       continue;
     }
     if (r.status != 200) {
@@ -1386,9 +1444,17 @@ int Run(Ctx& c, std::vector<std::string> a) {
       });
     }
     if (verb == "apply") {
+      // --dry-run: the impact preview (GroupImpact), nothing changed.
+      std::string dry;
+      for (size_t i = 2; i < a.size(); ++i) {
+        if (a[i] == "--dry-run") {
+          dry = "?dry_run=true";
+          a.erase(a.begin() + static_cast<std::ptrdiff_t>(i--));
+        }
+      }
       std::string f = file_arg();
       if (f.empty()) return need(99) ? kOk : kUsage;
-      return Apply(c, "groups", f);
+      return Apply(c, "groups", f, dry);
     }
     if (verb == "create") {
       if (!need(3)) return kUsage;

@@ -60,6 +60,7 @@ constexpr std::array kGrpcTable = {
     // The preview is authorized as the change it previews (as Kubernetes'
     // dry run is): it shows what a writer is about to do.
     GrpcEntry{"/dfw.v1.ControllerService/PreviewPolicy", Permission::kWrite},
+    GrpcEntry{"/dfw.v1.ControllerService/PreviewGroup", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeletePolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeleteHost", Permission::kAdmin},
     GrpcEntry{"/dfw.v1.ControllerService/ListExclusions", Permission::kRead},

@@ -113,6 +113,11 @@ grpc::Status ControllerGrpcService::DeleteHost(Ctx* ctx, const DeleteRequest* r,
       },
       o);
 }
+grpc::Status ControllerGrpcService::PreviewGroup(Ctx* ctx, const dfw::v1::PreviewGroupRequest* r,
+                                                 dfw::v1::GroupImpact* o) {
+  return Serve(
+      ctx, "PreviewGroup", [&] { return model_->PreviewGroup(*r); }, o);
+}
 grpc::Status ControllerGrpcService::AddExclusion(Ctx* ctx, const dfw::v1::Exclusion* r,
                                                  dfw::v1::Exclusion* o) {
   return Serve(

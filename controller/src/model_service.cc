@@ -834,12 +834,37 @@ absl::StatusOr<dfw::v1::EffectiveRulesResponse> ModelService::EffectiveRules(
 
 absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::PutGroupRequest& req,
                                                               bool create_only) {
+  auto spec = CheckPutGroupFields(req);
+  if (!spec.ok()) return spec.status();
+  std::unique_lock l(mu_);
+  if (auto s = CheckPutGroup(req, create_only); !s.ok()) return s;
+  Change change(this, revision_ + 1);
+  dfw::v1::SecurityGroup out = req.group();
+  out.set_revision(change.revision());
+  if (auto st = change.UpsertGroup(std::move(*spec), out); !st.ok()) return GroupIndexError(st);
+  if (auto s = Commit(change); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<tagging::GroupSpec> ModelService::CheckPutGroupFields(
+    const dfw::v1::PutGroupRequest& req) {
   if (!req.has_group()) return absl::InvalidArgumentError("group: required");
   if (auto s = CheckGroupLimits(req.group()); !s.ok()) return s;
   auto spec = tagging::GroupFromProto(req.group());
   if (!spec.ok()) return Prefixed(spec.status(), "group.");
   if (auto s = ValidateObjectId(req.group().id(), "group.id"); !s.ok()) return s;
-  std::unique_lock l(mu_);
+  return spec;
+}
+
+absl::Status ModelService::GroupIndexError(const absl::Status& st) {
+  if (st.code() == absl::StatusCode::kNotFound) {
+    return absl::InvalidArgumentError(Cat("group: ", st.message()));
+  }
+  return Prefixed(st, "group.");
+}
+
+absl::Status ModelService::CheckPutGroup(const dfw::v1::PutGroupRequest& req,
+                                         bool create_only) const {
   const std::string& id = req.group().id();
   auto old = groups_.find(id);
   if (create_only && old != groups_.end()) {
@@ -872,16 +897,83 @@ absl::StatusOr<dfw::v1::SecurityGroup> ModelService::PutGroup(const dfw::v1::Put
       }
     }
   }
-  Change change(this, revision_ + 1);
-  dfw::v1::SecurityGroup out = req.group();
-  out.set_revision(change.revision());
-  if (auto st = change.UpsertGroup(std::move(*spec), out); !st.ok()) {
-    if (st.code() == absl::StatusCode::kNotFound) {
-      return absl::InvalidArgumentError(Cat("group: ", st.message()));
-    }
-    return Prefixed(st, "group.");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<dfw::v1::GroupImpact> ModelService::PreviewGroup(
+    const dfw::v1::PreviewGroupRequest& req) {
+  dfw::v1::PutGroupRequest put;
+  *put.mutable_group() = req.group();
+  put.set_expected_revision(req.expected_revision());
+  auto spec = CheckPutGroupFields(put);
+  if (!spec.ok()) return spec.status();
+  // The writer lock: the index takes the change to compute its delta and
+  // is put back before anyone else reads it.
+  std::unique_lock l(mu_);
+  if (auto s = CheckPutGroup(put, req.create_only()); !s.ok()) return s;
+  const std::string& id = req.group().id();
+  std::optional<tagging::GroupSpec> before;
+  if (const auto* b = index_->FindGroup(id)) before = *b;
+  auto delta = index_->UpsertGroup(std::move(*spec));
+  if (!delta.ok()) return GroupIndexError(delta.status());
+  std::vector<PolicyCompiler::SetImpact> sets;
+  std::vector<VnicImpact> vnics = compiler_->PreviewMembership(*delta, &sets);
+  absl::Status restored =
+      before ? index_->UpsertGroup(*before).status() : index_->RemoveGroup(id).status();
+  if (!restored.ok()) {  // never expected: the index held `before` a moment ago
+    spdlog::critical("preview of group '{}': the index could not be put back: {}", id,
+                     restored.ToString());
+    std::abort();
   }
-  if (auto s = Commit(change); !s.ok()) return s;
+  dfw::v1::GroupImpact out;
+  out.set_revision(revision_);
+  out.set_group_id(id);
+  out.set_creates(!before.has_value());
+  std::set<std::string> hosts;
+  for (const auto& gd : delta->groups) {
+    if (gd.group_id == id) {
+      out.mutable_vms_added()->Add(gd.vms_added.begin(), gd.vms_added.end());
+      out.mutable_vms_removed()->Add(gd.vms_removed.begin(), gd.vms_removed.end());
+    } else if (!gd.vms_added.empty() || !gd.vms_removed.empty()) {
+      out.add_groups_changed(gd.group_id);
+    }
+  }
+  for (const auto& v : vnics) {
+    if (v.excluded) {
+      out.add_excluded_vnic_ids(v.vnic_id);
+      continue;
+    }
+    auto* o = out.add_vnics();
+    o->set_vnic_id(v.vnic_id);
+    o->set_host_id(v.host_id);
+    o->set_rules_before(static_cast<uint32_t>(v.rules_before));
+    o->set_rules_after(static_cast<uint32_t>(v.rules_after));
+    o->mutable_rules_added()->Add(v.added.begin(), v.added.end());
+    o->mutable_rules_removed()->Add(v.removed.begin(), v.removed.end());
+    hosts.insert(v.host_id);
+    for (const auto& vm_id : vms_.OfHost(v.host_id)) {
+      const dfw::v1::Vm& vm = vms_.at(vm_id);
+      for (const auto& n : vm.vnics()) {
+        if (n.id() != v.vnic_id) continue;
+        o->set_vm_id(vm.id());
+        o->set_vm_name(vm.name());
+      }
+    }
+  }
+  for (const auto& s : sets) {
+    auto* o = out.add_address_sets();
+    o->set_group_id(s.group_id);
+    o->set_addresses_added(static_cast<uint32_t>(s.added));
+    o->set_addresses_removed(static_cast<uint32_t>(s.removed));
+    o->mutable_host_ids()->Add(s.hosts.begin(), s.hosts.end());
+    hosts.insert(s.hosts.begin(), s.hosts.end());
+  }
+  std::lock_guard<std::mutex> r(rmu_);
+  for (const auto& h : hosts) {
+    auto it = hosts_.find(h);
+    const HostState* hs = it == hosts_.end() ? nullptr : it->second.get();
+    FillHostRealization(h, hs, hs ? hs->want : 0, out.add_hosts());
+  }
   return out;
 }
 

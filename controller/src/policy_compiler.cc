@@ -663,6 +663,76 @@ void PolicyCompiler::EffectiveRules(
   }
 }
 
+std::vector<VnicImpact> PolicyCompiler::PreviewMembership(const tagging::MembershipDelta& delta,
+                                                          std::vector<SetImpact>* sets) const {
+  // Each vNIC's applied-to groups it would join and leave.
+  std::map<std::string, std::pair<std::set<std::string>, std::set<std::string>>> moves;
+  for (const auto& gd : delta.groups) {
+    if (!by_group_.contains(gd.group_id)) continue;  // no rule is applied to it
+    for (const auto& v : gd.vnics_added) moves[v].first.insert(gd.group_id);
+    for (const auto& v : gd.vnics_removed) moves[v].second.insert(gd.group_id);
+  }
+  // A vNIC's rules with these applied-to groups, in evaluation order.
+  auto rules_of = [&](const absl::flat_hash_set<std::string>& groups) {
+    std::vector<const RuleEntry*> out;
+    for (const auto& e : all_vnics_rules_) out.push_back(e.get());
+    for (const auto& g : groups) {
+      auto bg = by_group_.find(g);
+      if (bg == by_group_.end()) continue;
+      for (const auto& e : bg->second) out.push_back(e.get());
+    }
+    std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->order < b->order; });
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  };
+  auto key = [](const RuleEntry* e) {
+    return e->compiled.policy_id() + "/" + e->compiled.rule_id();
+  };
+  std::vector<VnicImpact> out;
+  for (const auto& [v, move] : moves) {
+    auto host = vnic_host_.find(v);
+    if (host == vnic_host_.end() || host->second.empty()) continue;  // enforced nowhere
+    VnicImpact im;
+    im.vnic_id = v;
+    im.host_id = host->second;
+    if (IsExcluded(v)) {
+      im.excluded = true;
+      out.push_back(std::move(im));
+      continue;
+    }
+    absl::flat_hash_set<std::string> groups;
+    if (auto gi = vnic_groups_.find(v); gi != vnic_groups_.end()) groups = gi->second;
+    std::vector<const RuleEntry*> now = rules_of(groups);
+    for (const auto& g : move.second) groups.erase(g);
+    for (const auto& g : move.first) groups.insert(g);
+    std::vector<const RuleEntry*> then = rules_of(groups);
+    std::set<std::string> k_now, k_then;
+    for (const auto* e : now) k_now.insert(key(e));
+    for (const auto* e : then) k_then.insert(key(e));
+    std::set_difference(k_then.begin(), k_then.end(), k_now.begin(), k_now.end(),
+                        std::back_inserter(im.added));
+    std::set_difference(k_now.begin(), k_now.end(), k_then.begin(), k_then.end(),
+                        std::back_inserter(im.removed));
+    if (im.added.empty() && im.removed.empty()) continue;
+    im.rules_before = now.size();
+    im.rules_after = then.size();
+    out.push_back(std::move(im));
+  }
+  for (const auto& gd : delta.groups) {
+    if (gd.addresses_added.empty() && gd.addresses_removed.empty()) continue;
+    auto sh = set_hosts_.find("g:" + gd.group_id);
+    if (sh == set_hosts_.end() || sh->second.empty()) continue;
+    SetImpact si;
+    si.group_id = gd.group_id;
+    si.added = gd.addresses_added.size();
+    si.removed = gd.addresses_removed.size();
+    si.hosts.assign(sh->second.begin(), sh->second.end());
+    std::sort(si.hosts.begin(), si.hosts.end());
+    sets->push_back(std::move(si));
+  }
+  return out;
+}
+
 std::vector<VnicImpact> PolicyCompiler::PreviewPolicy(const std::string& policy_id,
                                                       const dfw::v1::Policy* after) const {
   auto it = policies_.find(policy_id);

@@ -699,6 +699,14 @@ void RestApi::Routes() {
   s.Post("/api/v1/groups", [m](const Request& req, Response& res) {
     dfw::v1::PutGroupRequest r;
     if (auto e = ParseBody(req, r.mutable_group()); !e.ok()) return SendError(res, e);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) {
+      dfw::v1::PreviewGroupRequest pr;
+      *pr.mutable_group() = r.group();
+      pr.set_create_only(true);
+      return Send(res, m->PreviewGroup(pr));
+    }
     Send(res, m->PutGroup(r, true), 201);
   });
   s.Get("/api/v1/groups" + id,
@@ -712,6 +720,14 @@ void RestApi::Routes() {
     auto ex = ExpectedRevision(req);
     if (!ex.ok()) return SendError(res, ex.status());
     r.set_expected_revision(*ex);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) {
+      dfw::v1::PreviewGroupRequest pr;
+      *pr.mutable_group() = r.group();
+      pr.set_expected_revision(*ex);
+      return Send(res, m->PreviewGroup(pr));
+    }
     Send(res, m->PutGroup(r));
   });
   s.Delete("/api/v1/groups" + id, [m](const Request& req, Response& res) {

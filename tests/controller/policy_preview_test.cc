@@ -510,5 +510,68 @@ TEST_F(PolicyPreviewApiTest, Dfwctl) {
   EXPECT_EQ(rest_->Get("/api/v1/policies/web-to-db").body["rules"].size(), 1u);
 }
 
+// A group change previewed (GroupImpact) over REST, gRPC and dfwctl group
+// apply --dry-run: group web redrawn to select app=db moves web-1 out (it
+// loses every rule applied to web) and db-1 in (its rules stay: it is in
+// db), and g:web's addresses change on the hosts holding it. Nothing changes.
+TEST_F(PolicyPreviewApiTest, GroupChangesPreviewedOverRestGrpcAndDfwctl) {
+  json g = TagGroupJson("web", "app", "db");
+  auto r = rest_->Put("/api/v1/groups/web?dry_run=true", g);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(r.body.contains("creates")) << "web exists (false is left out)";
+  EXPECT_EQ(r.body["vms_added"], json::array({"db-1"}));
+  EXPECT_EQ(r.body["vms_removed"], json::array({"web-1"}));
+  auto v = Vnics(r.body);
+  ASSERT_EQ(v.size(), 1u) << r.body;
+  EXPECT_EQ(v["web-1-nic0"]["rules_before"], 3);
+  EXPECT_EQ(v["web-1-nic0"].value("rules_after", 0), 0);
+  EXPECT_EQ(v["web-1-nic0"]["rules_removed"].size(), 3u) << r.body;
+  EXPECT_EQ(v["web-1-nic0"]["vm_name"], "web-1");
+  ASSERT_EQ(r.body["address_sets"].size(), 1u) << r.body;
+  EXPECT_EQ(r.body["address_sets"][0]["group_id"], "web");
+  EXPECT_EQ(r.body["address_sets"][0]["addresses_added"], 1);
+  EXPECT_EQ(r.body["address_sets"][0]["addresses_removed"], 1);
+  EXPECT_EQ(r.body["address_sets"][0]["host_ids"], json::array({"h1", "h2"}));
+  EXPECT_EQ(r.body["hosts"].size(), 2u);
+  // Errors are the change's own; a POST of an existing group is a conflict.
+  json bad = g;
+  bad["static_members"]["group_ids"] = json::array({"nope"});
+  auto dry = rest_->Put("/api/v1/groups/web?dry_run=true", bad);
+  EXPECT_EQ(dry.status, 400);
+  EXPECT_EQ(dry.body["error"], rest_->Put("/api/v1/groups/web", bad).body["error"]);
+  EXPECT_EQ(rest_->Post("/api/v1/groups?dry_run=true", g).status, 409);
+  EXPECT_EQ(Revision(), revision_);
+
+  auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_.grpc_port()),
+                                grpc::InsecureChannelCredentials());
+  auto stub = dfw::v1::ControllerService::NewStub(ch);
+  dfw::v1::PreviewGroupRequest req;
+  req.mutable_group()->set_id("web");
+  auto* c = req.mutable_group()->add_criteria()->add_conditions()->mutable_tag();
+  c->set_scope("app");
+  c->set_value("db");
+  dfw::v1::GroupImpact resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->PreviewGroup(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.vnics_size(), 1);
+
+  const std::string file = dir_.path() + "/web-group.json";
+  std::ofstream(file) << g.dump();
+  Cmd out = RunDfwctl(DFWCTL_BIN, server_.http_port(), "group apply -f " + file + " --dry-run");
+  EXPECT_EQ(out.rc, 0) << out.out;
+  EXPECT_NE(out.out.find("dry run: group web replaced"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("+1 / -1 VM(s); 1 vNIC(s) change rules, 1 address set(s) change"),
+            std::string::npos)
+      << out.out;
+  EXPECT_NE(out.out.find("3 -> 0"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("nothing was changed"), std::string::npos) << out.out;
+  EXPECT_EQ(Revision(), revision_);
+  EXPECT_EQ(rest_->Get("/api/v1/groups/web/members").body["vm_ids"], json::array({"web-1"}));
+  // Without --dry-run the change is made.
+  out = RunDfwctl(DFWCTL_BIN, server_.http_port(), "group apply -f " + file);
+  EXPECT_EQ(out.rc, 0) << out.out;
+  EXPECT_EQ(rest_->Get("/api/v1/groups/web/members").body["vm_ids"], json::array({"db-1"}));
+}
+
 }  // namespace
 }  // namespace dfw::controller::testing

@@ -48,6 +48,8 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
   grpc::Status ListHosts(Ctx*, const dfw::v1::ListRequest*, dfw::v1::ListHostsResponse*) override;
   grpc::Status DeleteHost(Ctx*, const dfw::v1::DeleteRequest*, dfw::v1::DeleteResponse*) override;
   grpc::Status AddExclusion(Ctx*, const dfw::v1::Exclusion*, dfw::v1::Exclusion*) override;
+  grpc::Status PreviewGroup(Ctx*, const dfw::v1::PreviewGroupRequest*,
+                            dfw::v1::GroupImpact*) override;
   grpc::Status ListExclusions(Ctx*, const dfw::v1::ListRequest*,
                               dfw::v1::ListExclusionsResponse*) override;
   grpc::Status DeleteExclusion(Ctx*, const dfw::v1::DeleteExclusionRequest*,

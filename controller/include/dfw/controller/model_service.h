@@ -136,6 +136,13 @@ class ModelService {
   absl::StatusOr<dfw::v1::ListGroupsResponse> ListGroups(const dfw::v1::ListRequest& req) const;
   absl::StatusOr<dfw::v1::DeleteResponse> DeleteGroup(const dfw::v1::DeleteRequest& req);
   absl::StatusOr<dfw::v1::GroupMembership> GroupMembers(const std::string& id) const;
+  // The impact preview of a group change (GroupImpact): validated exactly as
+  // PutGroup would validate it (the same errors), then the VMs it gains and
+  // loses, the including groups that change with it, every enforced vNIC
+  // whose rules change (joining or leaving a group rules are applied to),
+  // the address sets hosts would be sent and those hosts. Nothing is stored
+  // or sent; it takes the writer lock for the index's delta.
+  absl::StatusOr<dfw::v1::GroupImpact> PreviewGroup(const dfw::v1::PreviewGroupRequest& req);
 
   absl::StatusOr<dfw::v1::Policy> PutPolicy(const dfw::v1::PutPolicyRequest& req,
                                             bool create_only = false);
@@ -361,6 +368,12 @@ class ModelService {
   absl::Status CheckPutPolicy(const dfw::v1::Policy* p, uint64_t expected_revision,
                               bool create_only) const;
   absl::Status CheckDeletePolicy(const std::string& id, uint64_t expected_revision) const;
+  // PutGroup's checks: the fields (no lock), then (mu_ held) create_only,
+  // expected_revision and the groups it names; an index refusal's status.
+  static absl::StatusOr<tagging::GroupSpec> CheckPutGroupFields(
+      const dfw::v1::PutGroupRequest& req);
+  absl::Status CheckPutGroup(const dfw::v1::PutGroupRequest& req, bool create_only) const;
+  static absl::Status GroupIndexError(const absl::Status& st);
   // One host's realization toward `want` (rmu_ held); hs null: a host this
   // process never saw (DISCONNECTED).
   static void FillHostRealization(const std::string& id, const HostState* hs, uint64_t want,

@@ -159,6 +159,19 @@ class PolicyCompiler {
   // its new rules count as numbered.
   std::vector<VnicImpact> PreviewPolicy(const std::string& policy_id,
                                         const dfw::v1::Policy* after) const;
+  // What a membership change (the index's delta of a group change not made)
+  // would do: each enforced vNIC whose rules change because it joins or
+  // leaves a group rules are applied to (added/removed as "policy/rule";
+  // an excluded vNIC is listed with `excluded` only), and in *sets each
+  // changed group whose address set hosts hold, with those hosts. Nothing
+  // is changed.
+  struct SetImpact {
+    std::string group_id;
+    size_t added = 0, removed = 0;
+    std::vector<std::string> hosts;  // sorted
+  };
+  std::vector<VnicImpact> PreviewMembership(const tagging::MembershipDelta& delta,
+                                            std::vector<SetImpact>* sets) const;
   // Policies whose rules or applied-to name the group, sorted.
   std::vector<std::string> PoliciesReferencing(const std::string& group_id) const;
   // Hosts holding at least one vNIC the policy's enabled rules apply to
