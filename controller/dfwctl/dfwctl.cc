@@ -55,8 +55,10 @@ const char kUsageText[] =
     R"(usage: dfwctl [--server URL[,URL...]] [-o table|json] RESOURCE VERB [ARGS]
 
   vm list | get VM | put -f FILE | delete VM
-  vm tag VM... SCOPE=VALUE... [--remove SCOPE[=VALUE]]...
-  vm untag VM... SCOPE[=VALUE]...          (SCOPE alone removes every value)
+  vm tag VM... SCOPE=VALUE... [--remove SCOPE[=VALUE]]... [--dry-run]
+  vm untag VM... SCOPE[=VALUE]... [--dry-run]  (SCOPE alone removes every value)
+                                            --dry-run: the groups whose members change,
+                                            the vNICs whose rules change, nothing changed
   vm groups VM                              which groups, and why
   vm rules VM | vnic rules VNIC             effective rules
   group list | get G | members G | delete G | apply -f FILE [--dry-run]
@@ -554,19 +556,24 @@ void PrintGroupImpact(Ctx& c, const json& b) {
     return;
   }
   const json vnics = b.value("vnics", json::array()), hosts = b.value("hosts", json::array());
+  const std::string what =
+      !b.contains("group_id")
+          ? std::string("tag change")
+          : "group " + Str(b["group_id"]) + (b.value("creates", false) ? " created" : " replaced");
   std::printf(
-      "dry run: group %s %s at revision %s: +%zu / -%zu VM(s); %zu vNIC(s) change rules, "
+      "dry run: %s at revision %s: +%zu / -%zu VM(s); %zu vNIC(s) change rules, "
       "%zu address set(s) change, on %zu host(s)\n",
-      Str(b["group_id"]).c_str(), b.value("creates", false) ? "created" : "replaced",
-      Str(b.value("revision", json("0"))).c_str(), b.value("vms_added", json::array()).size(),
-      b.value("vms_removed", json::array()).size(), vnics.size(),
-      b.value("address_sets", json::array()).size(), hosts.size());
+      what.c_str(), Str(b.value("revision", json("0"))).c_str(),
+      b.value("vms_added", json::array()).size(), b.value("vms_removed", json::array()).size(),
+      vnics.size(), b.value("address_sets", json::array()).size(), hosts.size());
   if (b.contains("vms_added"))
     std::printf("  VMs joining: %s\n", CommaList(b["vms_added"]).c_str());
   if (b.contains("vms_removed"))
     std::printf("  VMs leaving: %s\n", CommaList(b["vms_removed"]).c_str());
   if (b.contains("groups_changed")) {
-    std::printf("  including groups changing too: %s\n", CommaList(b["groups_changed"]).c_str());
+    std::printf("  %s: %s\n",
+                b.contains("group_id") ? "including groups changing too" : "groups changing",
+                CommaList(b["groups_changed"]).c_str());
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : vnics) {
@@ -1365,8 +1372,11 @@ int Run(Ctx& c, std::vector<std::string> a) {
     }
     if (verb == "tag" || verb == "untag") {
       json req = {{"vm_ids", json::array()}, {"set", json::array()}, {"remove", json::array()}};
+      bool dry = false;  // --dry-run: the impact preview, nothing changed
       for (size_t i = 2; i < a.size(); ++i) {
-        if (a[i] == "--remove" && i + 1 < a.size()) {
+        if (a[i] == "--dry-run") {
+          dry = true;
+        } else if (a[i] == "--remove" && i + 1 < a.size()) {
           req["remove"].push_back(ParseTag(a[++i]));
         } else if (a[i].find('=') != std::string::npos ||
                    (verb == "untag" && !req["vm_ids"].empty())) {
@@ -1379,6 +1389,10 @@ int Run(Ctx& c, std::vector<std::string> a) {
       }
       if (req["vm_ids"].empty() || (req["set"].empty() && req["remove"].empty()))
         return need(99) ? kOk : kUsage;
+      if (dry) {
+        return Show(c, c.api->Call("POST", "/api/v1/tags?dry_run=true", req.dump()),
+                    [&](const json& b) { PrintGroupImpact(c, b); });
+      }
       return Show(c, c.api->Call("POST", "/api/v1/tags", req.dump()), [](const json& b) {
         std::printf("revision %s\n", Str(b["revision"]).c_str());
         VmTable(b.value("vms", json::array()));

@@ -61,6 +61,7 @@ constexpr std::array kGrpcTable = {
     // dry run is): it shows what a writer is about to do.
     GrpcEntry{"/dfw.v1.ControllerService/PreviewPolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/PreviewGroup", Permission::kWrite},
+    GrpcEntry{"/dfw.v1.ControllerService/PreviewTag", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeletePolicy", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeleteHost", Permission::kAdmin},
     GrpcEntry{"/dfw.v1.ControllerService/ListExclusions", Permission::kRead},

@@ -118,6 +118,11 @@ grpc::Status ControllerGrpcService::PreviewGroup(Ctx* ctx, const dfw::v1::Previe
   return Serve(
       ctx, "PreviewGroup", [&] { return model_->PreviewGroup(*r); }, o);
 }
+grpc::Status ControllerGrpcService::PreviewTag(Ctx* ctx, const TagRequest* r,
+                                               dfw::v1::GroupImpact* o) {
+  return Serve(
+      ctx, "PreviewTag", [&] { return model_->PreviewTag(*r); }, o);
+}
 grpc::Status ControllerGrpcService::AddExclusion(Ctx* ctx, const dfw::v1::Exclusion* r,
                                                  dfw::v1::Exclusion* o) {
   return Serve(

@@ -285,6 +285,7 @@ class ModelService::Change {
     move_all(undo_, other.undo_);
     move_all(apply_, other.apply_);
     move_all(flushed_, other.flushed_);
+    move_all(deltas_, other.deltas_);
   }
   // Undoes every step now, in reverse (nothing was written).
   void Undo() {
@@ -296,6 +297,30 @@ class ModelService::Change {
     undo_.clear();
     apply_.clear();
     flushed_.clear();
+    deltas_.clear();
+  }
+  // The steps' membership deltas as one (a preview's; the steps must touch
+  // different VMs and groups, as one Tag request's do).
+  tagging::MembershipDelta MergedDelta() const {
+    std::map<std::string, tagging::GroupDelta> by_group;
+    for (const auto& d : deltas_) {
+      for (const auto& gd : d->groups) {
+        auto& to = by_group[gd.group_id];
+        to.group_id = gd.group_id;
+        auto add = [](auto& a, const auto& b) { a.insert(a.end(), b.begin(), b.end()); };
+        add(to.vms_added, gd.vms_added);
+        add(to.vms_removed, gd.vms_removed);
+        add(to.vnics_added, gd.vnics_added);
+        add(to.vnics_removed, gd.vnics_removed);
+        add(to.addresses_added, gd.addresses_added);
+        add(to.addresses_removed, gd.addresses_removed);
+        to.group_created |= gd.group_created;
+        to.group_deleted |= gd.group_deleted;
+      }
+    }
+    tagging::MembershipDelta out;
+    for (auto& [id, gd] : by_group) out.groups.push_back(std::move(gd));
+    return out;
   }
 
   ChangeSet cs;
@@ -307,6 +332,7 @@ class ModelService::Change {
   // c.proto_after (nullopt: the VM goes).
   void Vm(VmChange c, bool table = true) {
     auto p = std::make_shared<VmChange>(std::move(c));
+    deltas_.push_back(std::shared_ptr<const tagging::MembershipDelta>(p, &p->delta));
     ModelService* m = m_;
     undo_.push_back([m, p] {
       if (p->before) {
@@ -332,6 +358,7 @@ class ModelService::Change {
   void Group(const std::string& id, std::optional<tagging::GroupSpec> before,
              tagging::MembershipDelta delta, std::optional<dfw::v1::SecurityGroup> after) {
     auto d = std::make_shared<tagging::MembershipDelta>(std::move(delta));
+    deltas_.push_back(d);
     ModelService* m = m_;
     undo_.push_back([m, id, before = std::move(before)] {
       if (before) {
@@ -352,6 +379,8 @@ class ModelService::Change {
   ModelService* m_;
   std::vector<std::function<void()>> undo_;
   std::vector<std::function<void(ChangeFanout&)>> apply_, flushed_;
+  // The index's membership deltas of the steps so far, in order (previews).
+  std::vector<std::shared_ptr<const tagging::MembershipDelta>> deltas_;
 };
 
 absl::Status ModelService::StoreCommit(const ChangeSet& cs) {
@@ -721,6 +750,17 @@ absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteVm(const dfw::v1::De
 }
 
 absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest& req) {
+  return TagOrPreview(req, nullptr);
+}
+
+absl::StatusOr<dfw::v1::GroupImpact> ModelService::PreviewTag(const dfw::v1::TagRequest& req) {
+  dfw::v1::GroupImpact out;
+  if (auto r = TagOrPreview(req, &out); !r.ok()) return r.status();
+  return out;
+}
+
+absl::StatusOr<dfw::v1::TagResponse> ModelService::TagOrPreview(const dfw::v1::TagRequest& req,
+                                                                dfw::v1::GroupImpact* preview) {
   if (req.vm_ids_size() == 0) return absl::InvalidArgumentError("vm_ids: list at least one VM");
   if (req.set_size() == 0 && req.remove_size() == 0) {
     return absl::InvalidArgumentError("set: give tags to set or to remove");
@@ -773,6 +813,11 @@ absl::StatusOr<dfw::v1::TagResponse> ModelService::Tag(const dfw::v1::TagRequest
     out.set_revision(rev);
     if (auto s = change.UpsertVm(std::move(next), out); !s.ok()) return s;
     *resp.add_vms() = std::move(out);
+  }
+  if (preview != nullptr) {  // the index's delta read, then undone (not committed)
+    FillMembershipImpact(change.MergedDelta(), "", preview);
+    change.Undo();
+    return resp;
   }
   if (auto s = Commit(change); !s.ok()) return s;
   return resp;
@@ -907,31 +952,33 @@ absl::StatusOr<dfw::v1::GroupImpact> ModelService::PreviewGroup(
   put.set_expected_revision(req.expected_revision());
   auto spec = CheckPutGroupFields(put);
   if (!spec.ok()) return spec.status();
-  // The writer lock: the index takes the change to compute its delta and
-  // is put back before anyone else reads it.
+  // The writer lock: the index takes the change to give its delta and is
+  // put back before anyone else reads it.
   std::unique_lock l(mu_);
   if (auto s = CheckPutGroup(put, req.create_only()); !s.ok()) return s;
   const std::string& id = req.group().id();
-  std::optional<tagging::GroupSpec> before;
-  if (const auto* b = index_->FindGroup(id)) before = *b;
-  auto delta = index_->UpsertGroup(std::move(*spec));
-  if (!delta.ok()) return GroupIndexError(delta.status());
-  std::vector<PolicyCompiler::SetImpact> sets;
-  std::vector<VnicImpact> vnics = compiler_->PreviewMembership(*delta, &sets);
-  absl::Status restored =
-      before ? index_->UpsertGroup(*before).status() : index_->RemoveGroup(id).status();
-  if (!restored.ok()) {  // never expected: the index held `before` a moment ago
-    spdlog::critical("preview of group '{}': the index could not be put back: {}", id,
-                     restored.ToString());
-    std::abort();
-  }
   dfw::v1::GroupImpact out;
+  out.set_creates(index_->FindGroup(id) == nullptr);
+  // The change's index step, its delta read, then undone (never committed).
+  Change change(this, revision_ + 1);
+  if (auto st = change.UpsertGroup(std::move(*spec), req.group()); !st.ok()) {
+    return GroupIndexError(st);
+  }
+  FillMembershipImpact(change.MergedDelta(), id, &out);
+  change.Undo();
+  return out;
+}
+
+void ModelService::FillMembershipImpact(const tagging::MembershipDelta& delta,
+                                        const std::string& id, dfw::v1::GroupImpact* impact) const {
+  dfw::v1::GroupImpact& out = *impact;
+  std::vector<PolicyCompiler::SetImpact> sets;
+  std::vector<VnicImpact> vnics = compiler_->PreviewMembership(delta, &sets);
   out.set_revision(revision_);
   out.set_group_id(id);
-  out.set_creates(!before.has_value());
   std::set<std::string> hosts;
-  for (const auto& gd : delta->groups) {
-    if (gd.group_id == id) {
+  for (const auto& gd : delta.groups) {
+    if (!id.empty() && gd.group_id == id) {
       out.mutable_vms_added()->Add(gd.vms_added.begin(), gd.vms_added.end());
       out.mutable_vms_removed()->Add(gd.vms_removed.begin(), gd.vms_removed.end());
     } else if (!gd.vms_added.empty() || !gd.vms_removed.empty()) {
@@ -974,7 +1021,6 @@ absl::StatusOr<dfw::v1::GroupImpact> ModelService::PreviewGroup(
     const HostState* hs = it == hosts_.end() ? nullptr : it->second.get();
     FillHostRealization(h, hs, hs ? hs->want : 0, out.add_hosts());
   }
-  return out;
 }
 
 absl::StatusOr<dfw::v1::SecurityGroup> ModelService::GetGroup(const std::string& id) const {

@@ -641,11 +641,17 @@ void RestApi::Routes() {
     auto ex = ExpectedRevision(req);
     if (!ex.ok()) return SendError(res, ex.status());
     if (*ex != 0) r.set_expected_revision(*ex);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) return Send(res, m->PreviewTag(r));
     Send(res, m->Tag(r));
   });
   s.Post("/api/v1/tags", [m](const Request& req, Response& res) {
     dfw::v1::TagRequest r;
     if (auto e = ParseBody(req, &r); !e.ok()) return SendError(res, e);
+    auto dry = DryRun(req);
+    if (!dry.ok()) return SendError(res, dry.status());
+    if (*dry) return Send(res, m->PreviewTag(r));
     Send(res, m->Tag(r));
   });
   s.Get("/api/v1/vms" + id + "/groups",

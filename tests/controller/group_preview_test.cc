@@ -51,6 +51,66 @@ std::set<std::string> Members(const ModelService& m, const std::string& group) {
   return {g->vm_ids().begin(), g->vm_ids().end()};
 }
 
+// What the preview says of vNICs and address sets against the hosts' full
+// states before and after the change (counted into *vnics, *sets).
+void CheckImpact(const Fleet& before, const Fleet& after, const dfw::v1::GroupImpact& impact,
+                 const std::string& at, int* vnics_seen, int* sets_seen) {
+  // vNICs whose rules change, as the hosts' states show it.
+  std::map<std::string, const dfw::v1::GroupImpact::VNic*> said;
+  for (const auto& v : impact.vnics()) said[v.vnic_id()] = &v;
+  std::set<std::string> vnics;
+  for (const auto& [v, r] : before.rules) vnics.insert(v);
+  for (const auto& [v, r] : after.rules) vnics.insert(v);
+  for (const auto& v : vnics) {
+    static const std::set<std::string> kNone;
+    auto b = before.rules.find(v), a = after.rules.find(v);
+    const auto& rb = b == before.rules.end() ? kNone : b->second;
+    const auto& ra = a == after.rules.end() ? kNone : a->second;
+    std::vector<std::string> added, removed;
+    std::set_difference(ra.begin(), ra.end(), rb.begin(), rb.end(), std::back_inserter(added));
+    std::set_difference(rb.begin(), rb.end(), ra.begin(), ra.end(), std::back_inserter(removed));
+    auto s = said.find(v);
+    if (added.empty() && removed.empty()) {
+      EXPECT_EQ(s, said.end()) << v << " listed without a change" << at;
+      continue;
+    }
+    ++*vnics_seen;
+    ASSERT_NE(s, said.end()) << v << " changes but is not listed" << at;
+    EXPECT_EQ(
+        std::vector<std::string>(s->second->rules_added().begin(), s->second->rules_added().end()),
+        added)
+        << v << at;
+    EXPECT_EQ(std::vector<std::string>(s->second->rules_removed().begin(),
+                                       s->second->rules_removed().end()),
+              removed)
+        << v << at;
+    EXPECT_EQ(s->second->rules_before(), rb.size()) << v << at;
+    EXPECT_EQ(s->second->rules_after(), ra.size()) << v << at;
+    EXPECT_EQ(s->second->host_id(), after.host_of.at(v)) << v << at;
+  }
+
+  // Address sets held before and after whose content changes: listed,
+  // with the host and the counts.
+  std::map<std::string, const dfw::v1::GroupImpact::AddressSet*> set_said;
+  for (const auto& s : impact.address_sets()) set_said["g:" + s.group_id()] = &s;
+  for (const auto& [key, content] : before.sets) {
+    auto a = after.sets.find(key);
+    if (a == after.sets.end() || a->second == content) continue;
+    const std::string host = key.substr(0, key.find('|'));
+    const std::string set = key.substr(key.find('|') + 1);
+    size_t added = 0, removed = 0;
+    for (const auto& p : a->second) added += !content.count(p);
+    for (const auto& p : content) removed += !a->second.count(p);
+    ++*sets_seen;
+    auto s = set_said.find(set);
+    ASSERT_NE(s, set_said.end()) << set << " changes on " << host << " unlisted" << at;
+    EXPECT_EQ(s->second->addresses_added(), added) << set << at;
+    EXPECT_EQ(s->second->addresses_removed(), removed) << set << at;
+    const auto& hs = s->second->host_ids();
+    EXPECT_NE(std::find(hs.begin(), hs.end(), host), hs.end()) << set << " " << host << at;
+  }
+}
+
 TEST(GroupPreview, SaysWhatTheChangeThenDoesOnRandomFleets) {
   int vnics_seen = 0, sets_seen = 0;
   for (unsigned seed = Seed(); seed < Seed() + 3; ++seed) {
@@ -105,67 +165,67 @@ TEST(GroupPreview, SaysWhatTheChangeThenDoesOnRandomFleets) {
                 left)
           << at;
 
-      // vNICs whose rules change, as the hosts' states show it.
-      std::map<std::string, const dfw::v1::GroupImpact::VNic*> said;
-      for (const auto& v : impact->vnics()) said[v.vnic_id()] = &v;
-      std::set<std::string> vnics;
-      for (const auto& [v, r] : before.rules) vnics.insert(v);
-      for (const auto& [v, r] : after.rules) vnics.insert(v);
-      for (const auto& v : vnics) {
-        static const std::set<std::string> kNone;
-        auto b = before.rules.find(v), a = after.rules.find(v);
-        const auto& rb = b == before.rules.end() ? kNone : b->second;
-        const auto& ra = a == after.rules.end() ? kNone : a->second;
-        std::vector<std::string> added, removed;
-        std::set_difference(ra.begin(), ra.end(), rb.begin(), rb.end(), std::back_inserter(added));
-        std::set_difference(rb.begin(), rb.end(), ra.begin(), ra.end(),
-                            std::back_inserter(removed));
-        auto s = said.find(v);
-        if (added.empty() && removed.empty()) {
-          EXPECT_EQ(s, said.end()) << v << " listed without a change" << at;
-          continue;
-        }
-        ++vnics_seen;
-        ASSERT_NE(s, said.end()) << v << " changes but is not listed" << at;
-        EXPECT_EQ(std::vector<std::string>(s->second->rules_added().begin(),
-                                           s->second->rules_added().end()),
-                  added)
-            << v << at;
-        EXPECT_EQ(std::vector<std::string>(s->second->rules_removed().begin(),
-                                           s->second->rules_removed().end()),
-                  removed)
-            << v << at;
-        EXPECT_EQ(s->second->rules_before(), rb.size()) << v << at;
-        EXPECT_EQ(s->second->rules_after(), ra.size()) << v << at;
-        EXPECT_EQ(s->second->host_id(), after.host_of.at(v)) << v << at;
-      }
-
-      // Address sets held before and after whose content changes: listed,
-      // with the host and the counts.
-      std::map<std::string, const dfw::v1::GroupImpact::AddressSet*> set_said;
-      for (const auto& s : impact->address_sets()) set_said["g:" + s.group_id()] = &s;
-      for (const auto& [key, content] : before.sets) {
-        auto a = after.sets.find(key);
-        if (a == after.sets.end() || a->second == content) continue;
-        const std::string host = key.substr(0, key.find('|'));
-        const std::string set = key.substr(key.find('|') + 1);
-        size_t added = 0, removed = 0;
-        for (const auto& p : a->second) added += !content.count(p);
-        for (const auto& p : content) removed += !a->second.count(p);
-        ++sets_seen;
-        auto s = set_said.find(set);
-        ASSERT_NE(s, set_said.end()) << set << " changes on " << host << " unlisted" << at;
-        EXPECT_EQ(s->second->addresses_added(), added) << set << at;
-        EXPECT_EQ(s->second->addresses_removed(), removed) << set << at;
-        const auto& hs = s->second->host_ids();
-        EXPECT_NE(std::find(hs.begin(), hs.end(), host), hs.end()) << set << " " << host << at;
-      }
+      CheckImpact(before, after, *impact, at, &vnics_seen, &sets_seen);
       if (::testing::Test::HasFailure()) return;
     }
   }
   // The fleets exercised both parts.
   EXPECT_GT(vnics_seen, 20);
   EXPECT_GT(sets_seen, 20);
+}
+
+// A Tag request previewed (PreviewTag) against the request then made: the
+// groups whose members change, the vNICs whose rules change, the address
+// sets each holding host sees change.
+TEST(TagPreview, SaysWhatTheTagChangeThenDoesOnRandomFleets) {
+  int vnics_seen = 0, sets_seen = 0;
+  for (unsigned seed = Seed(); seed < Seed() + 3; ++seed) {
+    RandomFleet f(seed);
+    f.Open();
+    f.Populate();
+    f.Drain();
+    std::mt19937 rng(seed * 31);
+    dfw::v1::ListRequest all;
+    all.set_page_size(1000);
+    for (int step = 0; step < 60; ++step) {
+      dfw::v1::TagRequest t;
+      std::set<int> vms;
+      for (int n = 1 + static_cast<int>(rng() % 3); n > 0; --n) vms.insert(rng() % 60);
+      for (int i : vms) t.add_vm_ids("vm" + std::to_string(i));
+      auto* set = t.add_set();
+      set->set_scope(rng() % 2 ? "app" : "tier");
+      set->set_value(std::to_string(rng() % 4));
+      const Fleet before = FleetOf(*f.m);
+      std::map<std::string, std::set<std::string>> members_before;
+      auto groups = f.m->ListGroups(all);
+      ASSERT_TRUE(groups.ok()) << groups.status();
+      for (const auto& g : groups->groups()) members_before[g.id()] = Members(*f.m, g.id());
+      const uint64_t rev = f.m->revision();
+      auto impact = f.m->PreviewTag(t);
+      ASSERT_TRUE(impact.ok()) << impact.status();
+      EXPECT_EQ(f.m->revision(), rev);
+      for (int h = 0; h < RandomFleet::kHosts; ++h) {
+        EXPECT_FALSE(f.m->NextMessage(f.feeds[h].get()).has_value()) << "host " << h;
+      }
+      for (const auto& [g, m] : members_before) EXPECT_EQ(Members(*f.m, g), m) << g;
+      ASSERT_TRUE(f.m->Tag(t).ok());
+      f.Drain();
+      const std::string at = " seed " + std::to_string(seed) + " step " + std::to_string(step);
+      std::set<std::string> changed;
+      for (const auto& [g, m] : members_before) {
+        if (Members(*f.m, g) != m) changed.insert(g);
+      }
+      EXPECT_EQ(
+          std::set<std::string>(impact->groups_changed().begin(), impact->groups_changed().end()),
+          changed)
+          << at;
+      EXPECT_TRUE(impact->group_id().empty());
+      CheckImpact(before, FleetOf(*f.m), *impact, at, &vnics_seen, &sets_seen);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+  EXPECT_GT(vnics_seen, 10);
+  EXPECT_GT(sets_seen, 10);
 }
 
 TEST(GroupPreview, IsRefusedAsThePutWouldBe) {

@@ -567,6 +567,18 @@ TEST_F(PolicyPreviewApiTest, GroupChangesPreviewedOverRestGrpcAndDfwctl) {
   EXPECT_NE(out.out.find("nothing was changed"), std::string::npos) << out.out;
   EXPECT_EQ(Revision(), revision_);
   EXPECT_EQ(rest_->Get("/api/v1/groups/web/members").body["vm_ids"], json::array({"web-1"}));
+  // A tag change previewed: web-1 gains app=db (a scope may hold several
+  // values): it joins db, its rules stay (both groups have the same
+  // policies), db's addresses change on both hosts.
+  out = RunDfwctl(DFWCTL_BIN, server_.http_port(), "vm tag web-1 app=db --dry-run");
+  EXPECT_EQ(out.rc, 0) << out.out;
+  EXPECT_NE(out.out.find("dry run: tag change"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("groups changing: db\n"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("0 vNIC(s) change rules, 1 address set(s) change, on 2 host(s)"),
+            std::string::npos)
+      << out.out;
+  EXPECT_EQ(rest_->Post("/api/v1/tags?dry_run=maybe", json{{"vm_ids", {"web-1"}}}).status, 400);
+  EXPECT_EQ(Revision(), revision_);
   // Without --dry-run the change is made.
   out = RunDfwctl(DFWCTL_BIN, server_.http_port(), "group apply -f " + file);
   EXPECT_EQ(out.rc, 0) << out.out;

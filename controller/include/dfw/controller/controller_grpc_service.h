@@ -50,6 +50,7 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
   grpc::Status AddExclusion(Ctx*, const dfw::v1::Exclusion*, dfw::v1::Exclusion*) override;
   grpc::Status PreviewGroup(Ctx*, const dfw::v1::PreviewGroupRequest*,
                             dfw::v1::GroupImpact*) override;
+  grpc::Status PreviewTag(Ctx*, const dfw::v1::TagRequest*, dfw::v1::GroupImpact*) override;
   grpc::Status ListExclusions(Ctx*, const dfw::v1::ListRequest*,
                               dfw::v1::ListExclusionsResponse*) override;
   grpc::Status DeleteExclusion(Ctx*, const dfw::v1::DeleteExclusionRequest*,

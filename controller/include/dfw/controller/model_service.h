@@ -123,6 +123,11 @@ class ModelService {
   absl::StatusOr<dfw::v1::ListVmsResponse> ListVms(const dfw::v1::ListRequest& req) const;
   absl::StatusOr<dfw::v1::DeleteResponse> DeleteVm(const dfw::v1::DeleteRequest& req);
   absl::StatusOr<dfw::v1::TagResponse> Tag(const dfw::v1::TagRequest& req);
+  // The impact preview of a Tag request (REST ?dry_run=true, `dfwctl vm tag
+  // ... --dry-run`): validated as Tag, then what its membership changes do,
+  // as PreviewGroup says it (group_id empty; every group whose members
+  // change in groups_changed). Nothing is stored or sent.
+  absl::StatusOr<dfw::v1::GroupImpact> PreviewTag(const dfw::v1::TagRequest& req);
   absl::StatusOr<dfw::v1::VmGroupsResponse> VmGroups(const std::string& vm_id) const;
   absl::StatusOr<dfw::v1::EffectiveRulesResponse> EffectiveRules(
       const dfw::v1::EffectiveRulesRequest& req) const;
@@ -374,6 +379,13 @@ class ModelService {
       const dfw::v1::PutGroupRequest& req);
   absl::Status CheckPutGroup(const dfw::v1::PutGroupRequest& req, bool create_only) const;
   static absl::Status GroupIndexError(const absl::Status& st);
+  // Tag, or (preview set) its preview: the same steps, undone.
+  absl::StatusOr<dfw::v1::TagResponse> TagOrPreview(const dfw::v1::TagRequest& req,
+                                                    dfw::v1::GroupImpact* preview);
+  // A membership delta's impact (mu_ held): `id` the group changed ("" for
+  // a tag change: every changed group goes to groups_changed).
+  void FillMembershipImpact(const tagging::MembershipDelta& delta, const std::string& id,
+                            dfw::v1::GroupImpact* out) const;
   // One host's realization toward `want` (rmu_ held); hs null: a host this
   // process never saw (DISCONNECTED).
   static void FillHostRealization(const std::string& id, const HostState* hs, uint64_t want,
