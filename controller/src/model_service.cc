@@ -1262,21 +1262,19 @@ absl::Status ValidateExclusion(const dfw::v1::Exclusion& e) {
 
 dfw::v1::Exclusion ModelService::ExclusionView(const dfw::v1::Exclusion& e) const {
   dfw::v1::Exclusion out = e;
-  const bool vm = !e.vm_id().empty();
-  std::set<std::string> hosts;
-  for (const auto& v : compiler_->VnicsCovered(vm, vm ? e.vm_id() : e.vnic_id())) {
-    out.add_covered_vnic_ids(v);
-  }
-  if (vm) {
-    if (auto it = vms_.find(e.vm_id()); it != vms_.end() && !it->second.host().empty()) {
-      hosts.insert(it->second.host());
+  std::vector<std::string> vnics;  // the VM's (now), or the one vNIC when some VM has it
+  if (!e.vm_id().empty()) {
+    if (auto it = vms_.find(e.vm_id()); it != vms_.end()) {
+      for (const auto& n : it->second.vnics()) vnics.push_back(n.id());
     }
+    std::sort(vnics.begin(), vnics.end());
   } else {
-    for (const auto& [id, v] : vms_) {  // one vNIC: its VM, by a scan (a list is short)
-      for (const auto& n : v.vnics()) {
-        if (n.id() == e.vnic_id() && !v.host().empty()) hosts.insert(v.host());
-      }
-    }
+    vnics = compiler_->VnicsCovered(false, e.vnic_id());
+  }
+  std::set<std::string> hosts;
+  for (const auto& v : vnics) {
+    out.add_covered_vnic_ids(v);
+    if (std::string h = compiler_->HostOfVnic(v); !h.empty()) hosts.insert(std::move(h));
   }
   for (const auto& h : hosts) out.add_host_ids(h);
   return out;

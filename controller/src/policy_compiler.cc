@@ -160,7 +160,13 @@ std::vector<std::string> PolicyCompiler::VnicsCovered(bool vm, const std::string
   return out;
 }
 
+std::string PolicyCompiler::HostOfVnic(const std::string& id) const {
+  auto it = vnic_host_.find(id);
+  return it == vnic_host_.end() ? std::string() : it->second;
+}
+
 size_t PolicyCompiler::excluded_vnics() const {
+  if (excluded_vms_.empty() && excluded_vnic_ids_.empty()) return 0;
   size_t n = 0;
   for (const auto& [v, owner] : vnic_vm_) n += IsExcluded(v);
   return n;

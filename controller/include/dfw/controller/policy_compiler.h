@@ -125,6 +125,8 @@ class PolicyCompiler {
   // The vNICs known to the compiler that `id` covers (a VM's vNICs, or the
   // vNIC itself when some VM has it), sorted.
   std::vector<std::string> VnicsCovered(bool vm, const std::string& id) const;
+  // The host holding vNIC `id`'s ruleset ("" if none).
+  std::string HostOfVnic(const std::string& id) const;
   size_t excluded_vnics() const;
 
   // Change inputs. Call in the order the index applied them, then Flush once.
