@@ -134,6 +134,21 @@ void PolicyCompiler::OnVmChanged(const tagging::VmSpec* before, const tagging::V
   }
 }
 
+std::vector<std::shared_ptr<const PolicyCompiler::RuleEntry>> PolicyCompiler::RulesOf(
+    const absl::flat_hash_set<std::string>* groups) const {
+  std::vector<std::shared_ptr<const RuleEntry>> rules = all_vnics_rules_;
+  if (groups != nullptr) {
+    for (const auto& g : *groups) {
+      auto bg = by_group_.find(g);
+      if (bg != by_group_.end()) rules.insert(rules.end(), bg->second.begin(), bg->second.end());
+    }
+  }
+  std::sort(rules.begin(), rules.end(),
+            [](const auto& a, const auto& b) { return a->order < b->order; });
+  rules.erase(std::unique(rules.begin(), rules.end()), rules.end());
+  return rules;
+}
+
 void PolicyCompiler::SetExclusion(bool vm, const std::string& id, bool excluded) {
   auto& set = vm ? excluded_vms_ : excluded_vnic_ids_;
   if (excluded ? !set.insert(id).second : set.erase(id) == 0) return;
@@ -410,17 +425,8 @@ void PolicyCompiler::Recompute(const std::string& vnic, uint64_t revision, Chang
   const bool excluded = IsExcluded(vnic);
   std::vector<std::shared_ptr<const RuleEntry>> rules;
   if (!excluded) {
-    rules = all_vnics_rules_;
     auto gi = vnic_groups_.find(vnic);
-    if (gi != vnic_groups_.end()) {
-      for (const auto& g : gi->second) {
-        auto bg = by_group_.find(g);
-        if (bg != by_group_.end()) rules.insert(rules.end(), bg->second.begin(), bg->second.end());
-      }
-    }
-    std::sort(rules.begin(), rules.end(),
-              [](const auto& a, const auto& b) { return a->order < b->order; });
-    rules.erase(std::unique(rules.begin(), rules.end()), rules.end());
+    rules = RulesOf(gi == vnic_groups_.end() ? nullptr : &gi->second);
   }
 
   auto old = vnic_rules_.find(vnic);
@@ -645,18 +651,8 @@ void PolicyCompiler::EffectiveRules(
     } else if (IsExcluded(v)) {
       r.excluded = true;
     } else {  // a vNIC on no host: computed on the spot
-      r.rules = all_vnics_rules_;
       auto gi = vnic_groups_.find(v);
-      if (gi != vnic_groups_.end()) {
-        for (const auto& g : gi->second) {
-          auto bg = by_group_.find(g);
-          if (bg != by_group_.end())
-            r.rules.insert(r.rules.end(), bg->second.begin(), bg->second.end());
-        }
-      }
-      std::sort(r.rules.begin(), r.rules.end(),
-                [](const auto& a, const auto& b) { return a->order < b->order; });
-      r.rules.erase(std::unique(r.rules.begin(), r.rules.end()), r.rules.end());
+      r.rules = RulesOf(gi == vnic_groups_.end() ? nullptr : &gi->second);
     }
     FillRuleset(v, r, rulesets->Add());
     for (const auto& e : r.rules) set_ids.insert(e->set_ids.begin(), e->set_ids.end());
@@ -678,20 +674,7 @@ std::vector<VnicImpact> PolicyCompiler::PreviewMembership(const tagging::Members
     for (const auto& v : gd.vnics_added) moves[v].first.insert(gd.group_id);
     for (const auto& v : gd.vnics_removed) moves[v].second.insert(gd.group_id);
   }
-  // A vNIC's rules with these applied-to groups, in evaluation order.
-  auto rules_of = [&](const absl::flat_hash_set<std::string>& groups) {
-    std::vector<const RuleEntry*> out;
-    for (const auto& e : all_vnics_rules_) out.push_back(e.get());
-    for (const auto& g : groups) {
-      auto bg = by_group_.find(g);
-      if (bg == by_group_.end()) continue;
-      for (const auto& e : bg->second) out.push_back(e.get());
-    }
-    std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->order < b->order; });
-    out.erase(std::unique(out.begin(), out.end()), out.end());
-    return out;
-  };
-  auto key = [](const RuleEntry* e) {
+  auto key = [](const std::shared_ptr<const RuleEntry>& e) {
     return e->compiled.policy_id() + "/" + e->compiled.rule_id();
   };
   std::vector<VnicImpact> out;
@@ -708,13 +691,13 @@ std::vector<VnicImpact> PolicyCompiler::PreviewMembership(const tagging::Members
     }
     absl::flat_hash_set<std::string> groups;
     if (auto gi = vnic_groups_.find(v); gi != vnic_groups_.end()) groups = gi->second;
-    std::vector<const RuleEntry*> now = rules_of(groups);
+    const auto now = RulesOf(&groups);
     for (const auto& g : move.second) groups.erase(g);
     for (const auto& g : move.first) groups.insert(g);
-    std::vector<const RuleEntry*> then = rules_of(groups);
+    const auto then = RulesOf(&groups);
     std::set<std::string> k_now, k_then;
-    for (const auto* e : now) k_now.insert(key(e));
-    for (const auto* e : then) k_then.insert(key(e));
+    for (const auto& e : now) k_now.insert(key(e));
+    for (const auto& e : then) k_then.insert(key(e));
     std::set_difference(k_then.begin(), k_then.end(), k_now.begin(), k_now.end(),
                         std::back_inserter(im.added));
     std::set_difference(k_now.begin(), k_now.end(), k_then.begin(), k_then.end(),

@@ -193,6 +193,10 @@ class PolicyCompiler {
   void MarkVnicsOfGroup(const std::string& group);
   void Detach(const std::string& vnic, ChangeFanout* out);
   void Recompute(const std::string& vnic, uint64_t revision, ChangeFanout* out);
+  // The rules applying to a vNIC in these applied-to groups (null: none),
+  // in evaluation order, each once.
+  std::vector<std::shared_ptr<const RuleEntry>> RulesOf(
+      const absl::flat_hash_set<std::string>* groups) const;
   void AddRefs(const std::string& host, const VNicRules& r, ChangeFanout* out);
   void DropRefs(const std::string& host, const VNicRules& r, ChangeFanout* out);
   std::shared_ptr<const std::vector<std::string>> SetContents(const std::string& set_id) const;
