@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <random>
 
 namespace dfw::dataplane {
@@ -479,6 +481,212 @@ grpc::Status LocalApi::ImportConnections(grpc::ServerContext*,
   resp->set_imported(r.imported);
   resp->set_rejected_count(rejected + r.rejected_count);
   for (auto& e : errors) resp->add_rejected(std::move(e));
+  return grpc::Status::OK;
+}
+
+// ------------------------------------------------------------------ captures
+
+namespace {
+
+constexpr uint32_t kDefaultCaptureMs = 10000;
+constexpr uint32_t kMaxCaptureMs = 120000;
+
+v1::CaptureStage ProtoStage(Stage s) {
+  switch (s) {
+    case Stage::kNone:
+      return v1::CAPTURE_STAGE_UNSPECIFIED;
+    case Stage::kParse:
+      return v1::CAPTURE_STAGE_PARSE;
+    case Stage::kNoRuleset:
+      return v1::CAPTURE_STAGE_NO_RULESET;
+    case Stage::kSpoofguard:
+      return v1::CAPTURE_STAGE_SPOOFGUARD;
+    case Stage::kAddressResolution:
+      return v1::CAPTURE_STAGE_ADDRESS_RESOLUTION;
+    case Stage::kFragment:
+      return v1::CAPTURE_STAGE_FRAGMENT;
+    case Stage::kConntrack:
+      return v1::CAPTURE_STAGE_CONNTRACK;
+    case Stage::kRule:
+      return v1::CAPTURE_STAGE_RULE;
+    case Stage::kDefaultRule:
+      return v1::CAPTURE_STAGE_DEFAULT_RULE;
+  }
+  return v1::CAPTURE_STAGE_UNSPECIFIED;
+}
+
+grpc::Status BadCapture(const std::string& what) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "filter." + what);
+}
+
+}  // namespace
+
+grpc::Status LocalApi::ArmCapture(grpc::ServerContext*, const v1::ArmCaptureRequest* req,
+                                  v1::ArmCaptureResponse* resp) {
+  if (!captures_) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "captures are not served by this process");
+  }
+  const v1::CaptureFilter& f = req->filter();
+  CaptureFilter cf;
+  uint16_t zone = 0;
+  if (grpc::Status z = ZoneOfOne(f.vnic_id(), &zone); !z.ok()) {
+    return grpc::Status(z.error_code(), "filter." + z.error_message());
+  }
+  cf.local_id = zone;
+  if (f.direction() == v1::DIRECTION_IN) {
+    cf.dir = Direction::kIn;
+  } else if (f.direction() == v1::DIRECTION_OUT) {
+    cf.dir = Direction::kOut;
+  } else {
+    return BadCapture("direction: " + v1::Direction_Name(f.direction()) +
+                      "; a capture is of one direction, IN or OUT");
+  }
+  if (f.protocol() > 255) {
+    return BadCapture("protocol: " + std::to_string(f.protocol()) + " is not 0..255");
+  }
+  cf.proto = static_cast<uint8_t>(f.protocol());
+  using Field = std::pair<const char*, const std::string*>;
+  for (const auto& [name, bytes] : {Field{"src_ip", &f.src_ip()}, Field{"dst_ip", &f.dst_ip()}}) {
+    size_t n = bytes->size();
+    if (n != 0 && n != 4 && n != 16) {
+      return BadCapture(std::string(name) + ": " + std::to_string(n) +
+                        " bytes, not 4 (IPv4) or 16 (IPv6)");
+    }
+  }
+  if (!f.src_ip().empty() && !f.dst_ip().empty() && f.src_ip().size() != f.dst_ip().size()) {
+    return BadCapture("dst_ip: not of src_ip's family");
+  }
+  cf.has_src = !f.src_ip().empty();
+  cf.has_dst = !f.dst_ip().empty();
+  size_t len = cf.has_src ? f.src_ip().size() : f.dst_ip().size();
+  cf.family = len == 16 ? Family::kV6 : Family::kV4;
+  if (cf.has_src) cf.src = AddrFromBytes(f.src_ip());
+  if (cf.has_dst) cf.dst = AddrFromBytes(f.dst_ip());
+  if (f.src_port() > 65535 || f.dst_port() > 65535) {
+    return BadCapture(std::string(f.src_port() > 65535 ? "src_port: " : "dst_port: ") +
+                      std::to_string(std::max(f.src_port(), f.dst_port())) + " is not 0..65535");
+  }
+  cf.sport = static_cast<uint16_t>(f.src_port());
+  cf.dport = static_cast<uint16_t>(f.dst_port());
+  if (req->timeout_ms() > kMaxCaptureMs) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "timeout_ms: " + std::to_string(req->timeout_ms()) + " is over " +
+                            std::to_string(kMaxCaptureMs));
+  }
+  const uint64_t now = MonotonicMs();
+  const uint32_t timeout = req->timeout_ms() ? req->timeout_ms() : kDefaultCaptureMs;
+  std::lock_guard<std::mutex> l(captures_mu_);
+  SweepCapturesLocked(now);
+  std::optional<uint32_t> handle = captures_->Arm(cf, now + timeout);
+  if (!handle) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "captures: all " + std::to_string(CaptureTable::kSlots) +
+                            " are armed; wait for one to end or cancel one");
+  }
+  ArmedCapture a{next_capture_id_++, *handle, f, now};
+  armed_captures_.push_back(a);
+  resp->set_capture_id(a.id);
+  return grpc::Status::OK;
+}
+
+v1::CaptureResult LocalApi::CaptureResultOf(const ArmedCapture& a,
+                                            const CaptureTable::Status& st) const {
+  v1::CaptureResult r;
+  r.set_capture_id(a.id);
+  *r.mutable_filter() = a.filter;
+  switch (st.state) {
+    case CaptureTable::State::kArmed:
+      r.set_state(v1::CaptureResult::STATE_ARMED);
+      break;
+    case CaptureTable::State::kExpired:
+      r.set_state(v1::CaptureResult::STATE_EXPIRED);
+      break;
+    case CaptureTable::State::kFree:
+      r.set_state(v1::CaptureResult::STATE_CANCELLED);
+      break;
+    case CaptureTable::State::kMet: {
+      const CaptureHit& h = st.hit;
+      r.set_state(v1::CaptureResult::STATE_MET);
+      r.set_forwarded(h.forward);
+      r.set_stage(ProtoStage(h.stage));
+      if (!h.forward) r.set_reason(DropReasonName(h.reason));
+      r.set_rule_num(h.rule_num);
+      if (h.rule_num) {
+        auto [policy, rule] = state_->RuleOf(h.rule_num);
+        r.set_policy_id(policy);
+        r.set_rule_id(rule);
+      }
+      r.set_audit(h.audit);
+      r.set_protocol(h.proto);
+      r.set_src(Addr(h.family, h.src, h.sport));
+      r.set_dst(Addr(h.family, h.dst, h.dport));
+      r.set_frame_len(h.frame_len);
+      r.set_worker(h.worker);
+      r.set_met_after_ms(h.time_ms > a.armed_ms ? h.time_ms - a.armed_ms : 0);
+      break;
+    }
+  }
+  return r;
+}
+
+void LocalApi::SweepCapturesLocked(uint64_t now_ms) {
+  for (size_t i = 0; i < armed_captures_.size();) {
+    ArmedCapture& a = armed_captures_[i];
+    CaptureTable::Status st = captures_->Poll(a.handle, now_ms);
+    if (st.state == CaptureTable::State::kArmed) {
+      ++i;
+      continue;
+    }
+    ended_captures_.push_back(CaptureResultOf(a, st));
+    if (ended_captures_.size() > kEndedCaptures) ended_captures_.pop_front();
+    captures_->Release(a.handle);
+    armed_captures_.erase(armed_captures_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+}
+
+void LocalApi::SweepCaptures() {
+  if (!captures_) return;
+  std::lock_guard<std::mutex> l(captures_mu_);
+  SweepCapturesLocked(MonotonicMs());
+}
+
+grpc::Status LocalApi::CaptureResults(grpc::ServerContext*, const v1::CaptureResultsRequest* req,
+                                      v1::CaptureResultsResponse* resp) {
+  if (!captures_) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "captures are not served by this process");
+  }
+  std::lock_guard<std::mutex> l(captures_mu_);
+  SweepCapturesLocked(MonotonicMs());
+  auto wanted = [&](uint64_t id) {
+    if (req->capture_ids().empty()) return true;
+    for (uint64_t w : req->capture_ids()) {
+      if (w == id) return true;
+    }
+    return false;
+  };
+  if (req->cancel()) {
+    for (size_t i = 0; i < armed_captures_.size();) {
+      ArmedCapture& a = armed_captures_[i];
+      if (!wanted(a.id)) {
+        ++i;
+        continue;
+      }
+      captures_->Release(a.handle);  // the slot's state is then kFree: cancelled
+      ended_captures_.push_back(CaptureResultOf(a, CaptureTable::Status{}));
+      if (ended_captures_.size() > kEndedCaptures) ended_captures_.pop_front();
+      armed_captures_.erase(armed_captures_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+  for (const ArmedCapture& a : armed_captures_) {
+    if (wanted(a.id)) {
+      CaptureTable::Status st;
+      st.state = CaptureTable::State::kArmed;
+      *resp->add_results() = CaptureResultOf(a, st);
+    }
+  }
+  for (const v1::CaptureResult& r : ended_captures_) {
+    if (wanted(r.capture_id())) *resp->add_results() = r;
+  }
   return grpc::Status::OK;
 }
 

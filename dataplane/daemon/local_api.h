@@ -65,6 +65,18 @@ class LocalApi final : public v1::DataplaneService::Service {
   grpc::Status ImportConnections(grpc::ServerContext*, const v1::ImportConnectionsRequest*,
                                  v1::ImportConnectionsResponse*) override;
 
+  grpc::Status ArmCapture(grpc::ServerContext*, const v1::ArmCaptureRequest*,
+                          v1::ArmCaptureResponse*) override;
+  grpc::Status CaptureResults(grpc::ServerContext*, const v1::CaptureResultsRequest*,
+                              v1::CaptureResultsResponse*) override;
+  // The workers' capture table (capture.h); without one, ArmCapture is
+  // UNAVAILABLE. Set before the server starts.
+  void SetCaptures(CaptureTable* captures) { captures_ = captures; }
+  // Moves the captures that met a frame or passed their deadline to the
+  // ended results (their slots freed for new ones). The control loop calls
+  // it often (an armed capture costs the workers a compare per frame).
+  void SweepCaptures();
+
   uint64_t instance_id() const { return instance_id_; }
 
  private:
@@ -84,6 +96,21 @@ class LocalApi final : public v1::DataplaneService::Service {
   std::deque<v1::FlowRecord> recent_;  // bounded read-out buffer, consecutive seqs
   uint64_t last_seq_ = 0;              // the newest record's seq
   std::function<uint64_t()> refused_connections_;
+  // Captures: armed ones by id (with their table handle), then ended ones.
+  struct ArmedCapture {
+    uint64_t id;
+    uint32_t handle;
+    v1::CaptureFilter filter;
+    uint64_t armed_ms;
+  };
+  static constexpr size_t kEndedCaptures = 64;
+  void SweepCapturesLocked(uint64_t now_ms);
+  v1::CaptureResult CaptureResultOf(const ArmedCapture& a, const CaptureTable::Status& st) const;
+  CaptureTable* captures_ = nullptr;
+  std::mutex captures_mu_;  // the capture table's control side
+  std::vector<ArmedCapture> armed_captures_;
+  std::deque<v1::CaptureResult> ended_captures_;
+  uint64_t next_capture_id_ = 1;
   const uint64_t instance_id_;
   uint32_t firewall_ports_ = 1;
 };

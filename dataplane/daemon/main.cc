@@ -324,6 +324,7 @@ int main(int argc, char** argv) {
   }
 
   VnicTable vnics(workers);
+  CaptureTable captures(&vnics);
   // Each worker's table holds its own vNICs' connections: the global limit
   // is shared out evenly.
   pc.conntrack.max_connections = std::max<uint32_t>(1, pc.conntrack.max_connections / workers);
@@ -332,6 +333,7 @@ int main(int argc, char** argv) {
   std::vector<ConnTable*> tables;
   for (uint32_t w = 0; w < workers; ++w) {
     pipelines.push_back(std::make_unique<Pipeline>(&vnics, pc, w));
+    pipelines.back()->SetCaptures(&captures);
     pipeline_ptrs.push_back(pipelines.back().get());
     tables.push_back(&pipelines.back()->conntrack());
   }
@@ -402,6 +404,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dfw-dataplane: cannot open %s\n", flow_log.c_str());
   LocalApi service(&state, pipeline_ptrs, worker_ptrs);
   service.SetFirewallPorts(rx_ports);
+  service.SetCaptures(&captures);
   // A unix socket is ours (ApiSocket: 0600, peer uid checked) and gRPC gets
   // only the admitted connections; the server itself listens on nothing.
   // TCP (--api-insecure-tcp, loopback) is gRPC's own listener.
@@ -456,6 +459,7 @@ int main(int argc, char** argv) {
     while (!g_stop.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       service.DrainFlows(sink);
+      service.SweepCaptures();
       if (exit_after_ms && MonotonicMs() - start > exit_after_ms) break;
     }
     if (api_socket) api_socket->Stop();  // no new connection for a server shutting down

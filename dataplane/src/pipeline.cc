@@ -72,6 +72,7 @@ void Pipeline::Process(const uint8_t* const* frames, const uint16_t* lens, uint3
   DropReason parse[kChunk];
   ConnTable::Probe probe[kChunk];
   uint64_t forwarded = 0, forwarded_bytes = 0;
+  const bool capturing = captures_ && captures_->Armed();
   for (uint32_t base = 0; base < n; base += kChunk) {
     uint32_t m = n - base < kChunk ? n - base : kChunk;
     for (uint32_t i = 0; i < m; ++i) {
@@ -86,6 +87,9 @@ void Pipeline::Process(const uint8_t* const* frames, const uint16_t* lens, uint3
       const Verdict v = One(parsed[i], parse[i], probe[i], frames[base + i], lens[base + i], now_ms,
                             replies[base + i]);
       out[base + i] = v;
+      if (capturing && parse[i] == DropReason::kNone) {
+        OfferCapture(parsed[i], v, lens[base + i], now_ms);
+      }
       forwarded += v.forward;
       forwarded_bytes += v.forward ? lens[base + i] : 0;
     }
@@ -150,15 +154,41 @@ DropReason Pipeline::Spoofguard(const VnicState& v, const ParsedPacket& p) const
   return DropReason::kNone;
 }
 
+void Pipeline::OfferCapture(const ParsedPacket& p, const Verdict& v, uint32_t len,
+                            uint64_t now_ms) noexcept {
+  CaptureHit hit;
+  hit.forward = v.forward;
+  hit.reason = v.reason;
+  hit.stage = v.stage;
+  hit.frame_len = len;
+  hit.worker = worker_;
+  hit.time_ms = now_ms;
+  if (v.stage == Stage::kRule) {
+    // The deciding rule, looked up again (side-effect free, same ruleset:
+    // still inside this burst's read-side section).
+    const VnicState* vs = vnics_->Get(p.local_id);
+    const VnicPolicy* pol = vs ? vs->policy.get() : nullptr;
+    if (pol) {
+      uint32_t idx = pol->ruleset->ClassifyOne(KeyOf(p));
+      if (idx != Ruleset::kNoMatch) {
+        const RuleMeta& m = pol->rules[idx];
+        hit.rule_num = m.rule_num;
+        hit.audit = m.audit && m.action != Action::kAllow;
+      }
+    }
+  }
+  captures_->Offer(p, hit);
+}
+
 Verdict Pipeline::One(const ParsedPacket& p, DropReason parse, const ConnTable::Probe& probe,
                       const uint8_t* frame, uint32_t len, uint64_t now_ms,
                       uint8_t* reply) noexcept {
-  Verdict v = parse != DropReason::kNone ? Verdict{false, parse, 0}
+  Verdict v = parse != DropReason::kNone ? Verdict{false, parse, 0, Stage::kParse}
                                          : Judge(p, probe, frame, len, now_ms, reply);
   // The first fragment's verdict is remembered for the rest of its datagram.
   if (parse == DropReason::kNone && p.first_fragment) {
     DropReason r = fragments_.RecordFirst(p.local_id, p, v.forward, v.reason, now_ms);
-    if (v.forward && r != DropReason::kNone) v = Verdict{false, r, 0};
+    if (v.forward && r != DropReason::kNone) v = Verdict{false, r, 0, Stage::kFragment};
   }
   // Counters: once per packet, from the final verdict (the totals of
   // forwarded packets once per burst, in Process).
@@ -183,26 +213,31 @@ Verdict Pipeline::One(const ParsedPacket& p, DropReason parse, const ConnTable::
 
 Verdict Pipeline::Judge(const ParsedPacket& p, const ConnTable::Probe& probe, const uint8_t* frame,
                         uint32_t len, uint64_t now_ms, uint8_t* reply) noexcept {
-  constexpr Verdict kForward{true, DropReason::kNone, 0};
-  auto drop = [](DropReason r) { return Verdict{false, r, 0}; };
+  auto pass = [](Stage s) { return Verdict{true, DropReason::kNone, 0, s}; };
+  auto drop = [](DropReason r, Stage s) { return Verdict{false, r, 0, s}; };
   const VnicState* v = vnics_->Get(p.local_id);
-  if (!v) return drop(DropReason::kUnknownVnic);
+  if (!v) return drop(DropReason::kUnknownVnic, Stage::kNoRuleset);
   const VnicPolicy* pol = v->policy.get();
-  if (!pol) return drop(DropReason::kNoRuleset);  // fail closed until rules arrive
+  // Fail closed until rules arrive.
+  if (!pol) return drop(DropReason::kNoRuleset, Stage::kNoRuleset);
   if (p.dir == Direction::kOut) {
-    if (DropReason r = Spoofguard(*v, p); r != DropReason::kNone) return drop(r);
+    if (DropReason r = Spoofguard(*v, p); r != DropReason::kNone) {
+      return drop(r, Stage::kSpoofguard);
+    }
   }
   // Address resolution is infrastructure: past spoofguard it passes.
-  if (p.l3 == L3Kind::kArp || p.nd) return kForward;
+  if (p.l3 == L3Kind::kArp || p.nd) return pass(Stage::kAddressResolution);
   if (p.fragment && !p.first_fragment) {
     DropReason r = fragments_.Follow(p.local_id, p, now_ms);
-    return r == DropReason::kNone ? kForward : drop(r);
+    return r == DropReason::kNone ? pass(Stage::kFragment) : drop(r, Stage::kFragment);
   }
 
   ConnVerdict cv = conntrack_.Track(p.local_id, p, now_ms, &probe);
   switch (cv.kind) {
     case ConnVerdict::Kind::kEstablished: {
-      if (cv.policy.generation == pol->generation || !cv.policy.revalidate) return kForward;
+      if (cv.policy.generation == pol->generation || !cv.policy.revalidate) {
+        return pass(Stage::kConntrack);
+      }
       // Admitted under an older ruleset by a policy that revalidates.
       uint32_t idx = pol->ruleset->ClassifyOne(KeyOf(p, cv.reply));
       const RuleMeta* m = idx == Ruleset::kNoMatch ? nullptr : &pol->rules[idx];
@@ -211,26 +246,27 @@ Verdict Pipeline::Judge(const ParsedPacket& p, const ConnTable::Probe& probe, co
         conntrack_.Remove(cv.entry);
         DropReason why = m ? DropReason::kPolicyDrop : DropReason::kDefaultRule;
         Record(FlowEvent::Kind::kDenied, p, m ? m->rule_num : 0, a, why, now_ms);
-        return drop(why);
+        return drop(why, m ? Stage::kRule : Stage::kDefaultRule);
       }
       conntrack_.SetPolicy(
           cv.entry, ConnPolicy{m ? m->rule_num : 0, pol->generation, m ? m->revalidate : true});
-      return kForward;
+      return pass(Stage::kConntrack);
     }
     case ConnVerdict::Kind::kRelated:
-      return kForward;
+      return pass(Stage::kConntrack);
     case ConnVerdict::Kind::kInvalid:
-      return drop(cv.reason);
+      return drop(cv.reason, Stage::kConntrack);
     case ConnVerdict::Kind::kNew:
       break;
   }
-  if (p.icmp_error) return drop(DropReason::kIcmpErrorUnrelated);
+  if (p.icmp_error) return drop(DropReason::kIcmpErrorUnrelated, Stage::kConntrack);
 
   // A new flow: the vNIC's rules decide.
   uint32_t idx = pol->ruleset->ClassifyOne(KeyOf(p));
   const RuleMeta* m = idx == Ruleset::kNoMatch ? nullptr : &pol->rules[idx];
   Action action = m ? m->action : pol->default_action;
   uint32_t rule_num = m ? m->rule_num : 0;
+  const Stage decided = m ? Stage::kRule : Stage::kDefaultRule;
   bool log = m ? m->log : pol->default_log;
   if (m && rule_num < counters_->rules) {
     counters_->rule_packets[rule_num].Add();
@@ -246,19 +282,21 @@ Verdict Pipeline::Judge(const ParsedPacket& p, const ConnTable::Probe& probe, co
       uint32_t entry;
       DropReason why;
       ConnPolicy cp{rule_num, pol->generation, m ? m->revalidate : true};
-      if (!conntrack_.Commit(p.local_id, p, cp, now_ms, &entry, &why, &probe)) return drop(why);
+      if (!conntrack_.Commit(p.local_id, p, cp, now_ms, &entry, &why, &probe)) {
+        return drop(why, Stage::kConntrack);  // a connection limit
+      }
     }
     if (config_.record_allowed || log) {
       Record(FlowEvent::Kind::kAllowed, p, rule_num, action, DropReason::kNone, now_ms);
     }
-    return kForward;
+    return pass(decided);
   }
   DropReason why =
       !m ? DropReason::kDefaultRule
          : (action == Action::kReject ? DropReason::kPolicyReject : DropReason::kPolicyDrop);
   if (config_.record_denied || log)
     Record(FlowEvent::Kind::kDenied, p, rule_num, action, why, now_ms);
-  Verdict out = drop(why);
+  Verdict out = drop(why, decided);
   if (action == Action::kReject) {
     out.reply_len = static_cast<uint16_t>(BuildReject(frame, len, p, reply));
     if (out.reply_len) counters_->rejects_sent.Add();

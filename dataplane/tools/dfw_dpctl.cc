@@ -36,6 +36,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -49,6 +50,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dfw/v1/dataplane.grpc.pb.h"
@@ -77,7 +79,9 @@ int Usage(const std::string& why = "", FILE* out = stderr) {
                "  set-vnic --id ID --local-id N --mac M [--ip A]...\n"
                "  remove-vnic ID\n"
                "  set-state FILE        (dfw.v1.HostDesiredState, protobuf text format)\n"
-               "  flush [--vnic ID]\n");
+               "  flush [--vnic ID]\n"
+               "  capture VNIC in|out [--proto N] [--src IP] [--dst IP] [--sport N] [--dport N]\n"
+               "          [--wait SEC]   the next frame of that flow and what the pipeline did\n");
   return kExitUsage;
 }
 
@@ -566,6 +570,93 @@ int Flush(Cli& cli, const Args& a) {
 
 }  // namespace
 
+// One-shot capture: arms it, waits for the frame (or the deadline), prints
+// what the pipeline did. Exit 0 when a frame met it, 1 when none did.
+int Capture(Cli& cli, const Args& a) {
+  if (auto e = a.Check({"--proto", "--src", "--dst", "--sport", "--dport", "--wait"}, 2);
+      !e.empty()) {
+    return Usage(e);
+  }
+  if (a.pos.size() < 2 || (a.pos[1] != "in" && a.pos[1] != "out")) {
+    return Usage("capture needs a vNIC id and a direction (in: to the VM, out: from it)");
+  }
+  v1::ArmCaptureRequest req;
+  v1::CaptureFilter* f = req.mutable_filter();
+  f->set_vnic_id(a.pos[0]);
+  f->set_direction(a.pos[1] == "in" ? v1::DIRECTION_IN : v1::DIRECTION_OUT);
+  uint64_t n = 0;
+  for (const auto& [opt, max] : {std::pair<const char*, uint64_t>{"--proto", 255},
+                                 {"--sport", 65535},
+                                 {"--dport", 65535},
+                                 {"--wait", 120}}) {
+    if (!a.Has(opt)) continue;
+    if (!ParseUint(a.Get(opt), &n) || n > max) {
+      return Usage(std::string(opt) + " wants a number up to " + std::to_string(max));
+    }
+    std::string o = opt;
+    if (o == "--proto") f->set_protocol(static_cast<uint32_t>(n));
+    if (o == "--sport") f->set_src_port(static_cast<uint32_t>(n));
+    if (o == "--dport") f->set_dst_port(static_cast<uint32_t>(n));
+    if (o == "--wait") req.set_timeout_ms(static_cast<uint32_t>(n * 1000));
+  }
+  for (const char* opt : {"--src", "--dst"}) {
+    if (!a.Has(opt)) continue;
+    unsigned char b[16];
+    std::string ip = a.Get(opt), bytes;
+    if (inet_pton(AF_INET, ip.c_str(), b) == 1) {
+      bytes.assign(reinterpret_cast<char*>(b), 4);
+    } else if (inet_pton(AF_INET6, ip.c_str(), b) == 1) {
+      bytes.assign(reinterpret_cast<char*>(b), 16);
+    } else {
+      return Usage(std::string(opt) + " wants an IPv4 or IPv6 address, not '" + ip + "'");
+    }
+    if (std::string(opt) == "--src") f->set_src_ip(bytes);
+    if (std::string(opt) == "--dst") f->set_dst_ip(bytes);
+  }
+  v1::ArmCaptureResponse armed;
+  {
+    grpc::ClientContext ctx;
+    cli.Prepare(&ctx);
+    if (auto st = cli.stub->ArmCapture(&ctx, req, &armed); !st.ok()) return cli.Fail("capture", st);
+  }
+  const uint32_t wait_ms = req.timeout_ms() ? req.timeout_ms() : 10000;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms + 1000);
+  v1::CaptureResult result;
+  for (;;) {
+    v1::CaptureResultsRequest q;
+    q.add_capture_ids(armed.capture_id());
+    bool last = std::chrono::steady_clock::now() > until;
+    q.set_cancel(last);  // past its deadline and still armed: give the slot back
+    v1::CaptureResultsResponse r;
+    grpc::ClientContext ctx;
+    cli.Prepare(&ctx);
+    if (auto st = cli.stub->CaptureResults(&ctx, q, &r); !st.ok()) return cli.Fail("capture", st);
+    if (r.results_size() == 1) result = r.results(0);
+    if (last || result.state() != v1::CaptureResult::STATE_ARMED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (cli.json) {
+    if (!PrintJson(result)) return kExitRefused;
+  } else if (result.state() == v1::CaptureResult::STATE_MET) {
+    Table t({"CAPTURE", "PROTO", "SRC", "DST", "VERDICT", "STAGE", "REASON", "RULE", "POLICY",
+             "AFTER_MS"});
+    // "CAPTURE_STAGE_DEFAULT_RULE" -> "default_rule"
+    std::string stage = EnumWord(v1::CaptureStage_Name(result.stage()).substr(8));
+    t.Add({Num(result.capture_id()), ProtoName(result.protocol()), result.src(), result.dst(),
+           std::string(result.forwarded() ? "forwarded" : "dropped") +
+               (result.audit() ? " (audit)" : ""),
+           stage, result.reason().empty() ? "-" : result.reason(), Num(result.rule_num()),
+           result.policy_id().empty() ? "-" : result.policy_id() + "/" + result.rule_id(),
+           Num(result.met_after_ms())});
+    t.Print();
+  } else {
+    std::fprintf(stderr, "dfw-dpctl: no frame met capture %llu within %u ms (%s)\n",
+                 static_cast<unsigned long long>(result.capture_id()), wait_ms,
+                 EnumWord(v1::CaptureResult::State_Name(result.state())).c_str());
+  }
+  return result.state() == v1::CaptureResult::STATE_MET ? kExitOk : kExitRefused;
+}
+
 int main(int argc, char** argv) {
   Cli cli;
   std::string command;
@@ -625,5 +716,6 @@ int main(int argc, char** argv) {
   if (command == "remove-vnic") return RemoveVnic(cli, args);
   if (command == "set-state") return SetState(cli, args);
   if (command == "flush") return Flush(cli, args);
+  if (command == "capture") return Capture(cli, args);
   return Usage("unknown command '" + command + "'");
 }

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "dfw/dataplane/capture.h"
 #include "dfw/dataplane/conn_table.h"
 #include "dfw/dataplane/counter.h"
 #include "dfw/dataplane/drop_reason.h"
@@ -72,7 +73,8 @@ struct PipelineConfig {
 struct Verdict {
   bool forward = false;
   DropReason reason = DropReason::kNone;
-  uint16_t reply_len = 0;  // > 0: a reject reply was written to replies[i]
+  uint16_t reply_len = 0;      // > 0: a reject reply was written to replies[i]
+  Stage stage = Stage::kNone;  // the stage that decided (capture.h)
 };
 
 class Pipeline {
@@ -89,6 +91,10 @@ class Pipeline {
   // Background work for idle moments: ages connections (`budget` slots).
   void Maintain(uint64_t now_ms, uint32_t budget) noexcept;
 
+  // Where armed captures are offered the frames judged (may be null: none).
+  // Set before the first Process.
+  void SetCaptures(CaptureTable* captures) { captures_ = captures; }
+
   PipelineCounters& counters() { return *counters_; }
   FlowRing& flows() { return flows_; }
   ConnTable& conntrack() { return conntrack_; }
@@ -102,6 +108,9 @@ class Pipeline {
   void Record(FlowEvent::Kind kind, const ParsedPacket& p, uint32_t rule_num, Action a,
               DropReason r, uint64_t now_ms) noexcept;
   DropReason Spoofguard(const VnicState& v, const ParsedPacket& p) const noexcept;
+  // Cold: a frame judged while a capture is armed.
+  void OfferCapture(const ParsedPacket& p, const Verdict& v, uint32_t len,
+                    uint64_t now_ms) noexcept;
 
   VnicTable* vnics_;
   PipelineConfig config_;
@@ -110,6 +119,7 @@ class Pipeline {
   FragmentTable fragments_;
   FlowRing flows_;
   std::unique_ptr<PipelineCounters> counters_;
+  CaptureTable* captures_ = nullptr;
 };
 
 // The classifier's key for a parsed packet (or its reverse, for the orig

@@ -13,7 +13,8 @@
 // without a policy drops everything: a vNIC fails closed until its rules
 // arrive.
 //
-// Thread safety. Publish/Remove/Synchronize: control thread only (one).
+// Thread safety. Publish/Remove: control thread only (one). Synchronize:
+// any thread (the capture table waits on it too, capture.h).
 // Enter/Get/Leave: any number of workers (distinct worker numbers).
 #pragma once
 
