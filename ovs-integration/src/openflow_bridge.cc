@@ -73,6 +73,22 @@ absl::Status OpenFlowBridge::ApplyBundle(const std::vector<FlowMod>& mods) {
   return absl::OkStatus();
 }
 
+absl::Status OpenFlowBridge::PacketOut(uint32_t in_port, const std::vector<uint8_t>& frame) {
+  char* error = nullptr;
+  switch (dfw_of_packet_out(of_, in_port, frame.data(), frame.size(), &error)) {
+    case 0:
+      return absl::OkStatus();
+    case DFW_OF_PO_NO_PORT:
+      return absl::NotFoundError(TakeError(error));
+    case DFW_OF_PO_REFUSED:
+      return absl::AbortedError(TakeError(error));
+    case DFW_OF_PO_FAILED:
+      return absl::UnavailableError(TakeError(error));
+    default:
+      return absl::InvalidArgumentError(TakeError(error));
+  }
+}
+
 absl::Status SetPortNoFlood(const std::string& target, uint32_t ofport, bool no_flood,
                             std::chrono::milliseconds timeout) {
   if (ofport == 0 || ofport >= 0xff00) {

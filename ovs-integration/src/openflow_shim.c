@@ -17,6 +17,7 @@
 #include "openvswitch/ofp-bundle.h"
 #include "openvswitch/ofp-flow.h"
 #include "openvswitch/ofp-msgs.h"
+#include "openvswitch/ofp-packet.h"
 #include "openvswitch/ofp-port.h"
 #include "openvswitch/ofp-print.h"
 #include "openvswitch/ofp-protocol.h"
@@ -24,6 +25,7 @@
 #include "openvswitch/vconn.h"
 #include "openvswitch/vlog.h"
 #include "ovs-thread.h"
+#include "packets.h" /* ETH_HEADER_LEN */
 #include "socket-util.h"
 #include "util.h"
 
@@ -204,6 +206,122 @@ int dfw_of_bundle(struct dfw_of* of, const struct dfw_of_mod* mods, size_t n, ch
     ds_chomp(&s, '\n');
     *error = ds_steal_cstr(&s);
     return -1;
+  }
+  return 0;
+}
+
+/* Whether the switch behind `vconn` describes port `port` (OpenFlow 1.3
+ * OFPMP_PORT_DESC). Returns 0 (*found set) or a positive errno value. */
+static int dfw_of_has_port(struct vconn* vconn, ofp_port_t port, bool* found) {
+  struct ovs_list requests, replies;
+  struct ofputil_phy_port pp;
+  struct ofpbuf* reply;
+  int err;
+
+  *found = false;
+  ovs_list_init(&requests);
+  struct ofpbuf* rq = ofputil_encode_port_desc_stats_request(OFP13_VERSION, OFPP_ANY);
+  ovs_list_push_back(&requests, &rq->list_node);
+  err = vconn_transact_multipart(vconn, &requests, &replies);
+  if (err) {
+    return err;
+  }
+  LIST_FOR_EACH(reply, list_node, &replies) {
+    enum ofptype type;
+    struct ofpbuf b = *reply;
+    if (ofptype_pull(&type, &b) || type != OFPTYPE_PORT_DESC_STATS_REPLY) {
+      continue;
+    }
+    while (!*found && !ofputil_pull_phy_port(OFP13_VERSION, &b, &pp)) {
+      *found = pp.port_no == port;
+    }
+  }
+  ofpbuf_list_delete(&replies);
+  return 0;
+}
+
+/* An OpenFlow message's length is 16 bits: the frame shares them with the
+ * packet-out header (24 bytes) and its one output action (16). */
+#define DFW_OF_MAX_PACKET_OUT_FRAME (UINT16_MAX - 64)
+
+int dfw_of_packet_out(struct dfw_of* of, uint32_t in_port, const void* frame, size_t len,
+                      char** error) {
+  const char* name = vconn_get_name(of->vconn);
+  struct ofpbuf* error_reply = NULL;
+  ofp_port_t port;
+  bool found;
+  int err;
+
+  *error = NULL;
+  if (len < ETH_HEADER_LEN) {
+    *error = xasprintf("%s: packet-out: a frame of %" PRIuSIZE
+                       " bytes is shorter than an Ethernet header (%d)",
+                       name, len, ETH_HEADER_LEN);
+    return DFW_OF_PO_INVALID;
+  }
+  if (len > DFW_OF_MAX_PACKET_OUT_FRAME) {
+    *error = xasprintf("%s: packet-out: a frame of %" PRIuSIZE
+                       " bytes does not fit an OpenFlow message (at most %d)",
+                       name, len, DFW_OF_MAX_PACKET_OUT_FRAME);
+    return DFW_OF_PO_INVALID;
+  }
+  /* OpenFlow 1.3 port numbers: physical below 0xff00, reserved from
+   * 0xffffff00 (OFPP11_MAX); OVS's own numbering maps the latter to
+   * 0xff00..0xffff. */
+  if (in_port != 0 && in_port < ofp_to_u16(OFPP_MAX)) {
+    port = u16_to_ofp(in_port);
+  } else if (in_port == ofp_to_u16(OFPP_LOCAL) + OFPP11_OFFSET) {
+    port = OFPP_LOCAL;
+  } else {
+    *error = xasprintf("%s: packet-out: in_port %" PRIu32 " (0x%" PRIx32
+                       ") is not a port a frame can come in on (1..0xfeff or LOCAL 0xfffffffe)",
+                       name, in_port, in_port);
+    return DFW_OF_PO_INVALID;
+  }
+  err = dfw_of_has_port(of->vconn, port, &found);
+  if (err) {
+    *error = xasprintf("%s: packet-out: port description request failed: %s", name,
+                       ovs_retval_to_string(err));
+    return DFW_OF_PO_FAILED;
+  }
+  if (!found) {
+    *error = xasprintf("%s: packet-out: no port %" PRIu32 " on the bridge", name, in_port);
+    return DFW_OF_PO_NO_PORT;
+  }
+
+  struct ofpbuf ofpacts;
+  ofpbuf_init(&ofpacts, 64);
+  ofpact_put_OUTPUT(&ofpacts)->port = OFPP_TABLE;
+  struct ofputil_packet_out po;
+  memset(&po, 0, sizeof po);
+  po.packet = frame;
+  po.packet_len = len;
+  po.buffer_id = UINT32_MAX;
+  match_init_catchall(&po.flow_metadata);
+  match_set_in_port(&po.flow_metadata, port);
+  po.ofpacts = ofpacts.data;
+  po.ofpacts_len = ofpacts.size;
+  struct ofpbuf* msg = ofputil_encode_packet_out(&po, DFW_OF_PROTOCOL);
+  ofpbuf_uninit(&ofpacts);
+
+  /* Sends msg (and frees it), then a barrier; any error reply to msg comes
+   * back before the barrier's reply. */
+  err = vconn_transact_noreply(of->vconn, msg, &error_reply);
+  if (err) {
+    *error = xasprintf("%s: packet-out from port %" PRIu32 " failed: %s", name, in_port,
+                       ovs_retval_to_string(err));
+    return DFW_OF_PO_FAILED;
+  }
+  if (error_reply) {
+    char* text = ofp_to_string(error_reply->data, error_reply->size, NULL, NULL, 1);
+    size_t n = strlen(text);
+    while (n && text[n - 1] == '\n') {
+      text[--n] = '\0';
+    }
+    *error = xasprintf("%s: packet-out from port %" PRIu32 " refused: %s", name, in_port, text);
+    free(text);
+    ofpbuf_delete(error_reply);
+    return DFW_OF_PO_REFUSED;
   }
   return 0;
 }

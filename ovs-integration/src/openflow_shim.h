@@ -1,5 +1,5 @@
 /* C interface to libopenvswitch's OpenFlow client (vconn, flow mods, flow
- * stats, bundles), for C++. Only openflow_shim.c includes OVS headers.
+ * stats, bundles, packet-out), for C++. Only openflow_shim.c includes OVS headers.
  *
  * Flows are written in ovs-ofctl syntax. Every call speaks OpenFlow 1.3 with
  * Nicira extensions. Thread safety: a dfw_of is used by one thread at a time;
@@ -46,6 +46,30 @@ struct dfw_of_mod {
  * the whole bundle. Nothing is sent if a flow does not parse. Returns 0 or -1
  * (*error set: the parse error or the switch's error replies). */
 int dfw_of_bundle(struct dfw_of*, const struct dfw_of_mod* mods, size_t n, char** error);
+
+/* Injects `frame` (a whole Ethernet frame, at least 14 bytes) into the
+ * bridge as if it had been received on port `in_port` (an OpenFlow 1.3 port
+ * number: 1..0xfeff, or OFPP_LOCAL 0xfffffffe): one OFPT_PACKET_OUT with no
+ * buffer (buffer_id UINT32_MAX), in_port, and the single action
+ * output:OFPP_TABLE, so the frame goes through the flow table from table 0.
+ * Followed by a barrier; the switch's reply to the barrier is awaited, so
+ * an OFPT_ERROR about the packet-out is reported. Checked here first,
+ * because OVS (3.1) accepts them without an error reply: a frame shorter than
+ * 14 bytes (run through the table as an all-zero flow; only its datapath's
+ * log says "execute ... failed"), and any in_port below 0xff00, port 0 and
+ * ports it does not have included (run as from that port). So the port is
+ * looked up in the switch's port descriptions (OFPMP_PORT_DESC) before the
+ * packet-out is sent. OVS answers OFPBAC_BAD_OUT_PORT only for numbers
+ * outside OpenFlow 1.3's port space, which never get this far.
+ * Returns 0, or one of the negative values below with *error set. */
+enum {
+  DFW_OF_PO_INVALID = -1, /* no frame, a frame too long, no port number */
+  DFW_OF_PO_NO_PORT = -2, /* the bridge has no such port */
+  DFW_OF_PO_REFUSED = -3, /* the switch's error reply */
+  DFW_OF_PO_FAILED = -4   /* the connection failed */
+};
+int dfw_of_packet_out(struct dfw_of*, uint32_t in_port, const void* frame, size_t len,
+                      char** error);
 
 /* Sets (no_flood=1) or clears the OFPPC_NO_FLOOD config bit of port
  * `port_no` through its own OpenFlow 1.0 connection to `target` (OpenFlow

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_format.h"
 #include "dfw/ovs/ovsdb_monitor.h"
+#include "dfw/ovs/probe_frame.h"
 #include "ovs_sandbox.h"
 
 namespace dfw::ovs {
@@ -801,6 +802,142 @@ TEST_F(ExclusionSteeringTest, PortSecurityAgreesWithTheSpoofguardOnRandomFrames)
   // Both verdicts were exercised.
   EXPECT_GT(allowed, 20);
   EXPECT_GT(dropped, 20);
+}
+
+// n_packets of the flows `ovs-ofctl dump-flows <filter>` lists, summed.
+uint64_t PacketsOf(OvsSandbox& ovs, const std::string& filter) {
+  std::string out;
+  EXPECT_EQ(ovs.Ofctl("dump-flows", "'" + filter + "'", &out), 0) << out;
+  uint64_t n = 0;
+  for (size_t at = 0; (at = out.find("n_packets=", at)) != std::string::npos; ++at) {
+    n += std::stoull(out.substr(at + strlen("n_packets=")));
+  }
+  return n;
+}
+
+// A probe from vnet5 (52:54:00:00:00:05, 198.18.10.5) to vnet6.
+std::vector<uint8_t> Probe(uint8_t proto, bool v6, uint16_t dst_port = 5432) {
+  ProbeFrameSpec s;
+  s.src_mac = {0x52, 0x54, 0x00, 0x00, 0x00, 0x05};
+  s.dst_mac = {0x52, 0x54, 0x00, 0x00, 0x00, 0x06};
+  s.protocol = proto;
+  s.src_ip = v6 ? std::vector<uint8_t>{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5}
+                : std::vector<uint8_t>{198, 18, 10, 5};
+  s.dst_ip = v6 ? std::vector<uint8_t>{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6}
+                : std::vector<uint8_t>{198, 18, 10, 6};
+  s.src_port = 40000;
+  s.dst_port = dst_port;
+  s.icmp_id = 77;
+  absl::StatusOr<std::vector<uint8_t>> f = BuildProbeFrame(s);
+  EXPECT_TRUE(f.ok()) << f.status();
+  return f.ok() ? *f : std::vector<uint8_t>{};
+}
+
+TEST_F(OpenFlowBridgeTest, PacketOutCrossesTableZeroAsIfReceivedOnThePort) {
+  // One counting flow per probe kind, matching every field the probe sets
+  // (so OVS's own parser confirms the frames' layout), and a catch-all.
+  const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
+      {"in_port=5,tcp,nw_src=198.18.10.5,nw_dst=198.18.10.6,tp_src=40000,tp_dst=5432,"
+       "tcp_flags=+syn-ack,nw_ttl=64",
+       Probe(kProtoTcp, false)},
+      {"in_port=5,udp6,ipv6_src=2001:db8::5,ipv6_dst=2001:db8::6,tp_src=40000,tp_dst=53",
+       Probe(kProtoUdp, true, 53)},
+      {"in_port=5,icmp,nw_src=198.18.10.5,nw_dst=198.18.10.6,icmp_type=8,icmp_code=0",
+       Probe(kProtoIcmp, false)},
+      {"in_port=5,icmp6,ipv6_src=2001:db8::5,ipv6_dst=2001:db8::6,icmpv6_type=128,"
+       "icmpv6_code=0",
+       Probe(kProtoIcmpv6, true)},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_EQ(ovs_.Ofctl("add-flow", absl::StrFormat("'cookie=0x5eed%04x,table=0,priority=100,%s "
+                                                     "actions=drop'",
+                                                     i, cases[i].first)),
+              0)
+        << cases[i].first;
+  }
+  ASSERT_EQ(ovs_.Ofctl("add-flow", "'cookie=0x5eedffff,table=0,priority=1,actions=drop'"), 0);
+  // The same TCP SYN from vnet6 must not hit vnet5's flow.
+  ASSERT_EQ(ovs_.Ofctl("add-flow",
+                       "'cookie=0x5eedfff6,table=0,priority=100,in_port=6,tcp,tp_dst=5432 "
+                       "actions=drop'"),
+            0);
+
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].first);
+    absl::Status st = bridge_->PacketOut(5, cases[i].second);
+    ASSERT_TRUE(st.ok()) << st;
+    // The barrier's reply came after the packet went through the table:
+    // its flow has counted it already.
+    for (size_t j = 0; j < cases.size(); ++j) {
+      EXPECT_EQ(PacketsOf(ovs_, absl::StrFormat("cookie=0x5eed%04x/-1", j)), j <= i ? 1u : 0u) << j;
+    }
+  }
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedffff/-1"), 0u);
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedfff6/-1"), 0u);
+
+  // From vnet6 the SYN hits vnet6's flow; the bridge's LOCAL port works too.
+  ASSERT_TRUE(bridge_->PacketOut(6, Probe(kProtoTcp, false)).ok());
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedfff6/-1"), 1u);
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eed0000/-1"), 1u);
+  ASSERT_TRUE(bridge_->PacketOut(0xfffffffe, Probe(kProtoTcp, false)).ok());
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedffff/-1"), 1u);
+}
+
+TEST_F(OpenFlowBridgeTest, PacketOutFromAVnicPortTakesItsSteeringFlow) {
+  ASSERT_TRUE(bridge_->Reconcile(Flows(TwoVnics())).ok());
+  ASSERT_TRUE(SetPortNoFlood(ovs_.mgmt_target(), 1).ok());
+  const std::string egress5 = "cookie=0xdf305ee000000005/-1,table=0,in_port=5";
+  const uint64_t before = PacketsOf(ovs_, egress5);
+  ASSERT_TRUE(bridge_->PacketOut(5, Probe(kProtoTcp, false)).ok());
+  // Counted by vnet5's egress flow (p100: tag 7, output to the firewall
+  // port), and by nothing reading frames from the firewall port.
+  EXPECT_EQ(PacketsOf(ovs_, egress5), before + 1);
+  EXPECT_EQ(PacketsOf(ovs_, "table=0,in_port=1"), 0u);
+  std::string out;
+  ASSERT_EQ(ovs_.Ofctl("dump-flows", "'" + egress5 + "'", &out), 0) << out;
+  std::istringstream lines(out);
+  std::string line, hit;
+  while (std::getline(lines, line)) {
+    if (line.find("n_packets=1,") != std::string::npos) hit += line;
+  }
+  EXPECT_NE(hit.find("priority=100,in_port=5 actions="), std::string::npos) << out;
+  EXPECT_NE(hit.find("output:1"), std::string::npos) << out;
+}
+
+TEST_F(OpenFlowBridgeTest, PacketOutRejectsWhatOvsWouldSilentlyAccept) {
+  // Counts whatever would reach the table.
+  ASSERT_EQ(ovs_.Ofctl("add-flow", "'cookie=0x5eedffff,table=0,priority=1,actions=drop'"), 0);
+  const std::vector<uint8_t> syn = Probe(kProtoTcp, false);
+
+  // OVS accepts a packet-out from a port number it does not have (and runs
+  // the frame as from that port): PacketOut looks the port up first.
+  absl::Status st = bridge_->PacketOut(4000, syn);
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  EXPECT_NE(st.message().find("no port 4000 on the bridge"), std::string::npos) << st;
+  // Not an OpenFlow 1.3 port number at all (OVS would answer
+  // OFPBAC_BAD_OUT_PORT), port 0 (OVS accepts it), CONTROLLER (accepted
+  // too, but no frame comes in on it).
+  for (uint32_t port : {0xfff0u, 0xff00u, 0u, 0xfffffffdu}) {
+    st = bridge_->PacketOut(port, syn);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << port << ": " << st;
+    EXPECT_NE(st.message().find("is not a port a frame can come in on"), std::string::npos) << st;
+  }
+  // OVS accepts empty and runt frames and runs them through the table as
+  // an all-zero flow (its datapath then fails to execute them, logged only).
+  for (size_t len : {0u, 1u, 13u}) {
+    st = bridge_->PacketOut(5, std::vector<uint8_t>(syn.begin(), syn.begin() + len));
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << len << ": " << st;
+    EXPECT_NE(st.message().find("shorter than an Ethernet header"), std::string::npos) << st;
+  }
+  // More than one OpenFlow message can carry.
+  st = bridge_->PacketOut(5, std::vector<uint8_t>(65472, 0x52));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("does not fit an OpenFlow message"), std::string::npos) << st;
+
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedffff/-1"), 0u);
+  // The connection is still good: a frame of just a header goes through.
+  ASSERT_TRUE(bridge_->PacketOut(5, std::vector<uint8_t>(syn.begin(), syn.begin() + 14)).ok());
+  EXPECT_EQ(PacketsOf(ovs_, "cookie=0x5eedffff/-1"), 1u);
 }
 
 TEST(OpenFlowBridgeNoSwitch, ConnectFailsWithTarget) {

@@ -92,6 +92,25 @@ class OpenFlowBridge {
                                             uint64_t cookie = kSteeringCookieBase,
                                             uint64_t mask = kSteeringCookieMask);
 
+  // Injects `frame` (a whole Ethernet frame, e.g. BuildProbeFrame()'s,
+  // probe_frame.h) into the bridge as if it had arrived on port `in_port`:
+  // an OpenFlow packet-out (no buffer, in_port, actions=output:TABLE), so
+  // the frame crosses the flow table from table 0 (the steering flows, and
+  // through them the firewall) exactly as a frame the VM behind that port
+  // sent would; in particular flows matching in_port=<in_port> apply to it
+  // and their counters count it. A barrier follows and its reply is awaited:
+  // OK means the switch accepted and processed the packet-out (not that the
+  // frame was delivered anywhere; the flows decide that).
+  // Errors: InvalidArgument for a frame shorter than an Ethernet header or
+  // too long for one OpenFlow message, or an in_port that is no port number
+  // (0, reserved numbers other than LOCAL 0xfffffffe); NotFound when the
+  // bridge has no port `in_port` (checked first, with a port-description
+  // request: OVS would accept it and run the frame as from a port that does
+  // not exist); Aborted with the switch's error text when the switch refuses
+  // the packet-out; Unavailable when the connection fails. Thread safety as
+  // the class's: one thread at a time per OpenFlowBridge.
+  absl::Status PacketOut(uint32_t in_port, const std::vector<uint8_t>& frame);
+
   // Bundles committed through this connection so far.
   uint64_t bundles_committed() const { return bundles_committed_; }
 
