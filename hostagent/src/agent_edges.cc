@@ -64,6 +64,12 @@ class RealOvs final : public OvsEdge {
   absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) override {
     return ovs::SetPortNoFlood(openflow_target_, ofport, no_flood);
   }
+  absl::Status PacketOut(uint32_t ofport, const std::vector<uint8_t>& frame) override {
+    // Its own connection: the reconcile thread owns the other one.
+    auto of = ovs::OpenFlowBridge::Connect(openflow_target_);
+    if (!of.ok()) return of.status();
+    return (*of)->PacketOut(ofport, frame);
+  }
 
  private:
   const std::string db_socket_, bridge_;
@@ -104,6 +110,9 @@ class RealController final : public ControllerEdge {
     session_.SendConnections(std::move(msg));
   }
   bool SendFlows(const v1::FlowBatch& batch) override { return session_.SendFlows(batch); }
+  bool SendProbeReport(const v1::ProbeReport& report) override {
+    return session_.SendProbeReport(report);
+  }
   uint64_t last_acked_revision() const override { return session_.last_acked_revision(); }
   bool connected() const override { return session_.connected(); }
   uint64_t sessions_opened() const override { return session_.sessions_opened(); }

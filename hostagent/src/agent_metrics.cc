@@ -27,6 +27,10 @@ const char* DataplaneCallMetrics::MethodName(Method m) {
       return "Counters";
     case kFlowRecords:
       return "FlowRecords";
+    case kArmCapture:
+      return "ArmCapture";
+    case kCaptureResults:
+      return "CaptureResults";
     case kMethodCount:
       break;
   }
@@ -125,6 +129,14 @@ class MeteredDataplane final : public DataplaneEdge {
   absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after_seq, uint32_t max) override {
     return Timed(DataplaneCallMetrics::kFlowRecords,
                  [&] { return inner_->FlowRecords(after_seq, max); });
+  }
+  absl::StatusOr<v1::ArmCaptureResponse> ArmCapture(const v1::ArmCaptureRequest& req) override {
+    return Timed(DataplaneCallMetrics::kArmCapture, [&] { return inner_->ArmCapture(req); });
+  }
+  absl::StatusOr<v1::CaptureResultsResponse> CaptureResults(
+      const v1::CaptureResultsRequest& req) override {
+    return Timed(DataplaneCallMetrics::kCaptureResults,
+                 [&] { return inner_->CaptureResults(req); });
   }
 
  private:

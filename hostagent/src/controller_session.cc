@@ -83,14 +83,24 @@ void ControllerSession::SendConnections(v1::ConnectionExport msg) {
   exports_.push_back(std::move(msg));
 }
 
-bool ControllerSession::SendFlows(const v1::FlowBatch& batch) {
-  v1::HostToController out;
-  *out.mutable_flows() = batch;
+bool ControllerSession::WriteNow(const v1::HostToController& out) {
   std::lock_guard<std::mutex> l(mu_);
   if (stream_ == nullptr) return false;
   if (stream_->Write(out)) return true;
   ctx_->TryCancel();  // broken: the session ends
   return false;
+}
+
+bool ControllerSession::SendFlows(const v1::FlowBatch& batch) {
+  v1::HostToController out;
+  *out.mutable_flows() = batch;
+  return WriteNow(out);
+}
+
+bool ControllerSession::SendProbeReport(const v1::ProbeReport& report) {
+  v1::HostToController out;
+  *out.mutable_probe() = report;
+  return WriteNow(out);
 }
 
 bool ControllerSession::FlushExportsLocked(
@@ -202,6 +212,19 @@ bool ControllerSession::RunOnce() {
       got_message = true;
       if (in.has_flow_watch()) {  // not acked: no revision
         if (hooks_.flow_watch) hooks_.flow_watch(in.flow_watch().enabled());
+        continue;
+      }
+      if (in.has_probe()) {  // not acked: no revision
+        if (hooks_.probe) {
+          hooks_.probe(in.probe());
+        } else {
+          v1::HostToController out;
+          out.mutable_probe()->set_probe_id(in.probe().probe_id());
+          out.mutable_probe()->set_done(true);
+          out.mutable_probe()->set_error("probes: this agent has no dataplane to capture in");
+          std::lock_guard<std::mutex> l(mu_);
+          if (!stream->Write(out)) break;
+        }
         continue;
       }
       if (in.has_connections()) {  // not acked: no revision

@@ -77,6 +77,16 @@ absl::StatusOr<v1::FlowRecordsResponse> DataplaneClient::FlowRecords(uint64_t af
   return Call(&v1::DataplaneService::Stub::FlowRecords, req, "FlowRecords");
 }
 
+absl::StatusOr<v1::ArmCaptureResponse> DataplaneClient::ArmCapture(
+    const v1::ArmCaptureRequest& req) {
+  return Call(&v1::DataplaneService::Stub::ArmCapture, req, "ArmCapture");
+}
+
+absl::StatusOr<v1::CaptureResultsResponse> DataplaneClient::CaptureResults(
+    const v1::CaptureResultsRequest& req) {
+  return Call(&v1::DataplaneService::Stub::CaptureResults, req, "CaptureResults");
+}
+
 absl::StatusOr<v1::GetStateResponse> DataplaneClient::GetState(bool digests) {
   v1::GetStateRequest req;
   req.set_digests(digests);

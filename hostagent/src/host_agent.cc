@@ -36,8 +36,13 @@ absl::Status HostAgent::StartEdges() {
     hooks.connections = [this](const v1::ConnectionImport& m) { OnImport(m); };
     relay_ = std::make_unique<FlowRelay>(edges_.dataplane.get(), edges_.controller.get());
     hooks.flow_watch = [this](bool on) { relay_->SetEnabled(on); };
+    probes_ = std::make_unique<ProbeRunner>(
+        edges_.dataplane.get(), edges_.ovs.get(),
+        [c = edges_.controller.get()](const v1::ProbeReport& r) { return c->SendProbeReport(r); });
+    hooks.probe = [this](const v1::ProbeRequest& r) { probes_->Submit(r); };
     edges_.controller->SetHooks(std::move(hooks));
     relay_->Start();
+    probes_->Start();
   }
   return absl::OkStatus();
 }
@@ -64,6 +69,7 @@ void HostAgent::Stop() {
   if (thread_.joinable()) thread_.join();
   if (relay_) relay_->Stop();
   if (edges_.controller) edges_.controller->Stop();
+  if (probes_) probes_->Stop();  // after the session: no Submit comes any more
   if (edges_.libvirt) edges_.libvirt->Stop();
   if (edges_.ovs) edges_.ovs->Stop();
 }

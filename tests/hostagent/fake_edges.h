@@ -226,11 +226,54 @@ class FakeDataplane final : public DataplaneEdge {
     if (flows_down) return absl::UnavailableError("dataplane FlowRecords: connection refused");
     return flows.Read(after, max);
   }
+  // Captures: "dp.Arm <vnic> <in|out>", "dp.CaptureResults <ids> [cancel]".
+  // A test marks one met with Meet(); cancel marks the armed ones cancelled.
+  absl::StatusOr<v1::ArmCaptureResponse> ArmCapture(const v1::ArmCaptureRequest& req) override {
+    std::lock_guard<std::mutex> l(capture_mu_);
+    const auto& f = req.filter();
+    log_->Add(
+        absl::StrCat("dp.Arm ", f.vnic_id(), f.direction() == v1::DIRECTION_IN ? " in" : " out"));
+    if (!vnics.count(f.vnic_id())) {
+      return absl::NotFoundError("filter.vnic_id: '" + f.vnic_id() + "' is not known here");
+    }
+    uint64_t id = next_capture_++;
+    v1::CaptureResult& r = captures_[id];
+    r.set_capture_id(id);
+    *r.mutable_filter() = f;
+    r.set_state(v1::CaptureResult::STATE_ARMED);
+    v1::ArmCaptureResponse resp;
+    resp.set_capture_id(id);
+    return resp;
+  }
+  absl::StatusOr<v1::CaptureResultsResponse> CaptureResults(
+      const v1::CaptureResultsRequest& req) override {
+    std::lock_guard<std::mutex> l(capture_mu_);
+    log_->Add(absl::StrCat("dp.CaptureResults ", absl::StrJoin(req.capture_ids(), ","),
+                           req.cancel() ? " cancel" : ""));
+    v1::CaptureResultsResponse resp;
+    for (uint64_t id : req.capture_ids()) {
+      auto it = captures_.find(id);
+      if (it == captures_.end()) continue;
+      if (req.cancel() && it->second.state() == v1::CaptureResult::STATE_ARMED) {
+        it->second.set_state(v1::CaptureResult::STATE_CANCELLED);
+      }
+      *resp.add_results() = it->second;
+    }
+    return resp;
+  }
+  void Meet(uint64_t capture_id, bool forwarded) {
+    std::lock_guard<std::mutex> l(capture_mu_);
+    captures_[capture_id].set_state(v1::CaptureResult::STATE_MET);
+    captures_[capture_id].set_forwarded(forwarded);
+  }
   std::string target() const override { return "fake"; }
 
  private:
   CallLog* log_;
   std::mutex state_mu_;  // revision, excluded: SetState and GetState on two threads
+  std::mutex capture_mu_;
+  uint64_t next_capture_ = 1;
+  std::map<uint64_t, v1::CaptureResult> captures_;
 };
 
 // Logs "ovs.CreateFirewallPort", "ovs.Connect" (a new OpenFlow connection),
@@ -286,6 +329,13 @@ class FakeOvs final : public OvsEdge {
   }
   absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) override {
     log_->Add(absl::StrCat(no_flood ? "ovs.NoFlood " : "ovs.Flood ", ofport));
+    return absl::OkStatus();
+  }
+  // "ovs.PacketOut <ofport>"; the frame kept in `sent`.
+  std::vector<std::vector<uint8_t>> sent;
+  absl::Status PacketOut(uint32_t ofport, const std::vector<uint8_t>& frame) override {
+    log_->Add(absl::StrCat("ovs.PacketOut ", ofport));
+    sent.push_back(frame);
     return absl::OkStatus();
   }
 

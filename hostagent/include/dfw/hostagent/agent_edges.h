@@ -73,6 +73,17 @@ class DataplaneEdge {
     (void)max;
     return absl::UnimplementedError("dataplane FlowRecords: not available");
   }
+  // One-shot captures (dataplane.proto ArmCapture, CaptureResults) for the
+  // probe runner (probe_runner.h). A dataplane without them: UNIMPLEMENTED.
+  virtual absl::StatusOr<v1::ArmCaptureResponse> ArmCapture(const v1::ArmCaptureRequest& req) {
+    (void)req;
+    return absl::UnimplementedError("dataplane ArmCapture: not available");
+  }
+  virtual absl::StatusOr<v1::CaptureResultsResponse> CaptureResults(
+      const v1::CaptureResultsRequest& req) {
+    (void)req;
+    return absl::UnimplementedError("dataplane CaptureResults: not available");
+  }
   virtual std::string target() const = 0;
 };
 
@@ -102,6 +113,14 @@ class OvsEdge {
   // NORMAL never floods to `ofport` (ovs::SetPortNoFlood), or, with
   // no_flood false, floods to it again (an excluded vNIC's port).
   virtual absl::Status SetPortNoFlood(uint32_t ofport, bool no_flood) = 0;
+  // Puts `frame` on the bridge as if it came in on `ofport` (OpenFlow
+  // packet-out through table 0: steering, the dataplane, OVS, as the VM's
+  // own frame). Any thread: a connection of its own per call.
+  virtual absl::Status PacketOut(uint32_t ofport, const std::vector<uint8_t>& frame) {
+    (void)ofport;
+    (void)frame;
+    return absl::UnimplementedError("openflow packet-out: not available");
+  }
 };
 
 // libvirt's domains (LibvirtInventory).
@@ -130,6 +149,12 @@ class ControllerEdge {
   // when no session is open (the batch is not sent).
   virtual bool SendFlows(const v1::FlowBatch& batch) {
     (void)batch;
+    return false;
+  }
+  // A probe's report (ControllerSession::SendProbeReport): false when no
+  // session is open.
+  virtual bool SendProbeReport(const v1::ProbeReport& report) {
+    (void)report;
     return false;
   }
   virtual uint64_t last_acked_revision() const = 0;

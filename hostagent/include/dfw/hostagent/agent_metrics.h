@@ -58,6 +58,8 @@ class DataplaneCallMetrics {
     kImportConnections,
     kCounters,
     kFlowRecords,
+    kArmCapture,
+    kCaptureResults,
     kMethodCount
   };
   // ok; unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED: not there);

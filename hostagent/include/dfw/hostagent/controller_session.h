@@ -87,6 +87,9 @@ class ControllerSession {
     // false also when a session ends (optional; without it the request is
     // ignored: the guest agent has no dataplane records).
     std::function<void(bool)> flow_watch;
+    // A probe request (host.proto ProbeRequest; optional: without it the
+    // session answers with an error report). Must not block.
+    std::function<void(const v1::ProbeRequest&)> probe;
   };
 
   static constexpr size_t kMaxQueuedExports = 1024;
@@ -111,6 +114,9 @@ class ControllerSession {
   // Flow records for the controller, written now on the open session; false
   // (nothing sent) when none is open. Never queued: a record's worth is now.
   bool SendFlows(const v1::FlowBatch& batch);
+  // A probe's report, written now on the open session; false when none is
+  // open (the controller then reports the probe lost).
+  bool SendProbeReport(const v1::ProbeReport& report);
 
   // True while a session is open: its Hello was sent and the stream has not
   // ended (the controller may have nothing to send yet).
@@ -127,6 +133,8 @@ class ControllerSession {
   void Run();
   // One session; returns true if it received at least one message.
   bool RunOnce();
+  // Writes `out` on the open session now (false: none open, or it broke).
+  bool WriteNow(const v1::HostToController& out);
   // Under write_mu_: sends the difference between `inventory_` and `sent_`.
   bool SendInventoryLocked();
   // Under mu_: writes the waiting exports; false if the stream broke.

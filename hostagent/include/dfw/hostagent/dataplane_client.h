@@ -40,6 +40,9 @@ class DataplaneClient final : public DataplaneEdge {
       const v1::ImportConnectionsRequest& req) override;
   absl::StatusOr<v1::CountersResponse> Counters(std::chrono::milliseconds deadline) override;
   absl::StatusOr<v1::FlowRecordsResponse> FlowRecords(uint64_t after_seq, uint32_t max) override;
+  absl::StatusOr<v1::ArmCaptureResponse> ArmCapture(const v1::ArmCaptureRequest& req) override;
+  absl::StatusOr<v1::CaptureResultsResponse> CaptureResults(
+      const v1::CaptureResultsRequest& req) override;
 
   std::string target() const override { return target_; }
 

@@ -24,7 +24,10 @@
 //  6. reports the VMs to the controller; applies the controller's full states
 //     and deltas to the dataplane and acks them;
 //  7. while the controller asks (FlowWatch), relays the dataplane's flow
-//     records to it (flow_relay.h, a thread of its own).
+//     records to it (flow_relay.h, a thread of its own);
+//  8. runs the controller's live traces and probes: captures armed in the
+//     dataplane, a probe packet put on the bridge from the source vNIC's
+//     port (probe_runner.h, a thread of its own).
 // The dataplane's health probe is GetState: unreachable, or restarted (a new
 // instance_id) holding a revision below the last acked one, restarts the
 // session for a full state.
@@ -65,6 +68,7 @@
 #include "dfw/hostagent/agent_metrics.h"
 #include "dfw/hostagent/flow_relay.h"
 #include "dfw/hostagent/host_view.h"
+#include "dfw/hostagent/probe_runner.h"
 
 namespace grpc {
 class ChannelCredentials;
@@ -219,6 +223,7 @@ class HostAgent {
   std::atomic<uint64_t> entries_imported_{0}, entries_rejected_{0}, entries_expired_{0};
   // Flow records to the controller while it observes (with a controller).
   std::unique_ptr<FlowRelay> relay_;
+  std::unique_ptr<ProbeRunner> probes_;  // live traces and probes (probe_runner.h)
   // GET /metrics: the last revision the controller sent, apply failures.
   std::atomic<uint64_t> wanted_revision_{0};
   std::array<std::atomic<uint64_t>, HostAgentMetrics::kApplyErrorCount> apply_errors_{};
