@@ -102,8 +102,19 @@ const char kUsageText[] =
                                             the way are shown as lost (-o json: a line each)
   trace FROM TO (--tcp P | --udp P | --sctp P | --icmp [T[/C]] | --icmp6 [T[/C]] |
                  --protocol N [--port P]) [--sport P] [--from-ip IP] [--to-ip IP]
+                 [--live [--timeout S] | --inject]
                                             which rule decides a new connection, at
-                                            each end, and whether its host realized it
+                                            each end, and whether its host realized it;
+                                            --live: also what the VMs' next packet of
+                                            the flow meets in the dataplanes (waits up
+                                            to S s, default 30); --inject: the sender's
+                                            host sends that packet itself (a probe)
+  probe --from G[,G] --to G[,G] (--tcp P | --udp P | --icmp)... [--timeout S]
+                                            the connectivity matrix: a probe packet from
+                                            each VM of the --from groups to each of the
+                                            --to groups, per service, expected (policy)
+                                            against actual (dataplanes); exit 1 on any
+                                            difference
   status
 
   ca init --pki-dir DIR --trust-domain TD [--node NAME] [--san HOST|IP]...
@@ -705,18 +716,34 @@ int ApplyItems(Ctx& c, const std::string& kind, const std::vector<json>& items,
 // | --protocol N [--port P]) [--sport P] [--from-ip IP] [--to-ip IP]`: which
 // rule of which policy decides a new connection, at the sender's egress and
 // the receiver's ingress, and whether each enforcing host has realized it.
+void PrintTrace(const json& b);
+void PrintObserved(const json& b);
+
 int Trace(Ctx& c, const std::vector<std::string>& a) {
   std::vector<std::string> vms;
   std::string query;
+  json flow = json::object();  // the same, as a TraceRequest (--live, --inject)
   auto add = [&](const std::string& k, const std::string& v) {
     query += (query.empty() ? "" : "&") + k + "=" + v;
+    flow[k] = v;
+    if (k == "icmp_type") flow["has_icmp_type"] = true;
   };
-  bool proto_given = false;
+  bool proto_given = false, live = false, inject = false;
+  std::string timeout;
   for (size_t i = 1; i < a.size(); ++i) {
     const std::string& o = a[i];
     const bool has_value = i + 1 < a.size() && a[i + 1].rfind("--", 0) != 0;
     auto value = [&]() -> std::string { return has_value ? a[++i] : ""; };
-    if (o == "--tcp" || o == "--udp" || o == "--sctp") {
+    if (o == "--live" || o == "--inject") {
+      (o == "--live" ? live : inject) = true;
+    } else if (o == "--timeout") {
+      timeout = value();
+      if (timeout.empty() || timeout.find_first_not_of("0123456789") != std::string::npos ||
+          timeout.size() > 3) {
+        std::fprintf(stderr, "dfwctl: --timeout wants seconds (at most 120)\n");
+        return kUsage;
+      }
+    } else if (o == "--tcp" || o == "--udp" || o == "--sctp") {
       std::string port = value();
       if (port.empty()) {
         std::fprintf(stderr, "dfwctl: %s needs a destination port\n", o.c_str());
@@ -765,7 +792,49 @@ int Trace(Ctx& c, const std::vector<std::string>& a) {
   if (!ResolveVm(c, vms[0], &from, &rc) || !ResolveVm(c, vms[1], &to, &rc)) return rc;
   add("from_vm_id", from);
   add("to_vm_id", to);
-  return Show(c, c.api->Call("GET", "/api/v1/trace?" + query), [](const json& b) {
+  if (live || inject) {
+    json body = {{"flow", flow}, {"inject", inject}};
+    if (!timeout.empty()) body["timeout_ms"] = std::stoul(timeout) * 1000;
+    if (!inject && timeout.empty()) {
+      std::fprintf(stderr, "dfwctl: waiting up to 30 s for the flow's next packet...\n");
+    }
+    return Show(c, c.api->Call("POST", "/api/v1/probes", body.dump()), [](const json& b) {
+      PrintTrace(b.value("expected", json::object()));
+      PrintObserved(b);
+    });
+  }
+  return Show(c, c.api->Call("GET", "/api/v1/trace?" + query), PrintTrace);
+}
+
+// What a trace's packets met (a ProbeFlowResponse): each end's capture.
+void PrintObserved(const json& b) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& o : b.value("observed", json::array())) {
+    const json cap = o.value("capture", json::object());
+    const bool met = Str(cap.value("state", json(""))) == "STATE_MET";
+    std::string rule = "-";
+    if (met && cap.value("rule_num", 0) != 0) {
+      rule = Str(cap.value("policy_id", json(""))) + "/" + Str(cap.value("rule_id", json(""))) +
+             " (#" + Str(cap.value("rule_num", json(0))) + ")";
+    }
+    rows.push_back(
+        {Str(o.value("kind", json("KIND_UNSPECIFIED"))).substr(5),
+         Str(o.value("host_id", json(""))), Str(o.value("vnic_id", json(""))),
+         !o.value("captured", false) ? "not captured"
+         : met                       ? (cap.value("forwarded", false) ? "forwarded" : "dropped")
+                                     : Str(cap.value("state", json("STATE_UNSPECIFIED"))).substr(6),
+         met ? Str(cap.value("stage", json("CAPTURE_STAGE_UNSPECIFIED"))).substr(14) : "-", rule,
+         met ? Str(cap.value("src", json(""))) + " > " + Str(cap.value("dst", json(""))) : "-",
+         Str(o.value("note", json("")))});
+  }
+  std::printf("\n");
+  PrintTable({"OBSERVED", "HOST", "VNIC", "PACKET", "STAGE", "RULE", "FLOW", "NOTE"}, rows);
+  std::printf("\nactual: %s (%s the policy)\n", Str(b.value("actual", json(""))).c_str(),
+              b.value("agrees", false) ? "agrees with" : "DIFFERS from");
+}
+
+void PrintTrace(const json& b) {
+  {
     std::vector<std::vector<std::string>> rows;
     for (const auto& st : b.value("stages", json::array())) {
       const bool enforced = st.value("enforced", false);
@@ -806,7 +875,137 @@ int Trace(Ctx& c, const std::vector<std::string>& a) {
                   Str(b.value("decided_by", json("KIND_UNSPECIFIED"))).substr(5).c_str(),
                   Str(b.value("revision", json("0"))).c_str());
     }
-  });
+  }
+}
+
+// `probe --from G[,G] --to G[,G] (--tcp P | --udp P | --icmp)... [--timeout S]`:
+// a probe packet (ProbeFlow with inject) from each VM of the --from groups
+// to each VM of the --to groups (not to itself), per service; the expected
+// verdict (the policy) against the actual one (the dataplanes). Exit 1 on
+// any difference, so a CI job can hold a policy to its intent.
+int Probe(Ctx& c, const std::vector<std::string>& a) {
+  std::vector<std::string> from_groups, to_groups;
+  std::vector<std::pair<std::string, std::string>> services;  // (protocol, port)
+  std::string timeout_ms;
+  auto split = [](const std::string& s, std::vector<std::string>* out) {
+    size_t start = 0;
+    while (start <= s.size()) {
+      size_t comma = s.find(',', start);
+      std::string item = s.substr(start, comma == std::string::npos ? comma : comma - start);
+      if (!item.empty()) out->push_back(item);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  };
+  for (size_t i = 1; i < a.size(); ++i) {
+    const std::string& o = a[i];
+    const bool has_value = i + 1 < a.size() && a[i + 1].rfind("--", 0) != 0;
+    std::string v = has_value ? a[i + 1] : "";
+    if (o == "--icmp") {
+      services.emplace_back("1", "");
+      continue;
+    }
+    if (v.empty()) {
+      std::fprintf(stderr, "dfwctl: probe: %s needs a value\n%s", o.c_str(), kUsageText);
+      return kUsage;
+    }
+    ++i;
+    if (o == "--from") {
+      split(v, &from_groups);
+    } else if (o == "--to") {
+      split(v, &to_groups);
+    } else if (o == "--tcp" || o == "--udp") {
+      services.emplace_back(o == "--tcp" ? "6" : "17", v);
+    } else if (o == "--timeout") {
+      if (v.find_first_not_of("0123456789") != std::string::npos || v.size() > 3) {
+        std::fprintf(stderr, "dfwctl: probe: --timeout wants seconds\n");
+        return kUsage;
+      }
+      timeout_ms = std::to_string(std::stoul(v) * 1000);
+    } else {
+      std::fprintf(stderr, "dfwctl: probe: unknown option %s\n%s", o.c_str(), kUsageText);
+      return kUsage;
+    }
+  }
+  if (from_groups.empty() || to_groups.empty() || services.empty()) {
+    std::fprintf(stderr, "dfwctl: probe needs --from GROUP, --to GROUP and a service\n%s",
+                 kUsageText);
+    return kUsage;
+  }
+  // Each group's members, and the VMs' names for the table.
+  auto members = [&](const std::vector<std::string>& groups, std::vector<std::string>* vms,
+                     int* rc) {
+    for (const auto& g : groups) {
+      Reply r = c.api->Call("GET", "/api/v1/groups/" + g + "/members");
+      if (r.status != 200) {
+        *rc = Fail(r);
+        return false;
+      }
+      for (const auto& id : r.body.value("vm_ids", json::array())) {
+        if (std::find(vms->begin(), vms->end(), Str(id)) == vms->end()) vms->push_back(Str(id));
+      }
+    }
+    return true;
+  };
+  int rc = kOk;
+  std::vector<std::string> from_vms, to_vms;
+  if (!members(from_groups, &from_vms, &rc) || !members(to_groups, &to_vms, &rc)) return rc;
+  std::map<std::string, std::string> names;
+  for (const auto* list : {&from_vms, &to_vms}) {
+    for (const auto& id : *list) {
+      Reply r = c.api->Call("GET", "/api/v1/vms/" + id);
+      names[id] = r.status == 200 ? Str(r.body.value("name", json(id))) : id;
+    }
+  }
+  std::vector<std::vector<std::string>> rows;
+  json out = json::array();
+  int differences = 0, errors = 0;
+  for (const auto& from : from_vms) {
+    for (const auto& to : to_vms) {
+      if (from == to) continue;
+      for (const auto& [proto, port] : services) {
+        json flow = {{"from_vm_id", from}, {"to_vm_id", to}, {"protocol", proto}};
+        if (!port.empty()) flow["destination_port"] = port;
+        json body = {{"flow", flow}, {"inject", true}};
+        if (!timeout_ms.empty()) body["timeout_ms"] = timeout_ms;
+        Reply r = c.api->Call("POST", "/api/v1/probes", body.dump());
+        const std::string service = (proto == "6"    ? "tcp/"
+                                     : proto == "17" ? "udp/"
+                                                     : "icmp") +
+                                    port;
+        if (r.status != 200) {
+          ++errors;
+          std::string why = Str(r.body.value("message", json(r.raw)));
+          rows.push_back({names[from], names[to], service, "-", "-", "ERROR: " + why});
+          out.push_back(
+              {{"from_vm_id", from}, {"to_vm_id", to}, {"service", service}, {"error", why}});
+          continue;
+        }
+        const json& b = r.body;
+        const bool expected = b.value("expected", json::object()).value("allowed", false);
+        const bool agrees = b.value("agrees", false);
+        differences += agrees ? 0 : 1;
+        std::string where;
+        for (const auto& o : b.value("observed", json::array())) {
+          const json cap = o.value("capture", json::object());
+          if (cap.contains("forwarded") && !cap.value("forwarded", true)) {
+            where = " at " + Str(o.value("kind", json("KIND_"))).substr(5);
+          }
+        }
+        rows.push_back({names[from], names[to], service, expected ? "allowed" : "denied",
+                        Str(b.value("actual", json(""))) + where, agrees ? "ok" : "DIFFERS"});
+        out.push_back({{"from_vm_id", from}, {"to_vm_id", to}, {"service", service}, {"probe", b}});
+      }
+    }
+  }
+  if (c.json_out) {
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    PrintTable({"FROM", "TO", "SERVICE", "EXPECTED", "ACTUAL", "RESULT"}, rows);
+    std::printf("\n%zu probes: %d differ from the policy, %d failed\n", rows.size(), differences,
+                errors);
+  }
+  return differences || errors ? kError : kOk;
 }
 
 // dfwctl exclusion list | add (--vm VM | --vnic VNIC) --reason TEXT | remove ID
@@ -1618,6 +1817,8 @@ int Run(Ctx& c, std::vector<std::string> a) {
     });
   } else if (res == "trace") {
     return Trace(c, a);
+  } else if (res == "probe") {
+    return Probe(c, a);
   } else if (res == "observe") {
     return Observe(c, a);
   } else if (res == "changes") {

@@ -60,6 +60,8 @@ constexpr std::array kGrpcTable = {
     // The preview is authorized as the change it previews (as Kubernetes'
     // dry run is): it shows what a writer is about to do.
     GrpcEntry{"/dfw.v1.ControllerService/PreviewPolicy", Permission::kWrite},
+    // Sends a packet from a VM's port (with inject): an operator's act.
+    GrpcEntry{"/dfw.v1.ControllerService/ProbeFlow", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/PreviewGroup", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/PreviewTag", Permission::kWrite},
     GrpcEntry{"/dfw.v1.ControllerService/DeletePolicy", Permission::kWrite},

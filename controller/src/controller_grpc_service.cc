@@ -51,6 +51,12 @@ grpc::Status ControllerGrpcService::Trace(Ctx* ctx, const TraceRequest* r, Trace
   return Serve(
       ctx, "Trace", [&] { return model_->Trace(*r); }, o);
 }
+
+grpc::Status ControllerGrpcService::ProbeFlow(Ctx* ctx, const ProbeFlowRequest* r,
+                                              ProbeFlowResponse* o) {
+  return Serve(
+      ctx, "ProbeFlow", [&] { return model_->ProbeFlow(*r); }, o);
+}
 grpc::Status ControllerGrpcService::PutGroup(Ctx* ctx, const PutGroupRequest* r, SecurityGroup* o) {
   return Serve(
       ctx, "PutGroup", [&] { return model_->PutGroup(*r); }, o);

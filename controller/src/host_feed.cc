@@ -31,6 +31,7 @@ uint64_t HostFeed::Attach(std::function<void()> wake,
   in_flight_ = false;  // a write of the previous session is not ours to wait for
   scheduled_ = false;
   flow_watch_sent_ = false;  // an agent's new session starts without flow records
+  probes_.clear();           // asked of the previous session: lost with it
   return ++generation_;
 }
 
@@ -126,6 +127,16 @@ void HostFeed::QueueImport(dfw::v1::ConnectionImport msg) {
   if (wake) CallWake();
 }
 
+void HostFeed::QueueProbe(dfw::v1::ProbeRequest msg) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    probes_.push_back(std::move(msg));
+    WakeIfIdleLocked(&wake);
+  }
+  if (wake) CallWake();
+}
+
 void HostFeed::SetFlowWatch(bool on) {
   bool wake = false;
   {
@@ -142,6 +153,12 @@ std::optional<dfw::v1::ControllerToHost> HostFeed::Take(const PolicyCompiler& co
   scheduled_ = false;
   if (in_flight_ || !PendingLocked()) return std::nullopt;
   dfw::v1::ControllerToHost msg;
+  if (!probes_.empty()) {  // small, and someone waits for each
+    *msg.mutable_probe() = std::move(probes_.front());
+    probes_.pop_front();
+    in_flight_ = true;
+    return msg;
+  }
   if (!imports_.empty()) {
     *msg.mutable_connections() = std::move(imports_.front());
     imports_.pop_front();

@@ -216,6 +216,12 @@ class SessionReactor final
         model_->RelayFlows(feed_->host_id(), std::move(*in_.mutable_flows()));
         return grpc::Status::OK;
       }
+      case dfw::v1::HostToController::kProbe: {
+        if (!feed_)
+          return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "probe: send hello first");
+        model_->ProbeReport(feed_->host_id(), in_.probe());  // only this host's probes match
+        return grpc::Status::OK;
+      }
       default:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "msg: empty message");
     }

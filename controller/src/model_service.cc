@@ -2179,8 +2179,27 @@ void ModelService::DetachHost(const std::string& host_id, uint64_t generation) {
   auto it = hosts_.find(host_id);
   if (it == hosts_.end() || !it->second->feed) return;
   // The feed stays (it keeps merging for a reconnect with held_revision).
-  if (it->second->feed->generation_matches(generation)) it->second->connected = false;
+  if (it->second->feed->generation_matches(generation)) {
+    it->second->connected = false;
+    probe_hub_.HostLost(host_id);  // its probes' askers stop waiting
+  }
   it->second->feed->Detach(generation);
+}
+
+bool ModelService::HostConnected(const std::string& host_id) const {
+  std::lock_guard<std::mutex> r(rmu_);
+  auto it = hosts_.find(host_id);
+  return it != hosts_.end() && it->second->connected;
+}
+
+absl::Status ModelService::SendProbe(const std::string& host_id, dfw::v1::ProbeRequest req) {
+  std::lock_guard<std::mutex> r(rmu_);
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end() || !it->second->connected || !it->second->feed) {
+    return absl::UnavailableError(Cat("host ", host_id, " is not connected"));
+  }
+  it->second->feed->QueueProbe(std::move(req));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<dfw::v1::DeleteResponse> ModelService::DeleteHost(const std::string& host_id) {

@@ -696,6 +696,16 @@ void RestApi::Routes() {
     res.set_content(ToJson(*t, /*all_fields=*/true), "application/json");
   });
 
+  // ---- live trace and probe: POST /api/v1/probes, a ProbeFlowRequest
+  // (a trace's flow, inject, timeout_ms); answers when every capture ended.
+  s.Post("/api/v1/probes", [m](const Request& req, Response& res) {
+    dfw::v1::ProbeFlowRequest r;
+    if (auto e = ParseBody(req, &r); !e.ok()) return SendError(res, e);
+    auto p = m->ProbeFlow(r);
+    if (!p.ok()) return SendError(res, p.status());
+    res.set_content(ToJson(*p, /*all_fields=*/true), "application/json");
+  });
+
   // ---- groups
   s.Get("/api/v1/groups", [m](const Request& req, Response& res) {
     auto l = ListParams(req);

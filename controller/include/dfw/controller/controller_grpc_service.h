@@ -33,6 +33,8 @@ class ControllerGrpcService final : public dfw::v1::ControllerService::Service {
   grpc::Status EffectiveRules(Ctx*, const dfw::v1::EffectiveRulesRequest*,
                               dfw::v1::EffectiveRulesResponse*) override;
   grpc::Status Trace(Ctx*, const dfw::v1::TraceRequest*, dfw::v1::TraceResponse*) override;
+  grpc::Status ProbeFlow(Ctx*, const dfw::v1::ProbeFlowRequest*,
+                         dfw::v1::ProbeFlowResponse*) override;
   grpc::Status PutGroup(Ctx*, const dfw::v1::PutGroupRequest*, dfw::v1::SecurityGroup*) override;
   grpc::Status GetGroup(Ctx*, const dfw::v1::GetRequest*, dfw::v1::SecurityGroup*) override;
   grpc::Status ListGroups(Ctx*, const dfw::v1::ListRequest*, dfw::v1::ListGroupsResponse*) override;

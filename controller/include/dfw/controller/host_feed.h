@@ -69,6 +69,10 @@ class HostFeed {
   // a FlowWatch goes out when this differs from what the session was last
   // told (a new session has been told "off"), before any state message.
   void SetFlowWatch(bool on);
+  // A live trace's or probe's request (host.proto ProbeRequest), sent before
+  // anything else pending. Dropped, not carried over, when a new session
+  // attaches (its asker was told the host lost its session).
+  void QueueProbe(dfw::v1::ProbeRequest msg);
 
   // Sender side (reader lock held): the next message, or nullopt when
   // nothing is pending or a write is in flight.
@@ -97,7 +101,7 @@ class HostFeed {
   // resumed_: even an empty delta is owed (it moves the host to the
   // current revision), unless it already holds it.
   bool PendingLocked() const {
-    return full_ || resumed_ || !pending_.empty() || !imports_.empty() ||
+    return full_ || resumed_ || !pending_.empty() || !imports_.empty() || !probes_.empty() ||
            flow_watch_ != flow_watch_sent_;
   }
   void WakeIfIdleLocked(bool* wake);
@@ -107,6 +111,7 @@ class HostFeed {
   mutable std::mutex mu_;
   HostChanges pending_;
   std::deque<dfw::v1::ConnectionImport> imports_;
+  std::deque<dfw::v1::ProbeRequest> probes_;
   bool flow_watch_ = false;
   bool flow_watch_sent_ = false;  // what this session was told (reset by Attach)
   bool full_ = false;

@@ -54,6 +54,7 @@
 #include "dfw/controller/flow_hub.h"
 #include "dfw/controller/host_feed.h"
 #include "dfw/controller/policy_compiler.h"
+#include "dfw/controller/probe_hub.h"
 #include "dfw/controller/store.h"
 #include "dfw/controller/vm_handover.h"
 #include "dfw/tagging/membership_index.h"
@@ -134,6 +135,18 @@ class ModelService {
   // Which stage and rule decide a new connection between two VMs, from the
   // rules as compiled now, with each enforcing host's realization (trace.h).
   absl::StatusOr<dfw::v1::TraceResponse> Trace(const dfw::v1::TraceRequest& req) const;
+  // A trace with packets (controller.proto ProbeFlowRequest; probe_flow.cc):
+  // Trace's answer, then one-shot captures armed by the hosts enforcing
+  // each end (the receiver's first, when the ends are on two hosts), the
+  // probe packet sent by the sender's host with `inject`, and each host's
+  // results awaited (no lock held meanwhile). Blocks up to the timeout plus
+  // a few seconds. FAILED_PRECONDITION: inject from a VM no connected host
+  // of ours holds.
+  absl::StatusOr<dfw::v1::ProbeFlowResponse> ProbeFlow(const dfw::v1::ProbeFlowRequest& req);
+  // A host's probe report (the session thread).
+  void ProbeReport(const std::string& host_id, const dfw::v1::ProbeReport& report) {
+    probe_hub_.Report(host_id, report);
+  }
 
   absl::StatusOr<dfw::v1::SecurityGroup> PutGroup(const dfw::v1::PutGroupRequest& req,
                                                   bool create_only = false);
@@ -484,6 +497,10 @@ class ModelService {
   uint64_t peer_revision_ = UINT64_MAX;
   std::unordered_map<std::string, std::pair<std::string, std::string>> peer_vm_;
   FlowHub flow_hub_{[this](bool on) { SetFlowWatch(on); }};
+  ProbeHub probe_hub_;
+  bool HostConnected(const std::string& host_id) const;
+  // Queues `req` on a connected hypervisor's feed (UNAVAILABLE otherwise).
+  absl::Status SendProbe(const std::string& host_id, dfw::v1::ProbeRequest req);
 
   std::atomic<uint64_t> watch_revision_{0};
   mutable std::mutex watch_mu_;

@@ -13,6 +13,8 @@
 //   GET    /api/v1/vms/{id}/effective-rules, /api/v1/vnics/{id}/effective-rules
 //   GET    /api/v1/trace?from_vm_id=&to_vm_id=&protocol=[&destination_port=&source_port=
 //          &icmp_type=&icmp_code=&from_ip=&to_ip=]   which rule decides a connection
+//   POST   /api/v1/probes                 ProbeFlowRequest: the trace, and what packets met
+//                                          at the dataplanes (live trace; inject: a probe)
 //   same CRUD for /api/v1/groups and /api/v1/policies;
 //   GET    /api/v1/groups/{id}/members
 //   GET    /api/v1/hosts, /api/v1/realization[?policy_id=], /api/v1/status
