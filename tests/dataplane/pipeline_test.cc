@@ -939,7 +939,9 @@ TEST_F(PipelineTest, CapturesAgreeWithAReferenceModelOnRandomTraffic) {
         EXPECT_EQ(st.hit.proto, want->proto);
         EXPECT_EQ(st.hit.forward, want->v.forward);
         EXPECT_EQ(st.hit.reason, want->v.reason);
+#ifndef DFW_CONFORMANCE_DPDK  // the harness reads verdicts back from the port: no stage
         EXPECT_EQ(st.hit.stage, want->v.stage);
+#endif
       } else {
         ADD_FAILURE() << "round " << round << ": a frame met the filter, the capture is not met";
       }
