@@ -988,7 +988,7 @@ int Probe(Ctx& c, const std::vector<std::string>& a) {
         std::string where;
         for (const auto& o : b.value("observed", json::array())) {
           const json cap = o.value("capture", json::object());
-          if (cap.contains("forwarded") && !cap.value("forwarded", true)) {
+          if (Str(cap.value("state", json(""))) == "STATE_MET" && !cap.value("forwarded", true)) {
             where = " at " + Str(o.value("kind", json("KIND_"))).substr(5);
           }
         }

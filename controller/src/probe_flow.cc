@@ -159,7 +159,7 @@ absl::StatusOr<dfw::v1::ProbeFlowResponse> ModelService::ProbeFlow(
   probe_hub_.Finish(id);
 
   // The observations, egress then ingress.
-  bool any_met = false, all_forwarded = true, all_met = true;
+  bool any_met = false, all_forwarded = true, all_met = true, incomplete = false;
   dfw::v1::TraceStage::Kind dropped_at = dfw::v1::TraceStage::KIND_UNSPECIFIED;
   for (int k = 0; k < 2; ++k) {
     const bool egress = k == 0;
@@ -177,14 +177,14 @@ absl::StatusOr<dfw::v1::ProbeFlowResponse> ModelService::ProbeFlow(
     auto it = done.find(st.host_id());
     if (it == done.end() || !it->second.ok()) {
       o->set_note(it == done.end() ? "no answer" : std::string(it->second.status().message()));
-      all_met = false;
+      incomplete = true;
       continue;
     }
     // The host's results are in its request's order: egress first.
     int index = one_host && !egress ? 1 : 0;
     if (index >= it->second->results_size()) {
       o->set_note(Cat("host ", st.host_id(), " returned no result for this capture"));
-      all_met = false;
+      incomplete = true;
       continue;
     }
     const dfw::v1::CaptureResult& c = it->second->results(index);
@@ -208,6 +208,8 @@ absl::StatusOr<dfw::v1::ProbeFlowResponse> ModelService::ProbeFlow(
   }
   if (dropped_at != dfw::v1::TraceStage::KIND_UNSPECIFIED) {
     resp.set_actual("denied");
+  } else if (incomplete) {
+    resp.set_actual("incomplete");
   } else if (!any_met) {
     resp.set_actual("unobserved");
   } else if (all_met && all_forwarded) {

@@ -283,6 +283,9 @@ def want(ok, what): out.append(("ok " if ok else "bad ") + what)
 got = {}
 for r in rows:
     p = r.get("probe", {})
+    stages = p.get("expected", {}).get("stages", [{}])
+    if stages[0].get("vm_name") != "ns-web":
+        continue  # the guest VM is in group web too: its rows are not checked here
     obs = p.get("observed", [])
     got[r["service"]] = (p.get("expected", {}).get("allowed", False), p.get("actual"),
                          p.get("agrees"), [o.get("capture", {}).get("state") for o in obs],
@@ -327,6 +330,25 @@ print(b.get("actual"), b.get("agrees"), " ".join(o.get("capture", {}).get("stage
 [ "$live_rc" = 0 ] && [ "$live_got" = "allowed True CAPTURE_STAGE_RULE CAPTURE_STAGE_RULE" ] &&
   pass "trace --live web -> db tcp/5432: the VM's own SYN met both captures, allowed by a rule" ||
   fail "trace --live (rc $live_rc): $live_got $(head -c 300 "$WORK/live.json")"
+
+# A rule broken by hand: a drop flow someone added on the bridge (another
+# cookie: drift the agent does not own) eats web -> db tcp/5432 before the
+# firewall sees it. The matrix finds it (exit 1, the pair named), and
+# passes again once the flow is gone.
+sb_ofctl add-flow "$SB_BRIDGE" \
+  "cookie=0x4242,table=0,priority=300,in_port=${SB_VM_OFPORT[web]},tcp,tp_dst=5432,actions=drop"
+if fleet_dfwctl probe --from web --to db --tcp 5432 --tcp 80 >"$WORK/broken.txt" 2>&1; then
+  fail "dfwctl probe missed the hand-made drop flow: $(cat "$WORK/broken.txt")"
+else
+  grep -q "tcp/5432 *allowed *unobserved *DIFFERS" "$WORK/broken.txt" &&
+    grep -q "tcp/80 *denied *denied at EGRESS *ok" "$WORK/broken.txt" &&
+    pass "dfwctl probe: exit 1, web -> db tcp/5432 DIFFERS (expected allowed, never reached the dataplane)" ||
+    fail "dfwctl probe on the broken bridge: $(cat "$WORK/broken.txt")"
+fi
+sb_ofctl del-flows "$SB_BRIDGE" "cookie=0x4242/-1"
+fleet_dfwctl probe --from web --to db --tcp 5432 >"$WORK/fixed.txt" 2>&1 &&
+  pass "dfwctl probe: the flow removed, no difference again" ||
+  fail "dfwctl probe after the repair: $(cat "$WORK/fixed.txt")"
 
 echo "== 2. tag change through dfwctl: other becomes app=web"
 rev_before=$(fleet_revision)
